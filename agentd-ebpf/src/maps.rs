@@ -1,0 +1,71 @@
+//! Maps shared by the program families. Names match `agentd_common::names`.
+
+use agentd_common::{EVENTS_RING_BYTES, MAX_WATCHED_CGROUPS};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// v2 cgroup id → run slot. Written by the loader (`watch_cgroup` / `unwatch_cgroup`).
+#[map]
+pub static RUN_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+
+/// Exec and exit records (`agentd_common::ExecEvent` / `ExitEvent`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// One per-CPU counter: records lost because the ring buffer was full.
+#[map]
+pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Returns the run slot of the current task's v2 cgroup if that cgroup is watched, with
+/// the cgroup id.
+#[inline(always)]
+pub fn watched_cgroup() -> Option<(u64, u32)> {
+    // SAFETY: bpf_get_current_cgroup_id takes no arguments and only reads current's
+    // css_set; it is allowed in tracing programs.
+    let cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    // SAFETY: the value is a plain u32 copied out immediately; userspace may delete the
+    // entry concurrently, but hash-map values stay valid for the RCU read section the
+    // program runs in.
+    let run_slot = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
+    Some((cgroup_id, run_slot))
+}
+
+/// Counts one record lost to a full ring buffer. Drops are never silent: userspace sums
+/// the per-CPU values (`BpfRuntime::dropped`).
+#[inline(always)]
+pub fn count_drop() {
+    if let Some(counter) = DROPPED.get_ptr_mut(0) {
+        atomic_add(counter, 1);
+    }
+}
+
+/// `lock *(u64 *)(ptr + 0) += value` (BPF_ATOMIC | BPF_ADD). Rust's `AtomicU64::fetch_add`
+/// is not available on the BPF target (no compare-and-swap), and a plain `+=` could lose
+/// a count when a program on the same CPU is preempted mid-increment.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn atomic_add(ptr: *mut u64, value: u64) {
+    // SAFETY: `ptr` is this CPU's 8-byte, 8-aligned slot of a live per-CPU map value
+    // (returned by bpf_map_lookup_elem, which the verifier tracks as a map-value pointer);
+    // the instruction only adds to it.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({ptr} + 0) += {value}",
+            ptr = in(reg) ptr,
+            value = in(reg) value,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Host build (workspace-wide checks only): never runs.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+fn atomic_add(ptr: *mut u64, value: u64) {
+    // SAFETY: the host build of this crate is an empty binary that never calls this; the
+    // body only keeps the signature type-checked.
+    let counter = unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr) };
+    counter.fetch_add(value, core::sync::atomic::Ordering::Relaxed);
+}

@@ -1,0 +1,241 @@
+//! Process lifecycle of watched cgroups: `tp_btf/sched_process_exec` and
+//! `tp_btf/sched_process_exit`.
+//!
+//! Both programs return early unless the current task's v2 cgroup is in `RUN_CGROUPS`,
+//! so unwatched processes cost one hash lookup. Records are reserved directly in the
+//! `EVENTS` ring buffer (no stack copy; the exec record is larger than the 512-byte
+//! stack allows comfortably); a failed reservation is counted in `DROPPED`.
+//!
+//! Prototypes on Linux 6.18 (from `btf_trace_*` in vmlinux BTF; the first `void *` is the
+//! tracepoint's private data and not visible to the program):
+//! - `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+//! - `sched_process_exit(struct task_struct *p, bool group_dead)` (`group_dead` since 6.16)
+
+use core::{ffi::c_void, ptr::addr_of_mut};
+
+use agentd_common::{
+    EventHeader, ExecEvent, ExitEvent, KernelOffsets, COMM_LEN, EVENT_KIND_EXEC, EVENT_KIND_EXIT,
+    EXEC_FLAG_FILENAME_TRUNCATED, EXEC_FLAG_FILENAME_UNREADABLE, EXEC_FLAG_PPID_UNREADABLE,
+    EXIT_FLAG_CODE_UNREADABLE, FILENAME_LEN, SIGNAL_GROUP_EXIT,
+};
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+
+use crate::{
+    kernel::{offsets, read_at},
+    maps::{count_drop, watched_cgroup, EVENTS},
+};
+
+/// Argument positions (the hidden `void *__data` is not counted).
+const EXEC_ARG_TASK: usize = 0;
+const EXEC_ARG_BPRM: usize = 2;
+const EXIT_ARG_TASK: usize = 0;
+const EXIT_ARG_GROUP_DEAD: usize = 1;
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    on_exec(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    on_exit(&ctx);
+    0
+}
+
+/// (tgid, pid) of the current task.
+#[inline(always)]
+fn current_tgid_pid() -> (u32, u32) {
+    // SAFETY: argument-less helper, allowed in tracing programs.
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: argument-less helper.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn on_exec(ctx: &BtfTracePointContext) {
+    let Some(offs) = offsets() else {
+        return;
+    };
+    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
+        return;
+    };
+    let task: *const u8 = ctx.arg(EXEC_ARG_TASK);
+    let bprm: *const u8 = ctx.arg(EXEC_ARG_BPRM);
+    let (tgid, pid) = current_tgid_pid();
+
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop();
+        return;
+    };
+    let event: *mut ExecEvent = entry.as_mut_ptr();
+    let mut flags = 0u32;
+
+    // SAFETY: task is the tracepoint's `struct task_struct *p`; the offsets come from the
+    // running kernel's BTF. read_at is fault tolerant.
+    let ppid = match unsafe { read_at::<*const u8>(task, offs.task_real_parent) } {
+        // SAFETY: as above, `parent` is `p->real_parent`, a task_struct.
+        Ok(parent) => match unsafe { read_at::<i32>(parent, offs.task_tgid) } {
+            Ok(ppid) => ppid as u32,
+            Err(_) => {
+                flags |= EXEC_FLAG_PPID_UNREADABLE;
+                0
+            }
+        },
+        Err(_) => {
+            flags |= EXEC_FLAG_PPID_UNREADABLE;
+            0
+        }
+    };
+    // SAFETY: argument-less helper; the low 32 bits are the real uid.
+    let uid = unsafe { bpf_get_current_uid_gid() } as u32;
+
+    // SAFETY: `event` points at a reserved, writable ring-buffer record of
+    // size_of::<ExecEvent>() bytes; the helper writes COMM_LEN bytes through a raw pointer
+    // (no reference to uninitialised memory is created) and zero-fills them on failure.
+    unsafe {
+        let comm = addr_of_mut!((*event).comm).cast::<c_void>();
+        bpf_get_current_comm(comm, COMM_LEN as u32);
+    }
+
+    let filename_len = read_filename(bprm, &offs, event, &mut flags);
+
+    // SAFETY: as above; plain field writes into the reserved record.
+    unsafe {
+        addr_of_mut!((*event).header).write(EventHeader {
+            kind: EVENT_KIND_EXEC,
+            run_slot,
+            tgid,
+            pid,
+            cgroup_id,
+            ktime_ns: now_ns(),
+        });
+        addr_of_mut!((*event).ppid).write(ppid);
+        addr_of_mut!((*event).uid).write(uid);
+        addr_of_mut!((*event).filename_len).write(filename_len);
+        addr_of_mut!((*event).flags).write(flags);
+    }
+    entry.submit(0);
+}
+
+/// Copies `bprm->filename` into `event.filename`; returns its length without the NUL.
+#[inline(always)]
+fn read_filename(
+    bprm: *const u8,
+    offs: &KernelOffsets,
+    event: *mut ExecEvent,
+    flags: &mut u32,
+) -> u32 {
+    // SAFETY: `event` is the reserved record (see on_exec).
+    let dst = unsafe { addr_of_mut!((*event).filename) }.cast::<u8>();
+    // SAFETY: bprm is the tracepoint's `struct linux_binprm *`; the offset is from BTF.
+    let Ok(src) = (unsafe { read_at::<*const u8>(bprm, offs.binprm_filename) }) else {
+        // SAFETY: dst is FILENAME_LEN writable bytes of the reserved record.
+        unsafe { dst.write(0) };
+        *flags |= EXEC_FLAG_FILENAME_UNREADABLE;
+        return 0;
+    };
+    // SAFETY: dst is FILENAME_LEN writable bytes; the helper writes at most that many,
+    // always NUL-terminated, and tolerates faults on src.
+    let copied =
+        unsafe { bpf_probe_read_kernel_str(dst.cast::<c_void>(), FILENAME_LEN as u32, src.cast()) };
+    if copied <= 0 {
+        // SAFETY: as above.
+        unsafe { dst.write(0) };
+        *flags |= EXEC_FLAG_FILENAME_UNREADABLE;
+        return 0;
+    }
+    let copied = copied as u32;
+    if copied as usize >= FILENAME_LEN {
+        // The buffer is full: the name is truncated unless it was exactly
+        // FILENAME_LEN - 1 bytes long. Look at the source byte that did not fit.
+        // SAFETY: fault-tolerant read of one byte of the kernel string.
+        match unsafe { read_at::<u8>(src, (FILENAME_LEN - 1) as u32) } {
+            Ok(0) => {}
+            _ => *flags |= EXEC_FLAG_FILENAME_TRUNCATED,
+        }
+        return (FILENAME_LEN - 1) as u32;
+    }
+    copied - 1
+}
+
+#[inline(always)]
+fn on_exit(ctx: &BtfTracePointContext) {
+    let Some(offs) = offsets() else {
+        return;
+    };
+    let (tgid, pid) = current_tgid_pid();
+    if offs.exit_has_group_dead != 0 {
+        // One record per process: when its last thread exits. (The verifier prunes this
+        // branch on kernels without the argument, where reading it would be rejected.)
+        let group_dead: u64 = ctx.arg(EXIT_ARG_GROUP_DEAD);
+        if group_dead & 0xff == 0 {
+            return;
+        }
+    } else if pid != tgid {
+        // Older kernels: report the thread-group leader's exit.
+        return;
+    }
+    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
+        return;
+    };
+    let task: *const u8 = ctx.arg(EXIT_ARG_TASK);
+
+    let mut flags = 0u32;
+    let exit_code = match wait_status(task, &offs) {
+        Ok(code) => code,
+        Err(_) => {
+            flags |= EXIT_FLAG_CODE_UNREADABLE;
+            0
+        }
+    };
+
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_drop();
+        return;
+    };
+    entry.write(ExitEvent {
+        header: EventHeader {
+            kind: EVENT_KIND_EXIT,
+            run_slot,
+            tgid,
+            pid,
+            cgroup_id,
+            ktime_ns: now_ns(),
+        },
+        exit_code,
+        flags,
+    });
+    entry.submit(0);
+}
+
+/// The status `wait4` will report for this process, as `wait_task_zombie` computes it:
+/// `signal->group_exit_code` during a group exit (exit_group, fatal signal), else the
+/// thread-group leader's `exit_code` (already set: do_exit stores it before the
+/// tracepoint fires).
+#[inline(always)]
+fn wait_status(task: *const u8, offs: &KernelOffsets) -> Result<i32, i32> {
+    // SAFETY: task is the tracepoint's `struct task_struct *p`; offsets come from BTF and
+    // every read is fault tolerant.
+    unsafe {
+        let signal = read_at::<*const u8>(task, offs.task_signal)?;
+        let signal_flags = read_at::<u32>(signal, offs.signal_flags)?;
+        if signal_flags & SIGNAL_GROUP_EXIT != 0 {
+            return read_at::<i32>(signal, offs.signal_group_exit_code);
+        }
+        let leader = read_at::<*const u8>(task, offs.task_group_leader)?;
+        read_at::<i32>(leader, offs.task_exit_code)
+    }
+}

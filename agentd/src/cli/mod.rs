@@ -1,0 +1,124 @@
+//! Command-line dispatch: one file per subcommand.
+
+mod doctor;
+mod policy;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status when agentd itself could not set the run up (the command never ran).
+pub const EXIT_SETUP_FAILED: u8 = 125;
+/// Exit status when the command was found but its exec was denied or failed.
+pub const EXIT_EXEC_DENIED: u8 = 126;
+/// Exit status when the command was not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agentd",
+    version,
+    about = "Confine AI-agent processes at the kernel level"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a command confined by a policy.
+    Run(run::RunArgs),
+    /// Probe what this kernel supports and print the matrix.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or explain a policy file.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Parse and validate; print FILE:LINE:COL: message on error (exit 1).
+    Check {
+        file: PathBuf,
+        /// Directory that `{workspace}` stands for (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+    /// Print what each layer will enforce for this policy on this kernel.
+    Explain {
+        file: PathBuf,
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Doctor { json } => doctor::doctor(json),
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { file, workspace } => policy::check(&file, workspace),
+            PolicyCommand::Explain {
+                file,
+                workspace,
+                json,
+            } => policy::explain(&file, workspace, json),
+        },
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Load options from the CLI: `{workspace}` is --workspace or the current directory.
+pub fn load_options(workspace: Option<PathBuf>) -> Result<crate::policy::LoadOptions, String> {
+    let workspace = match workspace {
+        Some(w) => w,
+        None => std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?,
+    };
+    let workspace = std::fs::canonicalize(&workspace)
+        .map_err(|e| format!("workspace {}: {e}", workspace.display()))?;
+    Ok(crate::policy::LoadOptions {
+        workspace,
+        home: invoking_home(),
+    })
+}
+
+/// The invoking user's home: under sudo, SUDO_USER's home, else $HOME, else root's.
+fn invoking_home() -> PathBuf {
+    if let Ok(user) = std::env::var("SUDO_USER") {
+        if let Ok(Some(u)) = nix::unistd::User::from_name(&user) {
+            return u.dir;
+        }
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h);
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}

@@ -1,0 +1,257 @@
+//! fork, the pre-exec sequence (cgroup → caps → landlock → seccomp → exec), and
+//! the report of a failure back to the parent.
+//!
+//! Everything the child needs is prepared before fork: the child makes only raw
+//! syscalls on that memory. It never allocates, locks or unwinds. If a step fails
+//! it writes (stage, errno) to a close-on-exec pipe and exits 125; if exec
+//! succeeds the pipe closes and the parent reads EOF.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::unistd::Pid;
+
+use crate::layers::caps::PreparedCaps;
+use crate::layers::landlock::PreparedLandlock;
+use crate::layers::name;
+use crate::layers::seccomp::PreparedSeccomp;
+
+/// Which pre-exec step failed; the integer is what crosses the pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Setup = 1,
+    Cgroup = 2,
+    Caps = 3,
+    Landlock = 4,
+    Seccomp = 5,
+    Exec = 6,
+}
+
+impl Stage {
+    fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Setup,
+            2 => Self::Cgroup,
+            3 => Self::Caps,
+            4 => Self::Landlock,
+            5 => Self::Seccomp,
+            6 => Self::Exec,
+            _ => return None,
+        })
+    }
+
+    pub fn layer(self) -> &'static str {
+        match self {
+            Self::Setup => name::AGENTD,
+            Self::Cgroup => name::CGROUP,
+            Self::Caps => name::CAPS,
+            Self::Landlock => name::LANDLOCK,
+            Self::Seccomp => name::SECCOMP,
+            Self::Exec => name::EXEC,
+        }
+    }
+}
+
+/// Everything the child uses, prepared in the parent.
+pub struct ChildSetup<'a> {
+    pub program: &'a CStr,
+    pub argv: &'a [*const libc::c_char],
+    pub envp: &'a [*const libc::c_char],
+    pub cgroup_procs_fds: &'a [RawFd],
+    pub caps: Option<&'a PreparedCaps>,
+    pub landlock: Option<&'a PreparedLandlock>,
+    pub seccomp: Option<&'a PreparedSeccomp>,
+}
+
+/// A NULL-terminated C string array that owns its strings.
+pub struct CStrArray {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CStrArray {
+    pub fn new(items: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const libc::c_char> = items.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Self {
+            _owned: items,
+            ptrs,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[*const libc::c_char] {
+        &self.ptrs
+    }
+}
+
+#[derive(Debug)]
+pub enum SpawnOutcome {
+    /// exec succeeded; the child runs the command.
+    Running(Pid),
+    /// A pre-exec step failed; the child has been reaped.
+    Failed { stage: Stage, errno: i32 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot create the set-up pipe: {0}")]
+    Pipe(nix::Error),
+    #[error("fork failed: {0}")]
+    Fork(nix::Error),
+    #[error("reading the child's set-up report failed: {0}")]
+    Report(nix::Error),
+}
+
+pub fn spawn(setup: &ChildSetup<'_>) -> Result<SpawnOutcome, LaunchError> {
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec/_exit the child calls only `child_main`,
+    // which makes raw async-signal-safe syscalls on memory prepared before fork.
+    match unsafe { nix::unistd::fork() }.map_err(LaunchError::Fork)? {
+        nix::unistd::ForkResult::Child => {
+            drop(read_end);
+            let (stage, errno) = child_main(setup, parent, write_end.as_raw_fd());
+            report_and_exit(write_end.as_raw_fd(), stage, errno)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(write_end);
+            read_report(read_end, child)
+        }
+    }
+}
+
+fn read_report(read_end: OwnedFd, child: Pid) -> Result<SpawnOutcome, LaunchError> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(&read_end, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(LaunchError::Report(e)),
+        }
+    }
+    if got == 0 {
+        return Ok(SpawnOutcome::Running(child));
+    }
+    // The child is exiting with 125; reap it so it leaves no zombie.
+    let _ = nix::sys::wait::waitpid(child, None);
+    let stage_raw = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let stage = Stage::from_u32(stage_raw).unwrap_or(Stage::Setup);
+    Ok(SpawnOutcome::Failed { stage, errno })
+}
+
+/// Runs in the forked child. Returns only on failure.
+fn child_main(setup: &ChildSetup<'_>, parent: Pid, _report_fd: RawFd) -> (Stage, i32) {
+    // SAFETY (whole function): only raw syscalls; no allocation, no locks.
+    // Die with agentd, so a confined process never runs unaudited.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return (Stage::Setup, errno());
+    }
+    // agentd may have died between fork and prctl.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent.as_raw() {
+        return (Stage::Setup, libc::ESRCH);
+    }
+    if let Err(e) = reset_signals() {
+        return (Stage::Setup, e);
+    }
+    // Only stdio crosses into the command: an inherited fd could reach outside the sandbox.
+    // SAFETY: close_range marks fds close-on-exec; the ones we still need work until exec.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
+        return (Stage::Setup, errno());
+    }
+
+    for &fd in setup.cgroup_procs_fds {
+        // Writing "0" to cgroup.procs moves the writing process.
+        // SAFETY: writing a static 1-byte buffer to an fd opened by the parent.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return (Stage::Cgroup, errno());
+        }
+    }
+    if let Some(caps) = setup.caps {
+        if let Err(e) = caps.apply_in_child() {
+            return (Stage::Caps, e as i32);
+        }
+    }
+    if let Some(ll) = setup.landlock {
+        if let Err(e) = ll.apply_in_child() {
+            return (Stage::Landlock, e as i32);
+        }
+    }
+    if let Some(sc) = setup.seccomp {
+        if let Err(e) = sc.apply_in_child() {
+            return (Stage::Seccomp, e as i32);
+        }
+    }
+    // SAFETY: program, argv and envp are NUL-terminated C strings and
+    // NULL-terminated pointer arrays kept alive by the parent's stack frame.
+    unsafe {
+        libc::execve(
+            setup.program.as_ptr(),
+            setup.argv.as_ptr(),
+            setup.envp.as_ptr(),
+        )
+    };
+    (Stage::Exec, errno())
+}
+
+/// Restores default dispositions and an empty mask: exec keeps ignored signals
+/// (Rust ignores SIGPIPE) and the mask, and the command must not inherit them.
+fn reset_signals() -> Result<(), i32> {
+    for sig in 1..=31 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL is async-signal-safe.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an all-zero sigset is valid; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t on our stack.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: unblocking with a valid set; old set not requested.
+    if unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) } != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+fn report_and_exit(fd: RawFd, stage: Stage, errno: i32) -> ! {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: writing a stack buffer to our pipe; then _exit without running destructors.
+    unsafe {
+        libc::write(fd, buf.as_ptr().cast(), buf.len());
+        libc::_exit(125)
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Owns a pidfd for the child, so waiting can be async without a SIGCHLD handler.
+pub fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

@@ -1,0 +1,364 @@
+//! eBPF layer: loads the embedded `agentd-ebpf` object, attaches the process tracker
+//! (`tp_btf/sched_process_exec` + `tp_btf/sched_process_exit`), keeps the per-run
+//! `RUN_CGROUPS` map and hands out the event stream.
+//!
+//! One loaded program set serves every run: runs are told apart by their v2 cgroup id
+//! (`watch_cgroup`), and events carry the run slot the cgroup was registered with.
+//!
+//! Kernel struct offsets come from BTF at load time (`btf`), because Rust eBPF has no
+//! CO-RE relocations. The doctor probes (`probe`) load the same object.
+
+mod btf;
+mod probe;
+mod ring;
+
+use std::path::PathBuf;
+
+use agentd_common::{names, EVENTS_RING_BYTES};
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError},
+    Ebpf, EbpfLoader,
+};
+
+pub use btf::BtfError;
+pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
+pub use ring::EventStream;
+
+/// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
+
+/// ELF section names, as used in messages (`attach tp_btf/sched_process_exec: ...`).
+pub mod section {
+    /// The exec tracker.
+    pub const SCHED_PROCESS_EXEC: &str = "tp_btf/sched_process_exec";
+    /// The exit tracker.
+    pub const SCHED_PROCESS_EXIT: &str = "tp_btf/sched_process_exit";
+    /// The BPF LSM probe program.
+    pub const LSM_FILE_OPEN: &str = "lsm/file_open";
+    /// The cgroup-BPF probe program.
+    pub const CGROUP_CONNECT4: &str = "cgroup/connect4";
+}
+
+/// Errors of the eBPF layer. Messages are lower-case and name the program or map.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// The binary carries no eBPF object.
+    #[error("agentd was built without its eBPF object (AYA_BUILD_SKIP=1)")]
+    NotBuilt,
+    /// Kernel BTF could not be read or lacks what the programs need.
+    #[error("kernel btf: {0}")]
+    Btf(#[from] BtfError),
+    /// aya could not parse the kernel BTF.
+    #[error("parse {} with aya: {error}", btf::VMLINUX_BTF)]
+    AyaBtf {
+        /// aya's error.
+        error: aya::BtfError,
+    },
+    /// The object could not be loaded (parsing, relocation, map creation).
+    #[error("load ebpf object: {}", chain(.error))]
+    Object {
+        /// aya's error.
+        error: aya::EbpfError,
+    },
+    /// The object lacks a program (build and loader out of step).
+    #[error("program {name} missing from the ebpf object")]
+    MissingProgram {
+        /// Program (function) name.
+        name: &'static str,
+    },
+    /// The object lacks a map (build and loader out of step).
+    #[error("map {name} missing from the ebpf object")]
+    MissingMap {
+        /// Map name.
+        name: &'static str,
+    },
+    /// `BPF_PROG_LOAD` (or the preparation for it) failed.
+    #[error("load {section}: {}", program_reason(.error))]
+    Load {
+        /// ELF section of the program, e.g. `tp_btf/sched_process_exec`.
+        section: &'static str,
+        /// aya's error (carries the errno and the verifier log).
+        error: ProgramError,
+    },
+    /// Attaching a loaded program failed.
+    #[error("attach {section}: {}", program_reason(.error))]
+    Attach {
+        /// ELF section of the program.
+        section: &'static str,
+        /// aya's error.
+        error: ProgramError,
+    },
+    /// Attaching a loaded program to a cgroup failed.
+    #[error("attach {section} to {}: {}", .cgroup.display(), program_reason(.error))]
+    AttachCgroup {
+        /// ELF section of the program.
+        section: &'static str,
+        /// The cgroup directory.
+        cgroup: PathBuf,
+        /// aya's error.
+        error: ProgramError,
+    },
+    /// Detaching a program failed.
+    #[error("detach {section}: {}", program_reason(.error))]
+    Detach {
+        /// ELF section of the program.
+        section: &'static str,
+        /// aya's error.
+        error: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{action} map {map}: {}", map_reason(.error))]
+    Map {
+        /// What was being done, e.g. `insert cgroup 1234 (run slot 3) into`.
+        action: String,
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        error: MapError,
+    },
+    /// The event stream was already taken from this runtime.
+    #[error("events of map {} already taken", names::MAP_EVENTS)]
+    EventsTaken,
+    /// `take_events` was called outside a tokio runtime.
+    #[error(
+        "read map {}: no tokio runtime to register the ring buffer with",
+        names::MAP_EVENTS
+    )]
+    NoReactor,
+    /// Registering the ring buffer with tokio failed.
+    #[error("register map {} with tokio: {error}", names::MAP_EVENTS)]
+    Reactor {
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A cgroup directory could not be inspected.
+    #[error("cgroup {}: {error}", .path.display())]
+    Cgroup {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}
+
+/// The loaded process tracker: programs attached, maps opened.
+///
+/// Dropping it detaches the programs and frees the maps.
+pub struct BpfRuntime {
+    run_cgroups: HashMap<MapData, u64, u32>,
+    dropped: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    /// Owns the programs and their links; declared last so it is dropped last.
+    _ebpf: Ebpf,
+}
+
+impl BpfRuntime {
+    /// Reads the kernel's BTF offsets, loads the object and attaches
+    /// `tp_btf/sched_process_exec` and `tp_btf/sched_process_exit`.
+    pub fn load() -> Result<Self, BpfError> {
+        Self::load_with_ring(EVENTS_RING_BYTES)
+    }
+
+    /// `load` with an `EVENTS` ring of `ring_bytes` (a power-of-two number of pages).
+    fn load_with_ring(ring_bytes: u32) -> Result<Self, BpfError> {
+        let Loaded { mut ebpf, btf } = load_object(ring_bytes)?;
+        for (name, section, tracepoint) in [
+            (
+                names::PROG_SCHED_PROCESS_EXEC,
+                section::SCHED_PROCESS_EXEC,
+                names::TP_SCHED_PROCESS_EXEC,
+            ),
+            (
+                names::PROG_SCHED_PROCESS_EXIT,
+                section::SCHED_PROCESS_EXIT,
+                names::TP_SCHED_PROCESS_EXIT,
+            ),
+        ] {
+            let program: &mut BtfTracePoint = program(&mut ebpf, name, section)?;
+            program
+                .load(tracepoint, &btf)
+                .map_err(|error| BpfError::Load { section, error })?;
+            program
+                .attach()
+                .map_err(|error| BpfError::Attach { section, error })?;
+        }
+
+        let run_cgroups = HashMap::try_from(take_map(&mut ebpf, names::MAP_RUN_CGROUPS)?)
+            .map_err(|error| map_error("open", names::MAP_RUN_CGROUPS, error))?;
+        let dropped = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_DROPPED)?)
+            .map_err(|error| map_error("open", names::MAP_DROPPED, error))?;
+        let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?)
+            .map_err(|error| map_error("open", names::MAP_EVENTS, error))?;
+        Ok(Self {
+            run_cgroups,
+            dropped,
+            events: Some(events),
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Reports exec/exit of processes in the v2 cgroup `cgroup_id` (the inode number of
+    /// its directory, which is what `bpf_get_current_cgroup_id()` returns for its tasks),
+    /// tagged with `run_slot`. Re-watching a cgroup updates its slot.
+    pub fn watch_cgroup(&mut self, cgroup_id: u64, run_slot: u32) -> Result<(), BpfError> {
+        self.run_cgroups
+            .insert(cgroup_id, run_slot, 0)
+            .map_err(|error| {
+                map_error(
+                    format!("insert cgroup {cgroup_id} (run slot {run_slot}) into"),
+                    names::MAP_RUN_CGROUPS,
+                    error,
+                )
+            })
+    }
+
+    /// Stops reporting the cgroup. Unwatching a cgroup that is not watched is a no-op, so
+    /// cleanup paths can call it unconditionally.
+    pub fn unwatch_cgroup(&mut self, cgroup_id: u64) -> Result<(), BpfError> {
+        match self.run_cgroups.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(error) => Err(map_error(
+                format!("remove cgroup {cgroup_id} from"),
+                names::MAP_RUN_CGROUPS,
+                error,
+            )),
+        }
+    }
+
+    /// The asynchronous reader of the `EVENTS` ring buffer. Can be taken once; must be
+    /// called inside a tokio runtime (with I/O enabled).
+    pub fn take_events(&mut self) -> Result<EventStream, BpfError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BpfError::NoReactor);
+        }
+        let ring = self.events.take().ok_or(BpfError::EventsTaken)?;
+        EventStream::new(ring).map_err(|failed| {
+            let (ring, error) = *failed;
+            // Keep the ring so a later call can retry.
+            self.events = Some(ring);
+            BpfError::Reactor { error }
+        })
+    }
+
+    /// Records lost because the ring buffer was full, summed over CPUs.
+    pub fn dropped(&self) -> Result<u64, BpfError> {
+        let per_cpu = self
+            .dropped
+            .get(&0, 0)
+            .map_err(|error| map_error("read", names::MAP_DROPPED, error))?;
+        Ok(per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n)))
+    }
+}
+
+/// An object loaded into the kernel (maps created, no program loaded yet).
+struct Loaded {
+    ebpf: Ebpf,
+    btf: aya::Btf,
+}
+
+/// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
+/// the `EVENTS` ring buffer (probes use one page).
+fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(BpfError::NotBuilt);
+    }
+    let raw = btf::read_vmlinux()?;
+    let offsets = btf::kernel_offsets(&btf::KernelBtf::parse(&raw)?)?;
+    let btf = aya::Btf::parse(&raw, aya::Endianness::default())
+        .map_err(|error| BpfError::AyaBtf { error })?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(names::GLOBAL_KERNEL_OFFSETS, &offsets, true)
+        .map_max_entries(names::MAP_EVENTS, ring_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|error| BpfError::Object { error })?;
+    Ok(Loaded { ebpf, btf })
+}
+
+/// The typed program `name` of `ebpf`.
+fn program<'e, P>(
+    ebpf: &'e mut Ebpf,
+    name: &'static str,
+    section: &'static str,
+) -> Result<&'e mut P, BpfError>
+where
+    &'e mut P: TryFrom<&'e mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::MissingProgram { name })?;
+    program
+        .try_into()
+        .map_err(|error| BpfError::Load { section, error })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, BpfError> {
+    ebpf.take_map(name).ok_or(BpfError::MissingMap { name })
+}
+
+fn map_error(action: impl Into<String>, map: &'static str, error: MapError) -> BpfError {
+    BpfError::Map {
+        action: action.into(),
+        map,
+        error,
+    }
+}
+
+/// Most verifier-log lines kept in an error message.
+const VERIFIER_LOG_LINES: usize = 30;
+
+/// The kernel's reason for a program error: the errno text first (e.g. `Operation not
+/// permitted (os error 1)`), then the tail of the verifier log when there is one.
+fn program_reason(error: &ProgramError) -> String {
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() {
+                io_error.to_string()
+            } else {
+                let tail = &lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..];
+                format!(
+                    "{io_error}; verifier log (last {} of {} lines):\n{}",
+                    tail.len(),
+                    lines.len(),
+                    tail.join("\n")
+                )
+            }
+        }
+        ProgramError::SyscallError(e) => format!("{}: {}", e.call, e.io_error),
+        other => chain(other),
+    }
+}
+
+fn map_reason(error: &MapError) -> String {
+    match error {
+        MapError::SyscallError(e) => format!("{}: {}", e.call, e.io_error),
+        other => chain(other),
+    }
+}
+
+/// `error` and its sources, joined with `: ` (repeated texts skipped).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

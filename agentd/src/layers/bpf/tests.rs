@@ -1,0 +1,495 @@
+//! Tests against the real kernel. They need root and the eBPF object.
+//!
+//! Without either they are skipped with a loud `SKIP` line, unless CI pins
+//! `AGENTD_EXPECT_TP_BTF=1` (see `.ci/run`), in which case they fail: a suite must not go
+//! green by skipping. `AGENTD_EXPECT_BPF_LSM` (default `0`, as on the project's build
+//! machine, where BPF LSM programs get EPERM) and `AGENTD_EXPECT_CGROUP_BPF` (default `1`)
+//! pin what the probes must report; set `AGENTD_EXPECT_BPF_LSM=1` on a kernel that loads
+//! BPF LSM (e.g. the Debian QEMU image).
+//!
+//! Safety rules for the machine: only v2 cgroups this test creates itself, under
+//! `/sys/fs/cgroup/unified`, are used and removed; only children spawned here are moved.
+
+use std::{
+    fs::{File, OpenOptions},
+    io,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use super::*;
+use crate::events::Event;
+
+const V2_ROOT: &str = "/sys/fs/cgroup/unified";
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A CI pin: `Some(value)` when set and non-empty.
+fn expect(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+/// `true` if the privileged test may run; `false` (after a SKIP line) if not.
+fn privileged(test: &str) -> bool {
+    let required = expect("AGENTD_EXPECT_TP_BTF").is_some_and(|v| v == "1");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if !root {
+        Some("needs root".to_owned())
+    } else if EBPF_OBJECT.is_empty() {
+        Some(BpfError::NotBuilt.to_string())
+    } else if !Path::new(V2_ROOT).join("cgroup.procs").exists() {
+        Some(format!("no cgroup2 hierarchy at {V2_ROOT}"))
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(reason) if required => panic!("{test}: {reason}, but AGENTD_EXPECT_TP_BTF=1"),
+        Some(reason) => {
+            eprintln!("SKIP {test}: {reason} (AGENTD_EXPECT_TP_BTF=1 makes this a failure)");
+            false
+        }
+    }
+}
+
+/// A v2 cgroup created by the test and removed on drop.
+struct TestCgroup {
+    path: PathBuf,
+    procs: File,
+}
+
+impl TestCgroup {
+    fn create() -> io::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = Path::new(V2_ROOT).join(format!("agentd-test-{}-{n}", std::process::id()));
+        std::fs::create_dir(&path)?;
+        let procs = match OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                return Err(e);
+            }
+        };
+        Ok(Self { path, procs })
+    }
+
+    fn id(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&self.path).unwrap())
+    }
+
+    /// A command whose child joins this cgroup between fork and exec.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let fd = self.procs.as_raw_fd();
+        let mut command = Command::new(program);
+        command.args(args);
+        // SAFETY: the closure only calls write(2) on an fd opened by the parent (no
+        // allocation, no locks), which is async-signal-safe after fork. Writing "0" to
+        // cgroup.procs moves the calling process (the child) only.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        command
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Children were waited for, so the cgroup is empty; retry briefly in case the
+        // kernel is still releasing a just-reaped task.
+        for _ in 0..50 {
+            match std::fs::remove_dir(&self.path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits for the `Exit` of `tgid`, returning every event seen until then.
+async fn until_exit(stream: &mut EventStream, tgid: u32) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = stream.next().await {
+            let done = matches!(event, Event::Exit { tgid: t, .. } if t == tgid);
+            seen.push(event);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "no exit event for {tgid} within {EVENT_TIMEOUT:?}; saw {seen:#?}"
+    );
+    seen
+}
+
+#[test]
+fn exec_and_exit_events_of_a_watched_cgroup() {
+    if !privileged("exec_and_exit_events_of_a_watched_cgroup") {
+        return;
+    }
+    let cgroup = TestCgroup::create().unwrap();
+    let started = std::time::Instant::now();
+    let mut runtime = BpfRuntime::load().unwrap();
+    eprintln!("load + attach: {:?}", started.elapsed());
+    runtime.watch_cgroup(cgroup.id(), 7).unwrap();
+
+    let rt = rt();
+    rt.block_on(async {
+        let mut stream = runtime.take_events().unwrap();
+        assert!(matches!(runtime.take_events(), Err(BpfError::EventsTaken)));
+
+        // exit(0)
+        let mut child = cgroup.command("/bin/true", &[]).spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        let events = until_exit(&mut stream, pid).await;
+        let exec = events
+            .iter()
+            .find(|e| matches!(e, Event::Exec { tgid, .. } if *tgid == pid))
+            .unwrap_or_else(|| panic!("no exec event for {pid}: {events:#?}"));
+        let Event::Exec {
+            pid: exec_pid,
+            ppid,
+            run_slot,
+            cgroup_id: exec_cgroup,
+            ktime_ns,
+            uid,
+            comm,
+            filename,
+            ..
+        } = exec
+        else {
+            unreachable!()
+        };
+        assert_eq!(*exec_pid, pid);
+        assert_eq!(*ppid, std::process::id());
+        assert_eq!(*run_slot, 7);
+        assert_eq!(*exec_cgroup, cgroup.id());
+        assert!(*ktime_ns > 0);
+        assert_eq!(*uid, 0);
+        assert_eq!(comm, "true");
+        assert_eq!(filename, "/bin/true");
+        let exit = events.last().unwrap();
+        let Event::Exit {
+            pid: exit_pid,
+            tgid: exit_tgid,
+            run_slot: exit_slot,
+            cgroup_id: exit_cgroup,
+            ktime_ns: exit_ktime,
+            exit_code,
+        } = exit
+        else {
+            panic!("last event is not an exit: {events:#?}");
+        };
+        assert_eq!((*exit_pid, *exit_tgid), (pid, pid));
+        assert_eq!(*exit_slot, 7);
+        assert_eq!(*exit_cgroup, cgroup.id());
+        assert!(*exit_ktime >= *ktime_ns);
+        assert_eq!(*exit_code, 0);
+
+        // exit(3): the raw wait status is 3 << 8.
+        let mut child = cgroup.command("/bin/sh", &["-c", "exit 3"]).spawn().unwrap();
+        let pid = child.id();
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        let events = until_exit(&mut stream, pid).await;
+        assert!(
+            matches!(events.last(), Some(Event::Exit { exit_code: 0x300, .. })),
+            "{events:#?}"
+        );
+
+        // Killed by SIGKILL: the wait status is the signal number.
+        let mut child = cgroup
+            .command("/bin/sh", &["-c", "kill -KILL $$"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        let events = until_exit(&mut stream, pid).await;
+        assert!(
+            matches!(events.last(), Some(Event::Exit { exit_code, .. }) if *exit_code == libc::SIGKILL),
+            "{events:#?}"
+        );
+
+        // Unwatched: nothing more arrives. A process outside the cgroup is never seen.
+        runtime.unwatch_cgroup(cgroup.id()).unwrap();
+        runtime.unwatch_cgroup(cgroup.id()).unwrap(); // idempotent
+        let mut child = cgroup.command("/bin/true", &[]).spawn().unwrap();
+        assert!(child.wait().unwrap().success());
+        let mut outside = Command::new("/bin/true").spawn().unwrap();
+        assert!(outside.wait().unwrap().success());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rest = stream.drain();
+        assert!(rest.is_empty(), "events after unwatch: {rest:#?}");
+        assert_eq!(stream.malformed(), 0);
+    });
+    assert_eq!(runtime.dropped().unwrap(), 0);
+}
+
+/// A full ring buffer loses records, and every lost record is counted in `DROPPED`.
+#[test]
+fn full_ring_counts_every_drop() {
+    if !privileged("full_ring_counts_every_drop") {
+        return;
+    }
+    const PROCESSES: u64 = 20;
+    let cgroup = TestCgroup::create().unwrap();
+    // One page holds about 12 exec records; 20 processes produce 40 records.
+    let mut runtime = BpfRuntime::load_with_ring(4096).unwrap();
+    runtime.watch_cgroup(cgroup.id(), 2).unwrap();
+    for _ in 0..PROCESSES {
+        let mut child = cgroup.command("/bin/true", &[]).spawn().unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let dropped = runtime.dropped().unwrap();
+    let rt = rt();
+    let delivered = rt.block_on(async { runtime.take_events().unwrap().drain().len() as u64 });
+    eprintln!("delivered {delivered}, dropped {dropped}");
+    assert!(dropped > 0);
+    assert_eq!(delivered + dropped, 2 * PROCESSES);
+}
+
+#[test]
+fn multi_threaded_process_reports_one_exit() {
+    if !privileged("multi_threaded_process_reports_one_exit") {
+        return;
+    }
+    let cgroup = TestCgroup::create().unwrap();
+    let mut runtime = BpfRuntime::load().unwrap();
+    runtime.watch_cgroup(cgroup.id(), 1).unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut stream = runtime.take_events().unwrap();
+        // The test binary itself, re-run as a helper: it starts threads, then exits 5
+        // from a non-main thread (exit_group from a thread that is not the leader).
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let mut child = cgroup
+            .command(
+                exe,
+                &[
+                    "--exact",
+                    "layers::bpf::tests::helper_threads_then_exit",
+                    "--nocapture",
+                ],
+            )
+            .env("AGENTD_TEST_HELPER", "threads")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(child.wait().unwrap().code(), Some(5));
+        let events = until_exit(&mut stream, pid).await;
+        let exits: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Exit { .. }))
+            .collect();
+        assert_eq!(exits.len(), 1, "{events:#?}");
+        assert!(matches!(exits[0], Event::Exit { exit_code: 0x500, tgid, .. } if *tgid == pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let late: Vec<_> = stream
+            .drain()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Exit { .. }))
+            .collect();
+        assert!(late.is_empty(), "more than one exit per process: {late:#?}");
+    });
+}
+
+/// Helper process for `multi_threaded_process_reports_one_exit` (inert in normal runs).
+#[test]
+fn helper_threads_then_exit() {
+    if std::env::var_os("AGENTD_TEST_HELPER").is_none_or(|v| v != "threads") {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _keep = tx;
+            std::thread::sleep(Duration::from_secs(60));
+        });
+    }
+    std::thread::spawn(|| std::process::exit(5));
+    let _ = rx.recv_timeout(Duration::from_secs(30));
+    std::process::exit(1);
+}
+
+#[test]
+fn probes_match_this_kernel() {
+    if !privileged("probes_match_this_kernel") {
+        return;
+    }
+    let tp_btf = probe_tp_btf();
+    eprintln!("probe_tp_btf: {tp_btf:?}");
+    if expect("AGENTD_EXPECT_TP_BTF").unwrap_or_else(|| "1".to_owned()) == "1" {
+        assert_eq!(tp_btf, Ok(()));
+    } else {
+        assert!(tp_btf.unwrap_err().contains("tp_btf/sched_process_"));
+    }
+
+    let lsm = probe_bpf_lsm();
+    eprintln!("probe_bpf_lsm: {lsm:?}");
+    if expect("AGENTD_EXPECT_BPF_LSM").unwrap_or_else(|| "0".to_owned()) == "1" {
+        assert_eq!(lsm, Ok(()));
+    } else {
+        // The kernel's reason, naming the program: on the build machine exactly
+        // "load lsm/file_open: Operation not permitted (os error 1)".
+        let err = lsm.unwrap_err();
+        assert!(
+            err.starts_with("load lsm/file_open: ") && err.contains("(os error "),
+            "{err}"
+        );
+    }
+
+    let cgroup = TestCgroup::create().unwrap();
+    let cgroup_bpf = probe_cgroup_bpf(&cgroup.path);
+    eprintln!("probe_cgroup_bpf: {cgroup_bpf:?}");
+    if expect("AGENTD_EXPECT_CGROUP_BPF").unwrap_or_else(|| "1".to_owned()) == "1" {
+        assert_eq!(cgroup_bpf, Ok(()));
+    } else {
+        assert!(cgroup_bpf.unwrap_err().contains("cgroup/connect4"));
+    }
+    let missing = cgroup.path.join("does-not-exist");
+    let err = probe_cgroup_bpf(&missing).unwrap_err();
+    assert!(
+        err.starts_with("cgroup ") && err.contains("does-not-exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_messages_name_the_program() {
+    let err = BpfError::Attach {
+        section: section::SCHED_PROCESS_EXEC,
+        error: ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_raw_tracepoint_open",
+            io_error: io::Error::from_raw_os_error(libc::EPERM),
+        }),
+    };
+    assert_eq!(
+        err.to_string(),
+        "attach tp_btf/sched_process_exec: bpf_raw_tracepoint_open: Operation not permitted (os error 1)"
+    );
+    assert_eq!(
+        BpfError::NotBuilt.to_string(),
+        "agentd was built without its eBPF object (AYA_BUILD_SKIP=1)"
+    );
+    let err = map_error(
+        "read",
+        agentd_common::names::MAP_DROPPED,
+        MapError::KeyNotFound,
+    );
+    assert_eq!(err.to_string(), "read map DROPPED: key not found");
+}
+
+/// The `.BTF` section of the embedded object (a minimal ELF64 little-endian reader).
+fn object_btf(object: &[u8]) -> &[u8] {
+    let u16_at = |o: usize| u16::from_le_bytes(object[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(object[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(object[o..o + 8].try_into().unwrap()) as usize;
+    assert_eq!(&object[..4], b"\x7fELF");
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |i: usize| shoff + i * shentsize;
+    let names = u64_at(header(shstrndx) + 24);
+    (0..shnum)
+        .find_map(|i| {
+            let name = &object[names + u32_at(header(i))..];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap()];
+            (name == b".BTF").then(|| {
+                let (offset, size) = (u64_at(header(i) + 24), u64_at(header(i) + 32));
+                &object[offset..offset + size]
+            })
+        })
+        .expect("no .BTF section in the eBPF object")
+}
+
+/// Tetragon's "alignchecker": the `.rodata` struct the loader writes must have the layout
+/// the eBPF object was compiled with. (The ring-buffer records are pinned by the const
+/// asserts in agentd-common, which are evaluated when compiling for the BPF target too.)
+#[test]
+fn object_was_built_with_this_kernel_offsets_layout() {
+    if EBPF_OBJECT.is_empty() {
+        if expect("AGENTD_EXPECT_TP_BTF").is_some_and(|v| v == "1") {
+            panic!("{}", BpfError::NotBuilt);
+        }
+        eprintln!(
+            "SKIP object_was_built_with_this_kernel_offsets_layout: {}",
+            BpfError::NotBuilt
+        );
+        return;
+    }
+    use agentd_common::KernelOffsets;
+    use core::mem::{offset_of, size_of};
+    let btf = btf::KernelBtf::parse(object_btf(EBPF_OBJECT)).unwrap();
+    let member = |name: &str| btf.member("KernelOffsets", name).unwrap();
+    for (name, offset) in [
+        (
+            "task_real_parent",
+            offset_of!(KernelOffsets, task_real_parent),
+        ),
+        ("task_tgid", offset_of!(KernelOffsets, task_tgid)),
+        ("task_exit_code", offset_of!(KernelOffsets, task_exit_code)),
+        (
+            "task_group_leader",
+            offset_of!(KernelOffsets, task_group_leader),
+        ),
+        ("task_signal", offset_of!(KernelOffsets, task_signal)),
+        ("signal_flags", offset_of!(KernelOffsets, signal_flags)),
+        (
+            "signal_group_exit_code",
+            offset_of!(KernelOffsets, signal_group_exit_code),
+        ),
+        (
+            "binprm_filename",
+            offset_of!(KernelOffsets, binprm_filename),
+        ),
+        (
+            "exit_has_group_dead",
+            offset_of!(KernelOffsets, exit_has_group_dead),
+        ),
+        ("valid", offset_of!(KernelOffsets, valid)),
+    ] {
+        assert_eq!(
+            member(name),
+            btf::Member {
+                offset: offset as u32,
+                size: 4
+            },
+            "{name}"
+        );
+    }
+    let last = member("valid");
+    assert_eq!(
+        (last.offset + last.size) as usize,
+        size_of::<KernelOffsets>()
+    );
+}

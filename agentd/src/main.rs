@@ -1,0 +1,19 @@
+//! agentd: confines AI-agent processes with cgroups, capabilities, landlock, seccomp and eBPF.
+//!
+//! This file only dispatches the command line; each subcommand lives in `cli/`.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod cli;
+mod events;
+mod launch;
+mod layers;
+mod plan;
+mod policy;
+mod probe;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

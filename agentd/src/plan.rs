@@ -1,0 +1,436 @@
+//! Policy + Probe → Plan. This is the only place that decides which layer
+//! enforces which rule, and what is refused. `policy explain`, the `run_start`
+//! record and `run` itself all read the Plan; nothing else re-decides coverage.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::layers::cgroup::Limits;
+use crate::layers::landlock::{self, LandlockRequest};
+use crate::layers::{name, seccomp};
+use crate::policy::{Mode, NetHost, Policy, Proto};
+use crate::probe::Probe;
+
+/// Landlock scoping of abstract unix sockets and signals arrived in ABI 6.
+const LANDLOCK_ABI_SCOPE: i32 = 6;
+/// Landlock TCP bind/connect rules arrived in ABI 4.
+const LANDLOCK_ABI_NET: i32 = 4;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerStatus {
+    pub layer: &'static str,
+    /// `on`, `off` or `refused`.
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// How one rule of the policy is enforced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    pub rule: String,
+    pub layer: &'static str,
+    pub how: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    pub layer: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub layers: Vec<LayerStatus>,
+    pub coverage: Vec<Coverage>,
+    /// Set when the policy cannot be enforced as written; `run` refuses to start.
+    pub refusals: Vec<Refusal>,
+    pub landlock: Option<LandlockRequest>,
+    pub seccomp: bool,
+    pub caps: bool,
+    pub limits: Limits,
+    pub wall_time: Option<Duration>,
+    /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
+    pub writable_roots: Vec<PathBuf>,
+}
+
+impl Plan {
+    pub fn build(policy: &Policy, probe: &Probe) -> Plan {
+        let mut b = Builder::default();
+        b.cgroups(policy, probe);
+        b.exec_tracker(probe);
+        let enforce = policy.mode == Mode::Enforce;
+        b.caps(enforce);
+        b.landlock(policy, probe, enforce);
+        b.seccomp(probe, enforce);
+        Plan {
+            layers: b.layers,
+            coverage: b.coverage,
+            refusals: b.refusals,
+            landlock: b.landlock,
+            seccomp: b.seccomp,
+            caps: enforce,
+            limits: Limits {
+                memory_bytes: policy.budgets.memory,
+                pids: policy.budgets.pids,
+            },
+            wall_time: policy.budgets.wall_time,
+            writable_roots: policy
+                .fs
+                .write
+                .iter()
+                .filter(|r| r.exists)
+                .map(|r| r.path.clone())
+                .collect(),
+        }
+    }
+
+    pub fn summary_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "layers": self.layers,
+            "refusals": self.refusals,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    layers: Vec<LayerStatus>,
+    coverage: Vec<Coverage>,
+    refusals: Vec<Refusal>,
+    landlock: Option<LandlockRequest>,
+    seccomp: bool,
+}
+
+impl Builder {
+    fn layer(&mut self, layer: &'static str, status: &'static str, detail: impl Into<String>) {
+        self.layers.push(LayerStatus {
+            layer,
+            status,
+            detail: detail.into(),
+        });
+    }
+
+    fn cover(&mut self, rule: impl Into<String>, layer: &'static str, how: impl Into<String>) {
+        self.coverage.push(Coverage {
+            rule: rule.into(),
+            layer,
+            how: how.into(),
+        });
+    }
+
+    fn refuse(&mut self, layer: &'static str, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.layer(layer, "refused", reason.clone());
+        self.refusals.push(Refusal { layer, reason });
+    }
+
+    fn cgroups(&mut self, policy: &Policy, probe: &Probe) {
+        match (&probe.cgroups.layout, &probe.cgroups.error) {
+            (Some(l), _) if l.v2_mount.is_some() => {
+                let mut detail = format!(
+                    "{} host: v2 leaf for identity{}",
+                    l.mode,
+                    if l.mode == crate::layers::cgroup::CgroupMode::Hybrid {
+                        ", v1 memory and pids leaves under agentd's own v1 cgroups"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(m) = policy.budgets.memory {
+                    detail.push_str(&format!("; memory limit {m} bytes"));
+                    self.cover(
+                        format!("budgets.memory {m}"),
+                        name::CGROUP,
+                        "memory controller limit (kernel OOM-kills above it)",
+                    );
+                }
+                if let Some(p) = policy.budgets.pids {
+                    detail.push_str(&format!("; pids limit {p}"));
+                    self.cover(
+                        format!("budgets.pids {p}"),
+                        name::CGROUP,
+                        "pids controller limit (fork fails with EAGAIN above it)",
+                    );
+                }
+                self.layer(name::CGROUP, "on", detail);
+            }
+            (Some(_), _) => self.refuse(
+                name::CGROUP,
+                "no cgroup2 hierarchy: a run needs a v2 cgroup as its identity in BPF",
+            ),
+            (None, err) => self.refuse(
+                name::CGROUP,
+                format!(
+                    "cgroup layout unknown: {}",
+                    err.as_deref().unwrap_or("not probed")
+                ),
+            ),
+        }
+        if let Some(w) = policy.budgets.wall_time {
+            self.cover(
+                format!("budgets.wall_time {}s", w.as_secs_f64()),
+                name::AGENTD,
+                "agentd timer kills every process in the run's cgroup (exit 137)",
+            );
+        }
+    }
+
+    fn exec_tracker(&mut self, probe: &Probe) {
+        if probe.tp_btf.available {
+            self.layer(
+                name::BPF,
+                "on",
+                "tp_btf sched_process_exec/exit tracker keyed by the run's cgroup id",
+            );
+        } else {
+            self.refuse(
+                name::BPF,
+                format!(
+                    "tp_btf is unavailable, so execs and exits cannot be audited: {}",
+                    probe.tp_btf.detail
+                ),
+            );
+        }
+    }
+
+    fn caps(&mut self, enforce: bool) {
+        if enforce {
+            self.layer(
+                name::CAPS,
+                "on",
+                "bounding, ambient, inheritable, effective and permitted sets emptied; securebits locked; no_new_privs",
+            );
+        } else {
+            self.layer(name::CAPS, "off", "mode: audit denies nothing");
+        }
+    }
+
+    fn landlock(&mut self, policy: &Policy, probe: &Probe, enforce: bool) {
+        let paths = |rules: &[crate::policy::PathRule]| -> Vec<PathBuf> {
+            rules
+                .iter()
+                .filter(|r| r.exists)
+                .map(|r| r.path.clone())
+                .collect()
+        };
+        let read = paths(&policy.fs.read);
+        let write = paths(&policy.fs.write);
+        let exec = paths(&policy.exec.allow);
+        let how = if enforce {
+            "landlock: denied with EACCES"
+        } else {
+            "not enforced (mode: audit)"
+        };
+        for r in &policy.fs.read {
+            self.cover_path("fs.read", r, how);
+        }
+        for r in &policy.fs.write {
+            self.cover_path("fs.write", r, how);
+        }
+        for r in &policy.exec.allow {
+            self.cover_path("exec.allow", r, how);
+        }
+        let implied = landlock::implied_exec_paths(&exec);
+        for (path, because) in &implied {
+            self.cover(
+                format!("exec (implied) {}", path.display()),
+                name::LANDLOCK,
+                format!(
+                    "interpreter of {}; the kernel opens it for exec",
+                    because.display()
+                ),
+            );
+        }
+        for p in landlock::IMPLICIT_READ_WRITE {
+            self.cover(
+                format!("fs (implicit) {p}"),
+                name::LANDLOCK,
+                "read+write, always allowed",
+            );
+        }
+        for p in landlock::IMPLICIT_READ {
+            self.cover(
+                format!("fs (implicit) {p}"),
+                name::LANDLOCK,
+                "read, always allowed",
+            );
+        }
+
+        let (tcp_connect_ports, tcp_bind_ports) = self.net(policy, enforce);
+
+        if !enforce {
+            self.layer(name::LANDLOCK, "off", "mode: audit denies nothing");
+            return;
+        }
+        let abi = probe.landlock_abi;
+        if !probe.landlock.available {
+            self.refuse(
+                name::LANDLOCK,
+                format!("landlock is unavailable: {}", probe.landlock.detail),
+            );
+            return;
+        }
+        if abi < LANDLOCK_ABI_SCOPE {
+            self.refuse(
+                name::LANDLOCK,
+                format!("ABI {abi} lacks scoping of abstract unix sockets and signals (needs ABI {LANDLOCK_ABI_SCOPE})"),
+            );
+            return;
+        }
+        if policy.net.is_some() && abi < LANDLOCK_ABI_NET {
+            self.refuse(
+                name::LANDLOCK,
+                format!("ABI {abi} cannot restrict TCP ports (needs ABI {LANDLOCK_ABI_NET})"),
+            );
+            return;
+        }
+        let mut exec_all = exec;
+        exec_all.extend(implied.into_iter().map(|(p, _)| p));
+        self.layer(
+            name::LANDLOCK,
+            "on",
+            format!(
+                "ABI {abi}: {} read, {} write, {} exec roots; abstract unix sockets and signals scoped to the run{}",
+                read.len(),
+                write.len(),
+                exec_all.len(),
+                if policy.net.is_some() { "; TCP ports restricted" } else { "" }
+            ),
+        );
+        self.cover(
+            "scope: abstract unix sockets, signals",
+            name::LANDLOCK,
+            "the run cannot connect to abstract sockets or signal processes outside it",
+        );
+        self.landlock = Some(LandlockRequest {
+            read,
+            write,
+            exec: exec_all,
+            tcp_connect_ports,
+            tcp_bind_ports,
+            scope_abstract_unix: true,
+            scope_signal: true,
+        });
+    }
+
+    fn cover_path(&mut self, section: &str, r: &crate::policy::PathRule, how: &str) {
+        let rule = format!(
+            "{section} {}{} (line {})",
+            r.written,
+            if r.optional { " (optional)" } else { "" },
+            r.span.line
+        );
+        if r.exists {
+            let kind = if r.is_dir { "tree" } else { "file" };
+            self.cover(
+                rule,
+                name::LANDLOCK,
+                format!("{how}; allows the {kind} {}", r.path.display()),
+            );
+        } else {
+            self.cover(
+                rule,
+                name::LANDLOCK,
+                format!("skipped: optional and {} does not exist", r.path.display()),
+            );
+        }
+    }
+
+    /// Landlock can restrict TCP by port only. Address, UDP and domain rules need
+    /// the eBPF network layer, which is not built yet: such rules are refused
+    /// rather than silently widened to "any address on this port".
+    fn net(&mut self, policy: &Policy, enforce: bool) -> (Option<Vec<u16>>, Option<Vec<u16>>) {
+        let Some(net) = &policy.net else {
+            self.cover(
+                "net (absent)",
+                name::LANDLOCK,
+                "network is not restricted: the policy has no net section",
+            );
+            return (None, None);
+        };
+        let mut ports = BTreeSet::new();
+        let mut any_port = false;
+        for rule in &net.allow {
+            let any_addr = matches!(rule.host, NetHost::Cidr { prefix: 0, .. });
+            if !any_addr && enforce {
+                self.refuse(
+                    name::LANDLOCK,
+                    format!(
+                        "net.allow `{}` (line {}): address and domain rules need the eBPF network layer, which this build does not have yet; landlock alone would allow every address on that port. Use `0.0.0.0/0:PORT/tcp` to allow a port to any address",
+                        rule.written, rule.span.line
+                    ),
+                );
+                continue;
+            }
+            if rule.proto == Some(Proto::Udp) && enforce {
+                self.refuse(
+                    name::LANDLOCK,
+                    format!(
+                        "net.allow `{}` (line {}): UDP rules need the eBPF network layer, which this build does not have yet",
+                        rule.written, rule.span.line
+                    ),
+                );
+                continue;
+            }
+            match rule.ports {
+                Some((lo, hi)) => ports.extend(lo..=hi),
+                None => any_port = true,
+            }
+            self.cover(
+                format!("net.allow {}", rule.written),
+                name::LANDLOCK,
+                "TCP connect to these ports allowed",
+            );
+        }
+        self.cover(
+            "net (TCP bind)",
+            name::LANDLOCK,
+            "TCP bind denied with EACCES (no net.bind rules in policy v1)",
+        );
+        let connect = if any_port {
+            None
+        } else {
+            Some(ports.into_iter().collect())
+        };
+        (connect, Some(Vec::new()))
+    }
+
+    fn seccomp(&mut self, probe: &Probe, enforce: bool) {
+        if !enforce {
+            self.layer(name::SECCOMP, "off", "mode: audit denies nothing");
+            return;
+        }
+        if !probe.seccomp_filter.available {
+            self.refuse(
+                name::SECCOMP,
+                format!(
+                    "seccomp filters are unavailable: {}",
+                    probe.seccomp_filter.detail
+                ),
+            );
+            return;
+        }
+        self.seccomp = true;
+        self.layer(
+            name::SECCOMP,
+            "on",
+            format!(
+                "{} syscalls denied with EPERM, clone with namespace flags EPERM, clone3 ENOSYS, non-native ABIs killed",
+                seccomp::DENIED_SYSCALLS.len()
+            ),
+        );
+        self.cover(
+            format!("baseline: {}", seccomp::DENIED_SYSCALLS.join(", ")),
+            name::SECCOMP,
+            "denied with EPERM",
+        );
+        self.cover(
+            "baseline: x86 int 0x80 and x32 syscalls",
+            name::SECCOMP,
+            "the process is killed with SIGSYS",
+        );
+    }
+}

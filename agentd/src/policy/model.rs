@@ -1,0 +1,101 @@
+//! The parsed, normalised policy: what the user wrote, with `{workspace}` and `~`
+//! expanded, every path resolved, and the source position of each rule kept for errors.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A position in the policy file (1-based line and column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Deny what the policy does not allow.
+    Enforce,
+    /// Deny nothing; record what would have been denied.
+    Audit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Where the policy came from (a file path, or `<preset:NAME>`).
+    pub origin: String,
+    /// SHA-256 of the policy file's bytes, lower-case hex.
+    pub hash: String,
+    pub version: u32,
+    pub name: String,
+    pub mode: Mode,
+    pub fs: FsPolicy,
+    pub exec: ExecPolicy,
+    /// `None` when the policy has no `net` section at all.
+    pub net: Option<NetPolicy>,
+    pub budgets: Budgets,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FsPolicy {
+    pub read: Vec<PathRule>,
+    pub write: Vec<PathRule>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecPolicy {
+    pub allow: Vec<PathRule>,
+}
+
+/// One path entry. `path` is absolute, expanded and canonical (symlinks resolved)
+/// when the target exists; an `optional: true` entry that does not exist has
+/// `exists == false` and is skipped by the layers.
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    /// Exactly what the user wrote, e.g. `{workspace}` or `~/.cache`.
+    pub written: String,
+    pub path: PathBuf,
+    pub optional: bool,
+    pub exists: bool,
+    pub is_dir: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NetPolicy {
+    pub allow: Vec<NetRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetHost {
+    /// An address with a prefix length (a plain address has the full length).
+    Cidr { addr: IpAddr, prefix: u8 },
+    /// A domain name, possibly with a leading `*.` wildcard, lower-case.
+    Domain(String),
+}
+
+/// `HOST[:PORT[-PORT]][/tcp|/udp]`; IPv6 hosts are bracketed: `[::1]:9000/tcp`.
+#[derive(Debug, Clone)]
+pub struct NetRule {
+    pub written: String,
+    pub host: NetHost,
+    /// Inclusive port range; `None` means any port.
+    pub ports: Option<(u16, u16)>,
+    /// `None` means both TCP and UDP.
+    pub proto: Option<Proto>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Budgets {
+    pub wall_time: Option<Duration>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+}

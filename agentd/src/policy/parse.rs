@@ -1,0 +1,1669 @@
+//! Strict policy parser: YAML text → [`Policy`], with every error pinned to a `line:col`.
+//!
+//! The document is loaded with saphyr's [`MarkedYaml`] (every node carries its source span)
+//! and then walked by hand rather than through serde: that is what lets each unknown key,
+//! wrong type or bad value be reported at the exact node that caused it, and lets us refuse
+//! anything we do not understand instead of silently ignoring it.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, ScanError, YamlData};
+use sha2::{Digest, Sha256};
+
+use super::model::{
+    Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule, Policy, Proto, Span,
+};
+
+type Node<'a> = MarkedYaml<'a>;
+
+/// The only policy format version this parser understands.
+const VERSION: u32 = 1;
+/// The one placeholder a path may start with.
+const WORKSPACE: &str = "{workspace}";
+
+const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
+const FS_KEYS: &[&str] = &["read", "write"];
+const EXEC_KEYS: &[&str] = &["allow"];
+const NET_KEYS: &[&str] = &["allow"];
+const BUDGET_KEYS: &[&str] = &["wall_time", "memory", "pids"];
+const ENTRY_KEYS: &[&str] = &["path", "optional"];
+
+/// What `{workspace}` and `~` expand to.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file itself could not be read (missing, unreadable, not UTF-8).
+    #[error("{path}: cannot read policy: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The YAML is malformed or the policy is invalid; `line`/`col` are 1-based.
+    #[error("{origin}:{line}:{col}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+}
+
+// The CLI only prints errors today; these are for tests and for callers that want to
+// point an editor at the offending node.
+#[cfg_attr(not(test), allow(dead_code))]
+impl PolicyError {
+    /// 1-based line of the offending node; `None` when the file could not be read.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Invalid { line, .. } => Some(*line),
+        }
+    }
+
+    /// 1-based column of the offending node; `None` when the file could not be read.
+    pub fn col(&self) -> Option<usize> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Invalid { col, .. } => Some(*col),
+        }
+    }
+
+    /// The message without the `origin:line:col: ` prefix.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Invalid { message, .. } => Some(message),
+        }
+    }
+}
+
+/// Reads and parses a policy file; `origin` (used in errors) is `path` as given.
+pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Policy, PolicyError> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let src = String::from_utf8(bytes).map_err(|e| PolicyError::Read {
+        path: origin.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })?;
+    parse_str(&src, &origin, opts)
+}
+
+/// Parses a policy from memory; `origin` names it in errors (a path or `<preset:NAME>`).
+pub fn parse_str(src: &str, origin: &str, opts: &LoadOptions) -> Result<Policy, PolicyError> {
+    let hash = hex::encode(Sha256::digest(src.as_bytes()));
+    let parsed = load_document(src).and_then(|doc| parse_policy(&doc, opts));
+    let body = parsed.map_err(|fail| PolicyError::Invalid {
+        origin: origin.to_owned(),
+        line: fail.at.line,
+        col: fail.at.col,
+        message: fail.msg,
+    })?;
+    Ok(Policy {
+        origin: origin.to_owned(),
+        hash,
+        ..body
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors while walking the tree. The origin is attached once, in `parse_str`.
+
+struct Fail {
+    at: Span,
+    msg: String,
+}
+
+type R<T> = Result<T, Fail>;
+
+fn span_of(node: &Node) -> Span {
+    let start = node.span.start;
+    // saphyr lines are 1-based but columns 0-based; we report both 1-based.
+    Span {
+        line: start.line().max(1),
+        col: start.col() + 1,
+    }
+}
+
+fn fail_at(node: &Node, msg: impl Into<String>) -> Fail {
+    Fail {
+        at: span_of(node),
+        msg: msg.into(),
+    }
+}
+
+fn fail<T>(node: &Node, msg: impl Into<String>) -> R<T> {
+    Err(fail_at(node, msg))
+}
+
+/// How a node is described in "expected X, found Y" messages.
+fn kind(node: &Node) -> &'static str {
+    match &node.data {
+        YamlData::Value(Scalar::Null) => "null",
+        YamlData::Value(Scalar::Boolean(_)) => "a boolean",
+        YamlData::Value(Scalar::Integer(_)) => "an integer",
+        YamlData::Value(Scalar::FloatingPoint(_)) => "a number",
+        YamlData::Value(Scalar::String(_)) => "a string",
+        YamlData::Sequence(_) => "a list",
+        YamlData::Mapping(_) => "a mapping",
+        YamlData::Tagged(..) => "a tagged value",
+        YamlData::Alias(_) => "an alias",
+        YamlData::Representation(..) | YamlData::BadValue => "an invalid value",
+    }
+}
+
+fn one_of(keys: &[&str]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    quoted.join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading the YAML document.
+
+fn load_document(src: &str) -> R<Node<'_>> {
+    let docs = Node::load_from_str(src).map_err(|e| scan_fail(src, &e))?;
+    let mut docs = docs.into_iter();
+    let doc = docs
+        .next()
+        .filter(|d| !matches!(d.data, YamlData::BadValue));
+    let Some(doc) = doc else {
+        return Err(Fail {
+            at: Span { line: 1, col: 1 },
+            msg: "the policy is empty: expected a mapping with `version` and `name`".into(),
+        });
+    };
+    if let Some(extra) = docs.next() {
+        return fail(&extra, "expected a single yaml document, found another one");
+    }
+    Ok(doc)
+}
+
+/// Turns a saphyr syntax error into ours. saphyr detects duplicate keys itself (at the
+/// second key) but does not name the key, so we read it back from the source.
+fn scan_fail(src: &str, e: &ScanError) -> Fail {
+    let m = e.marker();
+    let at = Span {
+        line: m.line().max(1),
+        col: m.col() + 1,
+    };
+    let msg = if e.info().contains("duplicated key") {
+        duplicate_msg(&key_text_at(src, m.index()))
+    } else {
+        format!(
+            "yaml syntax error: {}{}",
+            tidy(e.info()),
+            syntax_hint(src, m.index())
+        )
+    };
+    Fail { at, msg }
+}
+
+/// Two mistakes YAML reports cryptically: an unquoted `*.example.com` (read as an alias)
+/// and an unquoted `[::1]:443` (read as a list followed by garbage).
+fn syntax_hint(src: &str, index: usize) -> &'static str {
+    let before: String = src.chars().take(index).collect();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line: String = src[line_start..]
+        .chars()
+        .take_while(|c| *c != '\n')
+        .collect();
+    if src.chars().nth(index) == Some('*') {
+        " (quote values that start with `*`, as in \"*.example.com:443\")"
+    } else if line.contains("]:") {
+        " (quote bracketed ipv6 rules, as in \"[::1]:443\")"
+    } else {
+        ""
+    }
+}
+
+fn duplicate_msg(key: &str) -> String {
+    if key.is_empty() {
+        "duplicate key".into()
+    } else {
+        format!("duplicate key `{key}`")
+    }
+}
+
+/// The text of the (simple) key starting at character `index`: a quoted scalar up to its
+/// closing quote, or a plain one up to the `:` that ends it.
+fn key_text_at(src: &str, index: usize) -> String {
+    let rest: String = src.chars().skip(index).take_while(|c| *c != '\n').collect();
+    if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        return rest[1..].split(q).next().unwrap_or_default().to_owned();
+    }
+    let end = rest.find([':', ',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().to_owned()
+}
+
+/// Our messages are lower-case and unpunctuated; make the parser's match.
+fn tidy(info: &str) -> String {
+    let info = info.trim().trim_end_matches('.');
+    let mut chars = info.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "invalid yaml".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mappings: every key known, none repeated.
+
+/// The entries of a mapping in document order, after checking that `node` is a mapping,
+/// that every key is a string, that none is repeated and that each is one of `allowed`.
+/// `within` names the mapping in messages (e.g. "`fs`"); empty for the top level.
+fn fields<'n, 'a>(
+    node: &'n Node<'a>,
+    within: &str,
+    allowed: &[&str],
+) -> R<Vec<(&'n str, &'n Node<'a>)>> {
+    let YamlData::Mapping(map) = &node.data else {
+        return fail(node, not_a_mapping(node, within));
+    };
+    let mut out: Vec<(&'n str, &'n Node<'a>)> = Vec::with_capacity(map.len());
+    for (key, value) in map.iter() {
+        let YamlData::Value(Scalar::String(name)) = &key.data else {
+            return fail(key, format!("expected a field name, found {}", kind(key)));
+        };
+        let name: &str = name;
+        if !allowed.contains(&name) {
+            return fail(key, unknown_field(name, within, allowed));
+        }
+        // saphyr already rejects most duplicates; this catches whatever it lets through.
+        if out.iter().any(|(seen, _)| *seen == name) {
+            return fail(key, duplicate_msg(name));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+fn not_a_mapping(node: &Node, within: &str) -> String {
+    if matches!(node.data, YamlData::Value(Scalar::Null)) && !within.is_empty() {
+        // `fs:` with nothing after it: say how to write an empty section.
+        format!("expected a mapping for {within}, found null (write `{{}}` for an empty section)")
+    } else if within.is_empty() {
+        format!("expected the policy to be a mapping, found {}", kind(node))
+    } else {
+        format!("expected a mapping for {within}, found {}", kind(node))
+    }
+}
+
+fn unknown_field(name: &str, within: &str, allowed: &[&str]) -> String {
+    let place = if within.is_empty() {
+        String::new()
+    } else {
+        format!(" in {within}")
+    };
+    format!(
+        "unknown field `{name}`{place}, expected one of {}",
+        one_of(allowed)
+    )
+}
+
+fn missing_field(node: &Node, field: &str, within: &str) -> Fail {
+    let place = if within.is_empty() {
+        String::new()
+    } else {
+        format!(" in {within}")
+    };
+    fail_at(node, format!("missing required field `{field}`{place}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Top level.
+
+fn parse_policy(doc: &Node, opts: &LoadOptions) -> R<Policy> {
+    let mut version = None;
+    let mut name = None;
+    let mut policy = Policy {
+        origin: String::new(),
+        hash: String::new(),
+        version: VERSION,
+        name: String::new(),
+        mode: Mode::Enforce,
+        fs: FsPolicy::default(),
+        exec: ExecPolicy::default(),
+        net: None,
+        budgets: Budgets::default(),
+    };
+    for (key, value) in fields(doc, "", TOP_KEYS)? {
+        match key {
+            "version" => version = Some(parse_version(value)?),
+            "name" => name = Some(parse_name(value)?),
+            "mode" => policy.mode = parse_mode(value)?,
+            "fs" => policy.fs = parse_fs(value, opts)?,
+            "exec" => policy.exec = parse_exec(value, opts)?,
+            "net" => policy.net = Some(parse_net(value)?),
+            "budgets" => policy.budgets = parse_budgets(value)?,
+            // `fields` has already rejected every key not in TOP_KEYS.
+            _ => {}
+        }
+    }
+    policy.version = version.ok_or_else(|| missing_field(doc, "version", ""))?;
+    policy.name = name.ok_or_else(|| missing_field(doc, "name", ""))?;
+    Ok(policy)
+}
+
+fn parse_version(node: &Node) -> R<u32> {
+    match &node.data {
+        YamlData::Value(Scalar::Integer(1)) => Ok(VERSION),
+        YamlData::Value(Scalar::Integer(n)) => fail(
+            node,
+            format!("unsupported policy version `{n}`, expected {VERSION}"),
+        ),
+        _ => fail(
+            node,
+            format!("expected an integer for `version`, found {}", kind(node)),
+        ),
+    }
+}
+
+fn parse_name(node: &Node) -> R<String> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) if s.trim().is_empty() => {
+            fail(node, "`name` must not be empty")
+        }
+        YamlData::Value(Scalar::String(s)) => Ok(s.to_string()),
+        _ => fail(
+            node,
+            format!("expected a string for `name`, found {}", kind(node)),
+        ),
+    }
+}
+
+fn parse_mode(node: &Node) -> R<Mode> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => match s.as_ref() {
+            "enforce" => Ok(Mode::Enforce),
+            "audit" => Ok(Mode::Audit),
+            other => fail(
+                node,
+                format!("unknown mode `{other}`, expected `enforce` or `audit`"),
+            ),
+        },
+        _ => fail(
+            node,
+            format!("expected a string for `mode`, found {}", kind(node)),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections.
+
+fn parse_fs(node: &Node, opts: &LoadOptions) -> R<FsPolicy> {
+    let mut fs = FsPolicy::default();
+    for (key, value) in fields(node, "`fs`", FS_KEYS)? {
+        match key {
+            "read" => fs.read = parse_paths(value, "fs.read", opts)?,
+            "write" => fs.write = parse_paths(value, "fs.write", opts)?,
+            _ => {}
+        }
+    }
+    Ok(fs)
+}
+
+fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
+    let mut exec = ExecPolicy::default();
+    for (_, value) in fields(node, "`exec`", EXEC_KEYS)? {
+        exec.allow = parse_paths(value, "exec.allow", opts)?;
+    }
+    Ok(exec)
+}
+
+fn parse_net(node: &Node) -> R<NetPolicy> {
+    let mut net = NetPolicy::default();
+    for (_, value) in fields(node, "`net`", NET_KEYS)? {
+        let items = list(value, "net.allow")?;
+        net.allow = items.iter().map(parse_net_entry).collect::<R<_>>()?;
+    }
+    Ok(net)
+}
+
+fn parse_budgets(node: &Node) -> R<Budgets> {
+    let mut budgets = Budgets::default();
+    for (key, value) in fields(node, "`budgets`", BUDGET_KEYS)? {
+        match key {
+            "wall_time" => budgets.wall_time = Some(parse_duration_node(value)?),
+            "memory" => budgets.memory = Some(parse_size_node(value)?),
+            "pids" => budgets.pids = Some(parse_pids(value)?),
+            _ => {}
+        }
+    }
+    Ok(budgets)
+}
+
+fn list<'n, 'a>(node: &'n Node<'a>, field: &str) -> R<&'n [Node<'a>]> {
+    match &node.data {
+        YamlData::Sequence(items) => Ok(items),
+        // `read:` with nothing after it is null: say how to write an empty list.
+        YamlData::Value(Scalar::Null) => fail(
+            node,
+            format!("expected a list for `{field}`, found null (write `[]` for an empty list)"),
+        ),
+        _ => fail(
+            node,
+            format!("expected a list for `{field}`, found {}", kind(node)),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths.
+
+fn parse_paths(node: &Node, field: &str, opts: &LoadOptions) -> R<Vec<PathRule>> {
+    list(node, field)?
+        .iter()
+        .map(|item| parse_path_entry(item, field, opts))
+        .collect()
+}
+
+/// A path entry: either a string or `{path: ..., optional: bool}`.
+fn parse_path_entry(item: &Node, field: &str, opts: &LoadOptions) -> R<PathRule> {
+    let (written, optional, at) = match &item.data {
+        YamlData::Mapping(_) => long_form(item, field)?,
+        _ => (path_string(item, field)?, false, item),
+    };
+    let expanded = expand(&written, opts).map_err(|msg| fail_at(at, msg))?;
+    resolve(written, expanded, optional, span_of(at)).map_err(|msg| fail_at(at, msg))
+}
+
+fn long_form<'n, 'a>(item: &'n Node<'a>, field: &str) -> R<(String, bool, &'n Node<'a>)> {
+    let within = format!("a `{field}` entry");
+    let mut path = None;
+    let mut optional = false;
+    for (key, value) in fields(item, &within, ENTRY_KEYS)? {
+        match key {
+            "path" => path = Some((path_string(value, field)?, value)),
+            "optional" => optional = boolean(value, "optional")?,
+            _ => {}
+        }
+    }
+    let (written, at) = path.ok_or_else(|| missing_field(item, "path", &within))?;
+    Ok((written, optional, at))
+}
+
+fn path_string(node: &Node, field: &str) -> R<String> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => Ok(s.to_string()),
+        // A bare `~` is YAML's null, but in a path list it can only mean the home directory.
+        YamlData::Value(Scalar::Null) if is_single_char(node) => Ok("~".into()),
+        _ => fail(
+            node,
+            format!("expected a path string in `{field}`, found {}", kind(node)),
+        ),
+    }
+}
+
+fn is_single_char(node: &Node) -> bool {
+    node.span
+        .end
+        .index()
+        .saturating_sub(node.span.start.index())
+        == 1
+}
+
+fn boolean(node: &Node, field: &str) -> R<bool> {
+    match &node.data {
+        YamlData::Value(Scalar::Boolean(b)) => Ok(*b),
+        _ => fail(
+            node,
+            format!(
+                "expected `true` or `false` for `{field}`, found {}",
+                kind(node)
+            ),
+        ),
+    }
+}
+
+/// Expands `{workspace}` and `~` at the start of `written`; the result must be absolute.
+fn expand(written: &str, opts: &LoadOptions) -> Result<PathBuf, String> {
+    if written.is_empty() {
+        return Err("empty path".into());
+    }
+    let (base, rest) = if let Some(rest) = written.strip_prefix(WORKSPACE) {
+        (Some(opts.workspace.as_path()), rest)
+    } else if let Some(rest) = written.strip_prefix('~') {
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return Err(format!(
+                "unsupported path `{written}`: write `~/...` for the home directory"
+            ));
+        }
+        (Some(opts.home.as_path()), rest)
+    } else {
+        (None, written)
+    };
+    check_placeholders(rest)?;
+    let path = match base {
+        Some(base) if rest.is_empty() => base.to_path_buf(),
+        Some(base) if rest.starts_with('/') => base.join(rest.trim_start_matches('/')),
+        Some(_) => return Err(format!("expected `/` after `{WORKSPACE}` in `{written}`")),
+        None => PathBuf::from(rest),
+    };
+    if !path.is_absolute() {
+        return Err(format!(
+            "path {} is not absolute (start it with `/`, `~/` or `{WORKSPACE}`)",
+            describe(written, &path)
+        ));
+    }
+    Ok(path)
+}
+
+/// Only a leading `{workspace}` is a placeholder; any other `{...}` is a mistake we refuse
+/// rather than treat as a literal directory name.
+fn check_placeholders(rest: &str) -> Result<(), String> {
+    let Some(open) = rest.find('{') else {
+        return Ok(());
+    };
+    let Some(len) = rest[open..].find('}') else {
+        return Ok(());
+    };
+    let placeholder = &rest[open..=open + len];
+    if placeholder == WORKSPACE {
+        Err(format!(
+            "`{WORKSPACE}` is only allowed at the start of a path"
+        ))
+    } else {
+        Err(format!(
+            "unknown placeholder `{placeholder}`, expected `{WORKSPACE}`"
+        ))
+    }
+}
+
+/// "`/x`", or "`~/x` (expanded to `/home/u/x`)" when expansion changed it.
+fn describe(written: &str, path: &Path) -> String {
+    let shown = path.display().to_string();
+    if shown == written {
+        format!("`{written}`")
+    } else {
+        format!("`{written}` (expanded to `{shown}`)")
+    }
+}
+
+/// Resolves symlinks so that the layers see the real object; missing targets are only
+/// allowed when the user said so.
+fn resolve(
+    written: String,
+    expanded: PathBuf,
+    optional: bool,
+    span: Span,
+) -> Result<PathRule, String> {
+    match std::fs::canonicalize(&expanded) {
+        Ok(path) => {
+            let is_dir = std::fs::metadata(&path)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
+            Ok(PathRule {
+                written,
+                path,
+                optional,
+                exists: true,
+                is_dir,
+                span,
+            })
+        }
+        Err(e) if is_missing(&e) && optional => Ok(PathRule {
+            written,
+            path: expanded,
+            optional,
+            exists: false,
+            is_dir: false,
+            span,
+        }),
+        Err(e) if is_missing(&e) => Err(format!(
+            "path {} does not exist (mark it `optional: true` to allow that)",
+            describe(&written, &expanded)
+        )),
+        Err(e) => Err(format!(
+            "cannot resolve path {}: {e}",
+            describe(&written, &expanded)
+        )),
+    }
+}
+
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network rules: `HOST[:PORT|:LO-HI][/tcp|/udp]`.
+
+fn parse_net_entry(item: &Node) -> R<NetRule> {
+    let written = match &item.data {
+        YamlData::Value(Scalar::String(s)) => s.to_string(),
+        // An unquoted `[::1]:443` is read by YAML as a list.
+        YamlData::Sequence(_) => {
+            return fail(
+                item,
+                "expected a string in `net.allow`, found a list (quote bracketed ipv6 rules: \"[::1]:443\")",
+            )
+        }
+        _ => {
+            return fail(
+                item,
+                format!("expected a string in `net.allow`, found {}", kind(item)),
+            )
+        }
+    };
+    let (host, ports, proto) = parse_net_rule(&written).map_err(|msg| fail_at(item, msg))?;
+    Ok(NetRule {
+        written,
+        host,
+        ports,
+        proto,
+        span: span_of(item),
+    })
+}
+
+type NetParts = (NetHost, Option<(u16, u16)>, Option<Proto>);
+
+fn parse_net_rule(rule: &str) -> Result<NetParts, String> {
+    let (rest, proto) = split_proto(rule);
+    let (host, port) = split_host_port(rest)?;
+    let host = match host {
+        HostText::V6(text) => parse_v6(text)?,
+        HostText::Other(text) => parse_other_host(text)?,
+    };
+    let ports = port.map(parse_ports).transpose()?;
+    Ok((host, ports, proto))
+}
+
+/// Only a trailing `/tcp` or `/udp` is a protocol: a `/N` right after an address is a
+/// prefix length, so `10.0.0.0/8:443` and `10.0.0.0/8` keep their prefix.
+fn split_proto(rule: &str) -> (&str, Option<Proto>) {
+    if let Some(rest) = rule.strip_suffix("/tcp") {
+        (rest, Some(Proto::Tcp))
+    } else if let Some(rest) = rule.strip_suffix("/udp") {
+        (rest, Some(Proto::Udp))
+    } else {
+        (rule, None)
+    }
+}
+
+enum HostText<'s> {
+    /// The inside of `[...]`.
+    V6(&'s str),
+    Other(&'s str),
+}
+
+fn split_host_port(s: &str) -> Result<(HostText<'_>, Option<&str>), String> {
+    if let Some(inner) = s.strip_prefix('[') {
+        let Some((host, after)) = inner.split_once(']') else {
+            return Err(format!("missing `]` after the ipv6 address in `{s}`"));
+        };
+        if after.is_empty() {
+            return Ok((HostText::V6(host), None));
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("unexpected `{after}` after `]`, expected `:PORT`"))?;
+        return Ok((HostText::V6(host), Some(port)));
+    }
+    if s.matches(':').count() > 1 {
+        return Err(format!(
+            "ipv6 addresses must be in brackets, e.g. `[::1]:443`, found `{s}`"
+        ));
+    }
+    Ok(match s.split_once(':') {
+        Some((host, port)) => (HostText::Other(host), Some(port)),
+        None => (HostText::Other(s), None),
+    })
+}
+
+fn parse_v6(text: &str) -> Result<NetHost, String> {
+    let (addr, prefix) = split_prefix(text);
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("invalid ipv6 address `{addr}`"))?;
+    cidr(IpAddr::V6(addr), prefix)
+}
+
+/// An IPv4 address or CIDR, or else a domain name.
+fn parse_other_host(text: &str) -> Result<NetHost, String> {
+    if text.is_empty() {
+        return Err("missing host before the port".into());
+    }
+    let (addr, prefix) = split_prefix(text);
+    if let Ok(v4) = addr.parse::<Ipv4Addr>() {
+        return cidr(IpAddr::V4(v4), prefix);
+    }
+    if let Some(p) = prefix {
+        return Err(misplaced_slash(addr, p));
+    }
+    if addr.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("invalid ipv4 address `{addr}`"));
+    }
+    parse_domain(addr)
+}
+
+fn misplaced_slash(host: &str, after: &str) -> String {
+    if after == "tcp" || after == "udp" {
+        format!("the protocol goes last, as in `{host}:PORT/{after}`")
+    } else {
+        format!("a prefix length (`/{after}`) is only allowed after an ip address, not `{host}`")
+    }
+}
+
+fn split_prefix(text: &str) -> (&str, Option<&str>) {
+    match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    }
+}
+
+fn cidr(addr: IpAddr, prefix: Option<&str>) -> Result<NetHost, String> {
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => digits::<u8>(p)
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("invalid prefix length `/{p}`, expected 0 to {max}"))?,
+    };
+    let network = mask(addr, prefix);
+    if network != addr {
+        return Err(format!(
+            "`{}` has bits set beyond the /{prefix} prefix (did you mean `{}`?)",
+            show_cidr(addr, prefix),
+            show_cidr(network, prefix)
+        ));
+    }
+    Ok(NetHost::Cidr { addr, prefix })
+}
+
+/// `addr` with every bit beyond `prefix` cleared.
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & keep))
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & keep))
+        }
+    }
+}
+
+fn show_cidr(addr: IpAddr, prefix: u8) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}/{prefix}"),
+        IpAddr::V6(a) => format!("[{a}/{prefix}]"),
+    }
+}
+
+/// A DNS name, optionally with a leading `*.` wildcard; stored lower-case.
+fn parse_domain(text: &str) -> Result<NetHost, String> {
+    let name = text.to_ascii_lowercase();
+    if name.len() > 253 {
+        return Err(format!(
+            "invalid domain name `{text}`: longer than 253 characters"
+        ));
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    for (i, label) in labels.iter().enumerate() {
+        if *label == "*" && i == 0 && labels.len() > 1 {
+            continue;
+        }
+        check_label(label).map_err(|why| format!("invalid domain name `{text}`: {why}"))?;
+    }
+    Ok(NetHost::Domain(name))
+}
+
+fn check_label(label: &str) -> Result<(), &'static str> {
+    if label.contains('*') {
+        return Err("`*` is only allowed as the whole first label, as in `*.example.com`");
+    }
+    if label.is_empty() || label.len() > 63 {
+        return Err("each label must be 1 to 63 characters");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err("labels may only contain letters, digits and `-` (use the xn-- form for non-ascii names)");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("labels cannot start or end with `-`");
+    }
+    Ok(())
+}
+
+fn parse_ports(text: &str) -> Result<(u16, u16), String> {
+    if text.is_empty() {
+        return Err("missing port after `:`".into());
+    }
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let (lo, hi) = (port(lo)?, port(hi)?);
+    if lo > hi {
+        return Err(format!(
+            "invalid port range `{text}`: {lo} is greater than {hi}"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+fn port(text: &str) -> Result<u16, String> {
+    digits::<u16>(text)
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("invalid port `{text}`, expected 1 to 65535"))
+}
+
+/// Parses plain ASCII digits only: `str::parse` would also take a leading `+`.
+fn digits<T: FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Budgets.
+
+/// The text of a scalar as the user is likely to recognise it, for value parsers that
+/// accept strings but should report numbers (e.g. `wall_time: 10`) in the same words.
+fn scalar_text(node: &Node) -> Option<String> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+        YamlData::Value(Scalar::Integer(n)) => Some(n.to_string()),
+        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_duration_node(node: &Node) -> R<Duration> {
+    let Some(text) = scalar_text(node) else {
+        return fail(
+            node,
+            format!(
+                "expected a duration such as `10m` for `wall_time`, found {}",
+                kind(node)
+            ),
+        );
+    };
+    parse_duration(&text).map_err(|msg| fail_at(node, msg))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration `{text}`: expected a number followed by ms, s, m or h");
+    let (number, unit) = split_number(text);
+    let n: u64 = digits(number).ok_or_else(bad)?;
+    let secs = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
+    let duration = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => return Err(bad()),
+    };
+    let duration = duration.ok_or_else(|| format!("invalid duration `{text}`: too large"))?;
+    if duration.is_zero() {
+        return Err(format!(
+            "invalid duration `{text}`: must be greater than zero"
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_size_node(node: &Node) -> R<u64> {
+    let Some(text) = scalar_text(node) else {
+        return fail(
+            node,
+            format!(
+                "expected a size such as `512MiB` for `memory`, found {}",
+                kind(node)
+            ),
+        );
+    };
+    parse_size(&text).map_err(|msg| fail_at(node, msg))
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size `{text}`: expected a number followed by B, KiB, MiB or GiB");
+    let (number, unit) = split_number(text);
+    let n: u64 = digits(number).ok_or_else(bad)?;
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad() + &binary_unit_hint(unit)),
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("invalid size `{text}`: too large"))?;
+    if bytes == 0 {
+        return Err(format!("invalid size `{text}`: must be greater than zero"));
+    }
+    Ok(bytes)
+}
+
+/// `MB` and friends are ambiguous (10^6 or 2^20?); point at the binary unit we accept.
+fn binary_unit_hint(unit: &str) -> String {
+    let lower = unit.to_ascii_lowercase();
+    let suggestion = match lower.trim_end_matches('b').trim_end_matches('i') {
+        "k" => "KiB",
+        "m" => "MiB",
+        "g" => "GiB",
+        _ => return String::new(),
+    };
+    format!(" (did you mean `{suggestion}`?)")
+}
+
+/// Splits `512MiB` into `("512", "MiB")`.
+fn split_number(text: &str) -> (&str, &str) {
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(at)
+}
+
+fn parse_pids(node: &Node) -> R<u64> {
+    match &node.data {
+        YamlData::Value(Scalar::Integer(n)) if *n > 0 => Ok(n.unsigned_abs()),
+        YamlData::Value(Scalar::Integer(n)) => fail(
+            node,
+            format!("invalid `pids` limit `{n}`: expected a positive integer"),
+        ),
+        _ => fail(
+            node,
+            format!(
+                "expected a positive integer for `pids`, found {}",
+                kind(node)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    /// A workspace and a home directory that exist for the duration of a test.
+    struct Env {
+        ws: TempDir,
+        home: TempDir,
+        opts: LoadOptions,
+    }
+
+    fn env() -> Env {
+        let ws = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let opts = LoadOptions {
+            workspace: ws.path().to_path_buf(),
+            home: home.path().to_path_buf(),
+        };
+        Env { ws, home, opts }
+    }
+
+    const HEAD: &str = "version: 1\nname: t\n";
+
+    fn parse_in(env: &Env, body: &str) -> Result<Policy, PolicyError> {
+        parse_str(&format!("{HEAD}{body}"), "t.yaml", &env.opts)
+    }
+
+    fn ok(body: &str) -> Policy {
+        parse_in(&env(), body).unwrap()
+    }
+
+    /// (line, col, message) of the error `HEAD + body` produces.
+    fn err(body: &str) -> (usize, usize, String) {
+        err_full(&format!("{HEAD}{body}"))
+    }
+
+    fn pos(body: &str) -> (usize, usize) {
+        let (line, col, _) = err(body);
+        (line, col)
+    }
+
+    fn err_full(src: &str) -> (usize, usize, String) {
+        let e = parse_str(src, "t.yaml", &env().opts).unwrap_err();
+        let msg = e.message().unwrap().to_owned();
+        (e.line().unwrap(), e.col().unwrap(), msg)
+    }
+
+    fn net(rule: &str) -> NetParts {
+        parse_net_rule(rule).unwrap()
+    }
+
+    fn net_err(rule: &str) -> String {
+        parse_net_rule(rule).unwrap_err()
+    }
+
+    fn v4(a: [u8; 4], prefix: u8) -> NetHost {
+        NetHost::Cidr {
+            addr: IpAddr::V4(Ipv4Addr::from(a)),
+            prefix,
+        }
+    }
+
+    fn v6(a: &str, prefix: u8) -> NetHost {
+        NetHost::Cidr {
+            addr: IpAddr::V6(a.parse().unwrap()),
+            prefix,
+        }
+    }
+
+    // --- positions -----------------------------------------------------------------------
+
+    #[test]
+    fn unknown_top_level_key() {
+        let e = parse_str(&format!("{HEAD}foo: 1\n"), "p/bad.yaml", &env().opts).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p/bad.yaml:3:1: unknown field `foo`, expected one of `version`, `name`, `mode`, \
+             `fs`, `exec`, `net`, `budgets`"
+        );
+        assert_eq!((e.line(), e.col()), (Some(3), Some(1)));
+    }
+
+    #[test]
+    fn unknown_nested_key() {
+        let e = parse_str(
+            &format!("{HEAD}fs:\n  write: []\n  raed: [/usr]\n"),
+            "policies/bad.yaml",
+            &env().opts,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policies/bad.yaml:5:3: unknown field `raed` in `fs`, expected one of `read`, `write`"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_every_section() {
+        assert_eq!(pos("exec: {alow: []}\n"), (3, 8));
+        assert!(err("net:\n  deny: []\n")
+            .2
+            .contains("in `net`, expected one of `allow`"));
+        let (l, c, m) = err("budgets:\n  cpu: 1\n");
+        assert_eq!((l, c), (4, 3));
+        assert!(
+            m.contains("expected one of `wall_time`, `memory`, `pids`"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_points_at_second() {
+        assert_eq!(
+            err("fs:\n  read: [/usr]\n  read: [/usr]\n"),
+            (5, 3, "duplicate key `read`".into())
+        );
+        // A quoted spelling of the same key is still the same key.
+        assert_eq!(err("fs:\n  read: []\n  \"read\": []\n").0, 5);
+        assert_eq!(
+            err("fs: {read: [], read: []}\n"),
+            (3, 16, "duplicate key `read`".into())
+        );
+        assert_eq!(err("name: u\n"), (3, 1, "duplicate key `name`".into()));
+    }
+
+    #[test]
+    fn wrong_type() {
+        assert_eq!(
+            err("fs:\n  read: /usr\n"),
+            (4, 9, "expected a list for `fs.read`, found a string".into())
+        );
+        assert_eq!(
+            err("fs: [/usr]\n"),
+            (3, 5, "expected a mapping for `fs`, found a list".into())
+        );
+        assert_eq!(err("fs:\n  read: [1]\n").1, 10);
+        assert!(err("fs:\n").2.contains("found null (write `{}`"));
+        assert!(err("fs:\n  read:\n").2.contains("found null (write `[]`"));
+        assert_eq!(
+            err_full("version: \"1\"\nname: t\n"),
+            (
+                1,
+                10,
+                "expected an integer for `version`, found a string".into()
+            )
+        );
+        assert_eq!(
+            err_full("version: 1\nname: 5\n"),
+            (
+                2,
+                7,
+                "expected a string for `name`, found an integer".into()
+            )
+        );
+        assert_eq!(err("mode: [audit]\n").1, 7);
+        assert_eq!(
+            err("1: x\n"),
+            (3, 1, "expected a field name, found an integer".into())
+        );
+    }
+
+    #[test]
+    fn bad_duration() {
+        assert_eq!(
+            err("budgets:\n  wall_time: 10x\n"),
+            (
+                4,
+                14,
+                "invalid duration `10x`: expected a number followed by ms, s, m or h".into()
+            )
+        );
+        assert!(err("budgets:\n  wall_time: 10\n")
+            .2
+            .contains("`10`: expected a number"));
+        assert!(err("budgets:\n  wall_time: 0s\n")
+            .2
+            .contains("greater than zero"));
+        assert!(err("budgets:\n  wall_time: 1.5h\n")
+            .2
+            .contains("invalid duration `1.5h`"));
+        assert!(err("budgets:\n  wall_time: -1s\n")
+            .2
+            .contains("invalid duration"));
+        assert!(err("budgets:\n  wall_time: [1s]\n")
+            .2
+            .contains("found a list"));
+    }
+
+    #[test]
+    fn bad_size() {
+        assert_eq!(
+            err("budgets:\n  memory: 512MB\n"),
+            (
+                4,
+                11,
+                "invalid size `512MB`: expected a number followed by B, KiB, MiB or GiB \
+                 (did you mean `MiB`?)"
+                    .into()
+            )
+        );
+        assert!(err("budgets:\n  memory: 0\n")
+            .2
+            .contains("greater than zero"));
+        assert!(err("budgets:\n  memory: -5\n")
+            .2
+            .contains("invalid size `-5`"));
+        assert!(err("budgets:\n  memory: 99999999999GiB\n")
+            .2
+            .contains("too large"));
+        assert!(err("budgets:\n  memory: 1 GiB\n")
+            .2
+            .contains("invalid size"));
+    }
+
+    #[test]
+    fn bad_pids() {
+        assert_eq!(
+            err("budgets:\n  pids: 0\n"),
+            (
+                4,
+                9,
+                "invalid `pids` limit `0`: expected a positive integer".into()
+            )
+        );
+        assert!(err("budgets:\n  pids: \"64\"\n")
+            .2
+            .contains("found a string"));
+    }
+
+    #[test]
+    fn bad_net_rule_position() {
+        assert_eq!(
+            err("net:\n  allow:\n    - 127.0.0.1:80/tcp\n    - \"10.0.0.1/8:443\"\n"),
+            (
+                6,
+                7,
+                "`10.0.0.1/8` has bits set beyond the /8 prefix (did you mean `10.0.0.0/8`?)"
+                    .into()
+            )
+        );
+        assert_eq!(pos("net:\n  allow: [\"a:0\"]\n"), (4, 11));
+        assert!(err("net:\n  allow: [443]\n").2.contains("found an integer"));
+    }
+
+    #[test]
+    fn unquoted_net_rules_get_a_hint() {
+        let (l, c, m) = err("net:\n  allow:\n    - *.example.com:443\n");
+        assert_eq!((l, c), (5, 7));
+        assert!(m.starts_with("yaml syntax error:"), "{m}");
+        assert!(m.contains("quote values that start with `*`"), "{m}");
+        let (l, _, m) = err("net:\n  allow:\n    - [::1]:443\n");
+        assert_eq!(l, 5);
+        assert!(m.contains("quote bracketed ipv6 rules"), "{m}");
+        // `[::1]` alone parses as a list: still a type error at the entry.
+        let (l, c, m) = err("net:\n  allow:\n    - [::1]\n");
+        assert_eq!((l, c), (5, 7));
+        assert!(m.contains("quote bracketed ipv6 rules"), "{m}");
+    }
+
+    #[test]
+    fn missing_path() {
+        assert_eq!(
+            err("fs:\n  read: [/usr, /nope/really]\n"),
+            (
+                4,
+                16,
+                "path `/nope/really` does not exist (mark it `optional: true` to allow that)"
+                    .into()
+            )
+        );
+        // Long form: the error points at the `path` value.
+        assert_eq!(pos("exec:\n  allow:\n    - path: /nope\n"), (5, 13));
+        let e = env();
+        let m = parse_in(&e, "fs:\n  read: [\"~/gone\"]\n")
+            .unwrap_err()
+            .to_string();
+        let home = e.home.path().display();
+        assert!(
+            m.contains(&format!(
+                "`~/gone` (expanded to `{home}/gone`) does not exist"
+            )),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error() {
+        assert_eq!(
+            err("fs:\n  read: [/usr]\n    write: []\n"),
+            (
+                5,
+                5,
+                "yaml syntax error: while parsing a block mapping, did not find expected key"
+                    .into()
+            )
+        );
+        let (l, c, m) = err_full("version: 1\nname: [t\n");
+        assert_eq!((l, c), (3, 1));
+        assert!(m.starts_with("yaml syntax error: "), "{m}");
+    }
+
+    #[test]
+    fn document_shape() {
+        assert_eq!(
+            err_full("").2,
+            "the policy is empty: expected a mapping with `version` and `name`"
+        );
+        assert_eq!(err_full("# nothing\n").0, 1);
+        assert_eq!(
+            err_full("- a\n"),
+            (
+                1,
+                1,
+                "expected the policy to be a mapping, found a list".into()
+            )
+        );
+        assert_eq!(err("---\nversion: 1\n").0, 4);
+        assert_eq!(
+            err_full("name: t\n"),
+            (1, 1, "missing required field `version`".into())
+        );
+        assert_eq!(err_full("version: 1\n").2, "missing required field `name`");
+        assert_eq!(
+            err_full("version: 2\nname: t\n"),
+            (1, 10, "unsupported policy version `2`, expected 1".into())
+        );
+        assert_eq!(
+            err_full("version: 1\nname: \" \"\n").2,
+            "`name` must not be empty"
+        );
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let e = load_file(Path::new("/nope/p.yaml"), &env().opts).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nope/p.yaml: cannot read policy: "),
+            "{e}"
+        );
+        assert_eq!((e.line(), e.col(), e.message()), (None, None, None));
+    }
+
+    // --- values ------------------------------------------------------------------------------
+
+    #[test]
+    fn minimal_policy_defaults() {
+        let p = parse_str(HEAD, "<preset:t>", &env().opts).unwrap();
+        assert_eq!(p.origin, "<preset:t>");
+        assert_eq!(
+            (p.version, p.name.as_str(), p.mode),
+            (1, "t", Mode::Enforce)
+        );
+        assert!(p.fs.read.is_empty() && p.fs.write.is_empty() && p.exec.allow.is_empty());
+        assert!(p.net.is_none());
+        assert_eq!(p.budgets.wall_time, None);
+        assert_eq!(p.hash, hex::encode(Sha256::digest(HEAD.as_bytes())));
+        assert_eq!(p.hash.len(), 64);
+    }
+
+    #[test]
+    fn load_file_hashes_bytes_and_keeps_origin() {
+        let e = env();
+        let file = e.ws.path().join("p.yaml");
+        let src = format!("# comment\n{HEAD}mode: audit\n");
+        std::fs::write(&file, &src).unwrap();
+        let p = load_file(&file, &e.opts).unwrap();
+        assert_eq!(p.origin, file.display().to_string());
+        assert_eq!(p.hash, hex::encode(Sha256::digest(src.as_bytes())));
+        assert_eq!(p.mode, Mode::Audit);
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(ok("mode: audit\n").mode, Mode::Audit);
+        assert_eq!(ok("mode: enforce\n").mode, Mode::Enforce);
+        assert_eq!(
+            err("mode: permissive\n"),
+            (
+                3,
+                7,
+                "unknown mode `permissive`, expected `enforce` or `audit`".into()
+            )
+        );
+    }
+
+    #[test]
+    fn net_absent_vs_present() {
+        assert!(ok("").net.is_none());
+        assert!(ok("net: {}\n").net.unwrap().allow.is_empty());
+        assert!(ok("net:\n  allow: []\n").net.unwrap().allow.is_empty());
+        let net = ok("net:\n  allow: [\"1.2.3.4:80\"]\n").net.unwrap();
+        assert_eq!(net.allow.len(), 1);
+        assert_eq!(net.allow[0].written, "1.2.3.4:80");
+        assert_eq!(net.allow[0].span, Span { line: 4, col: 11 });
+    }
+
+    #[test]
+    fn budgets() {
+        let b = ok("budgets:\n  wall_time: 10m\n  memory: 512MiB\n  pids: 64\n").budgets;
+        assert_eq!(b.wall_time, Some(Duration::from_secs(600)));
+        assert_eq!(b.memory, Some(512 << 20));
+        assert_eq!(b.pids, Some(64));
+        let d = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(d("500ms"), Duration::from_millis(500));
+        assert_eq!(d("30s"), Duration::from_secs(30));
+        assert_eq!(d("2h"), Duration::from_secs(7200));
+        let s = |t: &str| parse_size(t).unwrap();
+        assert_eq!(
+            (s("4096"), s("100B"), s("2KiB"), s("1GiB")),
+            (4096, 100, 2048, 1 << 30)
+        );
+        assert_eq!(ok("budgets: {memory: 4096}\n").budgets.memory, Some(4096));
+    }
+
+    // --- paths -------------------------------------------------------------------------------
+
+    #[test]
+    fn workspace_expansion() {
+        let e = env();
+        std::fs::create_dir(e.ws.path().join("src")).unwrap();
+        let p = parse_in(&e, "fs:\n  write: [\"{workspace}\", \"{workspace}/src\"]\n").unwrap();
+        let ws = std::fs::canonicalize(e.ws.path()).unwrap();
+        let w = &p.fs.write;
+        assert_eq!((w[0].written.as_str(), &w[0].path), ("{workspace}", &ws));
+        assert_eq!(
+            (w[1].written.as_str(), &w[1].path),
+            ("{workspace}/src", &ws.join("src"))
+        );
+        assert!(w.iter().all(|r| r.exists && r.is_dir && !r.optional));
+        assert_eq!(w[1].span, Span { line: 4, col: 26 });
+    }
+
+    #[test]
+    fn home_expansion() {
+        let e = env();
+        std::fs::create_dir(e.home.path().join(".cache")).unwrap();
+        std::fs::write(e.home.path().join("f"), "x").unwrap();
+        let p = parse_in(&e, "fs:\n  read: [~, ~/.cache, \"~/f\"]\n").unwrap();
+        let home = std::fs::canonicalize(e.home.path()).unwrap();
+        let r = &p.fs.read;
+        assert_eq!((r[0].written.as_str(), &r[0].path), ("~", &home));
+        assert_eq!(r[1].path, home.join(".cache"));
+        assert_eq!((r[2].path.clone(), r[2].is_dir), (home.join("f"), false));
+    }
+
+    #[test]
+    fn bad_paths() {
+        let m = |body: &str| err(body).2;
+        assert!(m("fs:\n  read: [\"{home}/x\"]\n").contains("unknown placeholder `{home}`"));
+        assert!(m("fs:\n  read: [\"/a/{workspace}\"]\n").contains("only allowed at the start"));
+        assert!(m("fs:\n  read: [\"{workspace}x\"]\n").contains("expected `/` after"));
+        assert!(m("fs:\n  read: [~root/x]\n").contains("write `~/...`"));
+        assert!(m("fs:\n  read: [usr/bin]\n").contains("path `usr/bin` is not absolute"));
+        assert!(m("fs:\n  read: [\"\"]\n").contains("empty path"));
+        assert!(m("fs:\n  read: [/etc/hostname/x]\n").contains("does not exist"));
+    }
+
+    #[test]
+    fn optional_missing_path() {
+        let e = env();
+        let p = parse_in(
+            &e,
+            "fs:\n  read:\n    - {path: \"{workspace}/later\", optional: true}\n",
+        )
+        .unwrap();
+        let r = &p.fs.read[0];
+        assert!(r.optional && !r.exists && !r.is_dir);
+        assert_eq!(r.path, e.ws.path().join("later"));
+        assert_eq!(r.written, "{workspace}/later");
+        assert_eq!(r.span, Span { line: 5, col: 14 });
+    }
+
+    #[test]
+    fn long_form() {
+        let p = ok("exec:\n  allow:\n    - path: /usr\n      optional: false\n    - /usr\n");
+        let a = &p.exec.allow;
+        assert_eq!(a.len(), 2);
+        assert!(a[0].exists && a[0].is_dir && !a[0].optional);
+        assert_eq!(a[0].span, Span { line: 5, col: 13 });
+        assert_eq!(
+            err("exec:\n  allow:\n    - optional: true\n"),
+            (
+                5,
+                7,
+                "missing required field `path` in a `exec.allow` entry".into()
+            )
+        );
+        assert_eq!(
+            err("exec:\n  allow:\n    - {path: /usr, optional: yes}\n"),
+            (
+                5,
+                30,
+                "expected `true` or `false` for `optional`, found a string".into()
+            )
+        );
+        assert_eq!(
+            err("exec:\n  allow:\n    - {path: /usr, opt: true}\n"),
+            (
+                5,
+                20,
+                "unknown field `opt` in a `exec.allow` entry, expected one of `path`, `optional`"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn symlinks_are_resolved() {
+        let e = env();
+        let target = e.ws.path().join("real");
+        std::fs::write(&target, "x").unwrap();
+        std::os::unix::fs::symlink(&target, e.ws.path().join("link")).unwrap();
+        let p = parse_in(&e, "exec:\n  allow: [\"{workspace}/link\"]\n").unwrap();
+        assert_eq!(
+            p.exec.allow[0].path,
+            std::fs::canonicalize(&target).unwrap()
+        );
+        assert!(!p.exec.allow[0].is_dir);
+    }
+
+    // --- network rules -----------------------------------------------------------------------
+
+    #[test]
+    fn ipv4_rules() {
+        assert_eq!(
+            net("127.0.0.1:8080/tcp"),
+            (v4([127, 0, 0, 1], 32), Some((8080, 8080)), Some(Proto::Tcp))
+        );
+        assert_eq!(net("1.2.3.4"), (v4([1, 2, 3, 4], 32), None, None));
+        assert_eq!(
+            net("1.2.3.4:1000-2000/udp"),
+            (v4([1, 2, 3, 4], 32), Some((1000, 2000)), Some(Proto::Udp))
+        );
+        assert_eq!(net("0.0.0.0/0"), (v4([0, 0, 0, 0], 0), None, None));
+    }
+
+    #[test]
+    fn cidr_vs_proto_ambiguity() {
+        assert_eq!(
+            net("10.0.0.0/8:443"),
+            (v4([10, 0, 0, 0], 8), Some((443, 443)), None)
+        );
+        assert_eq!(net("10.0.0.0/8"), (v4([10, 0, 0, 0], 8), None, None));
+        assert_eq!(
+            net("10.0.0.0/8/udp"),
+            (v4([10, 0, 0, 0], 8), None, Some(Proto::Udp))
+        );
+        assert_eq!(
+            net("10.0.0.0/8:53/udp"),
+            (v4([10, 0, 0, 0], 8), Some((53, 53)), Some(Proto::Udp))
+        );
+        assert_eq!(
+            net("10.1.2.3/tcp"),
+            (v4([10, 1, 2, 3], 32), None, Some(Proto::Tcp))
+        );
+        assert_eq!(
+            net("[fd00::/8]/tcp"),
+            (v6("fd00::", 8), None, Some(Proto::Tcp))
+        );
+        assert!(net_err("example.com/tcp:443").contains("the protocol goes last"));
+        assert!(net_err("10.0.0.0/tcp:443").contains("invalid prefix length `/tcp`"));
+    }
+
+    #[test]
+    fn ipv6_rules() {
+        assert_eq!(
+            net("[::1]:9000/tcp"),
+            (v6("::1", 128), Some((9000, 9000)), Some(Proto::Tcp))
+        );
+        assert_eq!(net("[::1]"), (v6("::1", 128), None, None));
+        assert_eq!(net("[fd00::/8]"), (v6("fd00::", 8), None, None));
+        assert_eq!(
+            net("[2001:db8::/32]:1-1024/udp"),
+            (v6("2001:db8::", 32), Some((1, 1024)), Some(Proto::Udp))
+        );
+        assert!(net_err("::1").contains("must be in brackets"));
+        assert!(net_err("[::1").contains("missing `]`"));
+        assert!(net_err("[::1]443").contains("expected `:PORT`"));
+        assert!(net_err("[::g]").contains("invalid ipv6 address"));
+        assert!(net_err("[::1/129]").contains("invalid prefix length `/129`, expected 0 to 128"));
+        assert_eq!(
+            net_err("[fd00::1/8]"),
+            "`[fd00::1/8]` has bits set beyond the /8 prefix (did you mean `[fd00::/8]`?)"
+        );
+    }
+
+    #[test]
+    fn domain_rules() {
+        let d = |s: &str| NetHost::Domain(s.into());
+        assert_eq!(
+            net("api.Example.COM:443"),
+            (d("api.example.com"), Some((443, 443)), None)
+        );
+        assert_eq!(
+            net("*.example.com:443/tcp"),
+            (d("*.example.com"), Some((443, 443)), Some(Proto::Tcp))
+        );
+        assert_eq!(net("localhost"), (d("localhost"), None, None));
+        assert_eq!(net("a-1.b2.io:1-2"), (d("a-1.b2.io"), Some((1, 2)), None));
+        assert!(net_err("*").contains("`*` is only allowed as the whole first label"));
+        assert!(net_err("a.*.com").contains("`*` is only allowed"));
+        assert!(net_err("*a.com").contains("`*` is only allowed"));
+        assert!(net_err("-a.com").contains("cannot start or end with `-`"));
+        assert!(net_err("a..com").contains("1 to 63 characters"));
+        assert!(net_err(&format!("{}.com", "a".repeat(64))).contains("1 to 63 characters"));
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert!(net_err(&long).contains("longer than 253"));
+        assert!(net_err("a_b.com").contains("letters, digits and `-`"));
+        assert!(net_err("bücher.de").contains("xn--"));
+        assert!(net_err("example.com/8").contains("only allowed after an ip address"));
+    }
+
+    #[test]
+    fn bad_ports_and_addresses() {
+        assert_eq!(
+            net_err("1.2.3.4:0"),
+            "invalid port `0`, expected 1 to 65535"
+        );
+        assert_eq!(
+            net_err("1.2.3.4:65536"),
+            "invalid port `65536`, expected 1 to 65535"
+        );
+        assert_eq!(
+            net_err("1.2.3.4:+80"),
+            "invalid port `+80`, expected 1 to 65535"
+        );
+        assert_eq!(
+            net_err("1.2.3.4:90-80"),
+            "invalid port range `90-80`: 90 is greater than 80"
+        );
+        assert_eq!(net_err("1.2.3.4:"), "missing port after `:`");
+        assert_eq!(net_err(":80"), "missing host before the port");
+        assert_eq!(net_err("/tcp"), "missing host before the port");
+        assert_eq!(net_err("999.1.1.1"), "invalid ipv4 address `999.1.1.1`");
+        assert_eq!(
+            net_err("1.2.3.4/33"),
+            "invalid prefix length `/33`, expected 0 to 32"
+        );
+        assert_eq!(
+            net_err("192.168.1.1/24"),
+            "`192.168.1.1/24` has bits set beyond the /24 prefix (did you mean `192.168.1.0/24`?)"
+        );
+    }
+
+    // --- presets -----------------------------------------------------------------------------
+
+    /// Every file in `policies/`, including ones added later, must load on this machine.
+    #[test]
+    fn every_preset_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let e = env();
+        let mut loaded = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let is_yaml = matches!(
+                path.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml")
+            );
+            if !is_yaml {
+                continue;
+            }
+            let policy = load_file(&path, &e.opts).unwrap_or_else(|err| panic!("{err}"));
+            assert!(!policy.name.is_empty());
+            loaded.push(policy.name);
+        }
+        loaded.sort();
+        for preset in ["default", "node-agent", "python-agent"] {
+            assert!(
+                loaded.iter().any(|n| n == preset),
+                "{preset} missing: {loaded:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! A tiny confined-side helper for the integration tests. Each subcommand does
+//! one thing and prints its exact outcome (`OK` or the errno name), so tests can
+//! assert what the kernel answered rather than "it failed somehow".
+
+use std::ffi::CString;
+use std::io::Write;
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::ENOENT => "ENOENT",
+        libc::ENOSYS => "ENOSYS",
+        libc::EINVAL => "EINVAL",
+        libc::EAGAIN => "EAGAIN",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EROFS => "EROFS",
+        _ => "OTHER",
+    }
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn outcome(rc: i64) -> String {
+    if rc < 0 {
+        errno_name(last_errno()).to_owned()
+    } else {
+        "OK".to_owned()
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let code = match a(0).as_str() {
+        "open" => {
+            let p = cstr(&a(1));
+            // SAFETY: valid NUL-terminated path.
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            println!("open {}: {}", a(1), outcome(fd.into()));
+            0
+        }
+        "write" => {
+            let p = cstr(&a(1));
+            // SAFETY: valid NUL-terminated path.
+            let fd = unsafe {
+                libc::open(
+                    p.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            println!("write {}: {}", a(1), outcome(fd.into()));
+            0
+        }
+        "exec" => {
+            let p = cstr(&a(1));
+            let argv = [p.as_ptr(), std::ptr::null()];
+            // SAFETY: NULL-terminated argv of valid C strings; environ is the process's own.
+            unsafe { libc::execv(p.as_ptr(), argv.as_ptr()) };
+            println!("exec {}: {}", a(1), errno_name(last_errno()));
+            0
+        }
+        "syscall" => {
+            let rc = match a(1).as_str() {
+                // SAFETY: each call passes plain integers or NULL pointers the kernel validates.
+                "ptrace" => unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) },
+                // SAFETY: as above.
+                "unshare-user" => unsafe { libc::unshare(libc::CLONE_NEWUSER) }.into(),
+                // SAFETY: as above.
+                "unshare-ns" => unsafe { libc::unshare(libc::CLONE_NEWNS) }.into(),
+                "mount" => {
+                    let (src, dst, fs) = (cstr("none"), cstr("/tmp"), cstr("tmpfs"));
+                    // SAFETY: valid C strings, NULL data.
+                    unsafe {
+                        libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null())
+                    }
+                    .into()
+                }
+                // SAFETY: as above.
+                "bpf" => unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) },
+                // SAFETY: as above.
+                "clone3" => unsafe { libc::syscall(libc::SYS_clone3, 0, 0) },
+                other => {
+                    eprintln!("unknown syscall {other}");
+                    std::process::exit(2)
+                }
+            };
+            println!("{}: {}", a(1), outcome(rc));
+            0
+        }
+        "int80" => {
+            let mut ret: i64 = 20; // i386 getpid
+                                   // SAFETY: a 32-bit compat syscall with no memory arguments; the seccomp
+                                   // filter is expected to kill the process before it returns.
+            unsafe { std::arch::asm!("int 0x80", inout("rax") ret) };
+            println!("int80: returned {ret}");
+            0
+        }
+        "exit" => a(1).parse().unwrap_or(1),
+        "kill-self" => {
+            let sig = match a(1).as_str() {
+                "TERM" => libc::SIGTERM,
+                "KILL" => libc::SIGKILL,
+                "SEGV" => libc::SIGSEGV,
+                _ => libc::SIGUSR1,
+            };
+            // The Rust runtime handles SIGSEGV (stack-overflow detection); restore
+            // the default action so the signal really ends the process.
+            // SAFETY: setting a default disposition, then signalling ourselves.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig)
+            };
+            0
+        }
+        "sleep" => {
+            println!("sleeping");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_secs(a(1).parse().unwrap_or(30)));
+            0
+        }
+        "cgroup" => {
+            print!(
+                "{}",
+                std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default()
+            );
+            0
+        }
+        "status" => {
+            for l in std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("Cap") || l.starts_with("NoNewPrivs") || l.starts_with("Seccomp:")
+                })
+            {
+                println!("{l}");
+            }
+            0
+        }
+        other => {
+            eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
+            2
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}

@@ -1,0 +1,179 @@
+//! Shared fixtures for the end-to-end tests: find the real binaries, write a
+//! policy, run `agentd run` and read back the audit log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The agentd binary under test: $AGENTD_BIN, else target/debug/agentd.
+pub fn agentd_bin() -> PathBuf {
+    std::env::var_os("AGENTD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/agentd"))
+}
+
+/// The helper that runs confined: $AGENTD_TESTPROG, else target/debug/agentd-testprog
+/// (cargo builds this package's binaries before its integration tests).
+pub fn testprog() -> PathBuf {
+    std::env::var_os("AGENTD_TESTPROG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/agentd-testprog"))
+}
+
+/// Panics unless we are root: these tests need real cgroups, BPF and landlock.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the integration tests run agentd as root; run them as root (cargo xtask test)"
+    );
+}
+
+/// A pin from CI: `Some(value)` when the machine must have that feature.
+pub fn expect(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+/// One test's private directory: workspace, policy and audit log.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("agentd-it-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        std::fs::create_dir(dir.path().join("workspace")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        Self { dir }
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.yaml")
+    }
+
+    /// Writes a policy: the base read/exec set for the test helper plus `extra` YAML
+    /// lines appended under the given sections.
+    pub fn write_policy(&self, yaml: &str) -> PathBuf {
+        let p = self.policy_path();
+        std::fs::write(&p, yaml).unwrap_or_else(|e| panic!("write policy: {e}"));
+        p
+    }
+
+    /// The base policy most tests use: system libraries readable, the helper
+    /// executable, the workspace writable.
+    pub fn base_policy(&self, extra_exec: &[&str]) -> PathBuf {
+        self.base_policy_with(extra_exec, &[])
+    }
+
+    /// [`Sandbox::base_policy`] with more `fs.read` entries.
+    pub fn base_policy_with(&self, extra_exec: &[&str], extra_read: &[&str]) -> PathBuf {
+        let prog = testprog();
+        let mut exec: Vec<String> = vec![prog.display().to_string()];
+        exec.extend(extra_exec.iter().map(|s| s.to_string()));
+        let yaml = format!(
+            "version: 1\nname: it\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{dir}\"{more}]\n  write: [\"{{workspace}}\"]\nexec:\n  allow: [{exec}]\n",
+            more = extra_read.iter().map(|r| format!(", \"{r}\"")).collect::<String>(),
+            dir = prog.parent().map(|d| d.display().to_string()).unwrap_or_default(),
+            exec = exec.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ")
+        );
+        self.write_policy(&yaml)
+    }
+
+    pub fn agentd(&self) -> Command {
+        let mut c = Command::new(agentd_bin());
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    /// `agentd run --policy P --workspace W --audit A -- args...`
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run agentd: {e}"))
+    }
+
+    pub fn run_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.agentd();
+        c.arg("run")
+            .arg("--policy")
+            .arg(self.policy_path())
+            .arg("--workspace")
+            .arg(self.workspace())
+            .arg("--audit")
+            .arg(self.audit_path())
+            .arg("--")
+            .args(args);
+        c
+    }
+
+    /// Runs the test helper with `args` under the current policy.
+    pub fn run_prog(&self, args: &[&str]) -> Output {
+        let prog = testprog().display().to_string();
+        let mut all = vec![prog.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    pub fn audit(&self) -> Vec<Value> {
+        read_audit(&self.audit_path())
+    }
+}
+
+pub fn read_audit(path: &Path) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit status with the full output in the message.
+#[track_caller]
+pub fn assert_status(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The records of the audit log with `event == name`.
+pub fn events<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["event"] == name).collect()
+}

@@ -1,0 +1,121 @@
+//! `agentd run` confines the real process: files, exec, syscalls, non-native ABIs.
+
+use integration::*;
+
+#[test]
+fn a_read_outside_fs_read_fails_with_eacces() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let o = sb.run_prog(&["open", "/etc/hostname"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "open /etc/hostname: EACCES\n");
+    // Control: a path inside fs.read opens.
+    let o = sb.run_prog(&["open", "/usr/lib/os-release"]);
+    assert_eq!(stdout(&o), "open /usr/lib/os-release: OK\n");
+}
+
+#[test]
+fn a_write_outside_fs_write_fails_with_eacces() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let outside = sb.dir.path().join("outside.txt");
+    let o = sb.run_prog(&["write", &outside.display().to_string()]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("write {}: EACCES\n", outside.display()));
+    assert!(!outside.exists());
+    // A path under a read-only root is not writable either.
+    let o = sb.run_prog(&["write", "/usr/agentd-should-not-exist"]);
+    assert_eq!(stdout(&o), "write /usr/agentd-should-not-exist: EACCES\n");
+    // Control: the workspace is writable.
+    let inside = sb.workspace().join("ok.txt");
+    let o = sb.run_prog(&["write", &inside.display().to_string()]);
+    assert_eq!(stdout(&o), format!("write {}: OK\n", inside.display()));
+    assert!(inside.exists());
+}
+
+#[test]
+fn exec_of_a_binary_not_in_exec_allow_fails() {
+    let sb = Sandbox::new();
+    sb.base_policy(&["/usr/bin/sh"]);
+    // From inside the run: execve answers EACCES.
+    let o = sb.run_prog(&["exec", "/usr/bin/id"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "exec /usr/bin/id: EACCES\n");
+
+    // Through an allowed shell: sh reports the denial and exits 126.
+    let o = sb.run(&["/usr/bin/sh", "-c", "/usr/bin/id"]);
+    assert_status(&o, 126);
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+
+    // As the command itself: agentd exits 126 and audits the denial.
+    let o = sb.run(&["/usr/bin/id"]);
+    assert_status(&o, 126);
+    let recs = sb.audit();
+    let denied = events(&recs, "denied");
+    let d = denied
+        .iter()
+        .find(|r| r["path"] == "/usr/bin/id")
+        .unwrap_or_else(|| panic!("no denied record for /usr/bin/id in {recs:#?}"));
+    assert_eq!(d["layer"], "landlock");
+    assert_eq!(d["decision"], "deny");
+    assert_eq!(d["errno"], "EACCES");
+    assert_eq!(d["op"], "exec");
+}
+
+#[test]
+fn ptrace_unshare_and_mount_fail_with_eperm() {
+    let sb = Sandbox::new();
+    sb.base_policy(&["/usr/bin/unshare"]);
+    for (call, want) in [
+        ("ptrace", "EPERM"),
+        ("unshare-user", "EPERM"),
+        ("unshare-ns", "EPERM"),
+        ("mount", "EPERM"),
+        ("bpf", "EPERM"),
+        ("clone3", "ENOSYS"),
+    ] {
+        let o = sb.run_prog(&["syscall", call]);
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), format!("{call}: {want}\n"));
+    }
+    // The real tool, as an agent would run it.
+    let o = sb.run(&["/usr/bin/unshare", "-r", "/usr/bin/true"]);
+    assert_status(&o, 1);
+    assert!(
+        stderr(&o).contains("unshare failed: Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_int_0x80_syscall_is_killed_with_sigsys() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let o = sb.run_prog(&["int80"]);
+    assert_status(&o, 128 + libc::SIGSYS);
+    assert_eq!(stdout(&o), "", "the process must not survive the call");
+    let recs = sb.audit();
+    let end = events(&recs, "run_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["signal"], "SIGSYS");
+    assert_eq!(end[0]["status"], 159);
+}
+
+#[test]
+fn capabilities_are_gone_and_no_new_privs_is_set() {
+    let sb = Sandbox::new();
+    sb.base_policy_with(&[], &["/proc"]);
+    let o = sb.run_prog(&["status"]);
+    assert_status(&o, 0);
+    let out = stdout(&o);
+    for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            out.contains(&format!("{field}:\t0000000000000000")),
+            "{field} not empty:\n{out}"
+        );
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+}

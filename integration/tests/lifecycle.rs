@@ -1,0 +1,227 @@
+//! Exit codes, signals, cgroups and the audit records of a run's life.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use integration::*;
+
+#[test]
+fn exit_codes_and_signals_propagate() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    assert_status(&sb.run_prog(&["exit", "7"]), 7);
+    assert_status(&sb.run_prog(&["exit", "0"]), 0);
+    assert_status(&sb.run_prog(&["kill-self", "TERM"]), 128 + libc::SIGTERM);
+    assert_status(&sb.run_prog(&["kill-self", "SEGV"]), 128 + libc::SIGSEGV);
+}
+
+#[test]
+fn sigterm_to_agentd_is_forwarded_to_the_command() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let prog = testprog().display().to_string();
+    let mut child = sb
+        .run_cmd(&[&prog, "sleep", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn agentd: {e}"));
+    // Wait until the command really runs.
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(line, "sleeping\n");
+    // SAFETY: signalling the agentd process this test started.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    let recs = sb.audit();
+    assert_eq!(events(&recs, "run_end")[0]["signal"], "SIGTERM");
+}
+
+#[test]
+fn the_run_has_its_own_cgroups_and_they_are_gone_afterwards() {
+    let sb = Sandbox::new();
+    sb.write_policy(&format!(
+        "version: 1\nname: cg\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, /proc, \"{}\"]\nexec:\n  allow: [\"{}\"]\nbudgets:\n  memory: 256MiB\n  pids: 32\n",
+        testprog().parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        testprog().display()
+    ));
+    let o = sb.run_prog(&["cgroup"]);
+    assert_status(&o, 0);
+    let recs = sb.audit();
+    let run = recs[0]["run"].as_str().unwrap_or_default().to_owned();
+    assert!(!run.is_empty());
+    let leaf = format!("agentd-{run}");
+    let out = stdout(&o);
+    // The v2 leaf (identity) and the v1 memory and pids leaves.
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("0::/") && l.ends_with(&leaf)),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(":memory:") && l.ends_with(&leaf)),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(":pids:") && l.ends_with(&leaf)),
+        "{out}"
+    );
+    // Nested under agentd's own v1 cgroup, never elsewhere.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own_mem = own
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+        .unwrap_or_default();
+    let want_mem = format!("{}/{leaf}", own_mem.trim_end_matches('/'));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(&format!(":memory:{want_mem}"))),
+        "{out}"
+    );
+
+    // After the run every leaf is gone.
+    for dir in [
+        "/sys/fs/cgroup/unified".to_owned(),
+        format!("/sys/fs/cgroup/memory{}", own_mem.trim_end_matches('/')),
+        "/sys/fs/cgroup/pids".to_owned(),
+    ] {
+        let p = std::path::Path::new(&dir).join(&leaf);
+        assert!(!p.exists(), "{} still exists", p.display());
+    }
+    let end = events(&recs, "run_end");
+    assert_eq!(end[0]["cgroups_removed"], true);
+}
+
+#[test]
+fn the_audit_log_records_start_exec_exit_and_end() {
+    let sb = Sandbox::new();
+    let policy = sb.base_policy(&[]);
+    let o = sb.run_prog(&["exit", "3"]);
+    assert_status(&o, 3);
+    let recs = sb.audit();
+    for (i, r) in recs.iter().enumerate() {
+        for field in ["seq", "ts", "run", "layer", "event"] {
+            assert!(!r[field].is_null(), "record {i} lacks {field}: {r}");
+        }
+        assert_eq!(r["seq"], i as u64);
+    }
+    let start = events(&recs, "run_start");
+    assert_eq!(start.len(), 1);
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(
+        std::fs::read(&policy).unwrap_or_default(),
+    ));
+    assert_eq!(start[0]["policy_hash"], hash);
+    let prog = std::fs::canonicalize(testprog())
+        .unwrap_or_default()
+        .display()
+        .to_string();
+    let execs = events(&recs, "exec");
+    assert!(
+        execs
+            .iter()
+            .any(|e| e["path"] == prog && e["decision"] == "allow" && e["layer"] == "bpf"),
+        "no exec record for {prog}: {recs:#?}"
+    );
+    let exits = events(&recs, "exit");
+    let exec_pid = execs[0]["pid"].clone();
+    assert!(
+        exits
+            .iter()
+            .any(|e| e["pid"] == exec_pid && e["exit_code"] == 3),
+        "no exit record for pid {exec_pid}: {recs:#?}"
+    );
+    let end = events(&recs, "run_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["exit_code"], 3);
+    assert_eq!(
+        recs.last().map(|r| r["event"].clone()),
+        Some("run_end".into())
+    );
+}
+
+#[test]
+fn an_audit_log_inside_a_writable_root_is_refused() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let inside = sb.workspace().join("audit.jsonl");
+    let o = sb
+        .agentd()
+        .arg("run")
+        .arg("--policy")
+        .arg(sb.policy_path())
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .arg("--audit")
+        .arg(&inside)
+        .args(["--", "/usr/bin/true"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_status(&o, 125);
+    let err = stderr(&o);
+    assert!(err.starts_with("agentd: audit: audit log "), "{err}");
+    assert!(err.contains("which the run may write"), "{err}");
+    assert!(!inside.exists());
+}
+
+#[test]
+fn a_missing_command_exits_127() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let o = sb.run(&["agentd-no-such-command"]);
+    assert_status(&o, 127);
+    assert_eq!(
+        stderr(&o),
+        "agentd: exec: agentd-no-such-command: command not found\n"
+    );
+}
+
+#[test]
+fn a_policy_that_cannot_be_enforced_is_refused_before_the_command_runs() {
+    let sb = Sandbox::new();
+    let marker = sb.workspace().join("ran");
+    sb.write_policy("version: 1\nname: net\nfs:\n  read: [/usr, /lib]\nexec:\n  allow: [/usr/bin/touch]\nnet:\n  allow: [\"10.0.0.0/8:443\"]\n");
+    let o = sb.run(&["/usr/bin/touch", &marker.display().to_string()]);
+    assert_status(&o, 125);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("agentd: landlock: net.allow `10.0.0.0/8:443` (line 8)"),
+        "{err}"
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn wall_time_kills_the_run() {
+    let sb = Sandbox::new();
+    sb.write_policy(&format!(
+        "version: 1\nname: wt\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{}\"]\nexec:\n  allow: [\"{}\"]\nbudgets:\n  wall_time: 1s\n",
+        testprog().parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        testprog().display()
+    ));
+    let o = sb.run_prog(&["sleep", "30"]);
+    assert_status(&o, 137);
+    assert!(
+        stderr(&o).contains("agentd: budget: wall_time 1s exceeded"),
+        "{}",
+        stderr(&o)
+    );
+    let recs = sb.audit();
+    let b = events(&recs, "budget");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0]["budget"], "wall_time");
+    assert_eq!(b[0]["decision"], "kill");
+    assert_eq!(events(&recs, "run_end")[0]["killed_by"], "wall_time");
+}

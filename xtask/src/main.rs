@@ -1,0 +1,100 @@
+//! Tasks cargo alone can't do: install the toolchain, run the demo, run every
+//! test, run the benchmarks. Each task runs `setup` first, so a fresh machine
+//! needs nothing but this repository, rustup and apt.
+
+mod bench;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
+  setup   install what is missing: apt packages, the pinned nightly with rust-src, bpf-linker
+  build   setup, then build agentd (release) with its eBPF object
+  demo    build, then run examples/agent.py confined by policies/demo.yaml
+  test    build, then run every unit and integration test (as root)
+  bench   build, then run the benchmarks and write target/bench/results.md";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::setup(),
+        Some("build") => setup::setup().and_then(|()| build()),
+        Some("demo") => setup::setup().and_then(|()| build()).and_then(|()| demo()),
+        Some("test") => setup::setup().and_then(|()| test(&args[1..])),
+        Some("bench") => setup::setup()
+            .and_then(|()| build())
+            .and_then(|()| bench::bench()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build() -> Result<(), String> {
+    util::cargo(&["build", "--release", "-p", "agentd"])
+}
+
+fn demo() -> Result<(), String> {
+    let root = util::workspace_root();
+    let agentd = root.join("target/release/agentd");
+    let audit = root.join("target/demo/audit.jsonl");
+    let _ = std::fs::remove_file(&audit);
+    let workspace = root.join("target/demo/workspace");
+    std::fs::create_dir_all(&workspace)
+        .map_err(|e| format!("create {}: {e}", workspace.display()))?;
+    println!("== agentd doctor");
+    util::run(std::process::Command::new(&agentd).arg("doctor"))?;
+    // The agent runs from its workspace: the policy lets it read nothing else of this repo.
+    let script = workspace.join("agent.py");
+    std::fs::copy(root.join("examples/agent.py"), &script)
+        .map_err(|e| format!("copy the demo agent to {}: {e}", script.display()))?;
+    println!("\n== agentd run --policy policies/demo.yaml -- /usr/bin/python3 agent.py");
+    let status = std::process::Command::new(&agentd)
+        .current_dir(&workspace)
+        .args(["run", "--policy"])
+        .arg(root.join("policies/demo.yaml"))
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--audit")
+        .arg(&audit)
+        .args(["--", "/usr/bin/python3", "agent.py"])
+        .status()
+        .map_err(|e| format!("run agentd: {e}"))?;
+    println!("\nagentd exited with {status}");
+    println!("audit log: {}", audit.display());
+    let log =
+        std::fs::read_to_string(&audit).map_err(|e| format!("read {}: {e}", audit.display()))?;
+    println!("== audit records");
+    for line in log.lines() {
+        println!("{line}");
+    }
+    if status.code() != Some(0) {
+        return Err(format!("the demo agent exited with {status}"));
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    let root = util::workspace_root();
+    if !util::is_root() {
+        return Err("the integration tests run the real binary as root: run as root".into());
+    }
+    // Build the binary the integration tests run (debug: faster to build, same kernel paths).
+    util::cargo(&["build", "-p", "agentd", "-p", "integration", "--bins"])?;
+    std::env::set_var("AGENTD_BIN", root.join("target/debug/agentd"));
+    std::env::set_var("AGENTD_TESTPROG", root.join("target/debug/agentd-testprog"));
+    util::cargo(&["fmt", "--all", "--", "--check"])?;
+    util::cargo_env(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
+    let mut args = vec!["test", "--no-fail-fast"];
+    args.extend(extra.iter().map(String::as_str));
+    util::cargo(&args)
+}
