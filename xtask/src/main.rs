@@ -96,5 +96,5 @@ fn test(extra: &[String]) -> Result<(), String> {
     util::cargo_env(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
-    util::cargo(&args)
+    util::cargo_test_counted(&args)
 }
