@@ -17,15 +17,21 @@ fn a_read_outside_fs_read_fails_with_eacces() {
 #[test]
 fn a_write_outside_fs_write_fails_with_eacces() {
     let sb = Sandbox::new();
-    sb.base_policy(&[]);
+    // A directory the run may read but not write (and the filesystem would let it write).
+    let read_only = sb.dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap_or_else(|e| panic!("{e}"));
+    let ro = read_only.display().to_string();
+    sb.base_policy_with(&[], &[&ro]);
     let outside = sb.dir.path().join("outside.txt");
     let o = sb.run_prog(&["write", &outside.display().to_string()]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), format!("write {}: EACCES\n", outside.display()));
     assert!(!outside.exists());
-    // A path under a read-only root is not writable either.
-    let o = sb.run_prog(&["write", "/usr/agentd-should-not-exist"]);
-    assert_eq!(stdout(&o), "write /usr/agentd-should-not-exist: EACCES\n");
+    // A path under an fs.read root is not writable either.
+    let target = read_only.join("new.txt");
+    let o = sb.run_prog(&["write", &target.display().to_string()]);
+    assert_eq!(stdout(&o), format!("write {}: EACCES\n", target.display()));
+    assert!(!target.exists());
     // Control: the workspace is writable.
     let inside = sb.workspace().join("ok.txt");
     let o = sb.run_prog(&["write", &inside.display().to_string()]);

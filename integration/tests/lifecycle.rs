@@ -57,47 +57,54 @@ fn the_run_has_its_own_cgroups_and_they_are_gone_afterwards() {
     assert!(!run.is_empty());
     let leaf = format!("agentd-{run}");
     let out = stdout(&o);
-    // The v2 leaf (identity) and the v1 memory and pids leaves.
     let lines: Vec<&str> = out.lines().collect();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("0::/") && l.ends_with(&leaf)),
-        "{out}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains(":memory:") && l.ends_with(&leaf)),
-        "{out}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains(":pids:") && l.ends_with(&leaf)),
-        "{out}"
-    );
-    // Nested under agentd's own v1 cgroup, never elsewhere.
+    // The v2 leaf is the run's identity, beneath agentd's own v2 cgroup.
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let own_mem = own
+    let own_of = |controller: &str| {
+        own.lines().find_map(|l| {
+            l.split_once(&format!(":{controller}:"))
+                .map(|(_, p)| p.trim_end_matches('/').to_owned())
+        })
+    };
+    let own_v2 = own
         .lines()
-        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
-        .unwrap_or_default();
-    let want_mem = format!("{}/{leaf}", own_mem.trim_end_matches('/'));
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_end_matches('/')
+        .to_owned();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.ends_with(&format!(":memory:{want_mem}"))),
+        lines.contains(&format!("0::{own_v2}/{leaf}").as_str()),
         "{out}"
     );
-
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let v2_mount = mounts
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4))
+        .unwrap_or_default()
+        .to_owned();
+    let mut leaves = vec![std::path::PathBuf::from(format!(
+        "{v2_mount}{own_v2}/{leaf}"
+    ))];
+    // On hybrid hosts, v1 memory and pids leaves nested under agentd's own v1 cgroups, never elsewhere.
+    for controller in ["memory", "pids"] {
+        if let Some(own_path) = own_of(controller) {
+            let want = format!(":{controller}:{own_path}/{leaf}");
+            assert!(
+                lines.iter().any(|l| l.ends_with(&want)),
+                "no {want} in\n{out}"
+            );
+            leaves.push(std::path::PathBuf::from(format!(
+                "/sys/fs/cgroup/{controller}{own_path}/{leaf}"
+            )));
+        }
+    }
+    if let Some(mode) = expect("AGENTD_EXPECT_CGROUP_MODE") {
+        let want = if mode == "hybrid" { 3 } else { 1 };
+        assert_eq!(leaves.len(), want, "cgroup mode {mode}: {leaves:?}");
+    }
     // After the run every leaf is gone.
-    for dir in [
-        "/sys/fs/cgroup/unified".to_owned(),
-        format!("/sys/fs/cgroup/memory{}", own_mem.trim_end_matches('/')),
-        "/sys/fs/cgroup/pids".to_owned(),
-    ] {
-        let p = std::path::Path::new(&dir).join(&leaf);
+    for p in &leaves {
         assert!(!p.exists(), "{} still exists", p.display());
     }
     let end = events(&recs, "run_end");

@@ -5,6 +5,7 @@
 mod bench;
 mod setup;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -13,7 +14,8 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
   build   setup, then build agentd (release) with its eBPF object
   demo    build, then run examples/agent.py confined by policies/demo.yaml
   test    build, then run every unit and integration test (as root)
-  bench   build, then run the benchmarks and write target/bench/results.md";
+  bench   build, then run the benchmarks and write target/bench/results.md
+  vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +27,14 @@ fn main() -> ExitCode {
         Some("bench") => setup::setup()
             .and_then(|()| build())
             .and_then(|()| bench::bench()),
+        Some("vm-test") => setup::setup().and_then(|()| vm_test_counted()).map(|t| {
+            if let Some(t) = t {
+                println!(
+                    "\ntotal: {} passed, {} failed, {} skipped",
+                    t.passed, t.failed, t.ignored
+                );
+            }
+        }),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -96,5 +106,37 @@ fn test(extra: &[String]) -> Result<(), String> {
     util::cargo_env(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
-    util::cargo_test_counted(&args)
+    let mut tally = util::cargo_test_counted(&args)?;
+    // The same suite on a kernel where BPF LSM loads (Debian's stock kernel under QEMU).
+    if std::env::var_os("AGENTD_SKIP_VM").is_some() {
+        eprintln!("SKIP: vm-test: AGENTD_SKIP_VM is set");
+    } else {
+        if let Some(t) = vm_test_counted()? {
+            tally.add(t);
+        }
+    }
+    // One plain closing line: cargo's own last line is often a 0-test doc-test run.
+    println!(
+        "\ntotal: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    Ok(())
+}
+
+/// Runs vm-test; `None` when it was skipped (loudly) because QEMU or the kernel is unavailable.
+fn vm_test_counted() -> Result<Option<util::Tally>, String> {
+    match vm::vm_test(&vm_series())? {
+        vm::Outcome::Ran(t) => Ok(Some(t)),
+        vm::Outcome::Skipped(why) if std::env::var_os("AGENTD_REQUIRE_VM").is_some() => Err(
+            format!("vm-test cannot run and AGENTD_REQUIRE_VM is set: {why}"),
+        ),
+        vm::Outcome::Skipped(why) => {
+            eprintln!("SKIP: vm-test: {why}");
+            Ok(None)
+        }
+    }
+}
+
+fn vm_series() -> String {
+    std::env::var("AGENTD_VM_KERNEL").unwrap_or_else(|_| "6.12".into())
 }

@@ -32,7 +32,12 @@ pub fn setup() -> Result<(), String> {
 }
 
 fn apt() -> Result<(), String> {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs the packages of `packages` that are not installed yet.
+pub fn apt_install(packages: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {

@@ -43,9 +43,33 @@ pub fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     run(&mut cmd)
 }
 
-/// Runs `cargo test`, echoing its output, and closes with one line totalling
-/// every test binary's result (cargo's own last line is often a 0-test doc-test run).
-pub fn cargo_test_counted(args: &[&str]) -> Result<(), String> {
+/// Totals of `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Tally {
+    /// Adds one line if it is a libtest `test result:` summary.
+    pub fn add_line(&mut self, line: &str) {
+        if let Some(rest) = line.trim().strip_prefix("test result: ") {
+            self.passed += count(rest, " passed");
+            self.failed += count(rest, " failed");
+            self.ignored += count(rest, " ignored");
+        }
+    }
+
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// Runs `cargo test`, echoing its output and totalling every test binary's result.
+pub fn cargo_test_counted(args: &[&str]) -> Result<Tally, String> {
     use std::io::{BufRead, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
@@ -54,21 +78,16 @@ pub fn cargo_test_counted(args: &[&str]) -> Result<(), String> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                passed += count(rest, " passed");
-                failed += count(rest, " failed");
-                ignored += count(rest, " ignored");
-            }
+            tally.add_line(&line);
         }
     }
     let status = child.wait().map_err(|e| format!("cargo test: {e}"))?;
-    println!("\ntotal: {passed} passed, {failed} failed, {ignored} skipped");
-    if status.success() && failed == 0 {
-        Ok(())
+    if status.success() && tally.failed == 0 {
+        Ok(tally)
     } else {
         Err(format!("cargo test failed with {status}"))
     }

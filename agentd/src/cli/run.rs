@@ -362,6 +362,10 @@ impl Run {
             seccomp: seccomp.as_ref(),
         };
 
+        // Handlers exist before the child does, so a signal that arrives as soon
+        // as the command runs is forwarded, not fatal to agentd. (The child resets
+        // its dispositions to the defaults before exec.)
+        let signals = ForwardedSignals::install().map_err(|e| setup_err(name::AGENTD, e))?;
         let outcome = launch::spawn(&setup).map_err(|e| setup_err(name::AGENTD, e))?;
         let pid = match outcome {
             SpawnOutcome::Running(pid) => pid,
@@ -369,7 +373,7 @@ impl Run {
                 return Ok(self.report_spawn_failure(p, program, stage, errno, &cgroups));
             }
         };
-        let result = rt.block_on(self.supervise(p, pid, &cgroups, events));
+        let result = rt.block_on(self.supervise(p, pid, &cgroups, events, signals));
         let stragglers = cgroups.kill_all();
         let dropped = bpf.dropped().unwrap_or(0);
         if dropped > 0 {
@@ -476,18 +480,14 @@ impl Run {
         pid: Pid,
         cgroups: &RunCgroups,
         mut events: crate::layers::bpf::EventStream,
+        mut signals: ForwardedSignals,
     ) -> Result<(Ending, Option<&'static str>), SetupError> {
-        use tokio::signal::unix::{signal, SignalKind};
         let pidfd = launch::pidfd_open(pid)
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd_open: {e}")))?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and
         // refers to the same pidfd for the AsyncFd's whole lifetime.
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| setup_err(name::AGENTD, e))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(|e| setup_err(name::AGENTD, e))?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(|e| setup_err(name::AGENTD, e))?;
         let deadline = p.plan.wall_time.map(|d| tokio::time::Instant::now() + d);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
@@ -503,9 +503,9 @@ impl Run {
                         Err(e) => return Err(setup_err(name::AGENTD, format!("waitpid: {e}"))),
                     }
                 }
-                _ = sigint.recv() => forward(pid, Signal::SIGINT),
-                _ = sigterm.recv() => forward(pid, Signal::SIGTERM),
-                _ = sighup.recv() => forward(pid, Signal::SIGHUP),
+                _ = signals.int.recv() => forward(pid, Signal::SIGINT),
+                _ = signals.term.recv() => forward(pid, Signal::SIGTERM),
+                _ = signals.hup.recv() => forward(pid, Signal::SIGHUP),
                 Some(ev) = events.next() => self.record_event(ev),
                 _ = sleep_until(deadline), if killed_by.is_none() => {
                     killed_by = Some("wall_time");
@@ -588,6 +588,25 @@ fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// SIGINT, SIGTERM and SIGHUP to agentd go to the command instead.
+struct ForwardedSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl ForwardedSignals {
+    /// Needs a tokio runtime context.
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 fn forward(pid: Pid, sig: Signal) {

@@ -140,33 +140,9 @@ fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Resul
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
     use std::ffi::CString;
-    use std::panic::AssertUnwindSafe;
 
-    /// Runs `f` in a forked child and returns how the child ended. The child exits
-    /// with `f`'s return value (101 if it panicked) and never returns into the
-    /// test harness.
-    fn in_child(f: impl FnOnce() -> i32) -> WaitStatus {
-        // SAFETY: the child only runs `f` and then `_exit`s; the test binary's other
-        // threads are not touched, and glibc keeps malloc usable after fork.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                let code = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
-                // SAFETY: _exit never returns and runs no destructors or atexit hooks.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => waitpid(child, None).expect("waitpid"),
-        }
-    }
-
-    fn exited(status: WaitStatus) -> Option<i32> {
-        match status {
-            WaitStatus::Exited(_, code) => Some(code),
-            _ => None,
-        }
-    }
+    use crate::layers::test_support::{exit_code as exited, in_child};
 
     fn status_field(status: &str, key: &str) -> Option<String> {
         status

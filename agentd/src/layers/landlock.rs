@@ -736,29 +736,13 @@ fn parse_elf_interp(read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<Path
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
     use std::ffi::CString;
     use std::net::{TcpListener, TcpStream};
-    use std::panic::AssertUnwindSafe;
 
     /// Runs `f` in a forked child and returns its exit code (`None` if it did not
-    /// exit normally). The child exits with `f`'s return value (101 if it
-    /// panicked) and never returns into the test harness.
+    /// exit normally).
     fn in_child(f: impl FnOnce() -> i32) -> Option<i32> {
-        // SAFETY: the child only runs `f` and then `_exit`s; the test binary's other
-        // threads are not touched, and glibc keeps malloc usable after fork.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                let code = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
-                // SAFETY: _exit never returns and runs no destructors or atexit hooks.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => match waitpid(child, None).expect("waitpid") {
-                WaitStatus::Exited(_, code) => Some(code),
-                _ => None,
-            },
-        }
+        crate::layers::test_support::exit_code(crate::layers::test_support::in_child(f))
     }
 
     /// Applies `ruleset` in a child with no_new_privs, as the caps layer leaves it,

@@ -9,6 +9,8 @@ pub mod caps;
 pub mod cgroup;
 pub mod landlock;
 pub mod seccomp;
+#[cfg(test)]
+mod test_support;
 
 /// Names of layers, as written in audit records, doctor output and errors.
 pub mod name {

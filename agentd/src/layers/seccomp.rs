@@ -329,32 +329,9 @@ impl PreparedSeccomp {
 mod tests {
     use super::*;
     use nix::sys::signal::Signal;
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
-    use std::panic::AssertUnwindSafe;
+    use nix::sys::wait::WaitStatus;
 
-    /// Runs `f` in a forked child and returns how the child ended. The child exits
-    /// with `f`'s return value (101 if it panicked) and never returns into the
-    /// test harness.
-    fn in_child(f: impl FnOnce() -> i32) -> WaitStatus {
-        // SAFETY: the child only runs `f` and then `_exit`s; the test binary's other
-        // threads are not touched, and glibc keeps malloc usable after fork.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                let code = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
-                // SAFETY: _exit never returns and runs no destructors or atexit hooks.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => waitpid(child, None).expect("waitpid"),
-        }
-    }
-
-    fn exit_code(status: WaitStatus) -> Option<i32> {
-        match status {
-            WaitStatus::Exited(_, code) => Some(code),
-            _ => None,
-        }
-    }
+    use crate::layers::test_support::{exit_code, in_child};
 
     /// Installs `filter` in a child with no_new_privs (as the caps layer leaves
     /// it), then runs `check`; exit 100 + errno if installing failed.

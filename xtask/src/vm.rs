@@ -1,0 +1,310 @@
+//! `cargo xtask vm-test`: boot Debian's stock kernel under QEMU (TCG) and run
+//! the integration suite inside it, where BPF LSM programs load, so the LSM
+//! path is exercised on a real kernel that allows it.
+//!
+//! Everything comes by package name: qemu-system-x86 and busybox-static from
+//! apt, the kernel with `apt-get download`. Nothing is installed into /boot.
+//! The guest is a tiny initramfs that mounts the host root read-only over 9p
+//! and chroots into it, so the host-built test binaries run unchanged.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{output, run, workspace_root, Tally};
+
+const VM_APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils", "cpio"];
+/// Modules the guest needs for 9p over virtio (the stock kernel builds them as modules).
+const MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring",
+    "drivers/virtio/virtio",
+    "drivers/virtio/virtio_pci_modern_dev",
+    "drivers/virtio/virtio_pci_legacy_dev",
+    "drivers/virtio/virtio_pci",
+    "fs/netfs/netfs",
+    "fs/fscache/fscache",
+    "net/9p/9pnet",
+    "net/9p/9pnet_virtio",
+    "fs/9p/9p",
+];
+const INIT: &str = include_str!("../vm/init.sh");
+/// Whole-VM time limit: boot (~10 s under TCG) plus the suite at 5-10x native cost.
+const VM_TIMEOUT_SECS: u32 = 1200;
+
+pub enum Outcome {
+    /// The suite ran inside the VM and passed.
+    Ran(Tally),
+    /// The VM test cannot run here; the reason is printed as a loud skip.
+    Skipped(String),
+}
+
+pub fn vm_test(series: &str) -> Result<Outcome, String> {
+    if let Err(why) = crate::setup::apt_install(VM_APT_PACKAGES) {
+        return Ok(Outcome::Skipped(format!(
+            "cannot install {}: {why}",
+            VM_APT_PACKAGES.join(" ")
+        )));
+    }
+    let root = workspace_root();
+    let work = root.join("target/vm");
+    std::fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+    let Some(pkg) = newest_kernel_package(series) else {
+        return Ok(Outcome::Skipped(format!(
+            "no linux-image-{series}.*-amd64-unsigned package is known to apt"
+        )));
+    };
+    let kdir = work.join("kernel").join(&pkg);
+    if !kdir.join("boot").is_dir() {
+        let deb = match download(&work, &pkg) {
+            Ok(d) => d,
+            Err(e) => return Ok(Outcome::Skipped(format!("cannot download {pkg}: {e}"))),
+        };
+        std::fs::create_dir_all(&kdir).map_err(|e| format!("create {}: {e}", kdir.display()))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kdir))?;
+        let _ = std::fs::remove_file(&deb);
+    }
+    let (vmlinuz, kver) = find_vmlinuz(&kdir)?;
+    let initrd = work.join(format!("initramfs-{kver}.cpio.gz"));
+    build_initramfs(&kdir, &kver, &initrd)?;
+
+    // The suite runs from the host's build: integration test binaries and the agentd binary.
+    crate::util::cargo(&["build", "-p", "agentd", "-p", "integration", "--bins"])?;
+    let tests = integration_test_binaries()?;
+    let share = work.join("share");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir_all(&share).map_err(|e| format!("create {}: {e}", share.display()))?;
+    std::fs::write(share.join("run.sh"), run_script(&root, &tests))
+        .map_err(|e| format!("write run.sh: {e}"))?;
+
+    println!(
+        "vm-test: booting {kver} under QEMU (TCG) with {} test binaries",
+        tests.len()
+    );
+    let console = work.join("console.log");
+    let console_file = std::fs::File::create(&console)
+        .map_err(|e| format!("create {}: {e}", console.display()))?;
+    let status = Command::new("timeout")
+        .arg(VM_TIMEOUT_SECS.to_string())
+        .arg("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-virtfs")
+        .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot")
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=share,security_model=none,id=share",
+            share.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(console_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(console_file)
+        .status()
+        .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
+    let out = std::fs::read_to_string(share.join("output.log")).unwrap_or_default();
+    println!("{out}");
+    let mut tally = Tally::default();
+    for line in out.lines() {
+        tally.add_line(line);
+    }
+    let guest_rc = std::fs::read_to_string(share.join("exitcode"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    match guest_rc {
+        Some(0) if tally.passed > 0 => Ok(Outcome::Ran(tally)),
+        Some(0) => Err("the VM ran no test".into()),
+        Some(rc) => Err(format!(
+            "the suite failed inside the VM (exit {rc}); console: {}",
+            console.display()
+        )),
+        None => Err(format!(
+            "the VM ended ({status}) without a result; console log: {}\n{}",
+            console.display(),
+            tail(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+        )),
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The newest `linux-image-SERIES.N+debX-amd64-unsigned` apt knows.
+fn newest_kernel_package(series: &str) -> Option<String> {
+    let pattern = format!(
+        "^linux-image-{}\\.[0-9]+\\+deb[0-9]+-amd64-unsigned$",
+        series.replace('.', "\\.")
+    );
+    let search = || output(Command::new("apt-cache").args(["search", "--names-only", &pattern]));
+    let mut found = search().unwrap_or_default();
+    if found.trim().is_empty() {
+        let _ = run(Command::new("apt-get").args(["update", "-qq"]));
+        found = search().unwrap_or_default();
+    }
+    found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .max_by_key(|name| {
+            // linux-image-6.12.115+deb12-... → 115
+            name.trim_start_matches(&format!("linux-image-{series}."))
+                .split('+')
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+        })
+}
+
+fn download(work: &Path, pkg: &str) -> Result<PathBuf, String> {
+    let dl = work.join("download");
+    std::fs::create_dir_all(&dl).map_err(|e| format!("create {}: {e}", dl.display()))?;
+    run(Command::new("apt-get")
+        .args(["download", "-q", pkg])
+        .current_dir(&dl))?;
+    let deb = std::fs::read_dir(&dl)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
+        })
+        .ok_or("apt-get download left no .deb")?;
+    Ok(deb)
+}
+
+fn find_vmlinuz(kdir: &Path) -> Result<(PathBuf, String), String> {
+    let boot = kdir.join("boot");
+    for e in std::fs::read_dir(&boot).map_err(|e| format!("{}: {e}", boot.display()))? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        if let Some(v) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+        {
+            return Ok((p.clone(), v.to_owned()));
+        }
+    }
+    Err(format!("no vmlinuz in {}", boot.display()))
+}
+
+fn build_initramfs(kdir: &Path, kver: &str, out: &Path) -> Result<(), String> {
+    let stage = out.with_extension("d");
+    let _ = std::fs::remove_dir_all(&stage);
+    for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "newroot"] {
+        std::fs::create_dir_all(stage.join(d)).map_err(|e| e.to_string())?;
+    }
+    let busybox = stage.join("bin/busybox");
+    std::fs::copy("/bin/busybox", &busybox).map_err(|e| format!("copy /bin/busybox: {e}"))?;
+    let applets =
+        output(Command::new("/bin/busybox").arg("--list")).ok_or("busybox --list failed")?;
+    for a in applets.lines().filter(|a| *a != "busybox" && !a.is_empty()) {
+        let _ = std::os::unix::fs::symlink("busybox", stage.join("bin").join(a));
+    }
+    let moddir = stage.join("lib/modules").join(kver);
+    std::fs::create_dir_all(&moddir).map_err(|e| e.to_string())?;
+    let src = kdir.join("lib/modules").join(kver).join("kernel");
+    for m in MODULES {
+        let name = Path::new(m)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ko = src.join(format!("{m}.ko"));
+        let xz = src.join(format!("{m}.ko.xz"));
+        let dest = moddir.join(format!("{name}.ko"));
+        if ko.exists() {
+            std::fs::copy(&ko, &dest).map_err(|e| format!("copy {}: {e}", ko.display()))?;
+        } else if xz.exists() {
+            let data = Command::new("xz")
+                .arg("-dc")
+                .arg(&xz)
+                .output()
+                .map_err(|e| format!("xz: {e}"))?;
+            std::fs::write(&dest, data.stdout).map_err(|e| e.to_string())?;
+        }
+        // Built in, or absent from this kernel: init.sh skips what it cannot find.
+    }
+    let init = stage.join("init");
+    std::fs::write(&init, INIT).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let script = format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        stage.display(),
+        out.display()
+    );
+    run(Command::new("sh").args(["-c", &script]))?;
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(())
+}
+
+/// The integration test executables, as cargo built them.
+fn integration_test_binaries() -> Result<Vec<PathBuf>, String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "test",
+            "-p",
+            "integration",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo test --no-run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // Only test targets (kind "test") with an executable.
+        if line.contains("\"reason\":\"compiler-artifact\"") && line.contains("\"kind\":[\"test\"]")
+        {
+            if let Some(exe) = line
+                .split("\"executable\":\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
+                bins.push(PathBuf::from(exe));
+            }
+        }
+    }
+    if bins.is_empty() {
+        return Err("found no integration test binaries".into());
+    }
+    Ok(bins)
+}
+
+fn run_script(root: &Path, tests: &[PathBuf]) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# Generated by cargo xtask vm-test; runs inside the guest.\nset -u\n",
+    );
+    s.push_str("echo \"kernel $(uname -r); LSMs $(cat /sys/kernel/security/lsm)\"\n");
+    // A pure-v2 guest: delegate the controllers budgets use, as systemd would.
+    s.push_str("echo '+memory +pids' > /sys/fs/cgroup/cgroup.subtree_control || exit 90\n");
+    s.push_str(&format!(
+        "export AGENTD_BIN='{}/target/debug/agentd'\nexport AGENTD_TESTPROG='{}/target/debug/agentd-testprog'\n",
+        root.display(),
+        root.display()
+    ));
+    // What this kernel must support: the LSM path loads here.
+    s.push_str("export AGENTD_EXPECT_BPF_LSM=1 AGENTD_EXPECT_TP_BTF=1 AGENTD_EXPECT_CGROUP_BPF=1 AGENTD_EXPECT_CGROUP_MODE=v2\n");
+    s.push_str("\"$AGENTD_BIN\" doctor || exit 91\nrc=0\n");
+    for t in tests {
+        s.push_str(&format!(
+            "echo \"== {name}\"\n'{path}' --test-threads=2 || rc=1\n",
+            name = t
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            path = t.display()
+        ));
+    }
+    s.push_str("exit $rc\n");
+    s
+}

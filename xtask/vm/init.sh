@@ -1,0 +1,39 @@
+#!/bin/sh
+# /init of the test VM's initramfs: mount the host's root read-only over 9p,
+# chroot into it and run the test script from the writable share, then power off.
+# The guest sees the host work folder at /tmp/vmwork (9p tag "share").
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+KV=$(uname -r)
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
+  [ -f /lib/modules/$KV/$m.ko ] && insmod /lib/modules/$KV/$m.ko 2>/dev/null
+done
+R=/newroot
+mkdir -p $R
+O=trans=virtio,version=9p2000.L,msize=262144
+# cache=loose keeps one inode per file: landlock rules name inodes, and
+# uncached 9p would hand out a fresh inode on every lookup.
+if ! mount -t 9p -o $O,ro,cache=loose hostroot $R; then
+  echo "AGENTD-VM: cannot mount the host root over 9p"
+  poweroff -f
+fi
+mount -t proc proc $R/proc
+mount -t sysfs sys $R/sys
+mount -t devtmpfs dev $R/dev
+mount -t devpts devpts $R/dev/pts 2>/dev/null
+mount -t securityfs securityfs $R/sys/kernel/security
+mount -t bpf bpf $R/sys/fs/bpf
+mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
+mount -t tmpfs tmpfs $R/tmp
+mount -t tmpfs tmpfs $R/run
+mkdir -p $R/tmp/vmwork $R/run/lock
+mount -t 9p -o $O share $R/tmp/vmwork
+echo "AGENTD-VM: kernel $KV; LSMs $(cat $R/sys/kernel/security/lsm)"
+chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  /bin/sh /tmp/vmwork/run.sh > $R/tmp/vmwork/output.log 2>&1
+echo $? > $R/tmp/vmwork/exitcode
+sync
+echo "AGENTD-VM: done rc=$(cat $R/tmp/vmwork/exitcode)"
+poweroff -f
