@@ -13,8 +13,9 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::json;
 
+use super::audit_opts::{AuditRunArgs, AuditSetup};
 use super::{EXIT_EXEC_DENIED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
-use crate::audit::{AuditLog, Decision, DEFAULT_AUDIT_PATH};
+use crate::audit::{AuditHandle, AuditLog, Decision, DEFAULT_AUDIT_PATH};
 use crate::events::Event;
 use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
 use crate::layers::bpf::BpfRuntime;
@@ -41,6 +42,8 @@ pub struct RunArgs {
     /// Audit log file.
     #[arg(long, default_value = DEFAULT_AUDIT_PATH)]
     audit: PathBuf,
+    #[command(flatten)]
+    audit_opts: AuditRunArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<OsString>,
@@ -75,6 +78,7 @@ struct Prepared {
     probe: Probe,
     plan: Plan,
     audit_path: PathBuf,
+    audit_setup: AuditSetup,
     cmd: Vec<OsString>,
     workspace: PathBuf,
 }
@@ -93,11 +97,13 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     }
     let audit_path = absolute(&args.audit).map_err(|e| setup_err("audit", e))?;
     check_audit_outside_writable_roots(&audit_path, &plan)?;
+    let audit_setup = args.audit_opts.load().map_err(|e| setup_err("audit", e))?;
     Ok(Prepared {
         policy,
         probe,
         plan,
         audit_path,
+        audit_setup,
         cmd: args.cmd.clone(),
         workspace: opts.workspace,
     })
@@ -210,7 +216,10 @@ impl Ending {
 impl Prepared {
     fn execute(self) -> ExitCode {
         let run_id = new_run_id();
-        let audit = match AuditLog::open(&self.audit_path, &run_id) {
+        let audit = match AuditLog::open(&self.audit_path, &run_id).and_then(|log| {
+            let log = log.with_checkpoints(self.audit_setup.checkpoints.clone());
+            AuditHandle::spawn(log, self.audit_setup.flush)
+        }) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("agentd: audit: {e}");
@@ -221,15 +230,22 @@ impl Prepared {
             id: run_id,
             audit,
             audit_failed: false,
+            started: std::time::Instant::now(),
         };
         let code = run.execute(&self);
+        // Flush, sign the chain head, and stop the writer; a log we could not write fails the run.
+        if let Err(e) = run.audit.finish() {
+            eprintln!("agentd: audit: {e}");
+            return ExitCode::from(EXIT_SETUP_FAILED);
+        }
         ExitCode::from(code)
     }
 }
 
 struct Run {
     id: String,
-    audit: AuditLog,
+    audit: AuditHandle,
+    started: std::time::Instant,
     /// Set once an append fails; the run is then stopped (fail closed).
     audit_failed: bool,
 }
@@ -267,6 +283,7 @@ impl Run {
                 "agentd_pid": std::process::id(),
                 "kernel": p.probe.kernel,
                 "plan": p.plan.summary_json(),
+                "signed": p.audit_setup.checkpoints.is_some(),
             }),
         );
         if self.audit_failed {
@@ -404,6 +421,7 @@ impl Run {
                 "stragglers_killed": stragglers,
                 "cgroups": cgroups_desc,
                 "cgroups_removed": cleanup.is_ok(),
+                "elapsed_ms": self.started.elapsed().as_millis() as u64,
             }),
         );
         if let Err(e) = cleanup {
