@@ -93,6 +93,43 @@ pub fn encode_record(seq: u64, prev: &str, fields: &serde_json::Map<String, Valu
     out
 }
 
+/// A field's value for [`encode_parts`]: a plain string or any JSON value.
+pub enum Part<'a> {
+    Str(&'a str),
+    Json(&'a Value),
+}
+
+/// [`encode_record`] without building a merged map: `core` (string fields the writer owns)
+/// and `detail` (the event's fields; keys already renamed away from the reserved ones)
+/// are merged in sorted key order.
+pub fn encode_parts(
+    seq: u64,
+    prev: &str,
+    core: &[(&str, &str)],
+    detail: &[(std::borrow::Cow<'_, str>, &Value)],
+) -> Vec<u8> {
+    let mut fields: Vec<(&str, Part<'_>)> = Vec::with_capacity(core.len() + detail.len());
+    fields.extend(core.iter().map(|(k, v)| (*k, Part::Str(v))));
+    fields.extend(detail.iter().map(|(k, v)| (k.as_ref(), Part::Json(v))));
+    fields.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut out = Vec::with_capacity(384);
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"prev\":");
+    write_str(&mut out, prev);
+    for (k, v) in fields {
+        out.push(b',');
+        write_str(&mut out, k);
+        out.push(b':');
+        match v {
+            Part::Str(s) => write_str(&mut out, s),
+            Part::Json(v) => write_value(&mut out, v),
+        }
+    }
+    out.push(b'}');
+    out
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -179,6 +216,10 @@ mod tests {
             "0".repeat(64)
         );
         assert_eq!(String::from_utf8(bytes).unwrap(), want);
+        let detail: Vec<(std::borrow::Cow<'_, str>, &Value)> =
+            vec![("z".into(), &f["z"]), ("a".into(), &f["a"])];
+        let parts = encode_parts(7, &"0".repeat(64), &[("ts", "t\n")], &detail);
+        assert_eq!(String::from_utf8(parts).unwrap(), want);
     }
 
     #[test]

@@ -12,6 +12,18 @@ pub enum Decision {
     Kill,
 }
 
+impl Decision {
+    /// The serialized name (`"allow"`, `"would_deny"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::WouldDeny => "would_deny",
+            Decision::Kill => "kill",
+        }
+    }
+}
+
 #[allow(dead_code)] // read by tests and by callers that want typed records
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {

@@ -117,13 +117,75 @@ struct Walker<'a> {
     signing: bool,
     report: Report,
     expected_seq: u64,
-    expected_prev: Option<String>,
+    expected_prev: Option<&'a str>,
+    /// Byte offset of the first line whose hash the parallel pre-pass could not confirm.
+    unconfirmed_from: usize,
+    event_finder: memchr::memmem::Finder<'static>,
     /// Unsealed complete lines since the last record: (first line number, their contents).
     torn: Option<(usize, Vec<&'a [u8]>)>,
     /// The first record not yet covered by a checkpoint.
     unsigned_from: Option<(usize, u64)>,
-    head_seen: Option<String>,
+    head_seen: Option<&'a str>,
     want_head_seq: Option<u64>,
+}
+
+/// Checks every sealed line's hash on all cores; returns the byte offset of the first line
+/// that is not a sealed line with a matching hash (`data.len()` if there is none). The
+/// sequential walk then hashes only from there on.
+fn confirm_hashes(data: &[u8]) -> usize {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || data.len() < (4 << 20) {
+        return first_unconfirmed(data, 0);
+    }
+    // Chunk boundaries moved forward to the next line start.
+    let mut bounds = vec![0usize];
+    for i in 1..threads {
+        let at = data.len() * i / threads;
+        let next = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |j| at + j + 1);
+        bounds.push(next.max(*bounds.last().unwrap_or(&0)));
+    }
+    bounds.push(data.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                s.spawn(move || first_unconfirmed(&data[..b], a))
+            })
+            .collect();
+        let results: Vec<usize> = handles
+            .into_iter()
+            .zip(bounds.windows(2))
+            .map(|(h, w)| h.join().unwrap_or(w[0]))
+            .collect();
+        // The first chunk that stopped early decides.
+        bounds
+            .windows(2)
+            .zip(results)
+            .find(|(w, r)| *r < w[1])
+            .map_or(data.len(), |(_, r)| r)
+    })
+}
+
+fn first_unconfirmed(data: &[u8], mut pos: usize) -> usize {
+    while pos < data.len() {
+        let Some(i) = memchr::memchr(b'\n', &data[pos..]) else {
+            return pos;
+        };
+        let line = &data[pos..pos + i];
+        match split_line(line) {
+            Some(h) if hash_matches(&h) => pos += i + 1,
+            _ => return pos,
+        }
+    }
+    data.len()
+}
+
+fn hash_matches(h: &super::canonical::LineHead<'_>) -> bool {
+    let mut want = [0u8; 32];
+    hex::decode_to_slice(h.hash, &mut want).is_ok() && body_hash(h.body) == want
 }
 
 /// Verifies a whole log held in memory.
@@ -135,6 +197,8 @@ pub fn verify_bytes(data: &[u8], trust: &Trust, head: Option<&HeadFile>) -> Repo
         report: Report::default(),
         expected_seq: 0,
         expected_prev: None,
+        unconfirmed_from: confirm_hashes(data),
+        event_finder: memchr::memmem::Finder::new(b",\"event\":\"").into_owned(),
         torn: None,
         unsigned_from: None,
         head_seen: None,
@@ -162,7 +226,7 @@ pub fn verify_bytes(data: &[u8], trust: &Trust, head: Option<&HeadFile>) -> Repo
             w.finish(Some(f), head, lineno);
             return w.report;
         }
-        if let Err(f) = w.line(lineno, line) {
+        if let Err(f) = w.line(lineno, line, pos - line.len() - 1) {
             w.report.damage = Some(f);
             return w.report;
         }
@@ -172,7 +236,7 @@ pub fn verify_bytes(data: &[u8], trust: &Trust, head: Option<&HeadFile>) -> Repo
 }
 
 impl<'a> Walker<'a> {
-    fn line(&mut self, lineno: usize, line: &'a [u8]) -> Result<(), Finding> {
+    fn line(&mut self, lineno: usize, line: &'a [u8], offset: usize) -> Result<(), Finding> {
         let Some(h) = split_line(line) else {
             // Possibly a torn record a later writer sealed over; decided at the next record.
             match &mut self.torn {
@@ -187,7 +251,7 @@ impl<'a> Walker<'a> {
             kind,
             detail,
         };
-        if hex::encode(body_hash(h.body)) != h.hash {
+        if offset >= self.unconfirmed_from && !hash_matches(&h) {
             return Err(bad(
                 Damage::Edited,
                 h.seq,
@@ -221,10 +285,13 @@ impl<'a> Walker<'a> {
             };
             return Err(bad(Damage::Deleted, h.seq, what));
         }
-        let needs_parse = first
-            || self.torn.is_some()
-            || contains(h.body, b"\"event\":\"checkpoint\"")
-            || contains(h.body, b"\"event\":\"key_rotation\"");
+        // Only the first top-level `"event":"` matters: checkpoints and rotations have no
+        // nested objects, so theirs is the first one.
+        let special = self.event_finder.find(h.body).is_some_and(|i| {
+            let rest = &h.body[i + 10..];
+            rest.starts_with(b"checkpoint\"") || rest.starts_with(b"key_rotation\"")
+        });
+        let needs_parse = first || self.torn.is_some() || special;
         let v: Option<Value> = if needs_parse {
             serde_json::from_slice(line).ok()
         } else {
@@ -246,7 +313,7 @@ impl<'a> Walker<'a> {
                         .into(),
                 ));
             }
-        } else if self.expected_prev.as_deref() != Some(h.prev) {
+        } else if self.expected_prev != Some(h.prev) {
             return Err(bad(
                 Damage::Edited,
                 h.seq,
@@ -293,11 +360,11 @@ impl<'a> Walker<'a> {
             }
         }
         if self.want_head_seq == Some(h.seq) {
-            self.head_seen = Some(h.hash.to_owned());
+            self.head_seen = Some(h.hash);
         }
         self.report.records += 1;
         self.expected_seq = h.seq + 1;
-        self.expected_prev = Some(h.hash.to_owned());
+        self.expected_prev = Some(h.hash);
         Ok(())
     }
 
@@ -420,7 +487,7 @@ impl<'a> Walker<'a> {
         let mut found = Vec::new();
         if let Some(h) = head {
             match &self.head_seen {
-                Some(hash) if *hash == h.hash => {}
+                Some(hash) if *hash == h.hash.as_str() => {}
                 Some(_) => found.push(Finding {
                     line: eof_line,
                     seq: h.seq,
@@ -470,8 +537,4 @@ impl<'a> Walker<'a> {
         self.report.damage = it.next();
         self.report.also = it.collect();
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
 }

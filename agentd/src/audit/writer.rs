@@ -6,6 +6,7 @@
 //! a new line, and writes a `torn_tail` record (byte count and SHA-256 of the torn bytes)
 //! chained to the last COMPLETE record, so verify can tell a crash from tampering.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -275,22 +276,28 @@ impl AuditLog {
     /// Seals `r` as the next record into `buf`.
     fn push(&mut self, buf: &mut Vec<u8>, r: &Pending) -> Result<(), AuditError> {
         let (seq, prev) = self.next_link()?;
-        let mut fields = Map::new();
-        for (k, v) in &r.detail {
-            if RESERVED.contains(&k.as_str()) {
-                fields.insert(format!("detail_{k}"), v.clone());
-            } else {
-                fields.insert(k.clone(), v.clone());
-            }
-        }
-        fields.insert("ts".into(), Value::String(r.ts.clone()));
-        fields.insert("run".into(), Value::String(self.run.clone()));
-        fields.insert("layer".into(), Value::String(r.layer.clone()));
-        fields.insert("event".into(), Value::String(r.event.clone()));
+        let detail: Vec<(Cow<'_, str>, &Value)> = r
+            .detail
+            .iter()
+            .map(|(k, v)| {
+                let k: Cow<'_, str> = if RESERVED.contains(&k.as_str()) {
+                    Cow::Owned(format!("detail_{k}"))
+                } else {
+                    Cow::Borrowed(k.as_str())
+                };
+                (k, v)
+            })
+            .collect();
+        let mut core: Vec<(&str, &str)> = vec![
+            ("ts", &r.ts),
+            ("run", &self.run),
+            ("layer", &r.layer),
+            ("event", &r.event),
+        ];
         if let Some(d) = r.decision {
-            fields.insert("decision".into(), json!(d));
+            core.push(("decision", d.as_str()));
         }
-        let (line, hash) = canonical::seal(canonical::encode_record(seq, &prev, &fields));
+        let (line, hash) = canonical::seal(canonical::encode_parts(seq, &prev, &core, &detail));
         buf.extend_from_slice(&line);
         self.head = Some(Head { seq, hash });
         if r.event != "checkpoint" && r.event != "genesis" {
