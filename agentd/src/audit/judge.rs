@@ -8,7 +8,7 @@
 //! | record                                        | judged as                          |
 //! |-----------------------------------------------|------------------------------------|
 //! | `event: exec` (allowed) / `op: exec` (denied) | `path` against `exec.allow`        |
-//! | `op: open/read/write/create/…`, `path`, `access: read|write` | `fs.read`/`fs.write` |
+//! | `op: open/read/write/create/…`, `path`, `access` | `fs.read`/`fs.write`         |
 //! | `dst`, `port`, `proto` (`tcp`/`udp`)          | `net.allow` (domains: undecidable) |
 //! | `event: run_end` with `elapsed_ms`            | `budgets.wall_time`                |
 

@@ -379,6 +379,9 @@ impl Run {
             seccomp: seccomp.as_ref(),
         };
 
+        // Handlers go in before the command exists, so a signal sent as soon as it runs
+        // is forwarded rather than killing agentd (and leaving the run unaudited).
+        let signals = Signals::install()?;
         let outcome = launch::spawn(&setup).map_err(|e| setup_err(name::AGENTD, e))?;
         let pid = match outcome {
             SpawnOutcome::Running(pid) => pid,
@@ -386,7 +389,7 @@ impl Run {
                 return Ok(self.report_spawn_failure(p, program, stage, errno, &cgroups));
             }
         };
-        let result = rt.block_on(self.supervise(p, pid, &cgroups, events));
+        let result = rt.block_on(self.supervise(p, pid, &cgroups, events, signals));
         let stragglers = cgroups.kill_all();
         let dropped = bpf.dropped().unwrap_or(0);
         if dropped > 0 {
@@ -494,18 +497,19 @@ impl Run {
         pid: Pid,
         cgroups: &RunCgroups,
         mut events: crate::layers::bpf::EventStream,
+        signals: Signals,
     ) -> Result<(Ending, Option<&'static str>), SetupError> {
-        use tokio::signal::unix::{signal, SignalKind};
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         let pidfd = launch::pidfd_open(pid)
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd_open: {e}")))?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and
         // refers to the same pidfd for the AsyncFd's whole lifetime.
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| setup_err(name::AGENTD, e))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(|e| setup_err(name::AGENTD, e))?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(|e| setup_err(name::AGENTD, e))?;
         let deadline = p.plan.wall_time.map(|d| tokio::time::Instant::now() + d);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
@@ -606,6 +610,25 @@ fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// The signals agentd forwards to the command.
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, SetupError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let s = |k| signal(k).map_err(|e| setup_err(name::AGENTD, e));
+        Ok(Self {
+            sigint: s(SignalKind::interrupt())?,
+            sigterm: s(SignalKind::terminate())?,
+            sighup: s(SignalKind::hangup())?,
+        })
+    }
 }
 
 fn forward(pid: Pid, sig: Signal) {
