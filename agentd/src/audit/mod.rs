@@ -6,6 +6,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod denial;
 pub mod judge;
 pub mod keys;
 mod record;

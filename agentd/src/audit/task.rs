@@ -56,6 +56,10 @@ pub struct AuditHandle {
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
     failed: Option<String>,
+    /// While set, durable records are queued and acknowledged together by `release`
+    /// (group commit for a burst of kernel events: one fsync, not one per denial).
+    hold: bool,
+    owed: bool,
 }
 
 const QUEUE: usize = 65_536;
@@ -71,6 +75,8 @@ impl AuditHandle {
             tx: Some(tx),
             thread: Some(thread),
             failed: None,
+            hold: false,
+            owed: false,
         })
     }
 
@@ -84,9 +90,26 @@ impl AuditHandle {
     ) -> Result<(), AuditError> {
         let checkpoint = event == "run_end";
         self.send(Msg::Record(Pending::new(layer, event, decision, detail)))?;
-        if is_durable(event, decision) {
+        if is_durable(event, decision) && self.hold && !checkpoint {
+            self.owed = true;
+        } else if is_durable(event, decision) {
             let seq = self.sync(checkpoint)?;
             tracing::debug!("audit: durable seq {seq} ({event})");
+        }
+        Ok(())
+    }
+
+    /// Starts a burst: durable records are acknowledged together by [`Self::release`].
+    pub fn hold(&mut self) {
+        self.hold = true;
+    }
+
+    /// Ends a burst: fsyncs once if any durable record was queued during it.
+    pub fn release(&mut self) -> Result<(), AuditError> {
+        self.hold = false;
+        if std::mem::take(&mut self.owed) {
+            let seq = self.sync(false)?;
+            tracing::debug!("audit: durable seq {seq} (burst)");
         }
         Ok(())
     }

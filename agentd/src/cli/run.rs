@@ -511,6 +511,7 @@ impl Run {
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
         let deadline = p.plan.wall_time.map(|d| tokio::time::Instant::now() + d);
+        let judge = crate::audit::judge::Judge::new(&p.policy);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
             tokio::select! {
@@ -528,7 +529,18 @@ impl Run {
                 _ = sigint.recv() => forward(pid, Signal::SIGINT),
                 _ = sigterm.recv() => forward(pid, Signal::SIGTERM),
                 _ = sighup.recv() => forward(pid, Signal::SIGHUP),
-                Some(ev) = events.next() => self.record_event(ev),
+                Some(ev) = events.next() => {
+                    // Group commit: everything already in the ring, then one fsync.
+                    self.audit.hold();
+                    self.record_event(ev, &judge, p);
+                    for ev in events.drain() {
+                        self.record_event(ev, &judge, p);
+                    }
+                    if let Err(e) = self.audit.release() {
+                        eprintln!("agentd: audit: {e}; stopping the run");
+                        self.audit_failed = true;
+                    }
+                }
                 _ = sleep_until(deadline), if killed_by.is_none() => {
                     killed_by = Some("wall_time");
                     let n = cgroups.kill_all();
@@ -549,13 +561,36 @@ impl Run {
         // Let the tracker's last events (the exits) arrive, then drain.
         tokio::time::sleep(Duration::from_millis(20)).await;
         for ev in events.drain() {
-            self.record_event(ev);
+            self.record_event(ev, &judge, p);
         }
         Ok((ending, killed_by))
     }
 
-    fn record_event(&mut self, ev: Event) {
+    fn record_event(&mut self, ev: Event, judge: &crate::audit::judge::Judge<'_>, p: &Prepared) {
         match ev {
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
+                path,
+                ..
+            } => {
+                let (layer, detail) = crate::audit::denial::denial_record(
+                    judge,
+                    p.plan.landlock.is_some(),
+                    tgid,
+                    pid,
+                    nr,
+                    &errno_name(errno),
+                    dirfd,
+                    open_flags,
+                    &path,
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
             Event::Exec {
                 pid,
                 tgid,
