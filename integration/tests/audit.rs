@@ -294,16 +294,30 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
     );
     let ls = lines(&sb.audit_path());
     let seqs: Vec<u64> = ls.iter().map(|l| seq_of(l)).collect();
+    // The loop's denials were audited, and some of them were acknowledged as durable.
+    let recs = sb.audit();
+    let denied: Vec<u64> = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["path"] == secret)
+        .filter_map(|r| r["seq"].as_u64())
+        .collect();
+    assert!(!denied.is_empty(), "no denial of {secret} in the log");
+    assert!(
+        durable.iter().any(|s| *s >= denied[0]),
+        "no denial was acknowledged durable: {durable:?} vs first denial {}",
+        denied[0]
+    );
     for s in &durable {
         assert!(seqs.contains(s), "durable seq {s} is not in the log");
     }
-    // No run_end checkpoint: the log verifies, with an unsigned tail from the run's start.
+    // No run_end checkpoint: the log verifies, with an unsigned tail after the last
+    // checkpoint (one every 1000 records).
     let o = verify(&sb, &sb.audit_path());
     assert_status(&o, 1);
     let start = ls
         .iter()
-        .position(|l| l.contains("\"event\":\"run_start\""))
-        .unwrap_or(0);
+        .rposition(|l| l.contains("\"event\":\"checkpoint\""))
+        .map_or(0, |i| i + 1);
     assert!(
         stdout(&o).starts_with(&format!(
             "{}: line {} (seq {}): unsigned tail: ",
@@ -352,8 +366,14 @@ fn replay_under_another_policy_lists_exactly_the_flips() {
     sb.base_policy(&["/usr/bin/true"]);
     assert_status(&sb.run_prog(&["exec", "/usr/bin/true"]), 0);
     assert_status(&sb.run(&["/usr/bin/id"]), 126);
+    let o = sb.run_prog(&["open", "/etc/hostname"]);
+    assert_eq!(stdout(&o), "open /etc/hostname: EACCES\n");
     let b = sb.dir.path().join("b.yaml");
-    std::fs::copy(sb.base_policy(&["/usr/bin/id"]), &b).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        sb.base_policy_with(&["/usr/bin/id"], &["/etc/hostname"]),
+        &b,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let o = sb
         .agentd()
         .args(["audit", "replay"])
@@ -368,18 +388,19 @@ fn replay_under_another_policy_lists_exactly_the_flips() {
     let out = stdout(&o);
     let ls: Vec<&str> = out.lines().collect();
     assert!(
-        ls[0].ends_with("2 flip(s): 1 allow→deny, 1 deny→allow"),
+        ls[0].ends_with("3 flip(s): 1 allow→deny, 2 deny→allow"),
         "{out}"
     );
-    let rows: Vec<Vec<&str>> = ls[2..]
+    let rows: Vec<String> = ls[2..]
         .iter()
-        .map(|l| l.split_whitespace().take(4).collect())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(
         rows,
         vec![
-            vec!["allow→deny", "exec", "1", "/usr/bin/true"],
-            vec!["deny→allow", "exec", "1", "/usr/bin/id"],
+            "allow→deny exec 1 /usr/bin/true not in exec.allow",
+            "deny→allow exec 1 /usr/bin/id exec.allow /usr/bin/id",
+            "deny→allow fs 1 read /etc/hostname fs.read /etc/hostname",
         ],
         "{out}"
     );
@@ -428,4 +449,56 @@ fn show_and_tail_summarize_a_run() {
         "{}",
         stdout(&o)
     );
+}
+
+#[test]
+fn landlock_denials_are_audited_with_op_path_errno_and_rule() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let o = sb.run_prog(&["open", "/etc/hostname"]);
+    assert_eq!(stdout(&o), "open /etc/hostname: EACCES\n");
+    let o = sb.run_prog(&["write", "/etc/agentd-never-written"]);
+    assert_eq!(stdout(&o), "write /etc/agentd-never-written: EACCES\n");
+    let o = sb.run_prog(&["exec", "/usr/bin/id"]);
+    assert_eq!(stdout(&o), "exec /usr/bin/id: EACCES\n");
+    // A relative path is resolved against the process's cwd (the sandbox directory).
+    let o = sb.run_prog(&["open", "policy.yaml"]);
+    assert_eq!(stdout(&o), "open policy.yaml: EACCES\n");
+    let recs = sb.audit();
+    let find = |path: &str| {
+        recs.iter()
+            .find(|r| r["event"] == "denied" && r["path"] == path)
+            .unwrap_or_else(|| panic!("no denial of {path}: {recs:#?}"))
+            .clone()
+    };
+    let r = find("/etc/hostname");
+    assert_eq!(r["layer"], "landlock");
+    assert_eq!(r["decision"], "deny");
+    assert_eq!(r["op"], "open");
+    assert_eq!(r["access"], "read");
+    assert_eq!(r["errno"], "EACCES");
+    assert_eq!(r["rule"], "not in fs.read or fs.write");
+    assert_eq!(r["syscall"], "openat");
+    let r = find("/etc/agentd-never-written");
+    assert_eq!(r["access"], "write");
+    assert_eq!(r["rule"], "not in fs.write");
+    let r = find("/usr/bin/id");
+    assert_eq!(r["op"], "exec");
+    assert_eq!(r["rule"], "not in exec.allow");
+    assert_eq!(r["syscall"], "execve");
+    assert!(r["access"].is_null());
+    let rel = sb
+        .dir
+        .path()
+        .canonicalize()
+        .unwrap_or_default()
+        .join("policy.yaml");
+    let r = find(&rel.display().to_string());
+    assert_eq!(r["path_arg"], "policy.yaml");
+    assert_eq!(r["layer"], "landlock");
+    // Every denial carries the run id.
+    assert!(recs
+        .iter()
+        .filter(|r| r["event"] == "denied")
+        .all(|r| r["run"].as_str().is_some_and(|s| s.len() == 12)));
 }

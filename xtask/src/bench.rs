@@ -83,6 +83,7 @@ pub fn bench() -> Result<(), String> {
         ));
     }
     report.push_str(&audit_chain(&agentd, &out_dir, &key)?);
+    report.push_str(&event_flood(&agentd, &out_dir, &key)?);
     let out = out_dir.join("results.md");
     std::fs::write(&out, &report).map_err(|e| format!("write {}: {e}", out.display()))?;
     println!("{report}\nwritten to {}", out.display());
@@ -154,4 +155,73 @@ fn number_before(text: &str, unit: &str) -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// A confined process makes 1M denied opens; every one must be either a `denied` record in
+/// the chain or counted in the `dropped` record (ring buffer full).
+fn event_flood(agentd: &Path, out_dir: &Path, key: &Path) -> Result<String, String> {
+    const OPENS: u64 = 1_000_000;
+    const SECRET: &str = "/etc/shadow";
+    crate::util::cargo(&["build", "--release", "-p", "integration", "--bins"])?;
+    let prog = workspace_root().join("target/release/agentd-testprog");
+    let policy = out_dir.join("flood.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nname: flood\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{}\"]\nexec:\n  allow: [\"{}\"]\n",
+            prog.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            prog.display()
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", policy.display()))?;
+    let log = out_dir.join("flood.jsonl");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(out_dir.join("flood.jsonl.head"));
+    let start = Instant::now();
+    let out = crate::util::output(
+        Command::new(agentd)
+            .env("AGENTD_SIGNING_KEY", key)
+            .arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--audit")
+            .arg(&log)
+            .arg("--")
+            .arg(&prog)
+            .args(["deny-flood", &OPENS.to_string(), SECRET]),
+    )
+    .ok_or("the flood run failed")?;
+    let took = start.elapsed().as_secs_f64();
+    // "opens N: OK a EACCES b other c": b is the number just before " other".
+    let denied_by_kernel = number_before(&out, " other")
+        .map(|n| n as u64)
+        .ok_or(format!("unexpected output {out:?}"))?;
+    let text = std::fs::read_to_string(&log).map_err(|e| format!("read {}: {e}", log.display()))?;
+    let needle = format!("\"path\":\"{SECRET}\"");
+    let written = text
+        .lines()
+        .filter(|l| l.contains("\"event\":\"denied\"") && l.contains(&needle))
+        .count() as u64;
+    let dropped: u64 = text
+        .lines()
+        .filter(|l| l.contains("\"event\":\"dropped\""))
+        .filter_map(|l| {
+            let at = l.find("\"count\":")? + 8;
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let verdict = if written + dropped == denied_by_kernel {
+        "every event accounted for"
+    } else {
+        "MISMATCH"
+    };
+    let _ = std::fs::remove_file(&log);
+    Ok(format!(
+        "\n## event flood: {OPENS} denied opens of {SECRET} under agentd run ({took:.1} s)\n\n| opens the kernel denied | denied records written | dropped (counted, in the chain) | written + dropped | |\n|---|---|---|---|---|\n| {denied_by_kernel} | {written} | {dropped} | {} | {verdict} |\n",
+        written + dropped
+    ))
 }
