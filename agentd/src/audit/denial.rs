@@ -54,11 +54,22 @@ fn access(op: &str, open_flags: u64) -> Option<&'static str> {
     }
 }
 
+/// How a relative path was made absolute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Base {
+    /// Absolute already, or resolved through the live process's /proc entry.
+    Exact,
+    /// The process was gone; resolved against the cwd the command was launched in.
+    LaunchCwd,
+    /// Not resolvable (a dirfd of a process that is gone).
+    Unresolved,
+}
+
 /// An absolute path for `path` as the process passed it, resolving a relative one against
 /// its cwd or `dirfd` (read from /proc while the process still exists).
-fn resolve(tgid: u32, dirfd: i32, path: &str) -> (String, bool) {
+fn resolve(tgid: u32, dirfd: i32, path: &str, launch_cwd: &Path) -> (String, Base) {
     if path.starts_with('/') {
-        return (path.to_owned(), true);
+        return (path.to_owned(), Base::Exact);
     }
     let base = if dirfd == DENIAL_AT_FDCWD {
         std::fs::read_link(format!("/proc/{tgid}/cwd"))
@@ -66,8 +77,12 @@ fn resolve(tgid: u32, dirfd: i32, path: &str) -> (String, bool) {
         std::fs::read_link(format!("/proc/{tgid}/fd/{dirfd}"))
     };
     match base {
-        Ok(b) => (normalize(&b.join(path)).display().to_string(), true),
-        Err(_) => (path.to_owned(), false),
+        Ok(b) => (normalize(&b.join(path)).display().to_string(), Base::Exact),
+        Err(_) if dirfd == DENIAL_AT_FDCWD => (
+            normalize(&launch_cwd.join(path)).display().to_string(),
+            Base::LaunchCwd,
+        ),
+        Err(_) => (path.to_owned(), Base::Unresolved),
     }
 }
 
@@ -91,6 +106,7 @@ fn normalize(p: &Path) -> PathBuf {
 pub fn denial_record(
     judge: &Judge<'_>,
     landlock_active: bool,
+    launch_cwd: &Path,
     tgid: u32,
     tid: u32,
     syscall: u32,
@@ -100,7 +116,7 @@ pub fn denial_record(
     path: &str,
 ) -> (&'static str, Value) {
     let op = op_name(syscall);
-    let (resolved, ok) = resolve(tgid, dirfd, path);
+    let (resolved, base) = resolve(tgid, dirfd, path, launch_cwd);
     let access = access(op, open_flags);
     let mut subject = json!({"event": "denied", "op": op, "path": resolved});
     if let Some(a) = access {
@@ -128,8 +144,11 @@ pub fn denial_record(
     if path != resolved {
         detail["path_arg"] = json!(path);
     }
-    if !ok {
-        detail["path_unresolved"] = json!(true);
+    match base {
+        Base::Exact => {}
+        // Honest about the guess: the process may have changed directory before exiting.
+        Base::LaunchCwd => detail["path_base"] = json!("launch cwd (process gone)"),
+        Base::Unresolved => detail["path_unresolved"] = json!(true),
     }
     (layer, detail)
 }

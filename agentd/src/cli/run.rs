@@ -231,6 +231,7 @@ impl Prepared {
             audit,
             audit_failed: false,
             started: std::time::Instant::now(),
+            launch_cwd: std::env::current_dir().unwrap_or_default(),
         };
         let code = run.execute(&self);
         // Flush, sign the chain head, and stop the writer; a log we could not write fails the run.
@@ -246,6 +247,9 @@ struct Run {
     id: String,
     audit: AuditHandle,
     started: std::time::Instant,
+    /// The command starts in agentd's cwd; relative denied paths of a process that is
+    /// already gone are resolved against it.
+    launch_cwd: PathBuf,
     /// Set once an append fails; the run is then stopped (fail closed).
     audit_failed: bool,
 }
@@ -581,6 +585,7 @@ impl Run {
                 let (layer, detail) = crate::audit::denial::denial_record(
                     judge,
                     p.plan.landlock.is_some(),
+                    &self.launch_cwd,
                     tgid,
                     pid,
                     nr,
