@@ -131,7 +131,9 @@ pub fn encode_parts(
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    let hex = hex32(&Sha256::digest(bytes).into());
+    // hex32 yields ASCII only.
+    String::from_utf8_lossy(&hex).into_owned()
 }
 
 /// Turns canonical bytes into the line written to the file (with `\n`), returning its hash.
@@ -178,9 +180,8 @@ pub fn split_line(line: &[u8]) -> Option<LineHead<'_>> {
         return None;
     }
     let hash = std::str::from_utf8(&suffix[9..73]).ok()?;
-    if !is_hex64(prev) || !is_hex64(hash) {
-        return None;
-    }
+    // Hex-ness is not checked here (hot path): verify compares `hash` with the hex of the
+    // computed digest and `prev` with the previous record's checked `hash`.
     Some(LineHead {
         seq,
         prev,
@@ -189,8 +190,15 @@ pub fn split_line(line: &[u8]) -> Option<LineHead<'_>> {
     })
 }
 
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// Lower-case hex of a digest, without allocating.
+pub fn hex32(d: &[u8; 32]) -> [u8; 64] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in d.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    out
 }
 
 /// SHA-256 of a line's canonical bytes (`body` + `}`), lower-case hex.

@@ -184,8 +184,7 @@ fn first_unconfirmed(data: &[u8], mut pos: usize) -> usize {
 }
 
 fn hash_matches(h: &super::canonical::LineHead<'_>) -> bool {
-    let mut want = [0u8; 32];
-    hex::decode_to_slice(h.hash, &mut want).is_ok() && body_hash(h.body) == want
+    super::canonical::hex32(&body_hash(h.body)) == *h.hash.as_bytes()
 }
 
 /// Verifies a whole log held in memory.
@@ -343,7 +342,11 @@ impl<'a> Walker<'a> {
                 self.report.torn_recovered.push(tline);
             }
         }
-        let prev_bytes = keys::parse_hex32(h.prev).unwrap_or([0; 32]);
+        let prev_bytes = if special {
+            keys::parse_hex32(h.prev).unwrap_or([0; 32])
+        } else {
+            [0; 32]
+        };
         match event {
             "checkpoint" if self.signing => {
                 self.checkpoint(lineno, h.seq, &prev_bytes, v.as_ref())?
