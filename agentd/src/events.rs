@@ -56,6 +56,23 @@ pub enum Event {
         /// `WIFEXITED`/`WEXITSTATUS`/`WTERMSIG`; e.g. `exit(3)` is 0x300, SIGKILL is 9.
         exit_code: i32,
     },
+    /// A file or exec syscall of a watched process failed with `EACCES`/`EPERM`
+    /// (`tp_btf/sys_enter` + `sys_exit`, see `agentd-ebpf/src/denials.rs`).
+    Denial {
+        pid: u32,
+        tgid: u32,
+        cgroup_id: u64,
+        /// x86_64 syscall number.
+        nr: u32,
+        /// Positive errno the process saw.
+        errno: i32,
+        /// Directory fd of `*at` syscalls, else `AT_FDCWD`.
+        dirfd: i32,
+        /// `O_*` flags of open-type syscalls, else 0.
+        open_flags: u64,
+        /// The path argument as passed (a cut one ends in `…`).
+        path: String,
+    },
 }
 
 impl Event {
@@ -65,6 +82,7 @@ impl Event {
         match kind {
             EVENT_KIND_EXEC => decode_exec(record),
             EVENT_KIND_EXIT => decode_exit(record),
+            agentd_common::denials::EVENT_KIND_DENIAL => decode_denial(record),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -170,6 +188,34 @@ fn decode_exit(record: &[u8]) -> Result<Event, DecodeError> {
         cgroup_id: header.cgroup_id,
         ktime_ns: header.ktime_ns,
         exit_code,
+    })
+}
+
+fn decode_denial(record: &[u8]) -> Result<Event, DecodeError> {
+    use agentd_common::denials::{
+        DenialEvent, DENIAL_FLAG_PATH_TRUNCATED, DENIAL_PATH_LEN, EVENT_KIND_DENIAL,
+    };
+    let header = decode_header(record, EVENT_KIND_DENIAL, size_of::<DenialEvent>())?;
+    let i32_at = |o| array(record, o).map(i32::from_ne_bytes);
+    let flags = read_u32(record, offset_of!(DenialEvent, flags))?;
+    let len = read_u32(record, offset_of!(DenialEvent, path_len))?;
+    let raw = bytes(record, offset_of!(DenialEvent, path), DENIAL_PATH_LEN)?;
+    let max = usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .min(DENIAL_PATH_LEN - 1);
+    let mut path = c_string(&raw[..max]);
+    if flags & DENIAL_FLAG_PATH_TRUNCATED != 0 {
+        path.push('…');
+    }
+    Ok(Event::Denial {
+        pid: header.pid,
+        tgid: header.tgid,
+        cgroup_id: header.cgroup_id,
+        nr: read_u32(record, offset_of!(DenialEvent, nr))?,
+        errno: i32_at(offset_of!(DenialEvent, errno))?,
+        dirfd: i32_at(offset_of!(DenialEvent, dirfd))?,
+        open_flags: read_u64(record, offset_of!(DenialEvent, open_flags))?,
+        path,
     })
 }
 

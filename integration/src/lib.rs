@@ -62,7 +62,30 @@ impl Sandbox {
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         std::fs::create_dir(dir.path().join("workspace")).unwrap_or_else(|e| panic!("mkdir: {e}"));
-        Self { dir }
+        let sb = Self { dir };
+        sb.keygen(&sb.key_dir());
+        sb
+    }
+
+    /// Where this sandbox's audit signing key pair lives (`agentd keygen --out`).
+    pub fn key_dir(&self) -> PathBuf {
+        self.dir.path().join("key")
+    }
+
+    /// The public half of the signing key: `audit verify --key`.
+    pub fn public_key(&self) -> PathBuf {
+        self.key_dir().join("audit.pub")
+    }
+
+    /// `agentd keygen --out DIR`.
+    pub fn keygen(&self, dir: &Path) {
+        let o = Command::new(agentd_bin())
+            .arg("keygen")
+            .arg("--out")
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run agentd keygen: {e}"));
+        assert_status(&o, 0);
     }
 
     pub fn workspace(&self) -> PathBuf {
@@ -107,7 +130,8 @@ impl Sandbox {
 
     pub fn agentd(&self) -> Command {
         let mut c = Command::new(agentd_bin());
-        c.current_dir(self.dir.path());
+        c.current_dir(self.dir.path())
+            .env("AGENTD_SIGNING_KEY", self.key_dir().join("audit.key"));
         c
     }
 

@@ -61,6 +61,7 @@ fn demo() -> Result<(), String> {
     let workspace = root.join("target/demo/workspace");
     std::fs::create_dir_all(&workspace)
         .map_err(|e| format!("create {}: {e}", workspace.display()))?;
+    let key = util::ensure_signing_key(&agentd, &root.join("target/demo/key"))?;
     println!("== agentd doctor");
     util::run(std::process::Command::new(&agentd).arg("doctor"))?;
     // The agent runs from its workspace: the policy lets it read nothing else of this repo.
@@ -70,6 +71,7 @@ fn demo() -> Result<(), String> {
     println!("\n== agentd run --policy policies/demo.yaml -- /usr/bin/python3 agent.py");
     let status = std::process::Command::new(&agentd)
         .current_dir(&workspace)
+        .env("AGENTD_SIGNING_KEY", &key)
         .args(["run", "--policy"])
         .arg(root.join("policies/demo.yaml"))
         .arg("--workspace")
@@ -87,6 +89,14 @@ fn demo() -> Result<(), String> {
     for line in log.lines() {
         println!("{line}");
     }
+    println!("\n== agentd audit verify");
+    util::run(
+        std::process::Command::new(&agentd)
+            .args(["audit", "verify"])
+            .arg(&audit)
+            .arg("--key")
+            .arg(key.with_extension("pub")),
+    )?;
     if status.code() != Some(0) {
         return Err(format!("the demo agent exited with {status}"));
     }

@@ -1,6 +1,6 @@
 //! Small helpers for running commands with clear errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn workspace_root() -> PathBuf {
@@ -110,4 +110,13 @@ fn count(summary: &str, what: &str) -> u64 {
 
 pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// `DIR/audit.key`, made with `agentd keygen --out DIR` if it does not exist yet.
+pub fn ensure_signing_key(agentd: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let key = dir.join("audit.key");
+    if !key.exists() {
+        run(Command::new(agentd).arg("keygen").arg("--out").arg(dir))?;
+    }
+    Ok(key)
 }

@@ -1,11 +1,22 @@
-//! The audit log: one JSON object per line, one file for the host, runs told
-//! apart by `run`. Every record has `seq`, `ts`, `run`, `layer` and `event`;
-//! `decision` is present where one was made.
+//! The audit log: one JSON object per line, one file for the host, runs told apart by
+//! `run`. Every record has `seq`, `prev`, `hash`, `ts`, `run`, `layer` and `event`;
+//! `decision` is present where one was made. Records form a SHA-256 hash chain
+//! (`canonical`, `chain`), signed by Ed25519 checkpoints (`keys`); `verify` checks it,
+//! `judge` re-decides recorded events under another policy.
 
+pub mod canonical;
+pub mod chain;
+pub mod denial;
+pub mod judge;
+pub mod keys;
 mod record;
+pub mod task;
 mod time;
+pub mod verify;
 mod writer;
 
+#[allow(unused_imports)] // Record: the type readers deserialize into
 pub use record::{Decision, Record};
+pub use task::{AuditHandle, Flush};
 pub use time::rfc3339_now;
-pub use writer::{AuditLog, DEFAULT_AUDIT_PATH};
+pub use writer::{AuditLog, CheckpointPolicy, DEFAULT_AUDIT_PATH};

@@ -1,4 +1,4 @@
-//! The record type shared by the writer and, later, verify/tail/replay.
+//! The record type shared by the writer and verify/tail/show/replay.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,9 +12,25 @@ pub enum Decision {
     Kill,
 }
 
+impl Decision {
+    /// The serialized name (`"allow"`, `"would_deny"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::WouldDeny => "would_deny",
+            Decision::Kill => "kill",
+        }
+    }
+}
+
+#[allow(dead_code)] // read by tests and by callers that want typed records
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
+    /// The previous record's `hash` (for seq 0: the genesis value, see `chain`).
+    #[serde(default)]
+    pub prev: String,
     pub ts: String,
     pub run: String,
     pub layer: String,
@@ -24,4 +40,7 @@ pub struct Record {
     /// Event-specific fields, flattened into the same JSON object.
     #[serde(flatten)]
     pub detail: Map<String, Value>,
+    /// SHA-256 of the record's canonical encoding without `hash` (see `canonical`).
+    #[serde(default)]
+    pub hash: String,
 }

@@ -1,21 +1,36 @@
-//! Appends records to the host audit file. Several agentd processes may share
-//! one file, so each append takes an exclusive `flock` and continues the
-//! sequence from the file's last record.
+//! Appends chained records to the host audit file. Several agentd processes may share
+//! one file, so each batch takes an exclusive `flock`, reads the last sealed record's
+//! `seq` and `hash` under it, and continues the chain from there.
+//!
+//! A crash can leave a torn last line. The next writer leaves those bytes in place, starts
+//! a new line, and writes a `torn_tail` record (byte count and SHA-256 of the torn bytes)
+//! chained to the last COMPLETE record, so verify can tell a crash from tampering.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde_json::{json, Map, Value};
 
-use super::{rfc3339_now, Decision, Record};
+use super::canonical::{self, split_line};
+use super::chain;
+use super::keys;
+use super::{rfc3339_now, Decision};
 
 pub const DEFAULT_AUDIT_PATH: &str = "/var/log/agentd/audit.jsonl";
 
-/// How far back from the end we look for the last complete record.
+/// How far back from the end we look for the last sealed record.
 const TAIL_WINDOW: u64 = 1 << 20;
+
+/// Keys the writer owns; a detail field with one of these names is kept as `detail_<name>`.
+const RESERVED: [&str; 8] = [
+    "seq", "prev", "hash", "ts", "run", "layer", "event", "decision",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -34,11 +49,56 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("audit log {path} ends in a record that is not valid JSON: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    #[error("audit log {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("audit writer stopped: {0}")]
+    Stopped(String),
+}
+
+/// When to write a signed checkpoint: after `every` records or `interval`, whichever first.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub key: SigningKey,
+    pub every: u64,
+    pub interval: Duration,
+}
+
+/// A record waiting to be written; `ts` is taken when it was submitted.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub ts: String,
+    pub layer: String,
+    pub event: String,
+    pub decision: Option<Decision>,
+    pub detail: Map<String, Value>,
+}
+
+impl Pending {
+    pub fn new(layer: &str, event: &str, decision: Option<Decision>, detail: Value) -> Self {
+        let detail = match detail {
+            Value::Object(m) => m,
+            Value::Null => Map::new(),
+            other => {
+                let mut m = Map::new();
+                m.insert("detail".into(), other);
+                m
+            }
+        };
+        Self {
+            ts: rfc3339_now(),
+            layer: layer.to_owned(),
+            event: event.to_owned(),
+            decision,
+            detail,
+        }
+    }
+}
+
+/// The last sealed record as this writer knows it.
+#[derive(Debug, Clone)]
+struct Head {
+    seq: u64,
+    hash: String,
 }
 
 #[derive(Debug)]
@@ -46,9 +106,12 @@ pub struct AuditLog {
     path: PathBuf,
     file: File,
     run: String,
-    next_seq: u64,
+    checkpoints: Option<CheckpointPolicy>,
+    head: Option<Head>,
     /// File length after our last append; if it differs, someone else appended.
     known_len: Option<u64>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
 }
 
 impl AuditLog {
@@ -80,12 +143,23 @@ impl AuditLog {
             path: path.to_path_buf(),
             file,
             run: run.to_owned(),
-            next_seq: 0,
+            checkpoints: None,
+            head: None,
             known_len: None,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
         })
     }
 
-    /// Appends one record and fsyncs it before returning its sequence number.
+    /// Signs checkpoints with `policy.key` from now on.
+    pub fn with_checkpoints(mut self, policy: Option<CheckpointPolicy>) -> Self {
+        self.checkpoints = policy;
+        self
+    }
+
+    /// Appends one record and fsyncs it before returning its sequence number
+    /// (synchronous; `agentd run` goes through `AuditHandle`).
+    #[allow(dead_code)]
     pub fn append(
         &mut self,
         layer: &str,
@@ -93,41 +167,180 @@ impl AuditLog {
         decision: Option<Decision>,
         detail: Value,
     ) -> Result<u64, AuditError> {
-        let detail = match detail {
-            Value::Object(m) => m,
-            Value::Null => Map::new(),
-            other => {
-                let mut m = Map::new();
-                m.insert("detail".into(), other);
-                m
-            }
-        };
+        self.append_batch(&[Pending::new(layer, event, decision, detail)], false, true)
+    }
+
+    /// Appends `records` in one write under one lock; fsyncs when `sync`; writes a signed
+    /// checkpoint after them when `checkpoint` (or when one is due). Returns the last
+    /// record's `seq`.
+    pub fn append_batch(
+        &mut self,
+        records: &[Pending],
+        checkpoint: bool,
+        sync: bool,
+    ) -> Result<u64, AuditError> {
         let _lock = FileLock::exclusive(&self.file).map_err(|e| self.write_err(e))?;
         let len = self.file.metadata().map_err(|e| self.write_err(e))?.len();
-        if self.known_len != Some(len) {
-            self.next_seq = self.last_seq(len)?.map_or(0, |s| s + 1);
+        let mut buf = Vec::with_capacity(records.len() * 320 + 1024);
+        if self.known_len != Some(len) || self.head.is_none() {
+            self.resync(len, &mut buf)?;
         }
-        let record = Record {
-            seq: self.next_seq,
+        for r in records {
+            self.push(&mut buf, r)?;
+            if let Some(cp) = &self.checkpoints {
+                if self.since_checkpoint >= cp.every
+                    || self.last_checkpoint.elapsed() >= cp.interval
+                {
+                    self.push_checkpoint(&mut buf)?;
+                }
+            }
+        }
+        let mut wrote_checkpoint = false;
+        if (checkpoint && self.since_checkpoint > 0) || self.checkpoint_due() {
+            wrote_checkpoint = self.push_checkpoint(&mut buf)?;
+        }
+        self.file.write_all(&buf).map_err(|e| self.write_err(e))?;
+        if sync || wrote_checkpoint {
+            self.file.sync_data().map_err(|e| self.write_err(e))?;
+        }
+        self.known_len = Some(len + buf.len() as u64);
+        if wrote_checkpoint {
+            self.write_head_file();
+        }
+        Ok(self.head.as_ref().map_or(0, |h| h.seq))
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        match &self.checkpoints {
+            Some(cp) => {
+                self.since_checkpoint > 0
+                    && (self.since_checkpoint >= cp.every
+                        || self.last_checkpoint.elapsed() >= cp.interval)
+            }
+            None => false,
+        }
+    }
+
+    /// Writes a signed checkpoint now if any record is not yet covered by one.
+    #[allow(dead_code)]
+    pub fn checkpoint(&mut self) -> Result<(), AuditError> {
+        self.append_batch(&[], true, true).map(|_| ())
+    }
+
+    /// Appends a `key_rotation` record signed by both keys (it is also a checkpoint), and
+    /// signs later checkpoints with `new`.
+    pub fn rotate_key(&mut self, old: &SigningKey, new: &SigningKey) -> Result<u64, AuditError> {
+        let _lock = FileLock::exclusive(&self.file).map_err(|e| self.write_err(e))?;
+        let len = self.file.metadata().map_err(|e| self.write_err(e))?.len();
+        let mut buf = Vec::new();
+        self.resync(len, &mut buf)?;
+        let (seq, prev) = self.next_link()?;
+        let (old_vk, new_vk): (VerifyingKey, VerifyingKey) =
+            (old.verifying_key(), new.verifying_key());
+        let msg = keys::rotation_message(seq, &prev_bytes(&prev)?, &old_vk, &new_vk);
+        let mut detail = Map::new();
+        detail.insert("old_key".into(), json!(keys::key_hex(&old_vk)));
+        detail.insert("new_key".into(), json!(keys::key_hex(&new_vk)));
+        detail.insert("sig_old".into(), json!(keys::sign_hex(old, &msg)));
+        detail.insert("sig_new".into(), json!(keys::sign_hex(new, &msg)));
+        let p = Pending {
             ts: rfc3339_now(),
-            run: self.run.clone(),
-            layer: layer.to_owned(),
-            event: event.to_owned(),
-            decision,
+            layer: "agentd".into(),
+            event: "key_rotation".into(),
+            decision: None,
             detail,
         };
-        let mut line =
-            serde_json::to_vec(&record).map_err(|e| self.write_err(std::io::Error::other(e)))?;
-        line.push(b'\n');
-        // A torn tail (crash mid-write) is left as it is; start on a fresh line.
-        if len > 0 && !self.ends_with_newline(len)? {
-            line.insert(0, b'\n');
-        }
-        self.file.write_all(&line).map_err(|e| self.write_err(e))?;
+        self.push(&mut buf, &p)?;
+        self.file.write_all(&buf).map_err(|e| self.write_err(e))?;
         self.file.sync_data().map_err(|e| self.write_err(e))?;
-        self.known_len = Some(len + line.len() as u64);
-        self.next_seq += 1;
-        Ok(record.seq)
+        self.known_len = Some(len + buf.len() as u64);
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        if let Some(cp) = &mut self.checkpoints {
+            cp.key = new.clone();
+        }
+        self.write_head_file();
+        Ok(seq)
+    }
+
+    fn next_link(&self) -> Result<(u64, String), AuditError> {
+        match &self.head {
+            Some(h) => Ok((h.seq + 1, h.hash.clone())),
+            None => Err(AuditError::Corrupt {
+                path: self.path.clone(),
+                reason: "no chain head after resync".into(),
+            }),
+        }
+    }
+
+    /// Seals `r` as the next record into `buf`.
+    fn push(&mut self, buf: &mut Vec<u8>, r: &Pending) -> Result<(), AuditError> {
+        let (seq, prev) = self.next_link()?;
+        let detail: Vec<(Cow<'_, str>, &Value)> = r
+            .detail
+            .iter()
+            .map(|(k, v)| {
+                let k: Cow<'_, str> = if RESERVED.contains(&k.as_str()) {
+                    Cow::Owned(format!("detail_{k}"))
+                } else {
+                    Cow::Borrowed(k.as_str())
+                };
+                (k, v)
+            })
+            .collect();
+        let mut core: Vec<(&str, &str)> = vec![
+            ("ts", &r.ts),
+            ("run", &self.run),
+            ("layer", &r.layer),
+            ("event", &r.event),
+        ];
+        if let Some(d) = r.decision {
+            core.push(("decision", d.as_str()));
+        }
+        let (line, hash) = canonical::seal(canonical::encode_parts(seq, &prev, &core, &detail));
+        buf.extend_from_slice(&line);
+        self.head = Some(Head { seq, hash });
+        if r.event != "checkpoint" && r.event != "genesis" {
+            self.since_checkpoint += 1;
+        }
+        Ok(())
+    }
+
+    fn push_checkpoint(&mut self, buf: &mut Vec<u8>) -> Result<bool, AuditError> {
+        let Some(cp) = &self.checkpoints else {
+            return Ok(false);
+        };
+        let (seq, prev) = self.next_link()?;
+        let msg = keys::checkpoint_message(seq, &prev_bytes(&prev)?);
+        let mut detail = Map::new();
+        detail.insert("key".into(), json!(keys::key_hex(&cp.key.verifying_key())));
+        detail.insert("sig".into(), json!(keys::sign_hex(&cp.key, &msg)));
+        detail.insert("covers_seq".into(), json!(seq.saturating_sub(1)));
+        let p = Pending {
+            ts: rfc3339_now(),
+            layer: "agentd".into(),
+            event: "checkpoint".into(),
+            decision: None,
+            detail,
+        };
+        self.push(buf, &p)?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(true)
+    }
+
+    /// `FILE.head`: the latest checkpoint line, replaced atomically. Keeping (or shipping)
+    /// it elsewhere lets verify detect a truncated log. Best effort: the log is the evidence.
+    fn write_head_file(&mut self) {
+        let Some(h) = &self.head else { return };
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".head");
+        let head = PathBuf::from(name);
+        let tmp = head.with_extension("head.tmp");
+        let text = format!("{{\"seq\":{},\"hash\":\"{}\"}}\n", h.seq, h.hash);
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &head);
+        }
     }
 
     fn write_err(&self, source: std::io::Error) -> AuditError {
@@ -137,49 +350,94 @@ impl AuditLog {
         }
     }
 
-    fn ends_with_newline(&mut self, len: u64) -> Result<bool, AuditError> {
-        let mut b = [0u8; 1];
-        self.file
-            .seek(SeekFrom::Start(len - 1))
-            .and_then(|_| self.file.read_exact(&mut b))
-            .map_err(|e| self.write_err(e))?;
-        Ok(b[0] == b'\n')
-    }
-
-    /// The `seq` of the last complete record, reading only the file's tail.
-    fn last_seq(&mut self, len: u64) -> Result<Option<u64>, AuditError> {
-        if len == 0 {
-            return Ok(None);
-        }
+    /// Re-reads the chain head from the file's tail (someone else appended, or first use).
+    /// Starts a new file with a genesis record and seals over torn bytes a crash left.
+    fn resync(&mut self, len: u64, buf: &mut Vec<u8>) -> Result<(), AuditError> {
         let start = len.saturating_sub(TAIL_WINDOW);
-        let mut buf = Vec::new();
-        self.file
-            .seek(SeekFrom::Start(start))
-            .and_then(|_| (&mut self.file).take(len - start).read_to_end(&mut buf))
-            .map_err(|e| self.write_err(e))?;
-        // Only lines terminated by '\n' are complete records.
-        let complete = match buf.iter().rposition(|&b| b == b'\n') {
-            Some(end) => &buf[..end],
-            None => return Ok(None),
-        };
-        let Some(last) = complete
-            .split(|&b| b == b'\n')
-            .rev()
-            .find(|l| !l.is_empty())
-        else {
-            return Ok(None);
-        };
-        #[derive(serde::Deserialize)]
-        struct SeqOnly {
-            seq: u64,
+        let mut tail = Vec::new();
+        if len > 0 {
+            self.file
+                .seek(SeekFrom::Start(start))
+                .and_then(|_| (&mut self.file).take(len - start).read_to_end(&mut tail))
+                .map_err(|e| self.write_err(e))?;
         }
-        let parsed: SeqOnly =
-            serde_json::from_slice(last).map_err(|source| AuditError::Corrupt {
+        // Bytes [0, complete) are whole lines; find the last one that is a sealed record.
+        let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut found: Option<(Head, usize)> = None;
+        let mut line_end = complete;
+        while line_end > 0 {
+            let content_end = line_end - 1;
+            let line_start = tail[..content_end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            if line_start == 0 && start > 0 {
+                break; // the window's first line may be cut
+            }
+            if let Some(h) = split_line(&tail[line_start..content_end]) {
+                let head = Head {
+                    seq: h.seq,
+                    hash: h.hash.to_owned(),
+                };
+                found = Some((head, line_end));
+                break;
+            }
+            line_end = line_start;
+        }
+        if found.is_none() && start > 0 {
+            return Err(AuditError::Corrupt {
                 path: self.path.clone(),
-                source,
-            })?;
-        Ok(Some(parsed.seq))
+                reason: format!("no sealed record in its last {TAIL_WINDOW} bytes"),
+            });
+        }
+        let end = found.as_ref().map_or(0, |(_, e)| *e);
+        let torn = &tail[end..];
+        if !torn.is_empty() && tail.last() != Some(&b'\n') {
+            buf.push(b'\n');
+        }
+        self.head = found.map(|(h, _)| h);
+        if self.head.is_none() {
+            let host = chain::host_identity();
+            let file_id =
+                hex::encode(keys::random_bytes::<16>().map_err(|e| AuditError::Corrupt {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?);
+            let prev = chain::genesis_prev(&host, &file_id);
+            let mut fields = Map::new();
+            fields.insert("ts".into(), json!(rfc3339_now()));
+            fields.insert("run".into(), json!(self.run));
+            fields.insert("layer".into(), json!("agentd"));
+            fields.insert("event".into(), json!("genesis"));
+            fields.insert("host".into(), json!(host));
+            fields.insert("file_id".into(), json!(file_id));
+            let (line, hash) = canonical::seal(canonical::encode_record(0, &prev, &fields));
+            buf.extend_from_slice(&line);
+            self.head = Some(Head { seq: 0, hash });
+        }
+        if !torn.is_empty() {
+            let (n, sha) = chain::torn_digest(torn);
+            tracing::warn!(
+                "audit log {}: {n} torn byte(s) after the last complete record; sealing over them",
+                self.path.display()
+            );
+            let p = Pending::new(
+                "agentd",
+                "torn_tail",
+                None,
+                json!({"bytes": n, "sha256": sha}),
+            );
+            self.push(buf, &p)?;
+        }
+        Ok(())
     }
+}
+
+fn prev_bytes(prev: &str) -> Result<[u8; 32], AuditError> {
+    keys::parse_hex32(prev).ok_or_else(|| AuditError::Corrupt {
+        path: PathBuf::new(),
+        reason: format!("chain head {prev} is not a SHA-256"),
+    })
 }
 
 /// An exclusive `flock` released on drop. It holds the raw fd, not a borrow,
@@ -189,12 +447,17 @@ struct FileLock(std::os::fd::RawFd);
 impl FileLock {
     fn exclusive(file: &File) -> std::io::Result<Self> {
         let fd = file.as_raw_fd();
-        // SAFETY: flock on an open fd owned by the caller's File.
-        let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
+        loop {
+            // SAFETY: flock on an open fd owned by the caller's File.
+            let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(Self(fd));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
-        Ok(Self(fd))
     }
 }
 
@@ -209,47 +472,114 @@ impl Drop for FileLock {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::super::verify::{verify_bytes, Damage, Trust};
+    use super::super::Record;
     use super::*;
     use serde_json::json;
 
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[9; 32])
+    }
+
     #[test]
-    fn two_writers_share_one_sequence() {
+    fn two_writers_share_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/audit.jsonl");
         let mut a = AuditLog::open(&path, "run-a").unwrap();
         let mut b = AuditLog::open(&path, "run-b").unwrap();
-        assert_eq!(a.append("agentd", "run_start", None, json!({})).unwrap(), 0);
-        assert_eq!(b.append("agentd", "run_start", None, json!({})).unwrap(), 1);
+        assert_eq!(a.append("agentd", "run_start", None, json!({})).unwrap(), 1);
+        assert_eq!(b.append("agentd", "run_start", None, json!({})).unwrap(), 2);
         assert_eq!(
             a.append(
                 "landlock",
                 "denied",
                 Some(Decision::Deny),
-                json!({"errno": "EACCES"})
+                json!({"errno": "EACCES", "seq": 99})
             )
             .unwrap(),
-            2
+            3
         );
         let text = std::fs::read_to_string(&path).unwrap();
         let recs: Vec<Record> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(recs.len(), 3);
-        assert_eq!(recs[2].decision, Some(Decision::Deny));
-        assert_eq!(recs[2].detail["errno"], "EACCES");
-        assert_eq!(recs[1].run, "run-b");
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[0].event, "genesis");
+        assert_eq!(recs[3].decision, Some(Decision::Deny));
+        assert_eq!(recs[3].detail["errno"], "EACCES");
+        assert_eq!(recs[3].detail["detail_seq"], 99);
+        assert_eq!(recs[2].run, "run-b");
+        assert_eq!(recs[2].prev, recs[1].hash);
+        let report = verify_bytes(text.as_bytes(), &Trust::Unsigned, None);
+        assert_eq!(report.damage, None, "{report:?}");
     }
 
     #[test]
-    fn a_torn_tail_is_kept_and_the_next_record_starts_a_new_line() {
+    fn a_torn_tail_is_sealed_over_and_the_chain_continues() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        std::fs::write(&path, "{\"seq\":4,\"ts\":\"x\",\"run\":\"r\",\"layer\":\"l\",\"event\":\"e\"}\n{\"seq\":5,\"ts").unwrap();
         let mut a = AuditLog::open(&path, "r").unwrap();
-        assert_eq!(a.append("agentd", "run_start", None, json!({})).unwrap(), 5);
+        a.append("agentd", "run_start", None, json!({})).unwrap();
+        drop(a);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"prev\":\"ab").unwrap();
+        drop(f);
+        let text = std::fs::read(&path).unwrap();
+        let report = verify_bytes(&text, &Trust::Unsigned, None);
+        assert_eq!(
+            report.damage.as_ref().map(|d| d.kind),
+            Some(Damage::TornTail)
+        );
+        assert_eq!(report.damage.as_ref().map(|d| d.line), Some(3));
+
+        let mut b = AuditLog::open(&path, "r2").unwrap();
+        assert_eq!(b.append("agentd", "run_start", None, json!({})).unwrap(), 3);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 3);
-        assert!(text.ends_with("\n"));
+        assert_eq!(text.lines().count(), 5);
+        assert!(text.lines().nth(3).unwrap().contains("\"torn_tail\""));
+        let report = verify_bytes(text.as_bytes(), &Trust::Unsigned, None);
+        assert_eq!(report.damage, None, "{report:?}");
+        assert_eq!(report.torn_recovered, vec![3]);
+    }
+
+    #[test]
+    fn checkpoints_are_signed_every_n_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut a = AuditLog::open(&path, "r")
+            .unwrap()
+            .with_checkpoints(Some(CheckpointPolicy {
+                key: key(),
+                every: 2,
+                interval: Duration::from_secs(3600),
+            }));
+        for _ in 0..5 {
+            a.append("bpf", "exec", None, json!({})).unwrap();
+        }
+        a.checkpoint().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let n = text
+            .lines()
+            .filter(|l| l.contains("\"checkpoint\""))
+            .count();
+        assert_eq!(n, 3);
+        let trust = Trust::Key(key().verifying_key());
+        let report = verify_bytes(text.as_bytes(), &trust, None);
+        assert_eq!(report.damage, None, "{report:?}");
+        // Rotation: signed by both, and later checkpoints by the new key verify.
+        let new = SigningKey::from_bytes(&[10; 32]);
+        a.rotate_key(&key(), &new).unwrap();
+        a.append("bpf", "exec", None, json!({})).unwrap();
+        a.checkpoint().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = verify_bytes(text.as_bytes(), &trust, None);
+        assert_eq!(report.damage, None, "{report:?}");
+        // The new key alone does not verify the old checkpoints.
+        let report = verify_bytes(text.as_bytes(), &Trust::Key(new.verifying_key()), None);
+        assert_eq!(
+            report.damage.as_ref().map(|d| d.kind),
+            Some(Damage::BadSignature)
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! Command-line dispatch: one file per subcommand.
 
+mod audit;
+mod audit_opts;
 mod doctor;
+mod keygen;
 mod policy;
 mod run;
 
@@ -37,6 +40,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the Ed25519 key pair that signs audit checkpoints.
+    Keygen(keygen::KeygenArgs),
+    /// Verify, tail, summarize or replay an audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Check or explain a policy file.
     Policy {
         #[command(subcommand)]
@@ -70,6 +80,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Doctor { json } => doctor::doctor(json),
+        Command::Keygen(args) => keygen::keygen(args),
+        Command::Audit { command } => audit::audit(command),
         Command::Policy { command } => match command {
             PolicyCommand::Check { file, workspace } => policy::check(&file, workspace),
             PolicyCommand::Explain {

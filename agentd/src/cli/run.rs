@@ -13,8 +13,9 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::json;
 
+use super::audit_opts::{AuditRunArgs, AuditSetup};
 use super::{EXIT_EXEC_DENIED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
-use crate::audit::{AuditLog, Decision, DEFAULT_AUDIT_PATH};
+use crate::audit::{AuditHandle, AuditLog, Decision, DEFAULT_AUDIT_PATH};
 use crate::events::Event;
 use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
 use crate::layers::bpf::BpfRuntime;
@@ -41,6 +42,8 @@ pub struct RunArgs {
     /// Audit log file.
     #[arg(long, default_value = DEFAULT_AUDIT_PATH)]
     audit: PathBuf,
+    #[command(flatten)]
+    audit_opts: AuditRunArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<OsString>,
@@ -75,6 +78,7 @@ struct Prepared {
     probe: Probe,
     plan: Plan,
     audit_path: PathBuf,
+    audit_setup: AuditSetup,
     cmd: Vec<OsString>,
     workspace: PathBuf,
 }
@@ -93,11 +97,13 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     }
     let audit_path = absolute(&args.audit).map_err(|e| setup_err("audit", e))?;
     check_audit_outside_writable_roots(&audit_path, &plan)?;
+    let audit_setup = args.audit_opts.load().map_err(|e| setup_err("audit", e))?;
     Ok(Prepared {
         policy,
         probe,
         plan,
         audit_path,
+        audit_setup,
         cmd: args.cmd.clone(),
         workspace: opts.workspace,
     })
@@ -210,7 +216,10 @@ impl Ending {
 impl Prepared {
     fn execute(self) -> ExitCode {
         let run_id = new_run_id();
-        let audit = match AuditLog::open(&self.audit_path, &run_id) {
+        let audit = match AuditLog::open(&self.audit_path, &run_id).and_then(|log| {
+            let log = log.with_checkpoints(self.audit_setup.checkpoints.clone());
+            AuditHandle::spawn(log, self.audit_setup.flush)
+        }) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("agentd: audit: {e}");
@@ -221,15 +230,26 @@ impl Prepared {
             id: run_id,
             audit,
             audit_failed: false,
+            started: std::time::Instant::now(),
+            launch_cwd: std::env::current_dir().unwrap_or_default(),
         };
         let code = run.execute(&self);
+        // Flush, sign the chain head, and stop the writer; a log we could not write fails the run.
+        if let Err(e) = run.audit.finish() {
+            eprintln!("agentd: audit: {e}");
+            return ExitCode::from(EXIT_SETUP_FAILED);
+        }
         ExitCode::from(code)
     }
 }
 
 struct Run {
     id: String,
-    audit: AuditLog,
+    audit: AuditHandle,
+    started: std::time::Instant,
+    /// The command starts in agentd's cwd; relative denied paths of a process that is
+    /// already gone are resolved against it.
+    launch_cwd: PathBuf,
     /// Set once an append fails; the run is then stopped (fail closed).
     audit_failed: bool,
 }
@@ -267,6 +287,7 @@ impl Run {
                 "agentd_pid": std::process::id(),
                 "kernel": p.probe.kernel,
                 "plan": p.plan.summary_json(),
+                "signed": p.audit_setup.checkpoints.is_some(),
             }),
         );
         if self.audit_failed {
@@ -362,10 +383,9 @@ impl Run {
             seccomp: seccomp.as_ref(),
         };
 
-        // Handlers exist before the child does, so a signal that arrives as soon
-        // as the command runs is forwarded, not fatal to agentd. (The child resets
-        // its dispositions to the defaults before exec.)
-        let signals = ForwardedSignals::install().map_err(|e| setup_err(name::AGENTD, e))?;
+        // Handlers go in before the command exists, so a signal sent as soon as it runs
+        // is forwarded rather than killing agentd (and leaving the run unaudited).
+        let signals = Signals::install()?;
         let outcome = launch::spawn(&setup).map_err(|e| setup_err(name::AGENTD, e))?;
         let pid = match outcome {
             SpawnOutcome::Running(pid) => pid,
@@ -408,6 +428,7 @@ impl Run {
                 "stragglers_killed": stragglers,
                 "cgroups": cgroups_desc,
                 "cgroups_removed": cleanup.is_ok(),
+                "elapsed_ms": self.started.elapsed().as_millis() as u64,
             }),
         );
         if let Err(e) = cleanup {
@@ -480,8 +501,13 @@ impl Run {
         pid: Pid,
         cgroups: &RunCgroups,
         mut events: crate::layers::bpf::EventStream,
-        mut signals: ForwardedSignals,
+        signals: Signals,
     ) -> Result<(Ending, Option<&'static str>), SetupError> {
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         let pidfd = launch::pidfd_open(pid)
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd_open: {e}")))?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and
@@ -489,6 +515,7 @@ impl Run {
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
         let deadline = p.plan.wall_time.map(|d| tokio::time::Instant::now() + d);
+        let judge = crate::audit::judge::Judge::new(&p.policy);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
             tokio::select! {
@@ -503,10 +530,21 @@ impl Run {
                         Err(e) => return Err(setup_err(name::AGENTD, format!("waitpid: {e}"))),
                     }
                 }
-                _ = signals.int.recv() => forward(pid, Signal::SIGINT),
-                _ = signals.term.recv() => forward(pid, Signal::SIGTERM),
-                _ = signals.hup.recv() => forward(pid, Signal::SIGHUP),
-                Some(ev) = events.next() => self.record_event(ev),
+                _ = sigint.recv() => forward(pid, Signal::SIGINT),
+                _ = sigterm.recv() => forward(pid, Signal::SIGTERM),
+                _ = sighup.recv() => forward(pid, Signal::SIGHUP),
+                Some(ev) = events.next() => {
+                    // Group commit: everything already in the ring, then one fsync.
+                    self.audit.hold();
+                    self.record_event(ev, &judge, p);
+                    for ev in events.drain() {
+                        self.record_event(ev, &judge, p);
+                    }
+                    if let Err(e) = self.audit.release() {
+                        eprintln!("agentd: audit: {e}; stopping the run");
+                        self.audit_failed = true;
+                    }
+                }
                 _ = sleep_until(deadline), if killed_by.is_none() => {
                     killed_by = Some("wall_time");
                     let n = cgroups.kill_all();
@@ -527,13 +565,37 @@ impl Run {
         // Let the tracker's last events (the exits) arrive, then drain.
         tokio::time::sleep(Duration::from_millis(20)).await;
         for ev in events.drain() {
-            self.record_event(ev);
+            self.record_event(ev, &judge, p);
         }
         Ok((ending, killed_by))
     }
 
-    fn record_event(&mut self, ev: Event) {
+    fn record_event(&mut self, ev: Event, judge: &crate::audit::judge::Judge<'_>, p: &Prepared) {
         match ev {
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
+                path,
+                ..
+            } => {
+                let (layer, detail) = crate::audit::denial::denial_record(
+                    judge,
+                    p.plan.landlock.is_some(),
+                    &self.launch_cwd,
+                    tgid,
+                    pid,
+                    nr,
+                    &errno_name(errno),
+                    dirfd,
+                    open_flags,
+                    &path,
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
             Event::Exec {
                 pid,
                 tgid,
@@ -590,21 +652,21 @@ fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
-/// SIGINT, SIGTERM and SIGHUP to agentd go to the command instead.
-struct ForwardedSignals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+/// The signals agentd forwards to the command.
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
 }
 
-impl ForwardedSignals {
-    /// Needs a tokio runtime context.
-    fn install() -> std::io::Result<Self> {
+impl Signals {
+    fn install() -> Result<Self, SetupError> {
         use tokio::signal::unix::{signal, SignalKind};
+        let s = |k| signal(k).map_err(|e| setup_err(name::AGENTD, e));
         Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
+            sigint: s(SignalKind::interrupt())?,
+            sigterm: s(SignalKind::terminate())?,
+            sighup: s(SignalKind::hangup())?,
         })
     }
 }

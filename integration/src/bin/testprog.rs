@@ -103,6 +103,41 @@ fn main() {
             println!("int80: returned {ret}");
             0
         }
+        "deny-loop" => {
+            // Denied opens until killed; the first line says it runs (and its pid).
+            println!("looping {}", std::process::id());
+            let _ = std::io::stdout().flush();
+            let p = cstr(&a(1));
+            loop {
+                // SAFETY: valid NUL-terminated path; a descriptor we get is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    // SAFETY: closing the descriptor we just opened.
+                    unsafe { libc::close(fd) };
+                }
+            }
+        }
+        "deny-flood" => {
+            // N opens of PATH; prints how many the kernel answered with each outcome.
+            let n: u64 = a(1).parse().unwrap_or(0);
+            let p = cstr(&a(2));
+            let (mut ok, mut eacces, mut other) = (0u64, 0u64, 0u64);
+            for _ in 0..n {
+                // SAFETY: valid NUL-terminated path; a descriptor we get is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    ok += 1;
+                    // SAFETY: closing the descriptor we just opened.
+                    unsafe { libc::close(fd) };
+                } else if last_errno() == libc::EACCES {
+                    eacces += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            println!("opens {n}: OK {ok} EACCES {eacces} other {other}");
+            0
+        }
         "exit" => a(1).parse().unwrap_or(1),
         "kill-self" => {
             let sig = match a(1).as_str() {

@@ -34,6 +34,9 @@ pub mod section {
     pub const SCHED_PROCESS_EXEC: &str = "tp_btf/sched_process_exec";
     /// The exit tracker.
     pub const SCHED_PROCESS_EXIT: &str = "tp_btf/sched_process_exit";
+    /// The denial tracker's syscall entry and exit programs.
+    pub const DENIALS_SYS_ENTER: &str = "tp_btf/sys_enter";
+    pub const DENIALS_SYS_EXIT: &str = "tp_btf/sys_exit";
     /// The BPF LSM probe program.
     pub const LSM_FILE_OPEN: &str = "lsm/file_open";
     /// The cgroup-BPF probe program.
@@ -173,6 +176,16 @@ impl BpfRuntime {
                 names::PROG_SCHED_PROCESS_EXIT,
                 section::SCHED_PROCESS_EXIT,
                 names::TP_SCHED_PROCESS_EXIT,
+            ),
+            (
+                names::PROG_DENIALS_SYS_ENTER,
+                section::DENIALS_SYS_ENTER,
+                names::TP_SYS_ENTER,
+            ),
+            (
+                names::PROG_DENIALS_SYS_EXIT,
+                section::DENIALS_SYS_EXIT,
+                names::TP_SYS_EXIT,
             ),
         ] {
             let program: &mut BtfTracePoint = program(&mut ebpf, name, section)?;

@@ -1,0 +1,132 @@
+//! Kernel-boundary types of the denial tracker (`agentd-ebpf/src/denials.rs`):
+//! `tp_btf/sys_enter` stashes the path argument of file and exec syscalls made in watched
+//! cgroups; `tp_btf/sys_exit` reports those that failed with `EACCES` or `EPERM`.
+
+/// [`crate::EventHeader::kind`] of a [`DenialEvent`].
+pub const EVENT_KIND_DENIAL: u32 = 3;
+
+/// Bytes reserved for the path argument, NUL included.
+pub const DENIAL_PATH_LEN: usize = 256;
+
+/// [`DenialEvent::flags`] bit: the path was cut at [`DENIAL_PATH_LEN`] - 1 bytes.
+pub const DENIAL_FLAG_PATH_TRUNCATED: u32 = 1 << 0;
+/// [`DenialEvent::flags`] bit: reading the path from user memory failed; `path` is empty.
+pub const DENIAL_FLAG_PATH_UNREADABLE: u32 = 1 << 1;
+
+/// `AT_FDCWD` as the kernel passes it in a register.
+pub const DENIAL_AT_FDCWD: i32 = -100;
+
+/// x86_64 syscall numbers the tracker watches (`arch/x86/entry/syscalls/syscall_64.tbl`).
+pub mod nr {
+    pub const OPEN: u32 = 2;
+    pub const CREAT: u32 = 85;
+    pub const TRUNCATE: u32 = 76;
+    pub const MKDIR: u32 = 83;
+    pub const RMDIR: u32 = 84;
+    pub const UNLINK: u32 = 87;
+    pub const EXECVE: u32 = 59;
+    pub const OPENAT: u32 = 257;
+    pub const MKDIRAT: u32 = 258;
+    pub const UNLINKAT: u32 = 263;
+    pub const EXECVEAT: u32 = 322;
+    pub const OPENAT2: u32 = 437;
+}
+
+/// Errno values (positive) the tracker reports.
+pub const DENIAL_EPERM: i32 = 1;
+pub const DENIAL_EACCES: i32 = 13;
+
+/// Byte offsets of the argument registers in x86_64 `struct pt_regs` (a fixed ABI:
+/// `arch/x86/include/asm/ptrace.h`): arg0 = di, arg1 = si, arg2 = dx.
+pub const PT_REGS_DI: u32 = 112;
+pub const PT_REGS_SI: u32 = 104;
+pub const PT_REGS_DX: u32 = 96;
+
+/// `DENIAL_PENDING` value: what `sys_enter` saw, keyed by `pid_tgid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingSyscall {
+    /// User pointer to the path argument.
+    pub path_ptr: u64,
+    /// `open` flags (`O_*`) where the syscall has them, else 0.
+    pub open_flags: u64,
+    /// Syscall number (one of [`nr`]).
+    pub nr: u32,
+    /// Directory fd of the `*at` variants, else [`DENIAL_AT_FDCWD`].
+    pub dirfd: i32,
+}
+
+/// A watched process's file or exec syscall failed with `EACCES` or `EPERM`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenialEvent {
+    /// `kind` is [`EVENT_KIND_DENIAL`].
+    pub header: crate::EventHeader,
+    /// `open` flags, as in [`PendingSyscall::open_flags`].
+    pub open_flags: u64,
+    /// Syscall number.
+    pub nr: u32,
+    /// Positive errno the process saw.
+    pub errno: i32,
+    /// As in [`PendingSyscall::dirfd`].
+    pub dirfd: i32,
+    /// `DENIAL_FLAG_*` bits.
+    pub flags: u32,
+    /// Bytes of `path` before the NUL.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The path argument as the process passed it, NUL-terminated.
+    pub path: [u8; DENIAL_PATH_LEN],
+}
+
+/// Size of [`PendingSyscall`].
+pub const PENDING_SYSCALL_SIZE: usize = 24;
+/// Size of [`DenialEvent`].
+pub const DENIAL_EVENT_SIZE: usize = 32 + 32 + DENIAL_PATH_LEN;
+/// Entries of `DENIAL_PENDING` (one per thread inside a watched syscall).
+pub const DENIAL_PENDING_ENTRIES: u32 = 16_384;
+
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<PendingSyscall>() == PENDING_SYSCALL_SIZE);
+    assert!(offset_of!(PendingSyscall, path_ptr) == 0);
+    assert!(offset_of!(PendingSyscall, open_flags) == 8);
+    assert!(offset_of!(PendingSyscall, nr) == 16);
+    assert!(offset_of!(PendingSyscall, dirfd) == 20);
+    assert!(size_of::<DenialEvent>() == DENIAL_EVENT_SIZE);
+    assert!(align_of::<DenialEvent>() == 8);
+    assert!(offset_of!(DenialEvent, header) == 0);
+    assert!(offset_of!(DenialEvent, open_flags) == 32);
+    assert!(offset_of!(DenialEvent, nr) == 40);
+    assert!(offset_of!(DenialEvent, errno) == 44);
+    assert!(offset_of!(DenialEvent, dirfd) == 48);
+    assert!(offset_of!(DenialEvent, flags) == 52);
+    assert!(offset_of!(DenialEvent, path_len) == 56);
+    assert!(offset_of!(DenialEvent, path) == 64);
+    assert!(DENIAL_EVENT_SIZE.is_multiple_of(8));
+};
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: `#[repr(C)]`, integer fields and byte arrays only, no implicit padding
+    // (pinned by the const asserts above), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::PendingSyscall {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenialEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn denial_layouts() {
+        assert_eq!(size_of::<PendingSyscall>(), 24);
+        assert_eq!(size_of::<DenialEvent>(), 320);
+        assert_eq!(offset_of!(DenialEvent, path), 64);
+        assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXEC);
+        assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXIT);
+    }
+}

@@ -1,0 +1,174 @@
+//! Denial tracker: file and exec syscalls of watched cgroups that fail with `EACCES` or
+//! `EPERM` (what landlock answers), with the path the process passed.
+//!
+//! `tp_btf/sys_enter(struct pt_regs *regs, long id)` stashes the path pointer (and open
+//! flags, dirfd) of the watched syscalls in `DENIAL_PENDING`, keyed by `pid_tgid`.
+//! `tp_btf/sys_exit(struct pt_regs *regs, long ret)` takes the entry and, when `ret` is
+//! `-EACCES` or `-EPERM`, copies the path from user memory (still mapped: the syscall
+//! failed) into a `DenialEvent` record. A full ring buffer is counted in `DROPPED`.
+
+use core::{ffi::c_void, ptr::addr_of_mut};
+
+use agentd_common::{
+    denials::{
+        nr, DenialEvent, PendingSyscall, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM,
+        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN,
+        DENIAL_PENDING_ENTRIES, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
+    },
+    EventHeader,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str},
+    },
+    macros::{btf_tracepoint, map},
+    maps::HashMap,
+    programs::BtfTracePointContext,
+};
+
+use crate::{
+    kernel::{offsets, read_at},
+    maps::{count_drop, watched_cgroup, EVENTS},
+};
+
+#[map]
+static DENIAL_PENDING: HashMap<u64, PendingSyscall> =
+    HashMap::with_max_entries(DENIAL_PENDING_ENTRIES, 0);
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn denials_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    on_enter(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn denials_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    on_exit(&ctx);
+    0
+}
+
+/// Reads argument register `off` of `regs`.
+#[inline(always)]
+fn reg(regs: *const u8, off: u32) -> u64 {
+    // SAFETY: regs is the tracepoint's `struct pt_regs *`; the offsets are the fixed
+    // x86_64 layout. read_at is fault tolerant.
+    unsafe { read_at::<u64>(regs, off) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn on_enter(ctx: &BtfTracePointContext) {
+    if offsets().is_none() || watched_cgroup().is_none() {
+        return;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let id: i64 = ctx.arg(1);
+    let id = id as u32;
+    // (path register, dirfd register or none, open-flags register or none)
+    let (path_reg, dirfd_reg, flags_reg) = match id {
+        nr::OPEN => (PT_REGS_DI, 0, PT_REGS_SI),
+        nr::CREAT | nr::TRUNCATE | nr::MKDIR | nr::RMDIR | nr::UNLINK | nr::EXECVE => {
+            (PT_REGS_DI, 0, 0)
+        }
+        nr::OPENAT => (PT_REGS_SI, PT_REGS_DI, PT_REGS_DX),
+        nr::OPENAT2 | nr::MKDIRAT | nr::UNLINKAT | nr::EXECVEAT => (PT_REGS_SI, PT_REGS_DI, 0),
+        _ => return,
+    };
+    let mut open_flags = if flags_reg != 0 {
+        reg(regs, flags_reg)
+    } else {
+        0
+    };
+    if id == nr::OPENAT2 {
+        // struct open_how { u64 flags; ... } in user memory, pointed to by arg2.
+        let how = reg(regs, PT_REGS_DX) as *const u64;
+        // SAFETY: bpf_probe_read_user tolerates faults; a bad pointer yields Err.
+        open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+    }
+    let pending = PendingSyscall {
+        path_ptr: reg(regs, path_reg),
+        open_flags,
+        nr: id,
+        dirfd: if dirfd_reg != 0 {
+            reg(regs, dirfd_reg) as i32
+        } else {
+            DENIAL_AT_FDCWD
+        },
+    };
+    // SAFETY: argument-less helper.
+    let key = unsafe { bpf_get_current_pid_tgid() };
+    // A full map only loses the path of this one syscall's possible denial; count it.
+    if DENIAL_PENDING.insert(&key, &pending, 0).is_err() {
+        count_drop();
+    }
+}
+
+#[inline(always)]
+fn on_exit(ctx: &BtfTracePointContext) {
+    // SAFETY: argument-less helper.
+    let key = unsafe { bpf_get_current_pid_tgid() };
+    // SAFETY: the value is copied out at once; the entry is ours (one per thread).
+    let Some(pending) = (unsafe { DENIAL_PENDING.get(&key) }).copied() else {
+        return;
+    };
+    let _ = DENIAL_PENDING.remove(&key);
+    let ret: i64 = ctx.arg(1);
+    let errno = -(ret as i32);
+    if ret >= 0 || (errno != DENIAL_EACCES && errno != DENIAL_EPERM) {
+        return;
+    }
+    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<DenialEvent>(0) else {
+        count_drop();
+        return;
+    };
+    let event: *mut DenialEvent = entry.as_mut_ptr();
+    // SAFETY: event points at a reserved record of size_of::<DenialEvent>() bytes; the
+    // helper writes at most DENIAL_PATH_LEN bytes into `path`, NUL-terminated, and
+    // tolerates faults on the user pointer.
+    let copied = unsafe {
+        let dst = addr_of_mut!((*event).path).cast::<c_void>();
+        bpf_probe_read_user_str(
+            dst,
+            DENIAL_PATH_LEN as u32,
+            pending.path_ptr as *const c_void,
+        )
+    };
+    let (path_len, flags) = if copied <= 0 {
+        (0u32, DENIAL_FLAG_PATH_UNREADABLE)
+    } else {
+        let len = (copied as u32).saturating_sub(1);
+        let truncated = if len as usize >= DENIAL_PATH_LEN - 1 {
+            DENIAL_FLAG_PATH_TRUNCATED
+        } else {
+            0
+        };
+        (len, truncated)
+    };
+    // SAFETY: argument-less helpers.
+    let (pid_tgid, now) = unsafe { (bpf_get_current_pid_tgid(), bpf_ktime_get_ns()) };
+    // SAFETY: plain field writes into the reserved record.
+    unsafe {
+        addr_of_mut!((*event).header).write(EventHeader {
+            kind: EVENT_KIND_DENIAL,
+            run_slot,
+            tgid: (pid_tgid >> 32) as u32,
+            pid: pid_tgid as u32,
+            cgroup_id,
+            ktime_ns: now,
+        });
+        addr_of_mut!((*event).open_flags).write(pending.open_flags);
+        addr_of_mut!((*event).nr).write(pending.nr);
+        addr_of_mut!((*event).errno).write(errno);
+        addr_of_mut!((*event).dirfd).write(pending.dirfd);
+        addr_of_mut!((*event).flags).write(flags);
+        addr_of_mut!((*event).path_len).write(path_len);
+        addr_of_mut!((*event)._pad).write(0);
+        if copied <= 0 {
+            addr_of_mut!((*event).path).cast::<u8>().write(0);
+        }
+    }
+    entry.submit(0);
+}

@@ -1,0 +1,282 @@
+//! Re-deciding a recorded event under a policy: the heart of `agentd audit replay`.
+//!
+//! `Judge::new` does the policy's one-time work (the interpreters that `exec.allow`
+//! implies, as the landlock layer computes them); `Judge::judge` is then a pure function
+//! of the policy and one record. A layer whose records should be replayable records what
+//! was judged and adds a case to `Judge::judge`:
+//!
+//! | record                                        | judged as                          |
+//! |-----------------------------------------------|------------------------------------|
+//! | `event: exec` (allowed) / `op: exec` (denied) | `path` against `exec.allow`        |
+//! | `op: open/read/write/create/…`, `path`, `access` | `fs.read`/`fs.write`         |
+//! | `dst`, `port`, `proto` (`tcp`/`udp`)          | `net.allow` (domains: undecidable) |
+//! | `event: run_end` with `elapsed_ms`            | `budgets.wall_time`                |
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::layers::landlock;
+use crate::policy::{Mode, NetHost, PathRule, Policy, Proto};
+
+/// The outcome under a policy, with the rule that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(String),
+    Deny(String),
+}
+
+impl Verdict {
+    pub fn is_deny(&self) -> bool {
+        matches!(self, Verdict::Deny(_))
+    }
+}
+
+/// What a record asks to be judged: its kind (`exec`, `fs`, `net`, `budget`) and subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub kind: &'static str,
+    pub what: String,
+}
+
+pub struct Judge<'a> {
+    policy: &'a Policy,
+    implied_exec: Vec<PathBuf>,
+}
+
+impl<'a> Judge<'a> {
+    pub fn new(policy: &'a Policy) -> Self {
+        let exec: Vec<PathBuf> = existing(&policy.exec.allow).cloned().collect();
+        let implied_exec = landlock::implied_exec_paths(&exec)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        Self {
+            policy,
+            implied_exec,
+        }
+    }
+
+    /// The subject of a record and its verdict under this policy; `None` for records that
+    /// carry no decision to replay (genesis, checkpoints, exits, …).
+    pub fn judge(&self, rec: &Value) -> Option<(Subject, Verdict)> {
+        let event = rec["event"].as_str().unwrap_or("");
+        let op = rec["op"].as_str().unwrap_or("");
+        let path = rec["path"].as_str();
+        if event == "exec" || op == "exec" {
+            let p = path?;
+            let s = Subject {
+                kind: "exec",
+                what: p.to_owned(),
+            };
+            return Some((s, self.exec(Path::new(p))));
+        }
+        if let (Some(p), false) = (path, op.is_empty()) {
+            let write = rec["access"].as_str() == Some("write")
+                || matches!(
+                    op,
+                    "write" | "create" | "truncate" | "unlink" | "rename" | "mkdir"
+                );
+            let s = Subject {
+                kind: "fs",
+                what: format!("{} {p}", if write { "write" } else { "read" }),
+            };
+            return Some((s, self.fs(Path::new(p), write)));
+        }
+        if let (Some(dst), Some(port)) = (rec["dst"].as_str(), rec["port"].as_u64()) {
+            let proto = rec["proto"].as_str().unwrap_or("tcp");
+            let s = Subject {
+                kind: "net",
+                what: format!("{dst}:{port}/{proto}"),
+            };
+            return Some((s, self.net(dst, port as u16, proto)));
+        }
+        if event == "run_end" {
+            let ms = rec["elapsed_ms"].as_u64()?;
+            let s = Subject {
+                kind: "budget",
+                what: "wall_time".into(),
+            };
+            return Some((s, self.wall_time(ms)));
+        }
+        None
+    }
+
+    fn enforce(&self, v: Verdict) -> Verdict {
+        match (self.policy.mode, v) {
+            (Mode::Audit, Verdict::Deny(r)) => Verdict::Allow(format!("mode: audit ({r})")),
+            (_, v) => v,
+        }
+    }
+
+    fn exec(&self, p: &Path) -> Verdict {
+        if let Some(r) = existing_rules(&self.policy.exec.allow).find(|r| covers(r, p)) {
+            return Verdict::Allow(format!("exec.allow {}", r.written));
+        }
+        if self.implied_exec.iter().any(|i| p.starts_with(i)) {
+            return Verdict::Allow("exec (implied interpreter)".into());
+        }
+        self.enforce(Verdict::Deny("not in exec.allow".into()))
+    }
+
+    fn fs(&self, p: &Path, write: bool) -> Verdict {
+        if let Some(r) = existing_rules(&self.policy.fs.write).find(|r| covers(r, p)) {
+            return Verdict::Allow(format!("fs.write {}", r.written));
+        }
+        if landlock::IMPLICIT_READ_WRITE
+            .iter()
+            .any(|i| p == Path::new(i))
+        {
+            return Verdict::Allow("fs (implicit)".into());
+        }
+        if !write {
+            if let Some(r) = existing_rules(&self.policy.fs.read).find(|r| covers(r, p)) {
+                return Verdict::Allow(format!("fs.read {}", r.written));
+            }
+            if landlock::IMPLICIT_READ.iter().any(|i| p == Path::new(i)) {
+                return Verdict::Allow("fs (implicit)".into());
+            }
+            return self.enforce(Verdict::Deny("not in fs.read or fs.write".into()));
+        }
+        self.enforce(Verdict::Deny("not in fs.write".into()))
+    }
+
+    fn net(&self, dst: &str, port: u16, proto: &str) -> Verdict {
+        let Some(net) = &self.policy.net else {
+            return self.enforce(Verdict::Deny("no net section".into()));
+        };
+        let addr: Option<IpAddr> = dst.parse().ok();
+        for r in &net.allow {
+            let proto_ok = match r.proto {
+                None => true,
+                Some(Proto::Tcp) => proto == "tcp",
+                Some(Proto::Udp) => proto == "udp",
+            };
+            let port_ok = r.ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&port));
+            let host_ok = match (&r.host, addr) {
+                (NetHost::Cidr { addr: net, prefix }, Some(a)) => in_cidr(a, *net, *prefix),
+                (NetHost::Domain(d), None) => domain_matches(d, dst),
+                _ => false,
+            };
+            if proto_ok && port_ok && host_ok {
+                return Verdict::Allow(format!("net.allow {}", r.written));
+            }
+        }
+        self.enforce(Verdict::Deny("no net.allow rule matches".into()))
+    }
+
+    fn wall_time(&self, elapsed_ms: u64) -> Verdict {
+        match self.policy.budgets.wall_time {
+            Some(limit) if u128::from(elapsed_ms) > limit.as_millis() => Verdict::Deny(format!(
+                "budgets.wall_time {}ms exceeded",
+                limit.as_millis()
+            )),
+            Some(limit) => {
+                Verdict::Allow(format!("within budgets.wall_time {}ms", limit.as_millis()))
+            }
+            None => Verdict::Allow("no wall_time budget".into()),
+        }
+    }
+}
+
+fn existing(rules: &[PathRule]) -> impl Iterator<Item = &PathBuf> {
+    rules.iter().filter(|r| r.exists).map(|r| &r.path)
+}
+
+fn existing_rules(rules: &[PathRule]) -> impl Iterator<Item = &PathRule> {
+    rules.iter().filter(|r| r.exists)
+}
+
+/// Landlock semantics: a file rule covers exactly that file, a directory rule its tree.
+fn covers(r: &PathRule, p: &Path) -> bool {
+    if r.is_dir {
+        p.starts_with(&r.path)
+    } else {
+        p == r.path
+    }
+}
+
+fn in_cidr(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+fn domain_matches(rule: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    match rule.strip_prefix("*.") {
+        Some(suffix) => name.ends_with(&format!(".{suffix}")),
+        None => name == rule,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::policy::{parse_str, LoadOptions};
+    use serde_json::json;
+
+    fn policy(yaml: &str) -> Policy {
+        let opts = LoadOptions {
+            workspace: std::env::temp_dir(),
+            home: PathBuf::from("/root"),
+        };
+        parse_str(yaml, "<test>", &opts).unwrap()
+    }
+
+    #[test]
+    fn judges_exec_fs_and_net_records() {
+        let p = policy(
+            "version: 1\nname: t\nfs:\n  read: [/usr]\n  write: [/tmp]\nexec:\n  allow: [/usr/bin/true]\nnet:\n  allow: [\"127.0.0.0/8:80-90/tcp\"]\n",
+        );
+        let j = Judge::new(&p);
+        let v = |r: Value| j.judge(&r).map(|(_, v)| v.is_deny());
+        assert_eq!(
+            v(json!({"event": "exec", "path": "/usr/bin/true"})),
+            Some(false)
+        );
+        assert_eq!(
+            v(json!({"event": "denied", "op": "exec", "path": "/usr/bin/id"})),
+            Some(true)
+        );
+        assert_eq!(
+            v(json!({"event": "denied", "op": "open", "path": "/usr/lib/x", "access": "read"})),
+            Some(false)
+        );
+        assert_eq!(
+            v(json!({"event": "denied", "op": "open", "path": "/usr/lib/x", "access": "write"})),
+            Some(true)
+        );
+        assert_eq!(
+            v(json!({"event": "denied", "op": "open", "path": "/tmp/x", "access": "write"})),
+            Some(false)
+        );
+        assert_eq!(
+            v(json!({"event": "connect", "dst": "127.0.0.2", "port": 85, "proto": "tcp"})),
+            Some(false)
+        );
+        assert_eq!(
+            v(json!({"event": "connect", "dst": "127.0.0.2", "port": 85, "proto": "udp"})),
+            Some(true)
+        );
+        assert_eq!(
+            v(json!({"event": "connect", "dst": "10.0.0.1", "port": 85, "proto": "tcp"})),
+            Some(true)
+        );
+        assert_eq!(v(json!({"event": "checkpoint"})), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! The dedicated writer: one thread owns the `AuditLog`; the run submits records to it.
+//!
+//! Durable records (every denial, kill, drop count, `run_start`, `run_end`) are written and
+//! fsync'd before `record` returns. Other records are batched: written and fsync'd together
+//! at most `Flush::Batch` later (or each at once with `Flush::EveryRecord`). A failed write
+//! is reported by the next durable `record` (and by `finish`), so the run fails closed.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::writer::{AuditError, AuditLog, Pending};
+use super::Decision;
+
+/// How non-durable records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Write and fsync each record as it comes.
+    EveryRecord,
+    /// Write and fsync what has accumulated at most this long after the first of it.
+    Batch(Duration),
+}
+
+impl std::str::FromStr for Flush {
+    type Err = String;
+    /// `every` or `<N>ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "every" {
+            return Ok(Flush::EveryRecord);
+        }
+        s.strip_suffix("ms")
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| Flush::Batch(Duration::from_millis(n)))
+            .ok_or_else(|| format!("audit flush {s:?}: expected \"every\" or \"<N>ms\""))
+    }
+}
+
+/// Records a run must not lose: fsync'd before they are acknowledged.
+pub fn is_durable(event: &str, decision: Option<Decision>) -> bool {
+    matches!(decision, Some(Decision::Deny | Decision::Kill))
+        || matches!(event, "run_start" | "run_end" | "dropped" | "denied")
+}
+
+enum Msg {
+    Record(Pending),
+    /// Write everything pending (and a checkpoint when asked), fsync, then answer.
+    Sync {
+        checkpoint: bool,
+        ack: SyncSender<Result<u64, String>>,
+    },
+}
+
+pub struct AuditHandle {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Option<String>,
+    /// While set, durable records are queued and acknowledged together by `release`
+    /// (group commit for a burst of kernel events: one fsync, not one per denial).
+    hold: bool,
+    owed: bool,
+}
+
+const QUEUE: usize = 65_536;
+
+impl AuditHandle {
+    pub fn spawn(log: AuditLog, flush: Flush) -> Result<Self, AuditError> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("agentd-audit".into())
+            .spawn(move || writer_loop(log, rx, flush))
+            .map_err(|e| AuditError::Stopped(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            failed: None,
+            hold: false,
+            owed: false,
+        })
+    }
+
+    /// Submits a record; durable ones return only once they are on disk.
+    pub fn append(
+        &mut self,
+        layer: &str,
+        event: &str,
+        decision: Option<Decision>,
+        detail: Value,
+    ) -> Result<(), AuditError> {
+        let checkpoint = event == "run_end";
+        self.send(Msg::Record(Pending::new(layer, event, decision, detail)))?;
+        if is_durable(event, decision) && self.hold && !checkpoint {
+            self.owed = true;
+        } else if is_durable(event, decision) {
+            let seq = self.sync(checkpoint)?;
+            tracing::debug!("audit: durable seq {seq} ({event})");
+        }
+        Ok(())
+    }
+
+    /// Starts a burst: durable records are acknowledged together by [`Self::release`].
+    pub fn hold(&mut self) {
+        self.hold = true;
+    }
+
+    /// Ends a burst: fsyncs once if any durable record was queued during it.
+    pub fn release(&mut self) -> Result<(), AuditError> {
+        self.hold = false;
+        if std::mem::take(&mut self.owed) {
+            let seq = self.sync(false)?;
+            tracing::debug!("audit: durable seq {seq} (burst)");
+        }
+        Ok(())
+    }
+
+    /// Writes and fsyncs everything submitted so far; returns the last `seq` written.
+    pub fn sync(&mut self, checkpoint: bool) -> Result<u64, AuditError> {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.send(Msg::Sync { checkpoint, ack })?;
+        match done.recv() {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => Err(self.fail("the writer thread exited".into())),
+        }
+    }
+
+    fn send(&mut self, m: Msg) -> Result<(), AuditError> {
+        if let Some(e) = &self.failed {
+            return Err(AuditError::Stopped(e.clone()));
+        }
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(m).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return Err(self.fail("the writer thread exited".into()));
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, e: String) -> AuditError {
+        self.failed = Some(e.clone());
+        AuditError::Stopped(e)
+    }
+
+    /// Flushes, checkpoints and stops the writer.
+    pub fn finish(mut self) -> Result<(), AuditError> {
+        let r = self.sync(true).map(|_| ());
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        r
+    }
+}
+
+impl Drop for AuditHandle {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn writer_loop(mut log: AuditLog, rx: Receiver<Msg>, flush: Flush) {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut oldest: Option<Instant> = None;
+    let mut error: Option<String> = None;
+    let write = |log: &mut AuditLog, pending: &mut Vec<Pending>, checkpoint: bool| {
+        let r = log
+            .append_batch(pending, checkpoint, true)
+            .map_err(|e| e.to_string());
+        pending.clear();
+        r
+    };
+    loop {
+        let msg = match (flush, oldest) {
+            (Flush::Batch(d), Some(t)) => {
+                let wait = d.saturating_sub(t.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        match msg {
+            Some(Msg::Record(p)) => {
+                pending.push(p);
+                oldest.get_or_insert_with(Instant::now);
+                // Take whatever else is already queued into the same batch.
+                let mut sync_req = None;
+                while let Ok(m) = rx.try_recv() {
+                    match m {
+                        Msg::Record(p) => pending.push(p),
+                        s @ Msg::Sync { .. } => {
+                            sync_req = Some(s);
+                            break;
+                        }
+                    }
+                    if pending.len() >= 8192 {
+                        break;
+                    }
+                }
+                if let Some(Msg::Sync { checkpoint, ack }) = sync_req {
+                    let r = match &error {
+                        Some(e) => Err(e.clone()),
+                        None => write(&mut log, &mut pending, checkpoint),
+                    };
+                    if let Err(e) = &r {
+                        error.get_or_insert_with(|| e.clone());
+                    }
+                    oldest = None;
+                    let _ = ack.send(r);
+                    continue;
+                }
+                let due = match flush {
+                    Flush::EveryRecord => true,
+                    Flush::Batch(d) => oldest.is_some_and(|t| t.elapsed() >= d),
+                };
+                if due && error.is_none() {
+                    if let Err(e) = write(&mut log, &mut pending, false) {
+                        error = Some(e);
+                    }
+                    oldest = None;
+                }
+            }
+            Some(Msg::Sync { checkpoint, ack }) => {
+                let r = match &error {
+                    Some(e) => Err(e.clone()),
+                    None => write(&mut log, &mut pending, checkpoint),
+                };
+                if let Err(e) = &r {
+                    error.get_or_insert_with(|| e.clone());
+                }
+                oldest = None;
+                let _ = ack.send(r);
+            }
+            None => {
+                if error.is_none() && !pending.is_empty() {
+                    if let Err(e) = write(&mut log, &mut pending, false) {
+                        error = Some(e);
+                    }
+                }
+                oldest = None;
+            }
+        }
+    }
+    if error.is_none() && !pending.is_empty() {
+        let _ = write(&mut log, &mut pending, true);
+    }
+}
