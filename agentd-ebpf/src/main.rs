@@ -19,6 +19,7 @@
 
 mod kernel;
 mod maps;
+mod net;
 mod probe;
 mod process;
 

@@ -13,6 +13,10 @@ use agentd_common::{
 };
 use core::mem::{offset_of, size_of};
 
+use agentd_common::net::{NetEvent, EVENT_KIND_NET};
+
+use crate::layers::bpf::NetDenial;
+
 /// One thing the kernel told us about a confined run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -56,6 +60,9 @@ pub enum Event {
         /// `WIFEXITED`/`WEXITSTATUS`/`WTERMSIG`; e.g. `exit(3)` is 0x300, SIGKILL is 9.
         exit_code: i32,
     },
+    /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
+    /// network programs.
+    Net(NetDenial),
 }
 
 impl Event {
@@ -65,6 +72,7 @@ impl Event {
         match kind {
             EVENT_KIND_EXEC => decode_exec(record),
             EVENT_KIND_EXIT => decode_exit(record),
+            EVENT_KIND_NET => decode_net(record),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -171,6 +179,17 @@ fn decode_exit(record: &[u8]) -> Result<Event, DecodeError> {
         ktime_ns: header.ktime_ns,
         exit_code,
     })
+}
+
+fn decode_net(record: &[u8]) -> Result<Event, DecodeError> {
+    let header = decode_header(record, EVENT_KIND_NET, size_of::<NetEvent>())?;
+    NetDenial::decode(&header, record)
+        .map(Event::Net)
+        .ok_or(DecodeError::Short {
+            kind: Some(EVENT_KIND_NET),
+            len: record.len(),
+            need: size_of::<NetEvent>(),
+        })
 }
 
 /// Bytes up to the first NUL (or all of them), lossily decoded.

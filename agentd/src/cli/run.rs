@@ -322,6 +322,13 @@ impl Run {
         let mut bpf = BpfRuntime::load().map_err(|e| setup_err(name::BPF, e))?;
         bpf.watch_cgroup(cgroups.cgroup_id(), 0)
             .map_err(|e| setup_err(name::BPF, e))?;
+        let net = match &p.plan.net {
+            Some(req) => Some(
+                bpf.enforce_net(&cgroups.identity().path, 0, req)
+                    .map_err(|e| setup_err(name::BPF, e))?,
+            ),
+            None => None,
+        };
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
 
         let caps = if p.plan.caps {
@@ -379,6 +386,9 @@ impl Run {
                 None,
                 json!({"count": dropped, "source": "ring buffer"}),
             );
+        }
+        if let Some(net) = net {
+            let _ = bpf.release_net(net);
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
         let cgroups_desc = cgroups.describe();
@@ -550,6 +560,14 @@ impl Run {
                     Some(Decision::Allow),
                     json!({"pid": tgid, "tid": pid, "ppid": ppid, "uid": uid, "comm": comm, "path": path, "filename": filename}),
                 );
+            }
+            Event::Net(denial) => {
+                let decision = if denial.would_deny {
+                    Decision::WouldDeny
+                } else {
+                    Decision::Deny
+                };
+                self.record(name::BPF, "denied", Some(decision), denial.audit_detail());
             }
             Event::Exit {
                 tgid, exit_code, ..

@@ -9,6 +9,7 @@
 //! CO-RE relocations. The doctor probes (`probe`) load the same object.
 
 mod btf;
+mod net;
 mod probe;
 mod ring;
 
@@ -22,6 +23,7 @@ use aya::{
 };
 
 pub use btf::BtfError;
+pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use ring::EventStream;
 
@@ -132,6 +134,9 @@ pub enum BpfError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The network rules do not fit the maps.
+    #[error("network rules: {0}")]
+    NetRules(#[from] net::CompileError),
     /// A cgroup directory could not be inspected.
     #[error("cgroup {}: {error}", .path.display())]
     Cgroup {
