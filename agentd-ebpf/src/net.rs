@@ -21,9 +21,8 @@ use agentd_common::{
         NetEvent, NetRuleSet, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY, NET_FLAG_FILTER_BIND,
         NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES,
         NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP,
-        NET_REASON_NETLINK, NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO,
-        NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
-        NET_VERDICT_WOULD_DENY,
+        NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW,
+        NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY, NET_VERDICT_WOULD_DENY,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -62,13 +61,10 @@ static NET_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROU
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
-const AF_NETLINK: u32 = 16;
-const AF_PACKET: u32 = 17;
 const SOCK_RAW: u32 = 3;
 const SOCK_PACKET: u32 = 10;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
-const NETLINK_ROUTE: u32 = 0;
 
 /// Return value letting the operation proceed.
 const ALLOW: i32 = 1;
@@ -282,28 +278,20 @@ fn on_sock_create(ctx: &SockContext) -> i32 {
         port: 0,
         addr: [0; 16],
     };
-    let reason = match family {
-        AF_PACKET => NET_REASON_RAW,
-        AF_INET | AF_INET6 => {
-            if sock_type == SOCK_RAW || sock_type == SOCK_PACKET {
-                NET_REASON_RAW
-            } else if protocol == IPPROTO_TCP || protocol == IPPROTO_UDP {
-                return ALLOW;
-            } else {
-                // ICMP "ping" sockets, SCTP, UDP-Lite, …: the connect/sendmsg hooks do
-                // not cover all of them, so they count as raw network access.
-                NET_REASON_RAW
-            }
-        }
-        AF_NETLINK => {
-            if protocol == NETLINK_ROUTE {
-                return ALLOW;
-            }
-            NET_REASON_NETLINK
-        }
-        // AF_UNIX stays with landlock; other families are not network access here.
-        _ => return ALLOW,
-    };
+    // The kernel runs this hook from inet_create/inet6_create only: netlink and packet
+    // sockets never get here (the seccomp layer limits those).
+    if family != AF_INET && family != AF_INET6 {
+        return ALLOW;
+    }
+    if sock_type != SOCK_RAW
+        && sock_type != SOCK_PACKET
+        && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)
+    {
+        return ALLOW;
+    }
+    // Raw sockets, ICMP "ping" sockets, SCTP, UDP-Lite, …: the connect/sendmsg hooks
+    // do not cover all of them, so they count as raw network access.
+    let reason = NET_REASON_RAW;
     let Some((cgroup_id, slot)) = watched_cgroup() else {
         return deny(&req, NET_REASON_NO_RUN, 0, 0, 0);
     };
@@ -311,7 +299,7 @@ fn on_sock_create(ctx: &SockContext) -> i32 {
     let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
         return deny(&req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
-    if reason == NET_REASON_RAW && flags & NET_FLAG_RAW_ALLOWED != 0 {
+    if flags & NET_FLAG_RAW_ALLOWED != 0 {
         return ALLOW;
     }
     deny(&req, reason, cgroup_id, slot, flags)

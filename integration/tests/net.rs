@@ -242,6 +242,18 @@ fn raw_sockets_are_denied() {
 }
 
 #[test]
+fn netlink_is_limited_to_route_and_packet_sockets_are_denied() {
+    let sb = Sandbox::new();
+    net_policy(&sb, "enforce", "net:\n  allow: []\n");
+    let o = sb.run_prog(&["socket", "netlink-route"]);
+    assert_eq!(stdout(&o), "socket netlink-route: OK\n");
+    let o = sb.run_prog(&["socket", "netlink-audit"]);
+    assert_eq!(stdout(&o), "socket netlink-audit: EPERM\n");
+    let o = sb.run_prog(&["socket", "packet"]);
+    assert_eq!(stdout(&o), "socket packet: EPERM\n");
+}
+
+#[test]
 fn raw_socket_in_audit_mode_is_a_would_deny_of_sock_create() {
     if !cgroup_bpf_or_skip("raw_audit") {
         return;

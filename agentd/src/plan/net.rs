@@ -102,16 +102,25 @@ impl Builder {
             );
         } else {
             self.cover(
-                "socket: raw, packet, non-TCP/UDP inet (ICMP, SCTP, …)",
+                "socket: raw, non-TCP/UDP inet (ICMP, SCTP, …)",
                 name::BPF,
-                format!("cgroup/sock_create: {verdict} (set net.raw: true to allow)"),
+                format!(
+                    "cgroup/sock_create: {verdict} (set net.raw: true to allow){}",
+                    if enforce {
+                        "; raw sockets are refused earlier by the kernel's CAP_NET_RAW check (caps layer), with EPERM and no agentd record"
+                    } else {
+                        ""
+                    }
+                ),
             );
         }
-        self.cover(
-            "socket: netlink other than NETLINK_ROUTE",
-            name::BPF,
-            format!("cgroup/sock_create: {verdict}; NETLINK_ROUTE (what glibc needs) is allowed"),
-        );
+        if enforce {
+            self.cover(
+                "socket: netlink other than NETLINK_ROUTE, AF_PACKET",
+                name::SECCOMP,
+                "denied with EPERM (the cgroup sock_create hook only sees inet sockets); NETLINK_ROUTE, what glibc needs, is allowed",
+            );
+        }
         self.cover(
             "socket: AF_UNIX",
             name::LANDLOCK,

@@ -1403,6 +1403,23 @@ mod tests {
     }
 
     #[test]
+    fn net_bind_and_raw() {
+        let net = ok("net:\n  bind: [\"127.0.0.1:8000/tcp\"]\n  raw: true\n")
+            .net
+            .unwrap();
+        assert!(net.raw);
+        assert!(net.allow.is_empty());
+        assert_eq!(net.bind.len(), 1);
+        assert_eq!(net.bind[0].ports, Some((8000, 8000)));
+        assert_eq!(net.bind[0].proto, Some(Proto::Tcp));
+        assert!(!ok("net: {}\n").net.unwrap().raw);
+        let (_, _, m) = err("net:\n  bind: [\"example.com:80\"]\n");
+        assert!(m.contains("`net.bind` takes a local address"), "{m}");
+        let (_, _, m) = err("net:\n  raw: 1\n");
+        assert!(m.contains("net.raw"), "{m}");
+    }
+
+    #[test]
     fn net_absent_vs_present() {
         assert!(ok("").net.is_none());
         assert!(ok("net: {}\n").net.unwrap().allow.is_empty());
