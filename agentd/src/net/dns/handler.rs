@@ -19,6 +19,8 @@ use super::{
 const CLASSIC_UDP_LIMIT: usize = 512;
 /// Length of the fixed DNS header.
 const HEADER_LEN: usize = 12;
+/// The reason (and audit rule) for a name no policy rule matches.
+const NO_RULE: &str = "no rule";
 
 /// Everything a query's task needs, shared by all of them.
 pub(super) struct Ctx {
@@ -117,9 +119,17 @@ impl Ctx {
         let Some(question) = query.queries.first() else {
             return refuse(ResponseCode::FormErr, "no question");
         };
-        let Some(matched) = self.policy.match_name(&name) else {
-            return refuse(ResponseCode::Refused, "no rule");
-        };
+        let matched = self.policy.match_name(&name);
+        if matched.is_none() {
+            if !self.policy.audit_only() {
+                return refuse(ResponseCode::Refused, NO_RULE);
+            }
+            self.sink.decision(DnsDecision::WouldRefuse {
+                name: name.clone(),
+                qtype: qtype.clone(),
+                reason: NO_RULE.to_string(),
+            });
+        }
         if question.query_class() != DNSClass::IN {
             let reason = format!("class {} not served", question.query_class());
             return refuse(ResponseCode::Refused, &reason);
@@ -127,7 +137,10 @@ impl Ctx {
         if matches!(question.query_type(), RecordType::AXFR | RecordType::IXFR) {
             return refuse(ResponseCode::Refused, "zone transfers not served");
         }
-        let rule = matched.primary().to_string();
+        let rule = matched
+            .as_ref()
+            .map_or(NO_RULE, |m| m.primary())
+            .to_string();
         let fail = |reason: String| {
             self.sink.decision(DnsDecision::Failed {
                 name: name.clone(),
@@ -145,8 +158,16 @@ impl Ctx {
                 Err(e) => return fail(e),
             };
 
+        let audit_only = self.policy.audit_only();
         let filtered = filter_answer(question, upstream_answer.answers, &self.policy);
-        if !filtered.dropped.is_empty() {
+        if !filtered.dropped.is_empty() && audit_only {
+            self.sink.decision(DnsDecision::WouldDropRebinding {
+                name: name.clone(),
+                qtype: qtype.clone(),
+                rule: rule.clone(),
+                addrs: filtered.dropped.clone(),
+            });
+        } else if !filtered.dropped.is_empty() {
             self.sink.decision(DnsDecision::RebindingDropped {
                 name: name.clone(),
                 qtype: qtype.clone(),
@@ -161,9 +182,10 @@ impl Ctx {
             }
         }
         let ttl = Duration::from_secs(u64::from(filtered.ttl));
+        let rules = matched.as_ref().map_or(&[][..], |m| &m.rules[..]);
         if !filtered.addrs.is_empty() {
             let lifetime = ttl + self.cfg.grace;
-            for rule in &matched.rules {
+            for rule in rules {
                 if let Err(e) = self.sink.allow(&name, rule, &filtered.addrs, lifetime) {
                     return fail(format!("failed to allow the answer's addresses: {e}"));
                 }
@@ -172,7 +194,11 @@ impl Ctx {
 
         let rcode = upstream_answer.metadata.response_code;
         let mut reply = reply_to(query, rcode);
-        reply.answers = filtered.records;
+        reply.answers = if audit_only {
+            filtered.with_dropped
+        } else {
+            filtered.records
+        };
         // Keep only the SOA (negative caching); NS and glue records are not needed by
         // a stub and their addresses must not look like answers.
         reply.authorities = upstream_answer
@@ -188,6 +214,7 @@ impl Ctx {
             name,
             qtype,
             rule,
+            allowed: matched.is_some() && !filtered.addrs.is_empty(),
             addrs: filtered.addrs,
             ttl,
             rcode: rcode_name(rcode),
@@ -218,6 +245,8 @@ struct Filtered {
     addrs: Vec<IpAddr>,
     /// Addresses removed as rebinding.
     dropped: Vec<IpAddr>,
+    /// `records` with the rebinding records left in (what audit mode sends).
+    with_dropped: Vec<Record>,
     /// Smallest TTL of the kept records, capped at `MAX_RECORD_TTL` (0 if none).
     ttl: u32,
 }
@@ -238,7 +267,7 @@ fn filter_answer(question: &Query, answers: Vec<Record>, policy: &DnsPolicy) -> 
             RData::CNAME(target) => {
                 // Only the links that make up the chain.
                 if chain.get(position + 1) == Some(&normalise(&target.0)) {
-                    records.push(record);
+                    records.push((true, record));
                 }
                 continue;
             }
@@ -246,7 +275,7 @@ fn filter_answer(question: &Query, answers: Vec<Record>, policy: &DnsPolicy) -> 
             RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
             _ => {
                 if wanted {
-                    records.push(record);
+                    records.push((true, record));
                 }
                 continue;
             }
@@ -259,24 +288,45 @@ fn filter_answer(question: &Query, answers: Vec<Record>, policy: &DnsPolicy) -> 
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
-            records.push(record);
-        } else if !dropped.contains(&addr) {
-            dropped.push(addr);
+            records.push((true, record));
+        } else {
+            if !dropped.contains(&addr) {
+                dropped.push(addr);
+            }
+            records.push((false, record));
         }
     }
-    let ttl = records
-        .iter()
-        .map(|r| r.ttl)
-        .min()
+    // The TTL of what the client may use; rebinding records (kept only in audit mode)
+    // get it too.
+    let smallest = |usable_only: bool| {
+        records
+            .iter()
+            .filter(|(usable, _)| *usable || !usable_only)
+            .map(|(_, r)| r.ttl)
+            .min()
+    };
+    let ttl = smallest(true)
+        .or_else(|| smallest(false))
         .unwrap_or(0)
         .min(MAX_RECORD_TTL);
-    for record in &mut records {
+    let mut with_dropped = Vec::with_capacity(records.len());
+    for (_, mut record) in records.iter().cloned() {
         record.ttl = ttl;
+        with_dropped.push(record);
     }
+    let records = records
+        .into_iter()
+        .filter(|(usable, _)| *usable)
+        .map(|(_, mut r)| {
+            r.ttl = ttl;
+            r
+        })
+        .collect();
     Filtered {
         records,
         addrs,
         dropped,
+        with_dropped,
         ttl,
     }
 }

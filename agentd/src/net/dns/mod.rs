@@ -70,6 +70,12 @@
 //!   client gets SERVFAIL and a `Failed` decision (the address would not be connectable
 //!   anyway). NXDOMAIN, NODATA and non-address types (TXT, MX, ...) are passed through
 //!   filtered the same way, with no `allow` call.
+//! - **Audit mode** (`DnsPolicy::set_audit_only(true)`, for `mode: audit`): nothing
+//!   the policy decides is refused or dropped. A name without a rule is resolved and
+//!   reported as `WouldRefuse`; rebinding addresses stay in the reply and are reported
+//!   as `WouldDropRebinding`. Neither is passed to `allow`, so connections to them
+//!   show up as the connect hooks' `would_deny`. Protocol limits (opcode, class, zone
+//!   transfers, malformed queries, overload) and failures apply in both modes.
 //! - **Truncation to the client.** Over UDP a reply larger than the client's limit
 //!   (512, or its EDNS payload size up to `MAX_UDP_REPLY`) is sent with TC=1 and no
 //!   records, so the client retries over TCP, where the same answer is sent whole.
@@ -150,14 +156,17 @@ impl fmt::Display for Transport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsDecision {
     /// The name is allowed and the (filtered) upstream answer was sent. `addrs` are the
-    /// addresses given to the client and the allow map (empty for NXDOMAIN, NODATA or
-    /// non-address types), `ttl` the record TTL the client was told (without grace),
-    /// `rcode` the response code sent (`NOERROR`, `NXDOMAIN`, ...).
+    /// usable addresses given to the client (empty for NXDOMAIN, NODATA or non-address
+    /// types), `allowed` whether they went to `AllowSink::allow` (false only in audit
+    /// mode for a name without a rule, whose `rule` is then "no rule"), `ttl` the
+    /// record TTL the client was told (without grace), `rcode` the response code sent
+    /// (`NOERROR`, `NXDOMAIN`, ...).
     Answered {
         name: String,
         qtype: String,
         rule: String,
         addrs: Vec<IpAddr>,
+        allowed: bool,
         ttl: Duration,
         rcode: String,
     },
@@ -172,6 +181,22 @@ pub enum DnsDecision {
     /// Answer addresses for an allowed name were removed as rebinding (private,
     /// loopback, link-local, ... and not covered by a policy CIDR).
     RebindingDropped {
+        name: String,
+        qtype: String,
+        rule: String,
+        addrs: Vec<IpAddr>,
+    },
+    /// `mode: audit` only: no rule allows the name, which enforce mode would have
+    /// REFUSED; it was resolved anyway (followed by `Answered` with rule "no rule"
+    /// and no `allow` call).
+    WouldRefuse {
+        name: String,
+        qtype: String,
+        reason: String,
+    },
+    /// `mode: audit` only: these answer addresses would have been dropped as
+    /// rebinding; they were left in the answer but not given to `allow`.
+    WouldDropRebinding {
         name: String,
         qtype: String,
         rule: String,
@@ -198,8 +223,10 @@ pub trait AllowSink: Send + Sync {
     /// answer is sent to the client; an error turns the answer into SERVFAIL.
     fn allow(&self, name: &str, rule: &str, addrs: &[IpAddr], ttl: Duration) -> Result<(), String>;
 
-    /// One decision per query (two when rebinding records were dropped from an
-    /// answer: `RebindingDropped`, then `Answered` or `Failed`).
+    /// One decision per query, two when rebinding records were dropped from an
+    /// answer (`RebindingDropped`, then `Answered` or `Failed`) or, in audit mode,
+    /// when a would-be denial preceded the answer (`WouldRefuse`/`WouldDropRebinding`,
+    /// then `Answered`).
     fn decision(&self, decision: DnsDecision);
 }
 

@@ -40,6 +40,8 @@ struct Cidr {
 pub struct DnsPolicy {
     names: Vec<NameRule>,
     cidrs: Vec<Cidr>,
+    /// `mode: audit`: refuse nothing, drop nothing; report what would have been.
+    audit_only: bool,
 }
 
 /// The rules a query name matched, most specific first.
@@ -75,6 +77,17 @@ impl DnsPolicy {
             }
         }
         Ok(policy)
+    }
+
+    /// `mode: audit`: names without a rule are resolved anyway (`WouldRefuse`) and
+    /// rebinding addresses stay in the answer (`WouldDropRebinding`); neither reaches
+    /// the sink's `allow`, so later connects to them are the connect hooks' would-denials.
+    pub fn set_audit_only(&mut self, audit_only: bool) {
+        self.audit_only = audit_only;
+    }
+
+    pub fn audit_only(&self) -> bool {
+        self.audit_only
     }
 
     /// True when the policy allows no name at all (the run needs no resolver).

@@ -476,6 +476,7 @@ async fn allowed_name_resolves_and_sink_runs_before_the_reply() {
                 qtype: "A".into(),
                 rule: "api.example.com:443".into(),
                 addrs: vec![ip("93.184.216.34")],
+                allowed: true,
                 ttl: Duration::from_secs(300),
                 rcode: "NOERROR".into(),
             }),
@@ -1200,4 +1201,82 @@ async fn resolver_on_ipv6_loopback_with_a_shared_sink() {
     for r in resolvers {
         r.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn audit_mode_resolves_denied_names_and_keeps_rebinding_answers() {
+    let upstream = FakeUpstream::start(zone()).await;
+    let sink = RecordingSink::default();
+    let mut policy = DnsPolicy::new();
+    policy
+        .allow_name("rebind.example.com", "rebind.example.com:443")
+        .unwrap();
+    policy.set_audit_only(true);
+    let cfg = ResolverConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: vec![upstream.addr],
+        grace: GRACE,
+        timeout: Duration::from_secs(2),
+    };
+    let resolver = Resolver::start(cfg, policy, Box::new(sink.clone()))
+        .await
+        .unwrap();
+    let server = resolver.local_addr();
+
+    // No rule: resolved anyway, reported, not allowed.
+    let reply = udp_query(
+        server,
+        &client_query("api.example.com.", RecordType::A, true),
+    )
+    .await;
+    assert_eq!(addrs_of(&reply), vec![ip("93.184.216.34")]);
+    assert_eq!(
+        sink.take(),
+        vec![
+            Seen::Decision(DnsDecision::WouldRefuse {
+                name: "api.example.com".into(),
+                qtype: "A".into(),
+                reason: "no rule".into(),
+            }),
+            Seen::Decision(DnsDecision::Answered {
+                name: "api.example.com".into(),
+                qtype: "A".into(),
+                rule: "no rule".into(),
+                addrs: vec![ip("93.184.216.34")],
+                allowed: false,
+                ttl: Duration::from_secs(300),
+                rcode: "NOERROR".into(),
+            }),
+        ]
+    );
+
+    // Rebinding: kept in the answer, reported, not allowed.
+    let reply = udp_query(
+        server,
+        &client_query("rebind.example.com.", RecordType::A, true),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addrs_of(&reply), vec![ip("127.0.0.2")]);
+    assert_eq!(
+        sink.take(),
+        vec![
+            Seen::Decision(DnsDecision::WouldDropRebinding {
+                name: "rebind.example.com".into(),
+                qtype: "A".into(),
+                rule: "rebind.example.com:443".into(),
+                addrs: vec![ip("127.0.0.2")],
+            }),
+            Seen::Decision(DnsDecision::Answered {
+                name: "rebind.example.com".into(),
+                qtype: "A".into(),
+                rule: "rebind.example.com:443".into(),
+                addrs: vec![],
+                allowed: false,
+                ttl: Duration::from_secs(60),
+                rcode: "NOERROR".into(),
+            }),
+        ]
+    );
+    resolver.shutdown().await;
 }
