@@ -25,6 +25,8 @@ pub mod names {
     /// `HashMap<u32, u32>`: run slot → `NET_FLAG_*` bits. A run without an entry is
     /// denied everything the attached programs check (fail closed).
     pub const MAP_NET_RUNS: &str = "NET_RUNS";
+    /// `HashMap<u32, NetDnsTarget>`: run slot → where the run's DNS resolver listens.
+    pub const MAP_NET_DNS: &str = "NET_DNS";
 
     /// `cgroup/connect4` program.
     pub const PROG_CONNECT4: &str = "net_connect4";
@@ -70,6 +72,12 @@ pub const NET_FLAG_RAW_ALLOWED: u32 = 1 << 1;
 pub const NET_FLAG_FILTER_CONNECT: u32 = 1 << 2;
 /// `NET_RUNS` flag: bind is checked against `NET_BIND4/6`.
 pub const NET_FLAG_FILTER_BIND: u32 = 1 << 3;
+
+/// `NET_RUNS` flag: TCP and UDP traffic to port 53 (any address) is redirected to the
+/// run's resolver (`NET_DNS`) in connect and sendmsg.
+pub const NET_FLAG_DNS_REDIRECT: u32 = 1 << 4;
+/// The port DNS traffic is recognised by.
+pub const DNS_PORT: u16 = 53;
 
 /// [`super::EventHeader::kind`] of a [`NetEvent`].
 pub const EVENT_KIND_NET: u32 = 3;
@@ -146,6 +154,18 @@ impl NetRuleSet {
     };
 }
 
+/// Value of `NET_DNS`: the run's resolver listens on 127.0.0.1:`port4` and, when
+/// `port6` is not 0, on [::1]:`port6` (UDP and TCP each).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetDnsTarget {
+    /// Port on 127.0.0.1, host order.
+    pub port4: u16,
+    /// Port on ::1, host order; 0 when the resolver has no IPv6 socket (IPv6 sockets are
+    /// then sent to ::ffff:127.0.0.1:`port4`).
+    pub port6: u16,
+}
+
 /// Ring-buffer record of a denied (or, in audit mode, would-be denied) socket operation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +215,9 @@ const _: () = {
     assert!(offset_of!(NetRuleSet, count) == 0);
     assert!(offset_of!(NetRuleSet, rules) == 8);
 
+    assert!(size_of::<NetDnsTarget>() == 4);
+    assert!(offset_of!(NetDnsTarget, port6) == 2);
+
     assert!(size_of::<NetEvent>() == NET_EVENT_SIZE);
     assert!(align_of::<NetEvent>() == 8);
     assert!(offset_of!(NetEvent, header) == 0);
@@ -217,6 +240,8 @@ mod user {
     unsafe impl aya::Pod for super::NetRuleSet {}
     // SAFETY: as above; integer fields and a byte array, no implicit padding.
     unsafe impl aya::Pod for super::NetEvent {}
+    // SAFETY: as above; two u16 fields, no implicit padding.
+    unsafe impl aya::Pod for super::NetDnsTarget {}
 }
 
 #[cfg(test)]

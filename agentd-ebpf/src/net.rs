@@ -14,15 +14,16 @@
 //! Context fields are read with one volatile 4-byte load each: the verifier rejects
 //! wider loads of `user_ip6`, which the compiler could otherwise merge.
 
-use core::ptr::{addr_of, read_volatile};
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use agentd_common::{
     net::{
-        NetEvent, NetRuleSet, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY, NET_FLAG_FILTER_BIND,
-        NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES,
-        NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP,
-        NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW,
-        NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY, NET_VERDICT_WOULD_DENY,
+        NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY,
+        NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
+        NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG,
+        NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
+        NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
+        NET_VERDICT_WOULD_DENY,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -55,6 +56,9 @@ static NET_BIND4: LpmTrie<[u8; NET_KEY4_LEN], NetRuleSet> =
 #[map]
 static NET_BIND6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
     LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot → where its DNS resolver listens.
+#[map]
+static NET_DNS: HashMap<u32, NetDnsTarget> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
 /// Run slot → `NET_FLAG_*`.
 #[map]
 static NET_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
@@ -70,6 +74,11 @@ const IPPROTO_UDP: u32 = 17;
 const ALLOW: i32 = 1;
 /// Return value failing the operation with `EPERM`.
 const DENY: i32 = 0;
+/// `decide`'s answer for DNS traffic to redirect to the run's resolver (never returned
+/// to the kernel: the caller rewrites the destination and returns `ALLOW`).
+const REDIRECT: i32 = 2;
+/// 127.0.0.1 as stored in `user_ip4` (network order).
+const LOOPBACK4: u32 = 0x7f00_0001u32.to_be();
 
 #[cgroup_sock_addr(connect4)]
 pub fn net_connect4(ctx: SockAddrContext) -> i32 {
@@ -150,7 +159,22 @@ fn check_v4(ctx: &SockAddrContext, op: u32) -> i32 {
     // SAFETY: field address inside the context, read through `load`.
     let ip = load(unsafe { addr_of!((*sa).user_ip4) });
     req.addr[..4].copy_from_slice(&ip.to_ne_bytes());
-    decide(&req, true)
+    let verdict = decide(&req, true);
+    if verdict == REDIRECT {
+        let Some(target) = dns_target() else {
+            return DENY;
+        };
+        // SAFETY: writable fields of the connect4/sendmsg4 context; 4-byte stores.
+        unsafe {
+            write_volatile(addr_of_mut!((*ctx.sock_addr).user_ip4), LOOPBACK4);
+            write_volatile(
+                addr_of_mut!((*ctx.sock_addr).user_port),
+                u32::from(target.port4.to_be()),
+            );
+        }
+        return ALLOW;
+    }
+    verdict
 }
 
 #[inline(always)]
@@ -168,16 +192,48 @@ fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
     };
     // ::ffff:a.b.c.d is judged as a.b.c.d, so it cannot slip past the IPv4 rules.
     let mapped = words[0] == 0 && words[1] == 0 && words[2] == 0xffffu32.to_be();
-    if mapped {
+    let verdict = if mapped {
         req.family = AF_INET;
         req.addr[..4].copy_from_slice(&words[3].to_ne_bytes());
-        return decide(&req, true);
+        decide(&req, true)
+    } else {
+        req.addr[..4].copy_from_slice(&words[0].to_ne_bytes());
+        req.addr[4..8].copy_from_slice(&words[1].to_ne_bytes());
+        req.addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
+        req.addr[12..].copy_from_slice(&words[3].to_ne_bytes());
+        decide(&req, false)
+    };
+    if verdict == REDIRECT {
+        let Some(target) = dns_target() else {
+            return DENY;
+        };
+        // [::1]:port6, or ::ffff:127.0.0.1:port4 when the resolver has no IPv6 socket
+        // (or the destination was IPv4-mapped, which an IPv6-only socket cannot reach).
+        let (ip, port) = if target.port6 != 0 && !mapped {
+            ([0, 0, 0, 1u32.to_be()], target.port6)
+        } else {
+            ([0, 0, 0xffffu32.to_be(), LOOPBACK4], target.port4)
+        };
+        let sa = ctx.sock_addr;
+        // SAFETY: writable fields of the connect6/sendmsg6 context; 4-byte stores.
+        unsafe {
+            write_volatile(addr_of_mut!((*sa).user_ip6[0]), ip[0]);
+            write_volatile(addr_of_mut!((*sa).user_ip6[1]), ip[1]);
+            write_volatile(addr_of_mut!((*sa).user_ip6[2]), ip[2]);
+            write_volatile(addr_of_mut!((*sa).user_ip6[3]), ip[3]);
+            write_volatile(addr_of_mut!((*sa).user_port), u32::from(port.to_be()));
+        }
+        return ALLOW;
     }
-    req.addr[..4].copy_from_slice(&words[0].to_ne_bytes());
-    req.addr[4..8].copy_from_slice(&words[1].to_ne_bytes());
-    req.addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
-    req.addr[12..].copy_from_slice(&words[3].to_ne_bytes());
-    decide(&req, false)
+    verdict
+}
+
+/// The current run's resolver, if it has one.
+#[inline(always)]
+fn dns_target() -> Option<NetDnsTarget> {
+    let (_, slot) = watched_cgroup()?;
+    // SAFETY: plain value copied out at once.
+    unsafe { NET_DNS.get(&slot) }.copied()
 }
 
 /// Allow or deny a connect/sendmsg/bind of the current task.
@@ -203,6 +259,9 @@ fn decide(req: &Request, v4: bool) -> i32 {
         IPPROTO_UDP => NET_PROTO_UDP,
         _ => return deny(req, NET_REASON_PROTO, cgroup_id, slot, flags),
     };
+    if req.op != NET_OP_BIND && req.port == DNS_PORT && flags & NET_FLAG_DNS_REDIRECT != 0 {
+        return REDIRECT;
+    }
     // An explicit UDP bind to port 0 is what many UDP clients do before sendto; it
     // opens no known port. (A TCP bind to port 0 can be followed by listen: checked.)
     if req.op == NET_OP_BIND && proto == NET_PROTO_UDP && req.port == 0 {

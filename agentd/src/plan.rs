@@ -21,6 +21,8 @@ const LANDLOCK_ABI_NET: i32 = 4;
 
 mod net;
 
+pub use net::DNS;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerStatus {
     pub layer: &'static str,

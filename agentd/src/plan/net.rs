@@ -12,13 +12,18 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::Builder;
-use crate::layers::bpf::{compile_net_rules as compile, proto_bits, AddrRule, NetRequest};
+use crate::layers::bpf::{
+    compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest,
+};
 use crate::layers::name;
 use crate::policy::{NetHost, NetRule, Policy, Proto};
 use crate::probe::Probe;
 
 /// What the landlock layer gets: TCP connect ports and TCP bind ports (`None` = any).
 pub(super) type LandlockPorts = (Option<Vec<u16>>, Option<Vec<u16>>);
+
+/// Layer name of the run's DNS resolver in the Plan and in audit records.
+pub const DNS: &str = "dns";
 
 const HOOKS: &str = "cgroup/connect4+connect6 (TCP, UDP connect), sendmsg4+sendmsg6 (UDP sendto)";
 
@@ -93,6 +98,7 @@ impl Builder {
             raw_allowed: policy.net.as_ref().is_some_and(|n| n.raw),
             connect: None,
             bind: None,
+            domains: Vec::new(),
         };
         if request.raw_allowed {
             self.cover(
@@ -157,14 +163,36 @@ impl Builder {
                     );
                     connect.push(r);
                 }
-                None => self.refuse(
-                    name::BPF,
-                    format!(
-                        "net.allow `{}` (line {}): domain rules need the run's DNS resolver, which this build does not integrate yet; use an address or CIDR",
-                        rule.written, rule.span.line
-                    ),
-                ),
+                None => {
+                    let NetHost::Domain(pattern) = &rule.host else {
+                        continue;
+                    };
+                    self.cover(
+                        format!("net.allow {} (line {})", rule.written, rule.span.line),
+                        DNS,
+                        format!(
+                            "the run's resolver answers `{pattern}` (others: REFUSED, audited) and adds the answer's addresses to the allow map for the record's TTL + grace, {}; private, loopback and link-local answers are dropped unless a CIDR rule covers them",
+                            ports_text(rule)
+                        ),
+                    );
+                    request.domains.push(DomainRule {
+                        pattern: pattern.clone(),
+                        ports: rule.ports.unwrap_or((0, u16::MAX)),
+                        protos: proto_bits(
+                            rule.proto != Some(Proto::Udp),
+                            rule.proto != Some(Proto::Tcp),
+                        ),
+                        written: rule.written.clone(),
+                    });
+                }
             }
+        }
+        if !request.domains.is_empty() {
+            self.cover(
+                "net (DNS, port 53 tcp+udp to any address)",
+                name::BPF,
+                "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration)",
+            );
         }
         self.cover(
             "net.allow (everything else, loopback included)",

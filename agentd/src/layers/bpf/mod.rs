@@ -10,6 +10,7 @@
 
 mod btf;
 mod net;
+mod net_dns;
 mod probe;
 mod ring;
 
@@ -24,6 +25,7 @@ use aya::{
 
 pub use btf::BtfError;
 pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
+pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use ring::EventStream;
 

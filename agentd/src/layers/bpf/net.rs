@@ -12,10 +12,10 @@ use std::path::Path;
 
 use agentd_common::net::{
     names as net_names, NetEvent, NetPortRule, NetRuleSet, NET_FLAG_AUDIT_ONLY,
-    NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_KEY4_LEN,
-    NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP,
-    NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO,
-    NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
+    NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
+    NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
+    NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
+    NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
 };
 use agentd_common::EventHeader;
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -62,6 +62,9 @@ pub struct NetRequest {
     pub connect: Option<Vec<AddrRule>>,
     /// bind allow rules; `None` leaves bind unrestricted.
     pub bind: Option<Vec<AddrRule>>,
+    /// Domain rules: when not empty, port-53 traffic goes to the run's resolver, whose
+    /// answers add host entries (`net_dns`).
+    pub domains: Vec<super::net_dns::DomainRule>,
 }
 
 impl NetRequest {
@@ -78,6 +81,9 @@ impl NetRequest {
         }
         if self.bind.is_some() {
             flags |= NET_FLAG_FILTER_BIND;
+        }
+        if !self.domains.is_empty() {
+            flags |= NET_FLAG_DNS_REDIRECT;
         }
         flags
     }
@@ -147,7 +153,7 @@ pub fn compile(rules: &[AddrRule]) -> Result<Vec<Entry>, CompileError> {
 }
 
 /// Whether the CIDR `outer/outer_prefix` contains `inner/inner_prefix` (same family).
-fn contains(outer: IpAddr, outer_prefix: u8, inner: IpAddr, inner_prefix: u8) -> bool {
+pub(super) fn contains(outer: IpAddr, outer_prefix: u8, inner: IpAddr, inner_prefix: u8) -> bool {
     if outer_prefix > inner_prefix {
         return false;
     }
@@ -168,14 +174,14 @@ fn contains(outer: IpAddr, outer_prefix: u8, inner: IpAddr, inner_prefix: u8) ->
     }
 }
 
-fn key4(slot: u32, addr: Ipv4Addr, prefix: u8) -> Key<[u8; NET_KEY4_LEN]> {
+pub(super) fn key4(slot: u32, addr: Ipv4Addr, prefix: u8) -> Key<[u8; NET_KEY4_LEN]> {
     let mut data = [0u8; NET_KEY4_LEN];
     data[..4].copy_from_slice(&slot.to_be_bytes());
     data[4..].copy_from_slice(&addr.octets());
     Key::new(NET_SLOT_BITS + u32::from(prefix), data)
 }
 
-fn key6(slot: u32, addr: Ipv6Addr, prefix: u8) -> Key<[u8; NET_KEY6_LEN]> {
+pub(super) fn key6(slot: u32, addr: Ipv6Addr, prefix: u8) -> Key<[u8; NET_KEY6_LEN]> {
     let mut data = [0u8; NET_KEY6_LEN];
     data[..4].copy_from_slice(&slot.to_be_bytes());
     data[4..].copy_from_slice(&addr.octets());

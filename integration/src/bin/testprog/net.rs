@@ -14,6 +14,9 @@
 //!   retransmits);
 //! - `connect-loop ADDR PORT N`: N TCP connect+close, prints the nanoseconds taken
 //!   (for `cargo xtask bench`); stops at the first failure;
+//! - `resolve-connect NAME PORT`: getaddrinfo (IPv4, TCP) through the system resolver,
+//!   printing `resolve NAME: ADDR` or the `EAI_*` name, then connects to the first
+//!   address;
 //! - `double-fork-connect ADDR PORT`: a grandchild in a new session, orphaned by its
 //!   parent, connects; its outcome comes back through a pipe.
 
@@ -29,6 +32,7 @@ pub const COMMANDS: &[&str] = &[
     "wait-connect",
     "connect-loop",
     "listen",
+    "resolve-connect",
 ];
 
 pub fn errno_name(e: i32) -> String {
@@ -331,11 +335,62 @@ fn listen_forever(addr: SocketAddr) -> i32 {
     }
 }
 
+/// The first IPv4 address getaddrinfo gives for `name`, or the `EAI_*` name.
+fn resolve4(name: &str) -> Result<std::net::Ipv4Addr, String> {
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return Err("bad name".into());
+    };
+    // SAFETY: addrinfo is plain old data; all-zero is a valid "no hints" value.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_INET;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C string, hints and out pointer; the result is freed below.
+    let rc = unsafe { libc::getaddrinfo(c_name.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    if rc != 0 {
+        return Err(match rc {
+            libc::EAI_NONAME => "EAI_NONAME".into(),
+            libc::EAI_AGAIN => "EAI_AGAIN".into(),
+            libc::EAI_FAIL => "EAI_FAIL".into(),
+            libc::EAI_NODATA => "EAI_NODATA".into(),
+            libc::EAI_SYSTEM => format!("EAI_SYSTEM {}", errno_name(errno())),
+            other => format!("EAI {other}"),
+        });
+    }
+    // SAFETY: getaddrinfo succeeded, so `res` is a valid list whose first entry is an
+    // AF_INET sockaddr_in (we asked for AF_INET only); freed right after reading.
+    let ip = unsafe {
+        let sin = (*res).ai_addr.cast::<libc::sockaddr_in>();
+        let ip = std::net::Ipv4Addr::from((*sin).sin_addr.s_addr.to_ne_bytes());
+        libc::freeaddrinfo(res);
+        ip
+    };
+    Ok(ip)
+}
+
 /// Runs the subcommand `args[0]`; returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     let line = match a(0) {
         "socket" => format!("socket {}: {}", a(1), socket(a(1))),
+        "resolve-connect" => {
+            let resolved = resolve4(a(1));
+            let mut out = format!(
+                "resolve {}: {}",
+                a(1),
+                resolved
+                    .as_ref()
+                    .map_or_else(|e| e.clone(), |ip| ip.to_string())
+            );
+            if let (Ok(ip), Ok(port)) = (resolved, a(2).parse::<u16>()) {
+                let addr = SocketAddr::new(IpAddr::V4(ip), port);
+                out.push_str(&format!(
+                    "\nconnect {ip} {port}: {}",
+                    connect(addr, libc::SOCK_STREAM)
+                ));
+            }
+            out
+        }
         "listen" => {
             let Some(addr) = parse(a(1), "0") else {
                 eprintln!("usage: listen ADDR");
