@@ -130,7 +130,7 @@ impl Builder {
         self.cover(
             "socket: AF_UNIX",
             name::LANDLOCK,
-            "abstract sockets scoped to the run; pathname sockets are not mediated (this kernel's cgroup connect_unix hooks are not used: aya 0.14 cannot load them)",
+            "abstract sockets: scoped to the run (connect outside it fails with EPERM). Pathname sockets: NOT mediated — a run can connect/send to any pathname socket its uid's file permissions allow (e.g. a container engine's API socket when running as root). Landlock ABI 7 does not cover unix connect; the kernel's cgroup connect_unix/sendmsg_unix hooks (6.7+) are not used because aya 0.14 cannot load that attach type and Rust eBPF cannot read the path without the bpf_cast_to_kern_ctx kfunc",
         );
         let Some(net) = &policy.net else {
             self.cover(
@@ -224,8 +224,9 @@ impl Builder {
             name::BPF,
             "on",
             format!(
-                "network: {} allow and {} bind rules in per-run LPM tries; connect4/6, sendmsg4/6, bind4/6, sock_create on the run's cgroup",
+                "network: {} address, {} domain and {} bind rules in per-run LPM tries; connect4/6, sendmsg4/6, bind4/6, sock_create on the run's cgroup",
                 connect.len(),
+                request.domains.len(),
                 bind.len()
             ),
         );

@@ -564,6 +564,52 @@ mod tests {
     }
 
     #[test]
+    fn net_event_decodes_into_an_audit_record() {
+        use agentd_common::net::{EVENT_KIND_NET, NET_VERDICT_DENY};
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let raw = NetEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_NET,
+                run_slot: 0,
+                tgid: 42,
+                pid: 43,
+                cgroup_id: 7,
+                ktime_ns: 1,
+            },
+            op: NET_OP_CONNECT,
+            verdict: NET_VERDICT_DENY,
+            reason: NET_REASON_NO_RULE,
+            family: AF_INET,
+            sock_type: 1,
+            protocol: 6,
+            port: 8080,
+            _pad: 0,
+            addr,
+        };
+        // SAFETY: NetEvent is Pod (repr(C), no padding); viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const NetEvent).cast::<u8>(),
+                std::mem::size_of::<NetEvent>(),
+            )
+        };
+        let crate::events::Event::Net(d) = crate::events::Event::from_record(bytes).unwrap() else {
+            panic!("not a net event");
+        };
+        let v = d.audit_detail();
+        assert_eq!(v["op"], "connect");
+        assert_eq!(v["dst"], "127.0.0.1");
+        assert_eq!(v["port"], 8080);
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["rule"], "no rule");
+        assert_eq!(v["errno"], "EPERM");
+        assert_eq!(v["pid"], 42);
+        assert!(!d.would_deny);
+        assert!(crate::events::Event::from_record(&bytes[..70]).is_err());
+    }
+
+    #[test]
     fn keys_start_with_the_slot() {
         let k = key4(7, Ipv4Addr::new(127, 0, 0, 1), 32);
         assert_eq!(k.prefix_len(), 64);
