@@ -333,6 +333,94 @@ mod tests {
         }
     }
 
+    fn probe(cgroup_bpf: bool) -> Probe {
+        use crate::probe::{CgroupInfo, Feature};
+        let on = |detail: &str| Feature {
+            available: true,
+            detail: detail.into(),
+        };
+        Probe {
+            kernel: "test".into(),
+            bpf_lsm: on("x"),
+            tp_btf: on("x"),
+            cgroup_bpf: Feature {
+                available: cgroup_bpf,
+                detail: "probe said so".into(),
+            },
+            landlock: on("ABI 7"),
+            landlock_abi: 7,
+            seccomp_filter: on("x"),
+            seccomp_user_notif: on("x"),
+            cgroups: CgroupInfo {
+                mode: "test".into(),
+                v2_mount: None,
+                v2_controllers: vec![],
+                v1_controllers: vec![],
+                layout: None,
+                error: None,
+            },
+        }
+    }
+
+    fn policy(net: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::policy::LoadOptions {
+            workspace: dir.path().to_path_buf(),
+            home: dir.path().to_path_buf(),
+        };
+        crate::policy::parse_str(&format!("version: 1\nname: t\n{net}"), "<test>", &opts).unwrap()
+    }
+
+    fn plan_net(net: &str, cgroup_bpf: bool) -> (Builder, LandlockPorts) {
+        let mut b = Builder::default();
+        let ports = b.net(&policy(net), &probe(cgroup_bpf), true);
+        (b, ports)
+    }
+
+    const RULES: &str = "net:\n  allow: [\"127.0.0.1:80/tcp\", \"10.0.0.0/8:53/udp\", \"*.example.com:443/tcp\"]\n  bind: [\"127.0.0.1:8000/tcp\"]\n";
+
+    #[test]
+    fn with_cgroup_bpf_every_rule_goes_to_the_ebpf_layer() {
+        let (b, ports) = plan_net(RULES, true);
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        assert_eq!(
+            ports,
+            (None, None),
+            "landlock TCP ports are not layered on top"
+        );
+        let req = b.net_request.unwrap();
+        assert!(!req.audit_only);
+        assert_eq!(req.connect.as_ref().unwrap().len(), 2);
+        assert_eq!(req.bind.as_ref().unwrap().len(), 1);
+        assert_eq!(req.domains.len(), 1);
+        assert_eq!(req.domains[0].pattern, "*.example.com");
+        assert_eq!(req.domains[0].ports, (443, 443));
+    }
+
+    #[test]
+    fn without_cgroup_bpf_address_udp_domain_and_bind_rules_are_refused() {
+        let (b, _) = plan_net(RULES, false);
+        assert!(b.net_request.is_none());
+        let reasons: Vec<&str> = b.refusals.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(
+            reasons.iter().all(|r| r.contains("probe said so")),
+            "{reasons:?}"
+        );
+        // The one shape landlock enforces exactly is accepted.
+        let (b, ports) = plan_net("net:\n  allow: [\"0.0.0.0/0:443/tcp\"]\n", false);
+        assert!(b.refusals.is_empty());
+        assert_eq!(ports, (Some(vec![443]), Some(vec![])));
+    }
+
+    #[test]
+    fn without_a_net_section_only_socket_creation_is_checked() {
+        let (b, ports) = plan_net("", true);
+        assert_eq!(ports, (None, None));
+        let req = b.net_request.unwrap();
+        assert!(req.connect.is_none() && req.bind.is_none() && req.domains.is_empty());
+    }
+
     #[test]
     fn mapped_v6_rules_become_v4() {
         let r = rule(
