@@ -81,13 +81,13 @@ fn tcp_ports(rules: &[NetRule]) -> Option<Vec<u16>> {
 impl Builder {
     pub(super) fn net(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> LandlockPorts {
         if probe.cgroup_bpf.available {
-            self.net_with_bpf(policy, enforce)
+            self.net_with_bpf(policy, probe, enforce)
         } else {
             self.net_landlock_only(policy, probe, enforce)
         }
     }
 
-    fn net_with_bpf(&mut self, policy: &Policy, enforce: bool) -> LandlockPorts {
+    fn net_with_bpf(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> LandlockPorts {
         let verdict = if enforce {
             "denied with EPERM"
         } else {
@@ -130,7 +130,7 @@ impl Builder {
         self.cover(
             "socket: AF_UNIX",
             name::LANDLOCK,
-            "abstract sockets: scoped to the run (connect outside it fails with EPERM). Pathname sockets: NOT mediated — a run can connect/send to any pathname socket its uid's file permissions allow (e.g. a container engine's API socket when running as root). Landlock ABI 7 does not cover unix connect; the kernel's cgroup connect_unix/sendmsg_unix hooks (6.7+) are not used because aya 0.14 cannot load that attach type and Rust eBPF cannot read the path without the bpf_cast_to_kern_ctx kfunc",
+            format!("abstract sockets: scoped to the run (connect outside it fails with EPERM). Pathname sockets: NOT mediated — a run can connect/send to any pathname socket its uid's file permissions allow (e.g. a container engine's API socket when running as root). Landlock ABI 7 does not cover unix connect; the kernel's cgroup connect_unix/sendmsg_unix hooks ({}) are not used: aya 0.14 cannot load that attach type and Rust eBPF cannot read the socket path without the bpf_cast_to_kern_ctx kfunc", if probe.cgroup_unix.available { "available here" } else { "unavailable here" }),
         );
         let Some(net) = &policy.net else {
             self.cover(
@@ -347,6 +347,7 @@ mod tests {
                 available: cgroup_bpf,
                 detail: "probe said so".into(),
             },
+            cgroup_unix: on("x"),
             landlock: on("ABI 7"),
             landlock_abi: 7,
             seccomp_filter: on("x"),

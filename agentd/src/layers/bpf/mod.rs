@@ -12,6 +12,7 @@ mod btf;
 mod net;
 mod net_dns;
 mod probe;
+mod probe_unix;
 mod ring;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use btf::BtfError;
 pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
 pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
+pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
