@@ -11,6 +11,7 @@
 #![no_std]
 
 pub mod denials;
+pub mod net;
 
 // ---------------------------------------------------------------------------------------
 // Names shared by both sides

@@ -20,6 +20,7 @@
 mod denials;
 mod kernel;
 mod maps;
+mod net;
 mod probe;
 mod process;
 

@@ -13,6 +13,10 @@ use agentd_common::{
 };
 use core::mem::{offset_of, size_of};
 
+use agentd_common::net::{NetEvent, EVENT_KIND_NET};
+
+use crate::layers::bpf::NetDenial;
+
 /// One thing the kernel told us about a confined run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -73,6 +77,9 @@ pub enum Event {
         /// The path argument as passed (a cut one ends in `…`).
         path: String,
     },
+    /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
+    /// network programs.
+    Net(NetDenial),
 }
 
 impl Event {
@@ -83,6 +90,7 @@ impl Event {
             EVENT_KIND_EXEC => decode_exec(record),
             EVENT_KIND_EXIT => decode_exit(record),
             agentd_common::denials::EVENT_KIND_DENIAL => decode_denial(record),
+            EVENT_KIND_NET => decode_net(record),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -217,6 +225,17 @@ fn decode_denial(record: &[u8]) -> Result<Event, DecodeError> {
         open_flags: read_u64(record, offset_of!(DenialEvent, open_flags))?,
         path,
     })
+}
+
+fn decode_net(record: &[u8]) -> Result<Event, DecodeError> {
+    let header = decode_header(record, EVENT_KIND_NET, size_of::<NetEvent>())?;
+    NetDenial::decode(&header, record)
+        .map(Event::Net)
+        .ok_or(DecodeError::Short {
+            kind: Some(EVENT_KIND_NET),
+            len: record.len(),
+            need: size_of::<NetEvent>(),
+        })
 }
 
 /// Bytes up to the first NUL (or all of them), lossily decoded.

@@ -8,6 +8,7 @@ mod cli;
 mod events;
 mod launch;
 mod layers;
+mod net;
 mod plan;
 mod policy;
 mod probe;

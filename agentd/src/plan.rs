@@ -2,22 +2,26 @@
 //! enforces which rule, and what is refused. `policy explain`, the `run_start`
 //! record and `run` itself all read the Plan; nothing else re-decides coverage.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::layers::bpf::NetRequest;
 use crate::layers::cgroup::Limits;
 use crate::layers::landlock::{self, LandlockRequest};
 use crate::layers::{name, seccomp};
-use crate::policy::{Mode, NetHost, Policy, Proto};
+use crate::policy::{Mode, Policy};
 use crate::probe::Probe;
 
 /// Landlock scoping of abstract unix sockets and signals arrived in ABI 6.
 const LANDLOCK_ABI_SCOPE: i32 = 6;
 /// Landlock TCP bind/connect rules arrived in ABI 4.
 const LANDLOCK_ABI_NET: i32 = 4;
+
+mod net;
+
+pub use net::DNS;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerStatus {
@@ -52,6 +56,8 @@ pub struct Plan {
     pub caps: bool,
     pub limits: Limits,
     pub wall_time: Option<Duration>,
+    /// What the eBPF network programs enforce; `None` when cgroup-BPF is unavailable.
+    pub net: Option<NetRequest>,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -77,6 +83,7 @@ impl Plan {
                 pids: policy.budgets.pids,
             },
             wall_time: policy.budgets.wall_time,
+            net: b.net_request,
             writable_roots: policy
                 .fs
                 .write
@@ -102,6 +109,7 @@ struct Builder {
     refusals: Vec<Refusal>,
     landlock: Option<LandlockRequest>,
     seccomp: bool,
+    net_request: Option<NetRequest>,
 }
 
 impl Builder {
@@ -259,7 +267,7 @@ impl Builder {
             );
         }
 
-        let (tcp_connect_ports, tcp_bind_ports) = self.net(policy, enforce);
+        let (tcp_connect_ports, tcp_bind_ports) = self.net(policy, probe, enforce);
 
         if !enforce {
             self.layer(name::LANDLOCK, "off", "mode: audit denies nothing");
@@ -280,7 +288,7 @@ impl Builder {
             );
             return;
         }
-        if policy.net.is_some() && abi < LANDLOCK_ABI_NET {
+        if (tcp_connect_ports.is_some() || tcp_bind_ports.is_some()) && abi < LANDLOCK_ABI_NET {
             self.refuse(
                 name::LANDLOCK,
                 format!("ABI {abi} cannot restrict TCP ports (needs ABI {LANDLOCK_ABI_NET})"),
@@ -297,7 +305,7 @@ impl Builder {
                 read.len(),
                 write.len(),
                 exec_all.len(),
-                if policy.net.is_some() { "; TCP ports restricted" } else { "" }
+                if tcp_connect_ports.is_some() || tcp_bind_ports.is_some() { "; TCP ports restricted" } else { "" }
             ),
         );
         self.cover(
@@ -337,65 +345,6 @@ impl Builder {
                 format!("skipped: optional and {} does not exist", r.path.display()),
             );
         }
-    }
-
-    /// Landlock can restrict TCP by port only. Address, UDP and domain rules need
-    /// the eBPF network layer, which is not built yet: such rules are refused
-    /// rather than silently widened to "any address on this port".
-    fn net(&mut self, policy: &Policy, enforce: bool) -> (Option<Vec<u16>>, Option<Vec<u16>>) {
-        let Some(net) = &policy.net else {
-            self.cover(
-                "net (absent)",
-                name::LANDLOCK,
-                "network is not restricted: the policy has no net section",
-            );
-            return (None, None);
-        };
-        let mut ports = BTreeSet::new();
-        let mut any_port = false;
-        for rule in &net.allow {
-            let any_addr = matches!(rule.host, NetHost::Cidr { prefix: 0, .. });
-            if !any_addr && enforce {
-                self.refuse(
-                    name::LANDLOCK,
-                    format!(
-                        "net.allow `{}` (line {}): address and domain rules need the eBPF network layer, which this build does not have yet; landlock alone would allow every address on that port. Use `0.0.0.0/0:PORT/tcp` to allow a port to any address",
-                        rule.written, rule.span.line
-                    ),
-                );
-                continue;
-            }
-            if rule.proto == Some(Proto::Udp) && enforce {
-                self.refuse(
-                    name::LANDLOCK,
-                    format!(
-                        "net.allow `{}` (line {}): UDP rules need the eBPF network layer, which this build does not have yet",
-                        rule.written, rule.span.line
-                    ),
-                );
-                continue;
-            }
-            match rule.ports {
-                Some((lo, hi)) => ports.extend(lo..=hi),
-                None => any_port = true,
-            }
-            self.cover(
-                format!("net.allow {}", rule.written),
-                name::LANDLOCK,
-                "TCP connect to these ports allowed",
-            );
-        }
-        self.cover(
-            "net (TCP bind)",
-            name::LANDLOCK,
-            "TCP bind denied with EACCES (no net.bind rules in policy v1)",
-        );
-        let connect = if any_port {
-            None
-        } else {
-            Some(ports.into_iter().collect())
-        };
-        (connect, Some(Vec::new()))
     }
 
     fn seccomp(&mut self, probe: &Probe, enforce: bool) {

@@ -46,6 +46,8 @@ pub struct Probe {
     pub bpf_lsm: Feature,
     pub tp_btf: Feature,
     pub cgroup_bpf: Feature,
+    /// cgroup `connect_unix` (Linux 6.7+), loaded with raw bpf(2): aya 0.14 lacks it.
+    pub cgroup_unix: Feature,
     pub landlock: Feature,
     /// The landlock ABI version, 0 when unavailable.
     pub landlock_abi: i32,
@@ -65,6 +67,7 @@ impl Probe {
                 bpf::probe_tp_btf().map(|()| "sched_process_exec/exit attach".to_owned()),
             ),
             cgroup_bpf: Feature::from_result(probe_cgroup_bpf(cgroups.layout.as_ref())),
+            cgroup_unix: Feature::from_result(probe_cgroup_unix(cgroups.layout.as_ref())),
             landlock: Feature::from_result(match landlock::abi_version() {
                 Ok(abi) => Ok(format!("ABI {abi}")),
                 Err(e) => Err(e.to_string()),
@@ -135,6 +138,16 @@ fn probe_cgroup_bpf(layout: Option<&CgroupLayout>) -> Result<String, String> {
     let res = bpf::probe_cgroup_bpf(&dir);
     let _ = std::fs::remove_dir(&dir);
     res.map(|()| format!("attach to a v2 cgroup under {}", parent.display()))
+}
+
+fn probe_cgroup_unix(layout: Option<&CgroupLayout>) -> Result<String, String> {
+    let layout = layout.ok_or("cgroup layout unknown")?;
+    let parent = layout.own_v2_dir().map_err(|e| e.to_string())?;
+    let dir = parent.join(format!("agentd-probe-unix-{}", std::process::id()));
+    std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let res = bpf::probe_cgroup_unix_connect(&dir);
+    let _ = std::fs::remove_dir(&dir);
+    res.map(|()| "cgroup/connect_unix loads (raw bpf) and attaches".to_owned())
 }
 
 fn probe_cgroups() -> CgroupInfo {

@@ -36,13 +36,18 @@ pub fn doctor(json: bool) -> ExitCode {
     } else {
         "not used: tracepoint fallback instead"
     };
-    let rows: [(&str, &Feature, &str); 7] = [
+    let rows: [(&str, &Feature, &str); 8] = [
         ("bpf-lsm", &p.bpf_lsm, lsm_use),
         ("tp_btf", &p.tp_btf, "exec/exit tracking per run"),
         (
             "cgroup-bpf",
             &p.cgroup_bpf,
             "network hooks per run (v2 cgroup)",
+        ),
+        (
+            "cgroup-unix",
+            &p.cgroup_unix,
+            "not used: aya 0.14 cannot load it (see the Plan)",
         ),
         (
             "landlock",

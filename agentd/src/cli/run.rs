@@ -18,10 +18,13 @@ use super::{EXIT_EXEC_DENIED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
 use crate::audit::{AuditHandle, AuditLog, Decision, DEFAULT_AUDIT_PATH};
 use crate::events::Event;
 use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
-use crate::layers::bpf::BpfRuntime;
+use crate::layers::bpf::{dns_record, BpfRuntime};
 use crate::layers::cgroup::{self, RunCgroups};
 use crate::layers::{caps, landlock, name, seccomp};
+use crate::net::dns::DnsDecision;
+use crate::net::run_resolver::RunResolver;
 use crate::plan::Plan;
+use crate::plan::DNS;
 use crate::policy::{self, Policy};
 use crate::probe::Probe;
 
@@ -44,6 +47,10 @@ pub struct RunArgs {
     audit: PathBuf,
     #[command(flatten)]
     audit_opts: AuditRunArgs,
+    /// Upstream DNS server for the run's resolver (IP or IP:PORT; repeatable). Default:
+    /// the nameservers of /etc/resolv.conf. Only used when the policy has domain rules.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    dns_upstream: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<OsString>,
@@ -81,6 +88,7 @@ struct Prepared {
     audit_setup: AuditSetup,
     cmd: Vec<OsString>,
     workspace: PathBuf,
+    dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
@@ -95,6 +103,15 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     if let Some(r) = plan.refusals.first() {
         return Err(setup_err(r.layer, &r.reason));
     }
+    let dns_upstream = args
+        .dns_upstream
+        .iter()
+        .map(|a| {
+            parse_upstream(a).ok_or_else(|| {
+                setup_err(DNS, format!("--dns-upstream `{a}`: expected IP or IP:PORT"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let audit_path = absolute(&args.audit).map_err(|e| setup_err("audit", e))?;
     check_audit_outside_writable_roots(&audit_path, &plan)?;
     let audit_setup = args.audit_opts.load().map_err(|e| setup_err("audit", e))?;
@@ -106,6 +123,16 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
         audit_setup,
         cmd: args.cmd.clone(),
         workspace: opts.workspace,
+        dns_upstream,
+    })
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when absent.
+fn parse_upstream(text: &str) -> Option<std::net::SocketAddr> {
+    text.parse().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| (ip, 53).into())
     })
 }
 
@@ -343,6 +370,38 @@ impl Run {
         let mut bpf = BpfRuntime::load().map_err(|e| setup_err(name::BPF, e))?;
         bpf.watch_cgroup(cgroups.cgroup_id(), 0)
             .map_err(|e| setup_err(name::BPF, e))?;
+        let mut resolver = match &p.plan.net {
+            Some(req) if !req.domains.is_empty() => {
+                let r = rt
+                    .block_on(RunResolver::start(
+                        &mut bpf,
+                        0,
+                        req,
+                        &p.policy,
+                        &p.dns_upstream,
+                    ))
+                    .map_err(|e| setup_err(DNS, e))?;
+                self.record(
+                    DNS,
+                    "resolver",
+                    None,
+                    json!({
+                        "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        "upstream": r.upstream.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        "grace_s": crate::net::run_resolver::GRACE.as_secs(),
+                    }),
+                );
+                Some(r)
+            }
+            _ => None,
+        };
+        let net = match &p.plan.net {
+            Some(req) => Some(
+                bpf.enforce_net(&cgroups.identity().path, 0, req)
+                    .map_err(|e| setup_err(name::BPF, e))?,
+            ),
+            None => None,
+        };
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
 
         let caps = if p.plan.caps {
@@ -393,7 +452,26 @@ impl Run {
                 return Ok(self.report_spawn_failure(p, program, stage, errno, &cgroups));
             }
         };
-        let result = rt.block_on(self.supervise(p, pid, &cgroups, events, signals));
+        let result = rt.block_on(self.supervise(
+            p,
+            pid,
+            &cgroups,
+            events,
+            signals,
+            resolver.as_mut().map(|r| &mut r.decisions),
+        ));
+        if let Some(r) = resolver {
+            let dropped = r.sink.dropped_decisions();
+            if dropped > 0 {
+                self.record(
+                    DNS,
+                    "dropped",
+                    None,
+                    json!({"count": dropped, "source": "resolver decisions"}),
+                );
+            }
+            rt.block_on(r.stop());
+        }
         let stragglers = cgroups.kill_all();
         let dropped = bpf.dropped().unwrap_or(0);
         if dropped > 0 {
@@ -403,6 +481,9 @@ impl Run {
                 None,
                 json!({"count": dropped, "source": "ring buffer"}),
             );
+        }
+        if let Some(net) = net {
+            let _ = bpf.release_net(net);
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
         let cgroups_desc = cgroups.describe();
@@ -502,6 +583,7 @@ impl Run {
         cgroups: &RunCgroups,
         mut events: crate::layers::bpf::EventStream,
         signals: Signals,
+        mut dns: Option<&mut tokio::sync::mpsc::Receiver<DnsDecision>>,
     ) -> Result<(Ending, Option<&'static str>), SetupError> {
         let Signals {
             mut sigint,
@@ -545,6 +627,7 @@ impl Run {
                         self.audit_failed = true;
                     }
                 }
+                Some(d) = next_dns(&mut dns) => self.record_dns(d),
                 _ = sleep_until(deadline), if killed_by.is_none() => {
                     killed_by = Some("wall_time");
                     let n = cgroups.kill_all();
@@ -567,7 +650,17 @@ impl Run {
         for ev in events.drain() {
             self.record_event(ev, &judge, p);
         }
+        if let Some(rx) = dns {
+            while let Ok(d) = rx.try_recv() {
+                self.record_dns(d);
+            }
+        }
         Ok((ending, killed_by))
+    }
+
+    fn record_dns(&mut self, d: DnsDecision) {
+        let (event, decision, detail) = dns_record(d);
+        self.record(DNS, event, decision, detail);
     }
 
     fn record_event(&mut self, ev: Event, judge: &crate::audit::judge::Judge<'_>, p: &Prepared) {
@@ -612,6 +705,14 @@ impl Run {
                     Some(Decision::Allow),
                     json!({"pid": tgid, "tid": pid, "ppid": ppid, "uid": uid, "comm": comm, "path": path, "filename": filename}),
                 );
+            }
+            Event::Net(denial) => {
+                let decision = if denial.would_deny {
+                    Decision::WouldDeny
+                } else {
+                    Decision::Deny
+                };
+                self.record(name::BPF, "denied", Some(decision), denial.audit_detail());
             }
             Event::Exit {
                 tgid, exit_code, ..
@@ -673,6 +774,16 @@ impl Signals {
 
 fn forward(pid: Pid, sig: Signal) {
     let _ = nix::sys::signal::kill(pid, sig);
+}
+
+/// The next resolver decision, or never when the run has no resolver.
+async fn next_dns(
+    rx: &mut Option<&mut tokio::sync::mpsc::Receiver<DnsDecision>>,
+) -> Option<DnsDecision> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

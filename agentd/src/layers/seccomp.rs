@@ -12,6 +12,9 @@
 //! * every syscall in [`DENIED_SYSCALLS`] fails with `EPERM`;
 //! * `clone` with any namespace flag in [`NAMESPACE_CLONE_FLAGS`] fails with `EPERM`;
 //! * `clone3` fails with `ENOSYS` (see [`CLONE3_ERRNO`]);
+//! * `socket(AF_NETLINK, _, protocol != NETLINK_ROUTE)` and `socket(AF_PACKET, ..)` fail
+//!   with `EPERM`: glibc needs only NETLINK_ROUTE, and the cgroup `sock_create` hook
+//!   never sees netlink or packet sockets (the kernel runs it for inet sockets only);
 //! * any other architecture (x86 `int 0x80` / `sysenter` on x86_64, and x32
 //!   syscall numbers) kills the whole process with SIGSYS, so the deny list
 //!   can't be bypassed through another syscall table.
@@ -239,6 +242,29 @@ fn build(denied: &[&str], errno: i32) -> Result<PreparedSeccomp, SeccompError> {
             ctx.add_rule_conditional_exact(ScmpAction::Errno(errno), clone, &[cmp]),
         )?;
     }
+
+    // The domain is an int: compare the low 32 bits only, so high garbage bits cannot
+    // slip past. Any non-zero protocol (full 64 bits) counts as "not NETLINK_ROUTE".
+    let socket = resolve("socket")?;
+    let netlink = ScmpArgCompare::new(
+        0,
+        ScmpCompareOp::MaskedEqual(0xffff_ffff),
+        libc::AF_NETLINK as u64,
+    );
+    let not_route = ScmpArgCompare::new(2, ScmpCompareOp::Greater, libc::NETLINK_ROUTE as u64);
+    build_step(
+        "add the rule for netlink sockets other than NETLINK_ROUTE",
+        ctx.add_rule_conditional_exact(ScmpAction::Errno(errno), socket, &[netlink, not_route]),
+    )?;
+    let packet = ScmpArgCompare::new(
+        0,
+        ScmpCompareOp::MaskedEqual(0xffff_ffff),
+        libc::AF_PACKET as u64,
+    );
+    build_step(
+        "add the rule for packet sockets",
+        ctx.add_rule_conditional_exact(ScmpAction::Errno(errno), socket, &[packet]),
+    )?;
 
     let clone3 = resolve("clone3")?;
     build_step(

@@ -64,6 +64,10 @@ pub struct PathRule {
 #[derive(Debug, Clone, Default)]
 pub struct NetPolicy {
     pub allow: Vec<NetRule>,
+    /// `net.bind`: local addresses, ports and protocols the run may bind (listen on).
+    pub bind: Vec<NetRule>,
+    /// `net.raw: true`: raw, packet and non-TCP/UDP inet sockets may be created.
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ const WORKSPACE: &str = "{workspace}";
 const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
 const FS_KEYS: &[&str] = &["read", "write"];
 const EXEC_KEYS: &[&str] = &["allow"];
-const NET_KEYS: &[&str] = &["allow"];
+const NET_KEYS: &[&str] = &["allow", "bind", "raw"];
 const BUDGET_KEYS: &[&str] = &["wall_time", "memory", "pids"];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
@@ -426,9 +426,18 @@ fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
 
 fn parse_net(node: &Node) -> R<NetPolicy> {
     let mut net = NetPolicy::default();
-    for (_, value) in fields(node, "`net`", NET_KEYS)? {
-        let items = list(value, "net.allow")?;
-        net.allow = items.iter().map(parse_net_entry).collect::<R<_>>()?;
+    for (key, value) in fields(node, "`net`", NET_KEYS)? {
+        match key {
+            "raw" => net.raw = boolean(value, "net.raw")?,
+            "bind" => {
+                let items = list(value, "net.bind")?;
+                net.bind = items.iter().map(parse_bind_entry).collect::<R<_>>()?;
+            }
+            _ => {
+                let items = list(value, "net.allow")?;
+                net.allow = items.iter().map(parse_net_entry).collect::<R<_>>()?;
+            }
+        }
     }
     Ok(net)
 }
@@ -669,6 +678,21 @@ fn parse_net_entry(item: &Node) -> R<NetRule> {
         proto,
         span: span_of(item),
     })
+}
+
+/// A `net.bind` entry: the `net.allow` syntax, but an address (not a domain name).
+fn parse_bind_entry(item: &Node) -> R<NetRule> {
+    let rule = parse_net_entry(item)?;
+    if let NetHost::Domain(_) = rule.host {
+        return fail(
+            item,
+            format!(
+                "`net.bind` takes a local address such as `127.0.0.1:8000/tcp`, not a domain name (`{}`)",
+                rule.written
+            ),
+        );
+    }
+    Ok(rule)
 }
 
 type NetParts = (NetHost, Option<(u16, u16)>, Option<Proto>);
@@ -1376,6 +1400,23 @@ mod tests {
                 "unknown mode `permissive`, expected `enforce` or `audit`".into()
             )
         );
+    }
+
+    #[test]
+    fn net_bind_and_raw() {
+        let net = ok("net:\n  bind: [\"127.0.0.1:8000/tcp\"]\n  raw: true\n")
+            .net
+            .unwrap();
+        assert!(net.raw);
+        assert!(net.allow.is_empty());
+        assert_eq!(net.bind.len(), 1);
+        assert_eq!(net.bind[0].ports, Some((8000, 8000)));
+        assert_eq!(net.bind[0].proto, Some(Proto::Tcp));
+        assert!(!ok("net: {}\n").net.unwrap().raw);
+        let (_, _, m) = err("net:\n  bind: [\"example.com:80\"]\n");
+        assert!(m.contains("`net.bind` takes a local address"), "{m}");
+        let (_, _, m) = err("net:\n  raw: 1\n");
+        assert!(m.contains("net.raw"), "{m}");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! one thing and prints its exact outcome (`OK` or the errno name), so tests can
 //! assert what the kernel answered rather than "it failed somehow".
 
+#[path = "testprog/net.rs"]
+mod net;
+
 use std::ffi::CString;
 use std::io::Write;
 
@@ -180,8 +183,9 @@ fn main() {
             }
             0
         }
+        cmd if net::COMMANDS.contains(&cmd) => net::run(&args),
         other => {
-            eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
+            eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect (got {other:?})");
             2
         }
     };

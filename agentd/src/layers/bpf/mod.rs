@@ -9,7 +9,10 @@
 //! CO-RE relocations. The doctor probes (`probe`) load the same object.
 
 mod btf;
+mod net;
+mod net_dns;
 mod probe;
+mod probe_unix;
 mod ring;
 
 use std::path::PathBuf;
@@ -22,7 +25,10 @@ use aya::{
 };
 
 pub use btf::BtfError;
+pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
+pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
+pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
@@ -135,6 +141,9 @@ pub enum BpfError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The network rules do not fit the maps.
+    #[error("network rules: {0}")]
+    NetRules(#[from] net::CompileError),
     /// A cgroup directory could not be inspected.
     #[error("cgroup {}: {error}", .path.display())]
     Cgroup {

@@ -1,0 +1,410 @@
+//! Network enforcement per run: `cgroup/connect4`, `connect6`, `sendmsg4`, `sendmsg6`,
+//! `bind4`, `bind6` and `sock_create`, attached to each run's v2 cgroup.
+//!
+//! The run is found from the current task's cgroup (`RUN_CGROUPS`), its flags from
+//! `NET_RUNS`; a task whose cgroup or slot is not registered is denied (fail closed).
+//! Addresses are looked up in LPM tries keyed by run slot + address; the longest match
+//! carries every (port range, protocol) rule that applies (userspace merged them). An
+//! IPv4-mapped IPv6 destination is judged by the IPv4 tries. The protocol comes from the
+//! socket (`IPPROTO_TCP` / `IPPROTO_UDP`); anything else is denied.
+//!
+//! A denial returns 0 (the caller sees `EPERM`) and sends a `NetEvent`; with
+//! `NET_FLAG_AUDIT_ONLY` the call goes through and the event says "would deny".
+//!
+//! Context fields are read with one volatile 4-byte load each: the verifier rejects
+//! wider loads of `user_ip6`, which the compiler could otherwise merge.
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+
+use agentd_common::{
+    net::{
+        NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY,
+        NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
+        NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG,
+        NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
+        NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
+        NET_VERDICT_WOULD_DENY,
+    },
+    EventHeader, MAX_WATCHED_CGROUPS,
+};
+use aya_ebpf::{
+    bindings::{bpf_sock, bpf_sock_addr},
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{cgroup_sock, cgroup_sock_addr, map},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        HashMap,
+    },
+    programs::{SockAddrContext, SockContext},
+};
+
+use crate::maps::{count_drop, watched_cgroup, EVENTS};
+
+/// Run slot + IPv4 address → rules for connect/sendmsg.
+#[map]
+static NET_ALLOW4: LpmTrie<[u8; NET_KEY4_LEN], NetRuleSet> =
+    LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot + IPv6 address → rules for connect/sendmsg.
+#[map]
+static NET_ALLOW6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
+    LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot + IPv4 address → rules for bind.
+#[map]
+static NET_BIND4: LpmTrie<[u8; NET_KEY4_LEN], NetRuleSet> =
+    LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot + IPv6 address → rules for bind.
+#[map]
+static NET_BIND6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
+    LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot → where its DNS resolver listens.
+#[map]
+static NET_DNS: HashMap<u32, NetDnsTarget> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+/// Run slot → `NET_FLAG_*`.
+#[map]
+static NET_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const SOCK_RAW: u32 = 3;
+const SOCK_PACKET: u32 = 10;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+
+/// Return value letting the operation proceed.
+const ALLOW: i32 = 1;
+/// Return value failing the operation with `EPERM`.
+const DENY: i32 = 0;
+/// `decide`'s answer for DNS traffic to redirect to the run's resolver (never returned
+/// to the kernel: the caller rewrites the destination and returns `ALLOW`).
+const REDIRECT: i32 = 2;
+/// 127.0.0.1 as stored in `user_ip4` (network order).
+const LOOPBACK4: u32 = 0x7f00_0001u32.to_be();
+
+#[cgroup_sock_addr(connect4)]
+pub fn net_connect4(ctx: SockAddrContext) -> i32 {
+    check_v4(&ctx, NET_OP_CONNECT)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn net_connect6(ctx: SockAddrContext) -> i32 {
+    check_v6(&ctx, NET_OP_CONNECT)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn net_sendmsg4(ctx: SockAddrContext) -> i32 {
+    check_v4(&ctx, NET_OP_SENDMSG)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn net_sendmsg6(ctx: SockAddrContext) -> i32 {
+    check_v6(&ctx, NET_OP_SENDMSG)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn net_bind4(ctx: SockAddrContext) -> i32 {
+    check_v4(&ctx, NET_OP_BIND)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn net_bind6(ctx: SockAddrContext) -> i32 {
+    check_v6(&ctx, NET_OP_BIND)
+}
+
+#[cgroup_sock(sock_create)]
+pub fn net_sock_create(ctx: SockContext) -> i32 {
+    on_sock_create(&ctx)
+}
+
+/// The socket-level facts of one checked operation.
+struct Request {
+    op: u32,
+    family: u32,
+    sock_type: u32,
+    protocol: u32,
+    port: u16,
+    addr: [u8; 16],
+}
+
+/// One 4-byte context load.
+#[inline(always)]
+fn load(field: *const u32) -> u32 {
+    // SAFETY: `field` points into the program's context, which the kernel keeps valid
+    // for the whole program run; the verifier checks the offset and the 4-byte size.
+    unsafe { read_volatile(field) }
+}
+
+#[inline(always)]
+fn sock_addr_request(ctx: &SockAddrContext, op: u32, family: u32) -> Request {
+    let sa: *const bpf_sock_addr = ctx.sock_addr;
+    // SAFETY (all addr_of! below): only computes field addresses inside the context;
+    // nothing is dereferenced here.
+    let sock_type = load(unsafe { addr_of!((*sa).type_) });
+    let protocol = load(unsafe { addr_of!((*sa).protocol) });
+    // user_port holds the port in network order in its low 16 bits.
+    let port = u16::from_be(load(unsafe { addr_of!((*sa).user_port) }) as u16);
+    Request {
+        op,
+        family,
+        sock_type,
+        protocol,
+        port,
+        addr: [0; 16],
+    }
+}
+
+#[inline(always)]
+fn check_v4(ctx: &SockAddrContext, op: u32) -> i32 {
+    let sa: *const bpf_sock_addr = ctx.sock_addr;
+    let mut req = sock_addr_request(ctx, op, AF_INET);
+    // SAFETY: field address inside the context, read through `load`.
+    let ip = load(unsafe { addr_of!((*sa).user_ip4) });
+    req.addr[..4].copy_from_slice(&ip.to_ne_bytes());
+    let verdict = decide(&req, true);
+    if verdict == REDIRECT {
+        let Some(target) = dns_target() else {
+            return DENY;
+        };
+        // SAFETY: writable fields of the connect4/sendmsg4 context; 4-byte stores.
+        unsafe {
+            write_volatile(addr_of_mut!((*ctx.sock_addr).user_ip4), LOOPBACK4);
+            write_volatile(
+                addr_of_mut!((*ctx.sock_addr).user_port),
+                u32::from(target.port4.to_be()),
+            );
+        }
+        return ALLOW;
+    }
+    verdict
+}
+
+#[inline(always)]
+fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
+    let sa: *const bpf_sock_addr = ctx.sock_addr;
+    let mut req = sock_addr_request(ctx, op, AF_INET6);
+    // SAFETY: field addresses inside the context, each read through `load`.
+    let words = unsafe {
+        [
+            load(addr_of!((*sa).user_ip6[0])),
+            load(addr_of!((*sa).user_ip6[1])),
+            load(addr_of!((*sa).user_ip6[2])),
+            load(addr_of!((*sa).user_ip6[3])),
+        ]
+    };
+    // ::ffff:a.b.c.d is judged as a.b.c.d, so it cannot slip past the IPv4 rules.
+    let mapped = words[0] == 0 && words[1] == 0 && words[2] == 0xffffu32.to_be();
+    let verdict = if mapped {
+        req.family = AF_INET;
+        req.addr[..4].copy_from_slice(&words[3].to_ne_bytes());
+        decide(&req, true)
+    } else {
+        req.addr[..4].copy_from_slice(&words[0].to_ne_bytes());
+        req.addr[4..8].copy_from_slice(&words[1].to_ne_bytes());
+        req.addr[8..12].copy_from_slice(&words[2].to_ne_bytes());
+        req.addr[12..].copy_from_slice(&words[3].to_ne_bytes());
+        decide(&req, false)
+    };
+    if verdict == REDIRECT {
+        let Some(target) = dns_target() else {
+            return DENY;
+        };
+        // [::1]:port6, or ::ffff:127.0.0.1:port4 when the resolver has no IPv6 socket
+        // (or the destination was IPv4-mapped, which an IPv6-only socket cannot reach).
+        let (ip, port) = if target.port6 != 0 && !mapped {
+            ([0, 0, 0, 1u32.to_be()], target.port6)
+        } else {
+            ([0, 0, 0xffffu32.to_be(), LOOPBACK4], target.port4)
+        };
+        let sa = ctx.sock_addr;
+        // SAFETY: writable fields of the connect6/sendmsg6 context; 4-byte stores.
+        unsafe {
+            write_volatile(addr_of_mut!((*sa).user_ip6[0]), ip[0]);
+            write_volatile(addr_of_mut!((*sa).user_ip6[1]), ip[1]);
+            write_volatile(addr_of_mut!((*sa).user_ip6[2]), ip[2]);
+            write_volatile(addr_of_mut!((*sa).user_ip6[3]), ip[3]);
+            write_volatile(addr_of_mut!((*sa).user_port), u32::from(port.to_be()));
+        }
+        return ALLOW;
+    }
+    verdict
+}
+
+/// The current run's resolver, if it has one.
+#[inline(always)]
+fn dns_target() -> Option<NetDnsTarget> {
+    let (_, slot) = watched_cgroup()?;
+    // SAFETY: plain value copied out at once.
+    unsafe { NET_DNS.get(&slot) }.copied()
+}
+
+/// Allow or deny a connect/sendmsg/bind of the current task.
+#[inline(always)]
+fn decide(req: &Request, v4: bool) -> i32 {
+    let Some((cgroup_id, slot)) = watched_cgroup() else {
+        return deny(req, NET_REASON_NO_RUN, 0, 0, 0);
+    };
+    // SAFETY: plain u32 copied out at once; see maps::watched_cgroup.
+    let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
+        return deny(req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
+    };
+    let filter = if req.op == NET_OP_BIND {
+        NET_FLAG_FILTER_BIND
+    } else {
+        NET_FLAG_FILTER_CONNECT
+    };
+    if flags & filter == 0 {
+        return ALLOW;
+    }
+    let proto = match req.protocol {
+        IPPROTO_TCP => NET_PROTO_TCP,
+        IPPROTO_UDP => NET_PROTO_UDP,
+        _ => return deny(req, NET_REASON_PROTO, cgroup_id, slot, flags),
+    };
+    if req.op != NET_OP_BIND && req.port == DNS_PORT && flags & NET_FLAG_DNS_REDIRECT != 0 {
+        return REDIRECT;
+    }
+    // An explicit UDP bind to port 0 is what many UDP clients do before sendto; it
+    // opens no known port. (A TCP bind to port 0 can be followed by listen: checked.)
+    if req.op == NET_OP_BIND && proto == NET_PROTO_UDP && req.port == 0 {
+        return ALLOW;
+    }
+    let rules = lookup(req, slot, v4);
+    if let Some(rules) = rules {
+        if matches(rules, req.port, proto) {
+            return ALLOW;
+        }
+    }
+    deny(req, NET_REASON_NO_RULE, cgroup_id, slot, flags)
+}
+
+#[inline(always)]
+fn lookup(req: &Request, slot: u32, v4: bool) -> Option<&'static NetRuleSet> {
+    let slot = slot.to_be_bytes();
+    let bind = req.op == NET_OP_BIND;
+    if v4 {
+        let mut data = [0u8; NET_KEY4_LEN];
+        data[..4].copy_from_slice(&slot);
+        data[4..].copy_from_slice(&req.addr[..4]);
+        let key = Key::new(NET_SLOT_BITS + 32, data);
+        if bind {
+            NET_BIND4.get(&key)
+        } else {
+            NET_ALLOW4.get(&key)
+        }
+    } else {
+        let mut data = [0u8; NET_KEY6_LEN];
+        data[..4].copy_from_slice(&slot);
+        data[4..].copy_from_slice(&req.addr);
+        let key = Key::new(NET_SLOT_BITS + 128, data);
+        if bind {
+            NET_BIND6.get(&key)
+        } else {
+            NET_ALLOW6.get(&key)
+        }
+    }
+}
+
+#[inline(always)]
+fn matches(rules: &NetRuleSet, port: u16, proto: u8) -> bool {
+    let count = rules.count as usize;
+    for i in 0..NET_RULES_PER_ENTRY {
+        if i >= count {
+            break;
+        }
+        let r = &rules.rules[i];
+        if r.protos & proto != 0 && r.port_lo <= port && port <= r.port_hi {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn on_sock_create(ctx: &SockContext) -> i32 {
+    let sk: *const bpf_sock = ctx.sock;
+    // SAFETY: field addresses inside the context, each read through `load`.
+    let (family, sock_type, protocol) = unsafe {
+        (
+            load(addr_of!((*sk).family)),
+            load(addr_of!((*sk).type_)),
+            load(addr_of!((*sk).protocol)),
+        )
+    };
+    let req = Request {
+        op: NET_OP_SOCKET,
+        family,
+        sock_type,
+        protocol,
+        port: 0,
+        addr: [0; 16],
+    };
+    // The kernel runs this hook from inet_create/inet6_create only: netlink and packet
+    // sockets never get here (the seccomp layer limits those).
+    if family != AF_INET && family != AF_INET6 {
+        return ALLOW;
+    }
+    if sock_type != SOCK_RAW
+        && sock_type != SOCK_PACKET
+        && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)
+    {
+        return ALLOW;
+    }
+    // Raw sockets, ICMP "ping" sockets, SCTP, UDP-Lite, …: the connect/sendmsg hooks
+    // do not cover all of them, so they count as raw network access.
+    let reason = NET_REASON_RAW;
+    let Some((cgroup_id, slot)) = watched_cgroup() else {
+        return deny(&req, NET_REASON_NO_RUN, 0, 0, 0);
+    };
+    // SAFETY: plain u32 copied out at once.
+    let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
+        return deny(&req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
+    };
+    if flags & NET_FLAG_RAW_ALLOWED != 0 {
+        return ALLOW;
+    }
+    deny(&req, reason, cgroup_id, slot, flags)
+}
+
+/// Reports the denial and returns the verdict: `DENY`, or `ALLOW` in audit mode.
+#[inline(always)]
+fn deny(req: &Request, reason: u32, cgroup_id: u64, slot: u32, flags: u32) -> i32 {
+    let audit_only = flags & NET_FLAG_AUDIT_ONLY != 0;
+    let verdict = if audit_only {
+        NET_VERDICT_WOULD_DENY
+    } else {
+        NET_VERDICT_DENY
+    };
+    match EVENTS.reserve::<NetEvent>(0) {
+        Some(mut entry) => {
+            // SAFETY: argument-less helpers.
+            let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+            // SAFETY: argument-less helper.
+            let now = unsafe { bpf_ktime_get_ns() };
+            entry.write(NetEvent {
+                header: EventHeader {
+                    kind: EVENT_KIND_NET,
+                    run_slot: slot,
+                    tgid: (pid_tgid >> 32) as u32,
+                    pid: pid_tgid as u32,
+                    cgroup_id,
+                    ktime_ns: now,
+                },
+                op: req.op,
+                verdict,
+                reason,
+                family: req.family,
+                sock_type: req.sock_type,
+                protocol: req.protocol,
+                port: u32::from(req.port),
+                _pad: 0,
+                addr: req.addr,
+            });
+            entry.submit(0);
+        }
+        None => count_drop(),
+    }
+    if audit_only {
+        ALLOW
+    } else {
+        DENY
+    }
+}

@@ -1,0 +1,621 @@
+//! Network layer, userspace side: compiles the Plan's network rules into the per-run LPM
+//! trie entries and flags the cgroup programs read (`agentd-ebpf/src/net.rs`), attaches
+//! those programs to the run's v2 cgroup, and decodes their denial records.
+//!
+//! Rules are merged here, not in the kernel: every distinct CIDR of the policy becomes one
+//! trie entry carrying all (port range, protocol) rules whose CIDR contains it, so the
+//! kernel's single longest-prefix lookup sees every rule that applies.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use agentd_common::net::{
+    names as net_names, NetEvent, NetPortRule, NetRuleSet, NET_FLAG_AUDIT_ONLY,
+    NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
+    NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
+    NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
+    NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
+};
+use agentd_common::EventHeader;
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::HashMap;
+use aya::programs::{links::CgroupAttachMode, CgroupSock, CgroupSockAddr};
+use core::mem::offset_of;
+use serde_json::{json, Value};
+
+use super::{map_error, program, BpfError, BpfRuntime};
+
+/// ELF sections of the network programs, as used in messages.
+pub mod section {
+    pub const CONNECT4: &str = "cgroup/connect4";
+    pub const CONNECT6: &str = "cgroup/connect6";
+    pub const SENDMSG4: &str = "cgroup/sendmsg4";
+    pub const SENDMSG6: &str = "cgroup/sendmsg6";
+    pub const BIND4: &str = "cgroup/bind4";
+    pub const BIND6: &str = "cgroup/bind6";
+    pub const SOCK_CREATE: &str = "cgroup/sock_create";
+}
+
+/// One allow rule as the kernel sees it: a CIDR, a port range and protocols.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrRule {
+    /// Network address (bits beyond `prefix` are zero).
+    pub addr: IpAddr,
+    pub prefix: u8,
+    /// Inclusive port range.
+    pub ports: (u16, u16),
+    /// `NET_PROTO_*` bits.
+    pub protos: u8,
+    /// What the user wrote, for messages and audit records.
+    pub written: String,
+}
+
+/// What the network programs enforce for one run (built by the Plan).
+#[derive(Debug, Clone, Default)]
+pub struct NetRequest {
+    /// `mode: audit`: record would-be denials, deny nothing.
+    pub audit_only: bool,
+    /// `net.raw: true`: raw, packet and non-TCP/UDP inet sockets may be created.
+    pub raw_allowed: bool,
+    /// connect/sendmsg allow rules; `None` leaves them unrestricted.
+    pub connect: Option<Vec<AddrRule>>,
+    /// bind allow rules; `None` leaves bind unrestricted.
+    pub bind: Option<Vec<AddrRule>>,
+    /// Domain rules: when not empty, port-53 traffic goes to the run's resolver, whose
+    /// answers add host entries (`net_dns`).
+    pub domains: Vec<super::net_dns::DomainRule>,
+}
+
+impl NetRequest {
+    fn flags(&self) -> u32 {
+        let mut flags = 0;
+        if self.audit_only {
+            flags |= NET_FLAG_AUDIT_ONLY;
+        }
+        if self.raw_allowed {
+            flags |= NET_FLAG_RAW_ALLOWED;
+        }
+        if self.connect.is_some() {
+            flags |= NET_FLAG_FILTER_CONNECT;
+        }
+        if self.bind.is_some() {
+            flags |= NET_FLAG_FILTER_BIND;
+        }
+        if !self.domains.is_empty() {
+            flags |= NET_FLAG_DNS_REDIRECT;
+        }
+        flags
+    }
+}
+
+/// `NET_PROTO_*` bits of "tcp", "udp" or both.
+pub fn proto_bits(tcp: bool, udp: bool) -> u8 {
+    (if tcp { NET_PROTO_TCP } else { 0 }) | (if udp { NET_PROTO_UDP } else { 0 })
+}
+
+/// Why rules could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{count} port/protocol rules apply to {cidr}, at most {NET_RULES_PER_ENTRY} fit one map entry")]
+    TooManyRules { cidr: String, count: usize },
+}
+
+/// One trie entry: a CIDR and every rule that applies to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub rules: NetRuleSet,
+}
+
+/// Merges `rules` into trie entries: one per distinct CIDR, carrying every rule whose
+/// CIDR contains it. IPv4 and IPv6 entries are returned together; the caller splits them.
+pub fn compile(rules: &[AddrRule]) -> Result<Vec<Entry>, CompileError> {
+    let mut cidrs: Vec<(IpAddr, u8)> = rules.iter().map(|r| (r.addr, r.prefix)).collect();
+    cidrs.sort();
+    cidrs.dedup();
+    let mut out = Vec::with_capacity(cidrs.len());
+    for (addr, prefix) in cidrs {
+        let mut set = NetRuleSet::EMPTY;
+        let mut count = 0usize;
+        for (index, r) in rules.iter().enumerate() {
+            if !contains(r.addr, r.prefix, addr, prefix) {
+                continue;
+            }
+            if count == NET_RULES_PER_ENTRY {
+                let total = rules
+                    .iter()
+                    .filter(|r| contains(r.addr, r.prefix, addr, prefix))
+                    .count();
+                return Err(CompileError::TooManyRules {
+                    cidr: format!("{addr}/{prefix}"),
+                    count: total,
+                });
+            }
+            set.rules[count] = NetPortRule {
+                port_lo: r.ports.0,
+                port_hi: r.ports.1,
+                protos: r.protos,
+                _pad: 0,
+                rule: u16::try_from(index).unwrap_or(u16::MAX),
+            };
+            count += 1;
+        }
+        set.count = count as u32;
+        out.push(Entry {
+            addr,
+            prefix,
+            rules: set,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether the CIDR `outer/outer_prefix` contains `inner/inner_prefix` (same family).
+pub(super) fn contains(outer: IpAddr, outer_prefix: u8, inner: IpAddr, inner_prefix: u8) -> bool {
+    if outer_prefix > inner_prefix {
+        return false;
+    }
+    match (outer, inner) {
+        (IpAddr::V4(o), IpAddr::V4(i)) => {
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(outer_prefix))
+                .unwrap_or(0);
+            u32::from(i) & keep == u32::from(o)
+        }
+        (IpAddr::V6(o), IpAddr::V6(i)) => {
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(outer_prefix))
+                .unwrap_or(0);
+            u128::from(i) & keep == u128::from(o)
+        }
+        _ => false,
+    }
+}
+
+pub(super) fn key4(slot: u32, addr: Ipv4Addr, prefix: u8) -> Key<[u8; NET_KEY4_LEN]> {
+    let mut data = [0u8; NET_KEY4_LEN];
+    data[..4].copy_from_slice(&slot.to_be_bytes());
+    data[4..].copy_from_slice(&addr.octets());
+    Key::new(NET_SLOT_BITS + u32::from(prefix), data)
+}
+
+pub(super) fn key6(slot: u32, addr: Ipv6Addr, prefix: u8) -> Key<[u8; NET_KEY6_LEN]> {
+    let mut data = [0u8; NET_KEY6_LEN];
+    data[..4].copy_from_slice(&slot.to_be_bytes());
+    data[4..].copy_from_slice(&addr.octets());
+    Key::new(NET_SLOT_BITS + u32::from(prefix), data)
+}
+
+/// The network programs attached to one run's cgroup, and the keys it inserted.
+pub struct NetHandle {
+    slot: u32,
+    keys4: Vec<(&'static str, Key<[u8; NET_KEY4_LEN]>)>,
+    keys6: Vec<(&'static str, Key<[u8; NET_KEY6_LEN]>)>,
+}
+
+impl BpfRuntime {
+    /// Writes `request` for run `slot` into the maps, then loads (once) and attaches the
+    /// network programs to the v2 cgroup directory `cgroup_dir`. The cgroup must already
+    /// be watched with `slot` (`watch_cgroup`); until this returns, the run has no
+    /// `NET_RUNS` entry and the programs deny everything they check.
+    pub fn enforce_net(
+        &mut self,
+        cgroup_dir: &Path,
+        slot: u32,
+        request: &NetRequest,
+    ) -> Result<NetHandle, BpfError> {
+        let mut handle = NetHandle {
+            slot,
+            keys4: Vec::new(),
+            keys6: Vec::new(),
+        };
+        let tables = [
+            (
+                request.connect.as_deref(),
+                net_names::MAP_NET_ALLOW4,
+                net_names::MAP_NET_ALLOW6,
+            ),
+            (
+                request.bind.as_deref(),
+                net_names::MAP_NET_BIND4,
+                net_names::MAP_NET_BIND6,
+            ),
+        ];
+        for (rules, map4, map6) in tables {
+            let Some(rules) = rules else { continue };
+            let entries = compile(rules)?;
+            for e in entries {
+                match e.addr {
+                    IpAddr::V4(a) => {
+                        let key = key4(slot, a, e.prefix);
+                        self.net_trie4(map4)?
+                            .insert(&key, e.rules, 0)
+                            .map_err(|error| {
+                                map_error(format!("insert {a}/{} into", e.prefix), map4, error)
+                            })?;
+                        handle.keys4.push((map4, key));
+                    }
+                    IpAddr::V6(a) => {
+                        let key = key6(slot, a, e.prefix);
+                        self.net_trie6(map6)?
+                            .insert(&key, e.rules, 0)
+                            .map_err(|error| {
+                                map_error(format!("insert {a}/{} into", e.prefix), map6, error)
+                            })?;
+                        handle.keys6.push((map6, key));
+                    }
+                }
+            }
+        }
+        self.attach_net_programs(cgroup_dir)?;
+        let flags = request.flags();
+        self.net_runs()?.insert(slot, flags, 0).map_err(|error| {
+            map_error(
+                format!("insert run slot {slot} (flags {flags:#x}) into"),
+                net_names::MAP_NET_RUNS,
+                error,
+            )
+        })?;
+        Ok(handle)
+    }
+
+    /// Removes what `enforce_net` inserted. The programs stay attached to the cgroup
+    /// (which is removed with the run) and deny everything for a slot without entry.
+    pub fn release_net(&mut self, handle: NetHandle) -> Result<(), BpfError> {
+        let mut first_error = None;
+        if let Err(e) = self.net_runs().and_then(|mut m| {
+            m.remove(&handle.slot)
+                .map_err(|error| map_error("remove run slot from", net_names::MAP_NET_RUNS, error))
+        }) {
+            first_error.get_or_insert(e);
+        }
+        for (map, key) in &handle.keys4 {
+            if let Err(e) = self.net_trie4(map).and_then(|mut t| {
+                t.remove(key)
+                    .map_err(|error| map_error("remove entry from", map, error))
+            }) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for (map, key) in &handle.keys6 {
+            if let Err(e) = self.net_trie6(map).and_then(|mut t| {
+                t.remove(key)
+                    .map_err(|error| map_error("remove entry from", map, error))
+            }) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn attach_net_programs(&mut self, cgroup_dir: &Path) -> Result<(), BpfError> {
+        let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
+            path: cgroup_dir.to_path_buf(),
+            error,
+        })?;
+        for (name, section) in [
+            (net_names::PROG_CONNECT4, section::CONNECT4),
+            (net_names::PROG_CONNECT6, section::CONNECT6),
+            (net_names::PROG_SENDMSG4, section::SENDMSG4),
+            (net_names::PROG_SENDMSG6, section::SENDMSG6),
+            (net_names::PROG_BIND4, section::BIND4),
+            (net_names::PROG_BIND6, section::BIND6),
+        ] {
+            let prog: &mut CgroupSockAddr = program(&mut self._ebpf, name, section)?;
+            if prog.fd().is_err() {
+                prog.load()
+                    .map_err(|error| BpfError::Load { section, error })?;
+            }
+            prog.attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|error| BpfError::AttachCgroup {
+                    section,
+                    cgroup: cgroup_dir.to_path_buf(),
+                    error,
+                })?;
+        }
+        let section = section::SOCK_CREATE;
+        let prog: &mut CgroupSock = program(&mut self._ebpf, net_names::PROG_SOCK_CREATE, section)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|error| BpfError::Load { section, error })?;
+        }
+        prog.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|error| BpfError::AttachCgroup {
+                section,
+                cgroup: cgroup_dir.to_path_buf(),
+                error,
+            })?;
+        Ok(())
+    }
+
+    fn net_runs(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u32, u32>, BpfError> {
+        let name = net_names::MAP_NET_RUNS;
+        let map = self
+            ._ebpf
+            .map_mut(name)
+            .ok_or(BpfError::MissingMap { name })?;
+        HashMap::try_from(map).map_err(|error| map_error("open", name, error))
+    }
+
+    fn net_trie4(
+        &mut self,
+        name: &'static str,
+    ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; NET_KEY4_LEN], NetRuleSet>, BpfError> {
+        let map = self
+            ._ebpf
+            .map_mut(name)
+            .ok_or(BpfError::MissingMap { name })?;
+        LpmTrie::try_from(map).map_err(|error| map_error("open", name, error))
+    }
+
+    fn net_trie6(
+        &mut self,
+        name: &'static str,
+    ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; NET_KEY6_LEN], NetRuleSet>, BpfError> {
+        let map = self
+            ._ebpf
+            .map_mut(name)
+            .ok_or(BpfError::MissingMap { name })?;
+        LpmTrie::try_from(map).map_err(|error| map_error("open", name, error))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Denial records
+// ---------------------------------------------------------------------------------------
+
+/// A socket operation the network programs denied (or would have, in audit mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDenial {
+    pub pid: u32,
+    pub tgid: u32,
+    pub run_slot: u32,
+    pub cgroup_id: u64,
+    pub op: u32,
+    pub would_deny: bool,
+    pub reason: u32,
+    pub family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+impl NetDenial {
+    /// Decodes a `NetEvent` record (its header already checked by the caller).
+    pub fn decode(header: &EventHeader, record: &[u8]) -> Option<Self> {
+        let u32_at = |off: usize| -> Option<u32> {
+            let b = record.get(off..off + 4)?;
+            Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let mut addr = [0u8; 16];
+        addr.copy_from_slice(
+            record.get(offset_of!(NetEvent, addr)..offset_of!(NetEvent, addr) + 16)?,
+        );
+        Some(Self {
+            pid: header.pid,
+            tgid: header.tgid,
+            run_slot: header.run_slot,
+            cgroup_id: header.cgroup_id,
+            op: u32_at(offset_of!(NetEvent, op))?,
+            would_deny: u32_at(offset_of!(NetEvent, verdict))? == NET_VERDICT_WOULD_DENY,
+            reason: u32_at(offset_of!(NetEvent, reason))?,
+            family: u32_at(offset_of!(NetEvent, family))?,
+            sock_type: u32_at(offset_of!(NetEvent, sock_type))?,
+            protocol: u32_at(offset_of!(NetEvent, protocol))?,
+            port: u32_at(offset_of!(NetEvent, port))? as u16,
+            addr,
+        })
+    }
+
+    /// `connect`, `sendmsg`, `bind` or `socket`.
+    pub fn op_name(&self) -> &'static str {
+        match self.op {
+            NET_OP_CONNECT => "connect",
+            NET_OP_SENDMSG => "sendmsg",
+            NET_OP_BIND => "bind",
+            NET_OP_SOCKET => "socket",
+            _ => "unknown",
+        }
+    }
+
+    /// The destination (or bind) address; `None` for `socket`.
+    pub fn addr(&self) -> Option<IpAddr> {
+        match (self.op, self.family) {
+            (NET_OP_SOCKET, _) => None,
+            (_, AF_INET) => Some(IpAddr::V4(Ipv4Addr::new(
+                self.addr[0],
+                self.addr[1],
+                self.addr[2],
+                self.addr[3],
+            ))),
+            (_, AF_INET6) => Some(IpAddr::V6(Ipv6Addr::from(self.addr))),
+            _ => None,
+        }
+    }
+
+    fn proto_name(&self) -> String {
+        match (self.family, self.protocol) {
+            (AF_INET | AF_INET6, 6) => "tcp".into(),
+            (AF_INET | AF_INET6, 17) => "udp".into(),
+            (AF_INET | AF_INET6, 1) => "icmp".into(),
+            (AF_INET | AF_INET6, 58) => "icmpv6".into(),
+            (_, p) => p.to_string(),
+        }
+    }
+
+    fn rule(&self) -> &'static str {
+        match self.reason {
+            NET_REASON_NO_RULE => "no rule",
+            NET_REASON_NO_RUN => "no rule (cgroup not registered with a run)",
+            NET_REASON_RAW => "no rule (raw, packet and non-tcp/udp sockets need net.raw: true)",
+            NET_REASON_NETLINK => "no rule (netlink other than NETLINK_ROUTE)",
+            NET_REASON_PROTO => "no rule (only tcp and udp can be allowed)",
+            _ => "no rule",
+        }
+    }
+
+    /// The fields of the `denied` audit record.
+    pub fn audit_detail(&self) -> Value {
+        let mut v = json!({
+            "op": self.op_name(),
+            "proto": self.proto_name(),
+            "rule": self.rule(),
+            "errno": "EPERM",
+            "pid": self.tgid,
+            "tid": self.pid,
+            "run_slot": self.run_slot,
+        });
+        if let Some(addr) = self.addr() {
+            v["dst"] = json!(addr.to_string());
+            v["port"] = json!(self.port);
+        } else {
+            v["family"] = json!(family_name(self.family));
+            v["type"] = json!(type_name(self.sock_type));
+        }
+        if self.would_deny {
+            // The process saw no error.
+            v["errno"] = Value::Null;
+            v["would_errno"] = json!("EPERM");
+        }
+        v
+    }
+}
+
+fn family_name(f: u32) -> String {
+    match f {
+        2 => "AF_INET".into(),
+        10 => "AF_INET6".into(),
+        16 => "AF_NETLINK".into(),
+        17 => "AF_PACKET".into(),
+        other => other.to_string(),
+    }
+}
+
+fn type_name(t: u32) -> String {
+    match t & 0xf {
+        1 => "SOCK_STREAM".into(),
+        2 => "SOCK_DGRAM".into(),
+        3 => "SOCK_RAW".into(),
+        5 => "SOCK_SEQPACKET".into(),
+        10 => "SOCK_PACKET".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn rule(addr: &str, prefix: u8, lo: u16, hi: u16, protos: u8) -> AddrRule {
+        AddrRule {
+            addr: addr.parse().unwrap(),
+            prefix,
+            ports: (lo, hi),
+            protos,
+            written: format!("{addr}/{prefix}:{lo}-{hi}"),
+        }
+    }
+
+    #[test]
+    fn less_specific_rules_merge_into_more_specific_entries() {
+        let rules = [
+            rule("0.0.0.0", 0, 443, 443, NET_PROTO_TCP),
+            rule("127.0.0.0", 8, 53, 53, NET_PROTO_UDP),
+            rule("127.0.0.1", 32, 8000, 8000, NET_PROTO_TCP),
+            rule("::1", 128, 9000, 9000, NET_PROTO_TCP),
+        ];
+        let entries = compile(&rules).unwrap();
+        assert_eq!(entries.len(), 4);
+        let find = |a: &str, p: u8| {
+            entries
+                .iter()
+                .find(|e| e.addr == a.parse::<IpAddr>().unwrap() && e.prefix == p)
+                .unwrap()
+        };
+        let host = find("127.0.0.1", 32);
+        assert_eq!(host.rules.count, 3);
+        let ports: Vec<u16> = host.rules.rules[..3].iter().map(|r| r.port_lo).collect();
+        assert_eq!(ports, [443, 53, 8000]);
+        assert_eq!(find("127.0.0.0", 8).rules.count, 2);
+        assert_eq!(find("0.0.0.0", 0).rules.count, 1);
+        // v4 rules never leak into v6 entries.
+        assert_eq!(find("::1", 128).rules.count, 1);
+    }
+
+    #[test]
+    fn too_many_rules_for_one_entry_is_an_error() {
+        let rules: Vec<AddrRule> = (0..=NET_RULES_PER_ENTRY as u16)
+            .map(|p| rule("10.0.0.1", 32, p + 1, p + 1, NET_PROTO_TCP))
+            .collect();
+        assert!(matches!(
+            compile(&rules),
+            Err(CompileError::TooManyRules { count: 33, .. })
+        ));
+    }
+
+    #[test]
+    fn net_event_decodes_into_an_audit_record() {
+        use agentd_common::net::{EVENT_KIND_NET, NET_VERDICT_DENY};
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let raw = NetEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_NET,
+                run_slot: 0,
+                tgid: 42,
+                pid: 43,
+                cgroup_id: 7,
+                ktime_ns: 1,
+            },
+            op: NET_OP_CONNECT,
+            verdict: NET_VERDICT_DENY,
+            reason: NET_REASON_NO_RULE,
+            family: AF_INET,
+            sock_type: 1,
+            protocol: 6,
+            port: 8080,
+            _pad: 0,
+            addr,
+        };
+        // SAFETY: NetEvent is Pod (repr(C), no padding); viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const NetEvent).cast::<u8>(),
+                std::mem::size_of::<NetEvent>(),
+            )
+        };
+        let crate::events::Event::Net(d) = crate::events::Event::from_record(bytes).unwrap() else {
+            panic!("not a net event");
+        };
+        let v = d.audit_detail();
+        assert_eq!(v["op"], "connect");
+        assert_eq!(v["dst"], "127.0.0.1");
+        assert_eq!(v["port"], 8080);
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["rule"], "no rule");
+        assert_eq!(v["errno"], "EPERM");
+        assert_eq!(v["pid"], 42);
+        assert!(!d.would_deny);
+        assert!(crate::events::Event::from_record(&bytes[..70]).is_err());
+    }
+
+    #[test]
+    fn keys_start_with_the_slot() {
+        let k = key4(7, Ipv4Addr::new(127, 0, 0, 1), 32);
+        assert_eq!(k.prefix_len(), 64);
+        assert_eq!(k.data(), [0, 0, 0, 7, 127, 0, 0, 1]);
+        let k = key6(1, Ipv6Addr::LOCALHOST, 0);
+        assert_eq!(k.prefix_len(), 32);
+        assert_eq!(&k.data()[..4], &[0, 0, 0, 1]);
+    }
+}

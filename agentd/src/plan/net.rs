@@ -1,0 +1,456 @@
+//! The network part of the Plan: which layer enforces each `net` rule.
+//!
+//! With cgroup-BPF (probed), the eBPF network layer is the primary enforcer of every
+//! address, port and protocol rule, for connect, UDP sendto and bind, and of socket
+//! creation (raw/packet/netlink). Landlock's TCP port rules are then left out: they
+//! would be a superset of the eBPF rules, but landlock decides before the cgroup hooks,
+//! so a denied port would fail with EACCES, unaudited, instead of the eBPF layer's
+//! EPERM with an audit record. Without cgroup-BPF, only rules landlock can enforce
+//! exactly (TCP to any address) are accepted; the rest are refused (fail closed).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::Builder;
+use crate::layers::bpf::{
+    compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest,
+};
+use crate::layers::name;
+use crate::policy::{NetHost, NetRule, Policy, Proto};
+use crate::probe::Probe;
+
+/// What the landlock layer gets: TCP connect ports and TCP bind ports (`None` = any).
+pub(super) type LandlockPorts = (Option<Vec<u16>>, Option<Vec<u16>>);
+
+/// Layer name of the run's DNS resolver in the Plan and in audit records.
+pub const DNS: &str = "dns";
+
+const HOOKS: &str = "cgroup/connect4+connect6 (TCP, UDP connect), sendmsg4+sendmsg6 (UDP sendto)";
+
+fn ports_text(rule: &NetRule) -> String {
+    let ports = match rule.ports {
+        None => "any port".to_owned(),
+        Some((lo, hi)) if lo == hi => format!("port {lo}"),
+        Some((lo, hi)) => format!("ports {lo}-{hi}"),
+    };
+    let proto = match rule.proto {
+        None => "tcp+udp",
+        Some(Proto::Tcp) => "tcp",
+        Some(Proto::Udp) => "udp",
+    };
+    format!("{ports}, {proto}")
+}
+
+fn addr_rule(rule: &NetRule) -> Option<AddrRule> {
+    let NetHost::Cidr { addr, prefix } = rule.host else {
+        return None;
+    };
+    // An IPv4-mapped IPv6 rule is an IPv4 rule: the programs judge such destinations
+    // by the IPv4 tries.
+    let (addr, prefix) = match addr {
+        IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => (IpAddr::V4(v4), prefix - 96),
+            None => (addr, prefix),
+        },
+        _ => (addr, prefix),
+    };
+    Some(AddrRule {
+        addr,
+        prefix,
+        ports: rule.ports.unwrap_or((0, u16::MAX)),
+        protos: proto_bits(
+            rule.proto != Some(Proto::Udp),
+            rule.proto != Some(Proto::Tcp),
+        ),
+        written: rule.written.clone(),
+    })
+}
+
+/// TCP ports of `rules` for landlock: `None` if one of them allows any port.
+fn tcp_ports(rules: &[NetRule]) -> Option<Vec<u16>> {
+    let mut ports = BTreeSet::new();
+    for r in rules.iter().filter(|r| r.proto != Some(Proto::Udp)) {
+        match r.ports {
+            Some((lo, hi)) => ports.extend(lo..=hi),
+            None => return None,
+        }
+    }
+    Some(ports.into_iter().collect())
+}
+
+impl Builder {
+    pub(super) fn net(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> LandlockPorts {
+        if probe.cgroup_bpf.available {
+            self.net_with_bpf(policy, probe, enforce)
+        } else {
+            self.net_landlock_only(policy, probe, enforce)
+        }
+    }
+
+    fn net_with_bpf(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> LandlockPorts {
+        let verdict = if enforce {
+            "denied with EPERM"
+        } else {
+            "recorded as would_deny (mode: audit)"
+        };
+        let mut request = NetRequest {
+            audit_only: !enforce,
+            raw_allowed: policy.net.as_ref().is_some_and(|n| n.raw),
+            connect: None,
+            bind: None,
+            domains: Vec::new(),
+        };
+        if request.raw_allowed {
+            self.cover(
+                "net.raw: true",
+                name::BPF,
+                "cgroup/sock_create allows raw, packet and non-TCP/UDP inet sockets (the caps layer still drops CAP_NET_RAW, so the kernel refuses raw and packet sockets with EPERM in mode: enforce)",
+            );
+        } else {
+            self.cover(
+                "socket: raw, non-TCP/UDP inet (ICMP, SCTP, …)",
+                name::BPF,
+                format!(
+                    "cgroup/sock_create: {verdict} (set net.raw: true to allow){}",
+                    if enforce {
+                        "; raw sockets are refused earlier by the kernel's CAP_NET_RAW check (caps layer), with EPERM and no agentd record"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        if enforce {
+            self.cover(
+                "socket: netlink other than NETLINK_ROUTE, AF_PACKET",
+                name::SECCOMP,
+                "denied with EPERM (the cgroup sock_create hook only sees inet sockets); NETLINK_ROUTE, what glibc needs, is allowed",
+            );
+        }
+        self.cover(
+            "socket: AF_UNIX",
+            name::LANDLOCK,
+            format!("abstract sockets: scoped to the run (connect outside it fails with EPERM). Pathname sockets: NOT mediated — a run can connect/send to any pathname socket its uid's file permissions allow (e.g. a container engine's API socket when running as root). Landlock ABI 7 does not cover unix connect; the kernel's cgroup connect_unix/sendmsg_unix hooks ({}) are not used: aya 0.14 cannot load that attach type and Rust eBPF cannot read the socket path without the bpf_cast_to_kern_ctx kfunc", if probe.cgroup_unix.available { "available here" } else { "unavailable here" }),
+        );
+        let Some(net) = &policy.net else {
+            self.cover(
+                "net (absent)",
+                name::BPF,
+                "connect, sendto and bind are not restricted: the policy has no net section",
+            );
+            self.layer(
+                name::BPF,
+                "on",
+                "cgroup/sock_create on the run's cgroup (no net section: addresses unrestricted)",
+            );
+            self.net_request = Some(request);
+            return (None, None);
+        };
+
+        let mut connect = Vec::new();
+        for rule in &net.allow {
+            match addr_rule(rule) {
+                Some(r) => {
+                    self.cover(
+                        format!("net.allow {} (line {})", rule.written, rule.span.line),
+                        name::BPF,
+                        format!(
+                            "{HOOKS}: allowed to {}/{}, {}",
+                            r.addr,
+                            r.prefix,
+                            ports_text(rule)
+                        ),
+                    );
+                    connect.push(r);
+                }
+                None => {
+                    let NetHost::Domain(pattern) = &rule.host else {
+                        continue;
+                    };
+                    self.cover(
+                        format!("net.allow {} (line {})", rule.written, rule.span.line),
+                        DNS,
+                        format!(
+                            "the run's resolver answers `{pattern}` (others: REFUSED, audited) and adds the answer's addresses to the allow map for the record's TTL + grace, {}; private, loopback and link-local answers are dropped unless a CIDR rule covers them",
+                            ports_text(rule)
+                        ),
+                    );
+                    request.domains.push(DomainRule {
+                        pattern: pattern.clone(),
+                        ports: rule.ports.unwrap_or((0, u16::MAX)),
+                        protos: proto_bits(
+                            rule.proto != Some(Proto::Udp),
+                            rule.proto != Some(Proto::Tcp),
+                        ),
+                        written: rule.written.clone(),
+                    });
+                }
+            }
+        }
+        if !request.domains.is_empty() {
+            self.cover(
+                "net (DNS, port 53 tcp+udp to any address)",
+                name::BPF,
+                "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration)",
+            );
+        }
+        self.cover(
+            "net.allow (everything else, loopback included)",
+            name::BPF,
+            format!("{HOOKS}: {verdict}, audited"),
+        );
+        let mut bind = Vec::new();
+        for rule in &net.bind {
+            if let Some(r) = addr_rule(rule) {
+                self.cover(
+                    format!("net.bind {} (line {})", rule.written, rule.span.line),
+                    name::BPF,
+                    format!(
+                        "cgroup/bind4+bind6: bind to {}/{} allowed, {}",
+                        r.addr,
+                        r.prefix,
+                        ports_text(rule)
+                    ),
+                );
+                bind.push(r);
+            }
+        }
+        self.cover(
+            "net.bind (everything else)",
+            name::BPF,
+            format!("cgroup/bind4+bind6: {verdict}, audited (UDP bind to port 0, what UDP clients do, is allowed)"),
+        );
+        self.layer(
+            name::BPF,
+            "on",
+            format!(
+                "network: {} address, {} domain and {} bind rules in per-run LPM tries; connect4/6, sendmsg4/6, bind4/6, sock_create on the run's cgroup",
+                connect.len(),
+                request.domains.len(),
+                bind.len()
+            ),
+        );
+        for (section, rules) in [("net.allow", &connect), ("net.bind", &bind)] {
+            if let Err(e) = compile(rules) {
+                self.refuse(name::BPF, format!("{section}: {e}"));
+            }
+        }
+        request.connect = Some(connect);
+        request.bind = Some(bind);
+        self.net_request = Some(request);
+
+        // Landlock's TCP port rules are not added on top. They would be a superset of
+        // the eBPF rules, but landlock decides first (security_socket_connect/bind run
+        // before the protocol's connect/bind, where the cgroup hooks sit): a port outside
+        // its list would fail with EACCES and never reach the eBPF layer, so the denial
+        // would carry the wrong errno and no audit record.
+        if enforce {
+            self.cover(
+                "net (landlock TCP ports)",
+                name::LANDLOCK,
+                "not used: landlock is checked before the cgroup hooks, so its EACCES would pre-empt the eBPF layer's audited EPERM",
+            );
+        }
+        (None, None)
+    }
+
+    /// Landlock can restrict TCP by port only. Address, UDP, bind and domain rules need
+    /// the eBPF network layer: without it they are refused rather than silently widened
+    /// to "any address on this port".
+    fn net_landlock_only(
+        &mut self,
+        policy: &Policy,
+        probe: &Probe,
+        enforce: bool,
+    ) -> LandlockPorts {
+        let Some(net) = &policy.net else {
+            self.cover(
+                "net (absent)",
+                name::LANDLOCK,
+                "network is not restricted: the policy has no net section",
+            );
+            return (None, None);
+        };
+        let why = format!("cgroup-BPF is unavailable ({})", probe.cgroup_bpf.detail);
+        let mut accepted = Vec::new();
+        for rule in &net.allow {
+            let any_addr = matches!(rule.host, NetHost::Cidr { prefix: 0, .. });
+            if !any_addr && enforce {
+                self.refuse(
+                    name::LANDLOCK,
+                    format!(
+                        "net.allow `{}` (line {}): address and domain rules need the eBPF network layer and {why}; landlock alone would allow every address on that port. Use `0.0.0.0/0:PORT/tcp` to allow a port to any address",
+                        rule.written, rule.span.line
+                    ),
+                );
+                continue;
+            }
+            if rule.proto == Some(Proto::Udp) && enforce {
+                self.refuse(
+                    name::LANDLOCK,
+                    format!(
+                        "net.allow `{}` (line {}): UDP rules need the eBPF network layer and {why}",
+                        rule.written, rule.span.line
+                    ),
+                );
+                continue;
+            }
+            self.cover(
+                format!("net.allow {}", rule.written),
+                name::LANDLOCK,
+                "TCP connect to these ports allowed",
+            );
+            accepted.push(rule.clone());
+        }
+        if enforce && (net.raw || !net.bind.is_empty()) {
+            self.refuse(
+                name::LANDLOCK,
+                format!("net.raw and net.bind need the eBPF network layer and {why}"),
+            );
+        }
+        self.cover(
+            "net (TCP bind)",
+            name::LANDLOCK,
+            "TCP bind denied with EACCES",
+        );
+        (tcp_ports(&accepted), Some(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::policy::Span;
+
+    fn rule(host: NetHost, ports: Option<(u16, u16)>, proto: Option<Proto>) -> NetRule {
+        NetRule {
+            written: "x".into(),
+            host,
+            ports,
+            proto,
+            span: Span::default(),
+        }
+    }
+
+    fn probe(cgroup_bpf: bool) -> Probe {
+        use crate::probe::{CgroupInfo, Feature};
+        let on = |detail: &str| Feature {
+            available: true,
+            detail: detail.into(),
+        };
+        Probe {
+            kernel: "test".into(),
+            bpf_lsm: on("x"),
+            tp_btf: on("x"),
+            cgroup_bpf: Feature {
+                available: cgroup_bpf,
+                detail: "probe said so".into(),
+            },
+            cgroup_unix: on("x"),
+            landlock: on("ABI 7"),
+            landlock_abi: 7,
+            seccomp_filter: on("x"),
+            seccomp_user_notif: on("x"),
+            cgroups: CgroupInfo {
+                mode: "test".into(),
+                v2_mount: None,
+                v2_controllers: vec![],
+                v1_controllers: vec![],
+                layout: None,
+                error: None,
+            },
+        }
+    }
+
+    fn policy(net: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::policy::LoadOptions {
+            workspace: dir.path().to_path_buf(),
+            home: dir.path().to_path_buf(),
+        };
+        crate::policy::parse_str(&format!("version: 1\nname: t\n{net}"), "<test>", &opts).unwrap()
+    }
+
+    fn plan_net(net: &str, cgroup_bpf: bool) -> (Builder, LandlockPorts) {
+        let mut b = Builder::default();
+        let ports = b.net(&policy(net), &probe(cgroup_bpf), true);
+        (b, ports)
+    }
+
+    const RULES: &str = "net:\n  allow: [\"127.0.0.1:80/tcp\", \"10.0.0.0/8:53/udp\", \"*.example.com:443/tcp\"]\n  bind: [\"127.0.0.1:8000/tcp\"]\n";
+
+    #[test]
+    fn with_cgroup_bpf_every_rule_goes_to_the_ebpf_layer() {
+        let (b, ports) = plan_net(RULES, true);
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        assert_eq!(
+            ports,
+            (None, None),
+            "landlock TCP ports are not layered on top"
+        );
+        let req = b.net_request.unwrap();
+        assert!(!req.audit_only);
+        assert_eq!(req.connect.as_ref().unwrap().len(), 2);
+        assert_eq!(req.bind.as_ref().unwrap().len(), 1);
+        assert_eq!(req.domains.len(), 1);
+        assert_eq!(req.domains[0].pattern, "*.example.com");
+        assert_eq!(req.domains[0].ports, (443, 443));
+    }
+
+    #[test]
+    fn without_cgroup_bpf_address_udp_domain_and_bind_rules_are_refused() {
+        let (b, _) = plan_net(RULES, false);
+        assert!(b.net_request.is_none());
+        let reasons: Vec<&str> = b.refusals.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(
+            reasons.iter().all(|r| r.contains("probe said so")),
+            "{reasons:?}"
+        );
+        // The one shape landlock enforces exactly is accepted.
+        let (b, ports) = plan_net("net:\n  allow: [\"0.0.0.0/0:443/tcp\"]\n", false);
+        assert!(b.refusals.is_empty());
+        assert_eq!(ports, (Some(vec![443]), Some(vec![])));
+    }
+
+    #[test]
+    fn without_a_net_section_only_socket_creation_is_checked() {
+        let (b, ports) = plan_net("", true);
+        assert_eq!(ports, (None, None));
+        let req = b.net_request.unwrap();
+        assert!(req.connect.is_none() && req.bind.is_none() && req.domains.is_empty());
+    }
+
+    #[test]
+    fn mapped_v6_rules_become_v4() {
+        let r = rule(
+            NetHost::Cidr {
+                addr: "::ffff:127.0.0.1".parse().unwrap(),
+                prefix: 128,
+            },
+            Some((80, 80)),
+            Some(Proto::Tcp),
+        );
+        let a = addr_rule(&r).unwrap();
+        assert_eq!(a.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(a.prefix, 32);
+        assert_eq!(a.protos, proto_bits(true, false));
+    }
+
+    #[test]
+    fn landlock_ports_are_a_superset() {
+        let any = NetHost::Cidr {
+            addr: "10.0.0.0".parse().unwrap(),
+            prefix: 8,
+        };
+        let rules = [
+            rule(any.clone(), Some((80, 81)), Some(Proto::Tcp)),
+            rule(any.clone(), Some((53, 53)), Some(Proto::Udp)),
+            rule(any.clone(), Some((443, 443)), None),
+        ];
+        assert_eq!(tcp_ports(&rules), Some(vec![80, 81, 443]));
+        let rules = [rule(any, None, None)];
+        assert_eq!(tcp_ports(&rules), None);
+    }
+}

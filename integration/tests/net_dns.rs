@@ -1,0 +1,333 @@
+//! Domain rules end to end: the run's resolver, the port-53 redirection in the cgroup
+//! programs and the allow-map entries its answers create. A test upstream DNS server on
+//! 127.0.0.1 (hickory-proto messages over a real UDP socket) answers fixed records; the
+//! confined helper resolves through glibc exactly as an agent would (its resolv.conf
+//! nameserver, whatever it is, is redirected) and connects to loopback listeners.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use integration::{assert_status, events, expect, stdout, testprog, Sandbox};
+use serde_json::Value;
+
+/// A UDP DNS server on 127.0.0.1 answering A queries from a fixed table (others get
+/// NXDOMAIN); it records every name it was asked. Stops when dropped.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    fn start(zone: &[(&str, [u8; 4])]) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("upstream: {e}"));
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap_or_else(|e| panic!("timeout: {e}"));
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or_default();
+        let zone: HashMap<String, Ipv4Addr> = zone
+            .iter()
+            .map(|(n, ip)| (format!("{n}."), Ipv4Addr::from(*ip)))
+            .collect();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (Arc::clone(&seen), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(q) = query.queries.first().cloned() else {
+                    continue;
+                };
+                let key = q.name().to_lowercase().to_ascii();
+                if let Ok(mut s) = seen2.lock() {
+                    s.push(key.trim_end_matches('.').to_owned());
+                }
+                let mut reply = Message::response(query.metadata.id, OpCode::Query);
+                reply.metadata.recursion_desired = true;
+                reply.metadata.recursion_available = true;
+                reply.add_query(q.clone());
+                match zone.get(&key) {
+                    Some(ip) if q.query_type() == RecordType::A => {
+                        let owner = Name::from_ascii(&key).unwrap_or_else(|e| panic!("{e}"));
+                        reply.add_answer(Record::from_rdata(owner, 60, RData::A(A(*ip))));
+                    }
+                    Some(_) => {}
+                    None => reply.metadata.response_code = ResponseCode::NXDomain,
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = sock.send_to(&bytes, peer);
+                }
+            }
+        });
+        Self { port, seen, stop }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn cgroup_bpf_or_skip(test: &str) -> bool {
+    let sb = Sandbox::new();
+    let o = sb
+        .agentd()
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("doctor: {e}"));
+    let doctor: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let available = doctor["cgroup_bpf"]["available"] == true;
+    if !available {
+        assert_ne!(
+            expect("AGENTD_EXPECT_CGROUP_BPF").as_deref(),
+            Some("1"),
+            "AGENTD_EXPECT_CGROUP_BPF=1 but cgroup-BPF is unavailable"
+        );
+        eprintln!(
+            "SKIP: {test}: cgroup-BPF is unavailable: {}",
+            doctor["cgroup_bpf"]["detail"]
+        );
+    }
+    available
+}
+
+/// Policy: the helper, what glibc's resolver reads, and `allow`.
+fn dns_policy(sb: &Sandbox, mode: &str, allow: &[String]) {
+    let prog = testprog();
+    let dir = prog
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+    sb.write_policy(&format!(
+        "version: 1\nname: dns-it\nmode: {mode}\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{dir}\", {{path: /etc/resolv.conf, optional: true}}, {{path: /etc/nsswitch.conf, optional: true}}, {{path: /etc/hosts, optional: true}}, {{path: /etc/host.conf, optional: true}}, {{path: /etc/gai.conf, optional: true}}]\nexec:\n  allow: [\"{}\"]\nnet:\n  allow: [{}]\n",
+        prog.display(),
+        allow.join(", ")
+    ));
+}
+
+/// `agentd run --dns-upstream 127.0.0.1:PORT ... -- agentd-testprog ARGS`
+fn run_with_upstream(sb: &Sandbox, upstream: u16, args: &[&str]) -> Output {
+    let mut c = sb.agentd();
+    c.arg("run")
+        .arg("--policy")
+        .arg(sb.policy_path())
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .arg("--audit")
+        .arg(sb.audit_path())
+        .arg("--dns-upstream")
+        .arg(format!("127.0.0.1:{upstream}"))
+        .arg("--")
+        .arg(testprog())
+        .args(args);
+    c.output().unwrap_or_else(|e| panic!("run agentd: {e}"))
+}
+
+fn listen_on(ip: &str, port: u16) -> TcpListener {
+    TcpListener::bind((ip, port)).unwrap_or_else(|e| panic!("listen {ip}:{port}: {e}"))
+}
+
+fn records_of<'a>(recs: &'a [Value], layer: &str, event: &str) -> Vec<&'a Value> {
+    events(recs, event)
+        .into_iter()
+        .filter(|r| r["layer"] == layer)
+        .collect()
+}
+
+const OK_NAME: &str = "ok.agentd.test";
+const DENIED_NAME: &str = "denied.agentd.test";
+const REBIND_NAME: &str = "rebind.agentd.test";
+
+struct Fixture {
+    upstream: Upstream,
+    port: u16,
+    _listeners: Vec<TcpListener>,
+}
+
+/// Upstream zone, listeners on 127.0.0.2/3/4 at one port, and the policy: the two
+/// allowed names on that port, plus 127.0.0.3/32 on port 1 (it makes 127.0.0.3 a
+/// legitimate answer, not rebinding, but does not allow the port itself).
+fn fixture(sb: &Sandbox, mode: &str) -> Fixture {
+    let upstream = Upstream::start(&[
+        (OK_NAME, [127, 0, 0, 3]),
+        (DENIED_NAME, [127, 0, 0, 4]),
+        (REBIND_NAME, [127, 0, 0, 2]),
+    ]);
+    let first = listen_on("127.0.0.3", 0);
+    let port = first.local_addr().map(|a| a.port()).unwrap_or_default();
+    let listeners = vec![
+        first,
+        listen_on("127.0.0.4", port),
+        listen_on("127.0.0.2", port),
+    ];
+    dns_policy(
+        sb,
+        mode,
+        &[
+            format!("{OK_NAME}:{port}/tcp"),
+            format!("{REBIND_NAME}:{port}/tcp"),
+            "127.0.0.3:1/tcp".to_owned(),
+        ],
+    );
+    Fixture {
+        upstream,
+        port,
+        _listeners: listeners,
+    }
+}
+
+#[test]
+fn an_allowed_name_resolves_and_connects_only_after_resolution() {
+    if !cgroup_bpf_or_skip("dns_allowed") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    // The address alone is not allowed on this port: the name rule is what allows it.
+    let o = run_with_upstream(&sb, f.upstream.port, &["connect", "127.0.0.3", &port]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("connect 127.0.0.3 {port}: EPERM\n"));
+
+    let o = run_with_upstream(&sb, f.upstream.port, &["resolve-connect", OK_NAME, &port]);
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!("resolve {OK_NAME}: 127.0.0.3\nconnect 127.0.0.3 {port}: OK\n")
+    );
+    assert!(f.upstream.seen().iter().any(|n| n == OK_NAME));
+    let recs = sb.audit();
+    let answered: Vec<_> = records_of(&recs, "dns", "dns")
+        .into_iter()
+        .filter(|r| r["name"] == OK_NAME && r["qtype"] == "A")
+        .collect();
+    assert!(!answered.is_empty(), "{recs:?}");
+    assert_eq!(answered[0]["decision"], "allow");
+    assert_eq!(answered[0]["addrs"][0], "127.0.0.3");
+    assert_eq!(answered[0]["rule"], format!("{OK_NAME}:{port}/tcp"));
+    let resolver = records_of(&recs, "dns", "resolver");
+    assert_eq!(resolver.len(), 2, "one per run: {resolver:?}");
+    assert_eq!(
+        resolver[0]["upstream"][0],
+        format!("127.0.0.1:{}", f.upstream.port)
+    );
+}
+
+#[test]
+fn a_denied_name_is_refused_and_its_address_is_not_connectable() {
+    if !cgroup_bpf_or_skip("dns_denied") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["resolve-connect", DENIED_NAME, &port],
+    );
+    assert_status(&o, 0);
+    // glibc turns REFUSED from its only nameserver into EAI_AGAIN.
+    assert_eq!(stdout(&o), format!("resolve {DENIED_NAME}: EAI_AGAIN\n"));
+    assert!(
+        !f.upstream.seen().iter().any(|n| n == DENIED_NAME),
+        "a refused name must never be forwarded"
+    );
+    let o = run_with_upstream(&sb, f.upstream.port, &["connect", "127.0.0.4", &port]);
+    assert_eq!(stdout(&o), format!("connect 127.0.0.4 {port}: EPERM\n"));
+
+    let recs = sb.audit();
+    let refused: Vec<_> = records_of(&recs, "dns", "denied")
+        .into_iter()
+        .filter(|r| r["name"] == DENIED_NAME)
+        .collect();
+    assert!(!refused.is_empty(), "{recs:?}");
+    assert_eq!(refused[0]["decision"], "deny");
+    assert_eq!(refused[0]["op"], "dns_query");
+    assert_eq!(refused[0]["rule"], "no rule");
+    assert_eq!(refused[0]["rcode"], "REFUSED");
+    let conn: Vec<_> = records_of(&recs, "bpf", "denied");
+    assert_eq!(conn.len(), 1, "{conn:?}");
+    assert_eq!(conn[0]["dst"], "127.0.0.4");
+    assert_eq!(conn[0]["port"], f.port);
+    assert_eq!(conn[0]["errno"], "EPERM");
+    assert_eq!(conn[0]["rule"], "no rule");
+}
+
+#[test]
+fn a_rebinding_answer_is_not_usable() {
+    if !cgroup_bpf_or_skip("dns_rebinding") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["resolve-connect", REBIND_NAME, &port],
+    );
+    assert_status(&o, 0);
+    // The only address was dropped: SERVFAIL, which glibc reports as EAI_AGAIN.
+    assert_eq!(stdout(&o), format!("resolve {REBIND_NAME}: EAI_AGAIN\n"));
+    let o = run_with_upstream(&sb, f.upstream.port, &["connect", "127.0.0.2", &port]);
+    assert_eq!(stdout(&o), format!("connect 127.0.0.2 {port}: EPERM\n"));
+    let recs = sb.audit();
+    let dropped: Vec<_> = records_of(&recs, "dns", "denied")
+        .into_iter()
+        .filter(|r| r["name"] == REBIND_NAME && r["op"] == "dns_answer")
+        .collect();
+    assert!(!dropped.is_empty(), "{recs:?}");
+    assert_eq!(dropped[0]["decision"], "deny");
+    assert_eq!(dropped[0]["addrs"][0], "127.0.0.2");
+    assert_eq!(dropped[0]["rule"], format!("{REBIND_NAME}:{port}/tcp"));
+}
+
+#[test]
+fn audit_mode_resolves_a_denied_name_and_records_would_deny() {
+    if !cgroup_bpf_or_skip("dns_audit") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "audit");
+    let port = f.port.to_string();
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["resolve-connect", DENIED_NAME, &port],
+    );
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!("resolve {DENIED_NAME}: 127.0.0.4\nconnect 127.0.0.4 {port}: OK\n")
+    );
+    let recs = sb.audit();
+    let would: Vec<_> = records_of(&recs, "dns", "denied")
+        .into_iter()
+        .filter(|r| r["name"] == DENIED_NAME)
+        .collect();
+    assert!(!would.is_empty(), "{recs:?}");
+    assert_eq!(would[0]["decision"], "would_deny");
+    let conn = records_of(&recs, "bpf", "denied");
+    assert_eq!(conn.len(), 1, "{conn:?}");
+    assert_eq!(conn[0]["decision"], "would_deny");
+    assert_eq!(conn[0]["dst"], "127.0.0.4");
+    assert!(recs.iter().all(|r| r["decision"] != "deny"));
+}

@@ -1,0 +1,132 @@
+//! Network benchmark: a TCP connect/close loop to a loopback listener, run bare and under
+//! `agentd run` with a 1,000-rule network policy (cgroup connect4 program + LPM trie
+//! lookup on every connect). The loop times itself (`agentd-testprog connect-loop`), so
+//! agentd's start-up is not in the figure; rounds alternate so that noise hits both.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{cargo, workspace_root};
+
+const CONNECTS: u64 = 20_000;
+const ROUNDS: usize = 6;
+const RULES: usize = 1_000;
+
+/// Runs the benchmark and returns its section of results.md.
+pub fn bench(agentd: &Path, out_dir: &Path) -> Result<String, String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "integration",
+        "--bin",
+        "agentd-testprog",
+    ])?;
+    let root = workspace_root();
+    let prog = root.join("target/release/agentd-testprog");
+
+    // The server is the helper's `listen` (backlog 4096), started and killed by us.
+    let mut server = Command::new(&prog)
+        .args(["listen", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start {} listen: {e}", prog.display()))?;
+    let port = read_port(&mut server);
+    let result = port.and_then(|port| run_rounds(agentd, out_dir, &prog, port));
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn read_port(server: &mut Child) -> Result<u16, String> {
+    let stdout = server.stdout.take().ok_or("listen: no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("listen: {e}"))?;
+    line.trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("listen: unexpected output {line:?}"))
+}
+
+fn run_rounds(agentd: &Path, out_dir: &Path, prog: &Path, port: u16) -> Result<String, String> {
+    let policy = out_dir.join("net-1000.yaml");
+    std::fs::write(&policy, policy_text(prog, port))
+        .map_err(|e| format!("write {}: {e}", policy.display()))?;
+    let audit = out_dir.join("audit-net.jsonl");
+    let port_s = port.to_string();
+    let n_s = CONNECTS.to_string();
+    let loop_args = ["connect-loop", "127.0.0.1", port_s.as_str(), n_s.as_str()];
+
+    let mut bare = Duration::ZERO;
+    let mut confined = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        bare += timed(Command::new(prog).args(loop_args))?;
+        let mut c = Command::new(agentd);
+        c.arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--audit")
+            .arg(&audit)
+            .arg("--")
+            .arg(prog)
+            .args(loop_args);
+        confined += timed(&mut c)?;
+    }
+    let total = CONNECTS as f64 * ROUNDS as f64;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / total;
+    Ok(format!(
+        "\n## network: TCP connect+close to a loopback listener, {CONNECTS} per round, {ROUNDS} rounds interleaved\n\n| variant | µs per connect | ratio to bare |\n|---|---|---|\n| bare | {:.2} | 1.00 |\n| agentd run, {RULES}-rule net policy | {:.2} | {:.2} |\n",
+        per(bare),
+        per(confined),
+        per(confined) / per(bare)
+    ))
+}
+
+/// 999 rules for other addresses and ports, plus the one that allows the listener.
+fn policy_text(prog: &Path, port: u16) -> String {
+    let dir = prog
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let mut rules: Vec<String> = (0..RULES - 1)
+        .map(|i| {
+            format!(
+                "    - \"10.{}.{}.1:{}/tcp\"\n",
+                i / 256,
+                i % 256,
+                1000 + i % 100
+            )
+        })
+        .collect();
+    rules.push(format!("    - \"127.0.0.1:{port}/tcp\"\n"));
+    format!(
+        "version: 1\nname: bench-net\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{dir}\"]\nexec:\n  allow: [\"{}\"]\nnet:\n  allow:\n{}",
+        prog.display(),
+        rules.concat()
+    )
+}
+
+/// Runs the loop and returns the time it reported.
+fn timed(cmd: &mut Command) -> Result<Duration, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{shown} exited with {}: {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let ns = text
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| format!("{shown}: unexpected output {text:?}"))?;
+    Ok(Duration::from_nanos(ns))
+}
