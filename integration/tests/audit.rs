@@ -244,22 +244,13 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
     let secret = "/etc/shadow";
     let mut child = sb
         .run_cmd(&[&testprog().display().to_string(), "deny-loop", secret])
-        .env("AGENTD_LOG", "debug")
+        .env("AGENTD_LOG", "agentd=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn agentd: {e}"));
-    let mut line = String::new();
-    let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    BufReader::new(out)
-        .read_line(&mut line)
-        .unwrap_or_else(|e| panic!("read: {e}"));
-    let pid: i32 = line
-        .trim()
-        .strip_prefix("looping ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    // Collect agentd's stderr as it comes: it reports each durable (fsync'd) seq.
+    // Drain agentd's stderr from the start (a full pipe would block agentd), keeping
+    // the lines: it reports each durable (fsync'd) seq.
     let err_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let reader = {
         let err_lines = err_lines.clone();
@@ -272,6 +263,16 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
             }
         })
     };
+    let mut line = String::new();
+    let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    BufReader::new(out)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let pid: i32 = line
+        .trim()
+        .strip_prefix("looping ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     let durable_of = |lines: &[String]| -> Vec<u64> {
         lines
             .iter()
@@ -330,6 +331,10 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
     );
     let ls = lines(&sb.audit_path());
     let seqs: Vec<u64> = ls.iter().map(|l| seq_of(l)).collect();
+    // agentd died before it could remove the run's cgroups: the test does.
+    let run_id = sb.audit()[1]["run"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(run_id.len(), 12, "no run id in {:?}", ls.get(1));
+    remove_leftover_run_cgroups(&run_id);
     // The loop's denials were audited, and some of them were acknowledged as durable.
     let recs = sb.audit();
     let denied: Vec<u64> = recs
