@@ -201,3 +201,47 @@ pub fn assert_status(o: &Output, code: i32) {
 pub fn events<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["event"] == name).collect()
 }
+
+/// Removes the cgroups of run `run` that an agentd killed with SIGKILL could not
+/// remove itself: `agentd-RUN` beneath this process's own cgroup in every mounted
+/// hierarchy (the same place agentd creates them). Only empty leaves go; a
+/// leftover process makes this panic, since a run must not outlive its agentd.
+pub fn remove_leftover_run_cgroups(run: &str) {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let leaf = format!("agentd-{run}");
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mount = mounts.lines().find_map(|m| {
+            let (left, right) = m.split_once(" - ")?;
+            let mut right = right.split(' ');
+            let (fstype, _, superopts) = (right.next()?, right.next()?, right.next()?);
+            let mountpoint = left.split(' ').nth(4)?;
+            let matches = if controllers.is_empty() {
+                fstype == "cgroup2"
+            } else {
+                fstype == "cgroup"
+                    && controllers
+                        .split(',')
+                        .all(|c| superopts.split(',').any(|o| o == c))
+            };
+            matches.then(|| mountpoint.to_owned())
+        });
+        let Some(mount) = mount else { continue };
+        let dir = PathBuf::from(format!("{mount}{}", path.trim_end_matches('/'))).join(&leaf);
+        if !dir.exists() {
+            continue;
+        }
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        assert!(
+            procs.trim().is_empty(),
+            "{} still has processes: {procs}",
+            dir.display()
+        );
+        std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+    }
+}

@@ -244,11 +244,25 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
     let secret = "/etc/shadow";
     let mut child = sb
         .run_cmd(&[&testprog().display().to_string(), "deny-loop", secret])
-        .env("AGENTD_LOG", "debug")
+        .env("AGENTD_LOG", "agentd=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn agentd: {e}"));
+    // Drain agentd's stderr from the start (a full pipe would block agentd), keeping
+    // the lines: it reports each durable (fsync'd) seq.
+    let err_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let err_lines = err_lines.clone();
+        let e = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        std::thread::spawn(move || {
+            for l in BufReader::new(e).lines().map_while(Result::ok) {
+                if let Ok(mut v) = err_lines.lock() {
+                    v.push(l);
+                }
+            }
+        })
+    };
     let mut line = String::new();
     let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
     BufReader::new(out)
@@ -259,23 +273,33 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
         .strip_prefix("looping ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    // Kill agentd only once denials are reaching the log (not after a fixed sleep:
-    // under load the first records can take longer than any chosen delay).
-    let denial_logged = (0..400).any(|_| {
+    let durable_of = |lines: &[String]| -> Vec<u64> {
+        lines
+            .iter()
+            .filter_map(|l| l.split("audit: durable seq ").nth(1))
+            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    // Kill agentd only once a denial has been acknowledged durable (not after a
+    // fixed sleep: under load the first records can take longer than any delay).
+    let denial_durable = (0..600).any(|_| {
         let text = std::fs::read_to_string(sb.audit_path()).unwrap_or_default();
-        let seen = text
+        let first_denial = text
             .lines()
-            .any(|l| l.contains("\"event\":\"denied\"") && l.contains(secret));
-        if !seen {
+            .filter(|l| l.contains("\"event\":\"denied\"") && l.contains(secret))
+            .map(seq_of)
+            .next();
+        let durable = durable_of(&err_lines.lock().map(|v| v.clone()).unwrap_or_default());
+        let done = first_denial.is_some_and(|d| durable.iter().any(|s| *s >= d));
+        if !done {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        seen
+        done
     });
     assert!(
-        denial_logged,
-        "no denial of {secret} reached the log within 20 s"
+        denial_durable,
+        "no denial of {secret} was acknowledged durable within 30 s"
     );
-    std::thread::sleep(std::time::Duration::from_millis(100));
     // SAFETY: signalling the agentd process this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
@@ -294,11 +318,8 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
     assert!(gone, "the confined command {pid} survived agentd's SIGKILL");
 
     // Every record agentd reported durable is in the log.
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    let _ = reader.join();
+    let err = err_lines.lock().map(|v| v.join("\n")).unwrap_or_default();
     let durable: Vec<u64> = err
         .lines()
         .filter_map(|l| l.split("audit: durable seq ").nth(1))
@@ -310,6 +331,10 @@ fn sigkill_of_agentd_kills_the_command_and_the_log_verifies_up_to_the_crash() {
     );
     let ls = lines(&sb.audit_path());
     let seqs: Vec<u64> = ls.iter().map(|l| seq_of(l)).collect();
+    // agentd died before it could remove the run's cgroups: the test does.
+    let run_id = sb.audit()[1]["run"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(run_id.len(), 12, "no run id in {:?}", ls.get(1));
+    remove_leftover_run_cgroups(&run_id);
     // The loop's denials were audited, and some of them were acknowledged as durable.
     let recs = sb.audit();
     let denied: Vec<u64> = recs
@@ -474,8 +499,17 @@ fn landlock_denials_are_audited_with_op_path_errno_and_rule() {
     sb.base_policy(&[]);
     let o = sb.run_prog(&["open", "/etc/hostname"]);
     assert_eq!(stdout(&o), "open /etc/hostname: EACCES\n");
-    let o = sb.run_prog(&["write", "/etc/agentd-never-written"]);
-    assert_eq!(stdout(&o), "write /etc/agentd-never-written: EACCES\n");
+    // Outside fs.write but writable as far as the filesystem goes (a read-only
+    // root would answer EROFS before landlock is asked).
+    let never = sb
+        .dir
+        .path()
+        .canonicalize()
+        .unwrap_or_default()
+        .join("never-written");
+    let never = never.display().to_string();
+    let o = sb.run_prog(&["write", &never]);
+    assert_eq!(stdout(&o), format!("write {never}: EACCES\n"));
     let o = sb.run_prog(&["exec", "/usr/bin/id"]);
     assert_eq!(stdout(&o), "exec /usr/bin/id: EACCES\n");
     // A relative path is resolved against the process's cwd (the sandbox directory).
@@ -496,7 +530,7 @@ fn landlock_denials_are_audited_with_op_path_errno_and_rule() {
     assert_eq!(r["errno"], "EACCES");
     assert_eq!(r["rule"], "not in fs.read or fs.write");
     assert_eq!(r["syscall"], "openat");
-    let r = find("/etc/agentd-never-written");
+    let r = find(&never);
     assert_eq!(r["access"], "write");
     assert_eq!(r["rule"], "not in fs.write");
     let r = find("/usr/bin/id");
