@@ -4,14 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Serialize;
+
+mod budgets;
+
+pub use budgets::BudgetPrograms;
 
 use crate::layers::cgroup::Limits;
 use crate::layers::landlock::{self, LandlockRequest};
 use crate::layers::{name, seccomp};
-use crate::policy::{Mode, NetHost, Policy, Proto};
+use crate::policy::{BudgetKey, Mode, NetHost, Policy, Proto};
 use crate::probe::Probe;
 
 /// Landlock scoping of abstract unix sockets and signals arrived in ABI 6.
@@ -51,7 +54,8 @@ pub struct Plan {
     pub seccomp: bool,
     pub caps: bool,
     pub limits: Limits,
-    pub wall_time: Option<Duration>,
+    /// The budget counters' eBPF programs this run loads.
+    pub budget_programs: BudgetPrograms,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -61,6 +65,7 @@ impl Plan {
         let mut b = Builder::default();
         b.cgroups(policy, probe);
         b.exec_tracker(probe);
+        let budget_programs = b.budgets(policy, probe);
         let enforce = policy.mode == Mode::Enforce;
         b.caps(enforce);
         b.landlock(policy, probe, enforce);
@@ -75,8 +80,10 @@ impl Plan {
             limits: Limits {
                 memory_bytes: policy.budgets.memory,
                 pids: policy.budgets.pids,
+                memory_high_bytes: policy.budgets.get(BudgetKey::MemoryHigh).map(|b| b.limit),
+                cpu_quota_percent: policy.budgets.get(BudgetKey::CpuQuota).map(|b| b.limit),
             },
-            wall_time: policy.budgets.wall_time,
+            budget_programs,
             writable_roots: policy
                 .fs
                 .write

@@ -1,5 +1,6 @@
 //! Command-line dispatch: one file per subcommand.
 
+mod control;
 mod doctor;
 mod policy;
 mod run;
@@ -37,6 +38,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Thaw a run that a budget's freeze step froze.
+    Resume {
+        /// The run id (the `run` field of its audit records).
+        run: String,
+    },
+    /// Kill every process of a run; its agentd exits 137.
+    Stop {
+        /// The run id.
+        run: String,
+    },
     /// Check or explain a policy file.
     Policy {
         #[command(subcommand)]
@@ -70,6 +81,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Doctor { json } => doctor::doctor(json),
+        Command::Resume { run } => control::resume(&run),
+        Command::Stop { run } => control::stop(&run),
         Command::Policy { command } => match command {
             PolicyCommand::Check { file, workspace } => policy::check(&file, workspace),
             PolicyCommand::Explain {

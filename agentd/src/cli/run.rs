@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{EXIT_EXEC_DENIED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
 use crate::audit::{AuditLog, Decision, DEFAULT_AUDIT_PATH};
+use crate::budgets::{self, Budgets, Notice, PidFile};
 use crate::events::Event;
 use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
 use crate::layers::bpf::BpfRuntime;
@@ -323,6 +324,17 @@ impl Run {
         bpf.watch_cgroup(cgroups.cgroup_id(), 0)
             .map_err(|e| setup_err(name::BPF, e))?;
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
+        let mut budgets = Budgets::new(&p.policy, &self.id);
+        let counters = bpf
+            .start_budgets(
+                p.plan.budget_programs,
+                cgroups.cgroup_id(),
+                &cgroups.identity().path,
+                budgets.kernel_thresholds(),
+            )
+            .map_err(|e| setup_err(name::BPF, e))?;
+        budgets.attach(counters);
+        let _pid_file = PidFile::create(&self.id).map_err(|e| setup_err(name::AGENTD, e))?;
 
         let caps = if p.plan.caps {
             Some(caps::prepare().map_err(|e| setup_err(name::CAPS, e))?)
@@ -369,7 +381,12 @@ impl Run {
                 return Ok(self.report_spawn_failure(p, program, stage, errno, &cgroups));
             }
         };
-        let result = rt.block_on(self.supervise(p, pid, &cgroups, events));
+        budgets.start();
+        let result = rt.block_on(self.supervise(pid, &cgroups, events, &mut budgets));
+        let mut budget_kill = None;
+        for n in budgets.finish(&cgroups) {
+            budget_kill = budget_kill.or(self.notice(n));
+        }
         let stragglers = cgroups.kill_all();
         let dropped = bpf.dropped().unwrap_or(0);
         if dropped > 0 {
@@ -381,9 +398,11 @@ impl Run {
             );
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
+        budgets.release();
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
         let (ending, killed_by) = result?;
+        let killed_by = killed_by.or(budget_kill);
         let code = match killed_by {
             Some(_) => EXIT_KILLED,
             None => ending.exit_code(),
@@ -404,8 +423,12 @@ impl Run {
                 "stragglers_killed": stragglers,
                 "cgroups": cgroups_desc,
                 "cgroups_removed": cleanup.is_ok(),
+                "budgets": budgets.summary_json(),
             }),
         );
+        if !budgets.is_empty() {
+            eprint!("{}", budgets.table());
+        }
         if let Err(e) = cleanup {
             eprintln!("agentd: cgroup: {e}");
         }
@@ -472,10 +495,10 @@ impl Run {
     /// Waits for the command, forwarding signals, streaming events and enforcing wall time.
     async fn supervise(
         &mut self,
-        p: &Prepared,
         pid: Pid,
         cgroups: &RunCgroups,
         mut events: crate::layers::bpf::EventStream,
+        budgets: &mut Budgets,
     ) -> Result<(Ending, Option<&'static str>), SetupError> {
         use tokio::signal::unix::{signal, SignalKind};
         let pidfd = launch::pidfd_open(pid)
@@ -488,7 +511,13 @@ impl Run {
         let mut sigterm =
             signal(SignalKind::terminate()).map_err(|e| setup_err(name::AGENTD, e))?;
         let mut sighup = signal(SignalKind::hangup()).map_err(|e| setup_err(name::AGENTD, e))?;
-        let deadline = p.plan.wall_time.map(|d| tokio::time::Instant::now() + d);
+        // `agentd resume RUN` / `agentd stop RUN` (see budgets::control).
+        let mut resume =
+            signal(SignalKind::user_defined1()).map_err(|e| setup_err(name::AGENTD, e))?;
+        let mut stop =
+            signal(SignalKind::user_defined2()).map_err(|e| setup_err(name::AGENTD, e))?;
+        let mut tick = tokio::time::interval(budgets::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
             tokio::select! {
@@ -507,16 +536,21 @@ impl Run {
                 _ = sigterm.recv() => forward(pid, Signal::SIGTERM),
                 _ = sighup.recv() => forward(pid, Signal::SIGHUP),
                 Some(ev) = events.next() => self.record_event(ev),
-                _ = sleep_until(deadline), if killed_by.is_none() => {
-                    killed_by = Some("wall_time");
+                _ = tick.tick(), if killed_by.is_none() && !budgets.is_empty() => {}
+                _ = resume.recv() => {
+                    let n = budgets.resume(cgroups);
+                    self.notice(n);
+                }
+                _ = stop.recv(), if killed_by.is_none() => {
+                    killed_by = Some("stop");
                     let n = cgroups.kill_all();
-                    let limit = p.plan.wall_time.unwrap_or_default();
-                    eprintln!("agentd: budget: wall_time {}s exceeded; killed {n} process(es)", limit.as_secs_f64());
-                    self.record(name::AGENTD, "budget", Some(Decision::Kill), json!({
-                        "budget": "wall_time",
-                        "limit_ms": limit.as_millis() as u64,
-                        "processes_killed": n,
-                    }));
+                    eprintln!("agentd: stop: run {} stopped; killed {n} process(es)", self.id);
+                    self.record(name::AGENTD, "stop", Some(Decision::Kill), json!({"processes_killed": n}));
+                }
+            }
+            if killed_by.is_none() && budgets.due() {
+                for n in budgets.tick(cgroups) {
+                    killed_by = killed_by.or(self.notice(n));
                 }
             }
             if self.audit_failed && killed_by.is_none() {
@@ -530,6 +564,13 @@ impl Run {
             self.record_event(ev);
         }
         Ok((ending, killed_by))
+    }
+
+    /// Audits and prints what the budget engine did; returns the budget that killed the run.
+    fn notice(&mut self, n: Notice) -> Option<&'static str> {
+        eprintln!("agentd: {}", n.line);
+        self.record(n.layer, n.event, n.decision, n.detail);
+        n.killed_by
     }
 
     fn record_event(&mut self, ev: Event) {
@@ -592,13 +633,6 @@ fn signal_name(sig: i32) -> String {
 
 fn forward(pid: Pid, sig: Signal) {
     let _ = nix::sys::signal::kill(pid, sig);
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<CStrArray, std::ffi::NulError> {

@@ -92,6 +92,18 @@ impl BudgetKey {
         )
     }
 
+    /// Counters the eBPF side keeps (and stops the run at, for a kill step).
+    pub fn counted_in_kernel(self) -> bool {
+        matches!(
+            self,
+            BudgetKey::Syscalls
+                | BudgetKey::Execs
+                | BudgetKey::NetEgressBytes
+                | BudgetKey::NetIngressBytes
+                | BudgetKey::FsWriteBytes
+        )
+    }
+
     /// Counters that accept a rate form such as `100/1h`.
     pub fn allows_rate(self) -> bool {
         matches!(

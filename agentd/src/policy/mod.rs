@@ -4,6 +4,6 @@ mod budget;
 mod model;
 mod parse;
 
-pub use budget::{show, Action, Budget, BudgetKey, Step, Unit, DEFAULT_STEPS};
+pub use budget::{show, Action, Budget, BudgetKey, Step, Unit};
 pub use model::*;
 pub use parse::{load_file, parse_str, LoadOptions};

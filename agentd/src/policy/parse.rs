@@ -943,7 +943,8 @@ fn split_number(text: &str) -> (&str, &str) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::policy::{Action, BudgetKey, Step, DEFAULT_STEPS};
+    use crate::policy::budget::DEFAULT_STEPS;
+    use crate::policy::{Action, BudgetKey, Step};
     use tempfile::TempDir;
 
     /// A workspace and a home directory that exist for the duration of a test.

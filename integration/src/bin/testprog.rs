@@ -2,6 +2,9 @@
 //! one thing and prints its exact outcome (`OK` or the errno name), so tests can
 //! assert what the kernel answered rather than "it failed somehow".
 
+#[path = "testprog/budget.rs"]
+mod budget;
+
 use std::ffi::CString;
 use std::io::Write;
 
@@ -145,6 +148,7 @@ fn main() {
             }
             0
         }
+        other if budget::COMMANDS.contains(&other) => budget::run(other, &args),
         other => {
             eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
             2

@@ -9,6 +9,7 @@
 //! CO-RE relocations. The doctor probes (`probe`) load the same object.
 
 mod btf;
+mod budget;
 mod probe;
 mod ring;
 
@@ -22,6 +23,7 @@ use aya::{
 };
 
 pub use btf::BtfError;
+pub use budget::{BudgetCounterMaps, KernelCounts};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use ring::EventStream;
 
@@ -132,6 +134,9 @@ pub enum BpfError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The budget maps could not be set up.
+    #[error("budget maps: {0}")]
+    Budget(String),
     /// A cgroup directory could not be inspected.
     #[error("cgroup {}: {error}", .path.display())]
     Cgroup {
@@ -149,6 +154,8 @@ pub struct BpfRuntime {
     run_cgroups: HashMap<MapData, u64, u32>,
     dropped: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
+    btf: aya::Btf,
     /// Owns the programs and their links; declared last so it is dropped last.
     _ebpf: Ebpf,
 }
@@ -194,6 +201,7 @@ impl BpfRuntime {
             run_cgroups,
             dropped,
             events: Some(events),
+            btf,
             _ebpf: ebpf,
         })
     }
