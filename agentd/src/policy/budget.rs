@@ -218,7 +218,7 @@ impl Budgets {
 /// A limit shown in its unit, e.g. `1MiB`, `10s`, `50%`, `100`.
 pub fn show(unit: Unit, value: u64) -> String {
     match unit {
-        Unit::Millis if value % 1000 == 0 => format!("{}s", value / 1000),
+        Unit::Millis if value.is_multiple_of(1000) => format!("{}s", value / 1000),
         Unit::Millis => format!("{value}ms"),
         Unit::Bytes => show_bytes(value),
         Unit::Count => value.to_string(),
@@ -228,7 +228,7 @@ pub fn show(unit: Unit, value: u64) -> String {
 
 fn show_bytes(v: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if v >= 1 << shift && v % (1 << shift) == 0 {
+        if v >= 1 << shift && v.is_multiple_of(1 << shift) {
             return format!("{}{unit}", v >> shift);
         }
     }
