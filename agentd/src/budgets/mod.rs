@@ -18,6 +18,7 @@
 //! enforced here only, on a sliding window over the sampled counters.
 
 mod control;
+mod sockets;
 mod table;
 mod window;
 
@@ -80,6 +81,8 @@ pub struct Budgets {
     seen_pids_max_hits: u64,
     pids_peak: u64,
     last_tick: Instant,
+    /// Set once a network budget killed the run: its TCP sockets are aborted.
+    net_killed: bool,
     last_fork_report: Option<Instant>,
     /// The budget whose step froze the run, while it is frozen.
     frozen_by: Option<&'static str>,
@@ -111,6 +114,7 @@ impl Budgets {
             tracked,
             started: now,
             last_tick: now,
+            net_killed: false,
             last_fork_report: None,
             counters: None,
             kernel: KernelCounts::default(),
@@ -154,7 +158,7 @@ impl Budgets {
 
     /// Unregisters the run from the kernel counters (call once the run is over).
     pub fn release(&mut self) {
-        if let Some(maps) = self.counters.as_mut() {
+        if let Some(mut maps) = self.counters.take() {
             maps.remove();
         }
     }
@@ -198,6 +202,21 @@ impl Budgets {
     /// the counter go past the threshold). Time budgets fire nothing after the end.
     pub fn finish(&mut self, cgroups: &RunCgroups) -> Vec<Notice> {
         let mut notices = self.sample(cgroups, true);
+        if self.net_killed {
+            // The processes are gone, but the sockets they closed are orphans that keep
+            // sending what was queued. Stop counting (and dropping) first, so that the
+            // resets the abort sends reach the peers, then abort them at once.
+            self.release();
+            let aborted = self.abort_sockets(cgroups);
+            notices.push(Notice {
+                layer: name::AGENTD,
+                event: "budget",
+                decision: Some(Decision::Kill),
+                detail: json!({"action": "abort_sockets", "tcp_sockets_aborted": aborted}),
+                line: format!("budget: aborted the run's tcp connections ({aborted})"),
+                killed_by: None,
+            });
+        }
         let now = Instant::now();
         for i in 0..self.tracked.len() {
             let key = self.tracked[i].budget.key;
@@ -209,6 +228,18 @@ impl Budgets {
             }
         }
         notices
+    }
+
+    /// Aborts the run's TCP connections, so data already queued in their send buffers is
+    /// not delivered after the kill. Returns the count, or the error, for the record.
+    fn abort_sockets(&self, cgroups: &RunCgroups) -> Value {
+        match sockets::abort_tcp_sockets(cgroups.cgroup_id()) {
+            Ok(n) => json!(n),
+            Err(e) => {
+                tracing::warn!("aborting the run's tcp sockets: {e}");
+                json!(format!("error: {e}"))
+            }
+        }
     }
 
     /// Thaws a run a freeze step froze (`agentd resume RUN`).
@@ -395,6 +426,10 @@ impl Budgets {
             Action::Kill => {
                 let n = cgroups.kill_all();
                 detail["processes_killed"] = json!(n);
+                if matches!(key, BudgetKey::NetEgressBytes | BudgetKey::NetIngressBytes) {
+                    // The sockets are aborted at the end of the run (see `finish`).
+                    self.net_killed = true;
+                }
                 (
                     Some(Decision::Kill),
                     format!("budget: {shown}; killed {n} process(es)"),
