@@ -3,6 +3,7 @@
 //! needs nothing but this repository, rustup and apt.
 
 mod bench;
+mod bench_budget;
 mod setup;
 mod util;
 

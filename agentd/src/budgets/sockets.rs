@@ -92,7 +92,15 @@ fn recv(nl: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The sockid of every TCP socket of `family` in cgroup `cgroup_id`.
 fn dump(nl: &OwnedFd, family: u8, cgroup_id: u64) -> io::Result<Vec<[u8; SOCKID_LEN]>> {
-    send(nl, &request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, family, &[0; SOCKID_LEN]))?;
+    send(
+        nl,
+        &request(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            family,
+            &[0; SOCKID_LEN],
+        ),
+    )?;
     let mut found = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -118,7 +126,10 @@ fn dump(nl: &OwnedFd, family: u8, cgroup_id: u64) -> io::Result<Vec<[u8; SOCKID_
 }
 
 fn destroy(nl: &OwnedFd, family: u8, sockid: &[u8; SOCKID_LEN]) -> io::Result<()> {
-    send(nl, &request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, family, sockid))?;
+    send(
+        nl,
+        &request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, family, sockid),
+    )?;
     let mut buf = vec![0u8; 4096];
     let n = recv(nl, &mut buf)?;
     for (kind, payload) in messages(&buf[..n]) {
