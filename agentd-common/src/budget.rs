@@ -1,15 +1,20 @@
 //! Budget counters shared by the eBPF budget programs and the userspace engine.
 //!
 //! Per run (keyed by v2 cgroup id) the loader inserts one [`BudgetCounters`] into
-//! `BUDGET_RUNS` (counters zero, kill thresholds set) and one per-CPU `u64` into
-//! `BUDGET_SYSCALLS`. The kernel side only ever adds to the counters (atomically); the
+//! `BUDGET_RUNS` (counters zero, kill thresholds set) and, for a `syscalls` budget, the
+//! cgroup id into a slot of `BUDGET_SYSCALL_CGROUPS` (its per-CPU count is the same slot
+//! of `BUDGET_SYSCALLS`). The kernel side only ever adds to the counters (atomically); the
 //! thresholds are written once, before the run starts, and only read by the kernel.
 
 /// Map, program and tracepoint names.
 pub mod names {
     /// `HashMap<u64, BudgetCounters>`: v2 cgroup id → counters and kill thresholds.
     pub const MAP_BUDGET_RUNS: &str = "BUDGET_RUNS";
-    /// `PerCpuHashMap<u64, u64>`: v2 cgroup id → syscalls entered on each CPU (exact).
+    /// `Array<u64>` of [`super::SYSCALL_SLOTS`]: slot → v2 cgroup id of a run with a
+    /// `syscalls` budget (0 = free).
+    pub const MAP_BUDGET_SYSCALL_CGROUPS: &str = "BUDGET_SYSCALL_CGROUPS";
+    /// `PerCpuArray<u64>` of [`super::SYSCALL_SLOTS`]: slot → syscalls entered on each
+    /// CPU (exact).
     pub const MAP_BUDGET_SYSCALLS: &str = "BUDGET_SYSCALLS";
     /// `tp_btf/sys_enter`: counts syscalls of budgeted runs.
     pub const PROG_BUDGET_SYS_ENTER: &str = "budget_sys_enter";
@@ -26,6 +31,12 @@ pub mod names {
 
 /// Maximum number of runs with budgets at the same time.
 pub const MAX_BUDGET_RUNS: u32 = 1024;
+
+/// Runs with a `syscalls` budget one loaded object serves at once. The sys_enter program
+/// runs on every syscall of the host, so it scans this small array instead of hashing
+/// the cgroup id (see `agentd-ebpf/src/budget.rs`); each agentd run loads its own object
+/// and uses slot 0.
+pub const SYSCALL_SLOTS: u32 = 4;
 
 /// A threshold that never fires.
 pub const BUDGET_NEVER: u64 = u64::MAX;

@@ -16,12 +16,13 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::budget::{
-    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, PT_REGS_ORIG_AX_OFFSET, SYSCALL_FLUSH_BATCH,
+    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, PT_REGS_ORIG_AX_OFFSET,
+    SYSCALL_FLUSH_BATCH, SYSCALL_SLOTS,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_cgroup_id, bpf_send_signal, bpf_skb_cgroup_id},
     macros::{btf_tracepoint, cgroup_skb, map},
-    maps::{HashMap, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{BtfTracePointContext, SkBuffContext},
 };
 
@@ -38,15 +39,26 @@ const SKB_DROP: i32 = 0;
 pub static BUDGET_RUNS: HashMap<u64, BudgetCounters> =
     HashMap::with_max_entries(MAX_BUDGET_RUNS, 0);
 
-/// v2 cgroup id → syscalls entered, per CPU.
+/// Slot → v2 cgroup id of a run with a `syscalls` budget (0: free slot).
 #[map]
-pub static BUDGET_SYSCALLS: PerCpuHashMap<u64, u64> =
-    PerCpuHashMap::with_max_entries(MAX_BUDGET_RUNS, 0);
+pub static BUDGET_SYSCALL_CGROUPS: Array<u64> = Array::with_max_entries(SYSCALL_SLOTS, 0);
 
+/// Slot → syscalls entered, per CPU.
+#[map]
+pub static BUDGET_SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// Runs on every syscall of the host, so the common case (not a budgeted run) is a few
+/// array loads and compares: no hashing, no helper besides the cgroup id.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn budget_sys_enter(_ctx: BtfTracePointContext) -> i32 {
     let cgroup_id = current_cgroup_id();
-    let Some(count) = BUDGET_SYSCALLS.get_ptr_mut(cgroup_id) else {
+    let mut slot = SYSCALL_SLOTS;
+    for i in 0..SYSCALL_SLOTS {
+        if BUDGET_SYSCALL_CGROUPS.get(i).copied() == Some(cgroup_id) {
+            slot = i;
+        }
+    }
+    let Some(count) = BUDGET_SYSCALLS.get_ptr_mut(slot) else {
         return 0;
     };
     atomic_add(count, 1);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use agentd_common::budget::{names, BudgetCounters};
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 
@@ -35,8 +35,12 @@ pub struct KernelCounts {
 pub struct BudgetCounterMaps {
     cgroup_id: u64,
     runs: HashMap<MapData, u64, BudgetCounters>,
-    syscalls: Option<PerCpuHashMap<MapData, u64, u64>>,
+    /// The syscall slot's cgroup-id table and counters.
+    syscalls: Option<(Array<MapData, u64>, PerCpuArray<MapData, u64>)>,
 }
+
+/// The slot this run's syscall count uses (each agentd run loads its own object).
+const SYSCALL_SLOT: u32 = 0;
 
 impl BpfRuntime {
     /// Loads and attaches the budget programs in `programs`, and registers the run
@@ -61,21 +65,33 @@ impl BpfRuntime {
         })?;
         let mut syscalls = None;
         if programs.sys_enter {
-            let mut map: PerCpuHashMap<MapData, u64, u64> =
-                PerCpuHashMap::try_from(take_map(&mut self._ebpf, names::MAP_BUDGET_SYSCALLS)?)
+            let mut ids: Array<MapData, u64> = Array::try_from(take_map(
+                &mut self._ebpf,
+                names::MAP_BUDGET_SYSCALL_CGROUPS,
+            )?)
+            .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALL_CGROUPS, error))?;
+            let mut counts: PerCpuArray<MapData, u64> =
+                PerCpuArray::try_from(take_map(&mut self._ebpf, names::MAP_BUDGET_SYSCALLS)?)
                     .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALLS, error))?;
             let cpus = aya::util::nr_cpus()
                 .map_err(|(path, e)| BpfError::Budget(format!("read {path}: {e}")))?;
             let zeros = PerCpuValues::try_from(vec![0u64; cpus])
                 .map_err(|e| BpfError::Budget(format!("per-cpu values for {cpus} cpus: {e}")))?;
-            map.insert(cgroup_id, zeros, 0).map_err(|error| {
+            counts.set(SYSCALL_SLOT, zeros, 0).map_err(|error| {
                 map_error(
-                    format!("insert cgroup {cgroup_id} into"),
+                    format!("zero slot {SYSCALL_SLOT} of"),
                     names::MAP_BUDGET_SYSCALLS,
                     error,
                 )
             })?;
-            syscalls = Some(map);
+            ids.set(SYSCALL_SLOT, cgroup_id, 0).map_err(|error| {
+                map_error(
+                    format!("put cgroup {cgroup_id} in slot {SYSCALL_SLOT} of"),
+                    names::MAP_BUDGET_SYSCALL_CGROUPS,
+                    error,
+                )
+            })?;
+            syscalls = Some((ids, counts));
         }
         for (wanted, name, section, tracepoint) in [
             (
@@ -148,8 +164,8 @@ impl BudgetCounterMaps {
             .get(&self.cgroup_id, 0)
             .map_err(|error| map_error("read", names::MAP_BUDGET_RUNS, error))?;
         let syscalls = match &self.syscalls {
-            Some(map) => map
-                .get(&self.cgroup_id, 0)
+            Some((_, counts)) => counts
+                .get(&SYSCALL_SLOT, 0)
                 .map_err(|error| map_error("read", names::MAP_BUDGET_SYSCALLS, error))?
                 .iter()
                 .fold(0u64, |sum, n| sum.saturating_add(*n)),
@@ -172,8 +188,8 @@ impl BudgetCounterMaps {
             Err(e) => tracing::warn!("budget maps: remove cgroup: {e}"),
         };
         ok(self.runs.remove(&self.cgroup_id));
-        if let Some(map) = self.syscalls.as_mut() {
-            ok(map.remove(&self.cgroup_id));
+        if let Some((ids, _)) = self.syscalls.as_mut() {
+            ok(ids.set(SYSCALL_SLOT, 0, 0));
         }
     }
 }
