@@ -141,7 +141,7 @@ impl Builder {
                     "{} host: v2 leaf for identity{}",
                     l.mode,
                     if l.mode == crate::layers::cgroup::CgroupMode::Hybrid {
-                        ", v1 memory and pids leaves under agentd's own v1 cgroups"
+                        ", v1 memory, pids, cpuacct (and cpu for cpu_quota) leaves under agentd's own v1 cgroups"
                     } else {
                         ""
                     }
@@ -175,13 +175,6 @@ impl Builder {
                     err.as_deref().unwrap_or("not probed")
                 ),
             ),
-        }
-        if let Some(w) = policy.budgets.wall_time {
-            self.cover(
-                format!("budgets.wall_time {}s", w.as_secs_f64()),
-                name::AGENTD,
-                "agentd timer kills every process in the run's cgroup (exit 137)",
-            );
         }
     }
 

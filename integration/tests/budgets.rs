@@ -224,6 +224,52 @@ fn an_upload_is_stopped_at_net_egress_bytes() {
 }
 
 #[test]
+fn a_download_is_stopped_at_net_ingress_bytes() {
+    const TEN_MIB: usize = 10 << 20;
+    let sb = Sandbox::new();
+    policy(&sb, "  net_ingress_bytes: 1MiB\n");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"))
+        .to_string();
+    let sender = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+        conn.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("timeout: {e}"));
+        std::io::Write::write_all(&mut conn, &vec![0x42u8; TEN_MIB]).is_ok()
+    });
+    let o = sb.run_prog(&["download", &addr]);
+    assert_status(&o, 137);
+    assert!(!stdout(&o).contains("download: received"), "{}", stdout(&o));
+    assert!(
+        !sender.join().unwrap_or_else(|_| panic!("sender panicked")),
+        "all 10 MiB were accepted"
+    );
+    let kill = the_record(&sb, "net_ingress_bytes", "kill");
+    assert_eq!(kill["limit"], 1 << 20);
+    assert!(num(&kill["used"]) > 1 << 20, "{kill}");
+    assert_eq!(run_end(&sb)["killed_by"], "net_ingress_bytes");
+}
+
+#[test]
+fn a_rate_budget_is_checked_on_a_sliding_window() {
+    let sb = Sandbox::new();
+    policy(&sb, "  execs: 30/10s\n");
+    let o = sb.run_prog(&["exec-loop", "200", "/usr/bin/true"]);
+    assert_status(&o, 137);
+    assert!(!stdout(&o).contains("finished"), "{}", stdout(&o));
+    let kill = the_record(&sb, "execs", "kill");
+    // Rate forms are enforced by agentd on the sampled counter, not in the kernel.
+    assert_eq!(kill["layer"], "agentd");
+    assert_eq!(kill["window_ms"], 10_000);
+    assert!(num(&kill["used"]) > 30, "{kill}");
+    let end = run_end(&sb);
+    assert_eq!(end["killed_by"], "execs");
+    assert_eq!(end["budgets"]["execs"]["window_ms"], 10_000);
+}
+
+#[test]
 fn writing_a_file_is_stopped_at_fs_write_bytes() {
     let sb = Sandbox::new();
     policy(&sb, "  fs_write_bytes: 10MiB\n");

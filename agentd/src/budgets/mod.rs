@@ -566,3 +566,61 @@ fn sig_name(sig: i32) -> String {
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use agentd_common::budget::BUDGET_NEVER;
+
+    use super::*;
+    use crate::policy::{parse_str, LoadOptions};
+
+    fn budgets(section: &str) -> Budgets {
+        let opts = LoadOptions {
+            workspace: std::env::temp_dir(),
+            home: std::env::temp_dir(),
+        };
+        let policy = parse_str(
+            &format!("version: 1\nname: t\nbudgets:\n{section}"),
+            "<test>",
+            &opts,
+        )
+        .unwrap();
+        Budgets::new(&policy, "r1")
+    }
+
+    #[test]
+    fn only_absolute_counters_with_a_kill_step_get_a_kernel_threshold() {
+        let b = budgets(
+            "  on_exceed: [warn@50%, kill@120%]\n  execs: 100\n  syscalls: 5000/1s\n  fs_write_bytes: {limit: 1MiB, on_exceed: [freeze@100%]}\n  net_egress_bytes: {limit: 1000, on_exceed: [kill]}\n  wall_time: 1s\n",
+        );
+        let t = b.kernel_thresholds();
+        assert_eq!(t.kill_execs, 120);
+        assert_eq!(
+            t.kill_syscalls, BUDGET_NEVER,
+            "rate forms are checked by agentd"
+        );
+        assert_eq!(t.kill_fs_write, BUDGET_NEVER, "no kill step");
+        assert_eq!(t.drop_net_egress, 1000);
+        assert_eq!(t.drop_net_ingress, BUDGET_NEVER);
+    }
+
+    #[test]
+    fn kernel_enforced_budgets_have_no_steps() {
+        let b = budgets("  memory: 1GiB\n  pids: 5\n  execs: 3\n");
+        let steps: Vec<usize> = b.tracked.iter().map(|t| t.steps.len()).collect();
+        assert_eq!(steps, vec![0, 0, 1]);
+        assert!(!b.is_empty());
+    }
+
+    #[test]
+    fn a_rate_budget_sees_its_window_and_reports_the_total() {
+        let b = budgets("  execs: 10/1s\n");
+        let mut t = b.tracked.into_iter().next().unwrap();
+        let t0 = b.started;
+        assert_eq!(observe(&mut t, 8, t0 + Duration::from_millis(500)), 8);
+        // 1.6 s: the window starts at 0.6 s, after the 0.5 s sample (8).
+        assert_eq!(observe(&mut t, 12, t0 + Duration::from_millis(1600)), 4);
+        assert_eq!((t.used, t.peak), (12, 8));
+    }
+}

@@ -39,13 +39,18 @@ impl Builder {
                 .join(", ");
             let (layer, how, needs) = match b.key {
                 // Covered with the cgroup layer.
-                BudgetKey::WallTime | BudgetKey::Memory | BudgetKey::Pids => continue,
+                BudgetKey::Memory | BudgetKey::Pids => continue,
+                BudgetKey::WallTime => (
+                    name::AGENTD,
+                    format!("agentd clock, checked every {} ms; {steps}", crate::budgets::TICK.as_millis()),
+                    None,
+                ),
                 BudgetKey::CpuQuota => (name::CGROUP, "CFS bandwidth (v1 cpu.cfs_quota_us / v2 cpu.max); the kernel throttles".to_owned(), None),
                 BudgetKey::MemoryHigh => (name::CGROUP, "soft limit (v1 memory.soft_limit_in_bytes / v2 memory.high); the kernel reclaims".to_owned(), None),
                 BudgetKey::CpuTime => (name::AGENTD, format!("cpuacct.usage (v1) / cpu.stat (v2), polled; {steps}"), None),
                 BudgetKey::Syscalls => {
                     programs.sys_enter = true;
-                    (name::BPF, format!("tp_btf/sys_enter per-CPU counter keyed by cgroup id; {steps}"), Some(&probe.tp_btf))
+                    (name::BPF, format!("tp_btf/sys_enter per-CPU counter of the run's cgroup id; {steps}"), Some(&probe.tp_btf))
                 }
                 BudgetKey::Execs => (name::BPF, format!("exec tracker counter; {steps}"), Some(&probe.tp_btf)),
                 BudgetKey::FsWriteBytes => {

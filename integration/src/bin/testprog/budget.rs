@@ -11,6 +11,7 @@ pub const COMMANDS: &[&str] = &[
     "getpid-loop",
     "exec-loop",
     "upload",
+    "download",
     "write-file",
     "wait-signal",
 ];
@@ -30,6 +31,7 @@ pub fn run(cmd: &str, args: &[String]) -> i32 {
         "getpid-loop" => getpid_loop(n(1), &a(2)),
         "exec-loop" => exec_loop(n(1), &a(2)),
         "upload" => upload(&a(1), n(2)),
+        "download" => download(&a(1)),
         "write-file" => write_file(&a(1), n(2)),
         "wait-signal" => wait_signal(),
         _ => 2,
@@ -180,6 +182,32 @@ fn upload(addr: &str, bytes: u64) -> i32 {
         }
     }
     say(&format!("upload: sent {sent}"));
+    0
+}
+
+/// Reads from `addr` over TCP until the peer closes.
+fn download(addr: &str) -> i32 {
+    use std::io::Read;
+    let mut s = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("download: connect {addr}: {e}"));
+            return 1;
+        }
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n as u64,
+            Err(e) => {
+                say(&format!("download: received {got} then {e}"));
+                return 1;
+            }
+        }
+    }
+    say(&format!("download: received {got}"));
     0
 }
 
