@@ -109,12 +109,14 @@ fn dump(nl: &OwnedFd, family: u8, cgroup_id: u64) -> io::Result<Vec<[u8; SOCKID_
             match kind {
                 NLMSG_DONE => return Ok(found),
                 NLMSG_ERROR => return Err(nl_error(payload)),
-                SOCK_DIAG_BY_FAMILY if payload.len() >= DIAG_MSG_LEN => {
-                    if attr_u64(&payload[DIAG_MSG_LEN..], INET_DIAG_CGROUP_ID) == Some(cgroup_id) {
-                        let mut id = [0u8; SOCKID_LEN];
-                        id.copy_from_slice(&payload[4..4 + SOCKID_LEN]);
-                        found.push(id);
-                    }
+                SOCK_DIAG_BY_FAMILY
+                    if payload.len() >= DIAG_MSG_LEN
+                        && attr_u64(&payload[DIAG_MSG_LEN..], INET_DIAG_CGROUP_ID)
+                            == Some(cgroup_id) =>
+                {
+                    let mut id = [0u8; SOCKID_LEN];
+                    id.copy_from_slice(&payload[4..4 + SOCKID_LEN]);
+                    found.push(id);
                 }
                 _ => {}
             }
