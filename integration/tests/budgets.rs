@@ -120,6 +120,29 @@ fn a_busy_loop_is_stopped_at_cpu_time() {
 }
 
 #[test]
+fn cpu_quota_throttles_a_busy_loop() {
+    let sb = Sandbox::new();
+    policy(
+        &sb,
+        "  cpu_quota: 20%\n  cpu_time: 10s\n  wall_time: {limit: 1s, on_exceed: [kill]}\n",
+    );
+    let o = sb.run_prog(&["spin"]);
+    assert_status(&o, 137);
+    let end = run_end(&sb);
+    assert_eq!(end["killed_by"], "wall_time");
+    // A CFS quota of 20 ms per 100 ms period: at most ~200 ms of CPU in one second.
+    let cpu_ms = num(&end["budgets"]["cpu_time"]["used"]);
+    assert!(cpu_ms <= 350, "{cpu_ms} ms of CPU in 1 s at 20%");
+    assert!(num(&end["budgets"]["cpu_quota"]["used"]) <= 35, "{end}");
+    // The v1 cpu leaf was created beside the others, under agentd's own cpu cgroup.
+    let leaves = end["cgroups"].as_object().cloned().unwrap_or_default();
+    assert!(
+        leaves.keys().any(|k| k.split(',').any(|c| c == "cpu")),
+        "{leaves:?}"
+    );
+}
+
+#[test]
 fn a_sleep_is_stopped_at_wall_time() {
     let sb = Sandbox::new();
     policy(&sb, "  wall_time: 500ms\n");
