@@ -10,6 +10,7 @@
 //! without it and never pulls in `std`.
 #![no_std]
 
+pub mod budget;
 pub mod denials;
 pub mod net;
 

@@ -4,6 +4,8 @@
 //! One module per program family:
 //! - [`process`]: `tp_btf/sched_process_exec` and `tp_btf/sched_process_exit`, reporting
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
+//! - [`budget`]: per-run budget counters (`tp_btf/sys_enter`, `tp_btf/sys_exit`,
+//!   `cgroup_skb/egress|ingress`, and the exec count the tracker feeds);
 //! - [`probe`]: trivial programs `agentd doctor` loads to learn what this kernel allows.
 //!
 //! Kernel struct offsets are not compiled in (Rust eBPF has no CO-RE relocations): the
@@ -17,6 +19,7 @@
 // Inline BPF assembly (one atomic add, see maps::atomic_add); this crate builds with nightly.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod budget;
 mod denials;
 mod kernel;
 mod maps;

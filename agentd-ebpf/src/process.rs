@@ -72,6 +72,7 @@ fn on_exec(ctx: &BtfTracePointContext) {
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;
     };
+    crate::budget::count_exec(cgroup_id);
     let task: *const u8 = ctx.arg(EXEC_ARG_TASK);
     let bprm: *const u8 = ctx.arg(EXEC_ARG_BPRM);
     let (tgid, pid) = current_tgid_pid();

@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod budgets;
 mod cli;
 mod events;
 mod launch;

@@ -3,15 +3,18 @@
 //! record and `run` itself all read the Plan; nothing else re-decides coverage.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Serialize;
+
+mod budgets;
+
+pub use budgets::BudgetPrograms;
 
 use crate::layers::bpf::NetRequest;
 use crate::layers::cgroup::Limits;
 use crate::layers::landlock::{self, LandlockRequest};
 use crate::layers::{name, seccomp};
-use crate::policy::{Mode, Policy};
+use crate::policy::{BudgetKey, Mode, Policy};
 use crate::probe::Probe;
 
 /// Landlock scoping of abstract unix sockets and signals arrived in ABI 6.
@@ -55,9 +58,10 @@ pub struct Plan {
     pub seccomp: bool,
     pub caps: bool,
     pub limits: Limits,
-    pub wall_time: Option<Duration>,
     /// What the eBPF network programs enforce; `None` when cgroup-BPF is unavailable.
     pub net: Option<NetRequest>,
+    /// The budget counters' eBPF programs this run loads.
+    pub budget_programs: BudgetPrograms,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -67,6 +71,7 @@ impl Plan {
         let mut b = Builder::default();
         b.cgroups(policy, probe);
         b.exec_tracker(probe);
+        let budget_programs = b.budgets(policy, probe);
         let enforce = policy.mode == Mode::Enforce;
         b.caps(enforce);
         b.landlock(policy, probe, enforce);
@@ -81,9 +86,11 @@ impl Plan {
             limits: Limits {
                 memory_bytes: policy.budgets.memory,
                 pids: policy.budgets.pids,
+                memory_high_bytes: policy.budgets.get(BudgetKey::MemoryHigh).map(|b| b.limit),
+                cpu_quota_percent: policy.budgets.get(BudgetKey::CpuQuota).map(|b| b.limit),
             },
-            wall_time: policy.budgets.wall_time,
             net: b.net_request,
+            budget_programs,
             writable_roots: policy
                 .fs
                 .write
@@ -142,7 +149,7 @@ impl Builder {
                     "{} host: v2 leaf for identity{}",
                     l.mode,
                     if l.mode == crate::layers::cgroup::CgroupMode::Hybrid {
-                        ", v1 memory and pids leaves under agentd's own v1 cgroups"
+                        ", v1 memory, pids, cpuacct (and cpu for cpu_quota) leaves under agentd's own v1 cgroups"
                     } else {
                         ""
                     }
@@ -176,13 +183,6 @@ impl Builder {
                     err.as_deref().unwrap_or("not probed")
                 ),
             ),
-        }
-        if let Some(w) = policy.budgets.wall_time {
-            self.cover(
-                format!("budgets.wall_time {}s", w.as_secs_f64()),
-                name::AGENTD,
-                "agentd timer kills every process in the run's cgroup (exit 137)",
-            );
         }
     }
 

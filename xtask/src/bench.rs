@@ -85,6 +85,7 @@ pub fn bench() -> Result<(), String> {
     report.push_str(&audit_chain(&agentd, &out_dir, &key)?);
     report.push_str(&event_flood(&agentd, &out_dir, &key)?);
     report.push_str(&crate::bench_net::bench(&agentd, &out_dir)?);
+    report.push_str(&crate::bench_budget::syscalls(&out_dir)?);
     let out = out_dir.join("results.md");
     std::fs::write(&out, &report).map_err(|e| format!("write {}: {e}", out.display()))?;
     println!("{report}\nwritten to {}", out.display());

@@ -3,6 +3,7 @@
 //! needs nothing but this repository, rustup and apt.
 
 mod bench;
+mod bench_budget;
 mod bench_net;
 mod setup;
 mod util;

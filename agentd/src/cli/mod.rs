@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_opts;
+mod control;
 mod doctor;
 mod keygen;
 mod policy;
@@ -47,6 +48,16 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Thaw a run that a budget's freeze step froze.
+    Resume {
+        /// The run id (the `run` field of its audit records).
+        run: String,
+    },
+    /// Kill every process of a run; its agentd exits 137.
+    Stop {
+        /// The run id.
+        run: String,
+    },
     /// Check or explain a policy file.
     Policy {
         #[command(subcommand)]
@@ -82,6 +93,8 @@ pub fn main() -> ExitCode {
         Command::Doctor { json } => doctor::doctor(json),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Audit { command } => audit::audit(command),
+        Command::Resume { run } => control::resume(&run),
+        Command::Stop { run } => control::stop(&run),
         Command::Policy { command } => match command {
             PolicyCommand::Check { file, workspace } => policy::check(&file, workspace),
             PolicyCommand::Explain {

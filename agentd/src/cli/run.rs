@@ -16,6 +16,7 @@ use serde_json::json;
 use super::audit_opts::{AuditRunArgs, AuditSetup};
 use super::{EXIT_EXEC_DENIED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
 use crate::audit::{AuditHandle, AuditLog, Decision, DEFAULT_AUDIT_PATH};
+use crate::budgets::{self, Budgets, Notice, PidFile};
 use crate::events::Event;
 use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
 use crate::layers::bpf::{dns_record, BpfRuntime};
@@ -403,6 +404,17 @@ impl Run {
             None => None,
         };
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
+        let mut budgets = Budgets::new(&p.policy, &self.id);
+        let counters = bpf
+            .start_budgets(
+                p.plan.budget_programs,
+                cgroups.cgroup_id(),
+                &cgroups.identity().path,
+                budgets.kernel_thresholds(),
+            )
+            .map_err(|e| setup_err(name::BPF, e))?;
+        budgets.attach(counters);
+        let _pid_file = PidFile::create(&self.id).map_err(|e| setup_err(name::AGENTD, e))?;
 
         let caps = if p.plan.caps {
             Some(caps::prepare().map_err(|e| setup_err(name::CAPS, e))?)
@@ -452,6 +464,7 @@ impl Run {
                 return Ok(self.report_spawn_failure(p, program, stage, errno, &cgroups));
             }
         };
+        budgets.start();
         let result = rt.block_on(self.supervise(
             p,
             pid,
@@ -459,7 +472,12 @@ impl Run {
             events,
             signals,
             resolver.as_mut().map(|r| &mut r.decisions),
+            &mut budgets,
         ));
+        let mut budget_kill = None;
+        for n in budgets.finish(&cgroups) {
+            budget_kill = budget_kill.or(self.notice(n));
+        }
         if let Some(r) = resolver {
             let dropped = r.sink.dropped_decisions();
             if dropped > 0 {
@@ -486,9 +504,11 @@ impl Run {
             let _ = bpf.release_net(net);
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
+        budgets.release();
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
         let (ending, killed_by) = result?;
+        let killed_by = killed_by.or(budget_kill);
         let code = match killed_by {
             Some(_) => EXIT_KILLED,
             None => ending.exit_code(),
@@ -510,8 +530,12 @@ impl Run {
                 "cgroups": cgroups_desc,
                 "cgroups_removed": cleanup.is_ok(),
                 "elapsed_ms": self.started.elapsed().as_millis() as u64,
+                "budgets": budgets.summary_json(),
             }),
         );
+        if !budgets.is_empty() {
+            eprint!("{}", budgets.table());
+        }
         if let Err(e) = cleanup {
             eprintln!("agentd: cgroup: {e}");
         }
@@ -576,6 +600,7 @@ impl Run {
     }
 
     /// Waits for the command, forwarding signals, streaming events and enforcing wall time.
+    #[allow(clippy::too_many_arguments)]
     async fn supervise(
         &mut self,
         p: &Prepared,
@@ -584,11 +609,14 @@ impl Run {
         mut events: crate::layers::bpf::EventStream,
         signals: Signals,
         mut dns: Option<&mut tokio::sync::mpsc::Receiver<DnsDecision>>,
+        budgets: &mut Budgets,
     ) -> Result<(Ending, Option<&'static str>), SetupError> {
         let Signals {
             mut sigint,
             mut sigterm,
             mut sighup,
+            mut resume,
+            mut stop,
         } = signals;
         let pidfd = launch::pidfd_open(pid)
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd_open: {e}")))?;
@@ -596,8 +624,9 @@ impl Run {
         // refers to the same pidfd for the AsyncFd's whole lifetime.
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
-        let deadline = p.plan.wall_time.map(|d| tokio::time::Instant::now() + d);
         let judge = crate::audit::judge::Judge::new(&p.policy);
+        let mut tick = tokio::time::interval(budgets::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
             tokio::select! {
@@ -628,16 +657,21 @@ impl Run {
                     }
                 }
                 Some(d) = next_dns(&mut dns) => self.record_dns(d),
-                _ = sleep_until(deadline), if killed_by.is_none() => {
-                    killed_by = Some("wall_time");
+                _ = tick.tick(), if killed_by.is_none() && !budgets.is_empty() => {}
+                _ = resume.recv() => {
+                    let n = budgets.resume(cgroups);
+                    self.notice(n);
+                }
+                _ = stop.recv(), if killed_by.is_none() => {
+                    killed_by = Some("stop");
                     let n = cgroups.kill_all();
-                    let limit = p.plan.wall_time.unwrap_or_default();
-                    eprintln!("agentd: budget: wall_time {}s exceeded; killed {n} process(es)", limit.as_secs_f64());
-                    self.record(name::AGENTD, "budget", Some(Decision::Kill), json!({
-                        "budget": "wall_time",
-                        "limit_ms": limit.as_millis() as u64,
-                        "processes_killed": n,
-                    }));
+                    eprintln!("agentd: stop: run {} stopped; killed {n} process(es)", self.id);
+                    self.record(name::AGENTD, "stop", Some(Decision::Kill), json!({"processes_killed": n}));
+                }
+            }
+            if killed_by.is_none() && budgets.due() {
+                for n in budgets.tick(cgroups) {
+                    killed_by = killed_by.or(self.notice(n));
                 }
             }
             if self.audit_failed && killed_by.is_none() {
@@ -661,6 +695,13 @@ impl Run {
     fn record_dns(&mut self, d: DnsDecision) {
         let (event, decision, detail) = dns_record(d);
         self.record(DNS, event, decision, detail);
+    }
+
+    /// Audits and prints what the budget engine did; returns the budget that killed the run.
+    fn notice(&mut self, n: Notice) -> Option<&'static str> {
+        eprintln!("agentd: {}", n.line);
+        self.record(n.layer, n.event, n.decision, n.detail);
+        n.killed_by
     }
 
     fn record_event(&mut self, ev: Event, judge: &crate::audit::judge::Judge<'_>, p: &Prepared) {
@@ -758,6 +799,10 @@ struct Signals {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
     sighup: tokio::signal::unix::Signal,
+    /// `agentd resume RUN` (see budgets::control).
+    resume: tokio::signal::unix::Signal,
+    /// `agentd stop RUN`.
+    stop: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -768,6 +813,8 @@ impl Signals {
             sigint: s(SignalKind::interrupt())?,
             sigterm: s(SignalKind::terminate())?,
             sighup: s(SignalKind::hangup())?,
+            resume: s(SignalKind::user_defined1())?,
+            stop: s(SignalKind::user_defined2())?,
         })
     }
 }
@@ -782,13 +829,6 @@ async fn next_dns(
 ) -> Option<DnsDecision> {
     match rx {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

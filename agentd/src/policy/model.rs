@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// A position in the policy file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,10 +95,4 @@ pub struct NetRule {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Budgets {
-    pub wall_time: Option<Duration>,
-    /// Bytes.
-    pub memory: Option<u64>,
-    pub pids: Option<u64>,
-}
+pub use super::budget::Budgets;

@@ -14,6 +14,8 @@ use std::time::Duration;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, ScanError, YamlData};
 use sha2::{Digest, Sha256};
 
+mod budgets;
+
 use super::model::{
     Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule, Policy, Proto, Span,
 };
@@ -29,7 +31,6 @@ const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "bud
 const FS_KEYS: &[&str] = &["read", "write"];
 const EXEC_KEYS: &[&str] = &["allow"];
 const NET_KEYS: &[&str] = &["allow", "bind", "raw"];
-const BUDGET_KEYS: &[&str] = &["wall_time", "memory", "pids"];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
 /// What `{workspace}` and `~` expand to.
@@ -443,16 +444,7 @@ fn parse_net(node: &Node) -> R<NetPolicy> {
 }
 
 fn parse_budgets(node: &Node) -> R<Budgets> {
-    let mut budgets = Budgets::default();
-    for (key, value) in fields(node, "`budgets`", BUDGET_KEYS)? {
-        match key {
-            "wall_time" => budgets.wall_time = Some(parse_duration_node(value)?),
-            "memory" => budgets.memory = Some(parse_size_node(value)?),
-            "pids" => budgets.pids = Some(parse_pids(value)?),
-            _ => {}
-        }
-    }
-    Ok(budgets)
+    budgets::parse_budgets(node)
 }
 
 fn list<'n, 'a>(node: &'n Node<'a>, field: &str) -> R<&'n [Node<'a>]> {
@@ -910,19 +902,6 @@ fn scalar_text(node: &Node) -> Option<String> {
     }
 }
 
-fn parse_duration_node(node: &Node) -> R<Duration> {
-    let Some(text) = scalar_text(node) else {
-        return fail(
-            node,
-            format!(
-                "expected a duration such as `10m` for `wall_time`, found {}",
-                kind(node)
-            ),
-        );
-    };
-    parse_duration(&text).map_err(|msg| fail_at(node, msg))
-}
-
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration `{text}`: expected a number followed by ms, s, m or h");
     let (number, unit) = split_number(text);
@@ -942,19 +921,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
-}
-
-fn parse_size_node(node: &Node) -> R<u64> {
-    let Some(text) = scalar_text(node) else {
-        return fail(
-            node,
-            format!(
-                "expected a size such as `512MiB` for `memory`, found {}",
-                kind(node)
-            ),
-        );
-    };
-    parse_size(&text).map_err(|msg| fail_at(node, msg))
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -997,27 +963,12 @@ fn split_number(text: &str) -> (&str, &str) {
     text.split_at(at)
 }
 
-fn parse_pids(node: &Node) -> R<u64> {
-    match &node.data {
-        YamlData::Value(Scalar::Integer(n)) if *n > 0 => Ok(n.unsigned_abs()),
-        YamlData::Value(Scalar::Integer(n)) => fail(
-            node,
-            format!("invalid `pids` limit `{n}`: expected a positive integer"),
-        ),
-        _ => fail(
-            node,
-            format!(
-                "expected a positive integer for `pids`, found {}",
-                kind(node)
-            ),
-        ),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::policy::budget::DEFAULT_STEPS;
+    use crate::policy::{Action, BudgetKey, Step};
     use tempfile::TempDir;
 
     /// A workspace and a home directory that exist for the duration of a test.
@@ -1121,7 +1072,7 @@ mod tests {
         let (l, c, m) = err("budgets:\n  cpu: 1\n");
         assert_eq!((l, c), (4, 3));
         assert!(
-            m.contains("expected one of `wall_time`, `memory`, `pids`"),
+            m.contains("expected one of `wall_time`, `cpu_time`, `cpu_quota`, `memory`"),
             "{m}"
         );
     }
@@ -1446,6 +1397,122 @@ mod tests {
             (4096, 100, 2048, 1 << 30)
         );
         assert_eq!(ok("budgets: {memory: 4096}\n").budgets.memory, Some(4096));
+    }
+
+    #[test]
+    fn every_budget_key_and_rate_forms() {
+        let b = ok("budgets:\n  wall_time: 2s\n  cpu_time: 500ms\n  cpu_quota: 50%\n  memory: 1GiB\n  memory_high: 512MiB\n  pids: 8\n  syscalls: 50000/1s\n  execs: 100/1h\n  net_egress_bytes: 1MiB\n  net_ingress_bytes: 2KiB/10s\n  fs_write_bytes: 10MiB\n").budgets;
+        assert_eq!(b.items.len(), 11);
+        let get = |k| b.get(k).unwrap();
+        assert_eq!(get(BudgetKey::WallTime).limit, 2000);
+        assert_eq!(get(BudgetKey::CpuTime).limit, 500);
+        assert_eq!(get(BudgetKey::CpuQuota).limit, 50);
+        assert_eq!(get(BudgetKey::MemoryHigh).limit, 512 << 20);
+        assert_eq!(get(BudgetKey::Syscalls).limit, 50000);
+        assert_eq!(
+            get(BudgetKey::Syscalls).window,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            get(BudgetKey::Execs).window,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(get(BudgetKey::NetIngressBytes).limit, 2048);
+        assert_eq!(get(BudgetKey::FsWriteBytes).window, None);
+        assert_eq!(b.wall_time, Some(Duration::from_secs(2)));
+        assert_eq!(b.steps(get(BudgetKey::Execs)), DEFAULT_STEPS.to_vec());
+    }
+
+    #[test]
+    fn graduated_steps_default_and_long_form() {
+        let b = ok("budgets:\n  on_exceed: [warn@80%, freeze@100%, kill@120%]\n  signal: USR1\n  execs: 10\n  syscalls: {limit: 1000, on_exceed: [warn@50%, kill], signal: SIGUSR2}\n").budgets;
+        let execs = b.get(BudgetKey::Execs).unwrap();
+        let steps = b.steps(execs);
+        assert_eq!(
+            steps,
+            vec![
+                Step {
+                    action: Action::Warn,
+                    percent: 80
+                },
+                Step {
+                    action: Action::Freeze,
+                    percent: 100
+                },
+                Step {
+                    action: Action::Kill,
+                    percent: 120
+                },
+            ]
+        );
+        assert_eq!(b.signal(execs), Some(libc::SIGUSR1));
+        let sys = b.get(BudgetKey::Syscalls).unwrap();
+        assert_eq!(sys.limit, 1000);
+        assert_eq!(
+            b.steps(sys)[1],
+            Step {
+                action: Action::Kill,
+                percent: 100
+            }
+        );
+        assert_eq!(b.signal(sys), Some(libc::SIGUSR2));
+        assert_eq!(steps[2].threshold(10), 12);
+    }
+
+    #[test]
+    fn bad_budgets_point_at_the_value() {
+        assert_eq!(
+            err("budgets:\n  execs: 100/1x\n"),
+            (4, 10, "invalid rate window in `100/1x`: invalid duration `1x`: expected a number followed by ms, s, m or h".into())
+        );
+        assert_eq!(
+            err("budgets:\n  fs_write_bytes: 10MB\n"),
+            (4, 19, "invalid size `10MB`: expected a number followed by B, KiB, MiB or GiB (did you mean `MiB`?)".into())
+        );
+        assert_eq!(
+            err("budgets:\n  on_exceed: [warn@80%, kill@70%]\n"),
+            (
+                4,
+                25,
+                "`kill@70%` must have a higher percentage than the step before it (`warn@80%`)"
+                    .into()
+            )
+        );
+        assert_eq!(err("budgets:\n  on_exceed: [kill, warn@120%]\n").0, 4);
+        assert!(err("budgets:\n  on_exceed: [kill, warn@120%]\n")
+            .2
+            .contains("nothing can follow a kill"));
+        assert!(err("budgets:\n  on_exceed: [explode@10%]\n")
+            .2
+            .contains("unknown action `explode`"));
+        assert!(err("budgets:\n  on_exceed: []\n")
+            .2
+            .contains("at least one step"));
+        assert!(err("budgets:\n  wall_time: 10s/1h\n")
+            .2
+            .contains("`wall_time` has no rate form"));
+        assert!(err("budgets:\n  pids: 5/1s\n")
+            .2
+            .contains("expected a positive integer for `pids`"));
+        assert!(err("budgets:\n  cpu_quota: 50\n")
+            .2
+            .contains("invalid `cpu_quota` `50`"));
+        assert!(err("budgets:\n  cpu_quota: 0%\n").2.contains("between 1%"));
+        assert!(err("budgets:\n  execs: \"100\"\n")
+            .2
+            .contains("a rate such as `100/1h`"));
+        assert!(err("budgets:\n  signal: SIGNOPE\n")
+            .2
+            .contains("unknown signal `SIGNOPE`"));
+        let (l, c, m) = err("budgets:\n  memory: {limit: 1GiB, on_exceed: [kill]}\n");
+        assert_eq!((l, c), (4, 36));
+        assert!(m.contains("enforced by the kernel"), "{m}");
+        assert!(err("budgets:\n  execs: {on_exceed: [kill]}\n")
+            .2
+            .contains("missing required field `limit`"));
+        assert!(err("budgets:\n  execs: {limit: 5, when: 1}\n")
+            .2
+            .contains("unknown field `when`"));
     }
 
     // --- paths -------------------------------------------------------------------------------

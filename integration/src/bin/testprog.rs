@@ -2,6 +2,8 @@
 //! one thing and prints its exact outcome (`OK` or the errno name), so tests can
 //! assert what the kernel answered rather than "it failed somehow".
 
+#[path = "testprog/budget.rs"]
+mod budget;
 #[path = "testprog/net.rs"]
 mod net;
 
@@ -184,6 +186,7 @@ fn main() {
             0
         }
         cmd if net::COMMANDS.contains(&cmd) => net::run(&args),
+        other if budget::COMMANDS.contains(&other) => budget::run(other, &args),
         other => {
             eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect (got {other:?})");
             2

@@ -9,6 +9,7 @@
 //! CO-RE relocations. The doctor probes (`probe`) load the same object.
 
 mod btf;
+mod budget;
 mod net;
 mod net_dns;
 mod probe;
@@ -25,6 +26,7 @@ use aya::{
 };
 
 pub use btf::BtfError;
+pub use budget::{BudgetCounterMaps, KernelCounts};
 pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
 pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
@@ -144,6 +146,9 @@ pub enum BpfError {
     /// The network rules do not fit the maps.
     #[error("network rules: {0}")]
     NetRules(#[from] net::CompileError),
+    /// The budget maps could not be set up.
+    #[error("budget maps: {0}")]
+    Budget(String),
     /// A cgroup directory could not be inspected.
     #[error("cgroup {}: {error}", .path.display())]
     Cgroup {
@@ -161,6 +166,8 @@ pub struct BpfRuntime {
     run_cgroups: HashMap<MapData, u64, u32>,
     dropped: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
+    btf: aya::Btf,
     /// Owns the programs and their links; declared last so it is dropped last.
     _ebpf: Ebpf,
 }
@@ -216,6 +223,7 @@ impl BpfRuntime {
             run_cgroups,
             dropped,
             events: Some(events),
+            btf,
             _ebpf: ebpf,
         })
     }

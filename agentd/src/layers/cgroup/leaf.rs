@@ -50,6 +50,11 @@ impl Leaf {
         self.procs.as_raw_fd()
     }
 
+    /// Whether this leaf holds `controller` ("cgroup2" for the identity leaf).
+    pub fn has(&self, controller: &str) -> bool {
+        self.hierarchy.split(',').any(|c| c == controller)
+    }
+
     pub fn write(&self, file: &str, value: &str) -> Result<(), CgroupError> {
         write_file(&self.path.join(file), value)
     }
@@ -162,6 +167,18 @@ impl RunCgroups {
     /// fds of every leaf's `cgroup.procs`, for the child to join all of them.
     pub fn procs_fds(&self) -> Vec<RawFd> {
         self.leaves().map(Leaf::procs_fd).collect()
+    }
+
+    /// The v1 leaf holding `controller`, if the run has one (hybrid hosts).
+    pub fn controller(&self, controller: &str) -> Option<&Leaf> {
+        self.controllers.iter().find(|l| l.has(controller))
+    }
+
+    /// Freezes (`true`) or thaws every process of the run through the v2 leaf's
+    /// `cgroup.freeze`, which every non-root cgroup2 directory has, controllers or not.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        self.identity
+            .write("cgroup.freeze", if frozen { "1" } else { "0" })
     }
 
     /// Processes still in the run.

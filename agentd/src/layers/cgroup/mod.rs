@@ -11,12 +11,14 @@
 mod hybrid;
 mod layout;
 mod leaf;
+mod stats;
 mod v1;
 mod v2;
 
 pub use hybrid::HybridManager;
 pub use layout::{CgroupLayout, CgroupMode};
 pub use leaf::RunCgroups;
+pub use stats::Usage;
 pub use v1::V1Manager;
 pub use v2::V2Manager;
 
@@ -27,6 +29,18 @@ use std::path::PathBuf;
 pub struct Limits {
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
+    /// Soft limit in bytes (v1 `memory.soft_limit_in_bytes`, v2 `memory.high`).
+    pub memory_high_bytes: Option<u64>,
+    /// CPU bandwidth in percent of one CPU (v1 `cpu.cfs_quota_us`, v2 `cpu.max`).
+    pub cpu_quota_percent: Option<u64>,
+}
+
+/// The CFS period agentd uses for `cpu_quota` (the kernel's default, 100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The CFS quota in microseconds per [`CPU_PERIOD_US`] for `percent` of one CPU.
+pub fn cpu_quota_us(percent: u64) -> u64 {
+    (CPU_PERIOD_US.saturating_mul(percent) / 100).max(1000)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use super::leaf::{write_file, Leaf, RunCgroups};
-use super::{leaf_name, CgroupError, CgroupLayout, CgroupManager, CgroupMode, Limits};
+use super::{
+    cpu_quota_us, leaf_name, CgroupError, CgroupLayout, CgroupManager, CgroupMode, Limits,
+    CPU_PERIOD_US,
+};
 
 #[derive(Debug, Clone)]
 pub struct V2Manager {
@@ -57,8 +60,11 @@ impl CgroupManager for V2Manager {
     }
 
     fn create_run(&self, run_id: &str, limits: &Limits) -> Result<RunCgroups, CgroupError> {
-        if limits.memory_bytes.is_some() {
+        if limits.memory_bytes.is_some() || limits.memory_high_bytes.is_some() {
             self.require("memory")?;
+        }
+        if limits.cpu_quota_percent.is_some() {
+            self.require("cpu")?;
         }
         if limits.pids.is_some() {
             self.require("pids")?;
@@ -72,6 +78,15 @@ impl CgroupManager for V2Manager {
         }
         if let Some(pids) = limits.pids {
             write_file(&leaf.join("pids.max"), &pids.to_string())?;
+        }
+        if let Some(bytes) = limits.memory_high_bytes {
+            write_file(&leaf.join("memory.high"), &bytes.to_string())?;
+        }
+        if let Some(percent) = limits.cpu_quota_percent {
+            write_file(
+                &leaf.join("cpu.max"),
+                &format!("{} {CPU_PERIOD_US}", cpu_quota_us(percent)),
+            )?;
         }
         Ok(run)
     }
@@ -92,7 +107,7 @@ mod tests {
                 "t1",
                 &Limits {
                     memory_bytes: Some(1 << 20),
-                    pids: None,
+                    ..Limits::default()
                 },
             )
             .unwrap_err();

@@ -1,0 +1,145 @@
+//! Budget counters shared by the eBPF budget programs and the userspace engine.
+//!
+//! Per run (keyed by v2 cgroup id) the loader inserts one [`BudgetCounters`] into
+//! `BUDGET_RUNS` (counters zero, kill thresholds set) and, for a `syscalls` budget, the
+//! cgroup id into a slot of `BUDGET_SYSCALL_CGROUPS` (its per-CPU count is the same slot
+//! of `BUDGET_SYSCALLS`). The kernel side only ever adds to the counters (atomically); the
+//! thresholds are written once, before the run starts, and only read by the kernel.
+
+/// Map, program and tracepoint names.
+pub mod names {
+    /// `HashMap<u64, BudgetCounters>`: v2 cgroup id → counters and kill thresholds.
+    pub const MAP_BUDGET_RUNS: &str = "BUDGET_RUNS";
+    /// `Array<u64>` of [`super::SYSCALL_SLOTS`]: slot → v2 cgroup id of a run with a
+    /// `syscalls` budget (0 = free).
+    pub const MAP_BUDGET_SYSCALL_CGROUPS: &str = "BUDGET_SYSCALL_CGROUPS";
+    /// `PerCpuArray<u64>` of [`super::SYSCALL_SLOTS`]: slot → syscalls entered on each
+    /// CPU (exact).
+    pub const MAP_BUDGET_SYSCALLS: &str = "BUDGET_SYSCALLS";
+    /// `tp_btf/sys_enter`: counts syscalls of budgeted runs.
+    pub const PROG_BUDGET_SYS_ENTER: &str = "budget_sys_enter";
+    /// `tp_btf/sys_exit`: counts bytes of write-family syscalls of budgeted runs.
+    pub const PROG_BUDGET_SYS_EXIT: &str = "budget_sys_exit";
+    /// `cgroup_skb/egress`: counts (and past a kill step drops) outgoing bytes.
+    pub const PROG_BUDGET_SKB_EGRESS: &str = "budget_skb_egress";
+    /// `cgroup_skb/ingress`: counts (and past a kill step drops) incoming bytes.
+    pub const PROG_BUDGET_SKB_INGRESS: &str = "budget_skb_ingress";
+    /// Raw syscall tracepoints.
+    pub const TP_SYS_ENTER: &str = "sys_enter";
+    pub const TP_SYS_EXIT: &str = "sys_exit";
+}
+
+/// Maximum number of runs with budgets at the same time.
+pub const MAX_BUDGET_RUNS: u32 = 1024;
+
+/// Runs with a `syscalls` budget one loaded object serves at once. The sys_enter program
+/// runs on every syscall of the host, so it scans this small array instead of hashing
+/// the cgroup id (see `agentd-ebpf/src/budget.rs`); each agentd run loads its own object
+/// and uses slot 0.
+pub const SYSCALL_SLOTS: u32 = 4;
+
+/// A threshold that never fires.
+pub const BUDGET_NEVER: u64 = u64::MAX;
+
+/// Each CPU adds its syscall count to [`BudgetCounters::syscalls_flushed`] in batches of
+/// this many (a power of two), so the shared cache line is touched once per batch. A kill
+/// threshold therefore fires at most `SYSCALL_FLUSH_BATCH * nr_cpus` calls late.
+pub const SYSCALL_FLUSH_BATCH: u64 = 64;
+
+/// x86-64 numbers of the syscalls whose positive return value is counted as bytes
+/// written by `fs_write_bytes`: write, pwrite64, writev, pwritev, pwritev2, sendfile,
+/// copy_file_range, splice, tee and vmsplice. They count bytes written to any kind of file
+/// descriptor (regular files, pipes, terminals, sockets); `sendto`/`sendmsg` are not
+/// counted (network bytes have their own budgets).
+pub const FS_WRITE_SYSCALLS: [u64; 10] = [1, 18, 20, 296, 328, 40, 326, 275, 276, 278];
+
+/// Offset of `orig_ax` (the syscall number) in x86-64 `struct pt_regs`, part of the
+/// kernel's stable user ABI (`ptrace` `ORIG_RAX * 8`).
+pub const PT_REGS_ORIG_AX_OFFSET: u32 = 15 * 8;
+
+/// Value of `BUDGET_RUNS`: what the kernel counted for one run, and where it stops it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetCounters {
+    /// Syscalls, in whole [`SYSCALL_FLUSH_BATCH`]es (the exact figure is the sum of the
+    /// run's `BUDGET_SYSCALLS` values).
+    pub syscalls_flushed: u64,
+    /// Completed execve/execveat calls (`sched_process_exec`).
+    pub execs: u64,
+    /// `skb->len` of every packet leaving sockets of the run (`cgroup_skb/egress`).
+    pub net_egress_bytes: u64,
+    /// `skb->len` of every packet arriving at sockets of the run (`cgroup_skb/ingress`).
+    pub net_ingress_bytes: u64,
+    /// Bytes returned by the [`FS_WRITE_SYSCALLS`].
+    pub fs_write_bytes: u64,
+    /// Packets dropped because the run was past a net kill threshold.
+    pub net_dropped_packets: u64,
+    /// Past this many syscalls the calling process gets SIGKILL.
+    pub kill_syscalls: u64,
+    /// Past this many execs the exec'ing process gets SIGKILL (before it runs).
+    pub kill_execs: u64,
+    /// Past this many egress bytes packets are dropped.
+    pub drop_net_egress: u64,
+    /// Past this many ingress bytes packets are dropped.
+    pub drop_net_ingress: u64,
+    /// Past this many bytes written the writing process gets SIGKILL.
+    pub kill_fs_write: u64,
+}
+
+impl BudgetCounters {
+    /// Zero counters, no thresholds.
+    pub const NEW: Self = Self {
+        syscalls_flushed: 0,
+        execs: 0,
+        net_egress_bytes: 0,
+        net_ingress_bytes: 0,
+        fs_write_bytes: 0,
+        net_dropped_packets: 0,
+        kill_syscalls: BUDGET_NEVER,
+        kill_execs: BUDGET_NEVER,
+        drop_net_egress: BUDGET_NEVER,
+        drop_net_ingress: BUDGET_NEVER,
+        kill_fs_write: BUDGET_NEVER,
+    };
+}
+
+/// Size of [`BudgetCounters`]: eleven `u64`s, no padding.
+pub const BUDGET_COUNTERS_SIZE: usize = 88;
+
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<BudgetCounters>() == BUDGET_COUNTERS_SIZE);
+    assert!(align_of::<BudgetCounters>() == 8);
+    assert!(offset_of!(BudgetCounters, syscalls_flushed) == 0);
+    assert!(offset_of!(BudgetCounters, execs) == 8);
+    assert!(offset_of!(BudgetCounters, net_egress_bytes) == 16);
+    assert!(offset_of!(BudgetCounters, net_ingress_bytes) == 24);
+    assert!(offset_of!(BudgetCounters, fs_write_bytes) == 32);
+    assert!(offset_of!(BudgetCounters, net_dropped_packets) == 40);
+    assert!(offset_of!(BudgetCounters, kill_syscalls) == 48);
+    assert!(offset_of!(BudgetCounters, kill_execs) == 56);
+    assert!(offset_of!(BudgetCounters, drop_net_egress) == 64);
+    assert!(offset_of!(BudgetCounters, drop_net_ingress) == 72);
+    assert!(offset_of!(BudgetCounters, kill_fs_write) == 80);
+    assert!(SYSCALL_FLUSH_BATCH.is_power_of_two());
+};
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, only `u64` fields, no padding (pinned above), so every bit
+// pattern is a valid value.
+unsafe impl aya::Pod for BudgetCounters {}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn budget_counters_layout() {
+        assert_eq!(size_of::<BudgetCounters>(), 11 * 8);
+        assert_eq!(offset_of!(BudgetCounters, kill_syscalls), 48);
+        assert_eq!(offset_of!(BudgetCounters, kill_fs_write), 80);
+        assert_eq!(BudgetCounters::NEW.kill_execs, BUDGET_NEVER);
+    }
+}

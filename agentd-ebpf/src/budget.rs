@@ -1,0 +1,192 @@
+//! Budget counters of runs, keyed by v2 cgroup id (see `agentd_common::budget`).
+//!
+//! - `tp_btf/sys_enter` counts every syscall of a budgeted run in a per-CPU value, and
+//!   adds whole batches to the run's shared counter, where the kill threshold is checked.
+//!   Unbudgeted tasks cost one cgroup-id read and one hash miss.
+//! - `tp_btf/sys_exit` adds the positive return value of write-family syscalls
+//!   (`FS_WRITE_SYSCALLS`) to `fs_write_bytes`.
+//! - `cgroup_skb/egress` and `cgroup_skb/ingress` add `skb->len` to the net counters and
+//!   drop packets once a run is past its kill threshold (agentd then kills the run).
+//! - the exec tracker calls [`count_exec`].
+//!
+//! Past a kill threshold the offending process gets SIGKILL from `bpf_send_signal` right
+//! away (it dies on return to user mode); agentd sees the counter on its next poll and
+//! kills the rest of the run through `cgroup.kill`.
+
+use core::ptr::addr_of_mut;
+
+use agentd_common::budget::{
+    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, PT_REGS_ORIG_AX_OFFSET,
+    SYSCALL_FLUSH_BATCH, SYSCALL_SLOTS,
+};
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_send_signal, bpf_skb_cgroup_id},
+    macros::{btf_tracepoint, cgroup_skb, map},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{BtfTracePointContext, SkBuffContext},
+};
+
+use crate::{kernel::read_at, maps::atomic_add};
+
+/// `SIGKILL` (the same number on every Linux architecture).
+const SIGKILL: u32 = 9;
+/// cgroup_skb verdicts.
+const SKB_PASS: i32 = 1;
+const SKB_DROP: i32 = 0;
+
+/// v2 cgroup id → counters and thresholds of a budgeted run.
+#[map]
+pub static BUDGET_RUNS: HashMap<u64, BudgetCounters> =
+    HashMap::with_max_entries(MAX_BUDGET_RUNS, 0);
+
+/// Slot → v2 cgroup id of a run with a `syscalls` budget (0: free slot).
+#[map]
+pub static BUDGET_SYSCALL_CGROUPS: Array<u64> = Array::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// Slot → syscalls entered, per CPU.
+#[map]
+pub static BUDGET_SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// Runs on every syscall of the host, so the common case (not a budgeted run) is a few
+/// array loads and compares: no hashing, no helper besides the cgroup id.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn budget_sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    let cgroup_id = current_cgroup_id();
+    let mut slot = SYSCALL_SLOTS;
+    for i in 0..SYSCALL_SLOTS {
+        if BUDGET_SYSCALL_CGROUPS.get(i).copied() == Some(cgroup_id) {
+            slot = i;
+        }
+    }
+    let Some(count) = BUDGET_SYSCALLS.get_ptr_mut(slot) else {
+        return 0;
+    };
+    atomic_add(count, 1);
+    // SAFETY: `count` is this CPU's slot of a live map value (see atomic_add).
+    let n = unsafe { count.read_volatile() };
+    if n & (SYSCALL_FLUSH_BATCH - 1) == 0 {
+        if let Some(run) = BUDGET_RUNS.get_ptr_mut(cgroup_id) {
+            // SAFETY: `run` points at the run's live BudgetCounters map value.
+            let (counter, limit) = unsafe {
+                (
+                    addr_of_mut!((*run).syscalls_flushed),
+                    addr_of_mut!((*run).kill_syscalls),
+                )
+            };
+            kill_past(counter, SYSCALL_FLUSH_BATCH, limit);
+        }
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn budget_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // btf_trace_sys_exit(void *, struct pt_regs *regs, long ret)
+    let ret: i64 = ctx.arg(1);
+    if ret <= 0 {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the read is fault tolerant.
+    let Ok(nr) = (unsafe { read_at::<u64>(regs, PT_REGS_ORIG_AX_OFFSET) }) else {
+        return 0;
+    };
+    let mut counted = false;
+    for n in FS_WRITE_SYSCALLS {
+        counted |= n == nr;
+    }
+    if !counted {
+        return 0;
+    }
+    if let Some(run) = BUDGET_RUNS.get_ptr_mut(current_cgroup_id()) {
+        // SAFETY: `run` points at the run's live BudgetCounters map value.
+        let (counter, limit) = unsafe {
+            (
+                addr_of_mut!((*run).fs_write_bytes),
+                addr_of_mut!((*run).kill_fs_write),
+            )
+        };
+        kill_past(counter, ret as u64, limit);
+    }
+    0
+}
+
+#[cgroup_skb(egress)]
+pub fn budget_skb_egress(ctx: SkBuffContext) -> i32 {
+    count_skb(&ctx, true)
+}
+
+#[cgroup_skb(ingress)]
+pub fn budget_skb_ingress(ctx: SkBuffContext) -> i32 {
+    count_skb(&ctx, false)
+}
+
+/// Counts an exec of the run `cgroup_id`; past the threshold the new image is killed
+/// before it runs an instruction.
+#[inline(always)]
+pub fn count_exec(cgroup_id: u64) {
+    if let Some(run) = BUDGET_RUNS.get_ptr_mut(cgroup_id) {
+        // SAFETY: `run` points at the run's live BudgetCounters map value.
+        let (counter, limit) =
+            unsafe { (addr_of_mut!((*run).execs), addr_of_mut!((*run).kill_execs)) };
+        kill_past(counter, 1, limit);
+    }
+}
+
+#[inline(always)]
+fn count_skb(ctx: &SkBuffContext, egress: bool) -> i32 {
+    // SAFETY: the context's `__sk_buff`; the helper reads the cgroup of the skb's socket
+    // (set by the cgroup hook for ingress too) and returns 0 when there is none.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    let Some(run) = BUDGET_RUNS.get_ptr_mut(cgroup_id) else {
+        return SKB_PASS;
+    };
+    // SAFETY: `run` points at the run's live BudgetCounters map value.
+    let (counter, limit, dropped) = unsafe {
+        if egress {
+            (
+                addr_of_mut!((*run).net_egress_bytes),
+                addr_of_mut!((*run).drop_net_egress),
+                addr_of_mut!((*run).net_dropped_packets),
+            )
+        } else {
+            (
+                addr_of_mut!((*run).net_ingress_bytes),
+                addr_of_mut!((*run).drop_net_ingress),
+                addr_of_mut!((*run).net_dropped_packets),
+            )
+        }
+    };
+    if add_and_read(counter, u64::from(ctx.len())) > read(limit) {
+        atomic_add(dropped, 1);
+        return SKB_DROP;
+    }
+    SKB_PASS
+}
+
+/// Adds `value` to `counter`; SIGKILLs the current process once it is past `limit`.
+#[inline(always)]
+fn kill_past(counter: *mut u64, value: u64, limit: *mut u64) {
+    if add_and_read(counter, value) > read(limit) {
+        // SAFETY: plain helper call; it signals the current task's thread group.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+}
+
+#[inline(always)]
+fn add_and_read(counter: *mut u64, value: u64) -> u64 {
+    atomic_add(counter, value);
+    read(counter)
+}
+
+#[inline(always)]
+fn read(ptr: *mut u64) -> u64 {
+    // SAFETY: callers pass pointers into live map values.
+    unsafe { ptr.read_volatile() }
+}
+
+#[inline(always)]
+fn current_cgroup_id() -> u64 {
+    // SAFETY: argument-less helper, allowed in tracing programs.
+    unsafe { bpf_get_current_cgroup_id() }
+}

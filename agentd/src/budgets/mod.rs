@@ -1,0 +1,626 @@
+//! Budget accounting and the graduated response: every tick agentd reads what the run
+//! has used (cgroup files, the eBPF counters, the clock), fires the `on_exceed` steps
+//! the use has gone past (warn → freeze → kill), and audits what the kernel enforced by
+//! itself (OOM kills, forks refused at the pids limit).
+//!
+//! Which figure feeds which budget:
+//!
+//! | budget | figure |
+//! |---|---|
+//! | `wall_time` | time since the command was started |
+//! | `cpu_time` | `cpuacct.usage` (v1) / `cpu.stat` `usage_usec` (v2) |
+//! | `syscalls`, `execs`, `net_*`, `fs_write_bytes` | the run's `BUDGET_RUNS` / `BUDGET_SYSCALLS` entries |
+//! | `memory`, `memory_high`, `pids`, `cpu_quota` | enforced by the kernel; the table shows the use |
+//!
+//! Each step fires once, in order. Kill steps of absolute counter budgets are also
+//! written into the kernel map, so the eBPF side stops the offending process at the
+//! threshold itself (within one syscall batch) rather than a tick later; rate forms are
+//! enforced here only, on a sliding window over the sampled counters.
+
+mod control;
+mod sockets;
+mod table;
+mod window;
+
+use std::time::{Duration, Instant};
+
+use agentd_common::budget::BudgetCounters;
+use serde_json::{json, Value};
+
+use crate::audit::Decision;
+use crate::layers::bpf::{BudgetCounterMaps, KernelCounts};
+use crate::layers::cgroup::{RunCgroups, Usage};
+use crate::layers::name;
+use crate::policy::{show, Action, Budget, BudgetKey, Policy, Step, Unit};
+
+pub use control::{signal_run, PidFile, RESUME_SIGNAL, STOP_SIGNAL};
+use window::SlidingWindow;
+
+/// How often the counters are sampled and the steps checked.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Refused forks are audited at most this often (with the count since the last record).
+const FORK_REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Something the engine did or saw, for the caller to audit and print.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The layer that decided (`cgroup` for what the kernel's controllers did, `bpf` for
+    /// kills the eBPF side made at its threshold, else `agentd`).
+    pub layer: &'static str,
+    pub event: &'static str,
+    pub decision: Option<Decision>,
+    pub detail: Value,
+    /// The line for agentd's stderr (without the `agentd: ` prefix).
+    pub line: String,
+    /// Set when the run was killed: the budget that did it.
+    pub killed_by: Option<&'static str>,
+}
+
+/// One budget being tracked.
+#[derive(Debug)]
+struct Tracked {
+    budget: Budget,
+    steps: Vec<Step>,
+    signal: Option<i32>,
+    /// Index of the next step to fire.
+    next: usize,
+    used: u64,
+    peak: u64,
+    window: Option<SlidingWindow>,
+}
+
+/// The run's budgets, their use and the state of their responses.
+pub struct Budgets {
+    tracked: Vec<Tracked>,
+    started: Instant,
+    counters: Option<BudgetCounterMaps>,
+    kernel: KernelCounts,
+    usage: Usage,
+    seen_oom_kills: u64,
+    seen_pids_max_hits: u64,
+    pids_peak: u64,
+    last_tick: Instant,
+    /// Set once a network budget killed the run: its TCP sockets are aborted.
+    net_killed: bool,
+    last_fork_report: Option<Instant>,
+    /// The budget whose step froze the run, while it is frozen.
+    frozen_by: Option<&'static str>,
+    run_id: String,
+}
+
+impl Budgets {
+    pub fn new(policy: &Policy, run_id: &str) -> Self {
+        let now = Instant::now();
+        let tracked = policy
+            .budgets
+            .items
+            .iter()
+            .map(|b| Tracked {
+                budget: b.clone(),
+                steps: if b.key.kernel_enforced() {
+                    Vec::new()
+                } else {
+                    policy.budgets.steps(b)
+                },
+                signal: policy.budgets.signal(b),
+                next: 0,
+                used: 0,
+                peak: 0,
+                window: b.window.map(|w| SlidingWindow::new(w, now)),
+            })
+            .collect();
+        Self {
+            tracked,
+            started: now,
+            last_tick: now,
+            net_killed: false,
+            last_fork_report: None,
+            counters: None,
+            kernel: KernelCounts::default(),
+            usage: Usage::default(),
+            seen_oom_kills: 0,
+            seen_pids_max_hits: 0,
+            pids_peak: 0,
+            frozen_by: None,
+            run_id: run_id.to_owned(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracked.is_empty()
+    }
+
+    /// Kill thresholds for the kernel side: absolute counter budgets with a kill step.
+    pub fn kernel_thresholds(&self) -> BudgetCounters {
+        let mut c = BudgetCounters::NEW;
+        for t in self.tracked.iter().filter(|t| t.window.is_none()) {
+            let Some(kill) = t.steps.iter().find(|s| s.action == Action::Kill) else {
+                continue;
+            };
+            let at = kill.threshold(t.budget.limit);
+            match t.budget.key {
+                BudgetKey::Syscalls => c.kill_syscalls = at,
+                BudgetKey::Execs => c.kill_execs = at,
+                BudgetKey::NetEgressBytes => c.drop_net_egress = at,
+                BudgetKey::NetIngressBytes => c.drop_net_ingress = at,
+                BudgetKey::FsWriteBytes => c.kill_fs_write = at,
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// Starts reading the kernel counters from `maps`.
+    pub fn attach(&mut self, maps: BudgetCounterMaps) {
+        self.counters = Some(maps);
+    }
+
+    /// Unregisters the run from the kernel counters (call once the run is over).
+    pub fn release(&mut self) {
+        if let Some(mut maps) = self.counters.take() {
+            maps.remove();
+        }
+    }
+
+    /// Starts the clock (call when the command starts).
+    pub fn start(&mut self) {
+        self.started = Instant::now();
+        for t in &mut self.tracked {
+            if let Some(w) = t.budget.window {
+                t.window = Some(SlidingWindow::new(w, self.started));
+            }
+        }
+    }
+
+    /// Whether a tick is due. The supervise loop checks this after every wake-up as well
+    /// as on its timer: a busy event stream can keep the loop from ever parking, and then
+    /// the timer alone would never fire.
+    pub fn due(&self) -> bool {
+        !self.tracked.is_empty() && self.last_tick.elapsed() >= TICK
+    }
+
+    /// Samples every figure, audits what the kernel enforced, and fires due steps.
+    pub fn tick(&mut self, cgroups: &RunCgroups) -> Vec<Notice> {
+        self.last_tick = Instant::now();
+        let mut notices = self.sample(cgroups, false);
+        let now = Instant::now();
+        for i in 0..self.tracked.len() {
+            if let Some(n) = self.advance(i, now, cgroups) {
+                let killed = n.killed_by.is_some();
+                notices.push(n);
+                if killed {
+                    break;
+                }
+            }
+        }
+        notices
+    }
+
+    /// The last sample after the command ended: kernel events, and the steps of the
+    /// counters the eBPF side enforces (it may have killed the command before a tick saw
+    /// the counter go past the threshold). Time budgets fire nothing after the end.
+    pub fn finish(&mut self, cgroups: &RunCgroups) -> Vec<Notice> {
+        let mut notices = self.sample(cgroups, true);
+        if self.net_killed {
+            // The processes are gone, but the sockets they closed are orphans that keep
+            // sending what was queued. Stop counting (and dropping) first, so that the
+            // resets the abort sends reach the peers, then abort them at once.
+            self.release();
+            let aborted = self.abort_sockets(cgroups);
+            notices.push(Notice {
+                layer: name::AGENTD,
+                event: "budget",
+                decision: Some(Decision::Kill),
+                detail: json!({"action": "abort_sockets", "tcp_sockets_aborted": aborted}),
+                line: format!("budget: aborted the run's tcp connections ({aborted})"),
+                killed_by: None,
+            });
+        }
+        let now = Instant::now();
+        for i in 0..self.tracked.len() {
+            let key = self.tracked[i].budget.key;
+            if key.counted_in_kernel() {
+                notices.extend(self.advance(i, now, cgroups));
+            } else if !key.kernel_enforced() {
+                let counter = figure(key, &self.kernel, &self.usage, self.started, now);
+                observe(&mut self.tracked[i], counter, now);
+            }
+        }
+        notices
+    }
+
+    /// Aborts the run's TCP connections, so data already queued in their send buffers is
+    /// not delivered after the kill. Returns the count, or the error, for the record.
+    fn abort_sockets(&self, cgroups: &RunCgroups) -> Value {
+        match sockets::abort_tcp_sockets(cgroups.cgroup_id()) {
+            Ok(n) => json!(n),
+            Err(e) => {
+                tracing::warn!("aborting the run's tcp sockets: {e}");
+                json!(format!("error: {e}"))
+            }
+        }
+    }
+
+    /// Thaws a run a freeze step froze (`agentd resume RUN`).
+    pub fn resume(&mut self, cgroups: &RunCgroups) -> Notice {
+        let by = self.frozen_by.take();
+        let thawed = by.is_some() && cgroups.freeze(false).is_ok();
+        Notice {
+            layer: name::AGENTD,
+            event: "budget",
+            decision: None,
+            detail: json!({"action": "resume", "budget": by, "thawed": thawed}),
+            line: match by {
+                Some(b) => format!("budget: {b}: run {} resumed", self.run_id),
+                None => format!("budget: resume: run {} is not frozen", self.run_id),
+            },
+            killed_by: None,
+        }
+    }
+
+    /// Reads every figure. Refused forks are reported at most once per
+    /// [`FORK_REFUSAL_REPORT_EVERY`] (a fork bomb would otherwise write a record per tick),
+    /// and always when `flush` is set.
+    fn sample(&mut self, cgroups: &RunCgroups, flush: bool) -> Vec<Notice> {
+        let usage = cgroups.usage();
+        // Keep the last figures of a live run: after the end the files read zero.
+        if usage.pids.unwrap_or(0) > 0 || self.usage == Usage::default() {
+            self.usage = usage;
+        } else {
+            self.usage.oom_kills = usage.oom_kills.or(self.usage.oom_kills);
+            self.usage.pids_max_hits = usage.pids_max_hits.or(self.usage.pids_max_hits);
+            self.usage.cpu_ns = usage.cpu_ns.or(self.usage.cpu_ns);
+            self.usage.memory_peak_bytes = usage.memory_peak_bytes.or(self.usage.memory_peak_bytes);
+        }
+        self.pids_peak = self.pids_peak.max(usage.pids.unwrap_or(0));
+        if let Some(maps) = &self.counters {
+            match maps.read() {
+                Ok(k) => self.kernel = k,
+                Err(e) => tracing::warn!("reading budget counters: {e}"),
+            }
+        }
+        let mut notices = Vec::new();
+        let oom = usage.oom_kills.unwrap_or(0);
+        if oom > self.seen_oom_kills {
+            let new = oom - self.seen_oom_kills;
+            self.seen_oom_kills = oom;
+            let limit = self.limit_of(BudgetKey::Memory);
+            notices.push(Notice {
+                layer: name::CGROUP,
+                event: "budget",
+                decision: Some(Decision::Kill),
+                detail: json!({
+                    "budget": "memory",
+                    "action": "oom_kill",
+                    "enforced_by": "kernel",
+                    "limit": limit,
+                    "unit": "bytes",
+                    "oom_kills": oom,
+                    "new_oom_kills": new,
+                    "peak": self.usage.memory_peak_bytes,
+                }),
+                line: format!(
+                    "budget: memory {}: the kernel OOM-killed {new} process(es)",
+                    limit.map_or_else(|| "-".into(), |l| show(Unit::Bytes, l))
+                ),
+                killed_by: None,
+            });
+        }
+        let hits = usage.pids_max_hits.unwrap_or(0);
+        let report_due = flush
+            || self
+                .last_fork_report
+                .is_none_or(|t| t.elapsed() >= FORK_REFUSAL_REPORT_EVERY);
+        if hits > self.seen_pids_max_hits && report_due {
+            self.last_fork_report = Some(Instant::now());
+            let new = hits - self.seen_pids_max_hits;
+            self.seen_pids_max_hits = hits;
+            let limit = self.limit_of(BudgetKey::Pids);
+            notices.push(Notice {
+                layer: name::CGROUP,
+                event: "budget",
+                decision: Some(Decision::Deny),
+                detail: json!({
+                    "budget": "pids",
+                    "action": "fork_refused",
+                    "enforced_by": "kernel",
+                    "limit": limit,
+                    "unit": "count",
+                    "errno": "EAGAIN",
+                    "refused_forks": hits,
+                    "new_refused_forks": new,
+                }),
+                line: format!(
+                    "budget: pids {}: the kernel refused {new} fork(s) (EAGAIN)",
+                    limit.map_or_else(|| "-".into(), |l| l.to_string())
+                ),
+                killed_by: None,
+            });
+        }
+        notices
+    }
+
+    fn limit_of(&self, key: BudgetKey) -> Option<u64> {
+        self.tracked
+            .iter()
+            .find(|t| t.budget.key == key)
+            .map(|t| t.budget.limit)
+    }
+
+    /// Updates budget `i` and fires its next step if the use went past it.
+    fn advance(&mut self, i: usize, now: Instant, cgroups: &RunCgroups) -> Option<Notice> {
+        let counter = {
+            let t = &self.tracked[i];
+            if t.budget.key.kernel_enforced() {
+                return None;
+            }
+            figure(t.budget.key, &self.kernel, &self.usage, self.started, now)
+        };
+        let t = &mut self.tracked[i];
+        let used = observe(t, counter, now);
+        // Fire the highest step already passed; steps it skipped over are reported with it.
+        let mut fire = None;
+        while let Some(step) = t.steps.get(t.next) {
+            if used <= step.threshold(t.budget.limit) {
+                break;
+            }
+            fire = Some(*step);
+            t.next += 1;
+        }
+        let step = fire?;
+        let key = t.budget.key;
+        let name = key.name();
+        let unit = key.unit();
+        let (limit, signal, window) = (t.budget.limit, t.signal, t.budget.window);
+        let mut detail = json!({
+            "budget": name,
+            "action": step.action.name(),
+            "step": step.to_string(),
+            "limit": limit,
+            "unit": unit_name(unit),
+            "threshold": step.threshold(limit),
+            "used": used,
+        });
+        if let Some(w) = window {
+            detail["window_ms"] = json!(w.as_millis() as u64);
+        }
+        let shown = format!(
+            "{name} {}{} exceeded ({} used, step {step})",
+            show(unit, limit),
+            window.map_or(String::new(), |w| format!(
+                "/{}",
+                show(Unit::Millis, w.as_millis() as u64)
+            )),
+            show(unit, used),
+        );
+        let (decision, line, killed_by) = match step.action {
+            Action::Warn => {
+                let mut signalled = 0;
+                if let Some(sig) = signal {
+                    signalled = signal_members(cgroups, sig);
+                    detail["signal"] = json!(sig_name(sig));
+                    detail["processes_signalled"] = json!(signalled);
+                }
+                let extra = signal.map_or(String::new(), |s| {
+                    format!("; sent {} to {signalled} process(es)", sig_name(s))
+                });
+                (None, format!("budget: warning: {shown}{extra}"), None)
+            }
+            Action::Freeze => {
+                let frozen = cgroups.freeze(true);
+                detail["frozen"] = json!(frozen.is_ok());
+                if let Err(e) = &frozen {
+                    detail["error"] = json!(e.to_string());
+                }
+                self.frozen_by = Some(name);
+                (
+                    None,
+                    format!(
+                        "budget: {shown}; froze the run: `agentd resume {id}` thaws it, `agentd stop {id}` kills it",
+                        id = self.run_id
+                    ),
+                    None,
+                )
+            }
+            Action::Kill => {
+                let n = cgroups.kill_all();
+                detail["processes_killed"] = json!(n);
+                if matches!(key, BudgetKey::NetEgressBytes | BudgetKey::NetIngressBytes) {
+                    // The sockets are aborted at the end of the run (see `finish`).
+                    self.net_killed = true;
+                }
+                (
+                    Some(Decision::Kill),
+                    format!("budget: {shown}; killed {n} process(es)"),
+                    Some(name),
+                )
+            }
+        };
+        let in_kernel = step.action == Action::Kill && window.is_none() && key.counted_in_kernel();
+        Some(Notice {
+            layer: if in_kernel { name::BPF } else { name::AGENTD },
+            event: "budget",
+            decision,
+            detail,
+            line,
+            killed_by,
+        })
+    }
+
+    /// `{budget: {limit, used, peak, ...}}` for the run_end record.
+    pub fn summary_json(&self) -> Value {
+        let rows = self.rows();
+        Value::Object(
+            rows.into_iter()
+                .map(|r| {
+                    (
+                        r.name.to_owned(),
+                        json!({
+                            "limit": r.limit,
+                            "window_ms": r.window_ms,
+                            "unit": r.unit,
+                            "used": r.used,
+                            "peak": r.peak,
+                        }),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The table printed on stderr at the end of the run.
+    pub fn table(&self) -> String {
+        table::render(&self.rows())
+    }
+
+    fn rows(&self) -> Vec<table::Row> {
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        self.tracked
+            .iter()
+            .map(|t| {
+                let key = t.budget.key;
+                let (used, peak) = match key {
+                    BudgetKey::Memory | BudgetKey::MemoryHigh => {
+                        (self.usage.memory_bytes, self.usage.memory_peak_bytes)
+                    }
+                    BudgetKey::Pids => (self.usage.pids, Some(self.pids_peak)),
+                    BudgetKey::CpuQuota => {
+                        // Average CPU use over the run, in percent of one CPU.
+                        let cpu_ms = self.usage.cpu_ns.unwrap_or(0) / 1_000_000;
+                        (Some(cpu_ms * 100 / elapsed_ms.max(1)), None)
+                    }
+                    _ => (Some(t.used), Some(t.peak)),
+                };
+                table::Row {
+                    name: key.name(),
+                    unit: unit_name(key.unit()),
+                    shown_unit: key.unit(),
+                    limit: t.budget.limit,
+                    window_ms: t.budget.window.map(|w| w.as_millis() as u64),
+                    used,
+                    peak,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The raw (cumulative) figure of a budget now.
+fn figure(key: BudgetKey, k: &KernelCounts, u: &Usage, started: Instant, now: Instant) -> u64 {
+    match key {
+        BudgetKey::WallTime => now.duration_since(started).as_millis() as u64,
+        BudgetKey::CpuTime => u.cpu_ns.unwrap_or(0) / 1_000_000,
+        BudgetKey::Syscalls => k.syscalls,
+        BudgetKey::Execs => k.execs,
+        BudgetKey::NetEgressBytes => k.net_egress_bytes,
+        BudgetKey::NetIngressBytes => k.net_ingress_bytes,
+        BudgetKey::FsWriteBytes => k.fs_write_bytes,
+        BudgetKey::CpuQuota | BudgetKey::Memory | BudgetKey::MemoryHigh | BudgetKey::Pids => 0,
+    }
+}
+
+/// Feeds a cumulative figure to a budget; returns the use its steps are checked against
+/// (the windowed use for a rate form).
+fn observe(t: &mut Tracked, counter: u64, now: Instant) -> u64 {
+    let used = match &mut t.window {
+        Some(w) => {
+            let u = w.observe(now, counter);
+            t.peak = w.peak();
+            u
+        }
+        None => {
+            t.peak = t.peak.max(counter);
+            counter
+        }
+    };
+    // For a rate form "used" in the table is the total; steps see the window.
+    t.used = counter;
+    used
+}
+
+fn unit_name(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Millis => "ms",
+        Unit::Bytes => "bytes",
+        Unit::Count => "count",
+        Unit::Percent => "percent",
+    }
+}
+
+/// Sends `sig` to every process of the run (all started by this run).
+fn signal_members(cgroups: &RunCgroups, sig: i32) -> usize {
+    let Ok(sig) = nix::sys::signal::Signal::try_from(sig) else {
+        return 0;
+    };
+    cgroups
+        .pids()
+        .into_iter()
+        .filter_map(|p| i32::try_from(p).ok())
+        .filter(|&p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig).is_ok())
+        .count()
+}
+
+fn sig_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use agentd_common::budget::BUDGET_NEVER;
+
+    use super::*;
+    use crate::policy::{parse_str, LoadOptions};
+
+    fn budgets(section: &str) -> Budgets {
+        let opts = LoadOptions {
+            workspace: std::env::temp_dir(),
+            home: std::env::temp_dir(),
+        };
+        let policy = parse_str(
+            &format!("version: 1\nname: t\nbudgets:\n{section}"),
+            "<test>",
+            &opts,
+        )
+        .unwrap();
+        Budgets::new(&policy, "r1")
+    }
+
+    #[test]
+    fn only_absolute_counters_with_a_kill_step_get_a_kernel_threshold() {
+        let b = budgets(
+            "  on_exceed: [warn@50%, kill@120%]\n  execs: 100\n  syscalls: 5000/1s\n  fs_write_bytes: {limit: 1MiB, on_exceed: [freeze@100%]}\n  net_egress_bytes: {limit: 1000, on_exceed: [kill]}\n  wall_time: 1s\n",
+        );
+        let t = b.kernel_thresholds();
+        assert_eq!(t.kill_execs, 120);
+        assert_eq!(
+            t.kill_syscalls, BUDGET_NEVER,
+            "rate forms are checked by agentd"
+        );
+        assert_eq!(t.kill_fs_write, BUDGET_NEVER, "no kill step");
+        assert_eq!(t.drop_net_egress, 1000);
+        assert_eq!(t.drop_net_ingress, BUDGET_NEVER);
+    }
+
+    #[test]
+    fn kernel_enforced_budgets_have_no_steps() {
+        let b = budgets("  memory: 1GiB\n  pids: 5\n  execs: 3\n");
+        let steps: Vec<usize> = b.tracked.iter().map(|t| t.steps.len()).collect();
+        assert_eq!(steps, vec![0, 0, 1]);
+        assert!(!b.is_empty());
+    }
+
+    #[test]
+    fn a_rate_budget_sees_its_window_and_reports_the_total() {
+        let b = budgets("  execs: 10/1s\n");
+        let mut t = b.tracked.into_iter().next().unwrap();
+        let t0 = b.started;
+        assert_eq!(observe(&mut t, 8, t0 + Duration::from_millis(500)), 8);
+        // 1.6 s: the window starts at 0.6 s, after the 0.5 s sample (8).
+        assert_eq!(observe(&mut t, 12, t0 + Duration::from_millis(1600)), 4);
+        assert_eq!((t.used, t.peak), (12, 8));
+    }
+}
