@@ -28,7 +28,7 @@ const MODULES: &[&str] = &[
 ];
 const INIT: &str = include_str!("../vm/init.sh");
 /// Whole-VM time limit: boot (~10 s under TCG) plus the suite at 5-10x native cost.
-const VM_TIMEOUT_SECS: u32 = 1200;
+const VM_TIMEOUT_SECS: u32 = 2700;
 
 pub enum Outcome {
     /// The suite ran inside the VM and passed.
@@ -286,7 +286,7 @@ fn run_script(root: &Path, tests: &[PathBuf]) -> String {
     );
     s.push_str("echo \"kernel $(uname -r); LSMs $(cat /sys/kernel/security/lsm)\"\n");
     // A pure-v2 guest: delegate the controllers budgets use, as systemd would.
-    s.push_str("echo '+memory +pids' > /sys/fs/cgroup/cgroup.subtree_control || exit 90\n");
+    s.push_str("echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control || exit 90\n");
     s.push_str(&format!(
         "export AGENTD_BIN='{}/target/debug/agentd'\nexport AGENTD_TESTPROG='{}/target/debug/agentd-testprog'\n",
         root.display(),
