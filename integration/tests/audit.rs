@@ -553,3 +553,46 @@ fn landlock_denials_are_audited_with_op_path_errno_and_rule() {
         .filter(|r| r["event"] == "denied")
         .all(|r| r["run"].as_str().is_some_and(|s| s.len() == 12)));
 }
+
+#[test]
+fn replay_re_judges_the_budgets_a_run_recorded() {
+    let sb = Sandbox::new();
+    let base = std::fs::read_to_string(sb.base_policy(&["/usr/bin/true"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Policy A: generous execs and pids budgets; the run uses 6 execs (itself + 5).
+    sb.write_policy(&format!("{base}budgets:\n  execs: 50\n  pids: 64\n"));
+    let o = sb.run_prog(&["exec-loop", "5", "/usr/bin/true"]);
+    assert_status(&o, 0);
+    let end = events(&sb.audit(), "run_end")[0].clone();
+    assert_eq!(end["budgets"]["execs"]["used"], 6, "{end}");
+    // Policy B: execs 3 would have killed that run; pids is unchanged.
+    let b = sb.dir.path().join("b.yaml");
+    std::fs::write(&b, format!("{base}budgets:\n  execs: 3\n  pids: 64\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = sb
+        .agentd()
+        .args(["audit", "replay"])
+        .arg(sb.audit_path())
+        .arg("--policy")
+        .arg(&b)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_status(&o, 0);
+    let out = stdout(&o);
+    let ls: Vec<&str> = out.lines().collect();
+    assert!(
+        ls[0].ends_with("1 flip(s): 1 allow→deny, 0 deny→allow"),
+        "{out}"
+    );
+    let rows: Vec<String> = ls[2..]
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        rows,
+        vec!["allow→deny budget 1 execs budgets.execs 3 exceeded (used 6)"],
+        "{out}"
+    );
+}

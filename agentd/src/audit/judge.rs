@@ -11,6 +11,10 @@
 //! | `op: open/read/write/create/…`, `path`, `access` | `fs.read`/`fs.write`         |
 //! | `dst`, `port`, `proto` (`tcp`/`udp`)          | `net.allow` (domains: undecidable) |
 //! | `event: run_end` with `elapsed_ms`            | `budgets.wall_time`                |
+//! | `event: run_end` with `budgets.NAME.{used,peak}` | `budgets.NAME` (total forms)    |
+//!
+//! `run_end` records yield one verdict per budget ([`Judge::judge_all`]); a budget the
+//! recorded run did not measure (its policy had none) cannot be re-judged and is skipped.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +105,54 @@ impl<'a> Judge<'a> {
             return Some((s, self.wall_time(ms)));
         }
         None
+    }
+
+    /// Every verdict a record carries: one per recorded budget for `run_end`, else
+    /// what [`Judge::judge`] finds.
+    pub fn judge_all(&self, rec: &Value) -> Vec<(Subject, Verdict)> {
+        let mut out: Vec<(Subject, Verdict)> = self.judge(rec).into_iter().collect();
+        if rec["event"] != "run_end" {
+            return out;
+        }
+        let Some(recorded) = rec["budgets"].as_object() else {
+            return out;
+        };
+        for (name, figures) in recorded {
+            // wall_time is judged from elapsed_ms above; rate forms need the window's
+            // history, which run_end does not carry.
+            if name == "wall_time" || !figures["window_ms"].is_null() {
+                continue;
+            }
+            let Some(used) = figures["peak"]
+                .as_u64()
+                .or_else(|| figures["used"].as_u64())
+            else {
+                continue;
+            };
+            let s = Subject {
+                kind: "budget",
+                what: name.clone(),
+            };
+            out.push((s, self.budget(name, used)));
+        }
+        out
+    }
+
+    /// A recorded total use of budget `name` under this policy's limit for it.
+    fn budget(&self, name: &str, used: u64) -> Verdict {
+        let limit = self
+            .policy
+            .budgets
+            .items
+            .iter()
+            .find(|b| b.key.name() == name && b.window.is_none());
+        match limit {
+            Some(b) if used > b.limit => {
+                Verdict::Deny(format!("budgets.{name} {} exceeded (used {used})", b.limit))
+            }
+            Some(b) => Verdict::Allow(format!("within budgets.{name} {} (used {used})", b.limit)),
+            None => Verdict::Allow(format!("no {name} budget")),
+        }
     }
 
     fn enforce(&self, v: Verdict) -> Verdict {

@@ -382,9 +382,11 @@ fn show(file: &Path, run: &str) -> Result<(), String> {
 }
 
 /// The decision a record carried when it was written: deny (incl. would_deny, kill) or allow.
-fn recorded_deny(r: &Value) -> bool {
+/// Whether the recorded run denied this subject: for a budget at run end, whether
+/// that budget killed the run.
+fn recorded_deny(r: &Value, subject: &crate::audit::judge::Subject) -> bool {
     if r["event"] == "run_end" {
-        return r["killed_by"] == "wall_time";
+        return r["killed_by"] == subject.what.as_str();
     }
     matches!(r["decision"].as_str(), Some("deny" | "would_deny" | "kill"))
 }
@@ -405,23 +407,22 @@ fn replay(
         if run.is_some_and(|id| r["run"] != id) {
             continue;
         }
-        let Some((subject, verdict)) = judge.judge(&r) else {
-            continue;
-        };
-        judged += 1;
-        let was = recorded_deny(&r);
-        let now = verdict.is_deny();
-        if was == now {
-            continue;
+        for (subject, verdict) in judge.judge_all(&r) {
+            judged += 1;
+            let was = recorded_deny(&r, &subject);
+            let now = verdict.is_deny();
+            if was == now {
+                continue;
+            }
+            let dir = if now { "allow→deny" } else { "deny→allow" };
+            let rule = match verdict {
+                crate::audit::judge::Verdict::Allow(r) | crate::audit::judge::Verdict::Deny(r) => r,
+            };
+            let e = flips
+                .entry((dir, subject.kind, subject.what))
+                .or_insert((0, rule));
+            e.0 += 1;
         }
-        let dir = if now { "allow→deny" } else { "deny→allow" };
-        let rule = match verdict {
-            crate::audit::judge::Verdict::Allow(r) | crate::audit::judge::Verdict::Deny(r) => r,
-        };
-        let e = flips
-            .entry((dir, subject.kind, subject.what))
-            .or_insert((0, rule));
-        e.0 += 1;
     }
     let to_deny: u64 = flips
         .iter()
