@@ -30,6 +30,8 @@ mount -t tmpfs tmpfs $R/tmp
 mount -t tmpfs tmpfs $R/run
 mkdir -p $R/tmp/vmwork $R/run/lock
 mount -t 9p -o $O share $R/tmp/vmwork
+# Loopback: the network tests use 127.0.0.1 and ::1 only.
+ip link set lo up
 echo "AGENTD-VM: kernel $KV; LSMs $(cat $R/sys/kernel/security/lsm)"
 chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   /bin/sh /tmp/vmwork/run.sh > $R/tmp/vmwork/output.log 2>&1
