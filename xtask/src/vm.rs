@@ -28,6 +28,8 @@ const MODULES: &[&str] = &[
 ];
 const INIT: &str = include_str!("../vm/init.sh");
 /// Whole-VM time limit: boot (~10 s under TCG) plus the suite at 5-10x native cost.
+/// One vCPU: with two, TCG mishandled the kernel's int3-based code patching when a
+/// tracepoint was enabled (an "Oops: int3" in syscall_trace_enter, seen here).
 const VM_TIMEOUT_SECS: u32 = 2700;
 
 pub enum Outcome {
@@ -85,7 +87,7 @@ pub fn vm_test(series: &str) -> Result<Outcome, String> {
     let status = Command::new("timeout")
         .arg(VM_TIMEOUT_SECS.to_string())
         .arg("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
+        .args(["-accel", "tcg", "-m", "2048", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&vmlinuz)
         .arg("-initrd")
@@ -297,7 +299,7 @@ fn run_script(root: &Path, tests: &[PathBuf]) -> String {
     s.push_str("\"$AGENTD_BIN\" doctor || exit 91\nrc=0\n");
     for t in tests {
         s.push_str(&format!(
-            "echo \"== {name}\"\n'{path}' --test-threads=2 || rc=1\n",
+            "echo \"== {name}\"\n'{path}' --test-threads=1 || rc=1\n",
             name = t
                 .file_name()
                 .map(|n| n.to_string_lossy())
