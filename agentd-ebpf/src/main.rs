@@ -4,6 +4,8 @@
 //! One module per program family:
 //! - [`process`]: `tp_btf/sched_process_exec` and `tp_btf/sched_process_exit`, reporting
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
+//! - [`fsrules`]: `fs.deny` / `fs.secret` by inode (`lsm/file_open`, or the
+//!   `tp_btf/sys_exit` fallback) and the per-run taint flag;
 //! - [`probe`]: trivial programs `agentd doctor` loads to learn what this kernel allows.
 //!
 //! Kernel struct offsets are not compiled in (Rust eBPF has no CO-RE relocations): the
@@ -17,6 +19,7 @@
 // Inline BPF assembly (one atomic add, see maps::atomic_add); this crate builds with nightly.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod fsrules;
 mod kernel;
 mod maps;
 mod probe;

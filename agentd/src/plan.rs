@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::layers::bpf::FsPath;
 use crate::layers::cgroup::Limits;
 use crate::layers::landlock::{self, LandlockRequest};
 use crate::layers::{name, seccomp};
@@ -52,6 +53,8 @@ pub struct Plan {
     pub caps: bool,
     pub limits: Limits,
     pub wall_time: Option<Duration>,
+    /// How `fs.deny` / `fs.secret` are enforced; `None` when the policy has neither.
+    pub fs_rules: Option<FsPath>,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -65,12 +68,14 @@ impl Plan {
         b.caps(enforce);
         b.landlock(policy, probe, enforce);
         b.seccomp(probe, enforce);
+        b.fs_rules(policy, probe, enforce);
         Plan {
             layers: b.layers,
             coverage: b.coverage,
             refusals: b.refusals,
             landlock: b.landlock,
             seccomp: b.seccomp,
+            fs_rules: b.fs_rules,
             caps: enforce,
             limits: Limits {
                 memory_bytes: policy.budgets.memory,
@@ -102,6 +107,7 @@ struct Builder {
     refusals: Vec<Refusal>,
     landlock: Option<LandlockRequest>,
     seccomp: bool,
+    fs_rules: Option<FsPath>,
 }
 
 impl Builder {
@@ -432,5 +438,82 @@ impl Builder {
             name::SECCOMP,
             "the process is killed with SIGSYS",
         );
+    }
+
+    /// `fs.deny` and `fs.secret`: BPF LSM where it loads (clean EACCES), else the
+    /// `tp_btf/sys_exit` fallback (SIGKILL after the open), else refused.
+    fn fs_rules(&mut self, policy: &Policy, probe: &Probe, enforce: bool) {
+        if policy.fs.deny.is_empty() && policy.fs.secret.is_empty() {
+            return;
+        }
+        let path = if probe.bpf_lsm.available {
+            FsPath::Lsm
+        } else if probe.tp_btf.available {
+            FsPath::Tracepoint
+        } else {
+            self.refuse(
+                name::TRACEPOINT,
+                format!(
+                    "fs.deny and fs.secret need BPF LSM or tp_btf, and neither loads: {}; {}",
+                    probe.bpf_lsm.detail, probe.tp_btf.detail
+                ),
+            );
+            return;
+        };
+        let layer = path.layer();
+        let (deny_how, detail) = match path {
+            FsPath::Lsm => (
+                "lsm/file_open: open denied with EACCES",
+                "BPF LSM lsm/file_open: inode rules deny cleanly with EACCES",
+            ),
+            FsPath::Tracepoint => (
+                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137)",
+                "BPF LSM unavailable: tp_btf/sys_exit fallback kills on a denied open",
+            ),
+        };
+        self.layer(layer, "on", detail);
+        for r in &policy.fs.deny {
+            let how = if enforce {
+                deny_how
+            } else {
+                "not enforced (mode: audit): recorded as would_deny"
+            };
+            self.cover_inode_rule("fs.deny", r, layer, how);
+        }
+        for r in &policy.fs.secret {
+            self.cover_inode_rule(
+                "fs.secret",
+                r,
+                layer,
+                "opening it sets the run's taint flag (RUN_TAINT, keyed by the run's cgroup)",
+            );
+        }
+        self.fs_rules = Some(path);
+    }
+
+    fn cover_inode_rule(
+        &mut self,
+        section: &str,
+        r: &crate::policy::PathRule,
+        layer: &'static str,
+        how: &str,
+    ) {
+        let rule = format!("{section} {} (line {})", r.written, r.span.line);
+        if r.exists {
+            self.cover(
+                rule,
+                layer,
+                format!(
+                    "{how}; matches the inodes of {} and below (by inode: symlinks, hardlinks, /proc/self/root included)",
+                    r.path.display()
+                ),
+            );
+        } else {
+            self.cover(
+                rule,
+                layer,
+                format!("skipped: optional and {} does not exist", r.path.display()),
+            );
+        }
     }
 }

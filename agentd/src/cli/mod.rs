@@ -3,6 +3,7 @@
 mod doctor;
 mod policy;
 mod run;
+mod run_fsrules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

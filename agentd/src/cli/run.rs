@@ -323,6 +323,10 @@ impl Run {
         bpf.watch_cgroup(cgroups.cgroup_id(), 0)
             .map_err(|e| setup_err(name::BPF, e))?;
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
+        if let Some(path) = p.plan.fs_rules {
+            super::run_fsrules::enable(&mut bpf, path, &p.policy)
+                .map_err(|e| setup_err(path.layer(), e))?;
+        }
 
         let caps = if p.plan.caps {
             Some(caps::prepare().map_err(|e| setup_err(name::CAPS, e))?)
@@ -385,6 +389,8 @@ impl Run {
             );
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
+        let taint = bpf.taint(cgroups.cgroup_id());
+        bpf.clear_fs_rules(0, cgroups.cgroup_id());
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
         let (ending, killed_by) = result?;
@@ -408,6 +414,7 @@ impl Run {
                 "stragglers_killed": stragglers,
                 "cgroups": cgroups_desc,
                 "cgroups_removed": cleanup.is_ok(),
+                "tainted": taint.is_some(),
             }),
         );
         if let Err(e) = cleanup {
@@ -506,7 +513,7 @@ impl Run {
                 _ = signals.int.recv() => forward(pid, Signal::SIGINT),
                 _ = signals.term.recv() => forward(pid, Signal::SIGTERM),
                 _ = signals.hup.recv() => forward(pid, Signal::SIGHUP),
-                Some(ev) = events.next() => self.record_event(ev),
+                Some(ev) = events.next() => self.record_event(p, ev),
                 _ = sleep_until(deadline), if killed_by.is_none() => {
                     killed_by = Some("wall_time");
                     let n = cgroups.kill_all();
@@ -527,13 +534,18 @@ impl Run {
         // Let the tracker's last events (the exits) arrive, then drain.
         tokio::time::sleep(Duration::from_millis(20)).await;
         for ev in events.drain() {
-            self.record_event(ev);
+            self.record_event(p, ev);
         }
         Ok((ending, killed_by))
     }
 
-    fn record_event(&mut self, ev: Event) {
+    fn record_event(&mut self, p: &Prepared, ev: Event) {
         match ev {
+            fs @ Event::Fs { .. } => {
+                if let Some(r) = super::run_fsrules::audit_record(&p.policy, &fs) {
+                    self.record(r.layer, r.event, r.decision, r.detail);
+                }
+            }
             Event::Exec {
                 pid,
                 tgid,

@@ -40,6 +40,10 @@ pub struct Policy {
 pub struct FsPolicy {
     pub read: Vec<PathRule>,
     pub write: Vec<PathRule>,
+    /// Denied even inside an allowed tree (matched by inode, see `layers::bpf::fs`).
+    pub deny: Vec<PathRule>,
+    /// Readable, but opening one taints the run.
+    pub secret: Vec<PathRule>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -26,7 +26,7 @@ const VERSION: u32 = 1;
 const WORKSPACE: &str = "{workspace}";
 
 const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
-const FS_KEYS: &[&str] = &["read", "write"];
+const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
 const EXEC_KEYS: &[&str] = &["allow"];
 const NET_KEYS: &[&str] = &["allow"];
 const BUDGET_KEYS: &[&str] = &["wall_time", "memory", "pids"];
@@ -410,6 +410,8 @@ fn parse_fs(node: &Node, opts: &LoadOptions) -> R<FsPolicy> {
         match key {
             "read" => fs.read = parse_paths(value, "fs.read", opts)?,
             "write" => fs.write = parse_paths(value, "fs.write", opts)?,
+            "deny" => fs.deny = parse_paths(value, "fs.deny", opts)?,
+            "secret" => fs.secret = parse_paths(value, "fs.secret", opts)?,
             _ => {}
         }
     }
@@ -1084,7 +1086,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "policies/bad.yaml:5:3: unknown field `raed` in `fs`, expected one of `read`, `write`"
+            "policies/bad.yaml:5:3: unknown field `raed` in `fs`, expected one of `read`, `write`, `deny`, `secret`"
         );
     }
 

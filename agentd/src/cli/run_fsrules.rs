@@ -1,0 +1,111 @@
+//! `agentd run`, inode rules: resolve `fs.deny` / `fs.secret` to inodes at run start,
+//! hand them to the eBPF layer, and turn its `Event::Fs` records into audit records.
+
+use serde_json::json;
+
+use crate::audit::Decision;
+use crate::events::Event;
+use crate::layers::bpf::{fs, BpfRuntime, FsPath};
+use crate::policy::{Mode, Policy};
+use agentd_common::fsrules::{
+    FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM,
+    FS_RULE_DENY,
+};
+
+/// Run slot of the single run an agentd process supervises.
+const RUN_SLOT: u32 = 0;
+
+/// Resolves the rules and enables the program of `path`.
+pub fn enable(bpf: &mut BpfRuntime, path: FsPath, policy: &Policy) -> Result<(), String> {
+    let entries = fs::resolve(&policy.fs, policy.mode == Mode::Audit).map_err(|e| e.to_string())?;
+    bpf.enable_fs_rules(path, RUN_SLOT, &entries)
+        .map_err(|e| e.to_string())
+}
+
+/// One audit record to append.
+pub struct FsRecord {
+    pub layer: &'static str,
+    pub event: &'static str,
+    pub decision: Option<Decision>,
+    pub detail: serde_json::Value,
+}
+
+/// The audit record of an `Event::Fs`: the resolved path, the rule as written, the layer
+/// that decided and what the process saw.
+pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
+    let Event::Fs {
+        tgid,
+        pid,
+        rule_kind,
+        rule_index,
+        layer,
+        action,
+        dev,
+        ino,
+        depth,
+        name,
+        ..
+    } = ev
+    else {
+        return None;
+    };
+    let (section, rules) = if *rule_kind == FS_RULE_DENY {
+        ("fs.deny", &policy.fs.deny)
+    } else {
+        ("fs.secret", &policy.fs.secret)
+    };
+    let rule = rules.get(*rule_index as usize);
+    let path = rule
+        .and_then(|r| fs::locate(r, *depth, *dev, *ino))
+        .map(|p| p.display().to_string());
+    let rule_text = rule
+        .map(|r| format!("{section} {}", r.written))
+        .unwrap_or_else(|| format!("{section}[{rule_index}]"));
+    let layer = if *layer == FS_LAYER_LSM {
+        FsPath::Lsm.layer()
+    } else {
+        FsPath::Tracepoint.layer()
+    };
+    let mut detail = json!({
+        "op": "open",
+        "pid": tgid,
+        "tid": pid,
+        "path": path,
+        "name": name,
+        "dev": dev,
+        "ino": ino,
+        "rule": rule_text,
+        "rule_path": rule.map(|r| r.path.display().to_string()),
+    });
+    let (event, decision) = match *action {
+        FS_ACTION_DENY => {
+            detail["action"] = json!("deny");
+            detail["errno"] = json!("EACCES");
+            ("denied", Some(Decision::Deny))
+        }
+        FS_ACTION_KILL => {
+            detail["action"] = json!("kill");
+            detail["signal"] = json!("SIGKILL");
+            ("denied", Some(Decision::Kill))
+        }
+        FS_ACTION_WOULD_DENY => {
+            detail["action"] = json!("would_deny");
+            ("denied", Some(Decision::WouldDeny))
+        }
+        FS_ACTION_TAINT => {
+            detail["action"] = json!("taint");
+            detail["secret"] = json!(path);
+            ("taint", Some(Decision::Allow))
+        }
+        _ => {
+            detail["action"] = json!(format!("unknown action {action}"));
+            ("denied", None)
+        }
+    };
+    Some(FsRecord {
+        layer,
+        event,
+        decision,
+        detail,
+    })
+}
