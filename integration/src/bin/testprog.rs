@@ -120,6 +120,30 @@ fn main() {
             };
             0
         }
+        "fork-open" => {
+            // The open happens in a child; the parent reports how the child ended.
+            let p = cstr(&a(1));
+            // SAFETY: fork in a single-threaded program; the child only opens, prints
+            // and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: valid NUL-terminated path.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                println!("child open {}: {}", a(1), outcome(fd.into()));
+                let _ = std::io::stdout().flush();
+                // SAFETY: leave the child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if libc::WIFSIGNALED(status) {
+                println!("child killed by signal {}", libc::WTERMSIG(status));
+            } else {
+                println!("child exited {}", libc::WEXITSTATUS(status));
+            }
+            0
+        }
         "sleep" => {
             println!("sleeping");
             let _ = std::io::stdout().flush();
@@ -146,7 +170,7 @@ fn main() {
             0
         }
         other => {
-            eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
+            eprintln!("usage: agentd-testprog open|write|fork-open|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
             2
         }
     };
