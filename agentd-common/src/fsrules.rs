@@ -35,6 +35,10 @@ pub mod names {
     pub const LSM_HOOK_FILE_OPEN: &str = "file_open";
     /// Tracepoint of [`PROG_TP_SYS_EXIT`] (`raw_syscalls:sys_exit`).
     pub const TP_SYS_EXIT: &str = "sys_exit";
+    /// `HashMap<u64, u64>`: v2 cgroup id to packets dropped because the run was tainted.
+    pub const MAP_TAINT_EGRESS_DROPS: &str = "TAINT_EGRESS_DROPS";
+    /// `cgroup_skb/egress` program dropping a tainted run's packets.
+    pub const PROG_TAINT_EGRESS: &str = "taint_egress";
     /// `.rodata` global holding an [`super::FsOffsets`].
     pub const GLOBAL_FS_OFFSETS: &str = "AGENTD_FS_OFFSETS";
 }

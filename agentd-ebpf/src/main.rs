@@ -6,6 +6,7 @@
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
 //! - [`fsrules`]: `fs.deny` / `fs.secret` by inode (`lsm/file_open`, or the
 //!   `tp_btf/sys_exit` fallback) and the per-run taint flag;
+//! - [`taint_egress`]: `cgroup_skb/egress` dropping a tainted run's packets;
 //! - [`probe`]: trivial programs `agentd doctor` loads to learn what this kernel allows.
 //!
 //! Kernel struct offsets are not compiled in (Rust eBPF has no CO-RE relocations): the
@@ -24,6 +25,7 @@ mod kernel;
 mod maps;
 mod probe;
 mod process;
+mod taint_egress;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -488,7 +488,45 @@ impl Builder {
                 "opening it sets the run's taint flag (RUN_TAINT, keyed by the run's cgroup)",
             );
         }
+        if !policy.fs.secret.is_empty() && !self.taint_egress(policy, probe, enforce) {
+            return;
+        }
         self.fs_rules = Some(path);
+    }
+
+    /// Taint → egress: `cgroup_skb/egress` on the run's cgroup drops every packet once
+    /// the run is tainted. Returns false when refused.
+    fn taint_egress(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> bool {
+        if let Some(rule) = policy.net.as_ref().and_then(|n| n.after_taint.first()) {
+            self.refuse(
+                name::BPF,
+                format!(
+                    "net.after_taint `{}` (line {}): exceptions after taint need the eBPF network layer, which this build does not have yet; leave net.after_taint empty (no egress after taint)",
+                    rule.written, rule.span.line
+                ),
+            );
+            return false;
+        }
+        if !probe.cgroup_bpf.available {
+            self.refuse(
+                name::BPF,
+                format!(
+                    "fs.secret needs cgroup_skb/egress to stop a tainted run's traffic: {}",
+                    probe.cgroup_bpf.detail
+                ),
+            );
+            return false;
+        }
+        self.cover(
+            "fs.secret taint → egress",
+            name::BPF,
+            if enforce {
+                "cgroup_skb/egress on the run's cgroup drops every packet once the run is tainted, on new and already-open connections (net.after_taint: none)"
+            } else {
+                "not enforced (mode: audit): a tainted run keeps its network"
+            },
+        );
+        true
     }
 
     fn cover_inode_rule(

@@ -219,12 +219,139 @@ fn policy_explain_says_how_each_inode_rule_is_enforced() {
     assert!(text.contains("fs.secret {workspace}/.env"), "{text}");
 }
 
+/// A loopback listener in the test process; `received_before(t)` returns what the
+/// (single) client sent before instant `t`.
+struct Listener {
+    port: u16,
+    handle: std::thread::JoinHandle<(bool, Vec<(std::time::Instant, u8)>)>,
+}
+
+impl Listener {
+    fn start() -> Self {
+        use std::io::Read as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = l
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"))
+            .port();
+        l.set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let handle = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+            let mut conn = loop {
+                match l.accept() {
+                    Ok((c, _)) => break c,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(_) => return (false, Vec::new()),
+                }
+            };
+            conn.set_nonblocking(false)
+                .unwrap_or_else(|e| panic!("blocking: {e}"));
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap_or_else(|e| panic!("timeout: {e}"));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let now = std::time::Instant::now();
+                got.extend(buf[..n].iter().map(|b| (now, *b)));
+            }
+            (true, got)
+        });
+        Self { port, handle }
+    }
+
+    /// (a connection was accepted, the bytes received before `until`).
+    fn received_before(self, until: std::time::Instant) -> (bool, String) {
+        let (accepted, bytes) = self
+            .handle
+            .join()
+            .unwrap_or_else(|_| panic!("listener panicked"));
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .filter(|(t, _)| *t < until)
+            .map(|(_, b)| b)
+            .collect();
+        (accepted, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[test]
+fn after_a_secret_is_read_an_open_connection_sends_nothing() {
+    let f = Fixture::new("enforce");
+    let secret = s(&f.ws().join(".env"));
+    let listener = Listener::start();
+    let port = listener.port.to_string();
+    let o = f.sb.run_prog(&["send-around-secret", &port, &secret]);
+    let run_over = std::time::Instant::now();
+    assert_status(&o, 0);
+    // send() only queues: the bytes are dropped on the way out (cgroup_skb/egress).
+    assert_eq!(
+        stdout(&o),
+        format!("send before: OK\nopen {secret}: OK\nsend after: OK\n")
+    );
+    // Known gap: bytes queued while tainted stay in the orphaned socket's send queue and
+    // are retransmitted once agentd detaches the program at the end of the run. Only
+    // what arrives while the run is alive (its last second included) is asserted here.
+    let (accepted, got) = listener.received_before(run_over);
+    assert!(accepted);
+    assert_eq!(got, "before\n", "nothing sent after the taint may arrive");
+    let recs = f.sb.audit();
+    assert_eq!(events(&recs, "taint").len(), 1, "{recs:#?}");
+    let blocked = events(&recs, "egress_blocked");
+    assert_eq!(blocked.len(), 1, "{recs:#?}");
+    assert_eq!(blocked[0]["decision"], "deny");
+    assert_eq!(blocked[0]["rule"], "fs.secret taint: no egress after taint");
+    assert!(
+        blocked[0]["packets"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        blocked[0]
+    );
+    let end = &events(&recs, "run_end")[0];
+    assert_eq!(end["tainted"], true);
+    assert_eq!(
+        end["egress_packets_dropped_after_taint"],
+        blocked[0]["packets"]
+    );
+}
+
 #[test]
 fn a_secret_read_then_connect_to_an_allowed_port_is_denied() {
-    // The taint flag is in RUN_TAINT (see agentd_common::fsrules); the connect/sendmsg
-    // programs that read it belong to the network layer (issue 4), which this build
-    // does not have.
-    eprintln!(
-        "SKIP: a_secret_read_then_connect_to_an_allowed_port_is_denied: the eBPF network layer (issue 4: cgroup connect/sendmsg hooks reading RUN_TAINT) is not in this build"
+    // The network is open in this policy (no net section), so only the taint stops it.
+    // Here the SYN is dropped by cgroup_skb/egress, so the connect times out and the
+    // listener never sees a connection. Once the network layer (issue 4: connect4
+    // reading RUN_TAINT) is merged, the connect fails at once with EPERM instead; this
+    // assertion must then change to "connect: EPERM".
+    let f = Fixture::new("enforce");
+    let secret = s(&f.ws().join(".env"));
+    let listener = Listener::start();
+    let port = listener.port.to_string();
+    let o = f.sb.run_prog(&["connect-after-secret", &port, &secret]);
+    let run_over = std::time::Instant::now();
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("open {secret}: OK\nconnect: TIMEOUT\n"));
+    let (accepted, got) = listener.received_before(run_over);
+    assert!(!accepted, "no connection may be established: got {got:?}");
+    let recs = f.sb.audit();
+    assert_eq!(events(&recs, "taint").len(), 1, "{recs:#?}");
+    assert_eq!(events(&recs, "egress_blocked").len(), 1, "{recs:#?}");
+}
+
+#[test]
+fn net_after_taint_exceptions_are_refused_until_the_network_layer_exists() {
+    let f = Fixture::new("enforce");
+    let mut yaml = std::fs::read_to_string(f.sb.policy_path()).unwrap_or_else(|e| panic!("{e}"));
+    yaml.push_str("net:\n  allow: [\"0.0.0.0/0:443/tcp\"]\n  after_taint: [\"127.0.0.1:9/tcp\"]\n");
+    f.sb.write_policy(&yaml);
+    let o = f.sb.run_prog(&["open", "/etc/hostname"]);
+    assert_status(&o, 125);
+    assert!(
+        integration::stderr(&o).starts_with("agentd: bpf: net.after_taint `127.0.0.1:9/tcp` (line 13): exceptions after taint need the eBPF network layer"),
+        "{}",
+        integration::stderr(&o)
     );
 }

@@ -324,7 +324,7 @@ impl Run {
             .map_err(|e| setup_err(name::BPF, e))?;
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
         if let Some(path) = p.plan.fs_rules {
-            super::run_fsrules::enable(&mut bpf, path, &p.policy)
+            super::run_fsrules::enable(&mut bpf, path, &p.policy, &cgroups.identity().path)
                 .map_err(|e| setup_err(path.layer(), e))?;
         }
 
@@ -390,6 +390,11 @@ impl Run {
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
         let taint = bpf.taint(cgroups.cgroup_id());
+        let egress_dropped = bpf.taint_egress_drops(cgroups.cgroup_id());
+        if egress_dropped > 0 {
+            let r = super::run_fsrules::egress_record(&p.policy, egress_dropped);
+            self.record(r.layer, r.event, r.decision, r.detail);
+        }
         bpf.clear_fs_rules(0, cgroups.cgroup_id());
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
@@ -415,6 +420,7 @@ impl Run {
                 "cgroups": cgroups_desc,
                 "cgroups_removed": cleanup.is_ok(),
                 "tainted": taint.is_some(),
+                "egress_packets_dropped_after_taint": egress_dropped,
             }),
         );
         if let Err(e) = cleanup {

@@ -1,6 +1,8 @@
 //! `agentd run`, inode rules: resolve `fs.deny` / `fs.secret` to inodes at run start,
 //! hand them to the eBPF layer, and turn its `Event::Fs` records into audit records.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use crate::audit::Decision;
@@ -15,11 +17,37 @@ use agentd_common::fsrules::{
 /// Run slot of the single run an agentd process supervises.
 const RUN_SLOT: u32 = 0;
 
-/// Resolves the rules and enables the program of `path`.
-pub fn enable(bpf: &mut BpfRuntime, path: FsPath, policy: &Policy) -> Result<(), String> {
-    let entries = fs::resolve(&policy.fs, policy.mode == Mode::Audit).map_err(|e| e.to_string())?;
+/// Resolves the rules, enables the program of `path` and, for a policy with secrets
+/// in enforce mode, the tainted-run packet dropper on the run's v2 cgroup `cgroup_dir`.
+pub fn enable(
+    bpf: &mut BpfRuntime,
+    path: FsPath,
+    policy: &Policy,
+    cgroup_dir: &Path,
+) -> Result<(), String> {
+    let audit_only = policy.mode == Mode::Audit;
+    let entries = fs::resolve(&policy.fs, audit_only).map_err(|e| e.to_string())?;
     bpf.enable_fs_rules(path, RUN_SLOT, &entries)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if !policy.fs.secret.is_empty() && !audit_only {
+        bpf.enable_taint_egress(cgroup_dir)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The record of a tainted run's dropped packets (one per run, at its end).
+pub fn egress_record(policy: &Policy, packets: u64) -> FsRecord {
+    FsRecord {
+        layer: crate::layers::name::BPF,
+        event: "egress_blocked",
+        decision: Some(Decision::Deny),
+        detail: json!({
+            "packets": packets,
+            "rule": "fs.secret taint: no egress after taint",
+            "after_taint": policy.net.as_ref().map(|n| n.after_taint.len()).unwrap_or(0),
+        }),
+    }
 }
 
 /// One audit record to append.

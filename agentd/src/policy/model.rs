@@ -68,6 +68,8 @@ pub struct PathRule {
 #[derive(Debug, Clone, Default)]
 pub struct NetPolicy {
     pub allow: Vec<NetRule>,
+    /// Destinations still allowed once the run is tainted (read an `fs.secret`).
+    pub after_taint: Vec<NetRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ const WORKSPACE: &str = "{workspace}";
 const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
 const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
 const EXEC_KEYS: &[&str] = &["allow"];
-const NET_KEYS: &[&str] = &["allow"];
+const NET_KEYS: &[&str] = &["allow", "after_taint"];
 const BUDGET_KEYS: &[&str] = &["wall_time", "memory", "pids"];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
@@ -428,9 +428,21 @@ fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
 
 fn parse_net(node: &Node) -> R<NetPolicy> {
     let mut net = NetPolicy::default();
-    for (_, value) in fields(node, "`net`", NET_KEYS)? {
-        let items = list(value, "net.allow")?;
-        net.allow = items.iter().map(parse_net_entry).collect::<R<_>>()?;
+    for (key, value) in fields(node, "`net`", NET_KEYS)? {
+        let field = if key == "after_taint" {
+            "net.after_taint"
+        } else {
+            "net.allow"
+        };
+        let rules = list(value, field)?
+            .iter()
+            .map(parse_net_entry)
+            .collect::<R<_>>()?;
+        if key == "after_taint" {
+            net.after_taint = rules;
+        } else {
+            net.allow = rules;
+        }
     }
     Ok(net)
 }

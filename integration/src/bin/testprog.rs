@@ -31,6 +31,13 @@ fn outcome(rc: i64) -> String {
     }
 }
 
+fn io_outcome<T>(r: &std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "OK".to_owned(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)).to_owned(),
+    }
+}
+
 fn cstr(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
@@ -144,6 +151,40 @@ fn main() {
             }
             0
         }
+        "send-around-secret" => {
+            // Connect to 127.0.0.1:PORT, send "before\n", open SECRET, send "after\n".
+            use std::io::Write as _;
+            let port = a(1);
+            let secret = a(2);
+            match std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+                Ok(mut conn) => {
+                    let r = conn.write_all(b"before\n").and_then(|()| conn.flush());
+                    println!("send before: {}", io_outcome(&r));
+                    let opened = std::fs::File::open(&secret);
+                    println!("open {secret}: {}", io_outcome(&opened.map(drop)));
+                    let r = conn.write_all(b"after\n").and_then(|()| conn.flush());
+                    println!("send after: {}", io_outcome(&r));
+                    // Give the stack time to (re)transmit while the run is alive (the
+                    // loopback retransmission timeout is 200 ms).
+                    std::thread::sleep(std::time::Duration::from_millis(1000));
+                }
+                Err(e) => println!("connect: {}", errno_name(e.raw_os_error().unwrap_or(0))),
+            }
+            0
+        }
+        "connect-after-secret" => {
+            // Open SECRET, then connect to 127.0.0.1:PORT with a 1 s limit.
+            let secret = a(2);
+            let opened = std::fs::File::open(&secret);
+            println!("open {secret}: {}", io_outcome(&opened.map(drop)));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a(1).parse().unwrap_or(0)));
+            match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)) {
+                Ok(_) => println!("connect: OK"),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => println!("connect: TIMEOUT"),
+                Err(e) => println!("connect: {}", errno_name(e.raw_os_error().unwrap_or(0))),
+            }
+            0
+        }
         "sleep" => {
             println!("sleeping");
             let _ = std::io::stdout().flush();
@@ -170,7 +211,7 @@ fn main() {
             0
         }
         other => {
-            eprintln!("usage: agentd-testprog open|write|fork-open|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
+            eprintln!("usage: agentd-testprog open|write|fork-open|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
             2
         }
     };

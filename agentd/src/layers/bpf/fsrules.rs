@@ -16,8 +16,10 @@ use agentd_common::fsrules::{
     FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
 };
 use aya::{
-    maps::{HashMap, MapData, MapError},
-    programs::{BtfTracePoint, Lsm},
+    maps::{HashMap, MapData},
+    programs::{
+        cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, BtfTracePoint, CgroupSkb, Lsm,
+    },
 };
 
 use super::btf::{BtfError, KernelBtf};
@@ -30,6 +32,8 @@ pub mod section {
     pub const LSM_FILE_OPEN: &str = "lsm/file_open";
     /// The fallback program.
     pub const SYS_EXIT: &str = "tp_btf/sys_exit";
+    /// The tainted-run packet dropper.
+    pub const TAINT_EGRESS: &str = "cgroup_skb/egress";
 }
 
 /// Files and directories enumerated below one directory entry at most.
@@ -240,6 +244,7 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
 pub struct FsMaps {
     rules: HashMap<MapData, FsRuleKey, FsRuleValue>,
     taint: HashMap<MapData, u64, TaintState>,
+    egress_drops: Option<HashMap<MapData, u64, u64>>,
 }
 
 impl BpfRuntime {
@@ -275,7 +280,11 @@ impl BpfRuntime {
             }
             let taint = HashMap::try_from(take_map(&mut self.ebpf, names::MAP_RUN_TAINT)?)
                 .map_err(|error| map_error("open", names::MAP_RUN_TAINT, error))?;
-            self.fs = Some(FsMaps { rules, taint });
+            self.fs = Some(FsMaps {
+                rules,
+                taint,
+                egress_drops: None,
+            });
         }
         match path {
             FsPath::Lsm => {
@@ -299,6 +308,44 @@ impl BpfRuntime {
         Ok(())
     }
 
+    /// Attaches `cgroup_skb/egress` to the run's v2 cgroup directory: once the run is
+    /// tainted, its packets are dropped. Call after `enable_fs_rules`.
+    pub fn enable_taint_egress(&mut self, cgroup_dir: &Path) -> Result<(), BpfError> {
+        let section = section::TAINT_EGRESS;
+        let cgroup = std::fs::File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
+            path: cgroup_dir.to_path_buf(),
+            error,
+        })?;
+        let prog: &mut CgroupSkb = program(&mut self.ebpf, names::PROG_TAINT_EGRESS, section)?;
+        prog.load()
+            .map_err(|error| BpfError::Load { section, error })?;
+        prog.attach(
+            &cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single,
+        )
+        .map_err(|error| BpfError::AttachCgroup {
+            section,
+            cgroup: cgroup_dir.to_path_buf(),
+            error,
+        })?;
+        let drops = HashMap::try_from(take_map(&mut self.ebpf, names::MAP_TAINT_EGRESS_DROPS)?)
+            .map_err(|error| map_error("open", names::MAP_TAINT_EGRESS_DROPS, error))?;
+        if let Some(fs) = self.fs.as_mut() {
+            fs.egress_drops = Some(drops);
+        }
+        Ok(())
+    }
+
+    /// Packets of the run dropped because it was tainted.
+    pub fn taint_egress_drops(&self, cgroup_id: u64) -> u64 {
+        self.fs
+            .as_ref()
+            .and_then(|fs| fs.egress_drops.as_ref())
+            .and_then(|m| m.get(&cgroup_id, 0).ok())
+            .unwrap_or(0)
+    }
+
     /// Whether the run's cgroup is tainted, and by which `fs.secret` index.
     pub fn taint(&self, cgroup_id: u64) -> Option<TaintState> {
         let fs = self.fs.as_ref()?;
@@ -319,8 +366,10 @@ impl BpfRuntime {
         for key in keys {
             let _ = fs.rules.remove(&key);
         }
-        match fs.taint.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) | Err(_) => {}
+        // Missing entries (never tainted, nothing dropped) are the normal case.
+        let _ = fs.taint.remove(&cgroup_id);
+        if let Some(drops) = fs.egress_drops.as_mut() {
+            let _ = drops.remove(&cgroup_id);
         }
     }
 }
