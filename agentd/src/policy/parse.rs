@@ -1424,6 +1424,29 @@ mod tests {
     // --- paths -------------------------------------------------------------------------------
 
     #[test]
+    fn fs_deny_secret_and_net_after_taint() {
+        let e = env();
+        std::fs::create_dir(e.ws.path().join(".ssh")).unwrap();
+        std::fs::write(e.ws.path().join(".env"), "x").unwrap();
+        let p = parse_in(
+            &e,
+            "fs:\n  deny: [\"{workspace}/.ssh\"]\n  secret: [\"{workspace}/.env\"]\nnet:\n  allow: []\n  after_taint: [\"127.0.0.1:443/tcp\"]\n",
+        )
+        .unwrap();
+        let ws = std::fs::canonicalize(e.ws.path()).unwrap();
+        assert_eq!(p.fs.deny[0].path, ws.join(".ssh"));
+        assert!(p.fs.deny[0].is_dir);
+        assert_eq!(p.fs.secret[0].path, ws.join(".env"));
+        assert_eq!(p.fs.secret[0].written, "{workspace}/.env");
+        let net = p.net.unwrap();
+        assert_eq!(net.after_taint.len(), 1);
+        assert_eq!(net.after_taint[0].ports, Some((443, 443)));
+        // A v1 policy without them stays valid, with empty lists.
+        let v1 = parse_in(&e, "fs:\n  read: [/usr]\n").unwrap();
+        assert!(v1.fs.deny.is_empty() && v1.fs.secret.is_empty());
+    }
+
+    #[test]
     fn workspace_expansion() {
         let e = env();
         std::fs::create_dir(e.ws.path().join("src")).unwrap();

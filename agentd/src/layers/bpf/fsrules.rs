@@ -439,3 +439,64 @@ mod tests {
         assert_eq!(offs.path_dentry, 8);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod decode_tests {
+    use agentd_common::{
+        fsrules::{FsEvent, EVENT_KIND_FS, FS_ACTION_KILL, FS_LAYER_TRACEPOINT, FS_NAME_LEN},
+        EventHeader,
+    };
+
+    use crate::events::Event;
+
+    #[test]
+    fn an_fs_record_decodes_field_by_field() {
+        let mut name = [0u8; FS_NAME_LEN];
+        name[..2].copy_from_slice(b"id");
+        let ev = FsEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_FS,
+                run_slot: 0,
+                tgid: 10,
+                pid: 11,
+                cgroup_id: 12,
+                ktime_ns: 13,
+            },
+            rule_kind: agentd_common::fsrules::FS_RULE_DENY,
+            rule_index: 2,
+            layer: FS_LAYER_TRACEPOINT,
+            action: FS_ACTION_KILL,
+            dev: 254 << 20,
+            depth: 1,
+            ino: 99,
+            name,
+        };
+        // SAFETY: FsEvent is repr(C) with no implicit padding (const asserts in
+        // agentd-common); viewing it as bytes for its size is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const FsEvent).cast::<u8>(),
+                std::mem::size_of::<FsEvent>(),
+            )
+        };
+        let Event::Fs {
+            tgid,
+            pid,
+            rule_index,
+            action,
+            dev,
+            ino,
+            depth,
+            name,
+            ..
+        } = Event::from_record(bytes).unwrap()
+        else {
+            panic!("not an fs event");
+        };
+        assert_eq!((tgid, pid, rule_index, action), (10, 11, 2, FS_ACTION_KILL));
+        assert_eq!((dev, ino, depth), (254 << 20, 99, 1));
+        assert_eq!(name, "id");
+        assert!(Event::from_record(&bytes[..100]).is_err(), "short record");
+    }
+}
