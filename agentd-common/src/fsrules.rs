@@ -39,6 +39,24 @@ pub mod names {
     pub const MAP_TAINT_EGRESS_DROPS: &str = "TAINT_EGRESS_DROPS";
     /// `cgroup_skb/egress` program dropping a tainted run's packets.
     pub const PROG_TAINT_EGRESS: &str = "taint_egress";
+    /// `HashMap<FsRuleKey, FsRuleValue>`: `exec.allow` and `exec.libraries` entries.
+    pub const MAP_EXEC_RULES: &str = "EXEC_RULES";
+    /// `lsm/bprm_check_security`: the executed inode must be in `exec.allow`.
+    pub const PROG_LSM_BPRM_CHECK: &str = "exec_lsm_bprm_check";
+    /// `lsm/mmap_file`: PROT_EXEC mappings only from `exec.allow` / `exec.libraries`.
+    pub const PROG_LSM_MMAP_FILE: &str = "exec_lsm_mmap_file";
+    /// `tp_btf/sched_process_exec` fallback: kill an image outside `exec.allow`.
+    pub const PROG_TP_EXEC_CHECK: &str = "exec_tp_check";
+    /// `tp_btf/sys_enter` fallback: kill a PROT_EXEC file mmap outside the sets.
+    pub const PROG_TP_SYS_ENTER_MMAP: &str = "exec_tp_sys_enter";
+    /// LSM hooks and tracepoints of the programs above.
+    pub const LSM_HOOK_BPRM_CHECK: &str = "bprm_check_security";
+    /// See [`PROG_LSM_MMAP_FILE`].
+    pub const LSM_HOOK_MMAP_FILE: &str = "mmap_file";
+    /// See [`PROG_TP_EXEC_CHECK`].
+    pub const TP_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+    /// See [`PROG_TP_SYS_ENTER_MMAP`].
+    pub const TP_SYS_ENTER: &str = "sys_enter";
     /// `.rodata` global holding an [`super::FsOffsets`].
     pub const GLOBAL_FS_OFFSETS: &str = "AGENTD_FS_OFFSETS";
 }
@@ -57,6 +75,19 @@ pub const FS_NAME_LEN: usize = 64;
 pub const FS_RULE_DENY: u32 = 1;
 /// [`FsRuleValue::kind`]: opening the inode (or anything below it) taints the run.
 pub const FS_RULE_SECRET: u32 = 2;
+
+/// [`FsRuleValue::kind`] in `EXEC_RULES`: `exec.allow` (or an interpreter it implies):
+/// may be executed and mapped executable.
+pub const EXEC_RULE_ALLOW: u32 = 3;
+/// [`FsRuleValue::kind`] in `EXEC_RULES`: `exec.libraries`: may be mapped executable.
+pub const EXEC_RULE_LIBRARY: u32 = 4;
+/// [`FsEvent::rule_kind`]: an exec of an inode outside `exec.allow` (no rule matched).
+pub const FS_EVENT_EXEC_OUTSIDE: u32 = 5;
+/// [`FsEvent::rule_kind`]: a PROT_EXEC mapping of an inode outside `exec.allow` and
+/// `exec.libraries` (no rule matched).
+pub const FS_EVENT_MMAP_OUTSIDE: u32 = 6;
+/// x86-64 `mmap(2)`.
+pub const NR_MMAP: u64 = 9;
 
 /// [`FsRuleValue::flags`] bit: the policy is in audit mode; report, never deny or kill.
 pub const FS_RULE_FLAG_AUDIT_ONLY: u32 = 1 << 0;
@@ -177,6 +208,14 @@ pub struct FsOffsets {
     pub fdtable_fd: u32,
     /// `pt_regs.orig_ax` (x86-64: the syscall number at `sys_exit`).
     pub regs_orig_ax: u32,
+    /// `linux_binprm.file`.
+    pub binprm_file: u32,
+    /// `pt_regs.dx` (x86-64: third syscall argument, `prot` of mmap).
+    pub regs_dx: u32,
+    /// `pt_regs.r10` (fourth argument, `flags` of mmap).
+    pub regs_r10: u32,
+    /// `pt_regs.r8` (fifth argument, `fd` of mmap).
+    pub regs_r8: u32,
     /// 1 once the loader filled this struct; the programs do nothing while it is 0.
     pub valid: u32,
 }
@@ -197,6 +236,10 @@ impl FsOffsets {
         fdtable_max_fds: 0,
         fdtable_fd: 0,
         regs_orig_ax: 0,
+        binprm_file: 0,
+        regs_dx: 0,
+        regs_r10: 0,
+        regs_r8: 0,
         valid: 0,
     };
 }
@@ -219,7 +262,7 @@ pub const TAINT_STATE_SIZE: usize = 16;
 /// Size of [`FsEvent`].
 pub const FS_EVENT_SIZE: usize = 64 + FS_NAME_LEN;
 /// Size of [`FsOffsets`].
-pub const FS_OFFSETS_SIZE: usize = 56;
+pub const FS_OFFSETS_SIZE: usize = 72;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -250,7 +293,8 @@ const _: () = {
     assert!(FS_EVENT_SIZE.is_multiple_of(8));
     assert!(size_of::<FsOffsets>() == FS_OFFSETS_SIZE);
     assert!(align_of::<FsOffsets>() == 4);
-    assert!(offset_of!(FsOffsets, valid) == 52);
+    assert!(offset_of!(FsOffsets, regs_r8) == 64);
+    assert!(offset_of!(FsOffsets, valid) == 68);
 };
 
 #[cfg(feature = "user")]
@@ -303,9 +347,13 @@ mod tests {
 
     #[test]
     fn fs_offsets_layout() {
-        assert_eq!(size_of::<FsOffsets>(), 56);
+        assert_eq!(size_of::<FsOffsets>(), 72);
         assert_eq!(offset_of!(FsOffsets, regs_orig_ax), 48);
-        assert_eq!(offset_of!(FsOffsets, valid), 52);
+        assert_eq!(offset_of!(FsOffsets, binprm_file), 52);
+        assert_eq!(offset_of!(FsOffsets, regs_dx), 56);
+        assert_eq!(offset_of!(FsOffsets, regs_r10), 60);
+        assert_eq!(offset_of!(FsOffsets, regs_r8), 64);
+        assert_eq!(offset_of!(FsOffsets, valid), 68);
         assert_eq!(FsOffsets::UNSET.valid, 0);
     }
 

@@ -47,10 +47,10 @@ pub static RUN_TAINT: HashMap<u64, TaintState> = HashMap::with_max_entries(MAX_W
 
 /// Offsets from the loader (`.rodata`), inert while `valid == 0`.
 #[unsafe(no_mangle)]
-static AGENTD_FS_OFFSETS: Global<FsOffsets> = Global::new(FsOffsets::UNSET);
+pub(crate) static AGENTD_FS_OFFSETS: Global<FsOffsets> = Global::new(FsOffsets::UNSET);
 
-const EACCES: i32 = 13;
-const SIGKILL: u32 = 9;
+pub(crate) const EACCES: i32 = 13;
+pub(crate) const SIGKILL: u32 = 9;
 
 /// `file_open(struct file *file)`; the last argument is the previous LSM's verdict.
 #[lsm(hook = "file_open")]
@@ -102,7 +102,7 @@ pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
 
 /// `current->files->fdt->fd[fd]`, or `None` if any step fails.
 #[inline(always)]
-fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
+pub(crate) fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
     // SAFETY: argument-less helper; returns current's task_struct address.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     // SAFETY: every read below is fault tolerant (bpf_probe_read_kernel), through
@@ -124,16 +124,16 @@ fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
     }
 }
 
-enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     Deny,
 }
 
 /// A rule found on the walk up from the opened file.
 #[derive(Clone, Copy)]
-struct Found {
-    value: FsRuleValue,
-    depth: u32,
+pub(crate) struct Found {
+    pub(crate) value: FsRuleValue,
+    pub(crate) depth: u32,
 }
 
 /// Matches `file` against the run's rules, records the decision and applies taint.
@@ -169,7 +169,7 @@ fn check_file(file: *const u8, layer: u32) -> Verdict {
                 ino: i,
             };
             // SAFETY: the value is copied out at once.
-            if let Some(value) = unsafe { FS_RULES.get(&key) }.copied() {
+            if let Some(value) = unsafe { FS_RULES.get(key) }.copied() {
                 let found = Found { value, depth };
                 if value.kind == FS_RULE_DENY && deny.is_none() {
                     deny = Some(found);
@@ -226,7 +226,7 @@ fn check_file(file: *const u8, layer: u32) -> Verdict {
 
 /// (`d_inode->i_sb->s_dev`, `d_inode->i_ino`) of a dentry; `None` for a negative one.
 #[inline(always)]
-fn dentry_id(offs: &FsOffsets, dentry: *const u8) -> Option<(u32, u64)> {
+pub(crate) fn dentry_id(offs: &FsOffsets, dentry: *const u8) -> Option<(u32, u64)> {
     // SAFETY: fault-tolerant reads through BTF offsets.
     unsafe {
         let inode = read_at::<*const u8>(dentry, offs.dentry_d_inode).ok()?;
@@ -244,7 +244,7 @@ fn dentry_id(offs: &FsOffsets, dentry: *const u8) -> Option<(u32, u64)> {
 #[inline(always)]
 fn taint(cgroup_id: u64, rule_index: u32) {
     // SAFETY: copied out at once.
-    let first = match unsafe { RUN_TAINT.get(&cgroup_id) } {
+    let first = match unsafe { RUN_TAINT.get(cgroup_id) } {
         Some(state) => state.first_ktime_ns,
         // SAFETY: argument-less helper.
         None => unsafe { bpf_ktime_get_ns() },
@@ -256,12 +256,12 @@ fn taint(cgroup_id: u64, rule_index: u32) {
     };
     // A full map cannot happen (one entry per watched cgroup, same capacity); if it
     // did, the record below still reaches userspace, which stops the run.
-    let _ = RUN_TAINT.insert(&cgroup_id, &state, 0);
+    let _ = RUN_TAINT.insert(cgroup_id, state, 0);
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn emit(
+pub(crate) fn emit(
     offs: &FsOffsets,
     dentry: *const u8,
     cgroup_id: u64,

@@ -6,6 +6,8 @@
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
 //! - [`fsrules`]: `fs.deny` / `fs.secret` by inode (`lsm/file_open`, or the
 //!   `tp_btf/sys_exit` fallback) and the per-run taint flag;
+//! - [`exec_integrity`]: exec and PROT_EXEC mappings only from `exec.allow` /
+//!   `exec.libraries` (LSM bprm_check_security + mmap_file, or tracepoint kills);
 //! - [`taint_egress`]: `cgroup_skb/egress` dropping a tainted run's packets;
 //! - [`probe`]: trivial programs `agentd doctor` loads to learn what this kernel allows.
 //!
@@ -20,6 +22,7 @@
 // Inline BPF assembly (one atomic add, see maps::atomic_add); this crate builds with nightly.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod exec_integrity;
 mod fsrules;
 mod kernel;
 mod maps;

@@ -27,17 +27,17 @@ pub fn taint_egress(ctx: SkBuffContext) -> i32 {
     // attached), which is right even from softirq context (retransmits).
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     // SAFETY: copied out at once.
-    let tainted = match unsafe { RUN_TAINT.get(&cgroup_id) } {
+    let tainted = match unsafe { RUN_TAINT.get(cgroup_id) } {
         Some(state) => state.tainted != 0,
         None => false,
     };
     if !tainted {
         return PASS;
     }
-    match TAINT_EGRESS_DROPS.get_ptr_mut(&cgroup_id) {
+    match TAINT_EGRESS_DROPS.get_ptr_mut(cgroup_id) {
         Some(counter) => atomic_add(counter, 1),
         None => {
-            let _ = TAINT_EGRESS_DROPS.insert(&cgroup_id, &1, u64::from(BPF_NOEXIST));
+            let _ = TAINT_EGRESS_DROPS.insert(cgroup_id, 1, u64::from(BPF_NOEXIST));
         }
     }
     DROP

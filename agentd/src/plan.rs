@@ -55,6 +55,8 @@ pub struct Plan {
     pub wall_time: Option<Duration>,
     /// How `fs.deny` / `fs.secret` are enforced; `None` when the policy has neither.
     pub fs_rules: Option<FsPath>,
+    /// How exec integrity (`exec.allow` by inode, `exec.libraries`) is enforced.
+    pub exec_integrity: Option<FsPath>,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -69,6 +71,7 @@ impl Plan {
         b.landlock(policy, probe, enforce);
         b.seccomp(probe, enforce);
         b.fs_rules(policy, probe, enforce);
+        b.exec_integrity(policy, probe, enforce);
         Plan {
             layers: b.layers,
             coverage: b.coverage,
@@ -76,6 +79,7 @@ impl Plan {
             landlock: b.landlock,
             seccomp: b.seccomp,
             fs_rules: b.fs_rules,
+            exec_integrity: b.exec_integrity,
             caps: enforce,
             limits: Limits {
                 memory_bytes: policy.budgets.memory,
@@ -108,6 +112,7 @@ struct Builder {
     landlock: Option<LandlockRequest>,
     seccomp: bool,
     fs_rules: Option<FsPath>,
+    exec_integrity: Option<FsPath>,
 }
 
 impl Builder {
@@ -553,5 +558,47 @@ impl Builder {
                 format!("skipped: optional and {} does not exist", r.path.display()),
             );
         }
+    }
+
+    /// Exec integrity: what landlock cannot see (memfd execs, `ld.so /copy`, PROT_EXEC
+    /// mappings). LSM where it loads, else the tracepoint fallback.
+    fn exec_integrity(&mut self, policy: &Policy, probe: &Probe, enforce: bool) {
+        let path = if probe.bpf_lsm.available {
+            FsPath::Lsm
+        } else if probe.tp_btf.available {
+            FsPath::Tracepoint
+        } else {
+            // The exec tracker already refused the run (it needs tp_btf).
+            return;
+        };
+        let layer = path.layer();
+        let (exec_how, mmap_how) = match (path, enforce) {
+            (_, false) => (
+                "not enforced (mode: audit): recorded as would_deny",
+                "not enforced (mode: audit): recorded as would_deny",
+            ),
+            (FsPath::Lsm, true) => (
+                "lsm/bprm_check_security: an exec of any other inode (memfd, copies, /proc/self/fd, execveat) fails with EACCES",
+                "lsm/mmap_file: a PROT_EXEC mapping of any other file fails with EACCES",
+            ),
+            (FsPath::Tracepoint, true) => (
+                "tp_btf/sched_process_exec: a new image of any other inode (memfd, copies, /proc/self/fd, execveat) is killed with SIGKILL before its first instruction",
+                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file is killed with SIGKILL (mprotect is not covered)",
+            ),
+        };
+        self.cover("exec integrity: exec.allow by inode", layer, exec_how);
+        let libraries: Vec<String> = match &policy.exec.libraries {
+            Some(rules) => rules.iter().map(|r| r.written.clone()).collect(),
+            None => crate::policy::DEFAULT_LIBRARIES
+                .iter()
+                .map(|s| format!("{s} (default)"))
+                .collect(),
+        };
+        self.cover(
+            format!("exec.libraries [{}]", libraries.join(", ")),
+            layer,
+            mmap_how,
+        );
+        self.exec_integrity = Some(path);
     }
 }

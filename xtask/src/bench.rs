@@ -80,6 +80,7 @@ pub fn bench() -> Result<(), String> {
             per(t_bwrap) / per(t_bare)
         ));
     }
+    crate::bench_fsrules::fallback_tracepoints(&root, &out_dir, &mut report)?;
     let out = out_dir.join("results.md");
     std::fs::write(&out, &report).map_err(|e| format!("write {}: {e}", out.display()))?;
     println!("{report}\nwritten to {}", out.display());

@@ -3,6 +3,7 @@
 //! needs nothing but this repository, rustup and apt.
 
 mod bench;
+mod bench_fsrules;
 mod setup;
 mod util;
 mod vm;

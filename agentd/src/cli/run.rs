@@ -327,6 +327,10 @@ impl Run {
             super::run_fsrules::enable(&mut bpf, path, &p.policy, &cgroups.identity().path)
                 .map_err(|e| setup_err(path.layer(), e))?;
         }
+        if let Some(path) = p.plan.exec_integrity {
+            super::run_fsrules::enable_exec(&mut bpf, path, &p.policy)
+                .map_err(|e| setup_err(path.layer(), e))?;
+        }
 
         let caps = if p.plan.caps {
             Some(caps::prepare().map_err(|e| setup_err(name::CAPS, e))?)
@@ -396,6 +400,7 @@ impl Run {
             self.record(r.layer, r.event, r.decision, r.detail);
         }
         bpf.clear_fs_rules(0, cgroups.cgroup_id());
+        bpf.clear_exec_integrity(0);
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
         let (ending, killed_by) = result?;

@@ -1,17 +1,17 @@
 //! `agentd run`, inode rules: resolve `fs.deny` / `fs.secret` to inodes at run start,
 //! hand them to the eBPF layer, and turn its `Event::Fs` records into audit records.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use crate::audit::Decision;
 use crate::events::Event;
-use crate::layers::bpf::{fs, BpfRuntime, FsPath};
+use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath};
 use crate::policy::{Mode, Policy};
 use agentd_common::fsrules::{
-    FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM,
-    FS_RULE_DENY,
+    FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE,
+    FS_EVENT_MMAP_OUTSIDE, FS_LAYER_LSM, FS_RULE_DENY,
 };
 
 /// Run slot of the single run an agentd process supervises.
@@ -34,6 +34,37 @@ pub fn enable(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Resolves `exec.allow` (with the interpreters it implies) and `exec.libraries` and
+/// enables exec integrity on `path`.
+pub fn enable_exec(bpf: &mut BpfRuntime, path: FsPath, policy: &Policy) -> Result<(), String> {
+    let mut executables: Vec<PathBuf> = policy
+        .exec
+        .allow
+        .iter()
+        .filter(|r| r.exists)
+        .map(|r| r.path.clone())
+        .collect();
+    executables.extend(
+        crate::layers::landlock::implied_exec_paths(&executables)
+            .into_iter()
+            .map(|(p, _)| p),
+    );
+    let libraries: Vec<PathBuf> = match &policy.exec.libraries {
+        Some(rules) => rules
+            .iter()
+            .filter(|r| r.exists)
+            .map(|r| r.path.clone())
+            .collect(),
+        None => crate::policy::DEFAULT_LIBRARIES
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+    };
+    let entries = exec::resolve(&executables, &libraries);
+    bpf.enable_exec_integrity(path, RUN_SLOT, &entries, policy.mode == Mode::Audit)
+        .map_err(|e| e.to_string())
 }
 
 /// The record of a tainted run's dropped packets (one per run, at its end).
@@ -77,6 +108,9 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
     else {
         return None;
     };
+    if *rule_kind == FS_EVENT_EXEC_OUTSIDE || *rule_kind == FS_EVENT_MMAP_OUTSIDE {
+        return Some(exec_record(ev));
+    }
     let (section, rules) = if *rule_kind == FS_RULE_DENY {
         ("fs.deny", &policy.fs.deny)
     } else {
@@ -136,4 +170,72 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         decision,
         detail,
     })
+}
+
+/// The audit record of an exec-integrity decision (no rule matched, so the path comes
+/// from the process's open files while it still exists).
+fn exec_record(ev: &Event) -> FsRecord {
+    let Event::Fs {
+        tgid,
+        pid,
+        rule_kind,
+        layer,
+        action,
+        dev,
+        ino,
+        name,
+        ..
+    } = ev
+    else {
+        return FsRecord {
+            layer: crate::layers::name::BPF,
+            event: "denied",
+            decision: None,
+            detail: json!({}),
+        };
+    };
+    let (op, rule) = if *rule_kind == FS_EVENT_EXEC_OUTSIDE {
+        ("exec", "not in exec.allow")
+    } else {
+        ("mmap_exec", "not in exec.allow or exec.libraries")
+    };
+    let layer = if *layer == FS_LAYER_LSM {
+        FsPath::Lsm.layer()
+    } else {
+        FsPath::Tracepoint.layer()
+    };
+    let path = exec::locate_in_proc(*tgid, *dev, *ino).map(|p| p.display().to_string());
+    let mut detail = json!({
+        "op": op,
+        "pid": tgid,
+        "tid": pid,
+        "path": path,
+        "name": name,
+        "dev": dev,
+        "ino": ino,
+        "rule": rule,
+    });
+    let decision = match *action {
+        FS_ACTION_DENY => {
+            detail["action"] = json!("deny");
+            detail["errno"] = json!("EACCES");
+            Some(Decision::Deny)
+        }
+        FS_ACTION_KILL => {
+            detail["action"] = json!("kill");
+            detail["signal"] = json!("SIGKILL");
+            Some(Decision::Kill)
+        }
+        FS_ACTION_WOULD_DENY => {
+            detail["action"] = json!("would_deny");
+            Some(Decision::WouldDeny)
+        }
+        _ => None,
+    };
+    FsRecord {
+        layer,
+        event: "denied",
+        decision,
+        detail,
+    }
 }

@@ -49,7 +49,13 @@ pub struct FsPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct ExecPolicy {
     pub allow: Vec<PathRule>,
+    /// Where PROT_EXEC file mappings may come from besides `allow`; `None` when the
+    /// policy does not say (the default, `DEFAULT_LIBRARIES`, applies).
+    pub libraries: Option<Vec<PathRule>>,
 }
+
+/// `exec.libraries` when the policy does not list it (each entry optional).
+pub const DEFAULT_LIBRARIES: &[&str] = &["/usr/lib", "/lib", "/lib64"];
 
 /// One path entry. `path` is absolute, expanded and canonical (symlinks resolved)
 /// when the target exists; an `optional: true` entry that does not exist has

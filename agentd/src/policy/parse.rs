@@ -27,7 +27,7 @@ const WORKSPACE: &str = "{workspace}";
 
 const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
 const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
-const EXEC_KEYS: &[&str] = &["allow"];
+const EXEC_KEYS: &[&str] = &["allow", "libraries"];
 const NET_KEYS: &[&str] = &["allow", "after_taint"];
 const BUDGET_KEYS: &[&str] = &["wall_time", "memory", "pids"];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
@@ -420,8 +420,12 @@ fn parse_fs(node: &Node, opts: &LoadOptions) -> R<FsPolicy> {
 
 fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
     let mut exec = ExecPolicy::default();
-    for (_, value) in fields(node, "`exec`", EXEC_KEYS)? {
-        exec.allow = parse_paths(value, "exec.allow", opts)?;
+    for (key, value) in fields(node, "`exec`", EXEC_KEYS)? {
+        if key == "libraries" {
+            exec.libraries = Some(parse_paths(value, "exec.libraries", opts)?);
+        } else {
+            exec.allow = parse_paths(value, "exec.allow", opts)?;
+        }
     }
     Ok(exec)
 }
@@ -1107,7 +1111,7 @@ mod tests {
         assert_eq!(pos("exec: {alow: []}\n"), (3, 8));
         assert!(err("net:\n  deny: []\n")
             .2
-            .contains("in `net`, expected one of `allow`"));
+            .contains("in `net`, expected one of `allow`, `after_taint`"));
         let (l, c, m) = err("budgets:\n  cpu: 1\n");
         assert_eq!((l, c), (4, 3));
         assert!(

@@ -38,6 +38,12 @@ fn io_outcome<T>(r: &std::io::Result<T>) -> String {
     }
 }
 
+/// Flushes stdout and exits.
+fn return_code(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
 fn cstr(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
@@ -185,6 +191,81 @@ fn main() {
             }
             0
         }
+        "open-loop" => {
+            // Benchmark helper: N open+close of PATH; prints the total nanoseconds.
+            let p = cstr(&a(1));
+            let n: u64 = a(2).parse().unwrap_or(10_000);
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                // SAFETY: valid NUL-terminated path; the fd is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    // SAFETY: closing the fd just opened.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            println!("ns {}", start.elapsed().as_nanos());
+            0
+        }
+        "spawn-loop" => {
+            // Benchmark helper: N fork+exec+wait of PROG; prints the total nanoseconds.
+            let n: u64 = a(2).parse().unwrap_or(200);
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                let status = std::process::Command::new(a(1)).status();
+                if !matches!(status, Ok(s) if s.success()) {
+                    println!("spawn {}: failed", a(1));
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(1);
+                }
+            }
+            println!("ns {}", start.elapsed().as_nanos());
+            0
+        }
+        "exec-args" => {
+            // execv(PATH, [PATH, ARGS...]); prints the errno if it returns.
+            let p = cstr(&a(1));
+            let rest: Vec<CString> = args.iter().skip(2).map(|s| cstr(s)).collect();
+            let mut argv: Vec<*const libc::c_char> = vec![p.as_ptr()];
+            argv.extend(rest.iter().map(|c| c.as_ptr()));
+            argv.push(std::ptr::null());
+            // SAFETY: NULL-terminated argv of valid C strings that outlive the call.
+            unsafe { libc::execv(p.as_ptr(), argv.as_ptr()) };
+            println!("exec {}: {}", a(1), errno_name(last_errno()));
+            0
+        }
+        "fexecve-memfd" => {
+            // Copies SRC into a memfd and fexecve()s it as `SRC exit 3`.
+            let name = cstr("agentd-copy");
+            // SAFETY: valid name; flags 0.
+            let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+            if fd < 0 {
+                println!("memfd_create: {}", errno_name(last_errno()));
+                return_code(0);
+            }
+            let bytes = std::fs::read(a(1)).unwrap_or_default();
+            // SAFETY: fd is our memfd; the buffer is valid for its length.
+            let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+            if n != bytes.len() as isize {
+                println!("write memfd: {}", errno_name(last_errno()));
+                return_code(0);
+            }
+            let (arg0, arg1, arg2) = (cstr(&a(1)), cstr("exit"), cstr("3"));
+            let argv = [
+                arg0.as_ptr(),
+                arg1.as_ptr(),
+                arg2.as_ptr(),
+                std::ptr::null(),
+            ];
+            extern "C" {
+                static environ: *const *const libc::c_char;
+            }
+            // SAFETY: fd is a memfd holding an ELF; argv is NULL-terminated; environ
+            // is the process's own environment.
+            unsafe { libc::fexecve(fd, argv.as_ptr(), environ) };
+            println!("fexecve: {}", errno_name(last_errno()));
+            0
+        }
         "sleep" => {
             println!("sleeping");
             let _ = std::io::stdout().flush();
@@ -211,7 +292,7 @@ fn main() {
             0
         }
         other => {
-            eprintln!("usage: agentd-testprog open|write|fork-open|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
+            eprintln!("usage: agentd-testprog open|write|fork-open|exec-args|fexecve-memfd|open-loop|spawn-loop|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status (got {other:?})");
             2
         }
     };

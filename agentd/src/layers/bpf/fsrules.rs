@@ -236,6 +236,10 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
         fdtable_max_fds: field("fdtable", "max_fds", Some(4))?,
         fdtable_fd: field("fdtable", "fd", Some(PTR))?,
         regs_orig_ax: field("pt_regs", "orig_ax", Some(8))?,
+        binprm_file: field("linux_binprm", "file", Some(PTR))?,
+        regs_dx: field("pt_regs", "dx", Some(8))?,
+        regs_r10: field("pt_regs", "r10", Some(8))?,
+        regs_r8: field("pt_regs", "r8", Some(8))?,
         valid: 1,
     })
 }

@@ -9,6 +9,7 @@
 //! CO-RE relocations. The doctor probes (`probe`) load the same object.
 
 mod btf;
+mod exec_integrity;
 mod fsrules;
 mod probe;
 mod ring;
@@ -30,6 +31,11 @@ pub use ring::EventStream;
 /// Inode-rule helpers (`fs.deny`, `fs.secret`).
 pub mod fs {
     pub use super::fsrules::{locate, resolve};
+}
+
+/// Exec-integrity helpers.
+pub mod exec {
+    pub use super::exec_integrity::{locate_in_proc, resolve};
 }
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
@@ -158,6 +164,10 @@ pub struct BpfRuntime {
     events: Option<RingBuf<MapData>>,
     /// Inode-rule maps, once `enable_fs_rules` ran.
     fs: Option<fsrules::FsMaps>,
+    /// `EXEC_RULES`, once `enable_exec_integrity` ran.
+    exec_rules: Option<
+        HashMap<MapData, agentd_common::fsrules::FsRuleKey, agentd_common::fsrules::FsRuleValue>,
+    >,
     /// Inode-rule offsets, or why this kernel's BTF lacks them.
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     btf: aya::Btf,
@@ -211,6 +221,7 @@ impl BpfRuntime {
             dropped,
             events: Some(events),
             fs: None,
+            exec_rules: None,
             fs_offsets,
             btf,
             ebpf,
