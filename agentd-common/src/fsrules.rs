@@ -115,6 +115,8 @@ pub const NR_OPEN: u64 = 2;
 pub const NR_OPENAT: u64 = 257;
 /// `openat2(2)`.
 pub const NR_OPENAT2: u64 = 437;
+/// `creat(2)`.
+pub const NR_CREAT: u64 = 85;
 
 /// Key of `FS_RULES`.
 #[repr(C)]

@@ -2,7 +2,7 @@
 //! the maps, the record and the taint contract.
 //!
 //! - BPF LSM: `lsm/file_open` denies with -EACCES before the file is opened.
-//! - Fallback: `tp_btf/sys_exit` looks at every successful open/openat/openat2 of a
+//! - Fallback: `tp_btf/sys_exit` looks at every successful open/openat/openat2/creat of a
 //!   watched run, finds the new `struct file` through `current->files->fdt->fd[ret]` and
 //!   sends SIGKILL to the process on a deny match. The signal is delivered before the
 //!   syscall returns to user space, so the thread that opened the file never runs
@@ -17,7 +17,7 @@ use agentd_common::{
         FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
         FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
         FS_MAX_DEPTH, FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET,
-        MAX_FS_RULES, NR_OPEN, NR_OPENAT, NR_OPENAT2,
+        MAX_FS_RULES, NR_CREAT, NR_OPEN, NR_OPENAT, NR_OPENAT2,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -83,7 +83,7 @@ pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let Ok(nr) = (unsafe { read_at::<u64>(regs, offs.regs_orig_ax) }) else {
         return 0;
     };
-    if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 {
+    if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 && nr != NR_CREAT {
         return 0;
     }
     if watched_cgroup().is_none() {

@@ -41,6 +41,17 @@ pub fn fallback_tracepoints(
         ),
     )
     .map_err(|e| format!("write {}: {e}", policy.display()))?;
+    // The same policy without inode rules: isolates their cost from landlock, seccomp
+    // and the exec-integrity hooks every run has.
+    let plain = out_dir.join("no-fsrules.yaml");
+    std::fs::write(
+        &plain,
+        format!(
+            "version: 1\nname: bench-no-fsrules\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc]\nexec:\n  allow: [\"{}\", /usr/bin/true]\n",
+            prog.display()
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", plain.display()))?;
     let audit = out_dir.join("audit-fsrules.jsonl");
 
     let args_open = [
@@ -58,11 +69,11 @@ pub fn fallback_tracepoints(
         c.args(args);
         c
     };
-    let confined = |args: &[String]| {
+    let confined_with = |policy: &Path, args: &[String]| {
         let mut c = Command::new(&agentd);
         c.arg("run")
             .arg("--policy")
-            .arg(&policy)
+            .arg(policy)
             .arg("--audit")
             .arg(&audit)
             .arg("--")
@@ -70,26 +81,38 @@ pub fn fallback_tracepoints(
             .args(args);
         c
     };
+    let confined = |args: &[String]| confined_with(&policy, args);
+    let unruled = |args: &[String]| confined_with(&plain, args);
     let (mut open_bare, mut open_agentd, mut spawn_bare, mut spawn_agentd) = (0u128, 0, 0, 0);
+    let (mut open_plain, mut spawn_plain) = (0u128, 0u128);
     for _ in 0..ROUNDS {
         open_bare += inner_ns(bare(&args_open))?;
+        open_plain += inner_ns(unruled(&args_open))?;
         open_agentd += inner_ns(confined(&args_open))?;
         spawn_bare += inner_ns(bare(&args_spawn))?;
+        spawn_plain += inner_ns(unruled(&args_spawn))?;
         spawn_agentd += inner_ns(confined(&args_spawn))?;
     }
     let per = |total: u128, n: u32| total as f64 / (ROUNDS as f64 * f64::from(n));
     let path = detect_path(&agentd);
     report.push_str(&format!(
         "\n## inode rules ({path}): in-process loops, {ROUNDS} rounds interleaved\n\n\
-         | loop | bare | agentd (fs.deny + fs.secret) | ratio |\n|---|---|---|---|\n\
-         | open+close /etc/hostname ({OPENS}×) | {:.0} ns | {:.0} ns | {:.2} |\n\
-         | fork+exec+wait /usr/bin/true ({SPAWNS}×) | {:.1} µs | {:.1} µs | {:.2} |\n",
+         | loop | bare | agentd, no inode rules | agentd, fs.deny + fs.secret | ratio to bare | ratio to no inode rules |\n|---|---|---|---|---|---|\n\
+         | open+close /etc/hostname ({OPENS}×) | {:.0} ns | {:.0} ns | {:.0} ns | {:.2} | {:.2} |\n\
+         | fork+exec+wait /usr/bin/true ({SPAWNS}×) | {:.1} µs | {:.1} µs | {:.1} µs | {:.2} | {:.2} |\n\n\
+         Every agentd run has landlock, seccomp and the exec-integrity hooks \
+         (tp_btf/sched_process_exec, tp_btf/sys_enter on the fallback); the inode rules add \
+         tp_btf/sys_exit and cgroup_skb/egress.\n",
         per(open_bare, OPENS),
+        per(open_plain, OPENS),
         per(open_agentd, OPENS),
         per(open_agentd, OPENS) / per(open_bare, OPENS),
+        per(open_agentd, OPENS) / per(open_plain, OPENS),
         per(spawn_bare, SPAWNS) / 1e3,
+        per(spawn_plain, SPAWNS) / 1e3,
         per(spawn_agentd, SPAWNS) / 1e3,
         per(spawn_agentd, SPAWNS) / per(spawn_bare, SPAWNS),
+        per(spawn_agentd, SPAWNS) / per(spawn_plain, SPAWNS),
     ));
     Ok(())
 }

@@ -287,6 +287,8 @@ fn run_script(root: &Path, tests: &[PathBuf]) -> String {
     s.push_str("echo \"kernel $(uname -r); LSMs $(cat /sys/kernel/security/lsm)\"\n");
     // A pure-v2 guest: delegate the controllers budgets use, as systemd would.
     s.push_str("echo '+memory +pids' > /sys/fs/cgroup/cgroup.subtree_control || exit 90\n");
+    // Network tests use loopback only; the guest starts with it down.
+    s.push_str("ip link set lo up || exit 92\n");
     s.push_str(&format!(
         "export AGENTD_BIN='{}/target/debug/agentd'\nexport AGENTD_TESTPROG='{}/target/debug/agentd-testprog'\n",
         root.display(),

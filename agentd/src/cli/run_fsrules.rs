@@ -109,7 +109,7 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         return None;
     };
     if *rule_kind == FS_EVENT_EXEC_OUTSIDE || *rule_kind == FS_EVENT_MMAP_OUTSIDE {
-        return Some(exec_record(ev));
+        return Some(exec_record(policy, ev));
     }
     let (section, rules) = if *rule_kind == FS_RULE_DENY {
         ("fs.deny", &policy.fs.deny)
@@ -172,9 +172,10 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
     })
 }
 
-/// The audit record of an exec-integrity decision (no rule matched, so the path comes
-/// from the process's open files while it still exists).
-fn exec_record(ev: &Event) -> FsRecord {
+/// The audit record of an exec-integrity decision. No rule matched, so the path comes
+/// from the process's open files while it still exists, else from a search of the
+/// `fs.write` roots (the only places a copy of a binary can be made).
+fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
     let Event::Fs {
         tgid,
         pid,
@@ -204,7 +205,16 @@ fn exec_record(ev: &Event) -> FsRecord {
     } else {
         FsPath::Tracepoint.layer()
     };
-    let path = exec::locate_in_proc(*tgid, *dev, *ino).map(|p| p.display().to_string());
+    let path = exec::locate_in_proc(*tgid, *dev, *ino)
+        .or_else(|| {
+            policy
+                .fs
+                .write
+                .iter()
+                .filter(|r| r.exists)
+                .find_map(|r| fs::locate(r, 0, *dev, *ino))
+        })
+        .map(|p| p.display().to_string());
     let mut detail = json!({
         "op": op,
         "pid": tgid,
