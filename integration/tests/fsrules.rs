@@ -223,7 +223,9 @@ fn policy_explain_says_how_each_inode_rule_is_enforced() {
 /// (single) client sent before instant `t`.
 struct Listener {
     port: u16,
-    handle: std::thread::JoinHandle<(bool, Vec<(std::time::Instant, u8)>)>,
+    /// Set once the run is over: the accept loop then gives up.
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(Option<std::time::Instant>, Vec<(std::time::Instant, u8)>)>,
 }
 
 impl Listener {
@@ -236,15 +238,16 @@ impl Listener {
             .port();
         l.set_nonblocking(true)
             .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done_in_thread = done.clone();
         let handle = std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
-            let mut conn = loop {
+            let (mut conn, accepted_at) = loop {
                 match l.accept() {
-                    Ok((c, _)) => break c,
-                    Err(_) if std::time::Instant::now() < deadline => {
+                    Ok((c, _)) => break (c, std::time::Instant::now()),
+                    Err(_) if !done_in_thread.load(std::sync::atomic::Ordering::SeqCst) => {
                         std::thread::sleep(std::time::Duration::from_millis(20))
                     }
-                    Err(_) => return (false, Vec::new()),
+                    Err(_) => return (None, Vec::new()),
                 }
             };
             conn.set_nonblocking(false)
@@ -260,17 +263,19 @@ impl Listener {
                 let now = std::time::Instant::now();
                 got.extend(buf[..n].iter().map(|b| (now, *b)));
             }
-            (true, got)
+            (Some(accepted_at), got)
         });
-        Self { port, handle }
+        Self { port, done, handle }
     }
 
-    /// (a connection was accepted, the bytes received before `until`).
+    /// (a connection was accepted before `until`, the bytes received before `until`).
     fn received_before(self, until: std::time::Instant) -> (bool, String) {
-        let (accepted, bytes) = self
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (accepted_at, bytes) = self
             .handle
             .join()
             .unwrap_or_else(|_| panic!("listener panicked"));
+        let accepted = accepted_at.is_some_and(|t| t < until);
         let bytes: Vec<u8> = bytes
             .into_iter()
             .filter(|(t, _)| *t < until)
