@@ -219,13 +219,16 @@ fn policy_explain_says_how_each_inode_rule_is_enforced() {
     assert!(text.contains("fs.secret {workspace}/.env"), "{text}");
 }
 
+/// When the connection was accepted (if it was), and each byte with when it arrived.
+type Heard = (Option<std::time::Instant>, Vec<(std::time::Instant, u8)>);
+
 /// A loopback listener in the test process; `received_before(t)` returns what the
 /// (single) client sent before instant `t`.
 struct Listener {
     port: u16,
     /// Set once the run is over: the accept loop then gives up.
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<(Option<std::time::Instant>, Vec<(std::time::Instant, u8)>)>,
+    handle: std::thread::JoinHandle<Heard>,
 }
 
 impl Listener {
