@@ -356,7 +356,8 @@ impl BpfRuntime {
         fs.taint.get(&cgroup_id, 0).ok().filter(|t| t.tainted != 0)
     }
 
-    /// Forgets the run's rules and taint (cleanup; missing entries are fine).
+    /// Forgets the run's rules (cleanup; missing entries are fine). The taint state is
+    /// kept, see below.
     pub fn clear_fs_rules(&mut self, run_slot: u32, cgroup_id: u64) {
         let Some(fs) = self.fs.as_mut() else {
             return;
@@ -370,11 +371,11 @@ impl BpfRuntime {
         for key in keys {
             let _ = fs.rules.remove(&key);
         }
-        // Missing entries (never tainted, nothing dropped) are the normal case.
-        let _ = fs.taint.remove(&cgroup_id);
-        if let Some(drops) = fs.egress_drops.as_mut() {
-            let _ = drops.remove(&cgroup_id);
-        }
+        // The taint entry and the drop counter stay: removing the entry would let the
+        // run's orphaned sockets retransmit data queued while tainted for as long as
+        // the egress program stays attached. They go with the maps when the runtime is
+        // dropped (agentd supervises one run per process).
+        let _ = cgroup_id;
     }
 }
 
