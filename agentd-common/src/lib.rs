@@ -12,6 +12,7 @@
 
 pub mod budget;
 pub mod denials;
+pub mod fsrules;
 pub mod net;
 
 // ---------------------------------------------------------------------------------------

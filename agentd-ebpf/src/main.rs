@@ -6,6 +6,11 @@
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
 //! - [`budget`]: per-run budget counters (`tp_btf/sys_enter`, `tp_btf/sys_exit`,
 //!   `cgroup_skb/egress|ingress`, and the exec count the tracker feeds);
+//! - [`fsrules`]: `fs.deny` / `fs.secret` by inode (`lsm/file_open`, or the
+//!   `tp_btf/sys_exit` fallback) and the per-run taint flag;
+//! - [`exec_integrity`]: exec and PROT_EXEC mappings only from `exec.allow` /
+//!   `exec.libraries` (LSM bprm_check_security + mmap_file, or tracepoint kills);
+//! - [`taint_egress`]: `cgroup_skb/egress` dropping a tainted run's packets;
 //! - [`probe`]: trivial programs `agentd doctor` loads to learn what this kernel allows.
 //!
 //! Kernel struct offsets are not compiled in (Rust eBPF has no CO-RE relocations): the
@@ -21,11 +26,14 @@
 
 mod budget;
 mod denials;
+mod exec_integrity;
+mod fsrules;
 mod kernel;
 mod maps;
 mod net;
 mod probe;
 mod process;
+mod taint_egress;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -46,7 +46,7 @@ pub fn count_drop() {
 /// a count when a program on the same CPU is preempted mid-increment.
 #[cfg(target_arch = "bpf")]
 #[inline(always)]
-pub(crate) fn atomic_add(ptr: *mut u64, value: u64) {
+pub fn atomic_add(ptr: *mut u64, value: u64) {
     // SAFETY: `ptr` is this CPU's 8-byte, 8-aligned slot of a live per-CPU map value
     // (returned by bpf_map_lookup_elem, which the verifier tracks as a map-value pointer);
     // the instruction only adds to it.
@@ -63,7 +63,7 @@ pub(crate) fn atomic_add(ptr: *mut u64, value: u64) {
 /// Host build (workspace-wide checks only): never runs.
 #[cfg(not(target_arch = "bpf"))]
 #[inline(always)]
-pub(crate) fn atomic_add(ptr: *mut u64, value: u64) {
+pub fn atomic_add(ptr: *mut u64, value: u64) {
     // SAFETY: the host build of this crate is an empty binary that never calls this; the
     // body only keeps the signature type-checked.
     let counter = unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr) };

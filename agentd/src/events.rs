@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use agentd_common::fsrules::{FsEvent, EVENT_KIND_FS, FS_NAME_LEN};
 use agentd_common::{
     EventHeader, ExecEvent, ExitEvent, COMM_LEN, EVENT_KIND_EXEC, EVENT_KIND_EXIT,
     EXEC_FLAG_FILENAME_TRUNCATED, FILENAME_LEN,
@@ -80,6 +81,31 @@ pub enum Event {
     /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
     /// network programs.
     Net(NetDenial),
+    /// An inode rule (`fs.deny` / `fs.secret`) matched an open (`agentd_common::fsrules`).
+    Fs {
+        /// Thread id of the task that opened the file.
+        pid: u32,
+        /// Thread-group id.
+        tgid: u32,
+        /// v2 cgroup id.
+        cgroup_id: u64,
+        /// `FS_RULE_DENY` or `FS_RULE_SECRET`.
+        rule_kind: u32,
+        /// Index in `fs.deny` / `fs.secret`.
+        rule_index: u32,
+        /// `FS_LAYER_LSM` or `FS_LAYER_TRACEPOINT`.
+        layer: u32,
+        /// One of the `FS_ACTION_*` constants.
+        action: u32,
+        /// Kernel device number of the opened file.
+        dev: u32,
+        /// Inode number of the opened file.
+        ino: u64,
+        /// Dentries between the opened file and the matching rule entry.
+        depth: u32,
+        /// The opened file's own name (`d_name`), lossily UTF-8.
+        name: String,
+    },
 }
 
 impl Event {
@@ -91,6 +117,7 @@ impl Event {
             EVENT_KIND_EXIT => decode_exit(record),
             agentd_common::denials::EVENT_KIND_DENIAL => decode_denial(record),
             EVENT_KIND_NET => decode_net(record),
+            EVENT_KIND_FS => decode_fs(record),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -236,6 +263,23 @@ fn decode_net(record: &[u8]) -> Result<Event, DecodeError> {
             len: record.len(),
             need: size_of::<NetEvent>(),
         })
+}
+
+fn decode_fs(record: &[u8]) -> Result<Event, DecodeError> {
+    let header = decode_header(record, EVENT_KIND_FS, size_of::<FsEvent>())?;
+    Ok(Event::Fs {
+        pid: header.pid,
+        tgid: header.tgid,
+        cgroup_id: header.cgroup_id,
+        rule_kind: read_u32(record, offset_of!(FsEvent, rule_kind))?,
+        rule_index: read_u32(record, offset_of!(FsEvent, rule_index))?,
+        layer: read_u32(record, offset_of!(FsEvent, layer))?,
+        action: read_u32(record, offset_of!(FsEvent, action))?,
+        dev: read_u32(record, offset_of!(FsEvent, dev))?,
+        ino: read_u64(record, offset_of!(FsEvent, ino))?,
+        depth: read_u32(record, offset_of!(FsEvent, depth))?,
+        name: c_string(bytes(record, offset_of!(FsEvent, name), FS_NAME_LEN)?),
+    })
 }
 
 /// Bytes up to the first NUL (or all of them), lossily decoded.

@@ -10,7 +10,7 @@ mod budgets;
 
 pub use budgets::BudgetPrograms;
 
-use crate::layers::bpf::NetRequest;
+use crate::layers::bpf::{FsPath, NetRequest};
 use crate::layers::cgroup::Limits;
 use crate::layers::landlock::{self, LandlockRequest};
 use crate::layers::{name, seccomp};
@@ -62,6 +62,10 @@ pub struct Plan {
     pub net: Option<NetRequest>,
     /// The budget counters' eBPF programs this run loads.
     pub budget_programs: BudgetPrograms,
+    /// How `fs.deny` / `fs.secret` are enforced; `None` when the policy has neither.
+    pub fs_rules: Option<FsPath>,
+    /// How exec integrity (`exec.allow` by inode, `exec.libraries`) is enforced.
+    pub exec_integrity: Option<FsPath>,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -76,12 +80,16 @@ impl Plan {
         b.caps(enforce);
         b.landlock(policy, probe, enforce);
         b.seccomp(probe, enforce);
+        b.fs_rules(policy, probe, enforce);
+        b.exec_integrity(policy, probe, enforce);
         Plan {
             layers: b.layers,
             coverage: b.coverage,
             refusals: b.refusals,
             landlock: b.landlock,
             seccomp: b.seccomp,
+            fs_rules: b.fs_rules,
+            exec_integrity: b.exec_integrity,
             caps: enforce,
             limits: Limits {
                 memory_bytes: policy.budgets.memory,
@@ -117,6 +125,8 @@ struct Builder {
     landlock: Option<LandlockRequest>,
     seccomp: bool,
     net_request: Option<NetRequest>,
+    fs_rules: Option<FsPath>,
+    exec_integrity: Option<FsPath>,
 }
 
 impl Builder {
@@ -381,5 +391,162 @@ impl Builder {
             name::SECCOMP,
             "the process is killed with SIGSYS",
         );
+    }
+
+    /// `fs.deny` and `fs.secret`: BPF LSM where it loads (clean EACCES), else the
+    /// `tp_btf/sys_exit` fallback (SIGKILL after the open), else refused.
+    fn fs_rules(&mut self, policy: &Policy, probe: &Probe, enforce: bool) {
+        if policy.fs.deny.is_empty() && policy.fs.secret.is_empty() {
+            return;
+        }
+        let path = if probe.bpf_lsm.available {
+            FsPath::Lsm
+        } else if probe.tp_btf.available {
+            FsPath::Tracepoint
+        } else {
+            self.refuse(
+                name::TRACEPOINT,
+                format!(
+                    "fs.deny and fs.secret need BPF LSM or tp_btf, and neither loads: {}; {}",
+                    probe.bpf_lsm.detail, probe.tp_btf.detail
+                ),
+            );
+            return;
+        };
+        let layer = path.layer();
+        let (deny_how, detail) = match path {
+            FsPath::Lsm => (
+                "lsm/file_open: open denied with EACCES",
+                "BPF LSM lsm/file_open: inode rules deny cleanly with EACCES",
+            ),
+            FsPath::Tracepoint => (
+                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137)",
+                "BPF LSM unavailable: tp_btf/sys_exit fallback kills on a denied open",
+            ),
+        };
+        self.layer(layer, "on", detail);
+        for r in &policy.fs.deny {
+            let how = if enforce {
+                deny_how
+            } else {
+                "not enforced (mode: audit): recorded as would_deny"
+            };
+            self.cover_inode_rule("fs.deny", r, layer, how);
+        }
+        for r in &policy.fs.secret {
+            self.cover_inode_rule(
+                "fs.secret",
+                r,
+                layer,
+                "opening it sets the run's taint flag (RUN_TAINT, keyed by the run's cgroup)",
+            );
+        }
+        if !policy.fs.secret.is_empty() && !self.taint_egress(policy, probe, enforce) {
+            return;
+        }
+        self.fs_rules = Some(path);
+    }
+
+    /// Taint → egress: `cgroup_skb/egress` on the run's cgroup drops every packet once
+    /// the run is tainted. Returns false when refused.
+    fn taint_egress(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> bool {
+        if let Some(rule) = policy.net.as_ref().and_then(|n| n.after_taint.first()) {
+            self.refuse(
+                name::BPF,
+                format!(
+                    "net.after_taint `{}` (line {}): exceptions after taint need the eBPF network layer, which this build does not have yet; leave net.after_taint empty (no egress after taint)",
+                    rule.written, rule.span.line
+                ),
+            );
+            return false;
+        }
+        if !probe.cgroup_bpf.available {
+            self.refuse(
+                name::BPF,
+                format!(
+                    "fs.secret needs cgroup_skb/egress to stop a tainted run's traffic: {}",
+                    probe.cgroup_bpf.detail
+                ),
+            );
+            return false;
+        }
+        self.cover(
+            "fs.secret taint → egress",
+            name::BPF,
+            if enforce {
+                "cgroup_skb/egress on the run's cgroup drops every packet once the run is tainted, on new and already-open connections (net.after_taint: none)"
+            } else {
+                "not enforced (mode: audit): a tainted run keeps its network"
+            },
+        );
+        true
+    }
+
+    fn cover_inode_rule(
+        &mut self,
+        section: &str,
+        r: &crate::policy::PathRule,
+        layer: &'static str,
+        how: &str,
+    ) {
+        let rule = format!("{section} {} (line {})", r.written, r.span.line);
+        if r.exists {
+            self.cover(
+                rule,
+                layer,
+                format!(
+                    "{how}; matches the inodes of {} and below (by inode: symlinks, hardlinks, /proc/self/root included)",
+                    r.path.display()
+                ),
+            );
+        } else {
+            self.cover(
+                rule,
+                layer,
+                format!("skipped: optional and {} does not exist", r.path.display()),
+            );
+        }
+    }
+
+    /// Exec integrity: what landlock cannot see (memfd execs, `ld.so /copy`, PROT_EXEC
+    /// mappings). LSM where it loads, else the tracepoint fallback.
+    fn exec_integrity(&mut self, policy: &Policy, probe: &Probe, enforce: bool) {
+        let path = if probe.bpf_lsm.available {
+            FsPath::Lsm
+        } else if probe.tp_btf.available {
+            FsPath::Tracepoint
+        } else {
+            // The exec tracker already refused the run (it needs tp_btf).
+            return;
+        };
+        let layer = path.layer();
+        let (exec_how, mmap_how) = match (path, enforce) {
+            (_, false) => (
+                "not enforced (mode: audit): recorded as would_deny",
+                "not enforced (mode: audit): recorded as would_deny",
+            ),
+            (FsPath::Lsm, true) => (
+                "lsm/bprm_check_security: an exec of any other inode (memfd, copies, /proc/self/fd, execveat) fails with EACCES",
+                "lsm/mmap_file: a PROT_EXEC mapping of any other file fails with EACCES",
+            ),
+            (FsPath::Tracepoint, true) => (
+                "tp_btf/sched_process_exec: a new image of any other inode (memfd, copies, /proc/self/fd, execveat) is killed with SIGKILL before its first instruction",
+                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file is killed with SIGKILL (mprotect is not covered)",
+            ),
+        };
+        self.cover("exec integrity: exec.allow by inode", layer, exec_how);
+        let libraries: Vec<String> = match &policy.exec.libraries {
+            Some(rules) => rules.iter().map(|r| r.written.clone()).collect(),
+            None => crate::policy::DEFAULT_LIBRARIES
+                .iter()
+                .map(|s| format!("{s} (default)"))
+                .collect(),
+        };
+        self.cover(
+            format!("exec.libraries [{}]", libraries.join(", ")),
+            layer,
+            mmap_how,
+        );
+        self.exec_integrity = Some(path);
     }
 }

@@ -86,6 +86,7 @@ pub fn bench() -> Result<(), String> {
     report.push_str(&event_flood(&agentd, &out_dir, &key)?);
     report.push_str(&crate::bench_net::bench(&agentd, &out_dir)?);
     report.push_str(&crate::bench_budget::syscalls(&out_dir)?);
+    crate::bench_fsrules::fallback_tracepoints(&root, &out_dir, &mut report)?;
     let out = out_dir.join("results.md");
     std::fs::write(&out, &report).map_err(|e| format!("write {}: {e}", out.display()))?;
     println!("{report}\nwritten to {}", out.display());

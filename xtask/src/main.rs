@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_budget;
+mod bench_fsrules;
 mod bench_net;
 mod setup;
 mod util;

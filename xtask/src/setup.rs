@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "util-linux",
     "bubblewrap",
+    // `ip link set lo up` in the test VM (loopback network tests).
+    "iproute2",
 ];
 
 pub fn nightly() -> String {

@@ -76,5 +76,15 @@ pub fn doctor(json: bool) -> ExitCode {
             f.detail
         );
     }
+    println!(
+        "\ninode rules (fs.deny, fs.secret, taint): {}",
+        if p.bpf_lsm.available {
+            "lsm path (lsm/file_open denies with EACCES)"
+        } else if p.tp_btf.available {
+            "tracepoint fallback (tp_btf/sys_exit kills a denied open with SIGKILL)"
+        } else {
+            "unavailable (policies using them are refused)"
+        }
+    );
     ExitCode::SUCCESS
 }

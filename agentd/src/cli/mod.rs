@@ -7,6 +7,7 @@ mod doctor;
 mod keygen;
 mod policy;
 mod run;
+mod run_fsrules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -404,6 +404,14 @@ impl Run {
             None => None,
         };
         let events = bpf.take_events().map_err(|e| setup_err(name::BPF, e))?;
+        if let Some(path) = p.plan.fs_rules {
+            super::run_fsrules::enable(&mut bpf, path, &p.policy, &cgroups.identity().path)
+                .map_err(|e| setup_err(path.layer(), e))?;
+        }
+        if let Some(path) = p.plan.exec_integrity {
+            super::run_fsrules::enable_exec(&mut bpf, path, &p.policy)
+                .map_err(|e| setup_err(path.layer(), e))?;
+        }
         let mut budgets = Budgets::new(&p.policy, &self.id);
         let counters = bpf
             .start_budgets(
@@ -505,6 +513,14 @@ impl Run {
         }
         let _ = bpf.unwatch_cgroup(cgroups.cgroup_id());
         budgets.release();
+        let taint = bpf.taint(cgroups.cgroup_id());
+        let egress_dropped = bpf.taint_egress_drops(cgroups.cgroup_id());
+        if egress_dropped > 0 {
+            let r = super::run_fsrules::egress_record(&p.policy, egress_dropped);
+            self.record(r.layer, r.event, r.decision, r.detail);
+        }
+        bpf.clear_fs_rules(0, cgroups.cgroup_id());
+        bpf.clear_exec_integrity(0);
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
         let (ending, killed_by) = result?;
@@ -531,6 +547,8 @@ impl Run {
                 "cgroups_removed": cleanup.is_ok(),
                 "elapsed_ms": self.started.elapsed().as_millis() as u64,
                 "budgets": budgets.summary_json(),
+                "tainted": taint.is_some(),
+                "egress_packets_dropped_after_taint": egress_dropped,
             }),
         );
         if !budgets.is_empty() {
@@ -729,6 +747,11 @@ impl Run {
                     &path,
                 );
                 self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
+            fs @ Event::Fs { .. } => {
+                if let Some(r) = super::run_fsrules::audit_record(&p.policy, &fs) {
+                    self.record(r.layer, r.event, r.decision, r.detail);
+                }
             }
             Event::Exec {
                 pid,

@@ -21,4 +21,8 @@ pub mod name {
     pub const BPF: &str = "bpf";
     pub const EXEC: &str = "exec";
     pub const AGENTD: &str = "agentd";
+    /// Inode rules enforced by BPF LSM programs.
+    pub const LSM: &str = "lsm";
+    /// Inode rules enforced by the tracepoint fallback (SIGKILL).
+    pub const TRACEPOINT: &str = "tracepoint";
 }

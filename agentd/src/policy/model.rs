@@ -39,12 +39,22 @@ pub struct Policy {
 pub struct FsPolicy {
     pub read: Vec<PathRule>,
     pub write: Vec<PathRule>,
+    /// Denied even inside an allowed tree (matched by inode, see `layers::bpf::fs`).
+    pub deny: Vec<PathRule>,
+    /// Readable, but opening one taints the run.
+    pub secret: Vec<PathRule>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecPolicy {
     pub allow: Vec<PathRule>,
+    /// Where PROT_EXEC file mappings may come from besides `allow`; `None` when the
+    /// policy does not say (the default, `DEFAULT_LIBRARIES`, applies).
+    pub libraries: Option<Vec<PathRule>>,
 }
+
+/// `exec.libraries` when the policy does not list it (each entry optional).
+pub const DEFAULT_LIBRARIES: &[&str] = &["/usr/lib", "/lib", "/lib64"];
 
 /// One path entry. `path` is absolute, expanded and canonical (symlinks resolved)
 /// when the target exists; an `optional: true` entry that does not exist has
@@ -67,6 +77,8 @@ pub struct NetPolicy {
     pub bind: Vec<NetRule>,
     /// `net.raw: true`: raw, packet and non-TCP/UDP inet sockets may be created.
     pub raw: bool,
+    /// Destinations still allowed once the run is tainted (read an `fs.secret`).
+    pub after_taint: Vec<NetRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

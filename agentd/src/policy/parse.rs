@@ -28,9 +28,9 @@ const VERSION: u32 = 1;
 const WORKSPACE: &str = "{workspace}";
 
 const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
-const FS_KEYS: &[&str] = &["read", "write"];
-const EXEC_KEYS: &[&str] = &["allow"];
-const NET_KEYS: &[&str] = &["allow", "bind", "raw"];
+const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
+const EXEC_KEYS: &[&str] = &["allow", "libraries"];
+const NET_KEYS: &[&str] = &["allow", "bind", "raw", "after_taint"];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
 /// What `{workspace}` and `~` expand to.
@@ -411,6 +411,8 @@ fn parse_fs(node: &Node, opts: &LoadOptions) -> R<FsPolicy> {
         match key {
             "read" => fs.read = parse_paths(value, "fs.read", opts)?,
             "write" => fs.write = parse_paths(value, "fs.write", opts)?,
+            "deny" => fs.deny = parse_paths(value, "fs.deny", opts)?,
+            "secret" => fs.secret = parse_paths(value, "fs.secret", opts)?,
             _ => {}
         }
     }
@@ -419,8 +421,12 @@ fn parse_fs(node: &Node, opts: &LoadOptions) -> R<FsPolicy> {
 
 fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
     let mut exec = ExecPolicy::default();
-    for (_, value) in fields(node, "`exec`", EXEC_KEYS)? {
-        exec.allow = parse_paths(value, "exec.allow", opts)?;
+    for (key, value) in fields(node, "`exec`", EXEC_KEYS)? {
+        if key == "libraries" {
+            exec.libraries = Some(parse_paths(value, "exec.libraries", opts)?);
+        } else {
+            exec.allow = parse_paths(value, "exec.allow", opts)?;
+        }
     }
     Ok(exec)
 }
@@ -433,6 +439,10 @@ fn parse_net(node: &Node) -> R<NetPolicy> {
             "bind" => {
                 let items = list(value, "net.bind")?;
                 net.bind = items.iter().map(parse_bind_entry).collect::<R<_>>()?;
+            }
+            "after_taint" => {
+                let items = list(value, "net.after_taint")?;
+                net.after_taint = items.iter().map(parse_net_entry).collect::<R<_>>()?;
             }
             _ => {
                 let items = list(value, "net.allow")?;
@@ -1059,7 +1069,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "policies/bad.yaml:5:3: unknown field `raed` in `fs`, expected one of `read`, `write`"
+            "policies/bad.yaml:5:3: unknown field `raed` in `fs`, expected one of `read`, `write`, `deny`, `secret`"
         );
     }
 
@@ -1068,7 +1078,7 @@ mod tests {
         assert_eq!(pos("exec: {alow: []}\n"), (3, 8));
         assert!(err("net:\n  deny: []\n")
             .2
-            .contains("in `net`, expected one of `allow`"));
+            .contains("in `net`, expected one of `allow`, `after_taint`"));
         let (l, c, m) = err("budgets:\n  cpu: 1\n");
         assert_eq!((l, c), (4, 3));
         assert!(
@@ -1516,6 +1526,29 @@ mod tests {
     }
 
     // --- paths -------------------------------------------------------------------------------
+
+    #[test]
+    fn fs_deny_secret_and_net_after_taint() {
+        let e = env();
+        std::fs::create_dir(e.ws.path().join(".ssh")).unwrap();
+        std::fs::write(e.ws.path().join(".env"), "x").unwrap();
+        let p = parse_in(
+            &e,
+            "fs:\n  deny: [\"{workspace}/.ssh\"]\n  secret: [\"{workspace}/.env\"]\nnet:\n  allow: []\n  after_taint: [\"127.0.0.1:443/tcp\"]\n",
+        )
+        .unwrap();
+        let ws = std::fs::canonicalize(e.ws.path()).unwrap();
+        assert_eq!(p.fs.deny[0].path, ws.join(".ssh"));
+        assert!(p.fs.deny[0].is_dir);
+        assert_eq!(p.fs.secret[0].path, ws.join(".env"));
+        assert_eq!(p.fs.secret[0].written, "{workspace}/.env");
+        let net = p.net.unwrap();
+        assert_eq!(net.after_taint.len(), 1);
+        assert_eq!(net.after_taint[0].ports, Some((443, 443)));
+        // A v1 policy without them stays valid, with empty lists.
+        let v1 = parse_in(&e, "fs:\n  read: [/usr]\n").unwrap();
+        assert!(v1.fs.deny.is_empty() && v1.fs.secret.is_empty());
+    }
 
     #[test]
     fn workspace_expansion() {

@@ -36,6 +36,19 @@ fn outcome(rc: i64) -> String {
     }
 }
 
+fn io_outcome<T>(r: &std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "OK".to_owned(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)).to_owned(),
+    }
+}
+
+/// Flushes stdout and exits.
+fn return_code(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
 fn cstr(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
@@ -160,6 +173,139 @@ fn main() {
             };
             0
         }
+        "fork-open" => {
+            // The open happens in a child; the parent reports how the child ended.
+            let p = cstr(&a(1));
+            // SAFETY: fork in a single-threaded program; the child only opens, prints
+            // and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: valid NUL-terminated path.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                println!("child open {}: {}", a(1), outcome(fd.into()));
+                let _ = std::io::stdout().flush();
+                // SAFETY: leave the child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if libc::WIFSIGNALED(status) {
+                println!("child killed by signal {}", libc::WTERMSIG(status));
+            } else {
+                println!("child exited {}", libc::WEXITSTATUS(status));
+            }
+            0
+        }
+        "send-around-secret" => {
+            // Connect to 127.0.0.1:PORT, send "before\n", open SECRET, send "after\n".
+            use std::io::Write as _;
+            let port = a(1);
+            let secret = a(2);
+            match std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+                Ok(mut conn) => {
+                    let r = conn.write_all(b"before\n").and_then(|()| conn.flush());
+                    println!("send before: {}", io_outcome(&r));
+                    let opened = std::fs::File::open(&secret);
+                    println!("open {secret}: {}", io_outcome(&opened.map(drop)));
+                    let r = conn.write_all(b"after\n").and_then(|()| conn.flush());
+                    println!("send after: {}", io_outcome(&r));
+                    // Give the stack time to (re)transmit while the run is alive (the
+                    // loopback retransmission timeout is 200 ms).
+                    std::thread::sleep(std::time::Duration::from_millis(1000));
+                }
+                Err(e) => println!("connect: {}", errno_name(e.raw_os_error().unwrap_or(0))),
+            }
+            0
+        }
+        "connect-after-secret" => {
+            // Open SECRET, then connect to 127.0.0.1:PORT with a 1 s limit.
+            let secret = a(2);
+            let opened = std::fs::File::open(&secret);
+            println!("open {secret}: {}", io_outcome(&opened.map(drop)));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a(1).parse().unwrap_or(0)));
+            match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)) {
+                Ok(_) => println!("connect: OK"),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => println!("connect: TIMEOUT"),
+                Err(e) => println!("connect: {}", errno_name(e.raw_os_error().unwrap_or(0))),
+            }
+            0
+        }
+        "open-loop" => {
+            // Benchmark helper: N open+close of PATH; prints the total nanoseconds.
+            let p = cstr(&a(1));
+            let n: u64 = a(2).parse().unwrap_or(10_000);
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                // SAFETY: valid NUL-terminated path; the fd is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    // SAFETY: closing the fd just opened.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            println!("ns {}", start.elapsed().as_nanos());
+            0
+        }
+        "spawn-loop" => {
+            // Benchmark helper: N fork+exec+wait of PROG; prints the total nanoseconds.
+            let n: u64 = a(2).parse().unwrap_or(200);
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                let status = std::process::Command::new(a(1)).status();
+                if !matches!(status, Ok(s) if s.success()) {
+                    println!("spawn {}: failed", a(1));
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(1);
+                }
+            }
+            println!("ns {}", start.elapsed().as_nanos());
+            0
+        }
+        "exec-args" => {
+            // execv(PATH, [PATH, ARGS...]); prints the errno if it returns.
+            let p = cstr(&a(1));
+            let rest: Vec<CString> = args.iter().skip(2).map(|s| cstr(s)).collect();
+            let mut argv: Vec<*const libc::c_char> = vec![p.as_ptr()];
+            argv.extend(rest.iter().map(|c| c.as_ptr()));
+            argv.push(std::ptr::null());
+            // SAFETY: NULL-terminated argv of valid C strings that outlive the call.
+            unsafe { libc::execv(p.as_ptr(), argv.as_ptr()) };
+            println!("exec {}: {}", a(1), errno_name(last_errno()));
+            0
+        }
+        "fexecve-memfd" => {
+            // Copies SRC into a memfd and fexecve()s it as `SRC exit 3`.
+            let name = cstr("agentd-copy");
+            // SAFETY: valid name; flags 0.
+            let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+            if fd < 0 {
+                println!("memfd_create: {}", errno_name(last_errno()));
+                return_code(0);
+            }
+            let bytes = std::fs::read(a(1)).unwrap_or_default();
+            // SAFETY: fd is our memfd; the buffer is valid for its length.
+            let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+            if n != bytes.len() as isize {
+                println!("write memfd: {}", errno_name(last_errno()));
+                return_code(0);
+            }
+            let (arg0, arg1, arg2) = (cstr(&a(1)), cstr("exit"), cstr("3"));
+            let argv = [
+                arg0.as_ptr(),
+                arg1.as_ptr(),
+                arg2.as_ptr(),
+                std::ptr::null(),
+            ];
+            extern "C" {
+                static environ: *const *const libc::c_char;
+            }
+            // SAFETY: fd is a memfd holding an ELF; argv is NULL-terminated; environ
+            // is the process's own environment.
+            unsafe { libc::fexecve(fd, argv.as_ptr(), environ) };
+            println!("fexecve: {}", errno_name(last_errno()));
+            0
+        }
         "sleep" => {
             println!("sleeping");
             let _ = std::io::stdout().flush();
@@ -188,7 +334,7 @@ fn main() {
         cmd if net::COMMANDS.contains(&cmd) => net::run(&args),
         other if budget::COMMANDS.contains(&other) => budget::run(other, &args),
         other => {
-            eprintln!("usage: agentd-testprog open|write|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect (got {other:?})");
+            eprintln!("usage: agentd-testprog open|write|fork-open|exec-args|fexecve-memfd|open-loop|spawn-loop|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect|… (got {other:?})");
             2
         }
     };

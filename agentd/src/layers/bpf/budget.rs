@@ -54,7 +54,7 @@ impl BpfRuntime {
         thresholds: BudgetCounters,
     ) -> Result<BudgetCounterMaps, BpfError> {
         let mut runs: HashMap<MapData, u64, BudgetCounters> =
-            HashMap::try_from(take_map(&mut self._ebpf, names::MAP_BUDGET_RUNS)?)
+            HashMap::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_RUNS)?)
                 .map_err(|error| map_error("open", names::MAP_BUDGET_RUNS, error))?;
         runs.insert(cgroup_id, thresholds, 0).map_err(|error| {
             map_error(
@@ -65,13 +65,11 @@ impl BpfRuntime {
         })?;
         let mut syscalls = None;
         if programs.sys_enter {
-            let mut ids: Array<MapData, u64> = Array::try_from(take_map(
-                &mut self._ebpf,
-                names::MAP_BUDGET_SYSCALL_CGROUPS,
-            )?)
-            .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALL_CGROUPS, error))?;
+            let mut ids: Array<MapData, u64> =
+                Array::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_SYSCALL_CGROUPS)?)
+                    .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALL_CGROUPS, error))?;
             let mut counts: PerCpuArray<MapData, u64> =
-                PerCpuArray::try_from(take_map(&mut self._ebpf, names::MAP_BUDGET_SYSCALLS)?)
+                PerCpuArray::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_SYSCALLS)?)
                     .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALLS, error))?;
             let cpus = aya::util::nr_cpus()
                 .map_err(|(path, e)| BpfError::Budget(format!("read {path}: {e}")))?;
@@ -110,7 +108,7 @@ impl BpfRuntime {
             if !wanted {
                 continue;
             }
-            let program: &mut BtfTracePoint = program(&mut self._ebpf, name, section)?;
+            let program: &mut BtfTracePoint = program(&mut self.ebpf, name, section)?;
             program
                 .load(tracepoint, &self.btf)
                 .map_err(|error| BpfError::Load { section, error })?;
@@ -135,7 +133,7 @@ impl BpfRuntime {
                     CgroupSkbAttachType::Ingress,
                 ),
             ] {
-                let program: &mut CgroupSkb = program(&mut self._ebpf, name, section)?;
+                let program: &mut CgroupSkb = program(&mut self.ebpf, name, section)?;
                 program
                     .load()
                     .map_err(|error| BpfError::Load { section, error })?;

@@ -10,6 +10,8 @@
 
 mod btf;
 mod budget;
+mod exec_integrity;
+mod fsrules;
 mod net;
 mod net_dns;
 mod probe;
@@ -27,11 +29,22 @@ use aya::{
 
 pub use btf::BtfError;
 pub use budget::{BudgetCounterMaps, KernelCounts};
+pub use fsrules::FsPath;
 pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
 pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
+
+/// Inode-rule helpers (`fs.deny`, `fs.secret`).
+pub mod fs {
+    pub use super::fsrules::{locate, resolve};
+}
+
+/// Exec-integrity helpers.
+pub mod exec {
+    pub use super::exec_integrity::{locate_in_proc, resolve};
+}
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
@@ -166,10 +179,18 @@ pub struct BpfRuntime {
     run_cgroups: HashMap<MapData, u64, u32>,
     dropped: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    /// Inode-rule maps, once `enable_fs_rules` ran.
+    fs: Option<fsrules::FsMaps>,
+    /// `EXEC_RULES`, once `enable_exec_integrity` ran.
+    exec_rules: Option<
+        HashMap<MapData, agentd_common::fsrules::FsRuleKey, agentd_common::fsrules::FsRuleValue>,
+    >,
+    /// Inode-rule offsets, or why this kernel's BTF lacks them.
+    fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
     btf: aya::Btf,
     /// Owns the programs and their links; declared last so it is dropped last.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl BpfRuntime {
@@ -181,7 +202,11 @@ impl BpfRuntime {
 
     /// `load` with an `EVENTS` ring of `ring_bytes` (a power-of-two number of pages).
     fn load_with_ring(ring_bytes: u32) -> Result<Self, BpfError> {
-        let Loaded { mut ebpf, btf } = load_object(ring_bytes)?;
+        let Loaded {
+            mut ebpf,
+            btf,
+            fs_offsets,
+        } = load_object(ring_bytes)?;
         for (name, section, tracepoint) in [
             (
                 names::PROG_SCHED_PROCESS_EXEC,
@@ -223,8 +248,11 @@ impl BpfRuntime {
             run_cgroups,
             dropped,
             events: Some(events),
+            fs: None,
+            exec_rules: None,
+            fs_offsets,
             btf,
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 
@@ -288,6 +316,7 @@ impl BpfRuntime {
 struct Loaded {
     ebpf: Ebpf,
     btf: aya::Btf,
+    fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
 }
 
 /// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
@@ -297,16 +326,31 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
         return Err(BpfError::NotBuilt);
     }
     let raw = btf::read_vmlinux()?;
-    let offsets = btf::kernel_offsets(&btf::KernelBtf::parse(&raw)?)?;
+    let kernel_btf = btf::KernelBtf::parse(&raw)?;
+    let offsets = btf::kernel_offsets(&kernel_btf)?;
+    // Only the inode rules need these; a kernel without them fails when they are enabled.
+    let fs_offsets = fsrules::fs_offsets(&kernel_btf).map_err(|e| e.to_string());
+    let fs_global = fs_offsets
+        .clone()
+        .unwrap_or(agentd_common::fsrules::FsOffsets::UNSET);
     let btf = aya::Btf::parse(&raw, aya::Endianness::default())
         .map_err(|error| BpfError::AyaBtf { error })?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global(names::GLOBAL_KERNEL_OFFSETS, &offsets, true)
+        .override_global(
+            agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
+            &fs_global,
+            true,
+        )
         .map_max_entries(names::MAP_EVENTS, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|error| BpfError::Object { error })?;
-    Ok(Loaded { ebpf, btf })
+    Ok(Loaded {
+        ebpf,
+        btf,
+        fs_offsets,
+    })
 }
 
 /// The typed program `name` of `ebpf`.

@@ -306,7 +306,7 @@ impl BpfRuntime {
             (net_names::PROG_BIND4, section::BIND4),
             (net_names::PROG_BIND6, section::BIND6),
         ] {
-            let prog: &mut CgroupSockAddr = program(&mut self._ebpf, name, section)?;
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, section)?;
             if prog.fd().is_err() {
                 prog.load()
                     .map_err(|error| BpfError::Load { section, error })?;
@@ -319,7 +319,7 @@ impl BpfRuntime {
                 })?;
         }
         let section = section::SOCK_CREATE;
-        let prog: &mut CgroupSock = program(&mut self._ebpf, net_names::PROG_SOCK_CREATE, section)?;
+        let prog: &mut CgroupSock = program(&mut self.ebpf, net_names::PROG_SOCK_CREATE, section)?;
         if prog.fd().is_err() {
             prog.load()
                 .map_err(|error| BpfError::Load { section, error })?;
@@ -336,7 +336,7 @@ impl BpfRuntime {
     fn net_runs(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u32, u32>, BpfError> {
         let name = net_names::MAP_NET_RUNS;
         let map = self
-            ._ebpf
+            .ebpf
             .map_mut(name)
             .ok_or(BpfError::MissingMap { name })?;
         HashMap::try_from(map).map_err(|error| map_error("open", name, error))
@@ -347,7 +347,7 @@ impl BpfRuntime {
         name: &'static str,
     ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; NET_KEY4_LEN], NetRuleSet>, BpfError> {
         let map = self
-            ._ebpf
+            .ebpf
             .map_mut(name)
             .ok_or(BpfError::MissingMap { name })?;
         LpmTrie::try_from(map).map_err(|error| map_error("open", name, error))
@@ -358,7 +358,7 @@ impl BpfRuntime {
         name: &'static str,
     ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; NET_KEY6_LEN], NetRuleSet>, BpfError> {
         let map = self
-            ._ebpf
+            .ebpf
             .map_mut(name)
             .ok_or(BpfError::MissingMap { name })?;
         LpmTrie::try_from(map).map_err(|error| map_error("open", name, error))

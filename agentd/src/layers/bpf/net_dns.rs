@@ -106,7 +106,7 @@ impl BpfRuntime {
     pub fn set_dns_target(&mut self, slot: u32, port4: u16, port6: u16) -> Result<(), BpfError> {
         let name = net_names::MAP_NET_DNS;
         let map = self
-            ._ebpf
+            .ebpf
             .map_mut(name)
             .ok_or(BpfError::MissingMap { name })?;
         let mut map: BpfHashMap<&mut MapData, u32, NetDnsTarget> =
@@ -117,7 +117,7 @@ impl BpfRuntime {
 
     /// A second handle on map `name` (a duplicated fd), for use from another task.
     fn dup_map(&mut self, name: &'static str) -> Result<MapData, BpfError> {
-        let map = self._ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
+        let map = self.ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
         let data = match map {
             aya::maps::Map::LpmTrie(d) | aya::maps::Map::HashMap(d) => d,
             _ => return Err(BpfError::MissingMap { name }),

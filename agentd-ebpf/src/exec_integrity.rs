@@ -1,0 +1,224 @@
+//! Exec integrity: only inodes in `exec.allow` (and the interpreters it implies) may be
+//! executed, and PROT_EXEC file mappings must come from `exec.allow` or
+//! `exec.libraries`. Landlock restricts exec by path but lets memfds (an internal
+//! mount) through and does not look at mmap, so `fexecve(memfd)` and
+//! `ld.so /copy/of/binary` need these programs.
+//!
+//! - BPF LSM: `lsm/bprm_check_security` and `lsm/mmap_file` deny with -EACCES.
+//! - Fallback: `tp_btf/sched_process_exec` kills a new image outside `exec.allow` before
+//!   it runs a user instruction; `tp_btf/sys_enter` kills an `mmap(PROT_EXEC)` of a file
+//!   outside the sets before the mapping exists. Not covered on either path: `mprotect`
+//!   adding PROT_EXEC to an existing file mapping.
+//!
+//! A run has exec integrity iff `EXEC_RULES` holds its config entry (dev 0, inode 0),
+//! whose flags carry the audit-only bit.
+
+use agentd_common::fsrules::{
+    FsRuleKey, FsRuleValue, EXEC_RULE_ALLOW, EXEC_RULE_LIBRARY, FS_ACTION_DENY, FS_ACTION_KILL,
+    FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE, FS_EVENT_MMAP_OUTSIDE, FS_LAYER_LSM,
+    FS_LAYER_TRACEPOINT, FS_MAX_DEPTH, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, NR_MMAP,
+};
+use aya_ebpf::{
+    helpers::generated::bpf_send_signal,
+    macros::{btf_tracepoint, lsm, map},
+    maps::HashMap,
+    programs::{BtfTracePointContext, LsmContext},
+};
+
+use crate::{
+    fsrules::{dentry_id, emit, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    kernel::read_at,
+    maps::watched_cgroup,
+};
+
+/// `exec.allow` / `exec.libraries` entries and the per-run config entry.
+#[map]
+pub static EXEC_RULES: HashMap<FsRuleKey, FsRuleValue> = HashMap::with_max_entries(MAX_FS_RULES, 0);
+
+const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+#[lsm(hook = "bprm_check_security")]
+pub fn exec_lsm_bprm_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    match bprm_file(bprm).map(|f| check(f, FS_LAYER_LSM, FS_EVENT_EXEC_OUTSIDE)) {
+        Some(Verdict::Deny) => -EACCES,
+        _ => 0,
+    }
+}
+
+/// `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
+/// unsigned long flags)`.
+#[lsm(hook = "mmap_file")]
+pub fn exec_lsm_mmap_file(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let file: *const u8 = ctx.arg(0);
+    let prot: u64 = ctx.arg(2);
+    if file.is_null() || prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    match check(file, FS_LAYER_LSM, FS_EVENT_MMAP_OUTSIDE) {
+        Verdict::Deny => -EACCES,
+        Verdict::Allow => 0,
+    }
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_tp_check(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    if let Some(Verdict::Deny) =
+        bprm_file(bprm).map(|f| check(f, FS_LAYER_TRACEPOINT, FS_EVENT_EXEC_OUTSIDE))
+    {
+        // SAFETY: signals the current process, which just became the new image.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+/// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn exec_tp_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    if id as u64 != NR_MMAP {
+        return 0;
+    }
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: regs is the tracepoint's `struct pt_regs *` (the user registers at entry);
+    // offsets from BTF; fault-tolerant reads.
+    let (prot, flags, fd) = unsafe {
+        let Ok(prot) = read_at::<u64>(regs, offs.regs_dx) else {
+            return 0;
+        };
+        let Ok(flags) = read_at::<u64>(regs, offs.regs_r10) else {
+            return 0;
+        };
+        let Ok(fd) = read_at::<u64>(regs, offs.regs_r8) else {
+            return 0;
+        };
+        (prot, flags, fd as i32)
+    };
+    if prot & PROT_EXEC == 0 || flags & MAP_ANONYMOUS != 0 || fd < 0 {
+        return 0;
+    }
+    if watched_cgroup().is_none() {
+        return 0;
+    }
+    let Some(file) = fd_file(&offs, fd as u64) else {
+        return 0;
+    };
+    if let Verdict::Deny = check(file, FS_LAYER_TRACEPOINT, FS_EVENT_MMAP_OUTSIDE) {
+        // SAFETY: signals the current process before the mapping is made.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+#[inline(always)]
+fn bprm_file(bprm: *const u8) -> Option<*const u8> {
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return None;
+    }
+    // SAFETY: bprm is a `struct linux_binprm *`; offset from BTF; fault tolerant.
+    let file = unsafe { read_at::<*const u8>(bprm, offs.binprm_file) }.ok()?;
+    if file.is_null() {
+        None
+    } else {
+        Some(file)
+    }
+}
+
+/// `event_kind` is [`FS_EVENT_EXEC_OUTSIDE`] (only `exec.allow` matches) or
+/// [`FS_EVENT_MMAP_OUTSIDE`] (`exec.libraries` matches too).
+#[inline(always)]
+fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return Verdict::Allow;
+    }
+    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
+        return Verdict::Allow;
+    };
+    let config_key = FsRuleKey {
+        run_slot,
+        dev: 0,
+        ino: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(config) = unsafe { EXEC_RULES.get(config_key) }.copied() else {
+        return Verdict::Allow;
+    };
+    // SAFETY: `file` is a `struct file *`; BTF offsets; fault-tolerant reads.
+    let Ok(dentry) = (unsafe { read_at::<*const u8>(file, offs.file_f_path + offs.path_dentry) })
+    else {
+        return Verdict::Allow;
+    };
+    let Some((dev, ino)) = dentry_id(&offs, dentry) else {
+        return Verdict::Allow;
+    };
+    let mut current = dentry;
+    let mut depth = 0u32;
+    while depth < FS_MAX_DEPTH {
+        if let Some((d, i)) = dentry_id(&offs, current) {
+            let key = FsRuleKey {
+                run_slot,
+                dev: d,
+                ino: i,
+            };
+            // SAFETY: copied out at once.
+            if let Some(value) = unsafe { EXEC_RULES.get(key) }.copied() {
+                if value.kind == EXEC_RULE_ALLOW
+                    || (value.kind == EXEC_RULE_LIBRARY && event_kind == FS_EVENT_MMAP_OUTSIDE)
+                {
+                    return Verdict::Allow;
+                }
+            }
+        }
+        // SAFETY: as above.
+        let Ok(parent) = (unsafe { read_at::<*const u8>(current, offs.dentry_d_parent) }) else {
+            break;
+        };
+        if parent.is_null() || parent == current {
+            break;
+        }
+        current = parent;
+        depth += 1;
+    }
+    let audit_only = config.flags & FS_RULE_FLAG_AUDIT_ONLY != 0;
+    let action = if audit_only {
+        FS_ACTION_WOULD_DENY
+    } else if layer == FS_LAYER_LSM {
+        FS_ACTION_DENY
+    } else {
+        FS_ACTION_KILL
+    };
+    let found = Found {
+        value: FsRuleValue {
+            kind: event_kind,
+            rule_index: 0,
+            flags: config.flags,
+            _pad: 0,
+        },
+        depth: 0,
+    };
+    emit(
+        &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino,
+    );
+    if audit_only {
+        Verdict::Allow
+    } else {
+        Verdict::Deny
+    }
+}

@@ -1,0 +1,308 @@
+//! Inode rules (`fs.deny`, `fs.secret`) on both paths; see `agentd_common::fsrules` for
+//! the maps, the record and the taint contract.
+//!
+//! - BPF LSM: `lsm/file_open` denies with -EACCES before the file is opened.
+//! - Fallback: `tp_btf/sys_exit` looks at every successful open/openat/openat2/creat of a
+//!   watched run, finds the new `struct file` through `current->files->fdt->fd[ret]` and
+//!   sends SIGKILL to the process on a deny match. The signal is delivered before the
+//!   syscall returns to user space, so the thread that opened the file never runs
+//!   another instruction. Residual race: other threads of the same process share the fd
+//!   table and can use the new fd between fd_install and the kill (a window of a few
+//!   microseconds); the LSM path has no such window.
+
+use core::ptr::addr_of_mut;
+
+use agentd_common::{
+    fsrules::{
+        FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
+        FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
+        FS_MAX_DEPTH, FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET,
+        MAX_FS_RULES, NR_CREAT, NR_OPEN, NR_OPENAT, NR_OPENAT2,
+    },
+    EventHeader, MAX_WATCHED_CGROUPS,
+};
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str, bpf_send_signal,
+    },
+    macros::{btf_tracepoint, lsm, map},
+    maps::HashMap,
+    programs::{BtfTracePointContext, LsmContext},
+    Global,
+};
+
+use crate::{
+    kernel::read_at,
+    maps::{count_drop, watched_cgroup, EVENTS},
+};
+
+/// Resolved rule entries (`agentd_common::fsrules::names::MAP_FS_RULES`).
+#[map]
+pub static FS_RULES: HashMap<FsRuleKey, FsRuleValue> = HashMap::with_max_entries(MAX_FS_RULES, 0);
+
+/// Taint flag per run cgroup (`agentd_common::fsrules::names::MAP_RUN_TAINT`).
+#[map]
+pub static RUN_TAINT: HashMap<u64, TaintState> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+
+/// Offsets from the loader (`.rodata`), inert while `valid == 0`.
+#[unsafe(no_mangle)]
+pub(crate) static AGENTD_FS_OFFSETS: Global<FsOffsets> = Global::new(FsOffsets::UNSET);
+
+pub(crate) const EACCES: i32 = 13;
+pub(crate) const SIGKILL: u32 = 9;
+
+/// `file_open(struct file *file)`; the last argument is the previous LSM's verdict.
+#[lsm(hook = "file_open")]
+pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let file: *const u8 = ctx.arg(0);
+    match check_file(file, FS_LAYER_LSM) {
+        Verdict::Deny => -EACCES,
+        Verdict::Allow => 0,
+    }
+}
+
+/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return 0;
+    }
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: regs is the tracepoint's `struct pt_regs *`; the offset is from BTF and the
+    // read is fault tolerant.
+    let Ok(nr) = (unsafe { read_at::<u64>(regs, offs.regs_orig_ax) }) else {
+        return 0;
+    };
+    if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 && nr != NR_CREAT {
+        return 0;
+    }
+    if watched_cgroup().is_none() {
+        return 0;
+    }
+    let Some(file) = fd_file(&offs, ret as u64) else {
+        return 0;
+    };
+    if let Verdict::Deny = check_file(file, FS_LAYER_TRACEPOINT) {
+        // SAFETY: argument-less apart from the signal number; signals the current
+        // process (thread group), which is what we want to stop.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+/// `current->files->fdt->fd[fd]`, or `None` if any step fails.
+#[inline(always)]
+pub(crate) fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
+    // SAFETY: argument-less helper; returns current's task_struct address.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: every read below is fault tolerant (bpf_probe_read_kernel), through
+    // offsets read from the running kernel's BTF.
+    unsafe {
+        let files = read_at::<*const u8>(task, offs.task_files).ok()?;
+        let fdt = read_at::<*const u8>(files, offs.files_fdt).ok()?;
+        let max_fds = read_at::<u32>(fdt, offs.fdtable_max_fds).ok()?;
+        if fd >= u64::from(max_fds) {
+            return None;
+        }
+        let fds = read_at::<*const u8>(fdt, offs.fdtable_fd).ok()?;
+        let file = read_at::<*const u8>(fds, (fd as u32).wrapping_mul(8)).ok()?;
+        if file.is_null() {
+            None
+        } else {
+            Some(file)
+        }
+    }
+}
+
+pub(crate) enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// A rule found on the walk up from the opened file.
+#[derive(Clone, Copy)]
+pub(crate) struct Found {
+    pub(crate) value: FsRuleValue,
+    pub(crate) depth: u32,
+}
+
+/// Matches `file` against the run's rules, records the decision and applies taint.
+#[inline(always)]
+fn check_file(file: *const u8, layer: u32) -> Verdict {
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return Verdict::Allow;
+    }
+    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
+        return Verdict::Allow;
+    };
+    // SAFETY: `file` is a `struct file *` (LSM argument or fd-table entry); offsets from
+    // BTF, fault-tolerant reads.
+    let Ok(dentry) = (unsafe { read_at::<*const u8>(file, offs.file_f_path + offs.path_dentry) })
+    else {
+        return Verdict::Allow;
+    };
+    let Some((dev, ino)) = dentry_id(&offs, dentry) else {
+        return Verdict::Allow;
+    };
+
+    // Walk up; deny wins over secret wherever each matched.
+    let mut deny: Option<Found> = None;
+    let mut secret: Option<Found> = None;
+    let mut current = dentry;
+    let mut depth = 0u32;
+    while depth < FS_MAX_DEPTH {
+        if let Some((d, i)) = dentry_id(&offs, current) {
+            let key = FsRuleKey {
+                run_slot,
+                dev: d,
+                ino: i,
+            };
+            // SAFETY: the value is copied out at once.
+            if let Some(value) = unsafe { FS_RULES.get(key) }.copied() {
+                let found = Found { value, depth };
+                if value.kind == FS_RULE_DENY && deny.is_none() {
+                    deny = Some(found);
+                } else if value.kind == FS_RULE_SECRET && secret.is_none() {
+                    secret = Some(found);
+                }
+            }
+        }
+        // SAFETY: as above.
+        let Ok(parent) = (unsafe { read_at::<*const u8>(current, offs.dentry_d_parent) }) else {
+            break;
+        };
+        if parent.is_null() || parent == current {
+            break;
+        }
+        current = parent;
+        depth += 1;
+    }
+
+    if let Some(found) = deny {
+        let audit_only = found.value.flags & FS_RULE_FLAG_AUDIT_ONLY != 0;
+        let action = if audit_only {
+            FS_ACTION_WOULD_DENY
+        } else if layer == FS_LAYER_LSM {
+            FS_ACTION_DENY
+        } else {
+            FS_ACTION_KILL
+        };
+        emit(
+            &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino,
+        );
+        return if audit_only {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        };
+    }
+    if let Some(found) = secret {
+        taint(cgroup_id, found.value.rule_index);
+        emit(
+            &offs,
+            dentry,
+            cgroup_id,
+            run_slot,
+            layer,
+            FS_ACTION_TAINT,
+            found,
+            dev,
+            ino,
+        );
+    }
+    Verdict::Allow
+}
+
+/// (`d_inode->i_sb->s_dev`, `d_inode->i_ino`) of a dentry; `None` for a negative one.
+#[inline(always)]
+pub(crate) fn dentry_id(offs: &FsOffsets, dentry: *const u8) -> Option<(u32, u64)> {
+    // SAFETY: fault-tolerant reads through BTF offsets.
+    unsafe {
+        let inode = read_at::<*const u8>(dentry, offs.dentry_d_inode).ok()?;
+        if inode.is_null() {
+            return None;
+        }
+        let ino = read_at::<u64>(inode, offs.inode_i_ino).ok()?;
+        let sb = read_at::<*const u8>(inode, offs.inode_i_sb).ok()?;
+        let dev = read_at::<u32>(sb, offs.sb_s_dev).ok()?;
+        Some((dev, ino))
+    }
+}
+
+/// Sets the run's taint flag (see the taint contract in `agentd_common::fsrules`).
+#[inline(always)]
+fn taint(cgroup_id: u64, rule_index: u32) {
+    // SAFETY: copied out at once.
+    let first = match unsafe { RUN_TAINT.get(cgroup_id) } {
+        Some(state) => state.first_ktime_ns,
+        // SAFETY: argument-less helper.
+        None => unsafe { bpf_ktime_get_ns() },
+    };
+    let state = TaintState {
+        tainted: 1,
+        rule_index,
+        first_ktime_ns: first,
+    };
+    // A full map cannot happen (one entry per watched cgroup, same capacity); if it
+    // did, the record below still reaches userspace, which stops the run.
+    let _ = RUN_TAINT.insert(cgroup_id, state, 0);
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn emit(
+    offs: &FsOffsets,
+    dentry: *const u8,
+    cgroup_id: u64,
+    run_slot: u32,
+    layer: u32,
+    action: u32,
+    found: Found,
+    dev: u32,
+    ino: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<FsEvent>(0) else {
+        count_drop();
+        return;
+    };
+    let event: *mut FsEvent = entry.as_mut_ptr();
+    // SAFETY: argument-less helper.
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    // SAFETY: `event` is a reserved, writable record of size_of::<FsEvent>() bytes; the
+    // writes go through raw pointers; the string helper writes at most FS_NAME_LEN bytes,
+    // NUL-terminated, and tolerates faults.
+    unsafe {
+        let name = addr_of_mut!((*event).name).cast::<u8>();
+        name.write(0);
+        if let Ok(src) = read_at::<*const u8>(dentry, offs.dentry_d_name_name) {
+            bpf_probe_read_kernel_str(name.cast(), FS_NAME_LEN as u32, src.cast());
+        }
+        addr_of_mut!((*event).header).write(EventHeader {
+            kind: EVENT_KIND_FS,
+            run_slot,
+            tgid: (pid_tgid >> 32) as u32,
+            pid: pid_tgid as u32,
+            cgroup_id,
+            ktime_ns: bpf_ktime_get_ns(),
+        });
+        addr_of_mut!((*event).rule_kind).write(found.value.kind);
+        addr_of_mut!((*event).rule_index).write(found.value.rule_index);
+        addr_of_mut!((*event).layer).write(layer);
+        addr_of_mut!((*event).action).write(action);
+        addr_of_mut!((*event).dev).write(dev);
+        addr_of_mut!((*event).depth).write(found.depth);
+        addr_of_mut!((*event).ino).write(ino);
+    }
+    entry.submit(0);
+}

@@ -1,0 +1,251 @@
+//! `agentd run`, inode rules: resolve `fs.deny` / `fs.secret` to inodes at run start,
+//! hand them to the eBPF layer, and turn its `Event::Fs` records into audit records.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::audit::Decision;
+use crate::events::Event;
+use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath};
+use crate::policy::{Mode, Policy};
+use agentd_common::fsrules::{
+    FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE,
+    FS_EVENT_MMAP_OUTSIDE, FS_LAYER_LSM, FS_RULE_DENY,
+};
+
+/// Run slot of the single run an agentd process supervises.
+const RUN_SLOT: u32 = 0;
+
+/// Resolves the rules, enables the program of `path` and, for a policy with secrets
+/// in enforce mode, the tainted-run packet dropper on the run's v2 cgroup `cgroup_dir`.
+pub fn enable(
+    bpf: &mut BpfRuntime,
+    path: FsPath,
+    policy: &Policy,
+    cgroup_dir: &Path,
+) -> Result<(), String> {
+    let audit_only = policy.mode == Mode::Audit;
+    let entries = fs::resolve(&policy.fs, audit_only).map_err(|e| e.to_string())?;
+    bpf.enable_fs_rules(path, RUN_SLOT, &entries)
+        .map_err(|e| e.to_string())?;
+    if !policy.fs.secret.is_empty() && !audit_only {
+        bpf.enable_taint_egress(cgroup_dir)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Resolves `exec.allow` (with the interpreters it implies) and `exec.libraries` and
+/// enables exec integrity on `path`.
+pub fn enable_exec(bpf: &mut BpfRuntime, path: FsPath, policy: &Policy) -> Result<(), String> {
+    let mut executables: Vec<PathBuf> = policy
+        .exec
+        .allow
+        .iter()
+        .filter(|r| r.exists)
+        .map(|r| r.path.clone())
+        .collect();
+    executables.extend(
+        crate::layers::landlock::implied_exec_paths(&executables)
+            .into_iter()
+            .map(|(p, _)| p),
+    );
+    let libraries: Vec<PathBuf> = match &policy.exec.libraries {
+        Some(rules) => rules
+            .iter()
+            .filter(|r| r.exists)
+            .map(|r| r.path.clone())
+            .collect(),
+        None => crate::policy::DEFAULT_LIBRARIES
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+    };
+    let entries = exec::resolve(&executables, &libraries);
+    bpf.enable_exec_integrity(path, RUN_SLOT, &entries, policy.mode == Mode::Audit)
+        .map_err(|e| e.to_string())
+}
+
+/// The record of a tainted run's dropped packets (one per run, at its end).
+pub fn egress_record(policy: &Policy, packets: u64) -> FsRecord {
+    FsRecord {
+        layer: crate::layers::name::BPF,
+        event: "egress_blocked",
+        decision: Some(Decision::Deny),
+        detail: json!({
+            "packets": packets,
+            "rule": "fs.secret taint: no egress after taint",
+            "after_taint": policy.net.as_ref().map(|n| n.after_taint.len()).unwrap_or(0),
+        }),
+    }
+}
+
+/// One audit record to append.
+pub struct FsRecord {
+    pub layer: &'static str,
+    pub event: &'static str,
+    pub decision: Option<Decision>,
+    pub detail: serde_json::Value,
+}
+
+/// The audit record of an `Event::Fs`: the resolved path, the rule as written, the layer
+/// that decided and what the process saw.
+pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
+    let Event::Fs {
+        tgid,
+        pid,
+        rule_kind,
+        rule_index,
+        layer,
+        action,
+        dev,
+        ino,
+        depth,
+        name,
+        ..
+    } = ev
+    else {
+        return None;
+    };
+    if *rule_kind == FS_EVENT_EXEC_OUTSIDE || *rule_kind == FS_EVENT_MMAP_OUTSIDE {
+        return Some(exec_record(policy, ev));
+    }
+    let (section, rules) = if *rule_kind == FS_RULE_DENY {
+        ("fs.deny", &policy.fs.deny)
+    } else {
+        ("fs.secret", &policy.fs.secret)
+    };
+    let rule = rules.get(*rule_index as usize);
+    let path = rule
+        .and_then(|r| fs::locate(r, *depth, *dev, *ino))
+        .map(|p| p.display().to_string());
+    let rule_text = rule
+        .map(|r| format!("{section} {}", r.written))
+        .unwrap_or_else(|| format!("{section}[{rule_index}]"));
+    let layer = if *layer == FS_LAYER_LSM {
+        FsPath::Lsm.layer()
+    } else {
+        FsPath::Tracepoint.layer()
+    };
+    let mut detail = json!({
+        "op": "open",
+        "pid": tgid,
+        "tid": pid,
+        "path": path,
+        "name": name,
+        "dev": dev,
+        "ino": ino,
+        "rule": rule_text,
+        "rule_path": rule.map(|r| r.path.display().to_string()),
+    });
+    let (event, decision) = match *action {
+        FS_ACTION_DENY => {
+            detail["action"] = json!("deny");
+            detail["errno"] = json!("EACCES");
+            ("denied", Some(Decision::Deny))
+        }
+        FS_ACTION_KILL => {
+            detail["action"] = json!("kill");
+            detail["signal"] = json!("SIGKILL");
+            ("denied", Some(Decision::Kill))
+        }
+        FS_ACTION_WOULD_DENY => {
+            detail["action"] = json!("would_deny");
+            ("denied", Some(Decision::WouldDeny))
+        }
+        FS_ACTION_TAINT => {
+            detail["action"] = json!("taint");
+            detail["secret"] = json!(path);
+            ("taint", Some(Decision::Allow))
+        }
+        _ => {
+            detail["action"] = json!(format!("unknown action {action}"));
+            ("denied", None)
+        }
+    };
+    Some(FsRecord {
+        layer,
+        event,
+        decision,
+        detail,
+    })
+}
+
+/// The audit record of an exec-integrity decision. No rule matched, so the path comes
+/// from the process's open files while it still exists, else from a search of the
+/// `fs.write` roots (the only places a copy of a binary can be made).
+fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
+    let Event::Fs {
+        tgid,
+        pid,
+        rule_kind,
+        layer,
+        action,
+        dev,
+        ino,
+        name,
+        ..
+    } = ev
+    else {
+        return FsRecord {
+            layer: crate::layers::name::BPF,
+            event: "denied",
+            decision: None,
+            detail: json!({}),
+        };
+    };
+    let (op, rule) = if *rule_kind == FS_EVENT_EXEC_OUTSIDE {
+        ("exec", "not in exec.allow")
+    } else {
+        ("mmap_exec", "not in exec.allow or exec.libraries")
+    };
+    let layer = if *layer == FS_LAYER_LSM {
+        FsPath::Lsm.layer()
+    } else {
+        FsPath::Tracepoint.layer()
+    };
+    let path = exec::locate_in_proc(*tgid, *dev, *ino)
+        .or_else(|| {
+            policy
+                .fs
+                .write
+                .iter()
+                .filter(|r| r.exists)
+                .find_map(|r| fs::locate(r, 0, *dev, *ino))
+        })
+        .map(|p| p.display().to_string());
+    let mut detail = json!({
+        "op": op,
+        "pid": tgid,
+        "tid": pid,
+        "path": path,
+        "name": name,
+        "dev": dev,
+        "ino": ino,
+        "rule": rule,
+    });
+    let decision = match *action {
+        FS_ACTION_DENY => {
+            detail["action"] = json!("deny");
+            detail["errno"] = json!("EACCES");
+            Some(Decision::Deny)
+        }
+        FS_ACTION_KILL => {
+            detail["action"] = json!("kill");
+            detail["signal"] = json!("SIGKILL");
+            Some(Decision::Kill)
+        }
+        FS_ACTION_WOULD_DENY => {
+            detail["action"] = json!("would_deny");
+            Some(Decision::WouldDeny)
+        }
+        _ => None,
+    };
+    FsRecord {
+        layer,
+        event: "denied",
+        decision,
+        detail,
+    }
+}

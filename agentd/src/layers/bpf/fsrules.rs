@@ -1,0 +1,507 @@
+//! Inode rules (`fs.deny`, `fs.secret`) and the run's taint flag: userspace half.
+//!
+//! At run start every entry is resolved to (kernel device, inode) pairs: the entry itself
+//! and, for a directory, every file and directory below it (so a hardlink made elsewhere
+//! to a file inside a denied tree still matches by inode). The pairs go into `FS_RULES`
+//! for the run's slot; the program for the chosen path (`lsm/file_open` or the
+//! `tp_btf/sys_exit` fallback) is loaded and attached. See `agentd_common::fsrules` for
+//! the kernel side and the taint contract the network programs rely on.
+
+use std::collections::HashMap as StdHashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use agentd_common::fsrules::{
+    kernel_dev, names, FsOffsets, FsRuleKey, FsRuleValue, TaintState, FS_RULE_DENY,
+    FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
+};
+use aya::{
+    maps::{HashMap, MapData},
+    programs::{
+        cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, BtfTracePoint, CgroupSkb, Lsm,
+    },
+};
+
+use super::btf::{BtfError, KernelBtf};
+use super::{map_error, program, take_map, BpfError, BpfRuntime};
+use crate::policy::{FsPolicy, PathRule};
+
+/// ELF sections of the two programs, for messages.
+pub mod section {
+    /// The BPF LSM program.
+    pub const LSM_FILE_OPEN: &str = "lsm/file_open";
+    /// The fallback program.
+    pub const SYS_EXIT: &str = "tp_btf/sys_exit";
+    /// The tainted-run packet dropper.
+    pub const TAINT_EGRESS: &str = "cgroup_skb/egress";
+}
+
+/// Files and directories enumerated below one directory entry at most.
+const MAX_ENTRIES_PER_RULE: usize = 1024;
+
+/// Which kernel mechanism enforces the inode rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsPath {
+    /// BPF LSM: `lsm/file_open` denies with EACCES.
+    Lsm,
+    /// `tp_btf/sys_exit`: a successful open of a denied file gets SIGKILL.
+    Tracepoint,
+}
+
+impl FsPath {
+    /// Layer name in audit records, the Plan and doctor output.
+    pub fn layer(self) -> &'static str {
+        match self {
+            FsPath::Lsm => crate::layers::name::LSM,
+            FsPath::Tracepoint => crate::layers::name::TRACEPOINT,
+        }
+    }
+}
+
+/// One resolved (device, inode) entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsRuleEntry {
+    /// Kernel device number.
+    pub dev: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// What the kernel side does on a match.
+    pub value: FsRuleValue,
+}
+
+/// Errors resolving rule entries.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// An entry could not be inspected.
+    #[error("{}: {error}", .path.display())]
+    Stat {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// More entries than `FS_RULES` holds.
+    #[error("fs.deny and fs.secret resolve to more than {limit} files and directories (at {})", .path.display())]
+    TooMany {
+        /// Capacity.
+        limit: usize,
+        /// Where the limit was reached.
+        path: PathBuf,
+    },
+}
+
+/// Resolves `fs.deny` and `fs.secret` to inode entries. A file in both lists is denied.
+pub fn resolve(fs: &FsPolicy, audit_only: bool) -> Result<Vec<FsRuleEntry>, ResolveError> {
+    let flags = if audit_only {
+        FS_RULE_FLAG_AUDIT_ONLY
+    } else {
+        0
+    };
+    let mut out: StdHashMap<(u32, u64), FsRuleValue> = StdHashMap::new();
+    // Secrets first, so deny entries overwrite them.
+    for (kind, rules) in [(FS_RULE_SECRET, &fs.secret), (FS_RULE_DENY, &fs.deny)] {
+        for (index, rule) in rules.iter().enumerate() {
+            if !rule.exists {
+                continue;
+            }
+            let value = FsRuleValue {
+                kind,
+                rule_index: index as u32,
+                flags,
+                _pad: 0,
+            };
+            let mut seen = 0usize;
+            collect(&rule.path, &mut seen, &mut |dev, ino| {
+                out.insert((dev, ino), value);
+            })?;
+            if out.len() > MAX_FS_RULES as usize {
+                return Err(ResolveError::TooMany {
+                    limit: MAX_FS_RULES as usize,
+                    path: rule.path.clone(),
+                });
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|((dev, ino), value)| FsRuleEntry { dev, ino, value })
+        .collect())
+}
+
+/// Calls `add` for `path` and, if it is a directory, everything below it (symlinks are
+/// not followed: what they point to is matched when it is opened).
+fn collect(
+    path: &Path,
+    seen: &mut usize,
+    add: &mut dyn FnMut(u32, u64),
+) -> Result<(), ResolveError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|error| ResolveError::Stat {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    *seen += 1;
+    if *seen > MAX_ENTRIES_PER_RULE {
+        return Err(ResolveError::TooMany {
+            limit: MAX_ENTRIES_PER_RULE,
+            path: path.to_path_buf(),
+        });
+    }
+    add(kernel_dev(meta.dev()), meta.ino());
+    if meta.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|error| ResolveError::Stat {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|error| ResolveError::Stat {
+                path: path.to_path_buf(),
+                error,
+            })?;
+            collect(&entry.path(), seen, add)?;
+        }
+    }
+    Ok(())
+}
+
+/// The path of the opened file for the audit record (a userspace lookup by inode): the
+/// rule's own path when that is the inode, else a bounded search below it, at exactly
+/// `depth` levels when the match was an ancestor, at any depth when the file's own inode
+/// was the enumerated entry (`depth == 0`, e.g. a hardlink elsewhere).
+pub fn locate(rule: &PathRule, depth: u32, dev: u32, ino: u64) -> Option<PathBuf> {
+    if let Ok(meta) = std::fs::symlink_metadata(&rule.path) {
+        if meta.ino() == ino && kernel_dev(meta.dev()) == dev {
+            return Some(rule.path.clone());
+        }
+    }
+    let mut budget = MAX_ENTRIES_PER_RULE * 4;
+    let levels = if depth == 0 { None } else { Some(depth) };
+    find_below(&rule.path, levels, dev, ino, &mut budget)
+}
+
+/// Searches `dir` for (dev, ino): at exactly `levels` levels down, or at any level.
+fn find_below(
+    dir: &Path,
+    levels: Option<u32>,
+    dev: u32,
+    ino: u64,
+    budget: &mut usize,
+) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        *budget = budget.checked_sub(1)?;
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let here = levels.is_none_or(|l| l == 1);
+        if here && meta.ino() == ino && kernel_dev(meta.dev()) == dev {
+            return Some(path);
+        }
+        let deeper = levels.is_none_or(|l| l > 1);
+        if deeper && meta.is_dir() {
+            if let Some(found) = find_below(&path, levels.map(|l| l - 1), dev, ino, budget) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// Offsets the inode-rule programs read, checked for size.
+pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
+    const PTR: u32 = 8;
+    let field = |strukt: &str, member: &str, size: Option<u32>| -> Result<u32, BtfError> {
+        let found = btf.member(strukt, member)?;
+        if let Some(size) = size {
+            if found.size != size {
+                return Err(BtfError::UnexpectedMember {
+                    strukt: strukt.to_owned(),
+                    member: member.to_owned(),
+                    problem: format!("is {} bytes, expected {size}", found.size),
+                });
+            }
+        }
+        Ok(found.offset)
+    };
+    Ok(FsOffsets {
+        file_f_path: field("file", "f_path", Some(16))?,
+        path_dentry: field("path", "dentry", Some(PTR))?,
+        dentry_d_parent: field("dentry", "d_parent", Some(PTR))?,
+        dentry_d_inode: field("dentry", "d_inode", Some(PTR))?,
+        dentry_d_name_name: field("dentry", "d_name", None)? + field("qstr", "name", Some(PTR))?,
+        inode_i_ino: field("inode", "i_ino", Some(8))?,
+        inode_i_sb: field("inode", "i_sb", Some(PTR))?,
+        sb_s_dev: field("super_block", "s_dev", Some(4))?,
+        task_files: field("task_struct", "files", Some(PTR))?,
+        files_fdt: field("files_struct", "fdt", Some(PTR))?,
+        fdtable_max_fds: field("fdtable", "max_fds", Some(4))?,
+        fdtable_fd: field("fdtable", "fd", Some(PTR))?,
+        regs_orig_ax: field("pt_regs", "orig_ax", Some(8))?,
+        binprm_file: field("linux_binprm", "file", Some(PTR))?,
+        regs_dx: field("pt_regs", "dx", Some(8))?,
+        regs_r10: field("pt_regs", "r10", Some(8))?,
+        regs_r8: field("pt_regs", "r8", Some(8))?,
+        valid: 1,
+    })
+}
+
+/// The maps of an enabled inode-rule layer.
+pub struct FsMaps {
+    rules: HashMap<MapData, FsRuleKey, FsRuleValue>,
+    taint: HashMap<MapData, u64, TaintState>,
+    egress_drops: Option<HashMap<MapData, u64, u64>>,
+}
+
+impl BpfRuntime {
+    /// Loads and attaches the program of `path`, and writes `entries` for `run_slot`.
+    pub fn enable_fs_rules(
+        &mut self,
+        path: FsPath,
+        run_slot: u32,
+        entries: &[FsRuleEntry],
+    ) -> Result<(), BpfError> {
+        if let Err(e) = &self.fs_offsets {
+            return Err(BpfError::Btf(BtfError::Malformed(format!(
+                "offsets for the inode rules: {e}"
+            ))));
+        }
+        if self.fs.is_none() {
+            let mut rules: HashMap<MapData, FsRuleKey, FsRuleValue> =
+                HashMap::try_from(take_map(&mut self.ebpf, names::MAP_FS_RULES)?)
+                    .map_err(|error| map_error("open", names::MAP_FS_RULES, error))?;
+            for entry in entries {
+                let key = FsRuleKey {
+                    run_slot,
+                    dev: entry.dev,
+                    ino: entry.ino,
+                };
+                rules.insert(key, entry.value, 0).map_err(|error| {
+                    map_error(
+                        format!("insert inode {}:{} into", entry.dev, entry.ino),
+                        names::MAP_FS_RULES,
+                        error,
+                    )
+                })?;
+            }
+            let taint = HashMap::try_from(take_map(&mut self.ebpf, names::MAP_RUN_TAINT)?)
+                .map_err(|error| map_error("open", names::MAP_RUN_TAINT, error))?;
+            self.fs = Some(FsMaps {
+                rules,
+                taint,
+                egress_drops: None,
+            });
+        }
+        match path {
+            FsPath::Lsm => {
+                let section = section::LSM_FILE_OPEN;
+                let prog: &mut Lsm = program(&mut self.ebpf, names::PROG_LSM_FILE_OPEN, section)?;
+                prog.load(names::LSM_HOOK_FILE_OPEN, &self.btf)
+                    .map_err(|error| BpfError::Load { section, error })?;
+                prog.attach()
+                    .map_err(|error| BpfError::Attach { section, error })?;
+            }
+            FsPath::Tracepoint => {
+                let section = section::SYS_EXIT;
+                let prog: &mut BtfTracePoint =
+                    program(&mut self.ebpf, names::PROG_TP_SYS_EXIT, section)?;
+                prog.load(names::TP_SYS_EXIT, &self.btf)
+                    .map_err(|error| BpfError::Load { section, error })?;
+                prog.attach()
+                    .map_err(|error| BpfError::Attach { section, error })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `cgroup_skb/egress` to the run's v2 cgroup directory: once the run is
+    /// tainted, its packets are dropped. Call after `enable_fs_rules`.
+    pub fn enable_taint_egress(&mut self, cgroup_dir: &Path) -> Result<(), BpfError> {
+        let section = section::TAINT_EGRESS;
+        let cgroup = std::fs::File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
+            path: cgroup_dir.to_path_buf(),
+            error,
+        })?;
+        let prog: &mut CgroupSkb = program(&mut self.ebpf, names::PROG_TAINT_EGRESS, section)?;
+        prog.load()
+            .map_err(|error| BpfError::Load { section, error })?;
+        prog.attach(
+            &cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single,
+        )
+        .map_err(|error| BpfError::AttachCgroup {
+            section,
+            cgroup: cgroup_dir.to_path_buf(),
+            error,
+        })?;
+        let drops = HashMap::try_from(take_map(&mut self.ebpf, names::MAP_TAINT_EGRESS_DROPS)?)
+            .map_err(|error| map_error("open", names::MAP_TAINT_EGRESS_DROPS, error))?;
+        if let Some(fs) = self.fs.as_mut() {
+            fs.egress_drops = Some(drops);
+        }
+        Ok(())
+    }
+
+    /// Packets of the run dropped because it was tainted.
+    pub fn taint_egress_drops(&self, cgroup_id: u64) -> u64 {
+        self.fs
+            .as_ref()
+            .and_then(|fs| fs.egress_drops.as_ref())
+            .and_then(|m| m.get(&cgroup_id, 0).ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the run's cgroup is tainted, and by which `fs.secret` index.
+    pub fn taint(&self, cgroup_id: u64) -> Option<TaintState> {
+        let fs = self.fs.as_ref()?;
+        fs.taint.get(&cgroup_id, 0).ok().filter(|t| t.tainted != 0)
+    }
+
+    /// Forgets the run's rules (cleanup; missing entries are fine). The taint state is
+    /// kept, see below.
+    pub fn clear_fs_rules(&mut self, run_slot: u32, cgroup_id: u64) {
+        let Some(fs) = self.fs.as_mut() else {
+            return;
+        };
+        let keys: Vec<FsRuleKey> = fs
+            .rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.run_slot == run_slot)
+            .collect();
+        for key in keys {
+            let _ = fs.rules.remove(&key);
+        }
+        // The taint entry and the drop counter stay: removing the entry would let the
+        // run's orphaned sockets retransmit data queued while tainted for as long as
+        // the egress program stays attached. They go with the maps when the runtime is
+        // dropped (agentd supervises one run per process).
+        let _ = cgroup_id;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::policy::Span;
+
+    fn rule(path: &Path) -> PathRule {
+        PathRule {
+            written: path.display().to_string(),
+            path: path.to_path_buf(),
+            optional: false,
+            exists: true,
+            is_dir: path.is_dir(),
+            span: Span::default(),
+        }
+    }
+
+    #[test]
+    fn deny_wins_over_secret_and_directories_are_enumerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), "x").unwrap();
+        let fs = FsPolicy {
+            deny: vec![rule(&d)],
+            secret: vec![rule(&d.join("f"))],
+            ..FsPolicy::default()
+        };
+        let entries = resolve(&fs, false).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|e| e.value.kind == FS_RULE_DENY));
+        let f = std::fs::metadata(d.join("f")).unwrap();
+        let found = entries.iter().find(|e| e.ino == f.ino()).unwrap();
+        assert_eq!(found.dev, kernel_dev(f.dev()));
+        assert_eq!(
+            locate(&rule(&d), 1, found.dev, found.ino),
+            Some(d.join("f"))
+        );
+        assert_eq!(
+            locate(&rule(&d), 0, found.dev, found.ino),
+            Some(d.join("f"))
+        );
+    }
+
+    #[test]
+    fn audit_mode_marks_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsPolicy {
+            secret: vec![rule(dir.path())],
+            ..FsPolicy::default()
+        };
+        let entries = resolve(&fs, true).unwrap();
+        assert_eq!(entries[0].value.flags, FS_RULE_FLAG_AUDIT_ONLY);
+        assert_eq!(entries[0].value.kind, FS_RULE_SECRET);
+    }
+
+    #[test]
+    fn offsets_from_the_running_kernel() {
+        let raw = super::super::btf::read_vmlinux().unwrap();
+        let btf = KernelBtf::parse(&raw).unwrap();
+        let offs = fs_offsets(&btf).unwrap();
+        assert_eq!(offs.valid, 1);
+        assert_eq!(offs.path_dentry, 8);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod decode_tests {
+    use agentd_common::{
+        fsrules::{FsEvent, EVENT_KIND_FS, FS_ACTION_KILL, FS_LAYER_TRACEPOINT, FS_NAME_LEN},
+        EventHeader,
+    };
+
+    use crate::events::Event;
+
+    #[test]
+    fn an_fs_record_decodes_field_by_field() {
+        let mut name = [0u8; FS_NAME_LEN];
+        name[..2].copy_from_slice(b"id");
+        let ev = FsEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_FS,
+                run_slot: 0,
+                tgid: 10,
+                pid: 11,
+                cgroup_id: 12,
+                ktime_ns: 13,
+            },
+            rule_kind: agentd_common::fsrules::FS_RULE_DENY,
+            rule_index: 2,
+            layer: FS_LAYER_TRACEPOINT,
+            action: FS_ACTION_KILL,
+            dev: 254 << 20,
+            depth: 1,
+            ino: 99,
+            name,
+        };
+        // SAFETY: FsEvent is repr(C) with no implicit padding (const asserts in
+        // agentd-common); viewing it as bytes for its size is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const FsEvent).cast::<u8>(),
+                std::mem::size_of::<FsEvent>(),
+            )
+        };
+        let Event::Fs {
+            tgid,
+            pid,
+            rule_index,
+            action,
+            dev,
+            ino,
+            depth,
+            name,
+            ..
+        } = Event::from_record(bytes).unwrap()
+        else {
+            panic!("not an fs event");
+        };
+        assert_eq!((tgid, pid, rule_index, action), (10, 11, 2, FS_ACTION_KILL));
+        assert_eq!((dev, ino, depth), (254 << 20, 99, 1));
+        assert_eq!(name, "id");
+        assert!(Event::from_record(&bytes[..100]).is_err(), "short record");
+    }
+}

@@ -1,0 +1,365 @@
+//! `fs.deny` and `fs.secret`, matched by inode, on whichever path the Plan chose:
+//! BPF LSM (`lsm/file_open`: the open fails with EACCES, the process goes on) or the
+//! tracepoint fallback (`tp_btf/sys_exit`: the process is killed with SIGKILL, so agentd
+//! exits 137). The path in use comes from `agentd doctor --json`, and the CI pin
+//! `AGENTD_EXPECT_BPF_LSM` says which one must be in use (0 on the build host, 1 in the VM).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use integration::{agentd_bin, assert_status, events, expect, stdout, testprog, Sandbox};
+use serde_json::Value;
+
+/// Whether the LSM path is in use, cross-checked against the CI pin.
+fn lsm_path() -> bool {
+    let o = Command::new(agentd_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("run agentd doctor: {e}"));
+    assert_status(&o, 0);
+    let d: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let available = d["bpf_lsm"]["available"] == true;
+    if let Some(want) = expect("AGENTD_EXPECT_BPF_LSM") {
+        assert_eq!(
+            available,
+            want == "1",
+            "CI pins AGENTD_EXPECT_BPF_LSM={want}: {}",
+            d["bpf_lsm"]
+        );
+    }
+    available
+}
+
+/// A sandbox whose workspace holds `.ssh/id` (denied), `.env` (secret) and `notes.txt`
+/// (neither), with a policy that lets the run read and write the whole workspace.
+struct Fixture {
+    sb: Sandbox,
+}
+
+impl Fixture {
+    fn new(mode: &str) -> Self {
+        let sb = Sandbox::new();
+        let ws = sb.workspace();
+        std::fs::create_dir(ws.join(".ssh")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        std::fs::write(ws.join(".ssh/id"), "key\n").unwrap_or_else(|e| panic!("write: {e}"));
+        std::fs::write(ws.join(".env"), "TOKEN=1\n").unwrap_or_else(|e| panic!("write: {e}"));
+        std::fs::write(ws.join("notes.txt"), "hi\n").unwrap_or_else(|e| panic!("write: {e}"));
+        let prog = testprog();
+        let yaml = format!(
+            "version: 1\nname: it-fsrules\nmode: {mode}\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{dir}\"]\n  write: [\"{{workspace}}\"]\n  deny: [\"{{workspace}}/.ssh\"]\n  secret: [\"{{workspace}}/.env\"]\nexec:\n  allow: [\"{prog}\"]\n",
+            dir = prog.parent().map(|d| d.display().to_string()).unwrap_or_default(),
+            prog = prog.display(),
+        );
+        sb.write_policy(&yaml);
+        Self { sb }
+    }
+
+    fn ws(&self) -> PathBuf {
+        std::fs::canonicalize(self.sb.workspace()).unwrap_or_else(|e| panic!("canonicalize: {e}"))
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Asserts that opening `typed` (which resolves to the denied `.ssh/id`) was stopped
+/// the way the path in use stops it, and audited with the resolved path and the name of
+/// the dentry that was opened.
+#[track_caller]
+fn assert_denied_open(f: &Fixture, o: &Output, typed: &str, dentry_name: &str) {
+    let real = s(&f.ws().join(".ssh/id"));
+    let recs = f.sb.audit();
+    let denied = events(&recs, "denied");
+    assert_eq!(denied.len(), 1, "one denial expected: {recs:#?}");
+    let d = denied[0];
+    assert_eq!(d["path"], real.as_str(), "{d}");
+    assert_eq!(d["rule"], "fs.deny {workspace}/.ssh", "{d}");
+    assert_eq!(d["op"], "open", "{d}");
+    assert_eq!(d["name"], dentry_name, "{d}");
+    if lsm_path() {
+        assert_status(o, 0);
+        assert_eq!(stdout(o), format!("open {typed}: EACCES\n"));
+        assert_eq!(d["layer"], "lsm", "{d}");
+        assert_eq!(d["decision"], "deny", "{d}");
+        assert_eq!(d["errno"], "EACCES", "{d}");
+    } else {
+        // Killed before the open returned to user space: nothing printed, exit 128+9.
+        assert_status(o, 137);
+        assert_eq!(stdout(o), "");
+        assert_eq!(d["layer"], "tracepoint", "{d}");
+        assert_eq!(d["decision"], "kill", "{d}");
+        assert_eq!(d["signal"], "SIGKILL", "{d}");
+        let end = events(&recs, "run_end");
+        assert_eq!(end[0]["signal"], "SIGKILL", "{}", end[0]);
+    }
+}
+
+#[test]
+fn a_denied_file_inside_an_allowed_tree_is_stopped() {
+    let f = Fixture::new("enforce");
+    let typed = s(&f.sb.workspace().join(".ssh/id"));
+    let o = f.sb.run_prog(&["open", &typed]);
+    assert_denied_open(&f, &o, &typed, "id");
+}
+
+#[test]
+fn a_symlink_to_a_denied_file_is_stopped() {
+    let f = Fixture::new("enforce");
+    let link = f.sb.workspace().join("innocent");
+    std::os::unix::fs::symlink(f.ws().join(".ssh/id"), &link)
+        .unwrap_or_else(|e| panic!("symlink: {e}"));
+    let typed = s(&link);
+    let o = f.sb.run_prog(&["open", &typed]);
+    assert_denied_open(&f, &o, &typed, "id");
+}
+
+#[test]
+fn a_hardlink_to_a_denied_file_is_stopped() {
+    let f = Fixture::new("enforce");
+    let link = f.sb.workspace().join("copy-by-link");
+    std::fs::hard_link(f.ws().join(".ssh/id"), &link).unwrap_or_else(|e| panic!("link: {e}"));
+    let typed = s(&link);
+    let o = f.sb.run_prog(&["open", &typed]);
+    // The audit names the inode's path inside the denied tree, and the name opened.
+    assert_denied_open(&f, &o, &typed, "copy-by-link");
+}
+
+#[test]
+fn a_denied_file_through_proc_self_root_is_stopped() {
+    let f = Fixture::new("enforce");
+    let typed = format!("/proc/self/root{}", s(&f.ws().join(".ssh/id")));
+    let o = f.sb.run_prog(&["open", &typed]);
+    assert_denied_open(&f, &o, &typed, "id");
+}
+
+#[test]
+fn a_denied_file_through_dot_dot_is_stopped() {
+    let f = Fixture::new("enforce");
+    let typed = format!("{}/.ssh/../.ssh//id", s(&f.ws()));
+    let o = f.sb.run_prog(&["open", &typed]);
+    assert_denied_open(&f, &o, &typed, "id");
+}
+
+#[test]
+fn files_next_to_denied_ones_stay_readable() {
+    let f = Fixture::new("enforce");
+    let typed = s(&f.ws().join("notes.txt"));
+    let o = f.sb.run_prog(&["open", &typed]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("open {typed}: OK\n"));
+    let recs = f.sb.audit();
+    assert!(events(&recs, "denied").is_empty(), "{recs:#?}");
+    assert!(events(&recs, "taint").is_empty(), "{recs:#?}");
+    assert_eq!(events(&recs, "run_end")[0]["tainted"], false);
+}
+
+#[test]
+fn reading_a_secret_in_a_child_taints_the_run() {
+    let f = Fixture::new("enforce");
+    let typed = s(&f.ws().join(".env"));
+    let o = f.sb.run_prog(&["fork-open", &typed]);
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!("child open {typed}: OK\nchild exited 0\n")
+    );
+    let recs = f.sb.audit();
+    let taint = events(&recs, "taint");
+    assert_eq!(taint.len(), 1, "{recs:#?}");
+    let t = taint[0];
+    let layer = if lsm_path() { "lsm" } else { "tracepoint" };
+    assert_eq!(t["layer"], layer, "{t}");
+    assert_eq!(t["secret"], typed.as_str(), "{t}");
+    assert_eq!(t["rule"], "fs.secret {workspace}/.env", "{t}");
+    assert_eq!(t["action"], "taint", "{t}");
+    // The child opened it, not the command itself: taint belongs to the whole run.
+    let exec_pid = events(&recs, "exec")[0]["pid"].clone();
+    assert_ne!(t["pid"], exec_pid, "{t}");
+    let meta = std::fs::metadata(&typed).unwrap_or_else(|e| panic!("stat: {e}"));
+    assert_eq!(t["ino"], meta.ino(), "{t}");
+    assert_eq!(events(&recs, "run_end")[0]["tainted"], true);
+}
+
+#[test]
+fn audit_mode_records_would_deny_and_stops_nothing() {
+    let f = Fixture::new("audit");
+    let typed = s(&f.ws().join(".ssh/id"));
+    let o = f.sb.run_prog(&["open", &typed]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("open {typed}: OK\n"));
+    let recs = f.sb.audit();
+    let denied = events(&recs, "denied");
+    assert_eq!(denied.len(), 1, "{recs:#?}");
+    assert_eq!(denied[0]["decision"], "would_deny", "{}", denied[0]);
+    assert_eq!(denied[0]["path"], typed.as_str(), "{}", denied[0]);
+}
+
+#[test]
+fn policy_explain_says_how_each_inode_rule_is_enforced() {
+    let f = Fixture::new("enforce");
+    let o =
+        f.sb.agentd()
+            .args(["policy", "explain"])
+            .arg(f.sb.policy_path())
+            .arg("--workspace")
+            .arg(f.sb.workspace())
+            .output()
+            .unwrap_or_else(|e| panic!("run agentd: {e}"));
+    assert_status(&o, 0);
+    let text = stdout(&o);
+    let want = if lsm_path() {
+        "lsm: lsm/file_open: open denied with EACCES"
+    } else {
+        "tracepoint: tp_btf/sys_exit: a successful open kills the process with SIGKILL"
+    };
+    assert!(text.contains(want), "{text}");
+    assert!(text.contains("fs.secret {workspace}/.env"), "{text}");
+}
+
+/// When the connection was accepted (if it was), and each byte with when it arrived.
+type Heard = (Option<std::time::Instant>, Vec<(std::time::Instant, u8)>);
+
+/// A loopback listener in the test process; `received_before(t)` returns what the
+/// (single) client sent before instant `t`.
+struct Listener {
+    port: u16,
+    /// Set once the run is over: the accept loop then gives up.
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Heard>,
+}
+
+impl Listener {
+    fn start() -> Self {
+        use std::io::Read as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = l
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"))
+            .port();
+        l.set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done_in_thread = done.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut conn, accepted_at) = loop {
+                match l.accept() {
+                    Ok((c, _)) => break (c, std::time::Instant::now()),
+                    Err(_) if !done_in_thread.load(std::sync::atomic::Ordering::SeqCst) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(_) => return (None, Vec::new()),
+                }
+            };
+            conn.set_nonblocking(false)
+                .unwrap_or_else(|e| panic!("blocking: {e}"));
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap_or_else(|e| panic!("timeout: {e}"));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let now = std::time::Instant::now();
+                got.extend(buf[..n].iter().map(|b| (now, *b)));
+            }
+            (Some(accepted_at), got)
+        });
+        Self { port, done, handle }
+    }
+
+    /// (a connection was accepted before `until`, the bytes received before `until`).
+    fn received_before(self, until: std::time::Instant) -> (bool, String) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (accepted_at, bytes) = self
+            .handle
+            .join()
+            .unwrap_or_else(|_| panic!("listener panicked"));
+        let accepted = accepted_at.is_some_and(|t| t < until);
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .filter(|(t, _)| *t < until)
+            .map(|(_, b)| b)
+            .collect();
+        (accepted, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[test]
+fn after_a_secret_is_read_an_open_connection_sends_nothing() {
+    let f = Fixture::new("enforce");
+    let secret = s(&f.ws().join(".env"));
+    let listener = Listener::start();
+    let port = listener.port.to_string();
+    let o = f.sb.run_prog(&["send-around-secret", &port, &secret]);
+    let run_over = std::time::Instant::now();
+    assert_status(&o, 0);
+    // send() only queues: the bytes are dropped on the way out (cgroup_skb/egress).
+    assert_eq!(
+        stdout(&o),
+        format!("send before: OK\nopen {secret}: OK\nsend after: OK\n")
+    );
+    // Known gap: bytes queued while tainted stay in the orphaned socket's send queue and
+    // are retransmitted once agentd detaches the program at the end of the run. Only
+    // what arrives while the run is alive (its last second included) is asserted here.
+    let (accepted, got) = listener.received_before(run_over);
+    assert!(accepted);
+    assert_eq!(got, "before\n", "nothing sent after the taint may arrive");
+    let recs = f.sb.audit();
+    assert_eq!(events(&recs, "taint").len(), 1, "{recs:#?}");
+    let blocked = events(&recs, "egress_blocked");
+    assert_eq!(blocked.len(), 1, "{recs:#?}");
+    assert_eq!(blocked[0]["decision"], "deny");
+    assert_eq!(blocked[0]["rule"], "fs.secret taint: no egress after taint");
+    assert!(
+        blocked[0]["packets"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        blocked[0]
+    );
+    let end = &events(&recs, "run_end")[0];
+    assert_eq!(end["tainted"], true);
+    assert_eq!(
+        end["egress_packets_dropped_after_taint"],
+        blocked[0]["packets"]
+    );
+}
+
+#[test]
+fn a_secret_read_then_connect_to_an_allowed_port_is_denied() {
+    // The network is open in this policy (no net section), so only the taint stops it.
+    // Here the SYN is dropped by cgroup_skb/egress, so the connect times out and the
+    // listener never sees a connection. Once the network layer (issue 4: connect4
+    // reading RUN_TAINT) is merged, the connect fails at once with EPERM instead; this
+    // assertion must then change to "connect: EPERM".
+    let f = Fixture::new("enforce");
+    let secret = s(&f.ws().join(".env"));
+    let listener = Listener::start();
+    let port = listener.port.to_string();
+    let o = f.sb.run_prog(&["connect-after-secret", &port, &secret]);
+    let run_over = std::time::Instant::now();
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("open {secret}: OK\nconnect: TIMEOUT\n"));
+    let (accepted, got) = listener.received_before(run_over);
+    assert!(!accepted, "no connection may be established: got {got:?}");
+    let recs = f.sb.audit();
+    assert_eq!(events(&recs, "taint").len(), 1, "{recs:#?}");
+    assert_eq!(events(&recs, "egress_blocked").len(), 1, "{recs:#?}");
+}
+
+#[test]
+fn net_after_taint_exceptions_are_refused_until_the_network_layer_exists() {
+    let f = Fixture::new("enforce");
+    let mut yaml = std::fs::read_to_string(f.sb.policy_path()).unwrap_or_else(|e| panic!("{e}"));
+    yaml.push_str("net:\n  allow: [\"0.0.0.0/0:443/tcp\"]\n  after_taint: [\"127.0.0.1:9/tcp\"]\n");
+    f.sb.write_policy(&yaml);
+    let o = f.sb.run_prog(&["open", "/etc/hostname"]);
+    assert_status(&o, 125);
+    assert!(
+        integration::stderr(&o).starts_with("agentd: bpf: net.after_taint `127.0.0.1:9/tcp` (line 13): exceptions after taint need the eBPF network layer"),
+        "{}",
+        integration::stderr(&o)
+    );
+}

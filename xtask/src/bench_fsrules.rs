@@ -1,0 +1,148 @@
+//! Cost of the inode-rule fallback (`tp_btf/sys_exit` on every syscall, plus
+//! `cgroup_skb/egress`): an open+close loop and a fork+exec loop, measured inside the
+//! process (`agentd-testprog open-loop` / `spawn-loop`), bare and under `agentd run` with
+//! a policy that has `fs.deny` and `fs.secret`, interleaved in one run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const ROUNDS: usize = 5;
+const OPENS: u32 = 20_000;
+const SPAWNS: u32 = 200;
+
+/// Appends the section to `report`.
+pub fn fallback_tracepoints(
+    root: &Path,
+    out_dir: &Path,
+    report: &mut String,
+) -> Result<(), String> {
+    crate::util::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "integration",
+        "--bin",
+        "agentd-testprog",
+    ])?;
+    let agentd = root.join("target/release/agentd");
+    let prog = root.join("target/release/agentd-testprog");
+    let denied = out_dir.join("denied");
+    std::fs::create_dir_all(&denied).map_err(|e| format!("create {}: {e}", denied.display()))?;
+    let secret = out_dir.join("secret.env");
+    std::fs::write(&secret, "x").map_err(|e| format!("write {}: {e}", secret.display()))?;
+    let policy = out_dir.join("fsrules.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nname: bench-fsrules\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc]\n  deny: [\"{}\"]\n  secret: [\"{}\"]\nexec:\n  allow: [\"{}\", /usr/bin/true]\n",
+            denied.display(),
+            secret.display(),
+            prog.display()
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", policy.display()))?;
+    // The same policy without inode rules: isolates their cost from landlock, seccomp
+    // and the exec-integrity hooks every run has.
+    let plain = out_dir.join("no-fsrules.yaml");
+    std::fs::write(
+        &plain,
+        format!(
+            "version: 1\nname: bench-no-fsrules\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc]\nexec:\n  allow: [\"{}\", /usr/bin/true]\n",
+            prog.display()
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", plain.display()))?;
+    let audit = out_dir.join("audit-fsrules.jsonl");
+
+    let args_open = [
+        "open-loop".to_owned(),
+        "/etc/hostname".to_owned(),
+        OPENS.to_string(),
+    ];
+    let args_spawn = [
+        "spawn-loop".to_owned(),
+        "/usr/bin/true".to_owned(),
+        SPAWNS.to_string(),
+    ];
+    let bare = |args: &[String]| {
+        let mut c = Command::new(&prog);
+        c.args(args);
+        c
+    };
+    let confined_with = |policy: &Path, args: &[String]| {
+        let mut c = Command::new(&agentd);
+        c.arg("run")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--audit")
+            .arg(&audit)
+            .arg("--")
+            .arg(&prog)
+            .args(args);
+        c
+    };
+    let confined = |args: &[String]| confined_with(&policy, args);
+    let unruled = |args: &[String]| confined_with(&plain, args);
+    let (mut open_bare, mut open_agentd, mut spawn_bare, mut spawn_agentd) = (0u128, 0, 0, 0);
+    let (mut open_plain, mut spawn_plain) = (0u128, 0u128);
+    for _ in 0..ROUNDS {
+        open_bare += inner_ns(bare(&args_open))?;
+        open_plain += inner_ns(unruled(&args_open))?;
+        open_agentd += inner_ns(confined(&args_open))?;
+        spawn_bare += inner_ns(bare(&args_spawn))?;
+        spawn_plain += inner_ns(unruled(&args_spawn))?;
+        spawn_agentd += inner_ns(confined(&args_spawn))?;
+    }
+    let per = |total: u128, n: u32| total as f64 / (ROUNDS as f64 * f64::from(n));
+    let path = detect_path(&agentd);
+    report.push_str(&format!(
+        "\n## inode rules ({path}): in-process loops, {ROUNDS} rounds interleaved\n\n\
+         | loop | bare | agentd, no inode rules | agentd, fs.deny + fs.secret | ratio to bare | ratio to no inode rules |\n|---|---|---|---|---|---|\n\
+         | open+close /etc/hostname ({OPENS}×) | {:.0} ns | {:.0} ns | {:.0} ns | {:.2} | {:.2} |\n\
+         | fork+exec+wait /usr/bin/true ({SPAWNS}×) | {:.1} µs | {:.1} µs | {:.1} µs | {:.2} | {:.2} |\n\n\
+         Every agentd run has landlock, seccomp and the exec-integrity hooks \
+         (tp_btf/sched_process_exec, tp_btf/sys_enter on the fallback); the inode rules add \
+         tp_btf/sys_exit and cgroup_skb/egress.\n",
+        per(open_bare, OPENS),
+        per(open_plain, OPENS),
+        per(open_agentd, OPENS),
+        per(open_agentd, OPENS) / per(open_bare, OPENS),
+        per(open_agentd, OPENS) / per(open_plain, OPENS),
+        per(spawn_bare, SPAWNS) / 1e3,
+        per(spawn_plain, SPAWNS) / 1e3,
+        per(spawn_agentd, SPAWNS) / 1e3,
+        per(spawn_agentd, SPAWNS) / per(spawn_bare, SPAWNS),
+        per(spawn_agentd, SPAWNS) / per(spawn_plain, SPAWNS),
+    ));
+    Ok(())
+}
+
+/// Runs `cmd` and returns the `ns N` it printed.
+fn inner_ns(mut cmd: Command) -> Result<u128, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{shown} exited with {}: {text}", out.status));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("ns ").and_then(|n| n.trim().parse().ok()))
+        .ok_or_else(|| format!("{shown} printed no `ns N` line: {text}"))
+}
+
+/// `lsm` or `tracepoint fallback`, as doctor reports it.
+fn detect_path(agentd: &Path) -> &'static str {
+    let out = Command::new(agentd).arg("doctor").output();
+    match out {
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .contains("inode rules (fs.deny, fs.secret, taint): lsm path") =>
+        {
+            "BPF LSM path"
+        }
+        _ => "tracepoint fallback: tp_btf/sys_exit + cgroup_skb/egress",
+    }
+}
