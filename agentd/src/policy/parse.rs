@@ -1078,7 +1078,7 @@ mod tests {
         assert_eq!(pos("exec: {alow: []}\n"), (3, 8));
         assert!(err("net:\n  deny: []\n")
             .2
-            .contains("in `net`, expected one of `allow`, `after_taint`"));
+            .contains("in `net`, expected one of `allow`, `bind`, `raw`, `after_taint`"));
         let (l, c, m) = err("budgets:\n  cpu: 1\n");
         assert_eq!((l, c), (4, 3));
         assert!(
