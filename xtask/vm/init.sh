@@ -26,8 +26,12 @@ mount -t devpts devpts $R/dev/pts 2>/dev/null
 mount -t securityfs securityfs $R/sys/kernel/security
 mount -t bpf bpf $R/sys/fs/bpf
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
-mount -t tmpfs tmpfs $R/tmp
 mount -t tmpfs tmpfs $R/run
+# The guest's /tmp is a tmpfs; keep the host's /tmp reachable under /run/host-tmp for a
+# work tree that lives there (run.sh binds it back to its own path).
+mkdir -p $R/run/host-tmp
+mount --bind $R/tmp $R/run/host-tmp
+mount -t tmpfs tmpfs $R/tmp
 mkdir -p $R/tmp/vmwork $R/run/lock
 mount -t 9p -o $O share $R/tmp/vmwork
 # Loopback: the network tests use 127.0.0.1 and ::1 only.
