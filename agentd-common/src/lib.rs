@@ -341,6 +341,25 @@ mod tests {
         assert_eq!(KernelOffsets::UNSET.valid, 0);
     }
 
+    /// Record kinds are allocated in several modules (branches once collided on 3):
+    /// every kind that crosses the ring buffer must be unique and non-zero.
+    #[test]
+    fn every_ring_buffer_record_kind_is_unique() {
+        let kinds = [
+            ("exec", EVENT_KIND_EXEC),
+            ("exit", EVENT_KIND_EXIT),
+            ("denial", crate::denials::EVENT_KIND_DENIAL),
+            ("net", crate::net::EVENT_KIND_NET),
+            ("fs", crate::fsrules::EVENT_KIND_FS),
+        ];
+        for (i, (a, ka)) in kinds.iter().enumerate() {
+            assert_ne!(*ka, 0, "{a}: 0 must never be a valid kind");
+            for (b, kb) in &kinds[i + 1..] {
+                assert_ne!(ka, kb, "{a} and {b} share record kind {ka}");
+            }
+        }
+    }
+
     #[test]
     fn kinds_and_flags_are_distinct() {
         assert_ne!(EVENT_KIND_EXEC, EVENT_KIND_EXIT);
