@@ -27,6 +27,11 @@ pub mod names {
     pub const MAP_NET_RUNS: &str = "NET_RUNS";
     /// `HashMap<u32, NetDnsTarget>`: run slot → where the run's DNS resolver listens.
     pub const MAP_NET_DNS: &str = "NET_DNS";
+    /// `LpmTrie<[u8; 8], NetRuleSet>`: run slot + IPv4 address → `net.after_taint` rules
+    /// (what a tainted run may still reach; same key and value layout as the allow tries).
+    pub const MAP_NET_TAINT4: &str = "NET_TAINT4";
+    /// `LpmTrie<[u8; 20], NetRuleSet>`: run slot + IPv6 address → `net.after_taint` rules.
+    pub const MAP_NET_TAINT6: &str = "NET_TAINT6";
 
     /// `cgroup/connect4` program.
     pub const PROG_CONNECT4: &str = "net_connect4";
@@ -76,6 +81,11 @@ pub const NET_FLAG_FILTER_BIND: u32 = 1 << 3;
 /// `NET_RUNS` flag: TCP and UDP traffic to port 53 (any address) is redirected to the
 /// run's resolver (`NET_DNS`) in connect and sendmsg.
 pub const NET_FLAG_DNS_REDIRECT: u32 = 1 << 4;
+/// `NET_RUNS` flag: the policy has `fs.secret` entries. Once the run is tainted
+/// (`RUN_TAINT`, see `crate::fsrules`), connect/sendmsg must also match `NET_TAINT4/6`
+/// (`net.after_taint`), else they fail with `EPERM` ([`NET_REASON_TAINTED`]).
+pub const NET_FLAG_TAINT_CHECK: u32 = 1 << 5;
+
 /// The port DNS traffic is recognised by.
 pub const DNS_PORT: u16 = 53;
 
@@ -106,6 +116,9 @@ pub const NET_REASON_RAW: u32 = 3;
 pub const NET_REASON_NETLINK: u32 = 4;
 /// [`NetEvent::reason`]: the protocol is neither TCP nor UDP.
 pub const NET_REASON_PROTO: u32 = 5;
+/// [`NetEvent::reason`]: the run is tainted (read an `fs.secret`) and no
+/// `net.after_taint` rule matches the destination.
+pub const NET_REASON_TAINTED: u32 = 6;
 
 // ---------------------------------------------------------------------------------------
 // Map values and records

@@ -18,7 +18,7 @@
 //! enforced here only, on a sliding window over the sampled counters.
 
 mod control;
-mod sockets;
+pub mod sockets;
 mod table;
 mod window;
 

@@ -377,6 +377,7 @@ impl Run {
                     .block_on(RunResolver::start(
                         &mut bpf,
                         0,
+                        cgroups.cgroup_id(),
                         req,
                         &p.policy,
                         &p.dns_upstream,
@@ -499,6 +500,11 @@ impl Run {
             rt.block_on(r.stop());
         }
         let stragglers = cgroups.kill_all();
+        // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
+        if p.policy.mode != policy::Mode::Audit && bpf.taint(cgroups.cgroup_id()).is_some() {
+            let r = super::run_fsrules::abort_tainted_sockets(&cgroups);
+            self.record(r.layer, r.event, r.decision, r.detail);
+        }
         let dropped = bpf.dropped().unwrap_or(0);
         if dropped > 0 {
             self.record(

@@ -32,10 +32,11 @@ pub struct RunResolver {
 
 impl RunResolver {
     /// Starts the resolver on 127.0.0.1 (and ::1 when that can be bound) for run `slot`
-    /// and registers it with the programs. `upstream` empty: from /etc/resolv.conf.
+    /// (v2 cgroup `cgroup_id`, whose taint it reads) and registers it with the programs. `upstream` empty: from /etc/resolv.conf.
     pub async fn start(
         bpf: &mut BpfRuntime,
         slot: u32,
+        cgroup_id: u64,
         request: &NetRequest,
         policy: &Policy,
         upstream: &[SocketAddr],
@@ -54,7 +55,12 @@ impl RunResolver {
         };
         let connect = request.connect.as_deref().unwrap_or_default();
         let (sink, decisions) = bpf
-            .dns_allow_map(slot, connect, &request.domains)
+            .dns_allow_map(
+                slot,
+                request.taint_check.then_some(cgroup_id),
+                connect,
+                &request.domains,
+            )
             .map_err(|e| e.to_string())?;
         let config = |ip: IpAddr| ResolverConfig {
             listen: SocketAddr::new(ip, 0),

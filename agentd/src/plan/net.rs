@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use super::Builder;
 use crate::layers::bpf::{
-    compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest,
+    compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest, TAINTED_RULE,
 };
 use crate::layers::name;
 use crate::policy::{NetHost, NetRule, Policy, Proto};
@@ -99,7 +99,10 @@ impl Builder {
             connect: None,
             bind: None,
             domains: Vec::new(),
+            taint_check: !policy.fs.secret.is_empty(),
+            after_taint: Vec::new(),
         };
+        self.after_taint(policy, enforce, &mut request);
         if request.raw_allowed {
             self.cover(
                 "net.raw: true",
@@ -193,6 +196,17 @@ impl Builder {
                 name::BPF,
                 "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration)",
             );
+            if request.taint_check {
+                self.cover(
+                    "fs.secret taint → DNS",
+                    DNS,
+                    if enforce {
+                        format!("once the run is tainted, the resolver refuses every name (REFUSED, audited with rule \"{TAINTED_RULE}\"); cgroup_skb/egress lets the queries reach it")
+                    } else {
+                        "once the run is tainted, every name is recorded as would_deny (mode: audit) and resolved anyway".to_owned()
+                    },
+                );
+            }
         }
         self.cover(
             "net.allow (everything else, loopback included)",
@@ -252,6 +266,67 @@ impl Builder {
             );
         }
         (None, None)
+    }
+
+    /// Taint → connect/sendmsg: once a secret is read, only `net.after_taint`
+    /// destinations (addresses and CIDRs) stay reachable, checked by the same programs
+    /// as `net.allow` (and by `cgroup_skb/egress` for open connections, see
+    /// `Builder::taint_egress`). Domain names are refused: after the taint the resolver
+    /// answers no name.
+    fn after_taint(&mut self, policy: &Policy, enforce: bool, request: &mut NetRequest) {
+        let rules = policy
+            .net
+            .as_ref()
+            .map(|n| n.after_taint.as_slice())
+            .unwrap_or_default();
+        if !request.taint_check {
+            if let Some(rule) = rules.first() {
+                self.cover(
+                    format!("net.after_taint {} (line {})", rule.written, rule.span.line),
+                    name::BPF,
+                    "unused: the policy has no fs.secret, so the run is never tainted",
+                );
+            }
+            return;
+        }
+        let verdict = if enforce {
+            "denied with EPERM"
+        } else {
+            "recorded as would_deny (mode: audit)"
+        };
+        for rule in rules {
+            let Some(r) = addr_rule(rule) else {
+                self.refuse(
+                    name::BPF,
+                    format!(
+                        "net.after_taint `{}` (line {}): domain names are not supported after taint: once a secret is read the run's resolver answers no name (a lookup is itself a way out: the labels of a name under an allowed wildcard reach its name servers). List the addresses or CIDRs instead",
+                        rule.written, rule.span.line
+                    ),
+                );
+                continue;
+            };
+            self.cover(
+                format!("net.after_taint {} (line {})", rule.written, rule.span.line),
+                name::BPF,
+                format!(
+                    "still reachable once tainted: {}/{}, {} (connect4/6, sendmsg4/6 and cgroup_skb/egress; net.allow must allow it too)",
+                    r.addr,
+                    r.prefix,
+                    ports_text(rule)
+                ),
+            );
+            request.after_taint.push(r);
+        }
+        if let Err(e) = compile(&request.after_taint) {
+            self.refuse(name::BPF, format!("net.after_taint: {e}"));
+        }
+        self.cover(
+            "fs.secret taint → connect/sendmsg",
+            name::BPF,
+            format!(
+                "{HOOKS}: once the run is tainted, every destination no net.after_taint rule matches is {verdict}, audited with rule \"{TAINTED_RULE}\""
+            ),
+        );
     }
 
     /// Landlock can restrict TCP by port only. Address, UDP, bind and domain rules need

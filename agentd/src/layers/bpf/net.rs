@@ -15,7 +15,8 @@ use agentd_common::net::{
     NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
     NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
     NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
-    NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
+    NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS,
+    NET_VERDICT_WOULD_DENY, NET_FLAG_TAINT_CHECK,
 };
 use agentd_common::EventHeader;
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -65,6 +66,11 @@ pub struct NetRequest {
     /// Domain rules: when not empty, port-53 traffic goes to the run's resolver, whose
     /// answers add host entries (`net_dns`).
     pub domains: Vec<super::net_dns::DomainRule>,
+    /// The policy has `fs.secret`: once the run is tainted, connect/sendmsg must also
+    /// match `after_taint`.
+    pub taint_check: bool,
+    /// `net.after_taint` (addresses and CIDRs): what a tainted run may still reach.
+    pub after_taint: Vec<AddrRule>,
 }
 
 impl NetRequest {
@@ -84,6 +90,9 @@ impl NetRequest {
         }
         if !self.domains.is_empty() {
             flags |= NET_FLAG_DNS_REDIRECT;
+        }
+        if self.taint_check {
+            flags |= NET_FLAG_TAINT_CHECK;
         }
         flags
     }
@@ -221,6 +230,11 @@ impl BpfRuntime {
                 request.bind.as_deref(),
                 net_names::MAP_NET_BIND4,
                 net_names::MAP_NET_BIND6,
+            ),
+            (
+                Some(request.after_taint.as_slice()).filter(|r| !r.is_empty()),
+                net_names::MAP_NET_TAINT4,
+                net_names::MAP_NET_TAINT6,
             ),
         ];
         for (rules, map4, map6) in tables {
@@ -389,6 +403,9 @@ pub struct NetDenial {
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
+/// The `rule` of a denial because the run is tainted (audit records, the resolver).
+pub const TAINTED_RULE: &str = "tainted: no after_taint rule";
+
 impl NetDenial {
     /// Decodes a `NetEvent` record (its header already checked by the caller).
     pub fn decode(header: &EventHeader, record: &[u8]) -> Option<Self> {
@@ -459,6 +476,7 @@ impl NetDenial {
             NET_REASON_RAW => "no rule (raw, packet and non-tcp/udp sockets need net.raw: true)",
             NET_REASON_NETLINK => "no rule (netlink other than NETLINK_ROUTE)",
             NET_REASON_PROTO => "no rule (only tcp and udp can be allowed)",
+            NET_REASON_TAINTED => TAINTED_RULE,
             _ => "no rule",
         }
     }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentd_common::fsrules::{names as fs_names, TaintState};
 use agentd_common::net::{
     names as net_names, NetDnsTarget, NetPortRule, NetRuleSet, NET_KEY4_LEN, NET_KEY6_LEN,
     NET_RULES_PER_ENTRY,
@@ -65,15 +66,22 @@ pub struct DnsAllowMap {
     state: Mutex<State>,
     decisions: tokio::sync::mpsc::Sender<DnsDecision>,
     dropped: AtomicU64,
+    /// `RUN_TAINT` and the run's cgroup id, when the policy has `fs.secret`.
+    taint: Option<(TaintMap, u64)>,
 }
+
+type TaintMap = BpfHashMap<MapData, u64, TaintState>;
 
 impl BpfRuntime {
     /// A sink writing resolved addresses of `domain_rules` into run `slot`'s allow trie,
     /// next to `cidr_rules` (the run's address rules, merged into each host entry), and
-    /// the receiver of the resolver's decisions.
+    /// the receiver of the resolver's decisions. With `taint_of` (the run's cgroup id,
+    /// for a policy with `fs.secret`) the sink reads the run's taint flag from
+    /// `RUN_TAINT`; call this before `enable_fs_rules`, which takes that map.
     pub fn dns_allow_map(
         &mut self,
         slot: u32,
+        taint_of: Option<u64>,
         cidr_rules: &[AddrRule],
         domain_rules: &[DomainRule],
     ) -> Result<(Arc<DnsAllowMap>, tokio::sync::mpsc::Receiver<DnsDecision>), BpfError> {
@@ -85,6 +93,15 @@ impl BpfRuntime {
             self.dup_map(net_names::MAP_NET_ALLOW6)?,
         ))
         .map_err(|error| map_error("open", net_names::MAP_NET_ALLOW6, error))?;
+        let taint = match taint_of {
+            Some(cgroup_id) => {
+                let name = fs_names::MAP_RUN_TAINT;
+                let map = BpfHashMap::try_from(aya::maps::Map::HashMap(self.dup_map(name)?))
+                    .map_err(|error| map_error("open", name, error))?;
+                Some((map, cgroup_id))
+            }
+            None => None,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(DECISION_QUEUE);
         let map = Arc::new(DnsAllowMap {
             slot,
@@ -97,6 +114,7 @@ impl BpfRuntime {
             }),
             decisions: tx,
             dropped: AtomicU64::new(0),
+            taint,
         });
         Ok((map, rx))
     }
@@ -283,6 +301,14 @@ impl AllowSink for DnsAllowMap {
         if self.decisions.try_send(decision).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn tainted(&self) -> bool {
+        // A missing entry is "not tainted" (the fs programs insert it on the first
+        // secret read and nothing removes it while the run lives).
+        self.taint.as_ref().is_some_and(|(map, cgroup_id)| {
+            map.get(cgroup_id, 0).is_ok_and(|state| state.tainted != 0)
+        })
     }
 }
 

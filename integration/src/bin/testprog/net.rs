@@ -19,6 +19,9 @@
 //!   address;
 //! - `double-fork-connect ADDR PORT`: a grandchild in a new session, orphaned by its
 //!   parent, connects; its outcome comes back through a pipe.
+//! - `after-secret SECRET tcp|udp ADDR PORT [tcp|udp ADDR PORT]...`: opens SECRET (which
+//!   taints the run), then per destination a TCP connect that sends `after\n` on success,
+//!   or an unconnected UDP `sendto`; one line each.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -33,6 +36,7 @@ pub const COMMANDS: &[&str] = &[
     "connect-loop",
     "listen",
     "resolve-connect",
+    "after-secret",
 ];
 
 pub fn errno_name(e: i32) -> String {
@@ -148,6 +152,17 @@ fn connect_opts(addr: SocketAddr, sock_type: libc::c_int, reset: bool) -> String
     // SAFETY: closing our own fd.
     unsafe { libc::close(fd) };
     out
+}
+
+/// TCP connect; on success sends `msg` and closes gracefully.
+fn connect_send(addr: SocketAddr, msg: &[u8]) -> String {
+    match std::net::TcpStream::connect(addr) {
+        Ok(mut stream) => match std::io::Write::write_all(&mut stream, msg) {
+            Ok(()) => "OK".into(),
+            Err(e) => format!("send {}", errno_name(e.raw_os_error().unwrap_or(0))),
+        },
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    }
 }
 
 fn udp_send(addr: SocketAddr) -> String {
@@ -417,6 +432,34 @@ pub fn run(args: &[String]) -> i32 {
                 a(2),
                 start.elapsed().as_nanos()
             )
+        }
+        "after-secret" => {
+            let opened = std::fs::File::open(a(1));
+            let mut lines = vec![format!(
+                "open {}: {}",
+                a(1),
+                match opened {
+                    Ok(_) => "OK".to_owned(),
+                    Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+                }
+            )];
+            for dst in args[2..].chunks(3) {
+                let [proto, ip, port] = dst else {
+                    eprintln!("usage: after-secret SECRET [tcp|udp ADDR PORT]...");
+                    return 2;
+                };
+                let Some(addr) = parse(ip, port) else {
+                    eprintln!("usage: after-secret SECRET [tcp|udp ADDR PORT]...");
+                    return 2;
+                };
+                let out = if proto == "udp" {
+                    udp_send(addr)
+                } else {
+                    connect_send(addr, b"after\n")
+                };
+                lines.push(format!("{proto} {ip} {port}: {out}"));
+            }
+            lines.join("\n")
         }
         "wait-connect" => {
             std::thread::sleep(std::time::Duration::from_millis(a(1).parse().unwrap_or(0)));
