@@ -27,10 +27,11 @@ use agentd_common::{
     net::{
         NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY,
         NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
-        NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG,
-        NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
-        NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS,
-        NET_VERDICT_DENY, NET_VERDICT_WOULD_DENY, NET_FLAG_TAINT_CHECK,
+        NET_FLAG_TAINT_CHECK, NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND,
+        NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP,
+        NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW,
+        NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
+        NET_VERDICT_WOULD_DENY,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -76,7 +77,8 @@ static NET_TAINT6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
     LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
 /// Run slot → where its DNS resolver listens.
 #[map]
-pub(crate) static NET_DNS: HashMap<u32, NetDnsTarget> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+pub(crate) static NET_DNS: HashMap<u32, NetDnsTarget> =
+    HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
 /// Run slot → `NET_FLAG_*`.
 #[map]
 static NET_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
@@ -341,7 +343,13 @@ fn after_taint(req: &Request, v4: bool, cgroup_id: u64, slot: u32, flags: u32) -
 /// order, IPv4 in the first 4 bytes when `v4`), `port`, `proto` (`NET_PROTO_*`): the
 /// taint egress program's check, the same as the connect/sendmsg one.
 #[inline(always)]
-pub(crate) fn after_taint_allows(slot: u32, v4: bool, addr: &[u8; 16], port: u16, proto: u8) -> bool {
+pub(crate) fn after_taint_allows(
+    slot: u32,
+    v4: bool,
+    addr: &[u8; 16],
+    port: u16,
+    proto: u8,
+) -> bool {
     let req = Request {
         op: NET_OP_CONNECT,
         family: if v4 { AF_INET } else { AF_INET6 },

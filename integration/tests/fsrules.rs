@@ -465,10 +465,12 @@ fn in_audit_mode_a_tainted_connect_is_a_would_deny() {
     let listener = Listener::start();
     let port = listener.port.to_string();
     let lport = listener.port;
-    with_net(&f, "net:\n  allow: [\"127.0.0.1/tcp\"]\n  after_taint: []\n");
-    let o = f
-        .sb
-        .run_prog(&["after-secret", &secret, "tcp", "127.0.0.1", &port]);
+    with_net(
+        &f,
+        "net:\n  allow: [\"127.0.0.1/tcp\"]\n  after_taint: []\n",
+    );
+    let o =
+        f.sb.run_prog(&["after-secret", &secret, "tcp", "127.0.0.1", &port]);
     assert_status(&o, 0);
     assert_eq!(
         stdout(&o),

@@ -331,3 +331,51 @@ fn audit_mode_resolves_a_denied_name_and_records_would_deny() {
     assert_eq!(conn[0]["dst"], "127.0.0.4");
     assert!(recs.iter().all(|r| r["decision"] != "deny"));
 }
+
+#[test]
+fn once_tainted_the_resolver_refuses_every_name() {
+    if !cgroup_bpf_or_skip("dns_tainted") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    let secret = sb.workspace().join(".env");
+    std::fs::write(&secret, "TOKEN=1\n").unwrap_or_else(|e| panic!("write: {e}"));
+    let secret = std::fs::canonicalize(&secret)
+        .unwrap_or_else(|e| panic!("canonicalize: {e}"))
+        .display()
+        .to_string();
+    let yaml = std::fs::read_to_string(sb.policy_path()).unwrap_or_else(|e| panic!("{e}"));
+    sb.write_policy(
+        &yaml
+            .replacen("\nexec:", &format!("\n  secret: [\"{secret}\"]\nexec:"), 1)
+            .replacen("read: [", &format!("read: [\"{secret}\", "), 1),
+    );
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["after-secret", &secret, "resolve", OK_NAME, &port],
+    );
+    assert_status(&o, 0);
+    // An allowed name, but the run has read a secret: REFUSED, which glibc reports as
+    // EAI_AGAIN, and the query never leaves the host.
+    assert_eq!(
+        stdout(&o),
+        format!("open {secret}: OK\nresolve {OK_NAME}: EAI_AGAIN\n")
+    );
+    assert!(
+        !f.upstream.seen().iter().any(|n| n == OK_NAME),
+        "a tainted run's query must never be forwarded"
+    );
+    let recs = sb.audit();
+    let refused: Vec<_> = records_of(&recs, "dns", "denied")
+        .into_iter()
+        .filter(|r| r["name"] == OK_NAME)
+        .collect();
+    assert!(!refused.is_empty(), "{recs:?}");
+    assert_eq!(refused[0]["decision"], "deny");
+    assert_eq!(refused[0]["op"], "dns_query");
+    assert_eq!(refused[0]["rule"], "tainted: no after_taint rule");
+    assert_eq!(refused[0]["rcode"], "REFUSED");
+}

@@ -97,11 +97,11 @@ pub fn abort_tainted_sockets(cgroups: &crate::layers::cgroup::RunCgroups) -> FsR
     while !cgroups.pids().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let (aborted, decision) =
-        match crate::budgets::sockets::abort_tcp_sockets(cgroups.cgroup_id()) {
-            Ok(n) => (json!(n), Some(Decision::Deny)),
-            Err(e) => (json!(format!("error: {e}")), None),
-        };
+    let (aborted, decision) = match crate::budgets::sockets::abort_tcp_sockets(cgroups.cgroup_id())
+    {
+        Ok(n) => (json!(n), Some(Decision::Deny)),
+        Err(e) => (json!(format!("error: {e}")), None),
+    };
     FsRecord {
         layer: crate::layers::name::BPF,
         event: "taint_sockets_aborted",

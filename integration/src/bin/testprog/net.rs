@@ -21,7 +21,8 @@
 //!   parent, connects; its outcome comes back through a pipe.
 //! - `after-secret SECRET tcp|udp ADDR PORT [tcp|udp ADDR PORT]...`: opens SECRET (which
 //!   taints the run), then per destination a TCP connect that sends `after\n` on success,
-//!   or an unconnected UDP `sendto`; one line each.
+//!   or an unconnected UDP `sendto`; one line each. `resolve NAME PORT` resolves NAME
+//!   instead (prints the address, or the `EAI_*` name).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -444,6 +445,15 @@ pub fn run(args: &[String]) -> i32 {
                 }
             )];
             for dst in args[2..].chunks(3) {
+                if let [kind, name, port] = dst {
+                    if kind == "resolve" {
+                        lines.push(format!(
+                            "resolve {name}: {}",
+                            resolve4(name).map_or_else(|e| e, |ip| format!("{ip} {port}"))
+                        ));
+                        continue;
+                    }
+                }
                 let [proto, ip, port] = dst else {
                     eprintln!("usage: after-secret SECRET [tcp|udp ADDR PORT]...");
                     return 2;
@@ -452,10 +462,13 @@ pub fn run(args: &[String]) -> i32 {
                     eprintln!("usage: after-secret SECRET [tcp|udp ADDR PORT]...");
                     return 2;
                 };
-                let out = if proto == "udp" {
-                    udp_send(addr)
-                } else {
-                    connect_send(addr, b"after\n")
+                let out = match proto.as_str() {
+                    "udp" => udp_send(addr),
+                    "tcp" => connect_send(addr, b"after\n"),
+                    _ => {
+                        eprintln!("after-secret: unknown protocol {proto}");
+                        return 2;
+                    }
                 };
                 lines.push(format!("{proto} {ip} {port}: {out}"));
             }
