@@ -448,7 +448,8 @@ impl Builder {
     }
 
     /// Taint → egress: `cgroup_skb/egress` on the run's cgroup drops every packet once
-    /// the run is tainted. Returns false when refused.
+    /// the run is tainted, but those to `net.after_taint` destinations and the run's
+    /// resolver (connect/sendmsg: `plan::net`). Returns false when refused.
     fn taint_egress(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> bool {
         if !probe.cgroup_bpf.available {
             self.refuse(

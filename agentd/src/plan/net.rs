@@ -498,6 +498,41 @@ mod tests {
     }
 
     #[test]
+    fn after_taint_rules_go_to_the_taint_tries_and_names_are_refused() {
+        let secret = "fs:\n  secret: [{path: \"{workspace}/.env\", optional: true}]\n";
+        let (b, _) = plan_net(
+            &format!("{secret}net:\n  allow: [\"127.0.0.0/8/tcp\"]\n  after_taint: [\"127.0.0.1:443/tcp\"]\n"),
+            true,
+        );
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        let req = b.net_request.unwrap();
+        assert!(req.taint_check);
+        assert_eq!(req.after_taint.len(), 1);
+        assert_eq!(req.after_taint[0].ports, (443, 443));
+        assert!(
+            b.coverage
+                .iter()
+                .any(|c| c.rule == "fs.secret taint → connect/sendmsg"
+                    && c.how.contains(TAINTED_RULE))
+        );
+
+        let (b, _) = plan_net(
+            &format!("{secret}net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"api.example.com:443/tcp\"]\n"),
+            true,
+        );
+        assert_eq!(b.refusals.len(), 1, "{:?}", b.refusals);
+        assert!(b.refusals[0]
+            .reason
+            .contains("domain names are not supported after taint"));
+
+        // Without fs.secret the run is never tainted: nothing to check.
+        let (b, _) = plan_net("net:\n  after_taint: [\"127.0.0.1:443/tcp\"]\n", true);
+        assert!(b.refusals.is_empty());
+        let req = b.net_request.unwrap();
+        assert!(!req.taint_check && req.after_taint.is_empty());
+    }
+
+    #[test]
     fn mapped_v6_rules_become_v4() {
         let r = rule(
             NetHost::Cidr {
