@@ -11,9 +11,10 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 
 use agentd_common::{
     denials::{
-        nr, DenialEvent, PendingSyscall, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM,
-        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN,
-        DENIAL_PENDING_ENTRIES, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
+        nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_PACKET,
+        DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM, DENIAL_FLAG_PATH_TRUNCATED,
+        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_PENDING_ENTRIES, DENIAL_SOCK_RAW,
+        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
     },
     EventHeader,
 };
@@ -64,6 +65,10 @@ fn on_enter(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
     let id = id as u32;
+    if id == nr::SOCKET {
+        on_enter_socket(regs);
+        return;
+    }
     // (path register, dirfd register or none, open-flags register or none)
     let (path_reg, dirfd_reg, flags_reg) = match id {
         nr::OPEN => (PT_REGS_DI, 0, PT_REGS_SI),
@@ -103,6 +108,31 @@ fn on_enter(ctx: &BtfTracePointContext) {
     }
 }
 
+/// `socket(family, type, protocol)`: only raw inet and packet sockets are stashed, so
+/// ordinary sockets (a connect loop) cost no map update.
+#[inline(always)]
+fn on_enter_socket(regs: *const u8) {
+    let family = reg(regs, PT_REGS_DI);
+    let sock_type = reg(regs, PT_REGS_SI) & DENIAL_SOCK_TYPE_MASK;
+    let raw_inet =
+        (family == DENIAL_AF_INET || family == DENIAL_AF_INET6) && sock_type == DENIAL_SOCK_RAW;
+    if !raw_inet && family != DENIAL_AF_PACKET {
+        return;
+    }
+    let protocol = reg(regs, PT_REGS_DX) & 0xffff_ffff;
+    let pending = PendingSyscall {
+        path_ptr: 0,
+        open_flags: family | (protocol << 32),
+        nr: nr::SOCKET,
+        dirfd: sock_type as i32,
+    };
+    // SAFETY: argument-less helper.
+    let key = unsafe { bpf_get_current_pid_tgid() };
+    if DENIAL_PENDING.insert(&key, &pending, 0).is_err() {
+        count_drop();
+    }
+}
+
 #[inline(always)]
 fn on_exit(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper.
@@ -125,16 +155,21 @@ fn on_exit(ctx: &BtfTracePointContext) {
         return;
     };
     let event: *mut DenialEvent = entry.as_mut_ptr();
-    // SAFETY: event points at a reserved record of size_of::<DenialEvent>() bytes; the
-    // helper writes at most DENIAL_PATH_LEN bytes into `path`, NUL-terminated, and
-    // tolerates faults on the user pointer.
-    let copied = unsafe {
-        let dst = addr_of_mut!((*event).path).cast::<c_void>();
-        bpf_probe_read_user_str(
-            dst,
-            DENIAL_PATH_LEN as u32,
-            pending.path_ptr as *const c_void,
-        )
+    let copied = if pending.nr == nr::SOCKET {
+        // No path to copy; the record's path is left empty below.
+        1
+    } else {
+        // SAFETY: event points at a reserved record of size_of::<DenialEvent>() bytes;
+        // the helper writes at most DENIAL_PATH_LEN bytes into `path`, NUL-terminated,
+        // and tolerates faults on the user pointer.
+        unsafe {
+            let dst = addr_of_mut!((*event).path).cast::<c_void>();
+            bpf_probe_read_user_str(
+                dst,
+                DENIAL_PATH_LEN as u32,
+                pending.path_ptr as *const c_void,
+            )
+        }
     };
     let (path_len, flags) = if copied <= 0 {
         (0u32, DENIAL_FLAG_PATH_UNREADABLE)
@@ -166,7 +201,7 @@ fn on_exit(ctx: &BtfTracePointContext) {
         addr_of_mut!((*event).flags).write(flags);
         addr_of_mut!((*event).path_len).write(path_len);
         addr_of_mut!((*event)._pad).write(0);
-        if copied <= 0 {
+        if copied <= 0 || pending.nr == nr::SOCKET {
             addr_of_mut!((*event).path).cast::<u8>().write(0);
         }
     }

@@ -19,6 +19,7 @@ pub fn op_name(syscall: u32) -> &'static str {
         nr::RMDIR => "rmdir",
         nr::UNLINK | nr::UNLINKAT => "unlink",
         nr::EXECVE | nr::EXECVEAT => "exec",
+        nr::SOCKET => "socket",
         _ => "syscall",
     }
 }
@@ -37,6 +38,7 @@ fn syscall_name(syscall: u32) -> &'static str {
         nr::UNLINKAT => "unlinkat",
         nr::EXECVE => "execve",
         nr::EXECVEAT => "execveat",
+        nr::SOCKET => "socket",
         _ => "unknown",
     }
 }
@@ -103,6 +105,61 @@ fn normalize(p: &Path) -> PathBuf {
 
 /// The record's layer and fields.
 #[allow(clippy::too_many_arguments)]
+/// The record of a raw or packet `socket(2)` that failed with `EPERM`/`EACCES`: the
+/// kernel's `CAP_NET_RAW` check refuses it before the cgroup `sock_create` hook runs,
+/// so the network layer never sees it. `open_flags` and `sock_type` are the tracker's
+/// encoding (`family | protocol << 32`, the type); `caps_dropped` says whether the caps
+/// layer dropped the capabilities (mode: enforce), `raw_allowed` is `net.raw`.
+pub fn socket_denial_record(
+    tgid: u32,
+    tid: u32,
+    errno: &str,
+    open_flags: u64,
+    sock_type: i32,
+    caps_dropped: bool,
+    raw_allowed: bool,
+) -> (&'static str, Value) {
+    let family = (open_flags & 0xffff_ffff) as i32;
+    let protocol = (open_flags >> 32) as i32;
+    let (layer, rule) = match (caps_dropped, raw_allowed) {
+        (true, false) => ("caps", "CAP_NET_RAW dropped (net.raw not allowed)"),
+        (true, true) => (
+            "caps",
+            "CAP_NET_RAW dropped (the caps layer drops it even with net.raw: true)",
+        ),
+        (false, _) => (
+            "kernel",
+            "no rule: agentd dropped no capability; the kernel refused the socket",
+        ),
+    };
+    let family_name = match family {
+        libc::AF_INET => "AF_INET".to_owned(),
+        libc::AF_INET6 => "AF_INET6".to_owned(),
+        libc::AF_PACKET => "AF_PACKET".to_owned(),
+        other => other.to_string(),
+    };
+    let type_name = match sock_type {
+        libc::SOCK_RAW => "SOCK_RAW".to_owned(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".to_owned(),
+        10 => "SOCK_PACKET".to_owned(),
+        other => other.to_string(),
+    };
+    (
+        layer,
+        json!({
+            "op": "socket",
+            "family": family_name,
+            "type": type_name,
+            "protocol": protocol,
+            "errno": errno,
+            "rule": rule,
+            "pid": tgid,
+            "tid": tid,
+            "syscall": "socket",
+        }),
+    )
+}
+
 pub fn denial_record(
     judge: &Judge<'_>,
     landlock_active: bool,

@@ -737,6 +737,26 @@ impl Run {
                 errno,
                 dirfd,
                 open_flags,
+                ..
+            } if nr == agentd_common::denials::nr::SOCKET => {
+                let (layer, detail) = crate::audit::denial::socket_denial_record(
+                    tgid,
+                    pid,
+                    &errno_name(errno),
+                    open_flags,
+                    dirfd,
+                    p.plan.caps,
+                    p.policy.net.as_ref().is_some_and(|n| n.raw),
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
                 path,
                 ..
             } => {
