@@ -103,7 +103,7 @@ fn on_enter(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper.
     let key = unsafe { bpf_get_current_pid_tgid() };
     // A full map only loses the path of this one syscall's possible denial; count it.
-    if DENIAL_PENDING.insert(&key, &pending, 0).is_err() {
+    if DENIAL_PENDING.insert(key, pending, 0).is_err() {
         count_drop();
     }
 }
@@ -128,7 +128,7 @@ fn on_enter_socket(regs: *const u8) {
     };
     // SAFETY: argument-less helper.
     let key = unsafe { bpf_get_current_pid_tgid() };
-    if DENIAL_PENDING.insert(&key, &pending, 0).is_err() {
+    if DENIAL_PENDING.insert(key, pending, 0).is_err() {
         count_drop();
     }
 }
@@ -138,10 +138,10 @@ fn on_exit(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper.
     let key = unsafe { bpf_get_current_pid_tgid() };
     // SAFETY: the value is copied out at once; the entry is ours (one per thread).
-    let Some(pending) = (unsafe { DENIAL_PENDING.get(&key) }).copied() else {
+    let Some(pending) = (unsafe { DENIAL_PENDING.get(key) }).copied() else {
         return;
     };
-    let _ = DENIAL_PENDING.remove(&key);
+    let _ = DENIAL_PENDING.remove(key);
     let ret: i64 = ctx.arg(1);
     let errno = -(ret as i32);
     if ret >= 0 || (errno != DENIAL_EACCES && errno != DENIAL_EPERM) {

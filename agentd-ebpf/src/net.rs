@@ -258,7 +258,7 @@ fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
 fn dns_target() -> Option<NetDnsTarget> {
     let (_, slot) = watched_cgroup()?;
     // SAFETY: plain value copied out at once.
-    unsafe { NET_DNS.get(&slot) }.copied()
+    unsafe { NET_DNS.get(slot) }.copied()
 }
 
 /// Allow or deny a connect/sendmsg/bind of the current task.
@@ -268,7 +268,7 @@ fn decide(req: &Request, v4: bool) -> i32 {
         return deny(req, NET_REASON_NO_RUN, 0, 0, 0);
     };
     // SAFETY: plain u32 copied out at once; see maps::watched_cgroup.
-    let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
+    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
         return deny(req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
     let bind = req.op == NET_OP_BIND;
@@ -442,7 +442,7 @@ fn on_sock_create(ctx: &SockContext) -> i32 {
         return deny(&req, NET_REASON_NO_RUN, 0, 0, 0);
     };
     // SAFETY: plain u32 copied out at once.
-    let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
+    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
         return deny(&req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
     if flags & NET_FLAG_RAW_ALLOWED != 0 {

@@ -89,7 +89,7 @@ fn still_allowed(ctx: &SkBuffContext, cgroup_id: u64) -> bool {
 #[inline(always)]
 fn to_resolver(slot: u32, dst: &Destination) -> bool {
     // SAFETY: plain value copied out at once.
-    let Some(target) = (unsafe { NET_DNS.get(&slot) }).copied() else {
+    let Some(target) = (unsafe { NET_DNS.get(slot) }).copied() else {
         return false;
     };
     if dst.v4 {

@@ -103,13 +103,12 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// The record's layer and fields.
-#[allow(clippy::too_many_arguments)]
 /// The record of a raw or packet `socket(2)` that failed with `EPERM`/`EACCES`: the
 /// kernel's `CAP_NET_RAW` check refuses it before the cgroup `sock_create` hook runs,
 /// so the network layer never sees it. `open_flags` and `sock_type` are the tracker's
 /// encoding (`family | protocol << 32`, the type); `caps_dropped` says whether the caps
 /// layer dropped the capabilities (mode: enforce), `raw_allowed` is `net.raw`.
+#[allow(clippy::too_many_arguments)]
 pub fn socket_denial_record(
     tgid: u32,
     tid: u32,
@@ -160,6 +159,8 @@ pub fn socket_denial_record(
     )
 }
 
+/// The record's layer and fields.
+#[allow(clippy::too_many_arguments)]
 pub fn denial_record(
     judge: &Judge<'_>,
     landlock_active: bool,
