@@ -25,23 +25,23 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use agentd_common::{
     net::{
-        NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY,
-        NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
-        NET_FLAG_TAINT_CHECK, NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND,
-        NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP,
-        NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW,
-        NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
+        NetDnsOrigin, NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET,
+        NET_DNS_ORIGIN_ENTRIES, NET_FLAG_AUDIT_ONLY, NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND,
+        NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_FLAG_TAINT_CHECK, NET_KEY4_LEN,
+        NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
+        NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO,
+        NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
         NET_VERDICT_WOULD_DENY,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_addr},
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{
         lpm_trie::{Key, LpmTrie},
-        HashMap,
+        HashMap, LruHashMap,
     },
     programs::{SockAddrContext, SockContext},
 };
@@ -75,6 +75,10 @@ static NET_TAINT4: LpmTrie<[u8; NET_KEY4_LEN], NetRuleSet> =
 #[map]
 static NET_TAINT6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
     LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Socket cookie → where its last redirected DNS message was sent (`recvmsg4/6`).
+#[map]
+static NET_DNS_ORIGIN: LruHashMap<u64, NetDnsOrigin> =
+    LruHashMap::with_max_entries(NET_DNS_ORIGIN_ENTRIES, 0);
 /// Run slot → where its DNS resolver listens.
 #[map]
 pub(crate) static NET_DNS: HashMap<u32, NetDnsTarget> =
@@ -135,6 +139,21 @@ pub fn net_bind6(ctx: SockAddrContext) -> i32 {
     check_v6(&ctx, NET_OP_BIND)
 }
 
+/// A reply read from the run's resolver by a socket whose DNS message was redirected
+/// shows the original destination as its source (`recvfrom`, `recvmsg` with a name):
+/// a client that checks where the answer came from (unconnected UDP) accepts it.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn net_recvmsg4(ctx: SockAddrContext) -> i32 {
+    restore_v4(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn net_recvmsg6(ctx: SockAddrContext) -> i32 {
+    restore_v6(&ctx);
+    ALLOW
+}
+
 #[cgroup_sock(sock_create)]
 pub fn net_sock_create(ctx: SockContext) -> i32 {
     on_sock_create(&ctx)
@@ -189,6 +208,7 @@ fn check_v4(ctx: &SockAddrContext, op: u32) -> i32 {
         let Some(target) = dns_target() else {
             return DENY;
         };
+        remember_origin(ctx, [ip, 0, 0, 0], AF_INET);
         // SAFETY: writable fields of the connect4/sendmsg4 context; 4-byte stores.
         unsafe {
             write_volatile(addr_of_mut!((*ctx.sock_addr).user_ip4), LOOPBACK4);
@@ -232,6 +252,7 @@ fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
         let Some(target) = dns_target() else {
             return DENY;
         };
+        remember_origin(ctx, words, AF_INET6);
         // [::1]:port6, or ::ffff:127.0.0.1:port4 when the resolver has no IPv6 socket
         // (or the destination was IPv4-mapped, which an IPv6-only socket cannot reach).
         let (ip, port) = if target.port6 != 0 && !mapped {
@@ -251,6 +272,97 @@ fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
         return ALLOW;
     }
     verdict
+}
+
+/// Records where a redirected DNS message of this socket was going (before the
+/// rewrite), keyed by the socket's cookie. A full map forgets the least recently used.
+#[inline(always)]
+fn remember_origin(ctx: &SockAddrContext, ip: [u32; 4], family: u32) {
+    // SAFETY: the helper takes the program's context; it is valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: field address inside the context, read through `load`.
+    let port = load(unsafe { addr_of!((*ctx.sock_addr).user_port) });
+    let _ = NET_DNS_ORIGIN.insert(cookie, NetDnsOrigin { ip, port, family }, 0);
+}
+
+/// The origin recorded for this socket, if the message being received comes from the
+/// run's resolver at `port` (network order, as in `user_port`).
+#[inline(always)]
+fn origin_of_reply(ctx: &SockAddrContext, family: u32) -> Option<NetDnsOrigin> {
+    // SAFETY: the helper takes the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: plain value copied out at once.
+    let origin = (unsafe { NET_DNS_ORIGIN.get(cookie) }).copied()?;
+    if origin.family != family {
+        return None;
+    }
+    Some(origin)
+}
+
+#[inline(always)]
+fn restore_v4(ctx: &SockAddrContext) {
+    let Some(target) = dns_target() else {
+        return;
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: field addresses inside the context, read through `load`.
+    let (ip, port) = unsafe {
+        (
+            load(addr_of!((*sa).user_ip4)),
+            load(addr_of!((*sa).user_port)),
+        )
+    };
+    if ip != LOOPBACK4 || port != u32::from(target.port4.to_be()) {
+        return;
+    }
+    let Some(origin) = origin_of_reply(ctx, AF_INET) else {
+        return;
+    };
+    // SAFETY: writable fields of the recvmsg4 context; 4-byte stores.
+    unsafe {
+        write_volatile(addr_of_mut!((*sa).user_ip4), origin.ip[0]);
+        write_volatile(addr_of_mut!((*sa).user_port), origin.port);
+    }
+}
+
+#[inline(always)]
+fn restore_v6(ctx: &SockAddrContext) {
+    let Some(target) = dns_target() else {
+        return;
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: field addresses inside the context, each read through `load`.
+    let (words, port) = unsafe {
+        (
+            [
+                load(addr_of!((*sa).user_ip6[0])),
+                load(addr_of!((*sa).user_ip6[1])),
+                load(addr_of!((*sa).user_ip6[2])),
+                load(addr_of!((*sa).user_ip6[3])),
+            ],
+            load(addr_of!((*sa).user_port)),
+        )
+    };
+    // The resolver as check_v6 redirected to it: [::1]:port6 or ::ffff:127.0.0.1:port4.
+    let from_v6 = target.port6 != 0
+        && words == [0, 0, 0, 1u32.to_be()]
+        && port == u32::from(target.port6.to_be());
+    let from_mapped =
+        words == [0, 0, 0xffffu32.to_be(), LOOPBACK4] && port == u32::from(target.port4.to_be());
+    if !from_v6 && !from_mapped {
+        return;
+    }
+    let Some(origin) = origin_of_reply(ctx, AF_INET6) else {
+        return;
+    };
+    // SAFETY: writable fields of the recvmsg6 context; 4-byte stores.
+    unsafe {
+        write_volatile(addr_of_mut!((*sa).user_ip6[0]), origin.ip[0]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[1]), origin.ip[1]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[2]), origin.ip[2]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[3]), origin.ip[3]);
+        write_volatile(addr_of_mut!((*sa).user_port), origin.port);
+    }
 }
 
 /// The current run's resolver, if it has one.

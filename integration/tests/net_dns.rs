@@ -379,3 +379,43 @@ fn once_tainted_the_resolver_refuses_every_name() {
     assert_eq!(refused[0]["rule"], "tainted: no after_taint rule");
     assert_eq!(refused[0]["rcode"], "REFUSED");
 }
+
+#[test]
+fn a_reply_to_an_unconnected_sendto_comes_from_the_original_destination() {
+    if !cgroup_bpf_or_skip("dns_recvmsg") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    // The query goes to a documentation address (never reachable): the cgroup sendmsg
+    // hook sends it to the run's resolver, and cgroup/recvmsg4 makes the reply's source
+    // the address the client wrote to, so a client checking it accepts the answer.
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["udp-dns-query", "192.0.2.1", "53", OK_NAME],
+    );
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "udp-dns-query 192.0.2.1 53: reply from 192.0.2.1 53\n"
+    );
+    // The same through an IPv6 socket (to the resolver's [::1] socket, or to its
+    // IPv4 one through ::ffff:127.0.0.1).
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["udp-dns-query", "2001:db8::1", "53", OK_NAME],
+    );
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "udp-dns-query 2001:db8::1 53: reply from 2001:db8::1 53\n"
+    );
+    let recs = sb.audit();
+    let answered: Vec<_> = records_of(&recs, "dns", "dns")
+        .into_iter()
+        .filter(|r| r["name"] == OK_NAME)
+        .collect();
+    assert_eq!(answered.len(), 2, "{recs:?}");
+}

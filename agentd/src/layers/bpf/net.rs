@@ -36,6 +36,8 @@ pub mod section {
     pub const BIND4: &str = "cgroup/bind4";
     pub const BIND6: &str = "cgroup/bind6";
     pub const SOCK_CREATE: &str = "cgroup/sock_create";
+    pub const RECVMSG4: &str = "cgroup/recvmsg4";
+    pub const RECVMSG6: &str = "cgroup/recvmsg6";
 }
 
 /// One allow rule as the kernel sees it: a CIDR, a port range and protocols.
@@ -263,7 +265,7 @@ impl BpfRuntime {
                 }
             }
         }
-        self.attach_net_programs(cgroup_dir)?;
+        self.attach_net_programs(cgroup_dir, !request.domains.is_empty())?;
         let flags = request.flags();
         self.net_runs()?.insert(slot, flags, 0).map_err(|error| {
             map_error(
@@ -307,11 +309,18 @@ impl BpfRuntime {
         }
     }
 
-    fn attach_net_programs(&mut self, cgroup_dir: &Path) -> Result<(), BpfError> {
+    /// Attaches the sock_addr programs (with `dns`, also recvmsg4/6, which make the
+    /// resolver's replies to redirected DNS messages show the original destination as
+    /// their source) and sock_create.
+    fn attach_net_programs(&mut self, cgroup_dir: &Path, dns: bool) -> Result<(), BpfError> {
         let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             error,
         })?;
+        let recvmsg = [
+            (net_names::PROG_RECVMSG4, section::RECVMSG4),
+            (net_names::PROG_RECVMSG6, section::RECVMSG6),
+        ];
         for (name, section) in [
             (net_names::PROG_CONNECT4, section::CONNECT4),
             (net_names::PROG_CONNECT6, section::CONNECT6),
@@ -319,7 +328,10 @@ impl BpfRuntime {
             (net_names::PROG_SENDMSG6, section::SENDMSG6),
             (net_names::PROG_BIND4, section::BIND4),
             (net_names::PROG_BIND6, section::BIND6),
-        ] {
+        ]
+        .into_iter()
+        .chain(recvmsg.into_iter().filter(|_| dns))
+        {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, section)?;
             if prog.fd().is_err() {
                 prog.load()
