@@ -194,7 +194,7 @@ impl Builder {
             self.cover(
                 "net (DNS, port 53 tcp+udp to any address)",
                 name::BPF,
-                "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration)",
+                "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration); recvmsg4/6 give the replies the original destination as their source (unconnected UDP clients that check it accept them)",
             );
             if request.taint_check {
                 self.cover(
