@@ -82,9 +82,7 @@ fn run_rounds(agentd: &Path, out_dir: &Path, prog: &Path, port: u16) -> Result<S
         bare += timed(Command::new(prog).args(loop_args))?;
         for (policy, total) in [(&policy, &mut confined), (&secret_policy, &mut with_secret)] {
             let mut c = Command::new(agentd);
-            // The loop times itself, so the audit log's signing is not in the figure.
             c.arg("run")
-                .arg("--unsigned-audit")
                 .arg("--policy")
                 .arg(policy)
                 .arg("--audit")
