@@ -31,15 +31,18 @@ pub mod nr {
     pub const UNLINKAT: u32 = 263;
     pub const EXECVEAT: u32 = 322;
     pub const OPENAT2: u32 = 437;
-    /// `socket(2)`: only raw inet sockets and `AF_PACKET` are watched (what dropping
-    /// `CAP_NET_RAW` refuses before any cgroup hook runs). Its [`super::DenialEvent`]
-    /// carries no path: `open_flags` is `family | protocol << 32`, `dirfd` the type
-    /// (without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).
+    /// `socket(2)`: raw inet, `AF_PACKET` and `AF_NETLINK` sockets refused before any
+    /// cgroup hook runs (the kernel's `CAP_NET_RAW` check, the seccomp layer). Seen at
+    /// `sys_exit` only, with the arguments read back from the registers, because a
+    /// seccomp `ERRNO` skips `sys_enter`. Its [`super::DenialEvent`] carries no path:
+    /// `open_flags` is `family | protocol << 32`, `dirfd` the type (without
+    /// `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).
     pub const SOCKET: u32 = 41;
 }
 
-/// `AF_INET`, `AF_INET6`, `AF_PACKET` and `SOCK_RAW`, for the `socket` watch.
+/// `AF_INET`, `AF_INET6`, `AF_NETLINK`, `AF_PACKET` and `SOCK_RAW`, for the `socket` watch.
 pub const DENIAL_AF_INET: u64 = 2;
+pub const DENIAL_AF_NETLINK: u64 = 16;
 pub const DENIAL_AF_INET6: u64 = 10;
 pub const DENIAL_AF_PACKET: u64 = 17;
 pub const DENIAL_SOCK_RAW: u64 = 3;
@@ -55,6 +58,8 @@ pub const DENIAL_EACCES: i32 = 13;
 pub const PT_REGS_DI: u32 = 112;
 pub const PT_REGS_SI: u32 = 104;
 pub const PT_REGS_DX: u32 = 96;
+/// `orig_ax`: the syscall number, still there at `sys_exit`.
+pub const PT_REGS_ORIG_AX: u32 = 120;
 
 /// `DENIAL_PENDING` value: what `sys_enter` saw, keyed by `pid_tgid`.
 #[repr(C)]

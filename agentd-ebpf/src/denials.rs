@@ -11,10 +11,11 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 
 use agentd_common::{
     denials::{
-        nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_PACKET,
-        DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM, DENIAL_FLAG_PATH_TRUNCATED,
+        nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK,
+        DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM, DENIAL_FLAG_PATH_TRUNCATED,
         DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_PENDING_ENTRIES, DENIAL_SOCK_RAW,
-        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
+        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX,
+        PT_REGS_SI,
     },
     EventHeader,
 };
@@ -65,10 +66,6 @@ fn on_enter(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
     let id = id as u32;
-    if id == nr::SOCKET {
-        on_enter_socket(regs);
-        return;
-    }
     // (path register, dirfd register or none, open-flags register or none)
     let (path_reg, dirfd_reg, flags_reg) = match id {
         nr::OPEN => (PT_REGS_DI, 0, PT_REGS_SI),
@@ -108,29 +105,28 @@ fn on_enter(ctx: &BtfTracePointContext) {
     }
 }
 
-/// `socket(family, type, protocol)`: only raw inet and packet sockets are stashed, so
-/// ordinary sockets (a connect loop) cost no map update.
+/// A `socket(family, type, protocol)` that failed: the arguments are read back from the
+/// registers (unchanged by the syscall). Only raw inet, packet and netlink sockets count:
+/// other inet sockets reach the cgroup `sock_create` hook, which audits its own denials.
 #[inline(always)]
-fn on_enter_socket(regs: *const u8) {
-    let family = reg(regs, PT_REGS_DI);
+fn failed_socket(regs: *const u8) -> Option<PendingSyscall> {
+    if reg(regs, PT_REGS_ORIG_AX) != u64::from(nr::SOCKET) {
+        return None;
+    }
+    let family = reg(regs, PT_REGS_DI) & 0xffff_ffff;
     let sock_type = reg(regs, PT_REGS_SI) & DENIAL_SOCK_TYPE_MASK;
     let raw_inet =
         (family == DENIAL_AF_INET || family == DENIAL_AF_INET6) && sock_type == DENIAL_SOCK_RAW;
-    if !raw_inet && family != DENIAL_AF_PACKET {
-        return;
+    if !raw_inet && family != DENIAL_AF_PACKET && family != DENIAL_AF_NETLINK {
+        return None;
     }
     let protocol = reg(regs, PT_REGS_DX) & 0xffff_ffff;
-    let pending = PendingSyscall {
+    Some(PendingSyscall {
         path_ptr: 0,
         open_flags: family | (protocol << 32),
         nr: nr::SOCKET,
         dirfd: sock_type as i32,
-    };
-    // SAFETY: argument-less helper.
-    let key = unsafe { bpf_get_current_pid_tgid() };
-    if DENIAL_PENDING.insert(key, pending, 0).is_err() {
-        count_drop();
-    }
+    })
 }
 
 #[inline(always)]
@@ -138,15 +134,22 @@ fn on_exit(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper.
     let key = unsafe { bpf_get_current_pid_tgid() };
     // SAFETY: the value is copied out at once; the entry is ours (one per thread).
-    let Some(pending) = (unsafe { DENIAL_PENDING.get(key) }).copied() else {
-        return;
-    };
-    let _ = DENIAL_PENDING.remove(key);
+    let pending = (unsafe { DENIAL_PENDING.get(key) }).copied();
+    if pending.is_some() {
+        let _ = DENIAL_PENDING.remove(key);
+    }
     let ret: i64 = ctx.arg(1);
     let errno = -(ret as i32);
     if ret >= 0 || (errno != DENIAL_EACCES && errno != DENIAL_EPERM) {
         return;
     }
+    let pending = match pending {
+        Some(p) => p,
+        None => match failed_socket(ctx.arg(0)) {
+            Some(p) => p,
+            None => return,
+        },
+    };
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;
     };

@@ -745,6 +745,7 @@ impl Run {
                     &errno_name(errno),
                     open_flags,
                     dirfd,
+                    p.plan.seccomp,
                     p.plan.caps,
                     p.policy.net.as_ref().is_some_and(|n| n.raw),
                 );
