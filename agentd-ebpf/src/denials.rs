@@ -6,6 +6,10 @@
 //! `tp_btf/sys_exit(struct pt_regs *regs, long ret)` takes the entry and, when `ret` is
 //! `-EACCES` or `-EPERM`, copies the path from user memory (still mapped: the syscall
 //! failed) into a `DenialEvent` record. A full ring buffer is counted in `DROPPED`.
+//!
+//! `socket(2)` is recognised at `sys_exit` alone (`failed_socket`): a seccomp `ERRNO`
+//! (packet and netlink sockets) skips `sys_enter`, and the kernel's `CAP_NET_RAW`
+//! check refuses raw sockets before the cgroup `sock_create` hook could audit them.
 
 use core::{ffi::c_void, ptr::addr_of_mut};
 

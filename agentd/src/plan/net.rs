@@ -116,7 +116,7 @@ impl Builder {
                 format!(
                     "cgroup/sock_create: {verdict} (set net.raw: true to allow){}",
                     if enforce {
-                        "; raw sockets are refused earlier by the kernel's CAP_NET_RAW check (caps layer), with EPERM and no agentd record"
+                        "; raw sockets are refused earlier by the kernel's CAP_NET_RAW check (caps layer), with EPERM, audited by the denial tracker (tp_btf sys_exit) as layer caps"
                     } else {
                         ""
                     }
@@ -127,7 +127,7 @@ impl Builder {
             self.cover(
                 "socket: netlink other than NETLINK_ROUTE, AF_PACKET",
                 name::SECCOMP,
-                "denied with EPERM (the cgroup sock_create hook only sees inet sockets); NETLINK_ROUTE, what glibc needs, is allowed",
+                "denied with EPERM (the cgroup sock_create hook only sees inet sockets), audited by the denial tracker (tp_btf sys_exit); NETLINK_ROUTE, what glibc needs, is allowed",
             );
         }
         self.cover(
