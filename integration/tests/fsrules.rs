@@ -243,8 +243,13 @@ struct Listener {
 
 impl Listener {
     fn start() -> Self {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// A listener on `addr` (port 0: any).
+    fn start_on(addr: &str) -> Self {
         use std::io::Read as _;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let l = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let port = l
             .local_addr()
             .unwrap_or_else(|e| panic!("addr: {e}"))
@@ -496,4 +501,61 @@ fn domain_names_in_net_after_taint_are_refused() {
         "{}",
         integration::stderr(&o)
     );
+}
+
+#[test]
+fn after_taint_holds_for_ipv6_and_ipv4_mapped_destinations() {
+    let f = Fixture::new("enforce");
+    let secret = s(&f.ws().join(".env"));
+    let kept6 = Listener::start_on("[::1]:0");
+    let other6 = Listener::start_on("[::1]:0");
+    let kept4 = Listener::start();
+    let (k6, o6, k4) = (kept6.port, other6.port, kept4.port);
+    with_net(
+        &f,
+        &format!(
+            "net:\n  allow: [\"[::1]:{k6}/tcp\", \"[::1]:{o6}/tcp\", \"127.0.0.1:{k4}/tcp\"]\n  after_taint: [\"[::1]:{k6}/tcp\", \"127.0.0.1:{k4}/tcp\"]\n"
+        ),
+    );
+    let (k6s, o6s, k4s) = (k6.to_string(), o6.to_string(), k4.to_string());
+    let o = f.sb.run_prog(&[
+        "after-secret",
+        &secret,
+        "tcp",
+        "::1",
+        &k6s,
+        "tcp",
+        "::1",
+        &o6s,
+        "tcp",
+        "::ffff:127.0.0.1",
+        &k4s,
+    ]);
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "open {secret}: OK\ntcp ::1 {k6}: OK\ntcp ::1 {o6}: EPERM\ntcp ::ffff:127.0.0.1 {k4}: OK\n"
+        )
+    );
+    // IPv6 packets are judged by the IPv6 after_taint trie in cgroup_skb/egress; the
+    // mapped destination leaves as IPv4 and is judged by the IPv4 one.
+    let (accepted, got) = kept6.received_before(far_future());
+    assert!(accepted);
+    assert_eq!(got, "after\n");
+    let (accepted, _) = other6.received_before(far_future());
+    assert!(!accepted);
+    let (accepted, got) = kept4.received_before(far_future());
+    assert!(accepted);
+    assert_eq!(got, "after\n");
+    let recs = f.sb.audit();
+    let d: Vec<&Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["layer"] == "bpf")
+        .collect();
+    assert_eq!(d.len(), 1, "{recs:#?}");
+    assert_eq!(d[0]["dst"], "::1");
+    assert_eq!(d[0]["port"], o6);
+    assert_eq!(d[0]["rule"], "tainted: no after_taint rule");
+    assert_eq!(d[0]["errno"], "EPERM");
 }
