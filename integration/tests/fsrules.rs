@@ -488,16 +488,16 @@ fn in_audit_mode_a_tainted_connect_is_a_would_deny() {
 }
 
 #[test]
-fn domain_names_in_net_after_taint_are_refused() {
+fn wildcard_names_in_net_after_taint_are_refused() {
     let f = Fixture::new("enforce");
     with_net(
         &f,
-        "net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"api.example.com:443/tcp\"]\n",
+        "net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"*.example.com:443/tcp\"]\n",
     );
     let o = f.sb.run_prog(&["open", "/etc/hostname"]);
     assert_status(&o, 125);
     assert!(
-        integration::stderr(&o).starts_with("agentd: bpf: net.after_taint `api.example.com:443/tcp` (line 13): domain names are not supported after taint"),
+        integration::stderr(&o).starts_with("agentd: bpf: net.after_taint `*.example.com:443/tcp` (line 13): wildcard names are not supported after taint"),
         "{}",
         integration::stderr(&o)
     );

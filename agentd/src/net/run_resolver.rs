@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dns::{self, DnsDecision, DnsPolicy, Resolver, ResolverConfig};
-use crate::layers::bpf::{BpfRuntime, DnsAllowMap, NetRequest};
+use crate::layers::bpf::{BpfRuntime, DnsAllowMap, DnsRules, NetRequest};
 use crate::policy::Policy;
 
 /// Where upstream resolvers come from unless `--dns-upstream` is given.
@@ -48,6 +48,11 @@ impl RunResolver {
             .unwrap_or_default();
         let mut dns_policy = DnsPolicy::from_net_rules(rules).map_err(|e| e.to_string())?;
         dns_policy.set_audit_only(request.audit_only);
+        for d in &request.after_taint_domains {
+            dns_policy
+                .allow_after_taint(&d.pattern)
+                .map_err(|e| e.to_string())?;
+        }
         let upstream = if upstream.is_empty() {
             dns::upstreams_from_resolv_conf(Path::new(RESOLV_CONF)).map_err(|e| e.to_string())?
         } else {
@@ -58,8 +63,12 @@ impl RunResolver {
             .dns_allow_map(
                 slot,
                 request.taint_check.then_some(cgroup_id),
-                connect,
-                &request.domains,
+                &DnsRules {
+                    cidr: connect,
+                    domains: &request.domains,
+                    after_taint_cidr: &request.after_taint,
+                    after_taint_domains: &request.after_taint_domains,
+                },
             )
             .map_err(|e| e.to_string())?;
         let config = |ip: IpAddr| ResolverConfig {

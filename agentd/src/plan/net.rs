@@ -101,6 +101,7 @@ impl Builder {
             domains: Vec::new(),
             taint_check: !policy.fs.secret.is_empty(),
             after_taint: Vec::new(),
+            after_taint_domains: Vec::new(),
         };
         self.after_taint(policy, enforce, &mut request);
         if request.raw_allowed {
@@ -201,7 +202,7 @@ impl Builder {
                     "fs.secret taint → DNS",
                     DNS,
                     if enforce {
-                        format!("once the run is tainted, the resolver refuses every name (REFUSED, audited with rule \"{TAINTED_RULE}\"); cgroup_skb/egress lets the queries reach it")
+                        format!("once the run is tainted, the resolver refuses every name but the net.after_taint ones (REFUSED, audited with rule \"{TAINTED_RULE}\"); cgroup_skb/egress lets the queries reach it")
                     } else {
                         "once the run is tainted, every name is recorded as would_deny (mode: audit) and resolved anyway".to_owned()
                     },
@@ -294,15 +295,25 @@ impl Builder {
         } else {
             "recorded as would_deny (mode: audit)"
         };
+        let allowed_names: Vec<&str> = policy
+            .net
+            .as_ref()
+            .map(|n| {
+                n.allow
+                    .iter()
+                    .filter_map(|r| match &r.host {
+                        NetHost::Domain(p) => Some(p.as_str()),
+                        NetHost::Cidr { .. } => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for rule in rules {
             let Some(r) = addr_rule(rule) else {
-                self.refuse(
-                    name::BPF,
-                    format!(
-                        "net.after_taint `{}` (line {}): domain names are not supported after taint: once a secret is read the run's resolver answers no name (a lookup is itself a way out: the labels of a name under an allowed wildcard reach its name servers). List the addresses or CIDRs instead",
-                        rule.written, rule.span.line
-                    ),
-                );
+                let NetHost::Domain(pattern) = &rule.host else {
+                    continue;
+                };
+                self.after_taint_name(rule, pattern, &allowed_names, request);
                 continue;
             };
             self.cover(
@@ -327,6 +338,60 @@ impl Builder {
                 "{HOOKS}: once the run is tainted, every destination no net.after_taint rule matches is {verdict}, audited with rule \"{TAINTED_RULE}\""
             ),
         );
+    }
+
+    /// A name in `net.after_taint`: an exact name that a `net.allow` name rule allows.
+    /// Once tainted, the resolver answers only such names, and their addresses go into
+    /// the after-taint tries. Wildcards are refused: the labels of any name under them
+    /// reach the zone's name servers, a way out for the secret.
+    fn after_taint_name(
+        &mut self,
+        rule: &NetRule,
+        pattern: &str,
+        allowed_names: &[&str],
+        request: &mut NetRequest,
+    ) {
+        let at = format!(
+            "net.after_taint `{}` (line {})",
+            rule.written, rule.span.line
+        );
+        if let Some(zone) = pattern.strip_prefix("*.") {
+            self.refuse(
+                name::BPF,
+                format!("{at}: wildcard names are not supported after taint: once a secret is read, a lookup of <data>.{zone} would carry it to that zone's name servers. List exact names, addresses or CIDRs"),
+            );
+            return;
+        }
+        let covered = allowed_names.iter().any(|p| match p.strip_prefix("*.") {
+            Some(suffix) => {
+                pattern.len() > suffix.len() + 1 && pattern.ends_with(&format!(".{suffix}"))
+            }
+            None => *p == pattern,
+        });
+        if !covered {
+            self.refuse(
+                name::BPF,
+                format!("{at}: no net.allow name rule allows `{pattern}`; a name is reachable after taint only if it is reachable before"),
+            );
+            return;
+        }
+        self.cover(
+            format!("net.after_taint {} (line {})", rule.written, rule.span.line),
+            DNS,
+            format!(
+                "once tainted, the resolver still answers `{pattern}` (only exact names), and its addresses stay reachable, {} (net.allow must allow them too)",
+                ports_text(rule)
+            ),
+        );
+        request.after_taint_domains.push(DomainRule {
+            pattern: pattern.to_owned(),
+            ports: rule.ports.unwrap_or((0, u16::MAX)),
+            protos: proto_bits(
+                rule.proto != Some(Proto::Udp),
+                rule.proto != Some(Proto::Tcp),
+            ),
+            written: rule.written.clone(),
+        });
     }
 
     /// Landlock can restrict TCP by port only. Address, UDP, bind and domain rules need
@@ -516,14 +581,29 @@ mod tests {
                     && c.how.contains(TAINTED_RULE))
         );
 
+        // An exact name that net.allow allows (here through a wildcard) is accepted.
         let (b, _) = plan_net(
             &format!("{secret}net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"api.example.com:443/tcp\"]\n"),
             true,
         );
-        assert_eq!(b.refusals.len(), 1, "{:?}", b.refusals);
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        let req = b.net_request.unwrap();
+        assert_eq!(req.after_taint_domains.len(), 1);
+        assert_eq!(req.after_taint_domains[0].pattern, "api.example.com");
+        assert_eq!(req.after_taint_domains[0].ports, (443, 443));
+
+        // Wildcards, and names net.allow does not allow, are refused.
+        let (b, _) = plan_net(
+            &format!("{secret}net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"*.example.com:443/tcp\", \"api.other.org:443/tcp\"]\n"),
+            true,
+        );
+        assert_eq!(b.refusals.len(), 2, "{:?}", b.refusals);
         assert!(b.refusals[0]
             .reason
-            .contains("domain names are not supported after taint"));
+            .contains("wildcard names are not supported after taint"));
+        assert!(b.refusals[1]
+            .reason
+            .contains("no net.allow name rule allows `api.other.org`"));
 
         // Without fs.secret the run is never tainted: nothing to check.
         let (b, _) = plan_net("net:\n  after_taint: [\"127.0.0.1:443/tcp\"]\n", true);

@@ -71,8 +71,12 @@ pub struct NetRequest {
     /// The policy has `fs.secret`: once the run is tainted, connect/sendmsg must also
     /// match `after_taint`.
     pub taint_check: bool,
-    /// `net.after_taint` (addresses and CIDRs): what a tainted run may still reach.
+    /// `net.after_taint` addresses and CIDRs: what a tainted run may still reach.
     pub after_taint: Vec<AddrRule>,
+    /// `net.after_taint` exact names (each also allowed by a `net.allow` name): the
+    /// resolver still answers them once the run is tainted, and their addresses go into
+    /// the after-taint tries too.
+    pub after_taint_domains: Vec<super::net_dns::DomainRule>,
 }
 
 impl NetRequest {

@@ -122,7 +122,7 @@ impl Ctx {
             return refuse(ResponseCode::FormErr, "no question");
         };
         let matched = self.policy.match_name(&name);
-        if self.sink.tainted() {
+        if self.sink.tainted() && !self.policy.allowed_after_taint(&name) {
             if !self.policy.audit_only() {
                 return refuse(ResponseCode::Refused, TAINTED_RULE);
             }

@@ -34,9 +34,10 @@
 //!   sub-domain, `a.example.com` and `a.b.example.com`, never `example.com` itself).
 //!   Anything else gets REFUSED and a `Refused` decision naming the name ("no rule").
 //!   Reverse (PTR) lookups are ordinary names: refused unless allowed.
-//! - **Taint.** Once `AllowSink::tainted()` says the run read a secret, every name is
-//!   refused with reason "tainted: no after_taint rule" (audit mode: `WouldRefuse`, then
-//!   resolved): the labels of a name under an allowed wildcard would carry data out.
+//! - **Taint.** Once `AllowSink::tainted()` says the run read a secret, every name but
+//!   the exact `net.after_taint` names (`DnsPolicy::allow_after_taint`) is refused with
+//!   reason "tainted: no after_taint rule" (audit mode: `WouldRefuse`, then resolved):
+//!   the labels of a name under an allowed wildcard would carry data out.
 //! - **Queries** must be standard queries (opcode QUERY, else NOTIMP) with exactly one
 //!   question (else FORMERR) of class IN (else REFUSED). Responses sent to us (QR=1)
 //!   are dropped without reply (no reflection loops). At most `MAX_QUERY_LEN` bytes.
