@@ -697,8 +697,14 @@ impl Run {
                 cgroups.kill_all();
             }
         };
-        // Let the tracker's last events (the exits) arrive, then drain.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The records of every process that has exited are in the ring already:
+        // sched_process_exit and the syscall hooks run before a task becomes a zombie,
+        // and a committed ring record is visible at once. Only processes still in the
+        // cgroup (what the command left behind, perhaps exiting right now) get a moment
+        // to deliver theirs; a run that ended cleanly does not pay for that wait.
+        if !cgroups.identity().pids().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for ev in events.drain() {
             self.record_event(ev, &judge, p);
         }
