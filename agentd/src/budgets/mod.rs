@@ -33,7 +33,7 @@ use crate::layers::cgroup::{RunCgroups, Usage};
 use crate::layers::name;
 use crate::policy::{show, Action, Budget, BudgetKey, Policy, Step, Unit};
 
-pub use control::{signal_run, PidFile, RESUME_SIGNAL, STOP_SIGNAL};
+pub use control::{run_is_live, signal_run, PidFile, RESUME_SIGNAL, STOP_SIGNAL};
 use window::SlidingWindow;
 
 /// How often the counters are sampled and the steps checked.

@@ -357,6 +357,20 @@ impl Run {
             .as_ref()
             .ok_or_else(|| setup_err(name::CGROUP, "cgroup layout unknown"))?;
         let manager = cgroup::manager_for(layout).map_err(|e| setup_err(name::CGROUP, e))?;
+        let stale = cgroup::gc::collect_stale(layout, crate::budgets::run_is_live);
+        if !stale.removed.is_empty() || !stale.killed_in.is_empty() {
+            let paths = |v: &[std::path::PathBuf]| {
+                v.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+            };
+            self.record(
+                name::CGROUP,
+                "stale_cgroups",
+                None,
+                json!({"removed": paths(&stale.removed), "killed_in": paths(&stale.killed_in)}),
+            );
+        }
         let cgroups = manager
             .create_run(&self.id, &p.plan.limits)
             .map_err(|e| setup_err(name::CGROUP, e))?;
@@ -465,6 +479,9 @@ impl Run {
         // Handlers go in before the command exists, so a signal sent as soon as it runs
         // is forwarded rather than killing agentd (and leaving the run unaudited).
         let signals = Signals::install()?;
+        // From here on, agentd dying (even by SIGKILL) kills the whole run.
+        let guard = crate::run_guard::RunGuard::arm(&cgroups.identity().path)
+            .map_err(|e| setup_err(name::AGENTD, format!("run guard: {e}")))?;
         let outcome = launch::spawn(&setup).map_err(|e| setup_err(name::AGENTD, e))?;
         let pid = match outcome {
             SpawnOutcome::Running(pid) => pid,
@@ -523,6 +540,7 @@ impl Run {
         bpf.clear_exec_integrity(0);
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
+        guard.disarm();
         let (ending, killed_by) = result?;
         let killed_by = killed_by.or(budget_kill);
         let code = match killed_by {
