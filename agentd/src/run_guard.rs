@@ -66,9 +66,9 @@ impl RunGuard {
             kill: kill_file.as_raw_fd(),
             dev_null: dev_null.as_raw_fd(),
         };
-        // SAFETY: agentd is multi-threaded, so between fork and _exit the child calls
-        // only `guard_main`, which makes raw async-signal-safe syscalls on integers
-        // prepared before fork and never returns.
+        // agentd is multi-threaded, so between fork and _exit the child calls only
+        // `guard_main`, which never returns.
+        // SAFETY: the child makes raw async-signal-safe syscalls on integers only.
         match unsafe { nix::unistd::fork() }.map_err(GuardError::Fork)? {
             ForkResult::Child => guard_main(&fds),
             ForkResult::Parent { child } => {
@@ -112,11 +112,11 @@ struct GuardFds {
 /// The guard process. Only async-signal-safe libc calls: this runs in a fork of a
 /// multi-threaded process.
 fn guard_main(fds: &GuardFds) -> ! {
-    // SAFETY: raw syscalls on fds and constants prepared before fork; no allocation,
-    // no locks. The guard leaves agentd's session and process group so a terminal's
-    // Ctrl-C (which agentd forwards to the command) does not end it, and it holds
-    // nothing of agentd's except the three fds it needs (an inherited pipe to a test
-    // harness or the audit log lock would otherwise outlive agentd).
+    // The guard leaves agentd's session and process group so a terminal's Ctrl-C
+    // (which agentd forwards to the command) does not end it, and it holds nothing of
+    // agentd's except the fds it needs (an inherited pipe to a test harness or the
+    // audit log lock would otherwise outlive agentd).
+    // SAFETY: raw syscalls on fds and constants prepared before fork; no allocation.
     unsafe {
         libc::setsid();
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
