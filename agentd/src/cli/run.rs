@@ -382,7 +382,7 @@ impl Run {
             .build()
             .map_err(|e| setup_err(name::AGENTD, format!("cannot start the event loop: {e}")))?;
         let _rt_guard = rt.enter();
-        let mut bpf = BpfRuntime::load().map_err(|e| setup_err(name::BPF, e))?;
+        let mut bpf = BpfRuntime::take_probed_or_load().map_err(|e| setup_err(name::BPF, e))?;
         bpf.watch_cgroup(cgroups.cgroup_id(), 0)
             .map_err(|e| setup_err(name::BPF, e))?;
         let mut resolver = match &p.plan.net {
