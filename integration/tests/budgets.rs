@@ -40,6 +40,24 @@ fn the_record(sb: &Sandbox, budget: &str, action: &str) -> Value {
     found[0].clone()
 }
 
+/// `exec-loop`'s output when the kernel kills the exec after the first `ran` ones: those
+/// exited 0 and none after them ran. agentd kills the whole run at once, so the helper
+/// may die before it prints the line of the exec the kernel killed.
+fn assert_exec_loop_stopped_after(out: &str, ran: usize) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= ran, "{out}");
+    for (i, line) in lines.iter().take(ran).enumerate() {
+        assert_eq!(*line, format!("exec {}: exit 0", i + 1), "{out}");
+    }
+    let killed = format!("exec {}: SIGKILL", ran + 1);
+    assert!(lines.len() == ran || lines[ran] == killed, "{out}");
+    assert!(
+        lines[ran..].iter().all(|l| l.ends_with(": SIGKILL")),
+        "{out}"
+    );
+    assert!(!out.contains("finished"), "{out}");
+}
+
 fn run_end(sb: &Sandbox) -> Value {
     events(&sb.audit(), "run_end")[0].clone()
 }
@@ -204,24 +222,8 @@ fn execs_past_the_budget_are_killed() {
     policy(&sb, "  execs: 100\n");
     let o = sb.run_prog(&["exec-loop", "200", "/usr/bin/true"]);
     assert_status(&o, 137);
-    let out = stdout(&o);
-    let lines: Vec<&str> = out.lines().collect();
     // The helper's own exec is the first of the 100; /usr/bin/true gets 99.
-    for (i, line) in lines.iter().take(99).enumerate() {
-        assert_eq!(*line, format!("exec {}: exit 0", i + 1), "{out}");
-    }
-    // The kernel kills the 100th exec before it runs; agentd then kills the whole run,
-    // so the helper may die before it prints that line. No exec after the 99th ran.
-    assert!(lines.len() >= 99, "{out}");
-    assert!(
-        lines.len() == 99 || lines[99] == "exec 100: SIGKILL",
-        "{out}"
-    );
-    assert!(
-        lines.iter().skip(99).all(|l| l.ends_with(": SIGKILL")),
-        "{out}"
-    );
-    assert!(!out.contains("finished"), "{out}");
+    assert_exec_loop_stopped_after(&stdout(&o), 99);
     let kill = the_record(&sb, "execs", "kill");
     assert_eq!(kill["layer"], "bpf");
     assert_eq!(kill["limit"], 100);
@@ -304,24 +306,9 @@ fn a_rate_budget_is_checked_on_a_sliding_window() {
     policy(&sb, "  execs: 30/10s\n");
     let o = sb.run_prog(&["exec-loop", "200", "/usr/bin/true"]);
     assert_status(&o, 137);
-    let out = stdout(&o);
-    let lines: Vec<&str> = out.lines().collect();
     // The kernel's window (eight 1.25 s buckets) stops the 31st exec of the window: the
     // helper's own exec is the first, so /usr/bin/true runs 29 times.
-    for (i, line) in lines.iter().take(29).enumerate() {
-        assert_eq!(*line, format!("exec {}: exit 0", i + 1), "{out}");
-    }
-    // As with the absolute budget, the helper may be killed before it prints that line.
-    assert!(lines.len() >= 29, "{out}");
-    assert!(
-        lines.len() == 29 || lines[29] == "exec 30: SIGKILL",
-        "{out}"
-    );
-    assert!(
-        lines.iter().skip(29).all(|l| l.ends_with(": SIGKILL")),
-        "{out}"
-    );
-    assert!(!out.contains("finished"), "{out}");
+    assert_exec_loop_stopped_after(&stdout(&o), 29);
     let kill = the_record(&sb, "execs", "kill");
     assert_eq!(kill["layer"], "bpf");
     assert_eq!(kill["window_ms"], 10_000);
