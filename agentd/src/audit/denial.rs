@@ -103,6 +103,16 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// Where `path` really leads when a symlink is on the way (the file itself, or for a
+/// file that does not exist, its directory); `None` when it leads to itself.
+fn symlink_target(path: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok().or_else(|| {
+        let dir = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(dir.join(path.file_name()?))
+    })?;
+    (real != path).then(|| real.display().to_string())
+}
+
 /// The record of a raw inet, packet or netlink `socket(2)` that failed with
 /// `EPERM`/`EACCES` before any cgroup hook ran: the seccomp baseline refuses packet
 /// sockets and netlink other than `NETLINK_ROUTE`; the kernel's `CAP_NET_RAW` check
@@ -192,7 +202,20 @@ pub fn denial_record(
     if let Some(a) = access {
         subject["access"] = json!(a);
     }
-    let (layer, rule) = match judge.judge(&subject).map(|(_, v)| v) {
+    // Landlock judges the file the kernel reached, so a symlink to somewhere the policy
+    // does not allow is denied even though the path as typed is allowed: judge the
+    // target too (resolved now, after the fact).
+    let mut target = None;
+    let mut verdict = judge.judge(&subject).map(|(_, v)| v);
+    if !matches!(verdict, Some(Verdict::Deny(_))) {
+        if let Some(real) = symlink_target(Path::new(&resolved)) {
+            let mut by_target = subject.clone();
+            by_target["path"] = json!(real);
+            verdict = judge.judge(&by_target).map(|(_, v)| v);
+            target = Some(real);
+        }
+    }
+    let (layer, rule) = match verdict {
         Some(Verdict::Deny(rule)) if landlock_active => ("landlock", rule),
         _ => (
             "kernel",
@@ -213,6 +236,9 @@ pub fn denial_record(
     }
     if path != resolved {
         detail["path_arg"] = json!(path);
+    }
+    if let Some(t) = target {
+        detail["symlink_target"] = json!(t);
     }
     match base {
         Base::Exact => {}
