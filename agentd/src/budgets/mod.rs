@@ -20,7 +20,7 @@
 //! the sampled counters for the warn and freeze steps, the table and the record.
 
 mod control;
-mod sockets;
+pub mod sockets;
 mod table;
 mod window;
 

@@ -391,6 +391,7 @@ impl Run {
                     .block_on(RunResolver::start(
                         &mut bpf,
                         0,
+                        cgroups.cgroup_id(),
                         req,
                         &p.policy,
                         &p.dns_upstream,
@@ -516,6 +517,11 @@ impl Run {
             rt.block_on(r.stop());
         }
         let stragglers = cgroups.kill_all();
+        // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
+        if p.policy.mode != policy::Mode::Audit && bpf.taint(cgroups.cgroup_id()).is_some() {
+            let r = super::run_fsrules::abort_tainted_sockets(&cgroups);
+            self.record(r.layer, r.event, r.decision, r.detail);
+        }
         let dropped = bpf.dropped().unwrap_or(0);
         if dropped > 0 {
             self.record(
@@ -748,6 +754,27 @@ impl Run {
 
     fn record_event(&mut self, ev: Event, judge: &crate::audit::judge::Judge<'_>, p: &Prepared) {
         match ev {
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
+                ..
+            } if nr == agentd_common::denials::nr::SOCKET => {
+                let (layer, detail) = crate::audit::denial::socket_denial_record(
+                    tgid,
+                    pid,
+                    &errno_name(errno),
+                    open_flags,
+                    dirfd,
+                    p.plan.seccomp,
+                    p.plan.caps,
+                    p.policy.net.as_ref().is_some_and(|n| n.raw),
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
             Event::Denial {
                 pid,
                 tgid,

@@ -31,8 +31,10 @@ use aya::{
 pub use btf::BtfError;
 pub use budget::{BudgetCounterMaps, KernelCounts};
 pub use fsrules::FsPath;
-pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
-pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
+pub use net::{
+    compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest, TAINTED_RULE,
+};
+pub use net_dns::{dns_record, DnsAllowMap, DnsRules, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
