@@ -62,24 +62,35 @@ fn reg(regs: *const u8, off: u32) -> u64 {
     unsafe { read_at::<u64>(regs, off) }.unwrap_or(0)
 }
 
+/// Where a watched syscall keeps (path, dirfd or none, open flags or none); `None` for
+/// every other syscall. Both programs run for every syscall of the host, so this
+/// register compare comes before any helper call or map lookup.
+#[inline(always)]
+fn path_syscall_regs(id: u32) -> Option<(u32, u32, u32)> {
+    match id {
+        nr::OPEN => Some((PT_REGS_DI, 0, PT_REGS_SI)),
+        nr::CREAT | nr::TRUNCATE | nr::MKDIR | nr::RMDIR | nr::UNLINK | nr::EXECVE => {
+            Some((PT_REGS_DI, 0, 0))
+        }
+        nr::OPENAT => Some((PT_REGS_SI, PT_REGS_DI, PT_REGS_DX)),
+        nr::OPENAT2 | nr::MKDIRAT | nr::UNLINKAT | nr::EXECVEAT => {
+            Some((PT_REGS_SI, PT_REGS_DI, 0))
+        }
+        _ => None,
+    }
+}
+
 #[inline(always)]
 fn on_enter(ctx: &BtfTracePointContext) {
+    let id: i64 = ctx.arg(1);
+    let id = id as u32;
+    let Some((path_reg, dirfd_reg, flags_reg)) = path_syscall_regs(id) else {
+        return;
+    };
     if offsets().is_none() || watched_cgroup().is_none() {
         return;
     }
     let regs: *const u8 = ctx.arg(0);
-    let id: i64 = ctx.arg(1);
-    let id = id as u32;
-    // (path register, dirfd register or none, open-flags register or none)
-    let (path_reg, dirfd_reg, flags_reg) = match id {
-        nr::OPEN => (PT_REGS_DI, 0, PT_REGS_SI),
-        nr::CREAT | nr::TRUNCATE | nr::MKDIR | nr::RMDIR | nr::UNLINK | nr::EXECVE => {
-            (PT_REGS_DI, 0, 0)
-        }
-        nr::OPENAT => (PT_REGS_SI, PT_REGS_DI, PT_REGS_DX),
-        nr::OPENAT2 | nr::MKDIRAT | nr::UNLINKAT | nr::EXECVEAT => (PT_REGS_SI, PT_REGS_DI, 0),
-        _ => return,
-    };
     let mut open_flags = if flags_reg != 0 {
         reg(regs, flags_reg)
     } else {
@@ -135,12 +146,26 @@ fn failed_socket(regs: *const u8) -> Option<PendingSyscall> {
 
 #[inline(always)]
 fn on_exit(ctx: &BtfTracePointContext) {
-    // SAFETY: argument-less helper.
-    let key = unsafe { bpf_get_current_pid_tgid() };
-    // SAFETY: the value is copied out at once; the entry is ours (one per thread).
-    let pending = (unsafe { DENIAL_PENDING.get(key) }).copied();
-    if pending.is_some() {
-        let _ = DENIAL_PENDING.remove(key);
+    // Only a watched syscall can have an entry (and a failed socket(2) is read back from
+    // the registers): every other syscall of the host stops at this compare.
+    let regs: *const u64 = ctx.arg(0);
+    // SAFETY: the tracepoint's `struct pt_regs *` is a BTF pointer: the verifier allows
+    // a direct load of a member (orig_ax, at a fixed x86_64 offset) and makes it fault
+    // tolerant, which is much cheaper than a probe-read helper call on every syscall.
+    let id = unsafe { regs.byte_add(PT_REGS_ORIG_AX as usize).read_volatile() } as u32;
+    let path_syscall = path_syscall_regs(id).is_some();
+    if !path_syscall && id != nr::SOCKET {
+        return;
+    }
+    let mut pending = None;
+    if path_syscall {
+        // SAFETY: argument-less helper.
+        let key = unsafe { bpf_get_current_pid_tgid() };
+        // SAFETY: the value is copied out at once; the entry is ours (one per thread).
+        pending = (unsafe { DENIAL_PENDING.get(key) }).copied();
+        if pending.is_some() {
+            let _ = DENIAL_PENDING.remove(key);
+        }
     }
     let ret: i64 = ctx.arg(1);
     let errno = -(ret as i32);
