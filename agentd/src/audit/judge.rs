@@ -12,28 +12,41 @@
 //! | `dst`, `port`, `proto` (`tcp`/`udp`)          | `net.allow` (domains: undecidable) |
 //! | `event: run_end` with `elapsed_ms`            | `budgets.wall_time`                |
 //! | `event: run_end` with `budgets.NAME.{used,peak}` | `budgets.NAME` (total forms)    |
+//! | `event: run_end` with `budgets.NAME.{peak,window_ms,history}` | `budgets.NAME` (rate forms) |
 //!
-//! `run_end` records yield one verdict per budget ([`Judge::judge_all`]); a budget the
-//! recorded run did not measure (its policy had none) cannot be re-judged and is skipped.
+//! `run_end` records yield one verdict per budget of either policy ([`Judge::judge_all`]).
+//! What the log cannot decide is a [`Verdict::NotJudged`] with the reason, never skipped:
+//! a budget the recorded run did not measure (its policy had none), or a rate form whose
+//! peak the recorded per-interval history only brackets (see `budgets::history`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::budgets::history::window_bounds;
 use crate::layers::landlock;
-use crate::policy::{Mode, NetHost, PathRule, Policy, Proto};
+use crate::policy::{show, Mode, NetHost, PathRule, Policy, Proto, Unit};
 
 /// The outcome under a policy, with the rule that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow(String),
     Deny(String),
+    /// The log lacks what is needed to decide; the reason says what.
+    NotJudged(String),
 }
 
 impl Verdict {
     pub fn is_deny(&self) -> bool {
         matches!(self, Verdict::Deny(_))
+    }
+
+    /// The rule that decided, or why nothing could be decided.
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Allow(r) | Verdict::Deny(r) | Verdict::NotJudged(r) => r,
+        }
     }
 }
 
@@ -107,51 +120,106 @@ impl<'a> Judge<'a> {
         None
     }
 
-    /// Every verdict a record carries: one per recorded budget for `run_end`, else
-    /// what [`Judge::judge`] finds.
+    /// Every verdict a record carries: for a `run_end` of a run whose command ran, one per
+    /// budget the recorded run measured or this policy has; else what [`Judge::judge`]
+    /// finds.
     pub fn judge_all(&self, rec: &Value) -> Vec<(Subject, Verdict)> {
         let mut out: Vec<(Subject, Verdict)> = self.judge(rec).into_iter().collect();
-        if rec["event"] != "run_end" {
+        if rec["event"] != "run_end" || rec["elapsed_ms"].is_null() {
             return out;
         }
-        let Some(recorded) = rec["budgets"].as_object() else {
-            return out;
-        };
-        for (name, figures) in recorded {
-            // wall_time is judged from elapsed_ms above; rate forms need the window's
-            // history, which run_end does not carry.
-            if name == "wall_time" || !figures["window_ms"].is_null() {
+        let empty = serde_json::Map::new();
+        let recorded = rec["budgets"].as_object().unwrap_or(&empty);
+        let mut names: Vec<&str> = recorded.keys().map(String::as_str).collect();
+        for b in &self.policy.budgets.items {
+            if !names.contains(&b.key.name()) {
+                names.push(b.key.name());
+            }
+        }
+        for name in names {
+            // wall_time is judged from elapsed_ms (see `judge`).
+            if name == "wall_time" {
                 continue;
             }
-            let Some(used) = figures["peak"]
-                .as_u64()
-                .or_else(|| figures["used"].as_u64())
-            else {
-                continue;
-            };
             let s = Subject {
                 kind: "budget",
-                what: name.clone(),
+                what: name.to_owned(),
             };
-            out.push((s, self.budget(name, used)));
+            out.push((s, self.budget(name, recorded.get(name))));
         }
         out
     }
 
-    /// A recorded total use of budget `name` under this policy's limit for it.
-    fn budget(&self, name: &str, used: u64) -> Verdict {
-        let limit = self
+    /// Budget `name` under this policy, from the figures the recorded run wrote for it.
+    fn budget(&self, name: &str, figures: Option<&Value>) -> Verdict {
+        let Some(b) = self
             .policy
             .budgets
             .items
             .iter()
-            .find(|b| b.key.name() == name && b.window.is_none());
-        match limit {
-            Some(b) if used > b.limit => {
-                Verdict::Deny(format!("budgets.{name} {} exceeded (used {used})", b.limit))
-            }
-            Some(b) => Verdict::Allow(format!("within budgets.{name} {} (used {used})", b.limit)),
-            None => Verdict::Allow(format!("no {name} budget")),
+            .find(|b| b.key.name() == name)
+        else {
+            return Verdict::Allow(format!("no {name} budget"));
+        };
+        let Some(f) = figures else {
+            return Verdict::NotJudged(format!(
+                "the recorded run did not measure {name} (its policy had no {name} budget)"
+            ));
+        };
+        let unit = b.key.unit();
+        let limit = b.limit;
+        let Some(window) = b.window else {
+            // A total: the counter's final value (for a recorded rate form `used` is the
+            // total; `peak` is the windowed peak), or the peak of a kernel-enforced figure.
+            let used = if f["window_ms"].is_null() {
+                f["peak"].as_u64().or_else(|| f["used"].as_u64())
+            } else {
+                f["used"].as_u64()
+            };
+            return match used {
+                Some(u) if u > limit => Verdict::Deny(format!(
+                    "budgets.{name} {} exceeded (used {})",
+                    show(unit, limit),
+                    show(unit, u)
+                )),
+                Some(u) => Verdict::Allow(format!(
+                    "within budgets.{name} {} (used {})",
+                    show(unit, limit),
+                    show(unit, u)
+                )),
+                None => Verdict::NotJudged(format!("the recorded run wrote no use of {name}")),
+            };
+        };
+        let w = window.as_millis() as u64;
+        let form = format!(
+            "budgets.{name} {}/{}",
+            show(unit, limit),
+            show(Unit::Millis, w)
+        );
+        let (lo, hi, interval) = rate_bounds(f, w);
+        let win = show(Unit::Millis, w);
+        if lo > limit {
+            Verdict::Deny(format!(
+                "{form} exceeded (peak {}{} in {win})",
+                if lo == hi { "" } else { "at least " },
+                show(unit, lo)
+            ))
+        } else if hi <= limit {
+            Verdict::Allow(format!("within {form} (peak {} in {win})", show(unit, hi)))
+        } else {
+            let hi = if hi == u64::MAX {
+                "unknown".to_owned()
+            } else {
+                show(unit, hi)
+            };
+            let source = match interval {
+                Some(i) => format!("the recorded history ({i} ms intervals)"),
+                None => format!("the recorded run kept no history of {name}, its figures"),
+            };
+            Verdict::NotJudged(format!(
+                "{form}: {source} put the peak in {win} between {} and {hi}",
+                show(unit, lo)
+            ))
         }
     }
 
@@ -230,6 +298,42 @@ impl<'a> Judge<'a> {
             None => Verdict::Allow("no wall_time budget".into()),
         }
     }
+}
+
+/// Bounds on the peak use of a counter within any window of `w` ms, from a recorded run's
+/// figures: exact (`lo == hi`) when the run used that very window, else bracketed by its
+/// per-interval history, tightened by its own window's peak and its total.
+/// `hi` is `u64::MAX` when nothing bounds it; the third value is the history's interval.
+fn rate_bounds(f: &Value, w: u64) -> (u64, u64, Option<u64>) {
+    let peak = f["peak"].as_u64();
+    let recorded_w = f["window_ms"].as_u64();
+    if let (Some(p), Some(rw)) = (peak, recorded_w) {
+        if rw == w {
+            return (p, p, None);
+        }
+    }
+    let (mut lo, mut hi) = (0, u64::MAX);
+    let interval = f["history"]["interval_ms"].as_u64();
+    if let (Some(i), Some(counts)) = (interval, f["history"]["counts"].as_array()) {
+        let counts: Vec<u64> = counts.iter().filter_map(Value::as_u64).collect();
+        (lo, hi) = window_bounds(i, &counts, w);
+    }
+    // A recorded total-form peak is the final counter: no window holds more.
+    let total = match recorded_w {
+        Some(_) => f["used"].as_u64(),
+        None => peak.or_else(|| f["used"].as_u64()),
+    };
+    if let Some(t) = total {
+        hi = hi.min(t);
+    }
+    if let (Some(p), Some(rw)) = (peak, recorded_w) {
+        if rw < w {
+            lo = lo.max(p); // a shorter window's peak fits in a longer one
+        } else {
+            hi = hi.min(p); // a longer window's peak bounds a shorter one's
+        }
+    }
+    (lo, hi.max(lo), interval)
 }
 
 fn existing(rules: &[PathRule]) -> impl Iterator<Item = &PathBuf> {
