@@ -160,6 +160,7 @@ pub fn encode_record(seq: u64, prev: &str, fields: &serde_json::Map<String, Valu
 }
 
 /// A field's value for [`encode_parts`]: a plain string or any JSON value.
+#[cfg(test)]
 pub enum Part<'a> {
     Str(&'a str),
     Json(&'a Value),
@@ -167,7 +168,8 @@ pub enum Part<'a> {
 
 /// [`encode_record`] without building a merged map: `core` (string fields the writer owns)
 /// and `detail` (the event's fields; keys already renamed away from the reserved ones)
-/// are merged in sorted key order.
+/// are merged in sorted key order. The reference the writer's fast path is tested against.
+#[cfg(test)]
 pub fn encode_parts(
     seq: u64,
     prev: &str,
@@ -198,6 +200,7 @@ pub fn encode_parts(
 
 /// Keys the writer owns (see `writer`); a detail field with one of these names is
 /// written as `detail_<name>`.
+#[cfg(test)]
 pub const RESERVED: [&str; 8] = [
     "seq", "prev", "hash", "ts", "run", "layer", "event", "decision",
 ];

@@ -68,7 +68,8 @@ impl std::fmt::Display for Stamp {
     }
 }
 
-/// `2026-11-23T16:43:01.123456Z`
+/// `2026-11-23T16:43:01.123456Z` (the reference `Stamp::write` is tested against).
+#[cfg(test)]
 pub fn format_unix(secs: u64, micros: u32) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
