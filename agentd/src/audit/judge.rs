@@ -435,4 +435,78 @@ mod tests {
         );
         assert_eq!(v(json!({"event": "checkpoint"})), None);
     }
+
+    /// The budget verdicts of a run_end under `budgets`, as (subject, reason) pairs.
+    fn budget_verdicts(budgets: &str, recorded: Value) -> Vec<(String, Verdict)> {
+        let p = policy(&format!("version: 1\nname: t\nbudgets:\n{budgets}"));
+        let j = Judge::new(&p);
+        let rec = json!({"event": "run_end", "elapsed_ms": 5000, "budgets": recorded});
+        j.judge_all(&rec)
+            .into_iter()
+            .filter(|(s, _)| s.kind == "budget" && s.what != "wall_time")
+            .map(|(s, v)| (s.what, v))
+            .collect()
+    }
+
+    #[test]
+    fn rate_forms_are_judged_from_the_history_or_named_as_not_judged() {
+        // 100 ms buckets: 30 syscalls at 100–300 ms, 5 more at 400 ms; total form recorded.
+        let recorded = json!({"syscalls": {"limit": 1000, "window_ms": null, "used": 35,
+            "peak": 35, "history": {"interval_ms": 100, "counts": [0, 10, 20, 0, 5]}}});
+        let one = |b: &str| budget_verdicts(b, recorded.clone()).remove(0).1;
+        // Any 200 ms holds at most 30 (3 buckets can hold 30) and some holds 30.
+        assert_eq!(
+            one("  syscalls: 29/200ms\n"),
+            Verdict::Deny("budgets.syscalls 29/200ms exceeded (peak 30 in 200ms)".into())
+        );
+        assert_eq!(
+            one("  syscalls: 30/200ms\n"),
+            Verdict::Allow("within budgets.syscalls 30/200ms (peak 30 in 200ms)".into())
+        );
+        // 100 ms: at least 20 (one bucket), at most 30 (two neighbours).
+        assert_eq!(
+            one("  syscalls: 19/100ms\n"),
+            Verdict::Deny("budgets.syscalls 19/100ms exceeded (peak at least 20 in 100ms)".into())
+        );
+        assert_eq!(
+            one("  syscalls: 25/100ms\n"),
+            Verdict::NotJudged("budgets.syscalls 25/100ms: the recorded history (100 ms intervals) put the peak in 100ms between 20 and 30".into())
+        );
+        // A total form from the same figures.
+        assert_eq!(
+            one("  syscalls: 34\n"),
+            Verdict::Deny("budgets.syscalls 34 exceeded (used 35)".into())
+        );
+        // No history (an older log): only the total bounds a window.
+        let bare = json!({"execs": {"limit": 50, "window_ms": 10000, "used": 8, "peak": 6}});
+        let v = budget_verdicts("  execs: 4/1s\n", bare.clone()).remove(0).1;
+        assert_eq!(
+            v,
+            Verdict::NotJudged("budgets.execs 4/1s: the recorded run kept no history of execs, its figures put the peak in 1s between 0 and 6".into())
+        );
+        // The recorded window itself: its peak, exactly.
+        let v = budget_verdicts("  execs: 5/10s\n", bare).remove(0).1;
+        assert_eq!(
+            v,
+            Verdict::Deny("budgets.execs 5/10s exceeded (peak 6 in 10s)".into())
+        );
+        // A budget the run did not measure, and one the new policy drops.
+        let v = budget_verdicts("  pids: 10\n", recorded);
+        assert_eq!(
+            v,
+            vec![
+                (
+                    "syscalls".into(),
+                    Verdict::Allow("no syscalls budget".into())
+                ),
+                (
+                    "pids".into(),
+                    Verdict::NotJudged(
+                        "the recorded run did not measure pids (its policy had no pids budget)"
+                            .into()
+                    )
+                ),
+            ]
+        );
+    }
 }
