@@ -57,6 +57,65 @@ pub const FS_WRITE_SYSCALLS: [u64; 10] = [1, 18, 20, 296, 328, 40, 326, 275, 276
 /// kernel's stable user ABI (`ptrace` `ORIG_RAX * 8`).
 pub const PT_REGS_ORIG_AX_OFFSET: u32 = 15 * 8;
 
+/// Buckets of a [`RateWindow`] (a power of two).
+pub const RATE_BUCKETS: usize = 8;
+
+/// Index of each counter's window in [`BudgetCounters::windows`].
+pub const WINDOW_SYSCALLS: usize = 0;
+pub const WINDOW_EXECS: usize = 1;
+pub const WINDOW_FS_WRITE: usize = 2;
+pub const WINDOW_NET_EGRESS: usize = 3;
+pub const WINDOW_NET_INGRESS: usize = 4;
+/// Number of windows.
+pub const WINDOW_KINDS: usize = 5;
+
+/// The kill (or drop) step of a rate form (`execs: 100/1h`), checked by the kernel on a
+/// sliding window of [`RATE_BUCKETS`] buckets of `bucket_ns` each: bucket `i` holds what
+/// was counted during the bucket-length period number `epochs[i]` (`ktime / bucket_ns`).
+/// The use is the sum of the buckets of the last `RATE_BUCKETS` periods, which span at
+/// most one window, so a use past `limit` always means the rate was exceeded; a burst
+/// that straddles buckets can be seen up to one bucket (window / 8) late. The kernel
+/// resets a bucket when it moves to a new period; two CPUs doing that at once can lose
+/// the increments of one of them (never add any).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Bucket length in ns; 0: no window for this counter.
+    pub bucket_ns: u64,
+    /// Past this use within the window the process gets SIGKILL (packets are dropped).
+    pub limit: u64,
+    /// Set to 1 by the kernel once the limit was passed (it acted); agentd reads it.
+    pub fired: u64,
+    pub epochs: [u64; RATE_BUCKETS],
+    pub counts: [u64; RATE_BUCKETS],
+}
+
+impl RateWindow {
+    /// No window.
+    pub const NONE: Self = Self {
+        bucket_ns: 0,
+        limit: BUDGET_NEVER,
+        fired: 0,
+        epochs: [0; RATE_BUCKETS],
+        counts: [0; RATE_BUCKETS],
+    };
+
+    /// A window of `window_ns` killing past `limit`.
+    pub const fn new(window_ns: u64, limit: u64) -> Self {
+        let bucket_ns = window_ns / RATE_BUCKETS as u64;
+        Self {
+            bucket_ns: if bucket_ns == 0 { 1 } else { bucket_ns },
+            limit,
+            fired: 0,
+            epochs: [0; RATE_BUCKETS],
+            counts: [0; RATE_BUCKETS],
+        }
+    }
+}
+
+/// Size of [`RateWindow`]: three `u64`s and two arrays of eight.
+pub const RATE_WINDOW_SIZE: usize = 152;
+
 /// Value of `BUDGET_RUNS`: what the kernel counted for one run, and where it stops it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +143,8 @@ pub struct BudgetCounters {
     pub drop_net_ingress: u64,
     /// Past this many bytes written the writing process gets SIGKILL.
     pub kill_fs_write: u64,
+    /// Rate forms' kill steps, indexed by `WINDOW_*`.
+    pub windows: [RateWindow; WINDOW_KINDS],
 }
 
 impl BudgetCounters {
@@ -100,11 +161,12 @@ impl BudgetCounters {
         drop_net_egress: BUDGET_NEVER,
         drop_net_ingress: BUDGET_NEVER,
         kill_fs_write: BUDGET_NEVER,
+        windows: [RateWindow::NONE; WINDOW_KINDS],
     };
 }
 
-/// Size of [`BudgetCounters`]: eleven `u64`s, no padding.
-pub const BUDGET_COUNTERS_SIZE: usize = 88;
+/// Size of [`BudgetCounters`]: eleven `u64`s and the windows, no padding.
+pub const BUDGET_COUNTERS_SIZE: usize = 88 + WINDOW_KINDS * RATE_WINDOW_SIZE;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -121,6 +183,15 @@ const _: () = {
     assert!(offset_of!(BudgetCounters, drop_net_egress) == 64);
     assert!(offset_of!(BudgetCounters, drop_net_ingress) == 72);
     assert!(offset_of!(BudgetCounters, kill_fs_write) == 80);
+    assert!(offset_of!(BudgetCounters, windows) == 88);
+    assert!(size_of::<RateWindow>() == RATE_WINDOW_SIZE);
+    assert!(align_of::<RateWindow>() == 8);
+    assert!(offset_of!(RateWindow, bucket_ns) == 0);
+    assert!(offset_of!(RateWindow, limit) == 8);
+    assert!(offset_of!(RateWindow, fired) == 16);
+    assert!(offset_of!(RateWindow, epochs) == 24);
+    assert!(offset_of!(RateWindow, counts) == 24 + 8 * RATE_BUCKETS);
+    assert!(RATE_BUCKETS.is_power_of_two());
     assert!(SYSCALL_FLUSH_BATCH.is_power_of_two());
 };
 
@@ -137,7 +208,16 @@ mod tests {
 
     #[test]
     fn budget_counters_layout() {
-        assert_eq!(size_of::<BudgetCounters>(), 11 * 8);
+        assert_eq!(size_of::<BudgetCounters>(), 11 * 8 + 5 * 152);
+        assert_eq!(offset_of!(BudgetCounters, windows), 88);
+        assert_eq!(size_of::<RateWindow>(), 152);
+        assert_eq!(offset_of!(RateWindow, counts), 88);
+        assert_eq!(RateWindow::new(8_000, 5).bucket_ns, 1_000);
+        assert_eq!(
+            RateWindow::new(3, 5).bucket_ns,
+            1,
+            "never a zero-length bucket"
+        );
         assert_eq!(offset_of!(BudgetCounters, kill_syscalls), 48);
         assert_eq!(offset_of!(BudgetCounters, kill_fs_write), 80);
         assert_eq!(BudgetCounters::NEW.kill_execs, BUDGET_NEVER);

@@ -1,6 +1,7 @@
 //! Kernel-boundary types of the denial tracker (`agentd-ebpf/src/denials.rs`):
 //! `tp_btf/sys_enter` stashes the path argument of file and exec syscalls made in watched
-//! cgroups; `tp_btf/sys_exit` reports those that failed with `EACCES` or `EPERM`.
+//! cgroups, and the family/type/protocol of raw and packet `socket(2)` calls;
+//! `tp_btf/sys_exit` reports those that failed with `EACCES` or `EPERM`.
 
 /// [`crate::EventHeader::kind`] of a [`DenialEvent`].
 pub const EVENT_KIND_DENIAL: u32 = 3;
@@ -30,7 +31,23 @@ pub mod nr {
     pub const UNLINKAT: u32 = 263;
     pub const EXECVEAT: u32 = 322;
     pub const OPENAT2: u32 = 437;
+    /// `socket(2)`: raw inet, `AF_PACKET` and `AF_NETLINK` sockets refused before any
+    /// cgroup hook runs (the kernel's `CAP_NET_RAW` check, the seccomp layer). Seen at
+    /// `sys_exit` only, with the arguments read back from the registers, because a
+    /// seccomp `ERRNO` skips `sys_enter`. Its [`super::DenialEvent`] carries no path:
+    /// `open_flags` is `family | protocol << 32`, `dirfd` the type (without
+    /// `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).
+    pub const SOCKET: u32 = 41;
 }
+
+/// `AF_INET`, `AF_INET6`, `AF_NETLINK`, `AF_PACKET` and `SOCK_RAW`, for the `socket` watch.
+pub const DENIAL_AF_INET: u64 = 2;
+pub const DENIAL_AF_NETLINK: u64 = 16;
+pub const DENIAL_AF_INET6: u64 = 10;
+pub const DENIAL_AF_PACKET: u64 = 17;
+pub const DENIAL_SOCK_RAW: u64 = 3;
+/// The type bits of `socket(2)`'s type argument (the rest are `SOCK_*` flags).
+pub const DENIAL_SOCK_TYPE_MASK: u64 = 0xf;
 
 /// Errno values (positive) the tracker reports.
 pub const DENIAL_EPERM: i32 = 1;
@@ -41,6 +58,8 @@ pub const DENIAL_EACCES: i32 = 13;
 pub const PT_REGS_DI: u32 = 112;
 pub const PT_REGS_SI: u32 = 104;
 pub const PT_REGS_DX: u32 = 96;
+/// `orig_ax`: the syscall number, still there at `sys_exit`.
+pub const PT_REGS_ORIG_AX: u32 = 120;
 
 /// `DENIAL_PENDING` value: what `sys_enter` saw, keyed by `pid_tgid`.
 #[repr(C)]

@@ -27,6 +27,18 @@ pub mod names {
     pub const MAP_NET_RUNS: &str = "NET_RUNS";
     /// `HashMap<u32, NetDnsTarget>`: run slot → where the run's DNS resolver listens.
     pub const MAP_NET_DNS: &str = "NET_DNS";
+    /// `LruHashMap<u64, NetDnsOrigin>`: socket cookie → the destination of its last
+    /// port-53 send/connect that was redirected to the run's resolver.
+    pub const MAP_NET_DNS_ORIGIN: &str = "NET_DNS_ORIGIN";
+    /// `cgroup/recvmsg4` program: replies from the resolver show the original source.
+    pub const PROG_RECVMSG4: &str = "net_recvmsg4";
+    /// `cgroup/recvmsg6` program.
+    pub const PROG_RECVMSG6: &str = "net_recvmsg6";
+    /// `LpmTrie<[u8; 8], NetRuleSet>`: run slot + IPv4 address → `net.after_taint` rules
+    /// (what a tainted run may still reach; same key and value layout as the allow tries).
+    pub const MAP_NET_TAINT4: &str = "NET_TAINT4";
+    /// `LpmTrie<[u8; 20], NetRuleSet>`: run slot + IPv6 address → `net.after_taint` rules.
+    pub const MAP_NET_TAINT6: &str = "NET_TAINT6";
 
     /// `cgroup/connect4` program.
     pub const PROG_CONNECT4: &str = "net_connect4";
@@ -76,6 +88,11 @@ pub const NET_FLAG_FILTER_BIND: u32 = 1 << 3;
 /// `NET_RUNS` flag: TCP and UDP traffic to port 53 (any address) is redirected to the
 /// run's resolver (`NET_DNS`) in connect and sendmsg.
 pub const NET_FLAG_DNS_REDIRECT: u32 = 1 << 4;
+/// `NET_RUNS` flag: the policy has `fs.secret` entries. Once the run is tainted
+/// (`RUN_TAINT`, see `crate::fsrules`), connect/sendmsg must also match `NET_TAINT4/6`
+/// (`net.after_taint`), else they fail with `EPERM` ([`NET_REASON_TAINTED`]).
+pub const NET_FLAG_TAINT_CHECK: u32 = 1 << 5;
+
 /// The port DNS traffic is recognised by.
 pub const DNS_PORT: u16 = 53;
 
@@ -106,6 +123,9 @@ pub const NET_REASON_RAW: u32 = 3;
 pub const NET_REASON_NETLINK: u32 = 4;
 /// [`NetEvent::reason`]: the protocol is neither TCP nor UDP.
 pub const NET_REASON_PROTO: u32 = 5;
+/// [`NetEvent::reason`]: the run is tainted (read an `fs.secret`) and no
+/// `net.after_taint` rule matches the destination.
+pub const NET_REASON_TAINTED: u32 = 6;
 
 // ---------------------------------------------------------------------------------------
 // Map values and records
@@ -166,6 +186,24 @@ pub struct NetDnsTarget {
     pub port6: u16,
 }
 
+/// Value of `NET_DNS_ORIGIN`: where a redirected DNS message was originally sent, as
+/// the sock_addr context holds it (so `recvmsg4/6` can write it back as the reply's
+/// source).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetDnsOrigin {
+    /// `user_ip4` (IPv4 sockets) or the four `user_ip6` words (IPv6 sockets), network
+    /// order.
+    pub ip: [u32; 4],
+    /// `user_port` (network order in the low 16 bits).
+    pub port: u32,
+    /// `AF_INET` or `AF_INET6`: the socket's family.
+    pub family: u32,
+}
+
+/// Entries of `NET_DNS_ORIGIN` (least recently used sockets are forgotten first).
+pub const NET_DNS_ORIGIN_ENTRIES: u32 = 16 * 1024;
+
 /// Ring-buffer record of a denied (or, in audit mode, would-be denied) socket operation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +254,9 @@ const _: () = {
     assert!(offset_of!(NetRuleSet, rules) == 8);
 
     assert!(size_of::<NetDnsTarget>() == 4);
+    assert!(size_of::<NetDnsOrigin>() == 24);
+    assert!(offset_of!(NetDnsOrigin, port) == 16);
+    assert!(offset_of!(NetDnsOrigin, family) == 20);
     assert!(offset_of!(NetDnsTarget, port6) == 2);
 
     assert!(size_of::<NetEvent>() == NET_EVENT_SIZE);
@@ -242,6 +283,8 @@ mod user {
     unsafe impl aya::Pod for super::NetEvent {}
     // SAFETY: as above; two u16 fields, no implicit padding.
     unsafe impl aya::Pod for super::NetDnsTarget {}
+    // SAFETY: as above; u32 fields only.
+    unsafe impl aya::Pod for super::NetDnsOrigin {}
 }
 
 #[cfg(test)]

@@ -16,11 +16,14 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::budget::{
-    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, PT_REGS_ORIG_AX_OFFSET,
-    SYSCALL_FLUSH_BATCH, SYSCALL_SLOTS,
+    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, PT_REGS_ORIG_AX_OFFSET, RATE_BUCKETS,
+    SYSCALL_FLUSH_BATCH, SYSCALL_SLOTS, WINDOW_EXECS, WINDOW_FS_WRITE, WINDOW_NET_EGRESS,
+    WINDOW_NET_INGRESS, WINDOW_SYSCALLS,
 };
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_send_signal, bpf_skb_cgroup_id},
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_send_signal, bpf_skb_cgroup_id,
+    },
     macros::{btf_tracepoint, cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::{BtfTracePointContext, SkBuffContext},
@@ -74,6 +77,7 @@ pub fn budget_sys_enter(_ctx: BtfTracePointContext) -> i32 {
                 )
             };
             kill_past(counter, SYSCALL_FLUSH_BATCH, limit);
+            kill_past_window(run, WINDOW_SYSCALLS, SYSCALL_FLUSH_BATCH);
         }
     }
     0
@@ -107,6 +111,7 @@ pub fn budget_sys_exit(ctx: BtfTracePointContext) -> i32 {
             )
         };
         kill_past(counter, ret as u64, limit);
+        kill_past_window(run, WINDOW_FS_WRITE, ret as u64);
     }
     0
 }
@@ -130,6 +135,7 @@ pub fn count_exec(cgroup_id: u64) {
         let (counter, limit) =
             unsafe { (addr_of_mut!((*run).execs), addr_of_mut!((*run).kill_execs)) };
         kill_past(counter, 1, limit);
+        kill_past_window(run, WINDOW_EXECS, 1);
     }
 }
 
@@ -157,11 +163,85 @@ fn count_skb(ctx: &SkBuffContext, egress: bool) -> i32 {
             )
         }
     };
-    if add_and_read(counter, u64::from(ctx.len())) > read(limit) {
+    let len = u64::from(ctx.len());
+    let window = if egress {
+        WINDOW_NET_EGRESS
+    } else {
+        WINDOW_NET_INGRESS
+    };
+    // Both run (no short cut): the window must count every packet.
+    let past_total = add_and_read(counter, len) > read(limit);
+    let past_window = past_window(run, window, len);
+    if past_total || past_window {
         atomic_add(dropped, 1);
         return SKB_DROP;
     }
     SKB_PASS
+}
+
+/// Adds `value` to the run's `kind` window; SIGKILLs the current process once the
+/// window is past its limit.
+#[inline(always)]
+fn kill_past_window(run: *mut BudgetCounters, kind: usize, value: u64) {
+    if past_window(run, kind, value) {
+        // SAFETY: plain helper call; it signals the current task's thread group.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+}
+
+/// Adds `value` to the current bucket of the run's `kind` window (see
+/// `agentd_common::budget::RateWindow`); returns whether the window is past its limit,
+/// and then marks it fired for agentd.
+#[inline(always)]
+fn past_window(run: *mut BudgetCounters, kind: usize, value: u64) -> bool {
+    // SAFETY: `run` points at the run's live BudgetCounters map value and `kind` is one
+    // of the WINDOW_* constants (< WINDOW_KINDS), so every field address is inside it.
+    let w = unsafe { addr_of_mut!((*run).windows[kind]) };
+    // SAFETY: as above.
+    let bucket_ns = read(unsafe { addr_of_mut!((*w).bucket_ns) });
+    if bucket_ns == 0 {
+        return false;
+    }
+    // SAFETY: argument-less helper.
+    let epoch = unsafe { bpf_ktime_get_ns() } / bucket_ns;
+    let slot = (epoch as usize) & (RATE_BUCKETS - 1);
+    // SAFETY: `slot` < RATE_BUCKETS (masked), inside the window's arrays.
+    let (epoch_at, count_at) = unsafe {
+        (
+            addr_of_mut!((*w).epochs).cast::<u64>().add(slot),
+            addr_of_mut!((*w).counts).cast::<u64>().add(slot),
+        )
+    };
+    if read(epoch_at) != epoch {
+        // A new period for this bucket. Racing CPUs may each reset it; see RateWindow.
+        // SAFETY: pointers into the live map value (above).
+        unsafe {
+            count_at.write_volatile(0);
+            epoch_at.write_volatile(epoch);
+        }
+    }
+    atomic_add(count_at, value);
+    let mut used = 0u64;
+    for i in 0..RATE_BUCKETS {
+        // SAFETY: i < RATE_BUCKETS, inside the window's arrays.
+        let (e, c) = unsafe {
+            (
+                read(addr_of_mut!((*w).epochs).cast::<u64>().add(i)),
+                read(addr_of_mut!((*w).counts).cast::<u64>().add(i)),
+            )
+        };
+        // Buckets of the last RATE_BUCKETS periods, this one included.
+        if epoch.wrapping_sub(e) < RATE_BUCKETS as u64 {
+            used = used.wrapping_add(c);
+        }
+    }
+    // SAFETY: as above.
+    if used > read(unsafe { addr_of_mut!((*w).limit) }) {
+        // SAFETY: as above; a plain store of 1 is idempotent across CPUs.
+        unsafe { addr_of_mut!((*w).fired).write_volatile(1) };
+        return true;
+    }
+    false
 }
 
 /// Adds `value` to `counter`; SIGKILLs the current process once it is past `limit`.

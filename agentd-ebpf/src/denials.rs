@@ -6,14 +6,20 @@
 //! `tp_btf/sys_exit(struct pt_regs *regs, long ret)` takes the entry and, when `ret` is
 //! `-EACCES` or `-EPERM`, copies the path from user memory (still mapped: the syscall
 //! failed) into a `DenialEvent` record. A full ring buffer is counted in `DROPPED`.
+//!
+//! `socket(2)` is recognised at `sys_exit` alone (`failed_socket`): a seccomp `ERRNO`
+//! (packet and netlink sockets) skips `sys_enter`, and the kernel's `CAP_NET_RAW`
+//! check refuses raw sockets before the cgroup `sock_create` hook could audit them.
 
 use core::{ffi::c_void, ptr::addr_of_mut};
 
 use agentd_common::{
     denials::{
-        nr, DenialEvent, PendingSyscall, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM,
-        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN,
-        DENIAL_PENDING_ENTRIES, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
+        nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK,
+        DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM, DENIAL_FLAG_PATH_TRUNCATED,
+        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_PENDING_ENTRIES, DENIAL_SOCK_RAW,
+        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX,
+        PT_REGS_SI,
     },
     EventHeader,
 };
@@ -98,9 +104,33 @@ fn on_enter(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper.
     let key = unsafe { bpf_get_current_pid_tgid() };
     // A full map only loses the path of this one syscall's possible denial; count it.
-    if DENIAL_PENDING.insert(&key, &pending, 0).is_err() {
+    if DENIAL_PENDING.insert(key, pending, 0).is_err() {
         count_drop();
     }
+}
+
+/// A `socket(family, type, protocol)` that failed: the arguments are read back from the
+/// registers (unchanged by the syscall). Only raw inet, packet and netlink sockets count:
+/// other inet sockets reach the cgroup `sock_create` hook, which audits its own denials.
+#[inline(always)]
+fn failed_socket(regs: *const u8) -> Option<PendingSyscall> {
+    if reg(regs, PT_REGS_ORIG_AX) != u64::from(nr::SOCKET) {
+        return None;
+    }
+    let family = reg(regs, PT_REGS_DI) & 0xffff_ffff;
+    let sock_type = reg(regs, PT_REGS_SI) & DENIAL_SOCK_TYPE_MASK;
+    let raw_inet =
+        (family == DENIAL_AF_INET || family == DENIAL_AF_INET6) && sock_type == DENIAL_SOCK_RAW;
+    if !raw_inet && family != DENIAL_AF_PACKET && family != DENIAL_AF_NETLINK {
+        return None;
+    }
+    let protocol = reg(regs, PT_REGS_DX) & 0xffff_ffff;
+    Some(PendingSyscall {
+        path_ptr: 0,
+        open_flags: family | (protocol << 32),
+        nr: nr::SOCKET,
+        dirfd: sock_type as i32,
+    })
 }
 
 #[inline(always)]
@@ -108,15 +138,22 @@ fn on_exit(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper.
     let key = unsafe { bpf_get_current_pid_tgid() };
     // SAFETY: the value is copied out at once; the entry is ours (one per thread).
-    let Some(pending) = (unsafe { DENIAL_PENDING.get(&key) }).copied() else {
-        return;
-    };
-    let _ = DENIAL_PENDING.remove(&key);
+    let pending = (unsafe { DENIAL_PENDING.get(key) }).copied();
+    if pending.is_some() {
+        let _ = DENIAL_PENDING.remove(key);
+    }
     let ret: i64 = ctx.arg(1);
     let errno = -(ret as i32);
     if ret >= 0 || (errno != DENIAL_EACCES && errno != DENIAL_EPERM) {
         return;
     }
+    let pending = match pending {
+        Some(p) => p,
+        None => match failed_socket(ctx.arg(0)) {
+            Some(p) => p,
+            None => return,
+        },
+    };
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;
     };
@@ -125,16 +162,21 @@ fn on_exit(ctx: &BtfTracePointContext) {
         return;
     };
     let event: *mut DenialEvent = entry.as_mut_ptr();
-    // SAFETY: event points at a reserved record of size_of::<DenialEvent>() bytes; the
-    // helper writes at most DENIAL_PATH_LEN bytes into `path`, NUL-terminated, and
-    // tolerates faults on the user pointer.
-    let copied = unsafe {
-        let dst = addr_of_mut!((*event).path).cast::<c_void>();
-        bpf_probe_read_user_str(
-            dst,
-            DENIAL_PATH_LEN as u32,
-            pending.path_ptr as *const c_void,
-        )
+    let copied = if pending.nr == nr::SOCKET {
+        // No path to copy; the record's path is left empty below.
+        1
+    } else {
+        // SAFETY: event points at a reserved record of size_of::<DenialEvent>() bytes;
+        // the helper writes at most DENIAL_PATH_LEN bytes into `path`, NUL-terminated,
+        // and tolerates faults on the user pointer.
+        unsafe {
+            let dst = addr_of_mut!((*event).path).cast::<c_void>();
+            bpf_probe_read_user_str(
+                dst,
+                DENIAL_PATH_LEN as u32,
+                pending.path_ptr as *const c_void,
+            )
+        }
     };
     let (path_len, flags) = if copied <= 0 {
         (0u32, DENIAL_FLAG_PATH_UNREADABLE)
@@ -166,7 +208,7 @@ fn on_exit(ctx: &BtfTracePointContext) {
         addr_of_mut!((*event).flags).write(flags);
         addr_of_mut!((*event).path_len).write(path_len);
         addr_of_mut!((*event)._pad).write(0);
-        if copied <= 0 {
+        if copied <= 0 || pending.nr == nr::SOCKET {
             addr_of_mut!((*event).path).cast::<u8>().write(0);
         }
     }

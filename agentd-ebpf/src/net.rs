@@ -8,6 +8,13 @@
 //! IPv4-mapped IPv6 destination is judged by the IPv4 tries. The protocol comes from the
 //! socket (`IPPROTO_TCP` / `IPPROTO_UDP`); anything else is denied.
 //!
+//! Taint: with `NET_FLAG_TAINT_CHECK` (the policy has `fs.secret`), once the run's
+//! `RUN_TAINT` entry says tainted, a connect/sendmsg the rules allow must also match the
+//! `net.after_taint` tries (`NET_TAINT4/6`), else it is denied with
+//! `NET_REASON_TAINTED`. That holds with no `net` section too (everything allowed before
+//! the taint). Port-53 traffic of a run with a resolver is still redirected: the resolver
+//! refuses names once the run is tainted (and audits them).
+//!
 //! A denial returns 0 (the caller sees `EPERM`) and sends a `NetEvent`; with
 //! `NET_FLAG_AUDIT_ONLY` the call goes through and the event says "would deny".
 //!
@@ -18,27 +25,31 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use agentd_common::{
     net::{
-        NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET, NET_FLAG_AUDIT_ONLY,
-        NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
-        NET_KEY4_LEN, NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG,
-        NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
-        NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
+        NetDnsOrigin, NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET,
+        NET_DNS_ORIGIN_ENTRIES, NET_FLAG_AUDIT_ONLY, NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND,
+        NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_FLAG_TAINT_CHECK, NET_KEY4_LEN,
+        NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
+        NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO,
+        NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
         NET_VERDICT_WOULD_DENY,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_addr},
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{
         lpm_trie::{Key, LpmTrie},
-        HashMap,
+        HashMap, LruHashMap,
     },
     programs::{SockAddrContext, SockContext},
 };
 
-use crate::maps::{count_drop, watched_cgroup, EVENTS};
+use crate::{
+    fsrules::RUN_TAINT,
+    maps::{count_drop, watched_cgroup, EVENTS},
+};
 
 /// Run slot + IPv4 address → rules for connect/sendmsg.
 #[map]
@@ -56,12 +67,30 @@ static NET_BIND4: LpmTrie<[u8; NET_KEY4_LEN], NetRuleSet> =
 #[map]
 static NET_BIND6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
     LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot + IPv4 address → `net.after_taint` rules.
+#[map]
+static NET_TAINT4: LpmTrie<[u8; NET_KEY4_LEN], NetRuleSet> =
+    LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Run slot + IPv6 address → `net.after_taint` rules.
+#[map]
+static NET_TAINT6: LpmTrie<[u8; NET_KEY6_LEN], NetRuleSet> =
+    LpmTrie::with_max_entries(NET_MAX_ENTRIES, 0);
+/// Socket cookie → where its last redirected DNS message was sent (`recvmsg4/6`).
+#[map]
+static NET_DNS_ORIGIN: LruHashMap<u64, NetDnsOrigin> =
+    LruHashMap::with_max_entries(NET_DNS_ORIGIN_ENTRIES, 0);
 /// Run slot → where its DNS resolver listens.
 #[map]
-static NET_DNS: HashMap<u32, NetDnsTarget> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+pub(crate) static NET_DNS: HashMap<u32, NetDnsTarget> =
+    HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
 /// Run slot → `NET_FLAG_*`.
 #[map]
 static NET_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+
+/// Which rule tries a lookup reads.
+const TABLE_ALLOW: u32 = 0;
+const TABLE_BIND: u32 = 1;
+const TABLE_TAINT: u32 = 2;
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -108,6 +137,21 @@ pub fn net_bind4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(bind6)]
 pub fn net_bind6(ctx: SockAddrContext) -> i32 {
     check_v6(&ctx, NET_OP_BIND)
+}
+
+/// A reply read from the run's resolver by a socket whose DNS message was redirected
+/// shows the original destination as its source (`recvfrom`, `recvmsg` with a name):
+/// a client that checks where the answer came from (unconnected UDP) accepts it.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn net_recvmsg4(ctx: SockAddrContext) -> i32 {
+    restore_v4(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn net_recvmsg6(ctx: SockAddrContext) -> i32 {
+    restore_v6(&ctx);
+    ALLOW
 }
 
 #[cgroup_sock(sock_create)]
@@ -164,6 +208,7 @@ fn check_v4(ctx: &SockAddrContext, op: u32) -> i32 {
         let Some(target) = dns_target() else {
             return DENY;
         };
+        remember_origin(ctx, [ip, 0, 0, 0], AF_INET);
         // SAFETY: writable fields of the connect4/sendmsg4 context; 4-byte stores.
         unsafe {
             write_volatile(addr_of_mut!((*ctx.sock_addr).user_ip4), LOOPBACK4);
@@ -207,6 +252,7 @@ fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
         let Some(target) = dns_target() else {
             return DENY;
         };
+        remember_origin(ctx, words, AF_INET6);
         // [::1]:port6, or ::ffff:127.0.0.1:port4 when the resolver has no IPv6 socket
         // (or the destination was IPv4-mapped, which an IPv6-only socket cannot reach).
         let (ip, port) = if target.port6 != 0 && !mapped {
@@ -228,12 +274,103 @@ fn check_v6(ctx: &SockAddrContext, op: u32) -> i32 {
     verdict
 }
 
+/// Records where a redirected DNS message of this socket was going (before the
+/// rewrite), keyed by the socket's cookie. A full map forgets the least recently used.
+#[inline(always)]
+fn remember_origin(ctx: &SockAddrContext, ip: [u32; 4], family: u32) {
+    // SAFETY: the helper takes the program's context; it is valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: field address inside the context, read through `load`.
+    let port = load(unsafe { addr_of!((*ctx.sock_addr).user_port) });
+    let _ = NET_DNS_ORIGIN.insert(cookie, NetDnsOrigin { ip, port, family }, 0);
+}
+
+/// The origin recorded for this socket, if the message being received comes from the
+/// run's resolver at `port` (network order, as in `user_port`).
+#[inline(always)]
+fn origin_of_reply(ctx: &SockAddrContext, family: u32) -> Option<NetDnsOrigin> {
+    // SAFETY: the helper takes the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: plain value copied out at once.
+    let origin = (unsafe { NET_DNS_ORIGIN.get(cookie) }).copied()?;
+    if origin.family != family {
+        return None;
+    }
+    Some(origin)
+}
+
+#[inline(always)]
+fn restore_v4(ctx: &SockAddrContext) {
+    let Some(target) = dns_target() else {
+        return;
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: field addresses inside the context, read through `load`.
+    let (ip, port) = unsafe {
+        (
+            load(addr_of!((*sa).user_ip4)),
+            load(addr_of!((*sa).user_port)),
+        )
+    };
+    if ip != LOOPBACK4 || port != u32::from(target.port4.to_be()) {
+        return;
+    }
+    let Some(origin) = origin_of_reply(ctx, AF_INET) else {
+        return;
+    };
+    // SAFETY: writable fields of the recvmsg4 context; 4-byte stores.
+    unsafe {
+        write_volatile(addr_of_mut!((*sa).user_ip4), origin.ip[0]);
+        write_volatile(addr_of_mut!((*sa).user_port), origin.port);
+    }
+}
+
+#[inline(always)]
+fn restore_v6(ctx: &SockAddrContext) {
+    let Some(target) = dns_target() else {
+        return;
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: field addresses inside the context, each read through `load`.
+    let (words, port) = unsafe {
+        (
+            [
+                load(addr_of!((*sa).user_ip6[0])),
+                load(addr_of!((*sa).user_ip6[1])),
+                load(addr_of!((*sa).user_ip6[2])),
+                load(addr_of!((*sa).user_ip6[3])),
+            ],
+            load(addr_of!((*sa).user_port)),
+        )
+    };
+    // The resolver as check_v6 redirected to it: [::1]:port6 or ::ffff:127.0.0.1:port4.
+    let from_v6 = target.port6 != 0
+        && words == [0, 0, 0, 1u32.to_be()]
+        && port == u32::from(target.port6.to_be());
+    let from_mapped =
+        words == [0, 0, 0xffffu32.to_be(), LOOPBACK4] && port == u32::from(target.port4.to_be());
+    if !from_v6 && !from_mapped {
+        return;
+    }
+    let Some(origin) = origin_of_reply(ctx, AF_INET6) else {
+        return;
+    };
+    // SAFETY: writable fields of the recvmsg6 context; 4-byte stores.
+    unsafe {
+        write_volatile(addr_of_mut!((*sa).user_ip6[0]), origin.ip[0]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[1]), origin.ip[1]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[2]), origin.ip[2]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[3]), origin.ip[3]);
+        write_volatile(addr_of_mut!((*sa).user_port), origin.port);
+    }
+}
+
 /// The current run's resolver, if it has one.
 #[inline(always)]
 fn dns_target() -> Option<NetDnsTarget> {
     let (_, slot) = watched_cgroup()?;
     // SAFETY: plain value copied out at once.
-    unsafe { NET_DNS.get(&slot) }.copied()
+    unsafe { NET_DNS.get(slot) }.copied()
 }
 
 /// Allow or deny a connect/sendmsg/bind of the current task.
@@ -243,15 +380,21 @@ fn decide(req: &Request, v4: bool) -> i32 {
         return deny(req, NET_REASON_NO_RUN, 0, 0, 0);
     };
     // SAFETY: plain u32 copied out at once; see maps::watched_cgroup.
-    let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
+    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
         return deny(req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
-    let filter = if req.op == NET_OP_BIND {
+    let bind = req.op == NET_OP_BIND;
+    let filter = if bind {
         NET_FLAG_FILTER_BIND
     } else {
         NET_FLAG_FILTER_CONNECT
     };
+    // Only outbound operations of a run with secrets look the taint up.
+    let tainted = !bind && flags & NET_FLAG_TAINT_CHECK != 0 && is_tainted(cgroup_id);
     if flags & filter == 0 {
+        if tainted {
+            return after_taint(req, v4, cgroup_id, slot, flags);
+        }
         return ALLOW;
     }
     let proto = match req.protocol {
@@ -259,46 +402,102 @@ fn decide(req: &Request, v4: bool) -> i32 {
         IPPROTO_UDP => NET_PROTO_UDP,
         _ => return deny(req, NET_REASON_PROTO, cgroup_id, slot, flags),
     };
-    if req.op != NET_OP_BIND && req.port == DNS_PORT && flags & NET_FLAG_DNS_REDIRECT != 0 {
+    if !bind && req.port == DNS_PORT && flags & NET_FLAG_DNS_REDIRECT != 0 {
         return REDIRECT;
     }
     // An explicit UDP bind to port 0 is what many UDP clients do before sendto; it
     // opens no known port. (A TCP bind to port 0 can be followed by listen: checked.)
-    if req.op == NET_OP_BIND && proto == NET_PROTO_UDP && req.port == 0 {
+    if bind && proto == NET_PROTO_UDP && req.port == 0 {
         return ALLOW;
     }
-    let rules = lookup(req, slot, v4);
-    if let Some(rules) = rules {
+    let table = if bind { TABLE_BIND } else { TABLE_ALLOW };
+    if let Some(rules) = lookup(req, slot, v4, table) {
         if matches(rules, req.port, proto) {
+            if tainted {
+                return after_taint(req, v4, cgroup_id, slot, flags);
+            }
             return ALLOW;
         }
     }
     deny(req, NET_REASON_NO_RULE, cgroup_id, slot, flags)
 }
 
+/// Whether the run of `cgroup_id` read a secret (the taint contract of
+/// `agentd_common::fsrules`).
 #[inline(always)]
-fn lookup(req: &Request, slot: u32, v4: bool) -> Option<&'static NetRuleSet> {
+fn is_tainted(cgroup_id: u64) -> bool {
+    // SAFETY: plain value copied out at once.
+    match unsafe { RUN_TAINT.get(cgroup_id) } {
+        Some(state) => state.tainted != 0,
+        None => false,
+    }
+}
+
+/// A tainted run's outbound operation: allowed only by a `net.after_taint` rule.
+#[inline(always)]
+fn after_taint(req: &Request, v4: bool, cgroup_id: u64, slot: u32, flags: u32) -> i32 {
+    let proto = match req.protocol {
+        IPPROTO_TCP => NET_PROTO_TCP,
+        IPPROTO_UDP => NET_PROTO_UDP,
+        _ => 0,
+    };
+    if proto != 0 {
+        if let Some(rules) = lookup(req, slot, v4, TABLE_TAINT) {
+            if matches(rules, req.port, proto) {
+                return ALLOW;
+            }
+        }
+    }
+    deny(req, NET_REASON_TAINTED, cgroup_id, slot, flags)
+}
+
+/// Whether a `net.after_taint` rule of run `slot` allows a packet to `addr` (network
+/// order, IPv4 in the first 4 bytes when `v4`), `port`, `proto` (`NET_PROTO_*`): the
+/// taint egress program's check, the same as the connect/sendmsg one.
+#[inline(always)]
+pub(crate) fn after_taint_allows(
+    slot: u32,
+    v4: bool,
+    addr: &[u8; 16],
+    port: u16,
+    proto: u8,
+) -> bool {
+    let req = Request {
+        op: NET_OP_CONNECT,
+        family: if v4 { AF_INET } else { AF_INET6 },
+        sock_type: 0,
+        protocol: 0,
+        port,
+        addr: *addr,
+    };
+    match lookup(&req, slot, v4, TABLE_TAINT) {
+        Some(rules) => matches(rules, port, proto),
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn lookup(req: &Request, slot: u32, v4: bool, table: u32) -> Option<&'static NetRuleSet> {
     let slot = slot.to_be_bytes();
-    let bind = req.op == NET_OP_BIND;
     if v4 {
         let mut data = [0u8; NET_KEY4_LEN];
         data[..4].copy_from_slice(&slot);
         data[4..].copy_from_slice(&req.addr[..4]);
         let key = Key::new(NET_SLOT_BITS + 32, data);
-        if bind {
-            NET_BIND4.get(&key)
-        } else {
-            NET_ALLOW4.get(&key)
+        match table {
+            TABLE_BIND => NET_BIND4.get(&key),
+            TABLE_TAINT => NET_TAINT4.get(&key),
+            _ => NET_ALLOW4.get(&key),
         }
     } else {
         let mut data = [0u8; NET_KEY6_LEN];
         data[..4].copy_from_slice(&slot);
         data[4..].copy_from_slice(&req.addr);
         let key = Key::new(NET_SLOT_BITS + 128, data);
-        if bind {
-            NET_BIND6.get(&key)
-        } else {
-            NET_ALLOW6.get(&key)
+        match table {
+            TABLE_BIND => NET_BIND6.get(&key),
+            TABLE_TAINT => NET_TAINT6.get(&key),
+            _ => NET_ALLOW6.get(&key),
         }
     }
 }
@@ -355,7 +554,7 @@ fn on_sock_create(ctx: &SockContext) -> i32 {
         return deny(&req, NET_REASON_NO_RUN, 0, 0, 0);
     };
     // SAFETY: plain u32 copied out at once.
-    let Some(flags) = (unsafe { NET_RUNS.get(&slot) }).copied() else {
+    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
         return deny(&req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
     if flags & NET_FLAG_RAW_ALLOWED != 0 {

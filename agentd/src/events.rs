@@ -349,8 +349,8 @@ mod tests {
 
     fn to_bytes<T: aya::Pod>(value: &T) -> Vec<u8> {
         let mut out = vec![0u8; size_of::<T>()];
-        // SAFETY: T is Pod (repr(C), no padding, all bit patterns valid), so viewing it as
-        // size_of::<T>() initialised bytes is sound; `out` has exactly that length.
+        // T is Pod (repr(C), no padding, all bit patterns valid); `out` has its length.
+        // SAFETY: viewing a Pod as size_of::<T>() initialised bytes is sound.
         let raw =
             unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
         out.copy_from_slice(raw);

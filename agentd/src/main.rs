@@ -13,6 +13,7 @@ mod net;
 mod plan;
 mod policy;
 mod probe;
+mod run_guard;
 
 use std::process::ExitCode;
 

@@ -448,18 +448,9 @@ impl Builder {
     }
 
     /// Taint → egress: `cgroup_skb/egress` on the run's cgroup drops every packet once
-    /// the run is tainted. Returns false when refused.
+    /// the run is tainted, but those to `net.after_taint` destinations and the run's
+    /// resolver (connect/sendmsg: `plan::net`). Returns false when refused.
     fn taint_egress(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> bool {
-        if let Some(rule) = policy.net.as_ref().and_then(|n| n.after_taint.first()) {
-            self.refuse(
-                name::BPF,
-                format!(
-                    "net.after_taint `{}` (line {}): exceptions after taint need the eBPF network layer, which this build does not have yet; leave net.after_taint empty (no egress after taint)",
-                    rule.written, rule.span.line
-                ),
-            );
-            return false;
-        }
         if !probe.cgroup_bpf.available {
             self.refuse(
                 name::BPF,
@@ -474,9 +465,10 @@ impl Builder {
             "fs.secret taint → egress",
             name::BPF,
             if enforce {
-                "cgroup_skb/egress on the run's cgroup drops every packet once the run is tainted, on new and already-open connections (net.after_taint: none)"
+                let after = policy.net.as_ref().map_or(0, |n| n.after_taint.len());
+                format!("cgroup_skb/egress on the run's cgroup drops every packet once the run is tainted, on new and already-open connections, except to the {after} net.after_taint destination(s) and the run's resolver; at run end the run's TCP sockets are destroyed (SOCK_DESTROY) before the programs are detached, so nothing queued while tainted leaves later")
             } else {
-                "not enforced (mode: audit): a tainted run keeps its network"
+                "not enforced (mode: audit): a tainted run keeps its network".to_owned()
             },
         );
         true

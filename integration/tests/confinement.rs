@@ -125,3 +125,30 @@ fn capabilities_are_gone_and_no_new_privs_is_set() {
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
 }
+
+/// Landlock judges the file a symlink leads to; the audit record says so, and names the
+/// rule the target fails, instead of blaming file permissions.
+#[test]
+fn a_symlink_out_of_the_policy_is_denied_and_audited_with_its_target() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let link = sb.workspace().join("hostname-link");
+    std::os::unix::fs::symlink("/etc/hostname", &link).unwrap_or_else(|e| panic!("{e}"));
+    let link = link.display().to_string();
+    let o = sb.run_prog(&["open", &link]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("open {link}: EACCES\n"));
+    let recs = sb.audit();
+    let denied: Vec<&serde_json::Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["path"] == link.as_str())
+        .collect();
+    assert_eq!(denied.len(), 1, "{recs:#?}");
+    let r = denied[0];
+    assert_eq!(r["layer"], "landlock");
+    assert_eq!(r["op"], "open");
+    assert_eq!(r["access"], "read");
+    assert_eq!(r["errno"], "EACCES");
+    assert_eq!(r["symlink_target"], "/etc/hostname");
+    assert_eq!(r["rule"], "not in fs.read or fs.write");
+}

@@ -234,3 +234,66 @@ fn wall_time_kills_the_run() {
     assert_eq!(b[0]["decision"], "kill");
     assert_eq!(events(&recs, "run_end")[0]["killed_by"], "wall_time");
 }
+
+/// PR_SET_PDEATHSIG reaches only the command; a daemon it left behind would run on
+/// with agentd's eBPF programs detached. The run guard kills the whole cgroup.
+#[test]
+fn sigkill_of_agentd_kills_every_process_of_the_run_not_only_the_command() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let prog = testprog().display().to_string();
+    let mut child = sb
+        .run_cmd(&[&prog, "orphan-sleep", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn agentd: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut reader = BufReader::new(stdout);
+    let mut pids = Vec::new();
+    for want in ["orphan", "command"] {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        let pid: i32 = line
+            .trim()
+            .strip_prefix(want)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("expected `{want} PID`, got {line:?}"));
+        pids.push(pid);
+    }
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    assert!(pids.iter().all(|p| alive(*p)), "{pids:?} not running");
+    // SAFETY: signalling the agentd process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let all_gone = (0..250).any(|_| {
+        let any = pids.iter().any(|p| alive(*p));
+        if any {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        !any
+    });
+    let survivors: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    // Don't leave a stray process behind if the assertion is about to fail.
+    for p in &survivors {
+        // SAFETY: these pids were printed by the processes this test's run started.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    assert!(
+        all_gone,
+        "processes of the run survived agentd's SIGKILL: {survivors:?} (orphan, command: {pids:?})"
+    );
+    let run_id = sb.audit()[0]["run"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(run_id.len(), 12, "no run id in the audit log");
+    // agentd died before it could remove the run's (now empty) cgroups: the test does.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    remove_leftover_run_cgroups(&run_id);
+}

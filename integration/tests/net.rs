@@ -234,9 +234,23 @@ fn raw_sockets_are_denied() {
     let sb = Sandbox::new();
     net_policy(&sb, "enforce", "net:\n  allow: []\n");
     // In mode: enforce the caps layer has dropped CAP_NET_RAW, and the kernel checks
-    // that before the cgroup sock_create hook: EPERM either way.
+    // that before the cgroup sock_create hook: EPERM either way. The denial tracker
+    // (tp_btf sys_exit) sees socket(2) fail and the record names the caps layer.
     let o = sb.run_prog(&["socket", "raw"]);
     assert_eq!(stdout(&o), "socket raw: EPERM\n");
+    let recs = sb.audit();
+    let d: Vec<&Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == "socket")
+        .collect();
+    assert_eq!(d.len(), 1, "{recs:#?}");
+    assert_eq!(d[0]["layer"], "caps");
+    assert_eq!(d[0]["decision"], "deny");
+    assert_eq!(d[0]["rule"], "CAP_NET_RAW dropped (net.raw not allowed)");
+    assert_eq!(d[0]["errno"], "EPERM");
+    assert_eq!(d[0]["family"], "AF_INET");
+    assert_eq!(d[0]["type"], "SOCK_RAW");
+    assert_eq!(d[0]["protocol"], 1);
     let o = sb.run_prog(&["socket", "tcp"]);
     assert_eq!(stdout(&o), "socket tcp: OK\n");
 }
@@ -251,6 +265,30 @@ fn netlink_is_limited_to_route_and_packet_sockets_are_denied() {
     assert_eq!(stdout(&o), "socket netlink-audit: EPERM\n");
     let o = sb.run_prog(&["socket", "packet"]);
     assert_eq!(stdout(&o), "socket packet: EPERM\n");
+    // Both refused by the seccomp baseline (sys_enter never runs for them); the denial
+    // tracker sees socket(2) fail at sys_exit.
+    let recs = sb.audit();
+    let d: Vec<&Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == "socket")
+        .collect();
+    assert_eq!(d.len(), 2, "{recs:#?}");
+    assert_eq!(d[0]["layer"], "seccomp");
+    assert_eq!(d[0]["family"], "AF_NETLINK");
+    assert_eq!(d[0]["protocol"], libc::NETLINK_AUDIT);
+    assert_eq!(
+        d[0]["rule"],
+        "netlink other than NETLINK_ROUTE is denied (seccomp baseline)"
+    );
+    assert_eq!(d[0]["errno"], "EPERM");
+    assert_eq!(d[1]["layer"], "seccomp");
+    assert_eq!(d[1]["family"], "AF_PACKET");
+    assert_eq!(d[1]["type"], "SOCK_RAW");
+    assert_eq!(
+        d[1]["rule"],
+        "AF_PACKET sockets are denied (seccomp baseline)"
+    );
+    assert_eq!(d[1]["errno"], "EPERM");
 }
 
 #[test]

@@ -331,3 +331,143 @@ fn audit_mode_resolves_a_denied_name_and_records_would_deny() {
     assert_eq!(conn[0]["dst"], "127.0.0.4");
     assert!(recs.iter().all(|r| r["decision"] != "deny"));
 }
+
+/// Adds `fs.secret` (a new `.env` in the workspace, readable) and `net` lines to the
+/// fixture's policy; returns the secret's path.
+fn with_secret(sb: &Sandbox, net_extra: &str) -> String {
+    let secret = sb.workspace().join(".env");
+    std::fs::write(&secret, "TOKEN=1\n").unwrap_or_else(|e| panic!("write: {e}"));
+    let secret = std::fs::canonicalize(&secret)
+        .unwrap_or_else(|e| panic!("canonicalize: {e}"))
+        .display()
+        .to_string();
+    let yaml = std::fs::read_to_string(sb.policy_path()).unwrap_or_else(|e| panic!("{e}"));
+    let yaml = yaml
+        .replacen("\nexec:", &format!("\n  secret: [\"{secret}\"]\nexec:"), 1)
+        .replacen("read: [", &format!("read: [\"{secret}\", "), 1);
+    sb.write_policy(&format!("{yaml}{net_extra}"));
+    secret
+}
+
+#[test]
+fn an_after_taint_name_still_resolves_and_connects_once_tainted() {
+    if !cgroup_bpf_or_skip("dns_after_taint") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    let secret = with_secret(&sb, &format!("  after_taint: [\"{OK_NAME}:{port}/tcp\"]\n"));
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &[
+            "after-secret",
+            &secret,
+            "resolve",
+            OK_NAME,
+            &port,
+            "tcp",
+            "127.0.0.3",
+            &port,
+            "resolve",
+            REBIND_NAME,
+            &port,
+        ],
+    );
+    assert_status(&o, 0);
+    // The after_taint name resolves and its address stays reachable (connect and
+    // egress); another allowed name is refused.
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "open {secret}: OK\nresolve {OK_NAME}: 127.0.0.3 {port}\ntcp 127.0.0.3 {port}: OK\nresolve {REBIND_NAME}: EAI_AGAIN\n"
+        )
+    );
+    assert!(!f.upstream.seen().iter().any(|n| n == REBIND_NAME));
+    let recs = sb.audit();
+    let refused: Vec<_> = records_of(&recs, "dns", "denied")
+        .into_iter()
+        .filter(|r| r["name"] == REBIND_NAME)
+        .collect();
+    assert!(!refused.is_empty(), "{recs:?}");
+    assert_eq!(refused[0]["rule"], "tainted: no after_taint rule");
+    assert!(records_of(&recs, "bpf", "denied").is_empty(), "{recs:?}");
+}
+
+#[test]
+fn once_tainted_the_resolver_refuses_every_name() {
+    if !cgroup_bpf_or_skip("dns_tainted") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    let secret = with_secret(&sb, "");
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["after-secret", &secret, "resolve", OK_NAME, &port],
+    );
+    assert_status(&o, 0);
+    // An allowed name, but the run has read a secret: REFUSED, which glibc reports as
+    // EAI_AGAIN, and the query never leaves the host.
+    assert_eq!(
+        stdout(&o),
+        format!("open {secret}: OK\nresolve {OK_NAME}: EAI_AGAIN\n")
+    );
+    assert!(
+        !f.upstream.seen().iter().any(|n| n == OK_NAME),
+        "a tainted run's query must never be forwarded"
+    );
+    let recs = sb.audit();
+    let refused: Vec<_> = records_of(&recs, "dns", "denied")
+        .into_iter()
+        .filter(|r| r["name"] == OK_NAME)
+        .collect();
+    assert!(!refused.is_empty(), "{recs:?}");
+    assert_eq!(refused[0]["decision"], "deny");
+    assert_eq!(refused[0]["op"], "dns_query");
+    assert_eq!(refused[0]["rule"], "tainted: no after_taint rule");
+    assert_eq!(refused[0]["rcode"], "REFUSED");
+}
+
+#[test]
+fn a_reply_to_an_unconnected_sendto_comes_from_the_original_destination() {
+    if !cgroup_bpf_or_skip("dns_recvmsg") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    // The query goes to a documentation address (never reachable): the cgroup sendmsg
+    // hook sends it to the run's resolver, and cgroup/recvmsg4 makes the reply's source
+    // the address the client wrote to, so a client checking it accepts the answer.
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["udp-dns-query", "192.0.2.1", "53", OK_NAME],
+    );
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "udp-dns-query 192.0.2.1 53: reply from 192.0.2.1 53\n"
+    );
+    // The same through an IPv6 socket (to the resolver's [::1] socket, or to its
+    // IPv4 one through ::ffff:127.0.0.1).
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["udp-dns-query", "2001:db8::1", "53", OK_NAME],
+    );
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "udp-dns-query 2001:db8::1 53: reply from 2001:db8::1 53\n"
+    );
+    let recs = sb.audit();
+    let answered: Vec<_> = records_of(&recs, "dns", "dns")
+        .into_iter()
+        .filter(|r| r["name"] == OK_NAME)
+        .collect();
+    assert_eq!(answered.len(), 2, "{recs:?}");
+}

@@ -40,6 +40,8 @@ pub fn bench(only: Option<&str>) -> Result<(), String> {
     .map_err(|e| format!("write {}: {e}", policy.display()))?;
     let audit = out_dir.join("audit.jsonl");
     let key = crate::util::ensure_signing_key(&agentd, &out_dir.join("key"))?;
+    // Every `agentd run` below (net, budget, fsrules benchmarks) signs with this key.
+    std::env::set_var("AGENTD_SIGNING_KEY", &key);
 
     let bare = || Command::new("/usr/bin/true");
     let confined = || {

@@ -61,28 +61,47 @@ fn run_rounds(agentd: &Path, out_dir: &Path, prog: &Path, port: u16) -> Result<S
     let n_s = CONNECTS.to_string();
     let loop_args = ["connect-loop", "127.0.0.1", port_s.as_str(), n_s.as_str()];
 
+    // The same policy with an fs.secret that the loop never reads: every connect also
+    // looks the run's taint flag up (NET_FLAG_TAINT_CHECK).
+    let secret = out_dir.join("bench-secret");
+    std::fs::write(&secret, "not read\n")
+        .map_err(|e| format!("write {}: {e}", secret.display()))?;
+    let secret_policy = out_dir.join("net-1000-secret.yaml");
+    let text = policy_text(prog, port).replacen(
+        "\nexec:",
+        &format!("\n  secret: [\"{}\"]\nexec:", secret.display()),
+        1,
+    );
+    std::fs::write(&secret_policy, text)
+        .map_err(|e| format!("write {}: {e}", secret_policy.display()))?;
+
     let mut bare = Duration::ZERO;
     let mut confined = Duration::ZERO;
+    let mut with_secret = Duration::ZERO;
     for _ in 0..ROUNDS {
         bare += timed(Command::new(prog).args(loop_args))?;
-        let mut c = Command::new(agentd);
-        c.arg("run")
-            .arg("--policy")
-            .arg(&policy)
-            .arg("--audit")
-            .arg(&audit)
-            .arg("--")
-            .arg(prog)
-            .args(loop_args);
-        confined += timed(&mut c)?;
+        for (policy, total) in [(&policy, &mut confined), (&secret_policy, &mut with_secret)] {
+            let mut c = Command::new(agentd);
+            c.arg("run")
+                .arg("--policy")
+                .arg(policy)
+                .arg("--audit")
+                .arg(&audit)
+                .arg("--")
+                .arg(prog)
+                .args(loop_args);
+            *total += timed(&mut c)?;
+        }
     }
     let total = CONNECTS as f64 * ROUNDS as f64;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / total;
     Ok(format!(
-        "\n## network: TCP connect+close to a loopback listener, {CONNECTS} per round, {ROUNDS} rounds interleaved\n\n| variant | µs per connect | ratio to bare |\n|---|---|---|\n| bare | {:.2} | 1.00 |\n| agentd run, {RULES}-rule net policy | {:.2} | {:.2} |\n",
+        "\n## network: TCP connect+close to a loopback listener, {CONNECTS} per round, {ROUNDS} rounds interleaved\n\n| variant | µs per connect | ratio to bare |\n|---|---|---|\n| bare | {:.2} | 1.00 |\n| agentd run, {RULES}-rule net policy | {:.2} | {:.2} |\n| same + fs.secret (taint looked up on every connect and packet, never tainted) | {:.2} | {:.2} |\n",
         per(bare),
         per(confined),
-        per(confined) / per(bare)
+        per(confined) / per(bare),
+        per(with_secret),
+        per(with_secret) / per(bare)
     ))
 }
 

@@ -19,6 +19,7 @@ pub fn op_name(syscall: u32) -> &'static str {
         nr::RMDIR => "rmdir",
         nr::UNLINK | nr::UNLINKAT => "unlink",
         nr::EXECVE | nr::EXECVEAT => "exec",
+        nr::SOCKET => "socket",
         _ => "syscall",
     }
 }
@@ -37,6 +38,7 @@ fn syscall_name(syscall: u32) -> &'static str {
         nr::UNLINKAT => "unlinkat",
         nr::EXECVE => "execve",
         nr::EXECVEAT => "execveat",
+        nr::SOCKET => "socket",
         _ => "unknown",
     }
 }
@@ -101,6 +103,84 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// Where `path` really leads when a symlink is on the way (the file itself, or for a
+/// file that does not exist, its directory); `None` when it leads to itself.
+fn symlink_target(path: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok().or_else(|| {
+        let dir = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(dir.join(path.file_name()?))
+    })?;
+    (real != path).then(|| real.display().to_string())
+}
+
+/// The record of a raw inet, packet or netlink `socket(2)` that failed with
+/// `EPERM`/`EACCES` before any cgroup hook ran: the seccomp baseline refuses packet
+/// sockets and netlink other than `NETLINK_ROUTE`; the kernel's `CAP_NET_RAW` check
+/// (the caps layer dropped it) refuses raw sockets. `open_flags` and `sock_type` are
+/// the tracker's encoding (`family | protocol << 32`, the type); `seccomp` and
+/// `caps_dropped` say which of those layers the run has, `raw_allowed` is `net.raw`.
+#[allow(clippy::too_many_arguments)]
+pub fn socket_denial_record(
+    tgid: u32,
+    tid: u32,
+    errno: &str,
+    open_flags: u64,
+    sock_type: i32,
+    seccomp: bool,
+    caps_dropped: bool,
+    raw_allowed: bool,
+) -> (&'static str, Value) {
+    let family = (open_flags & 0xffff_ffff) as i32;
+    let protocol = (open_flags >> 32) as i32;
+    let cap_rule = if raw_allowed {
+        "CAP_NET_RAW dropped (the caps layer drops it even with net.raw: true)"
+    } else {
+        "CAP_NET_RAW dropped (net.raw not allowed)"
+    };
+    let (layer, rule) = match family {
+        libc::AF_PACKET if seccomp => {
+            ("seccomp", "AF_PACKET sockets are denied (seccomp baseline)")
+        }
+        libc::AF_NETLINK if seccomp => (
+            "seccomp",
+            "netlink other than NETLINK_ROUTE is denied (seccomp baseline)",
+        ),
+        libc::AF_INET | libc::AF_INET6 | libc::AF_PACKET if caps_dropped => ("caps", cap_rule),
+        _ => (
+            "kernel",
+            "no rule: agentd's layers allow this socket; the kernel refused it",
+        ),
+    };
+    let family_name = match family {
+        libc::AF_INET => "AF_INET".to_owned(),
+        libc::AF_INET6 => "AF_INET6".to_owned(),
+        libc::AF_PACKET => "AF_PACKET".to_owned(),
+        libc::AF_NETLINK => "AF_NETLINK".to_owned(),
+        other => other.to_string(),
+    };
+    let type_name = match sock_type {
+        libc::SOCK_RAW => "SOCK_RAW".to_owned(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".to_owned(),
+        libc::SOCK_STREAM => "SOCK_STREAM".to_owned(),
+        10 => "SOCK_PACKET".to_owned(),
+        other => other.to_string(),
+    };
+    (
+        layer,
+        json!({
+            "op": "socket",
+            "family": family_name,
+            "type": type_name,
+            "protocol": protocol,
+            "errno": errno,
+            "rule": rule,
+            "pid": tgid,
+            "tid": tid,
+            "syscall": "socket",
+        }),
+    )
+}
+
 /// The record's layer and fields.
 #[allow(clippy::too_many_arguments)]
 pub fn denial_record(
@@ -122,7 +202,20 @@ pub fn denial_record(
     if let Some(a) = access {
         subject["access"] = json!(a);
     }
-    let (layer, rule) = match judge.judge(&subject).map(|(_, v)| v) {
+    // Landlock judges the file the kernel reached, so a symlink to somewhere the policy
+    // does not allow is denied even though the path as typed is allowed: judge the
+    // target too (resolved now, after the fact).
+    let mut target = None;
+    let mut verdict = judge.judge(&subject).map(|(_, v)| v);
+    if !matches!(verdict, Some(Verdict::Deny(_))) {
+        if let Some(real) = symlink_target(Path::new(&resolved)) {
+            let mut by_target = subject.clone();
+            by_target["path"] = json!(real);
+            verdict = judge.judge(&by_target).map(|(_, v)| v);
+            target = Some(real);
+        }
+    }
+    let (layer, rule) = match verdict {
         Some(Verdict::Deny(rule)) if landlock_active => ("landlock", rule),
         _ => (
             "kernel",
@@ -144,6 +237,9 @@ pub fn denial_record(
     if path != resolved {
         detail["path_arg"] = json!(path);
     }
+    if let Some(t) = target {
+        detail["symlink_target"] = json!(t);
+    }
     match base {
         Base::Exact => {}
         // Honest about the guess: the process may have changed directory before exiting.
@@ -151,4 +247,39 @@ pub fn denial_record(
         Base::Unresolved => detail["path_unresolved"] = json!(true),
     }
     (layer, detail)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn flags(family: i32, protocol: i32) -> u64 {
+        family as u64 | ((protocol as u64) << 32)
+    }
+
+    #[test]
+    fn socket_denials_name_the_layer_that_refused_them() {
+        let raw = flags(libc::AF_INET, libc::IPPROTO_ICMP);
+        let (layer, d) =
+            socket_denial_record(7, 8, "EPERM", raw, libc::SOCK_RAW, true, true, false);
+        assert_eq!(layer, "caps");
+        assert_eq!(d["rule"], "CAP_NET_RAW dropped (net.raw not allowed)");
+        assert_eq!(d["family"], "AF_INET");
+        assert_eq!(d["type"], "SOCK_RAW");
+        assert_eq!(d["protocol"], 1);
+        assert_eq!(d["op"], "socket");
+        let (layer, _) = socket_denial_record(7, 8, "EPERM", raw, 3, true, false, false);
+        assert_eq!(layer, "kernel");
+        let packet = flags(libc::AF_PACKET, 0x0300);
+        let (layer, d) = socket_denial_record(7, 8, "EPERM", packet, 3, true, true, true);
+        assert_eq!(layer, "seccomp");
+        assert_eq!(d["family"], "AF_PACKET");
+        let (layer, d) = socket_denial_record(7, 8, "EPERM", packet, 3, false, true, true);
+        assert_eq!(layer, "caps");
+        assert_eq!(
+            d["rule"],
+            "CAP_NET_RAW dropped (the caps layer drops it even with net.raw: true)"
+        );
+    }
 }

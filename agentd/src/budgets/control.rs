@@ -73,6 +73,14 @@ pub fn signal_run(run_id: &str, sig: Signal) -> Result<i32, String> {
     Ok(pid)
 }
 
+/// Whether a live agentd owns the run `run_id` (its pid file names a running agentd).
+pub fn run_is_live(run_id: &str) -> bool {
+    std::fs::read_to_string(pid_path(run_id))
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .is_some_and(is_agentd)
+}
+
 fn is_agentd(pid: i32) -> bool {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let me = std::env::current_exe().ok();

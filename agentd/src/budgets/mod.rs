@@ -12,20 +12,25 @@
 //! | `syscalls`, `execs`, `net_*`, `fs_write_bytes` | the run's `BUDGET_RUNS` / `BUDGET_SYSCALLS` entries |
 //! | `memory`, `memory_high`, `pids`, `cpu_quota` | enforced by the kernel; the table shows the use |
 //!
-//! Each step fires once, in order. Kill steps of absolute counter budgets are also
-//! written into the kernel map, so the eBPF side stops the offending process at the
-//! threshold itself (within one syscall batch) rather than a tick later; rate forms are
-//! enforced here only, on a sliding window over the sampled counters.
+//! Each step fires once, in order. Kill steps of counter budgets are also written into
+//! the kernel map, so the eBPF side stops the offending process at the threshold itself
+//! (within one syscall batch) rather than a tick later: for an absolute budget on the
+//! counter, for a rate form (`execs: 100/1h`) on a sliding window of eight buckets kept in
+//! the map (`agentd_common::budget::RateWindow`). agentd keeps its own sliding window over
+//! the sampled counters for the warn and freeze steps, the table and the record.
 
 mod control;
 pub mod history;
-mod sockets;
+pub mod sockets;
 mod table;
 mod window;
 
 use std::time::{Duration, Instant};
 
-use agentd_common::budget::BudgetCounters;
+use agentd_common::budget::{
+    BudgetCounters, RateWindow, WINDOW_EXECS, WINDOW_FS_WRITE, WINDOW_NET_EGRESS,
+    WINDOW_NET_INGRESS, WINDOW_SYSCALLS,
+};
 use serde_json::{json, Value};
 
 use crate::audit::Decision;
@@ -34,7 +39,7 @@ use crate::layers::cgroup::{RunCgroups, Usage};
 use crate::layers::name;
 use crate::policy::{show, Action, Budget, BudgetKey, Policy, Step, Unit};
 
-pub use control::{signal_run, PidFile, RESUME_SIGNAL, STOP_SIGNAL};
+pub use control::{run_is_live, signal_run, PidFile, RESUME_SIGNAL, STOP_SIGNAL};
 use history::History;
 use window::SlidingWindow;
 
@@ -136,14 +141,22 @@ impl Budgets {
         self.tracked.is_empty()
     }
 
-    /// Kill thresholds for the kernel side: absolute counter budgets with a kill step.
+    /// Kill thresholds for the kernel side: counter budgets with a kill step (on the
+    /// counter, or on a window for a rate form).
     pub fn kernel_thresholds(&self) -> BudgetCounters {
         let mut c = BudgetCounters::NEW;
-        for t in self.tracked.iter().filter(|t| t.window.is_none()) {
+        for t in &self.tracked {
             let Some(kill) = t.steps.iter().find(|s| s.action == Action::Kill) else {
                 continue;
             };
             let at = kill.threshold(t.budget.limit);
+            if let Some(w) = t.budget.window {
+                if let Some(kind) = window_kind(t.budget.key) {
+                    let ns = u64::try_from(w.as_nanos()).unwrap_or(u64::MAX);
+                    c.windows[kind] = RateWindow::new(ns, at);
+                }
+                continue;
+            }
             match t.budget.key {
                 BudgetKey::Syscalls => c.kill_syscalls = at,
                 BudgetKey::Execs => c.kill_execs = at,
@@ -366,10 +379,15 @@ impl Budgets {
         let at_ms = now.saturating_duration_since(self.started).as_millis() as u64;
         let t = &mut self.tracked[i];
         let used = observe(t, counter, now, at_ms);
+        // The kernel's window saw a rate form past its kill step (a burst between two
+        // samples can escape agentd's own window): that step and those before it fire.
+        let kernel_fired = t.window.is_some()
+            && window_kind(t.budget.key).is_some_and(|k| self.kernel.windows_fired[k]);
         // Fire the highest step already passed; steps it skipped over are reported with it.
         let mut fire = None;
         while let Some(step) = t.steps.get(t.next) {
-            if used <= step.threshold(t.budget.limit) {
+            let passed = used > step.threshold(t.budget.limit);
+            if !passed && !kernel_fired {
                 break;
             }
             fire = Some(*step);
@@ -391,6 +409,9 @@ impl Budgets {
         });
         if let Some(w) = window {
             detail["window_ms"] = json!(w.as_millis() as u64);
+            if kernel_fired {
+                detail["kernel_window_exceeded"] = json!(true);
+            }
         }
         let shown = format!(
             "{name} {}{} exceeded ({} used, step {step})",
@@ -444,7 +465,7 @@ impl Budgets {
                 )
             }
         };
-        let in_kernel = step.action == Action::Kill && window.is_none() && key.counted_in_kernel();
+        let in_kernel = step.action == Action::Kill && key.counted_in_kernel();
         Some(Notice {
             layer: if in_kernel { name::BPF } else { name::AGENTD },
             event: "budget",
@@ -514,6 +535,18 @@ impl Budgets {
                 }
             })
             .collect()
+    }
+}
+
+/// The kernel window of a counter budget's rate form.
+fn window_kind(key: BudgetKey) -> Option<usize> {
+    match key {
+        BudgetKey::Syscalls => Some(WINDOW_SYSCALLS),
+        BudgetKey::Execs => Some(WINDOW_EXECS),
+        BudgetKey::FsWriteBytes => Some(WINDOW_FS_WRITE),
+        BudgetKey::NetEgressBytes => Some(WINDOW_NET_EGRESS),
+        BudgetKey::NetIngressBytes => Some(WINDOW_NET_INGRESS),
+        _ => None,
     }
 }
 
@@ -612,8 +645,15 @@ mod tests {
         assert_eq!(t.kill_execs, 120);
         assert_eq!(
             t.kill_syscalls, BUDGET_NEVER,
-            "rate forms are checked by agentd"
+            "a rate form has no threshold on the total"
         );
+        let w = t.windows[WINDOW_SYSCALLS];
+        assert_eq!(
+            (w.bucket_ns, w.limit),
+            (125_000_000, 6000),
+            "1 s / 8, 120% of 5000"
+        );
+        assert_eq!(t.windows[WINDOW_EXECS].bucket_ns, 0, "execs is absolute");
         assert_eq!(t.kill_fs_write, BUDGET_NEVER, "no kill step");
         assert_eq!(t.drop_net_egress, 1000);
         assert_eq!(t.drop_net_ingress, BUDGET_NEVER);

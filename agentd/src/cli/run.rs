@@ -361,6 +361,20 @@ impl Run {
             .as_ref()
             .ok_or_else(|| setup_err(name::CGROUP, "cgroup layout unknown"))?;
         let manager = cgroup::manager_for(layout).map_err(|e| setup_err(name::CGROUP, e))?;
+        let stale = cgroup::gc::collect_stale(layout, crate::budgets::run_is_live);
+        if !stale.removed.is_empty() || !stale.killed_in.is_empty() {
+            let paths = |v: &[std::path::PathBuf]| {
+                v.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+            };
+            self.record(
+                name::CGROUP,
+                "stale_cgroups",
+                None,
+                json!({"removed": paths(&stale.removed), "killed_in": paths(&stale.killed_in)}),
+            );
+        }
         let cgroups = manager
             .create_run(&self.id, &p.plan.limits)
             .map_err(|e| setup_err(name::CGROUP, e))?;
@@ -372,7 +386,7 @@ impl Run {
             .build()
             .map_err(|e| setup_err(name::AGENTD, format!("cannot start the event loop: {e}")))?;
         let _rt_guard = rt.enter();
-        let mut bpf = BpfRuntime::load().map_err(|e| setup_err(name::BPF, e))?;
+        let mut bpf = BpfRuntime::take_probed_or_load().map_err(|e| setup_err(name::BPF, e))?;
         bpf.watch_cgroup(cgroups.cgroup_id(), 0)
             .map_err(|e| setup_err(name::BPF, e))?;
         let mut resolver = match &p.plan.net {
@@ -381,6 +395,7 @@ impl Run {
                     .block_on(RunResolver::start(
                         &mut bpf,
                         0,
+                        cgroups.cgroup_id(),
                         req,
                         &p.policy,
                         &p.dns_upstream,
@@ -469,6 +484,9 @@ impl Run {
         // Handlers go in before the command exists, so a signal sent as soon as it runs
         // is forwarded rather than killing agentd (and leaving the run unaudited).
         let signals = Signals::install()?;
+        // From here on, agentd dying (even by SIGKILL) kills the whole run.
+        let guard = crate::run_guard::RunGuard::arm(&cgroups.identity().path)
+            .map_err(|e| setup_err(name::AGENTD, format!("run guard: {e}")))?;
         let outcome = launch::spawn(&setup).map_err(|e| setup_err(name::AGENTD, e))?;
         let pid = match outcome {
             SpawnOutcome::Running(pid) => pid,
@@ -504,6 +522,11 @@ impl Run {
             rt.block_on(r.stop());
         }
         let stragglers = cgroups.kill_all();
+        // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
+        if p.policy.mode != policy::Mode::Audit && bpf.taint(cgroups.cgroup_id()).is_some() {
+            let r = super::run_fsrules::abort_tainted_sockets(&cgroups);
+            self.record(r.layer, r.event, r.decision, r.detail);
+        }
         self.poll_drops(&bpf);
         if let Some(net) = net {
             let _ = bpf.release_net(net);
@@ -520,6 +543,7 @@ impl Run {
         bpf.clear_exec_integrity(0);
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
+        guard.disarm();
         let (ending, killed_by) = result?;
         let killed_by = killed_by.or(budget_kill);
         let code = match killed_by {
@@ -701,8 +725,14 @@ impl Run {
                 cgroups.kill_all();
             }
         };
-        // Let the tracker's last events (the exits) arrive, then drain.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The records of every process that has exited are in the ring already:
+        // sched_process_exit and the syscall hooks run before a task becomes a zombie,
+        // and a committed ring record is visible at once. Only processes still in the
+        // cgroup (what the command left behind, perhaps exiting right now) get a moment
+        // to deliver theirs; a run that ended cleanly does not pay for that wait.
+        if !cgroups.identity().pids().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for ev in events.drain() {
             self.record_event(ev, &judge, p);
         }
@@ -740,6 +770,27 @@ impl Run {
 
     fn record_event(&mut self, ev: Event, judge: &crate::audit::judge::Judge<'_>, p: &Prepared) {
         match ev {
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
+                ..
+            } if nr == agentd_common::denials::nr::SOCKET => {
+                let (layer, detail) = crate::audit::denial::socket_denial_record(
+                    tgid,
+                    pid,
+                    &errno_name(errno),
+                    open_flags,
+                    dirfd,
+                    p.plan.seccomp,
+                    p.plan.caps,
+                    p.policy.net.as_ref().is_some_and(|n| n.raw),
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
             Event::Denial {
                 pid,
                 tgid,

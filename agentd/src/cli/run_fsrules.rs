@@ -81,6 +81,38 @@ pub fn egress_record(policy: &Policy, packets: u64) -> FsRecord {
     }
 }
 
+/// How long the end of a tainted run waits for killed stragglers to be gone before it
+/// aborts the run's sockets (a process still alive could open new ones).
+const STRAGGLERS_GONE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// End of a tainted run: destroys every TCP socket of the run's cgroup (SOCK_DESTROY,
+/// as the network-budget kill does) before the programs are detached. A socket closed
+/// by an exiting process keeps its unsent data and retransmits it; the taint egress
+/// program drops it only while attached, so without this, bytes queued while tainted
+/// would leave once the run is over. Untainted runs keep the kernel's graceful close:
+/// their queued data was allowed. Returns the record (count, or the error: then the
+/// data may still leave, which the record says).
+pub fn abort_tainted_sockets(cgroups: &crate::layers::cgroup::RunCgroups) -> FsRecord {
+    let deadline = std::time::Instant::now() + STRAGGLERS_GONE;
+    while !cgroups.pids().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (aborted, decision) = match crate::budgets::sockets::abort_tcp_sockets(cgroups.cgroup_id())
+    {
+        Ok(n) => (json!(n), Some(Decision::Deny)),
+        Err(e) => (json!(format!("error: {e}")), None),
+    };
+    FsRecord {
+        layer: crate::layers::name::BPF,
+        event: "taint_sockets_aborted",
+        decision,
+        detail: json!({
+            "tcp_sockets_aborted": aborted,
+            "rule": "fs.secret taint: nothing queued while tainted leaves after the run",
+        }),
+    }
+}
+
 /// One audit record to append.
 pub struct FsRecord {
     pub layer: &'static str,

@@ -470,9 +470,8 @@ pub fn prepare(req: &LandlockRequest) -> Result<PreparedLandlock, LandlockError>
 
 /// `landlock_add_rule(ruleset, T::RULE_TYPE, attr, 0)`.
 fn add_rule<T: RuleAttr>(ruleset: &OwnedFd, attr: &T) -> Result<(), Errno> {
-    // SAFETY: `attr` points to a live rule attribute struct whose layout is the
-    // one the kernel expects for `T::RULE_TYPE` (the RuleAttr impls pair them);
-    // the kernel only reads it.
+    // The RuleAttr impls pair each attribute struct with its RULE_TYPE.
+    // SAFETY: `attr` is a live struct of the layout the kernel expects; it only reads it.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_landlock_add_rule,

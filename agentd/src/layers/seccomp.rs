@@ -332,8 +332,8 @@ impl PreparedSeccomp {
             len: self.len,
             filter: self.filter.as_ptr().cast_mut(),
         };
-        // SAFETY: async-signal-safe: one raw syscall on memory prepared before fork;
-        // `prog` points at `len` valid instructions that outlive the call, and the
+        // Async-signal-safe: one raw syscall on memory prepared before fork.
+        // SAFETY: `prog` points at `len` valid instructions that outlive the call; the
         // kernel only reads (copies) them.
         let rc = unsafe {
             libc::syscall(
@@ -592,8 +592,7 @@ mod tests {
                 return 98;
             }
             for (i, (_, nr)) in numbers.iter().enumerate() {
-                // SAFETY: every argument is 0; the filter answers before the kernel
-                // looks at any of them.
+                // SAFETY: every argument is 0; the filter answers before the kernel reads any.
                 let rc =
                     unsafe { libc::syscall(*nr, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize) };
                 if expect_errno(rc, MARKER) != 0 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dns::{self, DnsDecision, DnsPolicy, Resolver, ResolverConfig};
-use crate::layers::bpf::{BpfRuntime, DnsAllowMap, NetRequest};
+use crate::layers::bpf::{BpfRuntime, DnsAllowMap, DnsRules, NetRequest};
 use crate::policy::Policy;
 
 /// Where upstream resolvers come from unless `--dns-upstream` is given.
@@ -32,10 +32,11 @@ pub struct RunResolver {
 
 impl RunResolver {
     /// Starts the resolver on 127.0.0.1 (and ::1 when that can be bound) for run `slot`
-    /// and registers it with the programs. `upstream` empty: from /etc/resolv.conf.
+    /// (v2 cgroup `cgroup_id`, whose taint it reads) and registers it with the programs. `upstream` empty: from /etc/resolv.conf.
     pub async fn start(
         bpf: &mut BpfRuntime,
         slot: u32,
+        cgroup_id: u64,
         request: &NetRequest,
         policy: &Policy,
         upstream: &[SocketAddr],
@@ -47,6 +48,11 @@ impl RunResolver {
             .unwrap_or_default();
         let mut dns_policy = DnsPolicy::from_net_rules(rules).map_err(|e| e.to_string())?;
         dns_policy.set_audit_only(request.audit_only);
+        for d in &request.after_taint_domains {
+            dns_policy
+                .allow_after_taint(&d.pattern)
+                .map_err(|e| e.to_string())?;
+        }
         let upstream = if upstream.is_empty() {
             dns::upstreams_from_resolv_conf(Path::new(RESOLV_CONF)).map_err(|e| e.to_string())?
         } else {
@@ -54,7 +60,16 @@ impl RunResolver {
         };
         let connect = request.connect.as_deref().unwrap_or_default();
         let (sink, decisions) = bpf
-            .dns_allow_map(slot, connect, &request.domains)
+            .dns_allow_map(
+                slot,
+                request.taint_check.then_some(cgroup_id),
+                &DnsRules {
+                    cidr: connect,
+                    domains: &request.domains,
+                    after_taint_cidr: &request.after_taint,
+                    after_taint_domains: &request.after_taint_domains,
+                },
+            )
             .map_err(|e| e.to_string())?;
         let config = |ip: IpAddr| ResolverConfig {
             listen: SocketAddr::new(ip, 0),

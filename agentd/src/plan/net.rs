@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use super::Builder;
 use crate::layers::bpf::{
-    compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest,
+    compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest, TAINTED_RULE,
 };
 use crate::layers::name;
 use crate::policy::{NetHost, NetRule, Policy, Proto};
@@ -99,7 +99,11 @@ impl Builder {
             connect: None,
             bind: None,
             domains: Vec::new(),
+            taint_check: !policy.fs.secret.is_empty(),
+            after_taint: Vec::new(),
+            after_taint_domains: Vec::new(),
         };
+        self.after_taint(policy, enforce, &mut request);
         if request.raw_allowed {
             self.cover(
                 "net.raw: true",
@@ -113,7 +117,7 @@ impl Builder {
                 format!(
                     "cgroup/sock_create: {verdict} (set net.raw: true to allow){}",
                     if enforce {
-                        "; raw sockets are refused earlier by the kernel's CAP_NET_RAW check (caps layer), with EPERM and no agentd record"
+                        "; raw sockets are refused earlier by the kernel's CAP_NET_RAW check (caps layer), with EPERM, audited by the denial tracker (tp_btf sys_exit) as layer caps"
                     } else {
                         ""
                     }
@@ -124,7 +128,7 @@ impl Builder {
             self.cover(
                 "socket: netlink other than NETLINK_ROUTE, AF_PACKET",
                 name::SECCOMP,
-                "denied with EPERM (the cgroup sock_create hook only sees inet sockets); NETLINK_ROUTE, what glibc needs, is allowed",
+                "denied with EPERM (the cgroup sock_create hook only sees inet sockets), audited by the denial tracker (tp_btf sys_exit); NETLINK_ROUTE, what glibc needs, is allowed",
             );
         }
         self.cover(
@@ -191,8 +195,19 @@ impl Builder {
             self.cover(
                 "net (DNS, port 53 tcp+udp to any address)",
                 name::BPF,
-                "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration)",
+                "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration); recvmsg4/6 give the replies the original destination as their source (unconnected UDP clients that check it accept them)",
             );
+            if request.taint_check {
+                self.cover(
+                    "fs.secret taint → DNS",
+                    DNS,
+                    if enforce {
+                        format!("once the run is tainted, the resolver refuses every name but the net.after_taint ones (REFUSED, audited with rule \"{TAINTED_RULE}\"); cgroup_skb/egress lets the queries reach it")
+                    } else {
+                        "once the run is tainted, every name is recorded as would_deny (mode: audit) and resolved anyway".to_owned()
+                    },
+                );
+            }
         }
         self.cover(
             "net.allow (everything else, loopback included)",
@@ -252,6 +267,131 @@ impl Builder {
             );
         }
         (None, None)
+    }
+
+    /// Taint → connect/sendmsg: once a secret is read, only `net.after_taint`
+    /// destinations (addresses and CIDRs) stay reachable, checked by the same programs
+    /// as `net.allow` (and by `cgroup_skb/egress` for open connections, see
+    /// `Builder::taint_egress`). Domain names are refused: after the taint the resolver
+    /// answers no name.
+    fn after_taint(&mut self, policy: &Policy, enforce: bool, request: &mut NetRequest) {
+        let rules = policy
+            .net
+            .as_ref()
+            .map(|n| n.after_taint.as_slice())
+            .unwrap_or_default();
+        if !request.taint_check {
+            if let Some(rule) = rules.first() {
+                self.cover(
+                    format!("net.after_taint {} (line {})", rule.written, rule.span.line),
+                    name::BPF,
+                    "unused: the policy has no fs.secret, so the run is never tainted",
+                );
+            }
+            return;
+        }
+        let verdict = if enforce {
+            "denied with EPERM"
+        } else {
+            "recorded as would_deny (mode: audit)"
+        };
+        let allowed_names: Vec<&str> = policy
+            .net
+            .as_ref()
+            .map(|n| {
+                n.allow
+                    .iter()
+                    .filter_map(|r| match &r.host {
+                        NetHost::Domain(p) => Some(p.as_str()),
+                        NetHost::Cidr { .. } => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for rule in rules {
+            let Some(r) = addr_rule(rule) else {
+                let NetHost::Domain(pattern) = &rule.host else {
+                    continue;
+                };
+                self.after_taint_name(rule, pattern, &allowed_names, request);
+                continue;
+            };
+            self.cover(
+                format!("net.after_taint {} (line {})", rule.written, rule.span.line),
+                name::BPF,
+                format!(
+                    "still reachable once tainted: {}/{}, {} (connect4/6, sendmsg4/6 and cgroup_skb/egress; net.allow must allow it too)",
+                    r.addr,
+                    r.prefix,
+                    ports_text(rule)
+                ),
+            );
+            request.after_taint.push(r);
+        }
+        if let Err(e) = compile(&request.after_taint) {
+            self.refuse(name::BPF, format!("net.after_taint: {e}"));
+        }
+        self.cover(
+            "fs.secret taint → connect/sendmsg",
+            name::BPF,
+            format!(
+                "{HOOKS}: once the run is tainted, every destination no net.after_taint rule matches is {verdict}, audited with rule \"{TAINTED_RULE}\""
+            ),
+        );
+    }
+
+    /// A name in `net.after_taint`: an exact name that a `net.allow` name rule allows.
+    /// Once tainted, the resolver answers only such names, and their addresses go into
+    /// the after-taint tries. Wildcards are refused: the labels of any name under them
+    /// reach the zone's name servers, a way out for the secret.
+    fn after_taint_name(
+        &mut self,
+        rule: &NetRule,
+        pattern: &str,
+        allowed_names: &[&str],
+        request: &mut NetRequest,
+    ) {
+        let at = format!(
+            "net.after_taint `{}` (line {})",
+            rule.written, rule.span.line
+        );
+        if let Some(zone) = pattern.strip_prefix("*.") {
+            self.refuse(
+                name::BPF,
+                format!("{at}: wildcard names are not supported after taint: once a secret is read, a lookup of <data>.{zone} would carry it to that zone's name servers. List exact names, addresses or CIDRs"),
+            );
+            return;
+        }
+        let covered = allowed_names.iter().any(|p| match p.strip_prefix("*.") {
+            Some(suffix) => {
+                pattern.len() > suffix.len() + 1 && pattern.ends_with(&format!(".{suffix}"))
+            }
+            None => *p == pattern,
+        });
+        if !covered {
+            self.refuse(
+                name::BPF,
+                format!("{at}: no net.allow name rule allows `{pattern}`; a name is reachable after taint only if it is reachable before"),
+            );
+            return;
+        }
+        self.cover(
+            format!("net.after_taint {} (line {})", rule.written, rule.span.line),
+            DNS,
+            format!(
+                "once tainted, the resolver still answers `{pattern}` (only exact names), and its addresses stay reachable, {} (net.allow must allow them too)",
+                ports_text(rule)
+            ),
+        );
+        request.after_taint_domains.push(DomainRule {
+            pattern: pattern.to_owned(),
+            ports: rule.ports.unwrap_or((0, u16::MAX)),
+            protos: proto_bits(
+                rule.proto != Some(Proto::Udp),
+                rule.proto != Some(Proto::Tcp),
+            ),
+            written: rule.written.clone(),
+        });
     }
 
     /// Landlock can restrict TCP by port only. Address, UDP, bind and domain rules need
@@ -420,6 +560,56 @@ mod tests {
         assert_eq!(ports, (None, None));
         let req = b.net_request.unwrap();
         assert!(req.connect.is_none() && req.bind.is_none() && req.domains.is_empty());
+    }
+
+    #[test]
+    fn after_taint_rules_go_to_the_taint_tries_and_names_are_refused() {
+        let secret = "fs:\n  secret: [{path: \"{workspace}/.env\", optional: true}]\n";
+        let (b, _) = plan_net(
+            &format!("{secret}net:\n  allow: [\"127.0.0.0/8/tcp\"]\n  after_taint: [\"127.0.0.1:443/tcp\"]\n"),
+            true,
+        );
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        let req = b.net_request.unwrap();
+        assert!(req.taint_check);
+        assert_eq!(req.after_taint.len(), 1);
+        assert_eq!(req.after_taint[0].ports, (443, 443));
+        assert!(
+            b.coverage
+                .iter()
+                .any(|c| c.rule == "fs.secret taint → connect/sendmsg"
+                    && c.how.contains(TAINTED_RULE))
+        );
+
+        // An exact name that net.allow allows (here through a wildcard) is accepted.
+        let (b, _) = plan_net(
+            &format!("{secret}net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"api.example.com:443/tcp\"]\n"),
+            true,
+        );
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        let req = b.net_request.unwrap();
+        assert_eq!(req.after_taint_domains.len(), 1);
+        assert_eq!(req.after_taint_domains[0].pattern, "api.example.com");
+        assert_eq!(req.after_taint_domains[0].ports, (443, 443));
+
+        // Wildcards, and names net.allow does not allow, are refused.
+        let (b, _) = plan_net(
+            &format!("{secret}net:\n  allow: [\"*.example.com:443/tcp\"]\n  after_taint: [\"*.example.com:443/tcp\", \"api.other.org:443/tcp\"]\n"),
+            true,
+        );
+        assert_eq!(b.refusals.len(), 2, "{:?}", b.refusals);
+        assert!(b.refusals[0]
+            .reason
+            .contains("wildcard names are not supported after taint"));
+        assert!(b.refusals[1]
+            .reason
+            .contains("no net.allow name rule allows `api.other.org`"));
+
+        // Without fs.secret the run is never tainted: nothing to check.
+        let (b, _) = plan_net("net:\n  after_taint: [\"127.0.0.1:443/tcp\"]\n", true);
+        assert!(b.refusals.is_empty());
+        let req = b.net_request.unwrap();
+        assert!(!req.taint_check && req.after_taint.is_empty());
     }
 
     #[test]

@@ -317,6 +317,43 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_secs(a(1).parse().unwrap_or(30)));
             0
         }
+        "orphan-sleep" => {
+            // A grandchild in its own session, orphaned by its parent (a daemon the
+            // command leaves behind), and the command itself; both print their pid and
+            // sleep.
+            let secs = std::time::Duration::from_secs(a(1).parse().unwrap_or(30));
+            // SAFETY: the test helper is single-threaded here; the child only calls
+            // setsid/fork/_exit and the grandchild carries on as a normal process.
+            match unsafe { libc::fork() } {
+                0 => {
+                    // SAFETY: as above.
+                    unsafe { libc::setsid() };
+                    // SAFETY: as above.
+                    if unsafe { libc::fork() } != 0 {
+                        // SAFETY: leave without running the parent's atexit handlers.
+                        unsafe { libc::_exit(0) };
+                    }
+                    println!("orphan {}", std::process::id());
+                    let _ = std::io::stdout().flush();
+                    std::thread::sleep(secs);
+                    0
+                }
+                child if child > 0 => {
+                    let mut status = 0;
+                    // SAFETY: waits for the child forked just above.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    println!("command {}", std::process::id());
+                    let _ = std::io::stdout().flush();
+                    std::thread::sleep(secs);
+                    0
+                }
+                _ => {
+                    println!("fork: {}", errno_name(last_errno()));
+                    1
+                }
+            }
+        }
         "cgroup" => {
             print!(
                 "{}",

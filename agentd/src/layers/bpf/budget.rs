@@ -5,7 +5,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use agentd_common::budget::{names, BudgetCounters};
+use agentd_common::budget::{names, BudgetCounters, WINDOW_KINDS};
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
@@ -29,6 +29,8 @@ pub struct KernelCounts {
     pub net_ingress_bytes: u64,
     pub fs_write_bytes: u64,
     pub net_dropped_packets: u64,
+    /// Which rate windows (`WINDOW_*` index) the kernel found past their limit.
+    pub windows_fired: [bool; WINDOW_KINDS],
 }
 
 /// The budget maps of one run (registered under its cgroup id).
@@ -176,6 +178,7 @@ impl BudgetCounterMaps {
             net_ingress_bytes: c.net_ingress_bytes,
             fs_write_bytes: c.fs_write_bytes,
             net_dropped_packets: c.net_dropped_packets,
+            windows_fired: c.windows.map(|w| w.fired != 0),
         })
     }
 

@@ -19,6 +19,7 @@ mod probe_unix;
 mod ring;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 use agentd_common::{names, EVENTS_RING_BYTES};
 use aya::{
@@ -30,8 +31,10 @@ use aya::{
 pub use btf::BtfError;
 pub use budget::{BudgetCounterMaps, KernelCounts};
 pub use fsrules::FsPath;
-pub use net::{compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest};
-pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
+pub use net::{
+    compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest, TAINTED_RULE,
+};
+pub use net_dns::{dns_record, DnsAllowMap, DnsRules, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
@@ -188,7 +191,7 @@ pub struct BpfRuntime {
     /// Inode-rule offsets, or why this kernel's BTF lacks them.
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
-    btf: aya::Btf,
+    btf: SharedBtf,
     /// Owns the programs and their links; declared last so it is dropped last.
     ebpf: Ebpf,
 }
@@ -315,15 +318,42 @@ impl BpfRuntime {
 /// An object loaded into the kernel (maps created, no program loaded yet).
 struct Loaded {
     ebpf: Ebpf,
-    btf: aya::Btf,
+    btf: SharedBtf,
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
 }
 
-/// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
-/// the `EVENTS` ring buffer (probes use one page).
-fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
-    if EBPF_OBJECT.is_empty() {
-        return Err(BpfError::NotBuilt);
+/// What every load needs from the kernel's BTF, parsed once per process: reading and
+/// parsing `/sys/kernel/btf/vmlinux` (several MiB) costs tens of milliseconds, and a run
+/// loads the object several times (the start-up probes, then the runtime).
+struct PreparedBtf {
+    btf: aya::Btf,
+    offsets: agentd_common::KernelOffsets,
+    fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
+    fs_global: agentd_common::fsrules::FsOffsets,
+}
+
+static PREPARED_BTF: OnceLock<PreparedBtf> = OnceLock::new();
+
+/// The process-wide parsed kernel BTF, handed to aya's `load(hook, &btf)` calls.
+#[derive(Clone, Copy)]
+struct SharedBtf(&'static aya::Btf);
+
+impl std::ops::Deref for SharedBtf {
+    type Target = aya::Btf;
+
+    fn deref(&self) -> &aya::Btf {
+        self.0
+    }
+}
+
+/// One loader for the whole process. `EbpfLoader::new()` parses the kernel BTF itself
+/// (and throws it away once `.btf()` is given), so building one per load would undo
+/// [`PREPARED_BTF`].
+static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+
+fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
+    if let Some(prepared) = PREPARED_BTF.get() {
+        return Ok(prepared);
     }
     let raw = btf::read_vmlinux()?;
     let kernel_btf = btf::KernelBtf::parse(&raw)?;
@@ -335,21 +365,47 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
         .unwrap_or(agentd_common::fsrules::FsOffsets::UNSET);
     let btf = aya::Btf::parse(&raw, aya::Endianness::default())
         .map_err(|error| BpfError::AyaBtf { error })?;
-    let ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .override_global(names::GLOBAL_KERNEL_OFFSETS, &offsets, true)
-        .override_global(
-            agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
-            &fs_global,
-            true,
-        )
+    // A concurrent first call may have won the race; both parsed the same file.
+    Ok(PREPARED_BTF.get_or_init(|| PreparedBtf {
+        btf,
+        offsets,
+        fs_offsets,
+        fs_global,
+    }))
+}
+
+/// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
+/// the `EVENTS` ring buffer (probes use one page).
+fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(BpfError::NotBuilt);
+    }
+    let prepared = prepared_btf()?;
+    let loader = LOADER.get_or_init(|| {
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&prepared.btf))
+            .override_global(names::GLOBAL_KERNEL_OFFSETS, &prepared.offsets, true)
+            .override_global(
+                agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
+                &prepared.fs_global,
+                true,
+            );
+        Mutex::new(loader)
+    });
+    // A poisoned lock only means another thread panicked mid-load; the loader holds
+    // settings, not state, so it stays usable.
+    let mut loader = loader
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let ebpf = loader
         .map_max_entries(names::MAP_EVENTS, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|error| BpfError::Object { error })?;
     Ok(Loaded {
         ebpf,
-        btf,
-        fs_offsets,
+        btf: SharedBtf(&prepared.btf),
+        fs_offsets: prepared.fs_offsets.clone(),
     })
 }
 

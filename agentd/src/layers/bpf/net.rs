@@ -13,9 +13,10 @@ use std::path::Path;
 use agentd_common::net::{
     names as net_names, NetEvent, NetPortRule, NetRuleSet, NET_FLAG_AUDIT_ONLY,
     NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
-    NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
-    NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
-    NET_REASON_PROTO, NET_REASON_RAW, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
+    NET_FLAG_TAINT_CHECK, NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG,
+    NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE,
+    NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY,
+    NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
 };
 use agentd_common::EventHeader;
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -35,6 +36,8 @@ pub mod section {
     pub const BIND4: &str = "cgroup/bind4";
     pub const BIND6: &str = "cgroup/bind6";
     pub const SOCK_CREATE: &str = "cgroup/sock_create";
+    pub const RECVMSG4: &str = "cgroup/recvmsg4";
+    pub const RECVMSG6: &str = "cgroup/recvmsg6";
 }
 
 /// One allow rule as the kernel sees it: a CIDR, a port range and protocols.
@@ -65,6 +68,15 @@ pub struct NetRequest {
     /// Domain rules: when not empty, port-53 traffic goes to the run's resolver, whose
     /// answers add host entries (`net_dns`).
     pub domains: Vec<super::net_dns::DomainRule>,
+    /// The policy has `fs.secret`: once the run is tainted, connect/sendmsg must also
+    /// match `after_taint`.
+    pub taint_check: bool,
+    /// `net.after_taint` addresses and CIDRs: what a tainted run may still reach.
+    pub after_taint: Vec<AddrRule>,
+    /// `net.after_taint` exact names (each also allowed by a `net.allow` name): the
+    /// resolver still answers them once the run is tainted, and their addresses go into
+    /// the after-taint tries too.
+    pub after_taint_domains: Vec<super::net_dns::DomainRule>,
 }
 
 impl NetRequest {
@@ -84,6 +96,9 @@ impl NetRequest {
         }
         if !self.domains.is_empty() {
             flags |= NET_FLAG_DNS_REDIRECT;
+        }
+        if self.taint_check {
+            flags |= NET_FLAG_TAINT_CHECK;
         }
         flags
     }
@@ -222,6 +237,11 @@ impl BpfRuntime {
                 net_names::MAP_NET_BIND4,
                 net_names::MAP_NET_BIND6,
             ),
+            (
+                Some(request.after_taint.as_slice()).filter(|r| !r.is_empty()),
+                net_names::MAP_NET_TAINT4,
+                net_names::MAP_NET_TAINT6,
+            ),
         ];
         for (rules, map4, map6) in tables {
             let Some(rules) = rules else { continue };
@@ -249,7 +269,7 @@ impl BpfRuntime {
                 }
             }
         }
-        self.attach_net_programs(cgroup_dir)?;
+        self.attach_net_programs(cgroup_dir, !request.domains.is_empty())?;
         let flags = request.flags();
         self.net_runs()?.insert(slot, flags, 0).map_err(|error| {
             map_error(
@@ -293,11 +313,18 @@ impl BpfRuntime {
         }
     }
 
-    fn attach_net_programs(&mut self, cgroup_dir: &Path) -> Result<(), BpfError> {
+    /// Attaches the sock_addr programs (with `dns`, also recvmsg4/6, which make the
+    /// resolver's replies to redirected DNS messages show the original destination as
+    /// their source) and sock_create.
+    fn attach_net_programs(&mut self, cgroup_dir: &Path, dns: bool) -> Result<(), BpfError> {
         let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             error,
         })?;
+        let recvmsg = [
+            (net_names::PROG_RECVMSG4, section::RECVMSG4),
+            (net_names::PROG_RECVMSG6, section::RECVMSG6),
+        ];
         for (name, section) in [
             (net_names::PROG_CONNECT4, section::CONNECT4),
             (net_names::PROG_CONNECT6, section::CONNECT6),
@@ -305,7 +332,10 @@ impl BpfRuntime {
             (net_names::PROG_SENDMSG6, section::SENDMSG6),
             (net_names::PROG_BIND4, section::BIND4),
             (net_names::PROG_BIND6, section::BIND6),
-        ] {
+        ]
+        .into_iter()
+        .chain(recvmsg.into_iter().filter(|_| dns))
+        {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, section)?;
             if prog.fd().is_err() {
                 prog.load()
@@ -389,6 +419,9 @@ pub struct NetDenial {
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
+/// The `rule` of a denial because the run is tainted (audit records, the resolver).
+pub const TAINTED_RULE: &str = "tainted: no after_taint rule";
+
 impl NetDenial {
     /// Decodes a `NetEvent` record (its header already checked by the caller).
     pub fn decode(header: &EventHeader, record: &[u8]) -> Option<Self> {
@@ -459,6 +492,7 @@ impl NetDenial {
             NET_REASON_RAW => "no rule (raw, packet and non-tcp/udp sockets need net.raw: true)",
             NET_REASON_NETLINK => "no rule (netlink other than NETLINK_ROUTE)",
             NET_REASON_PROTO => "no rule (only tcp and udp can be allowed)",
+            NET_REASON_TAINTED => TAINTED_RULE,
             _ => "no rule",
         }
     }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentd_common::fsrules::{names as fs_names, TaintState};
 use agentd_common::net::{
     names as net_names, NetDnsTarget, NetPortRule, NetRuleSet, NET_KEY4_LEN, NET_KEY6_LEN,
     NET_RULES_PER_ENTRY,
@@ -50,7 +51,12 @@ pub struct DomainRule {
 type Trie4 = LpmTrie<MapData, [u8; NET_KEY4_LEN], NetRuleSet>;
 type Trie6 = LpmTrie<MapData, [u8; NET_KEY6_LEN], NetRuleSet>;
 
-struct State {
+/// One pair of tries the resolver adds host entries to: the run's allow tries, or (for
+/// `net.after_taint` names) its after-taint tries, with the policy rules merged into
+/// every host entry.
+struct Table {
+    cidr_rules: Vec<AddrRule>,
+    domain_rules: Vec<DomainRule>,
     trie4: Trie4,
     trie6: Trie6,
     /// Address → (domain rule index, expiry).
@@ -60,45 +66,96 @@ struct State {
 /// The resolver's sink for one run.
 pub struct DnsAllowMap {
     slot: u32,
-    cidr_rules: Vec<AddrRule>,
-    domain_rules: Vec<DomainRule>,
-    state: Mutex<State>,
+    allow: Mutex<Table>,
+    /// `net.after_taint` names: their answers also go into `NET_TAINT4/6`.
+    after_taint: Option<Mutex<Table>>,
     decisions: tokio::sync::mpsc::Sender<DnsDecision>,
     dropped: AtomicU64,
+    /// `RUN_TAINT` and the run's cgroup id, when the policy has `fs.secret`.
+    taint: Option<(TaintMap, u64)>,
 }
 
+/// What the sink writes for one run (see `BpfRuntime::dns_allow_map`).
+pub struct DnsRules<'a> {
+    /// The run's address rules (`net.allow` CIDRs), merged into each host entry.
+    pub cidr: &'a [AddrRule],
+    /// `net.allow` names.
+    pub domains: &'a [DomainRule],
+    /// `net.after_taint` CIDRs and exact names.
+    pub after_taint_cidr: &'a [AddrRule],
+    pub after_taint_domains: &'a [DomainRule],
+}
+
+type TaintMap = BpfHashMap<MapData, u64, TaintState>;
+
 impl BpfRuntime {
-    /// A sink writing resolved addresses of `domain_rules` into run `slot`'s allow trie,
-    /// next to `cidr_rules` (the run's address rules, merged into each host entry), and
-    /// the receiver of the resolver's decisions.
+    /// A sink writing resolved addresses of `rules.domains` into run `slot`'s allow
+    /// trie, next to `rules.cidr` (merged into each host entry), and those of
+    /// `rules.after_taint_domains` also into its after-taint tries; and the receiver of
+    /// the resolver's decisions. With `taint_of` (the run's cgroup id, for a policy with
+    /// `fs.secret`) the sink reads the run's taint flag from `RUN_TAINT`; call this
+    /// before `enable_fs_rules`, which takes that map.
     pub fn dns_allow_map(
         &mut self,
         slot: u32,
-        cidr_rules: &[AddrRule],
-        domain_rules: &[DomainRule],
+        taint_of: Option<u64>,
+        rules: &DnsRules<'_>,
     ) -> Result<(Arc<DnsAllowMap>, tokio::sync::mpsc::Receiver<DnsDecision>), BpfError> {
-        let trie4 = LpmTrie::try_from(aya::maps::Map::LpmTrie(
-            self.dup_map(net_names::MAP_NET_ALLOW4)?,
-        ))
-        .map_err(|error| map_error("open", net_names::MAP_NET_ALLOW4, error))?;
-        let trie6 = LpmTrie::try_from(aya::maps::Map::LpmTrie(
-            self.dup_map(net_names::MAP_NET_ALLOW6)?,
-        ))
-        .map_err(|error| map_error("open", net_names::MAP_NET_ALLOW6, error))?;
+        let allow = self.dns_table(
+            net_names::MAP_NET_ALLOW4,
+            net_names::MAP_NET_ALLOW6,
+            rules.cidr,
+            rules.domains,
+        )?;
+        let after_taint = if rules.after_taint_domains.is_empty() {
+            None
+        } else {
+            Some(Mutex::new(self.dns_table(
+                net_names::MAP_NET_TAINT4,
+                net_names::MAP_NET_TAINT6,
+                rules.after_taint_cidr,
+                rules.after_taint_domains,
+            )?))
+        };
+        let taint = match taint_of {
+            Some(cgroup_id) => {
+                let name = fs_names::MAP_RUN_TAINT;
+                let map = BpfHashMap::try_from(aya::maps::Map::HashMap(self.dup_map(name)?))
+                    .map_err(|error| map_error("open", name, error))?;
+                Some((map, cgroup_id))
+            }
+            None => None,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(DECISION_QUEUE);
         let map = Arc::new(DnsAllowMap {
             slot,
-            cidr_rules: cidr_rules.to_vec(),
-            domain_rules: domain_rules.to_vec(),
-            state: Mutex::new(State {
-                trie4,
-                trie6,
-                hosts: HashMap::new(),
-            }),
+            allow: Mutex::new(allow),
+            after_taint,
             decisions: tx,
             dropped: AtomicU64::new(0),
+            taint,
         });
         Ok((map, rx))
+    }
+
+    fn dns_table(
+        &mut self,
+        map4: &'static str,
+        map6: &'static str,
+        cidr_rules: &[AddrRule],
+        domain_rules: &[DomainRule],
+    ) -> Result<Table, BpfError> {
+        let trie4 = LpmTrie::try_from(aya::maps::Map::LpmTrie(self.dup_map(map4)?))
+            .map_err(|error| map_error("open", map4, error))?;
+        let trie6 = LpmTrie::try_from(aya::maps::Map::LpmTrie(self.dup_map(map6)?))
+            .map_err(|error| map_error("open", map6, error))?;
+        Ok(Table {
+            cidr_rules: cidr_rules.to_vec(),
+            domain_rules: domain_rules.to_vec(),
+            trie4,
+            trie6,
+            hosts: HashMap::new(),
+        })
     }
 
     /// Tells the programs where run `slot`'s resolver listens. Must precede
@@ -157,22 +214,57 @@ impl DnsAllowMap {
 
     /// Removes every entry this map inserted (end of the run).
     pub fn clear(&self) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        let addrs: Vec<IpAddr> = state.hosts.keys().copied().collect();
-        for addr in addrs {
-            state.hosts.remove(&addr);
-            let _ = self.write(&mut state, addr);
+        for table in self.tables() {
+            if let Ok(mut t) = table.lock() {
+                t.clear(self.slot);
+            }
         }
     }
 
     fn expire(&self, now: Instant) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
+        for table in self.tables() {
+            if let Ok(mut t) = table.lock() {
+                t.expire(self.slot, now);
+            }
+        }
+    }
+
+    fn tables(&self) -> impl Iterator<Item = &Mutex<Table>> {
+        std::iter::once(&self.allow).chain(self.after_taint.as_ref())
+    }
+}
+
+impl Table {
+    /// Adds (or extends to `until`) host entries for `addrs` under domain rule `index`.
+    fn add(
+        &mut self,
+        slot: u32,
+        index: usize,
+        addrs: &[IpAddr],
+        until: Instant,
+    ) -> Result<(), String> {
+        for addr in addrs {
+            let rules = self.hosts.entry(*addr).or_default();
+            match rules.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, old)) => *old = (*old).max(until),
+                None => rules.push((index, until)),
+            }
+            self.write(slot, *addr)?;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, slot: u32) {
+        let addrs: Vec<IpAddr> = self.hosts.keys().copied().collect();
+        for addr in addrs {
+            self.hosts.remove(&addr);
+            let _ = self.write(slot, addr);
+        }
+    }
+
+    fn expire(&mut self, slot: u32, now: Instant) {
         let mut changed = Vec::new();
-        state.hosts.retain(|addr, rules| {
+        self.hosts.retain(|addr, rules| {
             let before = rules.len();
             rules.retain(|(_, until)| *until > now);
             if rules.len() != before {
@@ -181,7 +273,7 @@ impl DnsAllowMap {
             !rules.is_empty()
         });
         for addr in changed {
-            if let Err(e) = self.write(&mut state, addr) {
+            if let Err(e) = self.write(slot, addr) {
                 tracing::error!(%addr, error = %e, "dns allow map: cannot shrink an expired entry");
             }
         }
@@ -190,7 +282,7 @@ impl DnsAllowMap {
     /// Writes `addr`'s host entry from the state: its live domain rules plus the CIDR
     /// rules containing it; removes the entry when nothing is left and no policy rule
     /// has exactly that host key.
-    fn write(&self, state: &mut State, addr: IpAddr) -> Result<(), String> {
+    fn write(&mut self, slot: u32, addr: IpAddr) -> Result<(), String> {
         let host_prefix = if addr.is_ipv4() { 32 } else { 128 };
         let mut set = NetRuleSet::EMPTY;
         let mut count = 0usize;
@@ -211,7 +303,7 @@ impl DnsAllowMap {
                 push(port_rule(r.ports, r.protos, i))?;
             }
         }
-        let live: Vec<usize> = state
+        let live: Vec<usize> = self
             .hosts
             .get(&addr)
             .map(|v| v.iter().map(|(i, _)| *i).collect())
@@ -222,24 +314,24 @@ impl DnsAllowMap {
             }
         }
         set.count = count as u32;
-        let remove = count == 0 || (!state.hosts.contains_key(&addr) && !exact_cidr);
+        let remove = count == 0 || (!self.hosts.contains_key(&addr) && !exact_cidr);
         match addr {
             IpAddr::V4(a) => {
-                let key = key4(self.slot, a, 32);
+                let key = key4(slot, a, 32);
                 if remove {
-                    let _ = state.trie4.remove(&key);
+                    let _ = self.trie4.remove(&key);
                     Ok(())
                 } else {
-                    state.trie4.insert(&key, set, 0).map_err(|e| e.to_string())
+                    self.trie4.insert(&key, set, 0).map_err(|e| e.to_string())
                 }
             }
             IpAddr::V6(a) => {
-                let key = key6(self.slot, a, 128);
+                let key = key6(slot, a, 128);
                 if remove {
-                    let _ = state.trie6.remove(&key);
+                    let _ = self.trie6.remove(&key);
                     Ok(())
                 } else {
-                    state.trie6.insert(&key, set, 0).map_err(|e| e.to_string())
+                    self.trie6.insert(&key, set, 0).map_err(|e| e.to_string())
                 }
             }
         }
@@ -258,23 +350,29 @@ fn port_rule(ports: (u16, u16), protos: u8, index: usize) -> NetPortRule {
 
 impl AllowSink for DnsAllowMap {
     fn allow(&self, name: &str, rule: &str, addrs: &[IpAddr], ttl: Duration) -> Result<(), String> {
-        let index = self
+        let poisoned = |_| "dns allow map lock poisoned".to_owned();
+        let until = Instant::now() + ttl;
+        let mut allow = self.allow.lock().map_err(poisoned)?;
+        let index = allow
             .domain_rules
             .iter()
             .position(|d| d.written == rule)
             .ok_or_else(|| format!("{name}: rule `{rule}` is not a domain rule of this run"))?;
-        let until = Instant::now() + ttl;
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| "dns allow map lock poisoned".to_owned())?;
-        for addr in addrs {
-            let rules = state.hosts.entry(*addr).or_default();
-            match rules.iter_mut().find(|(i, _)| *i == index) {
-                Some((_, old)) => *old = (*old).max(until),
-                None => rules.push((index, until)),
+        allow.add(self.slot, index, addrs, until)?;
+        // A net.after_taint name (exact, lower-case like `name`): a tainted run may
+        // still reach these addresses.
+        if let Some(table) = &self.after_taint {
+            let mut t = table.lock().map_err(poisoned)?;
+            let hits: Vec<usize> = t
+                .domain_rules
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.pattern == name)
+                .map(|(i, _)| i)
+                .collect();
+            for i in hits {
+                t.add(self.slot, i, addrs, until)?;
             }
-            self.write(&mut state, *addr)?;
         }
         Ok(())
     }
@@ -283,6 +381,14 @@ impl AllowSink for DnsAllowMap {
         if self.decisions.try_send(decision).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn tainted(&self) -> bool {
+        // A missing entry is "not tainted" (the fs programs insert it on the first
+        // secret read and nothing removes it while the run lives).
+        self.taint.as_ref().is_some_and(|(map, cgroup_id)| {
+            map.get(cgroup_id, 0).is_ok_and(|state| state.tainted != 0)
+        })
     }
 }
 

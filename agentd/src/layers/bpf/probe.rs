@@ -2,7 +2,7 @@
 //! program types agentd relies on? Each probe loads the embedded object itself, tries,
 //! cleans up, and returns the kernel's reason on failure.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, path::Path, sync::Mutex};
 
 use agentd_common::names;
 use aya::programs::{links::CgroupAttachMode, CgroupSockAddr, Lsm};
@@ -33,9 +33,34 @@ fn try_bpf_lsm() -> Result<(), BpfError> {
 }
 
 /// Loads and attaches the real exec/exit tracker (with this kernel's offsets, so the
-/// verifier checks the code that will run), then detaches it.
+/// verifier checks the code that will run). The loaded runtime is kept for
+/// [`BpfRuntime::take_probed_or_load`]: `agentd run` probes, then needs exactly this,
+/// and loading it twice (with a detach in between, which waits for an RCU grace period
+/// per tracepoint) was a good part of its start-up.
 pub fn probe_tp_btf() -> Result<(), String> {
-    BpfRuntime::load().map(drop).map_err(|e| e.to_string())
+    let runtime = BpfRuntime::load().map_err(|e| e.to_string())?;
+    let mut probed = PROBED_RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    *probed = Some(runtime);
+    Ok(())
+}
+
+/// The runtime [`probe_tp_btf`] loaded, until a run takes it.
+static PROBED_RUNTIME: Mutex<Option<BpfRuntime>> = Mutex::new(None);
+
+impl BpfRuntime {
+    /// The runtime the start-up probe loaded, or a freshly loaded one.
+    pub fn take_probed_or_load() -> Result<Self, BpfError> {
+        let probed = PROBED_RUNTIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match probed {
+            Some(runtime) => Ok(runtime),
+            None => Self::load(),
+        }
+    }
 }
 
 /// Loads the trivial `cgroup/connect4` program (it allows every connect), attaches it to

@@ -20,10 +20,9 @@ impl EventStream {
     pub(super) fn new(
         ring: RingBuf<MapData>,
     ) -> Result<Self, Box<(RingBuf<MapData>, std::io::Error)>> {
-        // SAFETY: the RingBuf owns its map's file descriptor (MapData holds an OwnedFd),
-        // which therefore stays open, and keeps returning the same fd from as_raw_fd,
-        // for as long as this AsyncFd owns the RingBuf; it is never swapped out (get_mut
-        // is only used to read records).
+        // The RingBuf owns its map's fd (MapData holds an OwnedFd) and is never swapped
+        // out of the AsyncFd (get_mut is only used to read records).
+        // SAFETY: so the fd stays open and the same for as long as the AsyncFd lives.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|error| Box::new(error.into_parts()))?;
         Ok(Self { ring, malformed: 0 })

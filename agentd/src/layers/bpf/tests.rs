@@ -89,9 +89,9 @@ impl TestCgroup {
         let fd = self.procs.as_raw_fd();
         let mut command = Command::new(program);
         command.args(args);
+        // Writing "0" to cgroup.procs moves the calling process (the child) only.
         // SAFETY: the closure only calls write(2) on an fd opened by the parent (no
-        // allocation, no locks), which is async-signal-safe after fork. Writing "0" to
-        // cgroup.procs moves the calling process (the child) only.
+        // allocation, no locks), which is async-signal-safe after fork.
         unsafe {
             command.pre_exec(move || {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {

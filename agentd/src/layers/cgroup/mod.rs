@@ -8,6 +8,7 @@
 //! process's *own* cgroup in that hierarchy (read from /proc/self/cgroup), and
 //! only what was created here is ever removed.
 
+pub mod gc;
 mod hybrid;
 mod layout;
 mod leaf;
@@ -103,5 +104,8 @@ pub fn manager_for(layout: &CgroupLayout) -> Result<Box<dyn CgroupManager>, Cgro
 
 /// The directory name of a run's leaf in every hierarchy.
 pub fn leaf_name(run_id: &str) -> String {
-    format!("agentd-{run_id}")
+    format!("{LEAF_PREFIX}{run_id}")
 }
+
+/// Every run leaf's name starts with this.
+pub const LEAF_PREFIX: &str = "agentd-";

@@ -8,6 +8,8 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::time::Instant;
 
+use crate::layers::bpf::TAINTED_RULE;
+
 use super::policy::{canonical, normalise};
 use super::upstream;
 use super::{
@@ -120,7 +122,16 @@ impl Ctx {
             return refuse(ResponseCode::FormErr, "no question");
         };
         let matched = self.policy.match_name(&name);
-        if matched.is_none() {
+        if self.sink.tainted() && !self.policy.allowed_after_taint(&name) {
+            if !self.policy.audit_only() {
+                return refuse(ResponseCode::Refused, TAINTED_RULE);
+            }
+            self.sink.decision(DnsDecision::WouldRefuse {
+                name: name.clone(),
+                qtype: qtype.clone(),
+                reason: TAINTED_RULE.to_string(),
+            });
+        } else if matched.is_none() {
             if !self.policy.audit_only() {
                 return refuse(ResponseCode::Refused, NO_RULE);
             }

@@ -34,6 +34,10 @@
 //!   sub-domain, `a.example.com` and `a.b.example.com`, never `example.com` itself).
 //!   Anything else gets REFUSED and a `Refused` decision naming the name ("no rule").
 //!   Reverse (PTR) lookups are ordinary names: refused unless allowed.
+//! - **Taint.** Once `AllowSink::tainted()` says the run read a secret, every name but
+//!   the exact `net.after_taint` names (`DnsPolicy::allow_after_taint`) is refused with
+//!   reason "tainted: no after_taint rule" (audit mode: `WouldRefuse`, then resolved):
+//!   the labels of a name under an allowed wildcard would carry data out.
 //! - **Queries** must be standard queries (opcode QUERY, else NOTIMP) with exactly one
 //!   question (else FORMERR) of class IN (else REFUSED). Responses sent to us (QR=1)
 //!   are dropped without reply (no reflection loops). At most `MAX_QUERY_LEN` bytes.
@@ -228,6 +232,13 @@ pub trait AllowSink: Send + Sync {
     /// when a would-be denial preceded the answer (`WouldRefuse`/`WouldDropRebinding`,
     /// then `Answered`).
     fn decision(&self, decision: DnsDecision);
+
+    /// Whether the run has read a secret (`fs.secret`): from then on every name is
+    /// refused (`mode: audit`: reported as `WouldRefuse` and resolved), because a
+    /// lookup is itself a way out. Checked once per query, before the policy.
+    fn tainted(&self) -> bool {
+        false
+    }
 }
 
 /// A sink shared by several resolvers (one per address family).
@@ -238,6 +249,10 @@ impl<T: AllowSink + ?Sized> AllowSink for std::sync::Arc<T> {
 
     fn decision(&self, decision: DnsDecision) {
         (**self).decision(decision)
+    }
+
+    fn tainted(&self) -> bool {
+        (**self).tainted()
     }
 }
 

@@ -42,6 +42,8 @@ pub struct DnsPolicy {
     cidrs: Vec<Cidr>,
     /// `mode: audit`: refuse nothing, drop nothing; report what would have been.
     audit_only: bool,
+    /// `net.after_taint` names (exact, normalised): still answered once tainted.
+    after_taint: Vec<String>,
 }
 
 /// The rules a query name matched, most specific first.
@@ -128,6 +130,32 @@ impl DnsPolicy {
             rule: rule.to_string(),
         });
         Ok(())
+    }
+
+    /// Declares that the exact name `name` may still be resolved once the run is
+    /// tainted (`net.after_taint`); every other name is then refused.
+    pub fn allow_after_taint(&mut self, name: &str) -> Result<(), DnsError> {
+        let bad = |reason: &str| DnsError::BadPattern {
+            pattern: name.to_string(),
+            reason: reason.to_string(),
+        };
+        if name.contains('*') {
+            return Err(bad("after taint only exact names are answered"));
+        }
+        let parsed = Name::from_utf8(name).map_err(|e| bad(&e.to_string()))?;
+        let normalised = normalise(&parsed);
+        if normalised.is_empty() {
+            return Err(bad("empty name"));
+        }
+        self.after_taint.push(normalised);
+        Ok(())
+    }
+
+    /// Whether `name` (any case, with or without trailing dot) is a `net.after_taint`
+    /// name.
+    pub fn allowed_after_taint(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.after_taint.contains(&name)
     }
 
     /// Declares that the policy allows `addr/prefix`, so answers inside it are not

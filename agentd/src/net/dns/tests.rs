@@ -279,6 +279,8 @@ struct RecordingSink {
     /// The client's socket (non-blocking): `allow()` peeks at it to prove the reply
     /// has not been sent yet.
     probe: Option<Arc<std::net::UdpSocket>>,
+    /// What `tainted()` answers.
+    tainted: bool,
 }
 
 impl AllowSink for RecordingSink {
@@ -302,6 +304,10 @@ impl AllowSink for RecordingSink {
 
     fn decision(&self, decision: DnsDecision) {
         self.log.lock().unwrap().push(Seen::Decision(decision));
+    }
+
+    fn tainted(&self) -> bool {
+        self.tainted
     }
 }
 
@@ -501,6 +507,31 @@ async fn denied_name_is_refused_audited_and_never_forwarded() {
             name: "evil.com".into(),
             qtype: "A".into(),
             reason: "no rule".into(),
+            rcode: "REFUSED".into(),
+        })]
+    );
+    assert!(h.upstream.seen_names().is_empty());
+}
+
+#[tokio::test]
+async fn once_tainted_an_allowed_name_is_refused_and_never_forwarded() {
+    let sink = RecordingSink {
+        tainted: true,
+        ..RecordingSink::default()
+    };
+    let h = harness_with(sink, Duration::from_secs(2)).await;
+    let reply = udp_query(
+        h.resolver.local_addr(),
+        &client_query("api.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        h.sink.take(),
+        vec![Seen::Decision(DnsDecision::Refused {
+            name: "api.example.com".into(),
+            qtype: "A".into(),
+            reason: "tainted: no after_taint rule".into(),
             rcode: "REFUSED".into(),
         })]
     );

@@ -19,6 +19,13 @@
 //!   address;
 //! - `double-fork-connect ADDR PORT`: a grandchild in a new session, orphaned by its
 //!   parent, connects; its outcome comes back through a pipe.
+//! - `after-secret SECRET tcp|udp ADDR PORT [tcp|udp ADDR PORT]...`: opens SECRET (which
+//!   taints the run), then per destination a TCP connect that sends `after\n` on success,
+//!   or an unconnected UDP `sendto`; one line each. `resolve NAME PORT` resolves NAME
+//!   instead (prints the address, or the `EAI_*` name).
+//! - `udp-dns-query ADDR PORT NAME`: an unconnected UDP socket sends a DNS query for
+//!   NAME (type A) with `sendto`, then `recvfrom`s the reply (2 s limit) and prints
+//!   `reply from ADDR PORT` (the source the kernel reports).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -33,6 +40,8 @@ pub const COMMANDS: &[&str] = &[
     "connect-loop",
     "listen",
     "resolve-connect",
+    "after-secret",
+    "udp-dns-query",
 ];
 
 pub fn errno_name(e: i32) -> String {
@@ -148,6 +157,51 @@ fn connect_opts(addr: SocketAddr, sock_type: libc::c_int, reset: bool) -> String
     // SAFETY: closing our own fd.
     unsafe { libc::close(fd) };
     out
+}
+
+/// TCP connect; on success sends `msg` and closes gracefully.
+fn connect_send(addr: SocketAddr, msg: &[u8]) -> String {
+    match std::net::TcpStream::connect(addr) {
+        Ok(mut stream) => match std::io::Write::write_all(&mut stream, msg) {
+            Ok(()) => "OK".into(),
+            Err(e) => format!("send {}", errno_name(e.raw_os_error().unwrap_or(0))),
+        },
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// A standard query (RD set) for `name`, type A, class IN.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Unconnected UDP: sendto `addr` a query for `name`, then where the reply came from.
+fn udp_dns_query(addr: SocketAddr, name: &str) -> String {
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap_or(addr)
+    } else {
+        "[::]:0".parse().unwrap_or(addr)
+    };
+    let sock = match std::net::UdpSocket::bind(local) {
+        Ok(s) => s,
+        Err(e) => return format!("bind {}", errno_name(e.raw_os_error().unwrap_or(0))),
+    };
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if let Err(e) = sock.send_to(&dns_query(name), addr) {
+        return format!("sendto {}", errno_name(e.raw_os_error().unwrap_or(0)));
+    }
+    let mut buf = [0u8; 1500];
+    match sock.recv_from(&mut buf) {
+        Ok((_, from)) => format!("reply from {} {}", from.ip(), from.port()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => "TIMEOUT".into(),
+        Err(e) => format!("recvfrom {}", errno_name(e.raw_os_error().unwrap_or(0))),
+    }
 }
 
 fn udp_send(addr: SocketAddr) -> String {
@@ -418,6 +472,46 @@ pub fn run(args: &[String]) -> i32 {
                 start.elapsed().as_nanos()
             )
         }
+        "after-secret" => {
+            let opened = std::fs::File::open(a(1));
+            let mut lines = vec![format!(
+                "open {}: {}",
+                a(1),
+                match opened {
+                    Ok(_) => "OK".to_owned(),
+                    Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+                }
+            )];
+            for dst in args[2..].chunks(3) {
+                if let [kind, name, port] = dst {
+                    if kind == "resolve" {
+                        lines.push(format!(
+                            "resolve {name}: {}",
+                            resolve4(name).map_or_else(|e| e, |ip| format!("{ip} {port}"))
+                        ));
+                        continue;
+                    }
+                }
+                let [proto, ip, port] = dst else {
+                    eprintln!("usage: after-secret SECRET [tcp|udp ADDR PORT]...");
+                    return 2;
+                };
+                let Some(addr) = parse(ip, port) else {
+                    eprintln!("usage: after-secret SECRET [tcp|udp ADDR PORT]...");
+                    return 2;
+                };
+                let out = match proto.as_str() {
+                    "udp" => udp_send(addr),
+                    "tcp" => connect_send(addr, b"after\n"),
+                    _ => {
+                        eprintln!("after-secret: unknown protocol {proto}");
+                        return 2;
+                    }
+                };
+                lines.push(format!("{proto} {ip} {port}: {out}"));
+            }
+            lines.join("\n")
+        }
         "wait-connect" => {
             std::thread::sleep(std::time::Duration::from_millis(a(1).parse().unwrap_or(0)));
             let mut lines = Vec::new();
@@ -444,6 +538,7 @@ pub fn run(args: &[String]) -> i32 {
                 "udp-connect" => connect(addr, libc::SOCK_DGRAM),
                 "udp-send" => udp_send(addr),
                 "bind" => bind(addr, a(3)),
+                "udp-dns-query" => udp_dns_query(addr, a(3)),
                 _ => double_fork_connect(addr),
             };
             format!("{cmd} {} {}: {out}", a(1), a(2))
