@@ -107,7 +107,19 @@ impl<'a> Judge<'a> {
                 kind: "net",
                 what: format!("{dst}:{port}/{proto}"),
             };
-            return Some((s, self.net(dst, port as u16, proto)));
+            if rec["rule"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("tainted"))
+            {
+                return Some((
+                    s,
+                    Verdict::NotJudged(
+                        "the run was tainted when it connected; net.after_taint is not replayed"
+                            .into(),
+                    ),
+                ));
+            }
+            return Some((s, self.net(dst, port as u16, proto, op == "bind")));
         }
         if event == "run_end" {
             let ms = rec["elapsed_ms"].as_u64()?;
@@ -262,12 +274,21 @@ impl<'a> Judge<'a> {
         self.enforce(Verdict::Deny("not in fs.write".into()))
     }
 
-    fn net(&self, dst: &str, port: u16, proto: &str) -> Verdict {
+    /// `bind`: judged against `net.bind`, else `net.allow`. A domain rule that would match
+    /// by port and protocol cannot be judged against a bare address (which name resolved
+    /// to it is not in the record).
+    fn net(&self, dst: &str, port: u16, proto: &str, bind: bool) -> Verdict {
         let Some(net) = &self.policy.net else {
             return self.enforce(Verdict::Deny("no net section".into()));
         };
+        let (rules, section) = if bind {
+            (&net.bind, "net.bind")
+        } else {
+            (&net.allow, "net.allow")
+        };
         let addr: Option<IpAddr> = dst.parse().ok();
-        for r in &net.allow {
+        let mut by_name = None;
+        for r in rules {
             let proto_ok = match r.proto {
                 None => true,
                 Some(Proto::Tcp) => proto == "tcp",
@@ -280,10 +301,19 @@ impl<'a> Judge<'a> {
                 _ => false,
             };
             if proto_ok && port_ok && host_ok {
-                return Verdict::Allow(format!("net.allow {}", r.written));
+                return Verdict::Allow(format!("{section} {}", r.written));
+            }
+            if proto_ok && port_ok && addr.is_some() && matches!(r.host, NetHost::Domain(_)) {
+                by_name.get_or_insert(r);
             }
         }
-        self.enforce(Verdict::Deny("no net.allow rule matches".into()))
+        if let Some(r) = by_name {
+            return Verdict::NotJudged(format!(
+                "{section} {} names a domain; the record has only the address {dst}",
+                r.written
+            ));
+        }
+        self.enforce(Verdict::Deny(format!("no {section} rule matches")))
     }
 
     fn wall_time(&self, elapsed_ms: u64) -> Verdict {
@@ -434,6 +464,39 @@ mod tests {
             Some(true)
         );
         assert_eq!(v(json!({"event": "checkpoint"})), None);
+    }
+
+    #[test]
+    fn net_records_the_log_cannot_decide_are_not_judged() {
+        let p = policy(
+            "version: 1\nname: t\nnet:\n  allow: [\"example.com:443/tcp\", \"10.0.0.0/8:80/tcp\"]\n  bind: [\"127.0.0.1:8080/tcp\"]\n",
+        );
+        let j = Judge::new(&p);
+        let v = |r: Value| j.judge(&r).map(|(_, v)| v);
+        assert_eq!(
+            v(json!({"event": "denied", "op": "connect", "dst": "93.184.216.34", "port": 443, "proto": "tcp", "rule": "no rule"})),
+            Some(Verdict::NotJudged("net.allow example.com:443/tcp names a domain; the record has only the address 93.184.216.34".into()))
+        );
+        assert_eq!(
+            v(
+                json!({"event": "denied", "op": "connect", "dst": "93.184.216.34", "port": 80, "proto": "tcp", "rule": "no rule"})
+            ),
+            Some(Verdict::Deny("no net.allow rule matches".into()))
+        );
+        assert_eq!(
+            v(
+                json!({"event": "denied", "op": "connect", "dst": "10.1.2.3", "port": 80, "proto": "tcp", "rule": "tainted: no after_taint rule"})
+            ),
+            Some(Verdict::NotJudged(
+                "the run was tainted when it connected; net.after_taint is not replayed".into()
+            ))
+        );
+        assert_eq!(
+            v(
+                json!({"event": "denied", "op": "bind", "dst": "127.0.0.1", "port": 8080, "proto": "tcp"})
+            ),
+            Some(Verdict::Allow("net.bind 127.0.0.1:8080/tcp".into()))
+        );
     }
 
     /// The budget verdicts of a run_end under `budgets`, as (subject, reason) pairs.
