@@ -430,7 +430,7 @@ fn replay_under_another_policy_lists_exactly_the_flips() {
     let out = stdout(&o);
     let ls: Vec<&str> = out.lines().collect();
     assert!(
-        ls[0].ends_with("3 flip(s): 1 allow→deny, 2 deny→allow"),
+        ls[0].ends_with("3 flip(s): 1 allow→deny, 2 deny→allow; 0 not judged"),
         "{out}"
     );
     let rows: Vec<String> = ls[2..]
@@ -583,7 +583,7 @@ fn replay_re_judges_the_budgets_a_run_recorded() {
     let out = stdout(&o);
     let ls: Vec<&str> = out.lines().collect();
     assert!(
-        ls[0].ends_with("1 flip(s): 1 allow→deny, 0 deny→allow"),
+        ls[0].ends_with("1 flip(s): 1 allow→deny, 0 deny→allow; 0 not judged"),
         "{out}"
     );
     let rows: Vec<String> = ls[2..]
@@ -593,6 +593,196 @@ fn replay_re_judges_the_budgets_a_run_recorded() {
     assert_eq!(
         rows,
         vec!["allow→deny budget 1 execs budgets.execs 3 exceeded (used 6)"],
+        "{out}"
+    );
+}
+
+/// `agentd audit replay` output, with each table row's columns joined by one space.
+fn replay_rows(sb: &Sandbox, policy: &Path) -> (String, Vec<String>) {
+    let o = sb
+        .agentd()
+        .args(["audit", "replay"])
+        .arg(sb.audit_path())
+        .arg("--policy")
+        .arg(policy)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_status(&o, 0);
+    let out = stdout(&o);
+    let rows = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (out, rows)
+}
+
+#[test]
+fn replay_judges_a_rate_form_from_the_recorded_history_and_names_what_it_cannot_judge() {
+    let sb = Sandbox::new();
+    let base = std::fs::read_to_string(sb.base_policy(&["/usr/bin/true"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Policy A: a generous rate form; the run makes 6 execs (itself + 5) well within 2 s.
+    sb.write_policy(&format!("{base}budgets:\n  execs: 50/10s\n"));
+    let o = sb.run_prog(&["exec-loop", "5", "/usr/bin/true"]);
+    assert_status(&o, 0);
+    let end = events(&sb.audit(), "run_end")[0].clone();
+    let execs = &end["budgets"]["execs"];
+    assert_eq!(
+        (execs["used"].as_u64(), execs["peak"].as_u64()),
+        (Some(6), Some(6)),
+        "{end}"
+    );
+    assert_eq!(execs["window_ms"], 10_000, "{end}");
+    assert_eq!(execs["history"]["interval_ms"], 100, "{end}");
+    let counts: Vec<u64> = serde_json::from_value(execs["history"]["counts"].clone())
+        .unwrap_or_else(|e| panic!("history counts: {e}: {end}"));
+    assert_eq!(counts.iter().sum::<u64>(), 6, "{end}");
+    let spread = counts.iter().rposition(|&c| c > 0).unwrap_or(0)
+        - counts.iter().position(|&c| c > 0).unwrap_or(0);
+    assert!(spread < 20, "the execs took longer than 2 s: {counts:?}");
+
+    // Policy B: another window (judged from the history) and a budget run A did not measure.
+    let b = sb.dir.path().join("b.yaml");
+    std::fs::write(
+        &b,
+        format!("{base}budgets:\n  execs: 3/2s\n  syscalls: 1000\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (out, rows) = replay_rows(&sb, &b);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with("1 flip(s): 1 allow→deny, 0 deny→allow; 1 not judged"),
+        "{out}"
+    );
+    assert_eq!(
+        rows,
+        vec![
+            "allow→deny budget 1 execs budgets.execs 3/2s exceeded (peak 6 in 2s)",
+            "not judged budget 1 syscalls not judged: the recorded run did not measure syscalls (its policy had no syscalls budget)",
+        ],
+        "{out}"
+    );
+    // The same window as the recorded run: its exact peak; 6 is within 6/10s.
+    std::fs::write(&b, format!("{base}budgets:\n  execs: 6/10s\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (out, rows) = replay_rows(&sb, &b);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with("0 flip(s): 0 allow→deny, 0 deny→allow; 0 not judged"),
+        "{out}"
+    );
+    assert!(rows.is_empty(), "{out}");
+}
+
+#[test]
+fn a_denial_flood_writes_dropped_records_while_the_run_goes_on_and_accounts_for_every_denial() {
+    const OPENS: u64 = 300_000;
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let secret = "/etc/shadow";
+    let prog = testprog().display().to_string();
+    // The flood, then 1.5 s alive: the drop counters are read every 100 ms meanwhile.
+    let o = sb
+        .run_cmd(&[&prog, "deny-flood", &OPENS.to_string(), secret, "1500"])
+        .env("AGENTD_DROPPED_POLL_MS", "100")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!("opens {OPENS}: OK 0 EACCES {OPENS} other 0\n")
+    );
+    let recs = sb.audit();
+    let written = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["path"] == secret)
+        .count() as u64;
+    let drops: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "dropped" && r["source"] == "ring buffer")
+        .collect();
+    let dropped: u64 = drops.iter().filter_map(|r| r["count"].as_u64()).sum();
+    assert!(
+        dropped > 0,
+        "the flood filled no ring buffer ({written} written): nothing to test"
+    );
+    assert_eq!(written + dropped, OPENS, "{drops:?}");
+    assert_eq!(
+        drops.last().map(|r| r["total"].clone()),
+        Some(dropped.into())
+    );
+    assert!(drops
+        .iter()
+        .all(|r| r["layer"] == "bpf" && r["decision"].is_null()));
+    // A dropped record reached the chain while the flooding process was still alive.
+    let pid = recs
+        .iter()
+        .find(|r| r["event"] == "exec" && r["path"] == prog)
+        .and_then(|r| r["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no exec record of {prog}"));
+    let exit_seq = recs
+        .iter()
+        .find(|r| r["event"] == "exit" && r["pid"] == pid)
+        .and_then(|r| r["seq"].as_u64())
+        .unwrap_or_else(|| panic!("no exit record of {pid}"));
+    let first_drop = drops[0]["seq"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        first_drop < exit_seq,
+        "the first dropped record (seq {first_drop}) came after the process exited (seq {exit_seq})"
+    );
+    assert_status(&verify(&sb, &sb.audit_path()), 0);
+}
+
+#[test]
+fn a_line_cut_short_inside_the_log_is_tampering_not_a_torn_tail() {
+    let sb = Sandbox::new();
+    let mut ls = real_log(&sb);
+    let half = ls[3].len() / 2;
+    ls[3].truncate(half);
+    let p = tampered(&sb, "cut.jsonl", &ls);
+    let o = verify(&sb, &p);
+    assert_status(&o, 1);
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "{}: line 4 (seq 3): edited: a line that is not a sealed record where seq 3 was expected",
+            p.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_log_cut_mid_line_before_its_signed_head_is_truncated_not_torn() {
+    let sb = Sandbox::new();
+    let ls = real_log(&sb);
+    // Cut in the middle of line 6: it looks like a crash, but the head file says a
+    // checkpoint came later.
+    let mut text = ls[..5].join("\n");
+    text.push('\n');
+    text.push_str(&ls[5][..ls[5].len() / 2]);
+    let p = sb.dir.path().join("cut-tail.jsonl");
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(head_path(&sb.audit_path()), head_path(&p)).unwrap_or_else(|e| panic!("{e}"));
+    let o = verify(&sb, &p);
+    assert_status(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(&format!("{}: line 6 (seq 5): truncated: ", p.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{}: also line 6 (seq 5): torn tail: ",
+            p.display()
+        )),
         "{out}"
     );
 }

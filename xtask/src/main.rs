@@ -18,6 +18,7 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
   demo    build, then run examples/agent.py confined by policies/demo.yaml
   test    build, then run every unit and integration test (as root)
   bench   build, then run the benchmarks and write target/bench/results.md
+          (`bench audit`: only the audit chain and the event flood, to target/bench/audit.md)
   vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
 
 fn main() -> ExitCode {
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
         Some("test") => setup::setup().and_then(|()| test(&args[1..])),
         Some("bench") => setup::setup()
             .and_then(|()| build())
-            .and_then(|()| bench::bench()),
+            .and_then(|()| bench::bench(args.get(1).map(String::as_str))),
         Some("vm-test") => setup::setup().and_then(|()| vm_test_counted()).map(|t| {
             if let Some(t) = t {
                 println!(

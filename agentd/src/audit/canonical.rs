@@ -29,6 +29,20 @@ pub const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 /// Appends the canonical encoding of `v` to `out`.
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
+        // serde_json's map is ordered by key (byte-wise for `String`), so it is usually
+        // already canonical; the check keeps this right if that ever changes.
+        Value::Object(m) if keys_ascending(m.keys().map(String::as_str)) => {
+            out.push(b'{');
+            for (i, (k, val)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(out, val);
+            }
+            out.push(b'}');
+        }
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -56,14 +70,66 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
             out.push(b']');
         }
         Value::String(s) => write_str(out, s),
-        // Numbers, booleans and null: serde_json's own (already canonical) form.
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => write_u64(out, u),
+            (None, Some(i)) => {
+                out.push(b'-');
+                write_u64(out, i.unsigned_abs());
+            }
+            // Floats: serde_json's shortest round-trip form.
+            _ => {
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
+        },
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.extend_from_slice(b"null"),
     }
 }
 
+/// Whether `keys` are in strictly ascending byte-wise order.
+fn keys_ascending<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
+    let Some(mut prev) = keys.next() else {
+        return true;
+    };
+    for k in keys {
+        if k.as_bytes() <= prev.as_bytes() {
+            return false;
+        }
+        prev = k;
+    }
+    true
+}
+
+/// Shortest decimal, as serde_json writes integers.
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Nothing to escape (the common case): the bytes between quotes, which is what
+    // serde_json writes too.
+    // (A fold without early exit, so the compiler can vectorize the scan.)
+    let special = s.bytes().fold(false, |acc, b| {
+        acc | (b == b'"') | (b == b'\\') | (b < 0x20)
+    });
+    if !special {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json's string escaping is the documented one; writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -94,6 +160,7 @@ pub fn encode_record(seq: u64, prev: &str, fields: &serde_json::Map<String, Valu
 }
 
 /// A field's value for [`encode_parts`]: a plain string or any JSON value.
+#[cfg(test)]
 pub enum Part<'a> {
     Str(&'a str),
     Json(&'a Value),
@@ -101,7 +168,8 @@ pub enum Part<'a> {
 
 /// [`encode_record`] without building a merged map: `core` (string fields the writer owns)
 /// and `detail` (the event's fields; keys already renamed away from the reserved ones)
-/// are merged in sorted key order.
+/// are merged in sorted key order. The reference the writer's fast path is tested against.
+#[cfg(test)]
 pub fn encode_parts(
     seq: u64,
     prev: &str,
@@ -128,6 +196,119 @@ pub fn encode_parts(
     }
     out.push(b'}');
     out
+}
+
+/// Keys the writer owns (see `writer`); a detail field with one of these names is
+/// written as `detail_<name>`.
+#[cfg(test)]
+pub const RESERVED: [&str; 8] = [
+    "seq", "prev", "hash", "ts", "run", "layer", "event", "decision",
+];
+
+/// The writer's own fields of every record after `seq` and `prev`, in canonical order.
+pub const CORE_KEYS: [&str; 5] = ["decision", "event", "layer", "run", "ts"];
+
+/// An event's own fields, canonically encoded ahead of time (by the thread that submits
+/// the record, so the writer thread only splices): `,"key":value` per field in canonical
+/// order, keys named like a `CORE_KEYS` entry or `seq`/`prev`/`hash` renamed
+/// `detail_<name>`; `splits[i]` is where `CORE_KEYS[i]` goes among them.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedDetail {
+    bytes: Vec<u8>,
+    splits: [usize; 5],
+}
+
+impl EncodedDetail {
+    pub fn new(detail: &serde_json::Map<String, Value>) -> Self {
+        let plain = keys_ascending(detail.keys().map(String::as_str))
+            && !detail.keys().any(|k| is_reserved(k));
+        if plain {
+            return Self::from_sorted(detail.iter().map(|(k, v)| (k.as_str(), v)));
+        }
+        let mut renamed: Vec<(std::borrow::Cow<'_, str>, &Value)> = detail
+            .iter()
+            .map(|(k, v)| {
+                let k = if is_reserved(k) {
+                    std::borrow::Cow::Owned(format!("detail_{k}"))
+                } else {
+                    std::borrow::Cow::Borrowed(k.as_str())
+                };
+                (k, v)
+            })
+            .collect();
+        renamed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Self::from_sorted(renamed.iter().map(|(k, v)| (k.as_ref(), *v)))
+    }
+
+    /// `fields` in canonical key order, none named like a core key.
+    fn from_sorted<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        let mut splits = [0; 5];
+        let mut placed = 0;
+        for (k, v) in fields {
+            // Core keys that sort before `k` go here.
+            while placed < CORE_KEYS.len() && CORE_KEYS[placed].as_bytes() < k.as_bytes() {
+                splits[placed] = bytes.len();
+                placed += 1;
+            }
+            bytes.push(b',');
+            write_str(&mut bytes, k);
+            bytes.push(b':');
+            write_value(&mut bytes, v);
+        }
+        for s in &mut splits[placed..] {
+            *s = bytes.len();
+        }
+        Self { bytes, splits }
+    }
+}
+
+/// Appends the sealed line (with `\n`) of record `seq` to `out` and returns its hash (hex):
+/// the same bytes as `seal(encode_parts(..))`. `core[i]` is the value of `CORE_KEYS[i]`
+/// (`None`: the record has no such field).
+pub fn seal_encoded_into(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: &str,
+    core: [Option<&str>; 5],
+    detail: &EncodedDetail,
+) -> [u8; 64] {
+    let start = out.len();
+    out.reserve(detail.bytes.len() + 256);
+    out.extend_from_slice(b"{\"seq\":");
+    write_u64(out, seq);
+    out.extend_from_slice(b",\"prev\":");
+    write_str(out, prev);
+    let mut at = 0;
+    for ((key, value), split) in CORE_KEYS.iter().zip(core).zip(detail.splits) {
+        out.extend_from_slice(&detail.bytes[at..split]);
+        at = split;
+        if let Some(v) = value {
+            write_field_str(out, key, v);
+        }
+    }
+    out.extend_from_slice(&detail.bytes[at..]);
+    out.push(b'}');
+    let hash = hex32(&Sha256::digest(&out[start..]).into());
+    out.pop(); // the closing '}'
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(&hash);
+    out.extend_from_slice(b"\"}\n");
+    hash
+}
+
+fn is_reserved(k: &str) -> bool {
+    matches!(
+        k,
+        "seq" | "prev" | "hash" | "ts" | "run" | "layer" | "event" | "decision"
+    )
+}
+
+fn write_field_str(out: &mut Vec<u8>, k: &str, v: &str) {
+    out.push(b',');
+    write_str(out, k);
+    out.push(b':');
+    write_str(out, v);
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -228,6 +409,50 @@ mod tests {
             vec![("z".into(), &f["z"]), ("a".into(), &f["a"])];
         let parts = encode_parts(7, &"0".repeat(64), &[("ts", "t\n")], &detail);
         assert_eq!(String::from_utf8(parts).unwrap(), want);
+    }
+
+    #[test]
+    fn the_fast_writer_path_writes_the_documented_bytes() {
+        let core = [("event", "e"), ("layer", "l"), ("run", "r"), ("ts", "t")];
+        for detail in [
+            json!({"a": 1, "path": "/x\"y\\z\n\u{1}é", "n": -5, "f": 1.5, "b": true,
+                   "z": null, "o": {"y": [1, {"b": 2, "a": 3}], "x": "s"}}),
+            json!({"seq": 99, "ts2": "x", "decision": "spoof"}),
+            json!({}),
+        ] {
+            let detail = detail.as_object().unwrap();
+            let mut out = b"previous line\n".to_vec();
+            let values = [None, Some("e"), Some("l"), Some("r"), Some("t")];
+            let encoded = EncodedDetail::new(detail);
+            let hash = seal_encoded_into(&mut out, 12, &"c".repeat(64), values, &encoded);
+            let renamed: Vec<(std::borrow::Cow<'_, str>, &Value)> = detail
+                .iter()
+                .map(|(k, v)| {
+                    let k = if RESERVED.contains(&k.as_str()) {
+                        format!("detail_{k}").into()
+                    } else {
+                        k.as_str().into()
+                    };
+                    (k, v)
+                })
+                .collect();
+            let (want, want_hash) = seal(encode_parts(12, &"c".repeat(64), &core, &renamed));
+            assert_eq!(
+                String::from_utf8_lossy(&out[14..]),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(hash.as_slice(), want_hash.as_bytes());
+            // And serde_json agrees on every value's encoding.
+            let v: Value = serde_json::from_slice(&out[14..]).unwrap();
+            for (k, val) in detail {
+                let k = if RESERVED.contains(&k.as_str()) {
+                    format!("detail_{k}")
+                } else {
+                    k.clone()
+                };
+                assert_eq!(&v[&k], val);
+            }
+        }
     }
 
     #[test]

@@ -12,28 +12,41 @@
 //! | `dst`, `port`, `proto` (`tcp`/`udp`)          | `net.allow` (domains: undecidable) |
 //! | `event: run_end` with `elapsed_ms`            | `budgets.wall_time`                |
 //! | `event: run_end` with `budgets.NAME.{used,peak}` | `budgets.NAME` (total forms)    |
+//! | `event: run_end` with `budgets.NAME.{peak,window_ms,history}` | `budgets.NAME` (rate forms) |
 //!
-//! `run_end` records yield one verdict per budget ([`Judge::judge_all`]); a budget the
-//! recorded run did not measure (its policy had none) cannot be re-judged and is skipped.
+//! `run_end` records yield one verdict per budget of either policy ([`Judge::judge_all`]).
+//! What the log cannot decide is a [`Verdict::NotJudged`] with the reason, never skipped:
+//! a budget the recorded run did not measure (its policy had none), or a rate form whose
+//! peak the recorded per-interval history only brackets (see `budgets::history`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::budgets::history::window_bounds;
 use crate::layers::landlock;
-use crate::policy::{Mode, NetHost, PathRule, Policy, Proto};
+use crate::policy::{show, Mode, NetHost, PathRule, Policy, Proto, Unit};
 
 /// The outcome under a policy, with the rule that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow(String),
     Deny(String),
+    /// The log lacks what is needed to decide; the reason says what.
+    NotJudged(String),
 }
 
 impl Verdict {
     pub fn is_deny(&self) -> bool {
         matches!(self, Verdict::Deny(_))
+    }
+
+    /// The rule that decided, or why nothing could be decided.
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Allow(r) | Verdict::Deny(r) | Verdict::NotJudged(r) => r,
+        }
     }
 }
 
@@ -94,7 +107,19 @@ impl<'a> Judge<'a> {
                 kind: "net",
                 what: format!("{dst}:{port}/{proto}"),
             };
-            return Some((s, self.net(dst, port as u16, proto)));
+            if rec["rule"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("tainted"))
+            {
+                return Some((
+                    s,
+                    Verdict::NotJudged(
+                        "the run was tainted when it connected; net.after_taint is not replayed"
+                            .into(),
+                    ),
+                ));
+            }
+            return Some((s, self.net(dst, port as u16, proto, op == "bind")));
         }
         if event == "run_end" {
             let ms = rec["elapsed_ms"].as_u64()?;
@@ -107,51 +132,106 @@ impl<'a> Judge<'a> {
         None
     }
 
-    /// Every verdict a record carries: one per recorded budget for `run_end`, else
-    /// what [`Judge::judge`] finds.
+    /// Every verdict a record carries: for a `run_end` of a run whose command ran, one per
+    /// budget the recorded run measured or this policy has; else what [`Judge::judge`]
+    /// finds.
     pub fn judge_all(&self, rec: &Value) -> Vec<(Subject, Verdict)> {
         let mut out: Vec<(Subject, Verdict)> = self.judge(rec).into_iter().collect();
-        if rec["event"] != "run_end" {
+        if rec["event"] != "run_end" || rec["elapsed_ms"].is_null() {
             return out;
         }
-        let Some(recorded) = rec["budgets"].as_object() else {
-            return out;
-        };
-        for (name, figures) in recorded {
-            // wall_time is judged from elapsed_ms above; rate forms need the window's
-            // history, which run_end does not carry.
-            if name == "wall_time" || !figures["window_ms"].is_null() {
+        let empty = serde_json::Map::new();
+        let recorded = rec["budgets"].as_object().unwrap_or(&empty);
+        let mut names: Vec<&str> = recorded.keys().map(String::as_str).collect();
+        for b in &self.policy.budgets.items {
+            if !names.contains(&b.key.name()) {
+                names.push(b.key.name());
+            }
+        }
+        for name in names {
+            // wall_time is judged from elapsed_ms (see `judge`).
+            if name == "wall_time" {
                 continue;
             }
-            let Some(used) = figures["peak"]
-                .as_u64()
-                .or_else(|| figures["used"].as_u64())
-            else {
-                continue;
-            };
             let s = Subject {
                 kind: "budget",
-                what: name.clone(),
+                what: name.to_owned(),
             };
-            out.push((s, self.budget(name, used)));
+            out.push((s, self.budget(name, recorded.get(name))));
         }
         out
     }
 
-    /// A recorded total use of budget `name` under this policy's limit for it.
-    fn budget(&self, name: &str, used: u64) -> Verdict {
-        let limit = self
+    /// Budget `name` under this policy, from the figures the recorded run wrote for it.
+    fn budget(&self, name: &str, figures: Option<&Value>) -> Verdict {
+        let Some(b) = self
             .policy
             .budgets
             .items
             .iter()
-            .find(|b| b.key.name() == name && b.window.is_none());
-        match limit {
-            Some(b) if used > b.limit => {
-                Verdict::Deny(format!("budgets.{name} {} exceeded (used {used})", b.limit))
-            }
-            Some(b) => Verdict::Allow(format!("within budgets.{name} {} (used {used})", b.limit)),
-            None => Verdict::Allow(format!("no {name} budget")),
+            .find(|b| b.key.name() == name)
+        else {
+            return Verdict::Allow(format!("no {name} budget"));
+        };
+        let Some(f) = figures else {
+            return Verdict::NotJudged(format!(
+                "the recorded run did not measure {name} (its policy had no {name} budget)"
+            ));
+        };
+        let unit = b.key.unit();
+        let limit = b.limit;
+        let Some(window) = b.window else {
+            // A total: the counter's final value (for a recorded rate form `used` is the
+            // total; `peak` is the windowed peak), or the peak of a kernel-enforced figure.
+            let used = if f["window_ms"].is_null() {
+                f["peak"].as_u64().or_else(|| f["used"].as_u64())
+            } else {
+                f["used"].as_u64()
+            };
+            return match used {
+                Some(u) if u > limit => Verdict::Deny(format!(
+                    "budgets.{name} {} exceeded (used {})",
+                    show(unit, limit),
+                    show(unit, u)
+                )),
+                Some(u) => Verdict::Allow(format!(
+                    "within budgets.{name} {} (used {})",
+                    show(unit, limit),
+                    show(unit, u)
+                )),
+                None => Verdict::NotJudged(format!("the recorded run wrote no use of {name}")),
+            };
+        };
+        let w = window.as_millis() as u64;
+        let form = format!(
+            "budgets.{name} {}/{}",
+            show(unit, limit),
+            show(Unit::Millis, w)
+        );
+        let (lo, hi, interval) = rate_bounds(f, w);
+        let win = show(Unit::Millis, w);
+        if lo > limit {
+            Verdict::Deny(format!(
+                "{form} exceeded (peak {}{} in {win})",
+                if lo == hi { "" } else { "at least " },
+                show(unit, lo)
+            ))
+        } else if hi <= limit {
+            Verdict::Allow(format!("within {form} (peak {} in {win})", show(unit, hi)))
+        } else {
+            let hi = if hi == u64::MAX {
+                "unknown".to_owned()
+            } else {
+                show(unit, hi)
+            };
+            let source = match interval {
+                Some(i) => format!("the recorded history ({i} ms intervals)"),
+                None => format!("the recorded run kept no history of {name}, its figures"),
+            };
+            Verdict::NotJudged(format!(
+                "{form}: {source} put the peak in {win} between {} and {hi}",
+                show(unit, lo)
+            ))
         }
     }
 
@@ -194,12 +274,21 @@ impl<'a> Judge<'a> {
         self.enforce(Verdict::Deny("not in fs.write".into()))
     }
 
-    fn net(&self, dst: &str, port: u16, proto: &str) -> Verdict {
+    /// `bind`: judged against `net.bind`, else `net.allow`. A domain rule that would match
+    /// by port and protocol cannot be judged against a bare address (which name resolved
+    /// to it is not in the record).
+    fn net(&self, dst: &str, port: u16, proto: &str, bind: bool) -> Verdict {
         let Some(net) = &self.policy.net else {
             return self.enforce(Verdict::Deny("no net section".into()));
         };
+        let (rules, section) = if bind {
+            (&net.bind, "net.bind")
+        } else {
+            (&net.allow, "net.allow")
+        };
         let addr: Option<IpAddr> = dst.parse().ok();
-        for r in &net.allow {
+        let mut by_name = None;
+        for r in rules {
             let proto_ok = match r.proto {
                 None => true,
                 Some(Proto::Tcp) => proto == "tcp",
@@ -212,10 +301,19 @@ impl<'a> Judge<'a> {
                 _ => false,
             };
             if proto_ok && port_ok && host_ok {
-                return Verdict::Allow(format!("net.allow {}", r.written));
+                return Verdict::Allow(format!("{section} {}", r.written));
+            }
+            if proto_ok && port_ok && addr.is_some() && matches!(r.host, NetHost::Domain(_)) {
+                by_name.get_or_insert(r);
             }
         }
-        self.enforce(Verdict::Deny("no net.allow rule matches".into()))
+        if let Some(r) = by_name {
+            return Verdict::NotJudged(format!(
+                "{section} {} names a domain; the record has only the address {dst}",
+                r.written
+            ));
+        }
+        self.enforce(Verdict::Deny(format!("no {section} rule matches")))
     }
 
     fn wall_time(&self, elapsed_ms: u64) -> Verdict {
@@ -230,6 +328,42 @@ impl<'a> Judge<'a> {
             None => Verdict::Allow("no wall_time budget".into()),
         }
     }
+}
+
+/// Bounds on the peak use of a counter within any window of `w` ms, from a recorded run's
+/// figures: exact (`lo == hi`) when the run used that very window, else bracketed by its
+/// per-interval history, tightened by its own window's peak and its total.
+/// `hi` is `u64::MAX` when nothing bounds it; the third value is the history's interval.
+fn rate_bounds(f: &Value, w: u64) -> (u64, u64, Option<u64>) {
+    let peak = f["peak"].as_u64();
+    let recorded_w = f["window_ms"].as_u64();
+    if let (Some(p), Some(rw)) = (peak, recorded_w) {
+        if rw == w {
+            return (p, p, None);
+        }
+    }
+    let (mut lo, mut hi) = (0, u64::MAX);
+    let interval = f["history"]["interval_ms"].as_u64();
+    if let (Some(i), Some(counts)) = (interval, f["history"]["counts"].as_array()) {
+        let counts: Vec<u64> = counts.iter().filter_map(Value::as_u64).collect();
+        (lo, hi) = window_bounds(i, &counts, w);
+    }
+    // A recorded total-form peak is the final counter: no window holds more.
+    let total = match recorded_w {
+        Some(_) => f["used"].as_u64(),
+        None => peak.or_else(|| f["used"].as_u64()),
+    };
+    if let Some(t) = total {
+        hi = hi.min(t);
+    }
+    if let (Some(p), Some(rw)) = (peak, recorded_w) {
+        if rw < w {
+            lo = lo.max(p); // a shorter window's peak fits in a longer one
+        } else {
+            hi = hi.min(p); // a longer window's peak bounds a shorter one's
+        }
+    }
+    (lo, hi.max(lo), interval)
 }
 
 fn existing(rules: &[PathRule]) -> impl Iterator<Item = &PathBuf> {
@@ -330,5 +464,112 @@ mod tests {
             Some(true)
         );
         assert_eq!(v(json!({"event": "checkpoint"})), None);
+    }
+
+    #[test]
+    fn net_records_the_log_cannot_decide_are_not_judged() {
+        let p = policy(
+            "version: 1\nname: t\nnet:\n  allow: [\"example.com:443/tcp\", \"10.0.0.0/8:80/tcp\"]\n  bind: [\"127.0.0.1:8080/tcp\"]\n",
+        );
+        let j = Judge::new(&p);
+        let v = |r: Value| j.judge(&r).map(|(_, v)| v);
+        assert_eq!(
+            v(json!({"event": "denied", "op": "connect", "dst": "93.184.216.34", "port": 443, "proto": "tcp", "rule": "no rule"})),
+            Some(Verdict::NotJudged("net.allow example.com:443/tcp names a domain; the record has only the address 93.184.216.34".into()))
+        );
+        assert_eq!(
+            v(
+                json!({"event": "denied", "op": "connect", "dst": "93.184.216.34", "port": 80, "proto": "tcp", "rule": "no rule"})
+            ),
+            Some(Verdict::Deny("no net.allow rule matches".into()))
+        );
+        assert_eq!(
+            v(
+                json!({"event": "denied", "op": "connect", "dst": "10.1.2.3", "port": 80, "proto": "tcp", "rule": "tainted: no after_taint rule"})
+            ),
+            Some(Verdict::NotJudged(
+                "the run was tainted when it connected; net.after_taint is not replayed".into()
+            ))
+        );
+        assert_eq!(
+            v(
+                json!({"event": "denied", "op": "bind", "dst": "127.0.0.1", "port": 8080, "proto": "tcp"})
+            ),
+            Some(Verdict::Allow("net.bind 127.0.0.1:8080/tcp".into()))
+        );
+    }
+
+    /// The budget verdicts of a run_end under `budgets`, as (subject, reason) pairs.
+    fn budget_verdicts(budgets: &str, recorded: Value) -> Vec<(String, Verdict)> {
+        let p = policy(&format!("version: 1\nname: t\nbudgets:\n{budgets}"));
+        let j = Judge::new(&p);
+        let rec = json!({"event": "run_end", "elapsed_ms": 5000, "budgets": recorded});
+        j.judge_all(&rec)
+            .into_iter()
+            .filter(|(s, _)| s.kind == "budget" && s.what != "wall_time")
+            .map(|(s, v)| (s.what, v))
+            .collect()
+    }
+
+    #[test]
+    fn rate_forms_are_judged_from_the_history_or_named_as_not_judged() {
+        // 100 ms buckets: 30 syscalls at 100–300 ms, 5 more at 400 ms; total form recorded.
+        let recorded = json!({"syscalls": {"limit": 1000, "window_ms": null, "used": 35,
+            "peak": 35, "history": {"interval_ms": 100, "counts": [0, 10, 20, 0, 5]}}});
+        let one = |b: &str| budget_verdicts(b, recorded.clone()).remove(0).1;
+        // Any 200 ms holds at most 30 (3 buckets can hold 30) and some holds 30.
+        assert_eq!(
+            one("  syscalls: 29/200ms\n"),
+            Verdict::Deny("budgets.syscalls 29/200ms exceeded (peak 30 in 200ms)".into())
+        );
+        assert_eq!(
+            one("  syscalls: 30/200ms\n"),
+            Verdict::Allow("within budgets.syscalls 30/200ms (peak 30 in 200ms)".into())
+        );
+        // 100 ms: at least 20 (one bucket), at most 30 (two neighbours).
+        assert_eq!(
+            one("  syscalls: 19/100ms\n"),
+            Verdict::Deny("budgets.syscalls 19/100ms exceeded (peak at least 20 in 100ms)".into())
+        );
+        assert_eq!(
+            one("  syscalls: 25/100ms\n"),
+            Verdict::NotJudged("budgets.syscalls 25/100ms: the recorded history (100 ms intervals) put the peak in 100ms between 20 and 30".into())
+        );
+        // A total form from the same figures.
+        assert_eq!(
+            one("  syscalls: 34\n"),
+            Verdict::Deny("budgets.syscalls 34 exceeded (used 35)".into())
+        );
+        // No history (an older log): only the total bounds a window.
+        let bare = json!({"execs": {"limit": 50, "window_ms": 10000, "used": 8, "peak": 6}});
+        let v = budget_verdicts("  execs: 4/1s\n", bare.clone()).remove(0).1;
+        assert_eq!(
+            v,
+            Verdict::NotJudged("budgets.execs 4/1s: the recorded run kept no history of execs, its figures put the peak in 1s between 0 and 6".into())
+        );
+        // The recorded window itself: its peak, exactly.
+        let v = budget_verdicts("  execs: 5/10s\n", bare).remove(0).1;
+        assert_eq!(
+            v,
+            Verdict::Deny("budgets.execs 5/10s exceeded (peak 6 in 10s)".into())
+        );
+        // A budget the run did not measure, and one the new policy drops.
+        let v = budget_verdicts("  pids: 10\n", recorded);
+        assert_eq!(
+            v,
+            vec![
+                (
+                    "syscalls".into(),
+                    Verdict::Allow("no syscalls budget".into())
+                ),
+                (
+                    "pids".into(),
+                    Verdict::NotJudged(
+                        "the recorded run did not measure pids (its policy had no pids budget)"
+                            .into()
+                    )
+                ),
+            ]
+        );
     }
 }

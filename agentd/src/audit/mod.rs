@@ -7,6 +7,7 @@
 pub mod canonical;
 pub mod chain;
 pub mod denial;
+pub mod dropped;
 pub mod judge;
 pub mod keys;
 mod record;

@@ -3,13 +3,73 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn rfc3339_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format_unix(d.as_secs(), d.subsec_micros())
+    Stamp::now().to_string()
 }
 
-/// `2026-11-23T16:43:01.123456Z`
+/// A wall-clock instant taken when a record is submitted; the writer formats it
+/// (without allocating) when it seals the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    secs: u64,
+    micros: u32,
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`
+pub const STAMP_LEN: usize = 27;
+
+impl Stamp {
+    pub fn now() -> Self {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            secs: d.as_secs(),
+            micros: d.subsec_micros(),
+        }
+    }
+
+    /// The RFC 3339 form, written into `out` (years 0–9999).
+    pub fn write<'a>(&self, out: &'a mut [u8; STAMP_LEN]) -> &'a str {
+        let days = self.secs / 86_400;
+        let rem = self.secs % 86_400;
+        let (y, m, d) = civil_from_days(days as i64);
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y.clamp(0, 9999) as u64);
+        put(5, 2, u64::from(m));
+        put(8, 2, u64::from(d));
+        put(11, 2, rem / 3600);
+        put(14, 2, (rem % 3600) / 60);
+        put(17, 2, rem % 60);
+        put(20, 6, u64::from(self.micros.min(999_999)));
+        for (i, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ] {
+            out[i] = c;
+        }
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.write(&mut [0; STAMP_LEN]))
+    }
+}
+
+/// `2026-11-23T16:43:01.123456Z` (the reference `Stamp::write` is tested against).
+#[cfg(test)]
 pub fn format_unix(secs: u64, micros: u32) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
@@ -46,5 +106,14 @@ mod tests {
         assert_eq!(format_unix(0, 0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(format_unix(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
         assert_eq!(format_unix(1_795_452_181, 0), "2026-11-23T16:43:01.000000Z");
+        for (secs, micros) in [
+            (0, 0),
+            (951_782_400, 5),
+            (1_795_452_181, 999_999),
+            (253_402_300_799, 1),
+        ] {
+            let s = Stamp { secs, micros };
+            assert_eq!(s.to_string(), format_unix(secs, micros));
+        }
     }
 }

@@ -260,6 +260,19 @@ impl<'a> Walker<'a> {
         let first = self.expected_prev.is_none();
         if h.seq != self.expected_seq {
             let e = self.expected_seq;
+            // A torn record a later writer sealed over is followed by a `torn_tail` record
+            // with the torn record's seq; a seq jump after it means the line was a record
+            // that got mangled.
+            if let Some((tline, _)) = &self.torn {
+                return Err(Finding {
+                    line: *tline,
+                    seq: e,
+                    kind: Damage::Edited,
+                    detail: format!(
+                        "a line that is not a sealed record where seq {e} was expected"
+                    ),
+                });
+            }
             if h.seq < e {
                 return Err(bad(
                     Damage::Reordered,

@@ -6,7 +6,6 @@
 //! a new line, and writes a `torn_tail` record (byte count and SHA-256 of the torn bytes)
 //! chained to the last COMPLETE record, so verify can tell a crash from tampering.
 
-use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -17,20 +16,16 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{json, Map, Value};
 
-use super::canonical::{self, split_line};
+use super::canonical::{self, split_line, EncodedDetail};
 use super::chain;
 use super::keys;
+use super::time::{Stamp, STAMP_LEN};
 use super::{rfc3339_now, Decision};
 
 pub const DEFAULT_AUDIT_PATH: &str = "/var/log/agentd/audit.jsonl";
 
 /// How far back from the end we look for the last sealed record.
 const TAIL_WINDOW: u64 = 1 << 20;
-
-/// Keys the writer owns; a detail field with one of these names is kept as `detail_<name>`.
-const RESERVED: [&str; 8] = [
-    "seq", "prev", "hash", "ts", "run", "layer", "event", "decision",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -66,11 +61,12 @@ pub struct CheckpointPolicy {
 /// A record waiting to be written; `ts` is taken when it was submitted.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub ts: String,
+    pub ts: Stamp,
     pub layer: String,
     pub event: String,
     pub decision: Option<Decision>,
-    pub detail: Map<String, Value>,
+    /// The event's own fields, already in canonical form (encoded by the submitter).
+    pub detail: EncodedDetail,
 }
 
 impl Pending {
@@ -85,11 +81,11 @@ impl Pending {
             }
         };
         Self {
-            ts: rfc3339_now(),
+            ts: Stamp::now(),
             layer: layer.to_owned(),
             event: event.to_owned(),
             decision,
-            detail,
+            detail: EncodedDetail::new(&detail),
         }
     }
 }
@@ -98,7 +94,21 @@ impl Pending {
 #[derive(Debug, Clone)]
 struct Head {
     seq: u64,
-    hash: String,
+    /// Lower-case hex (ASCII).
+    hash: [u8; 64],
+}
+
+impl Head {
+    fn new(seq: u64, hash: &str) -> Option<Self> {
+        Some(Self {
+            seq,
+            hash: hash.as_bytes().try_into().ok()?,
+        })
+    }
+
+    fn hex(&self) -> &str {
+        std::str::from_utf8(&self.hash).unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -112,6 +122,8 @@ pub struct AuditLog {
     known_len: Option<u64>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// The batch being built, kept between batches for its capacity.
+    scratch: Vec<u8>,
 }
 
 impl AuditLog {
@@ -148,6 +160,7 @@ impl AuditLog {
             known_len: None,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            scratch: Vec::new(),
         })
     }
 
@@ -179,27 +192,46 @@ impl AuditLog {
         checkpoint: bool,
         sync: bool,
     ) -> Result<u64, AuditError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let r = self.append_batch_into(&mut buf, records, checkpoint, sync);
+        self.scratch = buf;
+        r
+    }
+
+    fn append_batch_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        records: &[Pending],
+        checkpoint: bool,
+        sync: bool,
+    ) -> Result<u64, AuditError> {
         let _lock = FileLock::exclusive(&self.file).map_err(|e| self.write_err(e))?;
         let len = self.file.metadata().map_err(|e| self.write_err(e))?.len();
-        let mut buf = Vec::with_capacity(records.len() * 320 + 1024);
+        buf.reserve(records.len() * 400 + 1024);
         if self.known_len != Some(len) || self.head.is_none() {
-            self.resync(len, &mut buf)?;
+            self.resync(len, buf)?;
         }
+        // The interval is checked once per batch (a batch spans at most the flush
+        // period), the count after every record.
+        let mut interval_due = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|cp| self.last_checkpoint.elapsed() >= cp.interval);
         for r in records {
-            self.push(&mut buf, r)?;
+            self.push(buf, r)?;
             if let Some(cp) = &self.checkpoints {
-                if self.since_checkpoint >= cp.every
-                    || self.last_checkpoint.elapsed() >= cp.interval
-                {
-                    self.push_checkpoint(&mut buf)?;
+                if self.since_checkpoint >= cp.every || interval_due {
+                    self.push_checkpoint(buf)?;
+                    interval_due = false;
                 }
             }
         }
         let mut wrote_checkpoint = false;
         if (checkpoint && self.since_checkpoint > 0) || self.checkpoint_due() {
-            wrote_checkpoint = self.push_checkpoint(&mut buf)?;
+            wrote_checkpoint = self.push_checkpoint(buf)?;
         }
-        self.file.write_all(&buf).map_err(|e| self.write_err(e))?;
+        self.file.write_all(buf).map_err(|e| self.write_err(e))?;
         if sync || wrote_checkpoint {
             self.file.sync_data().map_err(|e| self.write_err(e))?;
         }
@@ -244,11 +276,11 @@ impl AuditLog {
         detail.insert("sig_old".into(), json!(keys::sign_hex(old, &msg)));
         detail.insert("sig_new".into(), json!(keys::sign_hex(new, &msg)));
         let p = Pending {
-            ts: rfc3339_now(),
+            ts: Stamp::now(),
             layer: "agentd".into(),
             event: "key_rotation".into(),
             decision: None,
-            detail,
+            detail: EncodedDetail::new(&detail),
         };
         self.push(&mut buf, &p)?;
         self.file.write_all(&buf).map_err(|e| self.write_err(e))?;
@@ -265,40 +297,35 @@ impl AuditLog {
 
     fn next_link(&self) -> Result<(u64, String), AuditError> {
         match &self.head {
-            Some(h) => Ok((h.seq + 1, h.hash.clone())),
-            None => Err(AuditError::Corrupt {
-                path: self.path.clone(),
-                reason: "no chain head after resync".into(),
-            }),
+            Some(h) => Ok((h.seq + 1, h.hex().to_owned())),
+            None => Err(self.no_head()),
+        }
+    }
+
+    fn no_head(&self) -> AuditError {
+        AuditError::Corrupt {
+            path: self.path.clone(),
+            reason: "no chain head after resync".into(),
         }
     }
 
     /// Seals `r` as the next record into `buf`.
     fn push(&mut self, buf: &mut Vec<u8>, r: &Pending) -> Result<(), AuditError> {
-        let (seq, prev) = self.next_link()?;
-        let detail: Vec<(Cow<'_, str>, &Value)> = r
-            .detail
-            .iter()
-            .map(|(k, v)| {
-                let k: Cow<'_, str> = if RESERVED.contains(&k.as_str()) {
-                    Cow::Owned(format!("detail_{k}"))
-                } else {
-                    Cow::Borrowed(k.as_str())
-                };
-                (k, v)
-            })
-            .collect();
-        let mut core: Vec<(&str, &str)> = vec![
-            ("ts", &r.ts),
-            ("run", &self.run),
-            ("layer", &r.layer),
-            ("event", &r.event),
+        let Some(head) = &self.head else {
+            return Err(self.no_head());
+        };
+        let seq = head.seq + 1;
+        let mut ts = [0; STAMP_LEN];
+        let ts = r.ts.write(&mut ts);
+        // In the order of `canonical::CORE_KEYS`.
+        let core = [
+            r.decision.map(Decision::as_str),
+            Some(r.event.as_str()),
+            Some(r.layer.as_str()),
+            Some(self.run.as_str()),
+            Some(ts),
         ];
-        if let Some(d) = r.decision {
-            core.push(("decision", d.as_str()));
-        }
-        let (line, hash) = canonical::seal(canonical::encode_parts(seq, &prev, &core, &detail));
-        buf.extend_from_slice(&line);
+        let hash = canonical::seal_encoded_into(buf, seq, head.hex(), core, &r.detail);
         self.head = Some(Head { seq, hash });
         if r.event != "checkpoint" && r.event != "genesis" {
             self.since_checkpoint += 1;
@@ -317,11 +344,11 @@ impl AuditLog {
         detail.insert("sig".into(), json!(keys::sign_hex(&cp.key, &msg)));
         detail.insert("covers_seq".into(), json!(seq.saturating_sub(1)));
         let p = Pending {
-            ts: rfc3339_now(),
+            ts: Stamp::now(),
             layer: "agentd".into(),
             event: "checkpoint".into(),
             decision: None,
-            detail,
+            detail: EncodedDetail::new(&detail),
         };
         self.push(buf, &p)?;
         self.since_checkpoint = 0;
@@ -337,7 +364,7 @@ impl AuditLog {
         name.push(".head");
         let head = PathBuf::from(name);
         let tmp = head.with_extension("head.tmp");
-        let text = format!("{{\"seq\":{},\"hash\":\"{}\"}}\n", h.seq, h.hash);
+        let text = format!("{{\"seq\":{},\"hash\":\"{}\"}}\n", h.seq, h.hex());
         if std::fs::write(&tmp, text).is_ok() {
             let _ = std::fs::rename(&tmp, &head);
         }
@@ -374,11 +401,9 @@ impl AuditLog {
             if line_start == 0 && start > 0 {
                 break; // the window's first line may be cut
             }
-            if let Some(h) = split_line(&tail[line_start..content_end]) {
-                let head = Head {
-                    seq: h.seq,
-                    hash: h.hash.to_owned(),
-                };
+            if let Some(head) =
+                split_line(&tail[line_start..content_end]).and_then(|h| Head::new(h.seq, h.hash))
+            {
                 found = Some((head, line_end));
                 break;
             }
@@ -413,7 +438,7 @@ impl AuditLog {
             fields.insert("file_id".into(), json!(file_id));
             let (line, hash) = canonical::seal(canonical::encode_record(0, &prev, &fields));
             buf.extend_from_slice(&line);
-            self.head = Some(Head { seq: 0, hash });
+            self.head = Head::new(0, &hash);
         }
         if !torn.is_empty() {
             let (n, sha) = chain::torn_digest(torn);

@@ -20,6 +20,7 @@
 //! the sampled counters for the warn and freeze steps, the table and the record.
 
 mod control;
+pub mod history;
 pub mod sockets;
 mod table;
 mod window;
@@ -39,6 +40,7 @@ use crate::layers::name;
 use crate::policy::{show, Action, Budget, BudgetKey, Policy, Step, Unit};
 
 pub use control::{run_is_live, signal_run, PidFile, RESUME_SIGNAL, STOP_SIGNAL};
+use history::History;
 use window::SlidingWindow;
 
 /// How often the counters are sampled and the steps checked.
@@ -73,6 +75,8 @@ struct Tracked {
     used: u64,
     peak: u64,
     window: Option<SlidingWindow>,
+    /// Per-interval growth of a counter budget, for replaying other rate forms.
+    history: Option<History>,
 }
 
 /// The run's budgets, their use and the state of their responses.
@@ -113,6 +117,7 @@ impl Budgets {
                 used: 0,
                 peak: 0,
                 window: b.window.map(|w| SlidingWindow::new(w, now)),
+                history: b.key.allows_rate().then(History::default),
             })
             .collect();
         Self {
@@ -237,7 +242,8 @@ impl Budgets {
                 notices.extend(self.advance(i, now, cgroups));
             } else if !key.kernel_enforced() {
                 let counter = figure(key, &self.kernel, &self.usage, self.started, now);
-                observe(&mut self.tracked[i], counter, now);
+                let at_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+                observe(&mut self.tracked[i], counter, now, at_ms);
             }
         }
         notices
@@ -370,8 +376,9 @@ impl Budgets {
             }
             figure(t.budget.key, &self.kernel, &self.usage, self.started, now)
         };
+        let at_ms = now.saturating_duration_since(self.started).as_millis() as u64;
         let t = &mut self.tracked[i];
-        let used = observe(t, counter, now);
+        let used = observe(t, counter, now, at_ms);
         // The kernel's window saw a rate form past its kill step (a burst between two
         // samples can escape agentd's own window): that step and those before it fire.
         let kernel_fired = t.window.is_some()
@@ -470,21 +477,25 @@ impl Budgets {
     }
 
     /// `{budget: {limit, used, peak, ...}}` for the run_end record.
+    /// Counter budgets also carry `history` (see [`history`]), so replay can judge
+    /// rate forms with other windows.
     pub fn summary_json(&self) -> Value {
         let rows = self.rows();
         Value::Object(
             rows.into_iter()
-                .map(|r| {
-                    (
-                        r.name.to_owned(),
-                        json!({
-                            "limit": r.limit,
-                            "window_ms": r.window_ms,
-                            "unit": r.unit,
-                            "used": r.used,
-                            "peak": r.peak,
-                        }),
-                    )
+                .zip(&self.tracked)
+                .map(|(r, t)| {
+                    let mut figures = json!({
+                        "limit": r.limit,
+                        "window_ms": r.window_ms,
+                        "unit": r.unit,
+                        "used": r.used,
+                        "peak": r.peak,
+                    });
+                    if let Some(h) = &t.history {
+                        figures["history"] = h.to_json();
+                    }
+                    (r.name.to_owned(), figures)
                 })
                 .collect(),
         )
@@ -553,9 +564,12 @@ fn figure(key: BudgetKey, k: &KernelCounts, u: &Usage, started: Instant, now: In
     }
 }
 
-/// Feeds a cumulative figure to a budget; returns the use its steps are checked against
-/// (the windowed use for a rate form).
-fn observe(t: &mut Tracked, counter: u64, now: Instant) -> u64 {
+/// Feeds a cumulative figure (read `at_ms` after the start) to a budget; returns the use
+/// its steps are checked against (the windowed use for a rate form).
+fn observe(t: &mut Tracked, counter: u64, now: Instant, at_ms: u64) -> u64 {
+    if let Some(h) = &mut t.history {
+        h.observe(at_ms, counter);
+    }
     let used = match &mut t.window {
         Some(w) => {
             let u = w.observe(now, counter);
@@ -658,9 +672,16 @@ mod tests {
         let b = budgets("  execs: 10/1s\n");
         let mut t = b.tracked.into_iter().next().unwrap();
         let t0 = b.started;
-        assert_eq!(observe(&mut t, 8, t0 + Duration::from_millis(500)), 8);
+        assert_eq!(observe(&mut t, 8, t0 + Duration::from_millis(500), 500), 8);
         // 1.6 s: the window starts at 0.6 s, after the 0.5 s sample (8).
-        assert_eq!(observe(&mut t, 12, t0 + Duration::from_millis(1600)), 4);
+        assert_eq!(
+            observe(&mut t, 12, t0 + Duration::from_millis(1600), 1600),
+            4
+        );
         assert_eq!((t.used, t.peak), (12, 8));
+        assert_eq!(
+            t.history.unwrap().to_json(),
+            json!({"interval_ms": 100, "counts": [0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]})
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::audit::judge::Judge;
+use crate::audit::judge::{Judge, Verdict};
 use crate::audit::verify::{verify_bytes, HeadFile, Trust};
 use crate::audit::{keys, AuditHandle, AuditLog, CheckpointPolicy, Flush};
 use crate::policy;
@@ -381,6 +381,18 @@ fn show(file: &Path, run: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A record that carries a decision no replay rule re-judges (`layer/event`), so that
+/// replay lists it as not judged instead of passing over it. Budget notices and
+/// `agentd stop` are not policy decisions of their own: budgets are judged at run_end.
+fn unreplayable(r: &Value) -> Option<String> {
+    r["decision"].as_str()?;
+    let event = r["event"].as_str().unwrap_or("");
+    if matches!(event, "budget" | "stop") {
+        return None;
+    }
+    Some(format!("{}/{event}", r["layer"].as_str().unwrap_or("")))
+}
+
 /// The decision a record carried when it was written: deny (incl. would_deny, kill) or allow.
 /// Whether the recorded run denied this subject: for a budget at run end, whether
 /// that budget killed the run.
@@ -401,26 +413,42 @@ fn replay(
     let policy = policy::load_file(policy_file, &opts).map_err(|e| e.to_string())?;
     let judge = Judge::new(&policy);
     let mut judged = 0u64;
-    // (direction, kind, subject) -> (count, rule now)
+    // (direction, kind, subject) -> (count, rule now); direction "not judged" for what
+    // the log cannot decide, with the reason.
     let mut flips: BTreeMap<(&'static str, &'static str, String), (u64, String)> = BTreeMap::new();
     for r in records(file)? {
         if run.is_some_and(|id| r["run"] != id) {
             continue;
         }
-        for (subject, verdict) in judge.judge_all(&r) {
-            judged += 1;
-            let was = recorded_deny(&r, &subject);
-            let now = verdict.is_deny();
-            if was == now {
-                continue;
+        let verdicts = judge.judge_all(&r);
+        if verdicts.is_empty() {
+            if let Some(what) = unreplayable(&r) {
+                let e = flips
+                    .entry(("not judged", "other", what))
+                    .or_insert((0, "not judged: no replay rule for this record kind".into()));
+                e.0 += 1;
             }
-            let dir = if now { "allow→deny" } else { "deny→allow" };
-            let rule = match verdict {
-                crate::audit::judge::Verdict::Allow(r) | crate::audit::judge::Verdict::Deny(r) => r,
+            continue;
+        }
+        for (subject, verdict) in verdicts {
+            let dir = match &verdict {
+                Verdict::NotJudged(_) => "not judged",
+                v => {
+                    judged += 1;
+                    match (recorded_deny(&r, &subject), v.is_deny()) {
+                        (false, true) => "allow→deny",
+                        (true, false) => "deny→allow",
+                        _ => continue,
+                    }
+                }
+            };
+            let now = match &verdict {
+                Verdict::NotJudged(why) => format!("not judged: {why}"),
+                v => v.reason().to_owned(),
             };
             let e = flips
                 .entry((dir, subject.kind, subject.what))
-                .or_insert((0, rule));
+                .or_insert((0, now));
             e.0 += 1;
         }
     }
@@ -434,8 +462,13 @@ fn replay(
         .filter(|(k, _)| k.0 == "deny→allow")
         .map(|(_, v)| v.0)
         .sum();
+    let not_judged: u64 = flips
+        .iter()
+        .filter(|(k, _)| k.0 == "not judged")
+        .map(|(_, v)| v.0)
+        .sum();
     println!(
-        "replay of {} under {}: {judged} decision(s) re-judged, {} flip(s): {to_deny} allow→deny, {to_allow} deny→allow",
+        "replay of {} under {}: {judged} decision(s) re-judged, {} flip(s): {to_deny} allow→deny, {to_allow} deny→allow; {not_judged} not judged",
         file.display(),
         policy_file.display(),
         to_deny + to_allow

@@ -32,6 +32,10 @@ pub struct AuditRunArgs {
     /// run_start/run_end are always fsync'd before they are acknowledged.
     #[arg(long, env = "AGENTD_AUDIT_FLUSH", default_value = "50ms")]
     audit_flush: Flush,
+    /// Read the kernel ring buffer's per-CPU drop counters this often (milliseconds) while
+    /// the run goes on, and write a `dropped` record whenever they grew.
+    #[arg(long, env = "AGENTD_DROPPED_POLL_MS", default_value_t = 1000)]
+    dropped_poll_ms: u64,
 }
 
 /// What the run's audit writer needs, checked before anything runs.
@@ -39,6 +43,8 @@ pub struct AuditRunArgs {
 pub struct AuditSetup {
     pub checkpoints: Option<CheckpointPolicy>,
     pub flush: Flush,
+    /// How often the ring buffer's drop counters are read during the run.
+    pub dropped_poll: Duration,
 }
 
 impl AuditRunArgs {
@@ -59,6 +65,7 @@ impl AuditRunArgs {
         Ok(AuditSetup {
             checkpoints,
             flush: self.audit_flush,
+            dropped_poll: Duration::from_millis(self.dropped_poll_ms.max(1)),
         })
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::audit_opts::{AuditRunArgs, AuditSetup};
 use super::{EXIT_EXEC_DENIED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
+use crate::audit::dropped::DropReporter;
 use crate::audit::{AuditHandle, AuditLog, Decision, DEFAULT_AUDIT_PATH};
 use crate::budgets::{self, Budgets, Notice, PidFile};
 use crate::events::Event;
@@ -260,6 +261,7 @@ impl Prepared {
             audit_failed: false,
             started: std::time::Instant::now(),
             launch_cwd: std::env::current_dir().unwrap_or_default(),
+            drops: DropReporter::new("ring buffer", self.audit_setup.dropped_poll),
         };
         let code = run.execute(&self);
         // Flush, sign the chain head, and stop the writer; a log we could not write fails the run.
@@ -280,6 +282,8 @@ struct Run {
     launch_cwd: PathBuf,
     /// Set once an append fails; the run is then stopped (fail closed).
     audit_failed: bool,
+    /// What the ring buffer lost, written to the chain while the run goes on.
+    drops: DropReporter,
 }
 
 impl Run {
@@ -495,6 +499,7 @@ impl Run {
             p,
             pid,
             &cgroups,
+            &bpf,
             events,
             signals,
             resolver.as_mut().map(|r| &mut r.decisions),
@@ -522,15 +527,7 @@ impl Run {
             let r = super::run_fsrules::abort_tainted_sockets(&cgroups);
             self.record(r.layer, r.event, r.decision, r.detail);
         }
-        let dropped = bpf.dropped().unwrap_or(0);
-        if dropped > 0 {
-            self.record(
-                name::BPF,
-                "dropped",
-                None,
-                json!({"count": dropped, "source": "ring buffer"}),
-            );
-        }
+        self.poll_drops(&bpf);
         if let Some(net) = net {
             let _ = bpf.release_net(net);
         }
@@ -648,6 +645,7 @@ impl Run {
         p: &Prepared,
         pid: Pid,
         cgroups: &RunCgroups,
+        bpf: &BpfRuntime,
         mut events: crate::layers::bpf::EventStream,
         signals: Signals,
         mut dns: Option<&mut tokio::sync::mpsc::Receiver<DnsDecision>>,
@@ -669,6 +667,8 @@ impl Run {
         let judge = crate::audit::judge::Judge::new(&p.policy);
         let mut tick = tokio::time::interval(budgets::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drop_poll = tokio::time::interval(self.drops.every());
+        drop_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut killed_by: Option<&'static str> = None;
         let ending = loop {
             tokio::select! {
@@ -700,6 +700,7 @@ impl Run {
                 }
                 Some(d) = next_dns(&mut dns) => self.record_dns(d),
                 _ = tick.tick(), if killed_by.is_none() && !budgets.is_empty() => {}
+                _ = drop_poll.tick() => {}
                 _ = resume.recv() => {
                     let n = budgets.resume(cgroups);
                     self.notice(n);
@@ -710,6 +711,9 @@ impl Run {
                     eprintln!("agentd: stop: run {} stopped; killed {n} process(es)", self.id);
                     self.record(name::AGENTD, "stop", Some(Decision::Kill), json!({"processes_killed": n}));
                 }
+            }
+            if self.drops.due() {
+                self.poll_drops(bpf);
             }
             if killed_by.is_none() && budgets.due() {
                 for n in budgets.tick(cgroups) {
@@ -738,6 +742,18 @@ impl Run {
             }
         }
         Ok((ending, killed_by))
+    }
+
+    /// Writes a `dropped` record if the ring buffer lost events since the last one.
+    fn poll_drops(&mut self, bpf: &BpfRuntime) {
+        match bpf.dropped() {
+            Ok(total) => {
+                if let Some(detail) = self.drops.observe(total) {
+                    self.record(name::BPF, "dropped", None, detail);
+                }
+            }
+            Err(e) => tracing::warn!("reading the ring buffer's drop counters: {e}"),
+        }
     }
 
     fn record_dns(&mut self, d: DnsDecision) {

@@ -136,7 +136,8 @@ fn main() {
             }
         }
         "deny-flood" => {
-            // N opens of PATH; prints how many the kernel answered with each outcome.
+            // N opens of PATH [then sleep MS]; prints how many the kernel answered with
+            // each outcome.
             let n: u64 = a(1).parse().unwrap_or(0);
             let p = cstr(&a(2));
             let (mut ok, mut eacces, mut other) = (0u64, 0u64, 0u64);
@@ -154,6 +155,10 @@ fn main() {
                 }
             }
             println!("opens {n}: OK {ok} EACCES {eacces} other {other}");
+            // Optional: stay alive MS milliseconds more (the run outlives the flood).
+            if let Ok(ms) = a(3).parse::<u64>() {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             0
         }
         "exit" => a(1).parse().unwrap_or(1),
