@@ -17,6 +17,7 @@ mod net_dns;
 mod probe;
 mod probe_unix;
 mod ring;
+mod unix;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,12 @@ pub use net_dns::{dns_record, DnsAllowMap, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
+pub use unix::{UnixDenial, UnixEntries, UnixPath};
+
+/// Pathname unix-socket helpers.
+pub mod unix_sockets {
+    pub use super::unix::resolve;
+}
 
 /// Inode-rule helpers (`fs.deny`, `fs.secret`).
 pub mod fs {
@@ -189,6 +196,8 @@ pub struct BpfRuntime {
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
     btf: aya::Btf,
+    /// Pathname unix sockets: offsets, map fds for the raw loader, attached programs.
+    unix: unix::UnixState,
     /// Owns the programs and their links; declared last so it is dropped last.
     ebpf: Ebpf,
 }
@@ -206,7 +215,10 @@ impl BpfRuntime {
             mut ebpf,
             btf,
             fs_offsets,
+            unix_offsets,
         } = load_object(ring_bytes)?;
+        // Before any map is taken: the raw unix loader relocates against all of them.
+        let unix = unix::UnixState::capture(&ebpf, unix_offsets);
         for (name, section, tracepoint) in [
             (
                 names::PROG_SCHED_PROCESS_EXEC,
@@ -252,6 +264,7 @@ impl BpfRuntime {
             exec_rules: None,
             fs_offsets,
             btf,
+            unix,
             ebpf,
         })
     }
@@ -317,6 +330,7 @@ struct Loaded {
     ebpf: Ebpf,
     btf: aya::Btf,
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
+    unix_offsets: Result<agentd_common::unix::UnixOffsets, String>,
 }
 
 /// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
@@ -333,6 +347,11 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
     let fs_global = fs_offsets
         .clone()
         .unwrap_or(agentd_common::fsrules::FsOffsets::UNSET);
+    // Only the unix-socket programs need these (Linux 6.7+ for the cgroup context).
+    let unix_offsets = unix::unix_offsets(&kernel_btf).map_err(|e| e.to_string());
+    let unix_global = unix_offsets
+        .clone()
+        .unwrap_or(agentd_common::unix::UnixOffsets::UNSET);
     let btf = aya::Btf::parse(&raw, aya::Endianness::default())
         .map_err(|error| BpfError::AyaBtf { error })?;
     let ebpf = EbpfLoader::new()
@@ -343,6 +362,11 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
             &fs_global,
             true,
         )
+        .override_global(
+            agentd_common::unix::names::GLOBAL_UNIX_OFFSETS,
+            &unix_global,
+            true,
+        )
         .map_max_entries(names::MAP_EVENTS, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|error| BpfError::Object { error })?;
@@ -350,6 +374,7 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
         ebpf,
         btf,
         fs_offsets,
+        unix_offsets,
     })
 }
 
