@@ -29,6 +29,10 @@ pub mod names {
     pub const MAP_UNIX_NAMED: &str = "UNIX_NAMED";
     /// `HashMap<u32, u32>`: run slot to `UNIX_FLAG_*`; no entry = not mediated.
     pub const MAP_UNIX_RUNS: &str = "UNIX_RUNS";
+    /// `LruHashMap<u64, u64>`: pid_tgid → `struct sock *` of a connect the cgroup hook
+    /// already reported as would-deny (audit mode), so the backstop does not report it
+    /// a second time.
+    pub const MAP_UNIX_REPORTED: &str = "UNIX_REPORTED";
     /// `PerCpuArray<UnixScratch>`: one scratch buffer per CPU (keys are too big for
     /// the 512-byte stack next to everything else).
     pub const MAP_UNIX_SCRATCH: &str = "UNIX_SCRATCH";
@@ -215,8 +219,8 @@ pub struct UnixOffsets {
     /// 1 once the loader filled this struct; the programs deny (cgroup) or do nothing
     /// (tracepoint, LSM) while it is 0.
     pub valid: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// `bpf_sock_addr_kern.sk`.
+    pub sa_kern_sk: u32,
 }
 
 impl UnixOffsets {
@@ -239,7 +243,7 @@ impl UnixOffsets {
         mount_mountpoint: 0,
         vfsmount_root: 0,
         valid: 0,
-        _pad: 0,
+        sa_kern_sk: 0,
     };
 }
 

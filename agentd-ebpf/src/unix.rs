@@ -34,7 +34,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, cgroup_sock_addr, lsm, map},
     maps::{
         lpm_trie::{Key, LpmTrie},
-        HashMap, PerCpuArray,
+        HashMap, LruHashMap, PerCpuArray,
     },
     programs::{BtfTracePointContext, LsmContext, SockAddrContext},
     Global,
@@ -59,6 +59,9 @@ static UNIX_NAMED: HashMap<UnixNamedKey, UnixRule> = HashMap::with_max_entries(U
 /// Run slot → `UNIX_FLAG_*` (no entry: the run is not mediated).
 #[map]
 static UNIX_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+/// Connects already reported as would-deny by the cgroup hook (audit mode).
+#[map]
+static UNIX_REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 /// Per-CPU lookup keys.
 #[map]
 static UNIX_SCRATCH: PerCpuArray<UnixScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -100,14 +103,15 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
         return DENY;
     };
     let Some((cgroup_id, slot)) = watched_cgroup() else {
-        return report(op, UNIX_REASON_NO_RUN, 0, 0, 0, scratch, 0);
+        return report(ctx, op, UNIX_REASON_NO_RUN, 0, 0, 0, scratch, 0);
     };
     // SAFETY: plain u32 copied out at once.
     let Some(flags) = (unsafe { UNIX_RUNS.get(&slot) }).copied() else {
-        return report(op, UNIX_REASON_NO_RUN, cgroup_id, slot, 0, scratch, 0);
+        return report(ctx, op, UNIX_REASON_NO_RUN, cgroup_id, slot, 0, scratch, 0);
     };
     if offs.valid == 0 {
         return report(
+            ctx,
             op,
             UNIX_REASON_UNREADABLE,
             cgroup_id,
@@ -127,6 +131,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     };
     let (Ok(uaddr), Ok(uaddrlen)) = (uaddr, uaddrlen) else {
         return report(
+            ctx,
             op,
             UNIX_REASON_UNREADABLE,
             cgroup_id,
@@ -154,6 +159,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     };
     if copied <= 0 {
         return report(
+            ctx,
             op,
             UNIX_REASON_UNREADABLE,
             cgroup_id,
@@ -193,6 +199,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     let canonical = bad == 0;
     if !canonical {
         return report(
+            ctx,
             op,
             UNIX_REASON_NOT_CANONICAL,
             cgroup_id,
@@ -209,9 +216,14 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     // (a u32 then the bytes, no padding; pinned in agentd-common).
     let key = unsafe { &*(addr_of_mut!((*scratch).lpm) as *const Key<[u8; UNIX_KEY_LEN]>) };
     if UNIX_PREFIXES.get(key).is_some() {
+        if op == UNIX_OP_CONNECT && flags & UNIX_FLAG_AUDIT_ONLY != 0 {
+            // SAFETY: bpf_get_current_pid_tgid takes no arguments.
+            let _ = UNIX_REPORTED.remove(&unsafe { bpf_get_current_pid_tgid() });
+        }
         return ALLOW;
     }
     report(
+        ctx,
         op,
         UNIX_REASON_NO_RULE,
         cgroup_id,
@@ -225,6 +237,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
 /// Records a cgroup-layer denial and returns the verdict (`ALLOW` in audit mode).
 #[inline(always)]
 fn report(
+    ctx: *const u8,
     op: u32,
     reason: u32,
     cgroup_id: u64,
@@ -239,6 +252,15 @@ fn report(
     } else {
         UNIX_ACTION_DENY
     };
+    if audit_only && op == UNIX_OP_CONNECT && !ctx.is_null() {
+        let offs = AGENTD_UNIX_OFFSETS.load();
+        // SAFETY: `ctx` is the hook's `bpf_sock_addr_kern *`; fault-tolerant read.
+        if let Ok(sk) = unsafe { read_at::<u64>(ctx, offs.sa_kern_sk) } {
+            // SAFETY: argument-less helper.
+            let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+            let _ = UNIX_REPORTED.insert(&pid_tgid, &sk, 0);
+        }
+    }
     if let Some(mut entry) = EVENTS.reserve::<UnixEvent>(0) {
         let event: *mut UnixEvent = entry.as_mut_ptr();
         // SAFETY: `event` is a reserved record of size_of::<UnixEvent>() bytes and
@@ -346,13 +368,27 @@ pub fn unix_sys_exit(ctx: BtfTracePointContext) -> i32 {
         let Ok(peer) = read_at::<*const u8>(sk, offs.unix_peer) else {
             return 0;
         };
-        peer
+        (peer, sk)
     };
+    let (peer, sk) = peer;
     if peer.is_null() {
         return 0;
     }
     if let Some((dev, ino)) = outside(&fs, &offs, peer, slot) {
         let kill = flags & UNIX_FLAG_AUDIT_ONLY == 0;
+        if !kill {
+            // SAFETY: argument-less helper; the value is copied out at once.
+            let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+            // SAFETY: as above.
+            let reported = unsafe { UNIX_REPORTED.get(&pid_tgid) }.copied();
+            if reported.is_some() {
+                let _ = UNIX_REPORTED.remove(&pid_tgid);
+            }
+            if reported == Some(sk as u64) {
+                // The cgroup hook already reported this connect as would-deny.
+                return 0;
+            }
+        }
         let action = if kill {
             UNIX_ACTION_KILL
         } else {

@@ -222,7 +222,7 @@ pub(super) fn unix_offsets(btf: &KernelBtf<'_>) -> Result<UnixOffsets, BtfError>
         mount_mountpoint: field("mount", "mnt_mountpoint", Some(PTR))?,
         vfsmount_root: field("vfsmount", "mnt_root", Some(PTR))?,
         valid: 1,
-        _pad: 0,
+        sa_kern_sk: field("bpf_sock_addr_kern", "sk", Some(PTR))?,
     })
 }
 
