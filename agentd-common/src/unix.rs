@@ -282,7 +282,7 @@ const _: () = {
     assert!(UNIX_EVENT_SIZE.is_multiple_of(8));
     assert!(size_of::<UnixOffsets>() == UNIX_OFFSETS_SIZE);
     assert!(offset_of!(UnixOffsets, valid) == 64);
-    assert!(UNIX_KEY_LEN >= 4 + UNIX_PATH_MAX + 1);
+    assert!(UNIX_KEY_LEN > 4 + UNIX_PATH_MAX);
 };
 
 #[cfg(feature = "user")]

@@ -91,7 +91,7 @@ pub fn unix_cgroup_sendmsg(ctx: SockAddrContext) -> i32 {
 fn mediated_run() -> Option<(u64, u32, u32)> {
     let (cgroup_id, slot) = watched_cgroup()?;
     // SAFETY: plain u32 copied out at once.
-    let flags = unsafe { UNIX_RUNS.get(&slot) }.copied()?;
+    let flags = unsafe { UNIX_RUNS.get(slot) }.copied()?;
     Some((cgroup_id, slot, flags))
 }
 
@@ -106,7 +106,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
         return report(ctx, op, UNIX_REASON_NO_RUN, 0, 0, 0, scratch, 0);
     };
     // SAFETY: plain u32 copied out at once.
-    let Some(flags) = (unsafe { UNIX_RUNS.get(&slot) }).copied() else {
+    let Some(flags) = (unsafe { UNIX_RUNS.get(slot) }).copied() else {
         return report(ctx, op, UNIX_REASON_NO_RUN, cgroup_id, slot, 0, scratch, 0);
     };
     if offs.valid == 0 {
@@ -218,7 +218,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     if UNIX_PREFIXES.get(key).is_some() {
         if op == UNIX_OP_CONNECT && flags & UNIX_FLAG_AUDIT_ONLY != 0 {
             // SAFETY: bpf_get_current_pid_tgid takes no arguments.
-            let _ = UNIX_REPORTED.remove(&unsafe { bpf_get_current_pid_tgid() });
+            let _ = UNIX_REPORTED.remove(unsafe { bpf_get_current_pid_tgid() });
         }
         return ALLOW;
     }
@@ -235,6 +235,7 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
 }
 
 /// Records a cgroup-layer denial and returns the verdict (`ALLOW` in audit mode).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn report(
     ctx: *const u8,
@@ -258,7 +259,7 @@ fn report(
         if let Ok(sk) = unsafe { read_at::<u64>(ctx, offs.sa_kern_sk) } {
             // SAFETY: argument-less helper.
             let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-            let _ = UNIX_REPORTED.insert(&pid_tgid, &sk, 0);
+            let _ = UNIX_REPORTED.insert(pid_tgid, sk, 0);
         }
     }
     if let Some(mut entry) = EVENTS.reserve::<UnixEvent>(0) {
@@ -380,9 +381,9 @@ pub fn unix_sys_exit(ctx: BtfTracePointContext) -> i32 {
             // SAFETY: argument-less helper; the value is copied out at once.
             let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
             // SAFETY: as above.
-            let reported = unsafe { UNIX_REPORTED.get(&pid_tgid) }.copied();
+            let reported = unsafe { UNIX_REPORTED.get(pid_tgid) }.copied();
             if reported.is_some() {
-                let _ = UNIX_REPORTED.remove(&pid_tgid);
+                let _ = UNIX_REPORTED.remove(pid_tgid);
             }
             if reported == Some(sk as u64) {
                 // The cgroup hook already reported this connect as would-deny.
@@ -584,7 +585,7 @@ fn named_allowed(fs: &FsOffsets, dentry: *const u8, slot: u32) -> bool {
         if bpf_probe_read_kernel_str(dst.cast(), UNIX_NAME_LEN as u32, name.cast()) <= 0 {
             return false;
         }
-        UNIX_NAMED.get(&*key).is_some()
+        UNIX_NAMED.get(*key).is_some()
     }
 }
 

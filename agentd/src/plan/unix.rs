@@ -115,3 +115,104 @@ impl Builder {
         self.unix = Some(path);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::probe::{CgroupInfo, Feature};
+
+    fn feature(available: bool) -> Feature {
+        Feature {
+            available,
+            detail: "probe said so".into(),
+        }
+    }
+
+    fn probe(lsm: bool, cgroup_unix: bool) -> Probe {
+        Probe {
+            kernel: "test".into(),
+            bpf_lsm: feature(lsm),
+            tp_btf: feature(true),
+            cgroup_bpf: feature(true),
+            cgroup_unix: feature(cgroup_unix),
+            landlock: feature(true),
+            landlock_abi: 7,
+            seccomp_filter: feature(true),
+            seccomp_user_notif: feature(true),
+            cgroups: CgroupInfo {
+                mode: "test".into(),
+                v2_mount: None,
+                v2_controllers: vec![],
+                v1_controllers: vec![],
+                layout: None,
+                error: None,
+            },
+        }
+    }
+
+    fn policy(extra: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::policy::LoadOptions {
+            workspace: dir.path().to_path_buf(),
+            home: dir.path().to_path_buf(),
+        };
+        let src = format!("version: 1\nname: t\nfs:\n  write: [\"{{workspace}}\"]\n{extra}");
+        crate::policy::parse_str(&src, "<test>", &opts).unwrap()
+    }
+
+    fn plan(extra: &str, lsm: bool, cgroup_unix: bool) -> Builder {
+        let mut b = Builder::default();
+        b.unix(&policy(extra), &probe(lsm, cgroup_unix), true);
+        b
+    }
+
+    #[test]
+    fn lsm_is_chosen_first_then_the_cgroup_hooks() {
+        assert_eq!(plan("", true, true).unix, Some(UnixPath::Lsm));
+        assert_eq!(plan("", false, true).unix, Some(UnixPath::Cgroup));
+        let b = plan("", false, true);
+        assert!(b.refusals.is_empty());
+        assert!(b
+            .coverage
+            .iter()
+            .any(|c| c.rule.starts_with("fs.write {workspace}") && c.layer == name::BPF));
+    }
+
+    #[test]
+    fn without_any_hook_the_run_is_refused() {
+        let b = plan("", false, false);
+        assert_eq!(b.unix, None);
+        assert_eq!(b.refusals.len(), 1);
+        assert_eq!(b.refusals[0].layer, name::BPF);
+        assert!(b.refusals[0]
+            .reason
+            .contains("net.unix_mediation: best_effort"));
+    }
+
+    #[test]
+    fn best_effort_runs_unmediated_and_says_so() {
+        let b = plan("net:\n  unix_mediation: best_effort\n", false, false);
+        assert_eq!(b.unix, None);
+        assert!(b.refusals.is_empty());
+        assert!(b.coverage.iter().any(|c| c
+            .how
+            .starts_with("NOT mediated (net.unix_mediation: best_effort)")));
+        assert!(b.layers.iter().any(|l| l.status == "off"));
+    }
+
+    #[test]
+    fn net_unix_entries_are_covered() {
+        let b = plan(
+            "net:\n  unix: [{path: /nonexistent/x.sock, optional: true}]\n",
+            false,
+            true,
+        );
+        let c = b
+            .coverage
+            .iter()
+            .find(|c| c.rule.starts_with("net.unix /nonexistent/x.sock"))
+            .unwrap();
+        assert!(c.how.starts_with("skipped: optional"), "{}", c.how);
+    }
+}

@@ -1560,6 +1560,37 @@ mod tests {
     // --- paths -------------------------------------------------------------------------------
 
     #[test]
+    fn net_unix_paths_and_mediation_knob() {
+        let e = env();
+        std::fs::write(e.ws.path().join("s.sock"), "").unwrap();
+        let p = parse_in(
+            &e,
+            "net:\n  unix: [\"{workspace}/s.sock\", {path: /nonexistent.sock, optional: true}]\n  unix_mediation: best_effort\n",
+        )
+        .unwrap();
+        let net = p.net.unwrap();
+        assert_eq!(net.unix.len(), 2);
+        assert_eq!(net.unix[0].written, "{workspace}/s.sock");
+        assert!(net.unix[0].exists && !net.unix[1].exists);
+        assert!(net.unix_best_effort);
+        let p = parse_in(&e, "net:\n  unix_mediation: required\n").unwrap();
+        assert!(!p.net.unwrap().unix_best_effort);
+        // Errors carry FILE:LINE:COL of the offending node.
+        let (line, col, msg) = err("net:\n  unix_mediation: maybe\n");
+        assert_eq!((line, col), (4, 19), "{msg}");
+        assert!(
+            msg.contains("expected `required` or `best_effort`"),
+            "{msg}"
+        );
+        let (line, col, msg) = err("net:\n  unix: [/nonexistent/agentd.sock]\n");
+        assert_eq!((line, col), (4, 10), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+        let (line, _, msg) = err("net:\n  unix: relative.sock\n");
+        assert_eq!(line, 4, "{msg}");
+        assert!(msg.contains("expected a list for `net.unix`"), "{msg}");
+    }
+
+    #[test]
     fn fs_deny_secret_and_net_after_taint() {
         let e = env();
         std::fs::create_dir(e.ws.path().join(".ssh")).unwrap();
