@@ -414,7 +414,8 @@ pub fn unix_sys_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `unix_stream_connect(struct socket *sock, struct socket *other, struct sock *newsk)`.
+/// `unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk)`:
+/// `other` is the listening socket.
 #[lsm(hook = "unix_stream_connect")]
 pub fn unix_lsm_stream_connect(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
@@ -422,7 +423,7 @@ pub fn unix_lsm_stream_connect(ctx: LsmContext) -> i32 {
         return previous;
     }
     let other: *const u8 = ctx.arg(1);
-    lsm_check(other, UNIX_OP_CONNECT)
+    lsm_check(other, false, UNIX_OP_CONNECT)
 }
 
 /// `unix_may_send(struct socket *sock, struct socket *other)`: datagram connect and send.
@@ -433,11 +434,12 @@ pub fn unix_lsm_may_send(ctx: LsmContext) -> i32 {
         return previous;
     }
     let other: *const u8 = ctx.arg(1);
-    lsm_check(other, UNIX_OP_SENDMSG)
+    lsm_check(other, true, UNIX_OP_SENDMSG)
 }
 
+/// `other` is a `struct socket *` when `is_socket`, else already the `struct sock *`.
 #[inline(always)]
-fn lsm_check(other: *const u8, op: u32) -> i32 {
+fn lsm_check(other: *const u8, is_socket: bool, op: u32) -> i32 {
     let Some((cgroup_id, slot, flags)) = mediated_run() else {
         return 0;
     };
@@ -446,9 +448,14 @@ fn lsm_check(other: *const u8, op: u32) -> i32 {
     if fs.valid == 0 || offs.valid == 0 {
         return 0;
     }
-    // SAFETY: `other` is the hook's `struct socket *`; BTF offset, fault-tolerant read.
-    let Ok(peer) = (unsafe { read_at::<*const u8>(other, offs.socket_sk) }) else {
-        return 0;
+    let peer = if is_socket {
+        // SAFETY: `other` is the hook's `struct socket *`; BTF offset, fault-tolerant read.
+        let Ok(sk) = (unsafe { read_at::<*const u8>(other, offs.socket_sk) }) else {
+            return 0;
+        };
+        sk
+    } else {
+        other
     };
     let Some((dev, ino)) = outside(&fs, &offs, peer, slot) else {
         return 0;

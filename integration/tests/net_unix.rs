@@ -302,3 +302,29 @@ fn explain_names_the_unix_socket_path_in_use() {
     assert!(text.contains(want), "{text}");
     assert!(text.contains("socket: AF_UNIX pathname"), "{text}");
 }
+
+#[test]
+fn audit_mode_reports_a_symlinked_connect_once() {
+    let f = Fixture::new("audit");
+    let out = f.outside().join("out.sock");
+    let link = f.ws().join("innocent.sock");
+    std::os::unix::fs::symlink(&out, &link).unwrap_or_else(|e| panic!("symlink: {e}"));
+    let typed = s(&link);
+    let o = run(&f, &["unix-connect", &typed]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("connect {typed}: OK\n"));
+    let recs = f.sb.audit();
+    let d = unix_denials(&recs);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    let d = d[0];
+    assert_eq!(d["decision"], "would_deny", "{d}");
+    assert_eq!(d["path"], s(&out).as_str(), "{d}");
+    assert_eq!(d["errno"], Value::Null, "{d}");
+    if lsm_path() {
+        assert_eq!(d["layer"], "lsm", "{d}");
+        assert_eq!(d["would_errno"], "EPERM", "{d}");
+    } else {
+        assert_eq!(d["layer"], "tracepoint", "{d}");
+        assert_eq!(d["would_signal"], "SIGKILL", "{d}");
+    }
+}

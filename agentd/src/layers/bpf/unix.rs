@@ -783,11 +783,11 @@ impl UnixDenial {
             UNIX_ACTION_WOULD_DENY => {
                 v["action"] = json!("would_deny");
                 v["errno"] = Value::Null;
-                v["would_errno"] = json!(if self.layer == UNIX_LAYER_TRACEPOINT {
-                    "SIGKILL"
+                if self.layer == UNIX_LAYER_TRACEPOINT {
+                    v["would_signal"] = json!("SIGKILL");
                 } else {
-                    "EPERM"
-                });
+                    v["would_errno"] = json!("EPERM");
+                }
             }
             _ => {}
         }
