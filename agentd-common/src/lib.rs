@@ -14,6 +14,7 @@ pub mod budget;
 pub mod denials;
 pub mod fsrules;
 pub mod net;
+pub mod unix;
 
 // ---------------------------------------------------------------------------------------
 // Names shared by both sides
@@ -351,6 +352,7 @@ mod tests {
             ("denial", crate::denials::EVENT_KIND_DENIAL),
             ("net", crate::net::EVENT_KIND_NET),
             ("fs", crate::fsrules::EVENT_KIND_FS),
+            ("unix", crate::unix::EVENT_KIND_UNIX),
         ];
         for (i, (a, ka)) in kinds.iter().enumerate() {
             assert_ne!(*ka, 0, "{a}: 0 must never be a valid kind");

@@ -11,6 +11,8 @@
 //! - [`exec_integrity`]: exec and PROT_EXEC mappings only from `exec.allow` /
 //!   `exec.libraries` (LSM bprm_check_security + mmap_file, or tracepoint kills);
 //! - [`taint_egress`]: `cgroup_skb/egress` dropping a tainted run's packets;
+//! - [`unix`]: pathname unix sockets (cgroup connect_unix/sendmsg_unix loaded raw, a
+//!   `tp_btf/sys_exit` backstop, or LSM unix_stream_connect/unix_may_send);
 //! - [`probe`]: trivial programs `agentd doctor` loads to learn what this kernel allows.
 //!
 //! Kernel struct offsets are not compiled in (Rust eBPF has no CO-RE relocations): the
@@ -34,6 +36,7 @@ mod net;
 mod probe;
 mod process;
 mod taint_egress;
+mod unix;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

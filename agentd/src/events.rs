@@ -81,6 +81,9 @@ pub enum Event {
     /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
     /// network programs.
     Net(NetDenial),
+    /// A pathname unix-socket connect/send denied, killed or would-be denied
+    /// (`agentd_common::unix`).
+    Unix(crate::layers::bpf::UnixDenial),
     /// An inode rule (`fs.deny` / `fs.secret`) matched an open (`agentd_common::fsrules`).
     Fs {
         /// Thread id of the task that opened the file.
@@ -118,6 +121,7 @@ impl Event {
             agentd_common::denials::EVENT_KIND_DENIAL => decode_denial(record),
             EVENT_KIND_NET => decode_net(record),
             EVENT_KIND_FS => decode_fs(record),
+            agentd_common::unix::EVENT_KIND_UNIX => decode_unix(record),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -262,6 +266,18 @@ fn decode_net(record: &[u8]) -> Result<Event, DecodeError> {
             kind: Some(EVENT_KIND_NET),
             len: record.len(),
             need: size_of::<NetEvent>(),
+        })
+}
+
+fn decode_unix(record: &[u8]) -> Result<Event, DecodeError> {
+    use agentd_common::unix::{UnixEvent, EVENT_KIND_UNIX};
+    let header = decode_header(record, EVENT_KIND_UNIX, size_of::<UnixEvent>())?;
+    crate::layers::bpf::UnixDenial::decode(&header, record)
+        .map(Event::Unix)
+        .ok_or(DecodeError::Short {
+            kind: Some(EVENT_KIND_UNIX),
+            len: record.len(),
+            need: size_of::<UnixEvent>(),
         })
 }
 

@@ -23,8 +23,10 @@ const LANDLOCK_ABI_SCOPE: i32 = 6;
 const LANDLOCK_ABI_NET: i32 = 4;
 
 mod net;
+mod unix;
 
 pub use net::DNS;
+pub use unix::{describe as describe_unix, unix_path};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerStatus {
@@ -66,6 +68,8 @@ pub struct Plan {
     pub fs_rules: Option<FsPath>,
     /// How exec integrity (`exec.allow` by inode, `exec.libraries`) is enforced.
     pub exec_integrity: Option<FsPath>,
+    /// How pathname unix sockets are mediated; `None` when not (refused, or best effort).
+    pub unix: Option<crate::layers::bpf::UnixPath>,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
 }
@@ -82,6 +86,7 @@ impl Plan {
         b.seccomp(probe, enforce);
         b.fs_rules(policy, probe, enforce);
         b.exec_integrity(policy, probe, enforce);
+        b.unix(policy, probe, enforce);
         Plan {
             layers: b.layers,
             coverage: b.coverage,
@@ -98,6 +103,7 @@ impl Plan {
                 cpu_quota_percent: policy.budgets.get(BudgetKey::CpuQuota).map(|b| b.limit),
             },
             net: b.net_request,
+            unix: b.unix,
             budget_programs,
             writable_roots: policy
                 .fs
@@ -127,6 +133,7 @@ struct Builder {
     net_request: Option<NetRequest>,
     fs_rules: Option<FsPath>,
     exec_integrity: Option<FsPath>,
+    unix: Option<crate::layers::bpf::UnixPath>,
 }
 
 impl Builder {

@@ -46,7 +46,8 @@ pub struct Probe {
     pub bpf_lsm: Feature,
     pub tp_btf: Feature,
     pub cgroup_bpf: Feature,
-    /// cgroup `connect_unix` (Linux 6.7+), loaded with raw bpf(2): aya 0.14 lacks it.
+    /// cgroup `connect_unix` + `sendmsg_unix` (Linux 6.7+), loaded with raw bpf(2):
+    /// aya 0.14 lacks them.
     pub cgroup_unix: Feature,
     pub landlock: Feature,
     /// The landlock ABI version, 0 when unavailable.
@@ -147,7 +148,7 @@ fn probe_cgroup_unix(layout: Option<&CgroupLayout>) -> Result<String, String> {
     std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let res = bpf::probe_cgroup_unix_connect(&dir);
     let _ = std::fs::remove_dir(&dir);
-    res.map(|()| "cgroup/connect_unix loads (raw bpf) and attaches".to_owned())
+    res.map(|()| "cgroup/connect_unix and sendmsg_unix load (raw bpf) and attach".to_owned())
 }
 
 fn probe_cgroups() -> CgroupInfo {

@@ -34,6 +34,7 @@ const VM_SUITE: &[&str] = &[
     "lifecycle",
     "fsrules",
     "exec_integrity",
+    "net_unix",
 ];
 /// Whole-VM time limit: boot (~10 s under TCG) plus the suite at 5-10x native cost.
 /// One vCPU: with two, TCG mishandled the kernel's int3-based code patching when a
@@ -286,16 +287,24 @@ fn integration_test_binaries() -> Result<Vec<PathBuf>, String> {
     }
     // Under TCG every test costs 5-10x: by default the VM runs the suites whose
     // outcome depends on the kernel's LSM, landlock, seccomp and cgroup paths.
-    // AGENTD_VM_SUITE=all runs every integration test binary.
-    if std::env::var("AGENTD_VM_SUITE").as_deref() != Ok("all") {
+    // AGENTD_VM_SUITE=all runs every integration test binary; AGENTD_VM_SUITE=a,b only
+    // those.
+    let chosen = std::env::var("AGENTD_VM_SUITE").ok();
+    if chosen.as_deref() != Some("all") {
+        let suite: Vec<String> = match chosen.as_deref() {
+            Some(list) if !list.trim().is_empty() => {
+                list.split(',').map(|s| s.trim().to_owned()).collect()
+            }
+            _ => VM_SUITE.iter().map(|s| (*s).to_owned()).collect(),
+        };
         bins.retain(|b| {
             let name = b
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            VM_SUITE
+            suite
                 .iter()
-                .any(|s| name.rsplit_once('-').is_some_and(|(stem, _)| stem == *s))
+                .any(|s| name.rsplit_once('-').is_some_and(|(stem, _)| stem == s))
         });
     }
     if bins.is_empty() {

@@ -47,7 +47,11 @@ pub fn doctor(json: bool) -> ExitCode {
         (
             "cgroup-unix",
             &p.cgroup_unix,
-            "not used: aya 0.14 cannot load it (see the Plan)",
+            if p.bpf_lsm.available {
+                "not used: the LSM path mediates unix sockets"
+            } else {
+                "pathname unix sockets (loaded through raw bpf)"
+            },
         ),
         (
             "landlock",
@@ -85,6 +89,10 @@ pub fn doctor(json: bool) -> ExitCode {
         } else {
             "unavailable (policies using them are refused)"
         }
+    );
+    println!(
+        "pathname unix sockets: {}",
+        crate::plan::describe_unix(crate::plan::unix_path(&p))
     );
     ExitCode::SUCCESS
 }

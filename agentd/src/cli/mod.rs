@@ -8,6 +8,7 @@ mod keygen;
 mod policy;
 mod run;
 mod run_fsrules;
+mod run_unix;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -59,12 +59,12 @@ pub struct RunArgs {
 }
 
 /// A failure before the command ran: one line naming the layer, exit 125.
-struct SetupError {
+pub(super) struct SetupError {
     layer: &'static str,
     message: String,
 }
 
-fn setup_err(layer: &'static str, message: impl std::fmt::Display) -> SetupError {
+pub(super) fn setup_err(layer: &'static str, message: impl std::fmt::Display) -> SetupError {
     SetupError {
         layer,
         message: message.to_string(),
@@ -431,6 +431,7 @@ impl Run {
             super::run_fsrules::enable_exec(&mut bpf, path, &p.policy)
                 .map_err(|e| setup_err(path.layer(), e))?;
         }
+        let unix_entries = super::run_unix::enable(&mut bpf, &p.plan, &p.policy, &cgroups)?;
         let mut budgets = Budgets::new(&p.policy, &self.id);
         let counters = bpf
             .start_budgets(
@@ -541,6 +542,9 @@ impl Run {
         }
         bpf.clear_fs_rules(0, cgroups.cgroup_id());
         bpf.clear_exec_integrity(0);
+        if let Some(entries) = &unix_entries {
+            bpf.clear_unix(0, entries);
+        }
         let cgroups_desc = cgroups.describe();
         let cleanup = cgroups.remove();
         guard.disarm();
@@ -835,6 +839,14 @@ impl Run {
                     "exec",
                     Some(Decision::Allow),
                     json!({"pid": tgid, "tid": pid, "ppid": ppid, "uid": uid, "comm": comm, "path": path, "filename": filename}),
+                );
+            }
+            Event::Unix(denial) => {
+                self.record(
+                    denial.layer_name(),
+                    "denied",
+                    Some(denial.decision()),
+                    denial.audit_detail(),
                 );
             }
             Event::Net(denial) => {

@@ -87,7 +87,7 @@ impl Builder {
         }
     }
 
-    fn net_with_bpf(&mut self, policy: &Policy, probe: &Probe, enforce: bool) -> LandlockPorts {
+    fn net_with_bpf(&mut self, policy: &Policy, _probe: &Probe, enforce: bool) -> LandlockPorts {
         let verdict = if enforce {
             "denied with EPERM"
         } else {
@@ -132,9 +132,9 @@ impl Builder {
             );
         }
         self.cover(
-            "socket: AF_UNIX",
+            "socket: AF_UNIX abstract",
             name::LANDLOCK,
-            format!("abstract sockets: scoped to the run (connect outside it fails with EPERM). Pathname sockets: NOT mediated — a run can connect/send to any pathname socket its uid's file permissions allow (e.g. a container engine's API socket when running as root). Landlock ABI 7 does not cover unix connect; the kernel's cgroup connect_unix/sendmsg_unix hooks ({}) are not used: aya 0.14 cannot load that attach type and Rust eBPF cannot read the socket path without the bpf_cast_to_kern_ctx kfunc", if probe.cgroup_unix.available { "available here" } else { "unavailable here" }),
+            "scoped to the run (connect outside it fails with EPERM); pathname sockets: see `socket: AF_UNIX pathname`",
         );
         let Some(net) = &policy.net else {
             self.cover(

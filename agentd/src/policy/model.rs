@@ -79,6 +79,12 @@ pub struct NetPolicy {
     pub raw: bool,
     /// Destinations still allowed once the run is tainted (read an `fs.secret`).
     pub after_taint: Vec<NetRule>,
+    /// `net.unix`: pathname unix sockets (or directories of them) the run may connect
+    /// and send to, besides those under `fs.write`.
+    pub unix: Vec<PathRule>,
+    /// `net.unix_mediation: best_effort`: run without pathname-socket mediation when
+    /// the kernel cannot provide it (logged in the Plan) instead of refusing to start.
+    pub unix_best_effort: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

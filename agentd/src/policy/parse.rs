@@ -30,7 +30,14 @@ const WORKSPACE: &str = "{workspace}";
 const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
 const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
 const EXEC_KEYS: &[&str] = &["allow", "libraries"];
-const NET_KEYS: &[&str] = &["allow", "bind", "raw", "after_taint"];
+const NET_KEYS: &[&str] = &[
+    "allow",
+    "bind",
+    "raw",
+    "after_taint",
+    "unix",
+    "unix_mediation",
+];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
 /// What `{workspace}` and `~` expand to.
@@ -347,7 +354,7 @@ fn parse_policy(doc: &Node, opts: &LoadOptions) -> R<Policy> {
             "mode" => policy.mode = parse_mode(value)?,
             "fs" => policy.fs = parse_fs(value, opts)?,
             "exec" => policy.exec = parse_exec(value, opts)?,
-            "net" => policy.net = Some(parse_net(value)?),
+            "net" => policy.net = Some(parse_net(value, opts)?),
             "budgets" => policy.budgets = parse_budgets(value)?,
             // `fields` has already rejected every key not in TOP_KEYS.
             _ => {}
@@ -431,11 +438,13 @@ fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
     Ok(exec)
 }
 
-fn parse_net(node: &Node) -> R<NetPolicy> {
+fn parse_net(node: &Node, opts: &LoadOptions) -> R<NetPolicy> {
     let mut net = NetPolicy::default();
     for (key, value) in fields(node, "`net`", NET_KEYS)? {
         match key {
             "raw" => net.raw = boolean(value, "net.raw")?,
+            "unix" => net.unix = parse_paths(value, "net.unix", opts)?,
+            "unix_mediation" => net.unix_best_effort = parse_unix_mediation(value)?,
             "bind" => {
                 let items = list(value, "net.bind")?;
                 net.bind = items.iter().map(parse_bind_entry).collect::<R<_>>()?;
@@ -451,6 +460,29 @@ fn parse_net(node: &Node) -> R<NetPolicy> {
         }
     }
     Ok(net)
+}
+
+/// `required` (the default) or `best_effort`.
+fn parse_unix_mediation(node: &Node) -> R<bool> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => match s.as_ref() {
+            "required" => Ok(false),
+            "best_effort" => Ok(true),
+            other => fail(
+                node,
+                format!(
+                    "unknown net.unix_mediation `{other}`, expected `required` or `best_effort`"
+                ),
+            ),
+        },
+        _ => fail(
+            node,
+            format!(
+                "expected `required` or `best_effort` for `net.unix_mediation`, found {}",
+                kind(node)
+            ),
+        ),
+    }
 }
 
 fn parse_budgets(node: &Node) -> R<Budgets> {
@@ -1526,6 +1558,37 @@ mod tests {
     }
 
     // --- paths -------------------------------------------------------------------------------
+
+    #[test]
+    fn net_unix_paths_and_mediation_knob() {
+        let e = env();
+        std::fs::write(e.ws.path().join("s.sock"), "").unwrap();
+        let p = parse_in(
+            &e,
+            "net:\n  unix: [\"{workspace}/s.sock\", {path: /nonexistent.sock, optional: true}]\n  unix_mediation: best_effort\n",
+        )
+        .unwrap();
+        let net = p.net.unwrap();
+        assert_eq!(net.unix.len(), 2);
+        assert_eq!(net.unix[0].written, "{workspace}/s.sock");
+        assert!(net.unix[0].exists && !net.unix[1].exists);
+        assert!(net.unix_best_effort);
+        let p = parse_in(&e, "net:\n  unix_mediation: required\n").unwrap();
+        assert!(!p.net.unwrap().unix_best_effort);
+        // Errors carry FILE:LINE:COL of the offending node.
+        let (line, col, msg) = err("net:\n  unix_mediation: maybe\n");
+        assert_eq!((line, col), (4, 19), "{msg}");
+        assert!(
+            msg.contains("expected `required` or `best_effort`"),
+            "{msg}"
+        );
+        let (line, col, msg) = err("net:\n  unix: [/nonexistent/agentd.sock]\n");
+        assert_eq!((line, col), (4, 10), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+        let (line, _, msg) = err("net:\n  unix: relative.sock\n");
+        assert_eq!(line, 4, "{msg}");
+        assert!(msg.contains("expected a list for `net.unix`"), "{msg}");
+    }
 
     #[test]
     fn fs_deny_secret_and_net_after_taint() {

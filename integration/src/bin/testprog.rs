@@ -6,6 +6,8 @@
 mod budget;
 #[path = "testprog/net.rs"]
 mod net;
+#[path = "testprog/unix.rs"]
+mod unix;
 
 use std::ffi::CString;
 use std::io::Write;
@@ -374,6 +376,7 @@ fn main() {
             0
         }
         cmd if net::COMMANDS.contains(&cmd) => net::run(&args),
+        cmd if unix::COMMANDS.contains(&cmd) => unix::run(&args),
         other if budget::COMMANDS.contains(&other) => budget::run(other, &args),
         other => {
             eprintln!("usage: agentd-testprog open|write|fork-open|exec-args|fexecve-memfd|open-loop|spawn-loop|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect|… (got {other:?})");

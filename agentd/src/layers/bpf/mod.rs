@@ -17,6 +17,7 @@ mod net_dns;
 mod probe;
 mod probe_unix;
 mod ring;
+mod unix;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -38,6 +39,12 @@ pub use net_dns::{dns_record, DnsAllowMap, DnsRules, DomainRule};
 pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
+pub use unix::{UnixDenial, UnixEntries, UnixPath};
+
+/// Pathname unix-socket helpers.
+pub mod unix_sockets {
+    pub use super::unix::resolve;
+}
 
 /// Inode-rule helpers (`fs.deny`, `fs.secret`).
 pub mod fs {
@@ -192,6 +199,8 @@ pub struct BpfRuntime {
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
     btf: SharedBtf,
+    /// Pathname unix sockets: offsets, map fds for the raw loader, attached programs.
+    unix: unix::UnixState,
     /// Owns the programs and their links; declared last so it is dropped last.
     ebpf: Ebpf,
 }
@@ -209,7 +218,10 @@ impl BpfRuntime {
             mut ebpf,
             btf,
             fs_offsets,
+            unix_offsets,
         } = load_object(ring_bytes)?;
+        // Before any map is taken: the raw unix loader relocates against all of them.
+        let unix = unix::UnixState::capture(&ebpf, unix_offsets);
         for (name, section, tracepoint) in [
             (
                 names::PROG_SCHED_PROCESS_EXEC,
@@ -255,6 +267,7 @@ impl BpfRuntime {
             exec_rules: None,
             fs_offsets,
             btf,
+            unix,
             ebpf,
         })
     }
@@ -320,6 +333,7 @@ struct Loaded {
     ebpf: Ebpf,
     btf: SharedBtf,
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
+    unix_offsets: Result<agentd_common::unix::UnixOffsets, String>,
 }
 
 /// What every load needs from the kernel's BTF, parsed once per process: reading and
@@ -330,6 +344,8 @@ struct PreparedBtf {
     offsets: agentd_common::KernelOffsets,
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     fs_global: agentd_common::fsrules::FsOffsets,
+    unix_offsets: Result<agentd_common::unix::UnixOffsets, String>,
+    unix_global: agentd_common::unix::UnixOffsets,
 }
 
 static PREPARED_BTF: OnceLock<PreparedBtf> = OnceLock::new();
@@ -363,6 +379,11 @@ fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
     let fs_global = fs_offsets
         .clone()
         .unwrap_or(agentd_common::fsrules::FsOffsets::UNSET);
+    // Only the unix-socket programs need these (Linux 6.7+ for the cgroup context).
+    let unix_offsets = unix::unix_offsets(&kernel_btf).map_err(|e| e.to_string());
+    let unix_global = unix_offsets
+        .clone()
+        .unwrap_or(agentd_common::unix::UnixOffsets::UNSET);
     let btf = aya::Btf::parse(&raw, aya::Endianness::default())
         .map_err(|error| BpfError::AyaBtf { error })?;
     // A concurrent first call may have won the race; both parsed the same file.
@@ -371,6 +392,8 @@ fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
         offsets,
         fs_offsets,
         fs_global,
+        unix_offsets,
+        unix_global,
     }))
 }
 
@@ -390,6 +413,11 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
                 agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
                 &prepared.fs_global,
                 true,
+            )
+            .override_global(
+                agentd_common::unix::names::GLOBAL_UNIX_OFFSETS,
+                &prepared.unix_global,
+                true,
             );
         Mutex::new(loader)
     });
@@ -406,6 +434,7 @@ fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
         ebpf,
         btf: SharedBtf(&prepared.btf),
         fs_offsets: prepared.fs_offsets.clone(),
+        unix_offsets: prepared.unix_offsets.clone(),
     })
 }
 
