@@ -481,3 +481,65 @@ fn a_reply_to_an_unconnected_sendto_comes_from_the_original_destination() {
         .collect();
     assert_eq!(answered.len(), 2, "{recs:?}");
 }
+
+#[test]
+fn replay_judges_the_names_the_resolver_was_asked_for() {
+    if !cgroup_bpf_or_skip("dns_replay") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let f = fixture(&sb, "enforce");
+    let port = f.port.to_string();
+    let o = run_with_upstream(&sb, f.upstream.port, &["resolve-connect", OK_NAME, &port]);
+    assert_eq!(
+        stdout(&o),
+        format!("resolve {OK_NAME}: 127.0.0.3\nconnect 127.0.0.3 {port}: OK\n")
+    );
+    let o = run_with_upstream(
+        &sb,
+        f.upstream.port,
+        &["resolve-connect", DENIED_NAME, &port],
+    );
+    assert_eq!(stdout(&o), format!("resolve {DENIED_NAME}: EAI_AGAIN\n"));
+    // Policy B allows the name A refused, and not the one A allowed.
+    let a = std::fs::read_to_string(sb.policy_path()).unwrap_or_else(|e| panic!("{e}"));
+    dns_policy(&sb, "enforce", &[format!("{DENIED_NAME}:{port}/tcp")]);
+    let b = sb.dir.path().join("b.yaml");
+    std::fs::rename(sb.policy_path(), &b).unwrap_or_else(|e| panic!("{e}"));
+    sb.write_policy(&a);
+    let o = sb
+        .agentd()
+        .args(["audit", "replay"])
+        .arg(sb.audit_path())
+        .arg("--policy")
+        .arg(&b)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_status(&o, 0);
+    let out = stdout(&o);
+    let rows: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| l.contains(" dns "))
+        .collect();
+    let (asked_ok, asked_denied) = (
+        events(&sb.audit(), "dns")
+            .iter()
+            .filter(|r| r["name"] == OK_NAME)
+            .count(),
+        records_of(&sb.audit(), "dns", "denied")
+            .iter()
+            .filter(|r| r["name"] == DENIED_NAME)
+            .count(),
+    );
+    assert_eq!(
+        rows,
+        vec![
+            format!("allow→deny dns {asked_ok} {OK_NAME} no net.allow name rule matches"),
+            format!(
+                "deny→allow dns {asked_denied} {DENIED_NAME} net.allow {DENIED_NAME}:{port}/tcp"
+            ),
+        ],
+        "{out}"
+    );
+}

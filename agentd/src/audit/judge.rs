@@ -10,6 +10,7 @@
 //! | `event: exec` (allowed) / `op: exec` (denied) | `path` against `exec.allow`        |
 //! | `op: open/read/write/create/…`, `path`, `access` | `fs.read`/`fs.write`         |
 //! | `dst`, `port`, `proto` (`tcp`/`udp`)          | `net.allow` (domains: undecidable) |
+//! | `op: dns_query`, `name`                       | `net.allow` name rules             |
 //! | `event: run_end` with `elapsed_ms`            | `budgets.wall_time`                |
 //! | `event: run_end` with `budgets.NAME.{used,peak}` | `budgets.NAME` (total forms)    |
 //! | `event: run_end` with `budgets.NAME.{peak,window_ms,history}` | `budgets.NAME` (rate forms) |
@@ -100,6 +101,25 @@ impl<'a> Judge<'a> {
                 what: format!("{} {p}", if write { "write" } else { "read" }),
             };
             return Some((s, self.fs(Path::new(p), write)));
+        }
+        if op == "dns_query" {
+            let name = rec["name"].as_str()?;
+            let s = Subject {
+                kind: "dns",
+                what: name.to_owned(),
+            };
+            if rec["rule"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("tainted"))
+            {
+                return Some((
+                    s,
+                    Verdict::NotJudged(
+                        "the run was tainted when it asked; net.after_taint is not replayed".into(),
+                    ),
+                ));
+            }
+            return Some((s, self.dns(name)));
         }
         if let (Some(dst), Some(port)) = (rec["dst"].as_str(), rec["port"].as_u64()) {
             let proto = rec["proto"].as_str().unwrap_or("tcp");
@@ -316,6 +336,21 @@ impl<'a> Judge<'a> {
         self.enforce(Verdict::Deny(format!("no {section} rule matches")))
     }
 
+    /// A name the run's resolver was asked for: it answers names a `net.allow` domain
+    /// rule matches (any port or protocol), and refuses the rest.
+    fn dns(&self, name: &str) -> Verdict {
+        let name = name.trim_end_matches('.');
+        let rule = self.policy.net.as_ref().and_then(|net| {
+            net.allow
+                .iter()
+                .find(|r| matches!(&r.host, NetHost::Domain(d) if domain_matches(d, name)))
+        });
+        match rule {
+            Some(r) => Verdict::Allow(format!("net.allow {}", r.written)),
+            None => self.enforce(Verdict::Deny("no net.allow name rule matches".into())),
+        }
+    }
+
     fn wall_time(&self, elapsed_ms: u64) -> Verdict {
         match self.policy.budgets.wall_time {
             Some(limit) if u128::from(elapsed_ms) > limit.as_millis() => Verdict::Deny(format!(
@@ -464,6 +499,24 @@ mod tests {
             Some(true)
         );
         assert_eq!(v(json!({"event": "checkpoint"})), None);
+    }
+
+    #[test]
+    fn dns_queries_are_judged_against_the_name_rules() {
+        let p = policy("version: 1\nname: t\nnet:\n  allow: [\"*.example.com:443/tcp\", \"10.0.0.0/8:80/tcp\"]\n");
+        let j = Judge::new(&p);
+        let q = |name: &str, rule: &str| {
+            j.judge(&json!({"event": "dns", "op": "dns_query", "name": name, "rule": rule}))
+                .unwrap()
+        };
+        let (s, v) = q("api.example.com", "no rule");
+        assert_eq!((s.kind, s.what.as_str()), ("dns", "api.example.com"));
+        assert_eq!(v, Verdict::Allow("net.allow *.example.com:443/tcp".into()));
+        assert!(q("example.org.", "x").1.is_deny());
+        assert!(matches!(
+            q("api.example.com", "tainted: no after_taint rule").1,
+            Verdict::NotJudged(_)
+        ));
     }
 
     #[test]
