@@ -30,7 +30,21 @@ pub fn bench(only: Option<&str>) -> Result<(), String> {
             println!("{report}\nwritten to {}", out.display());
             return Ok(());
         }
-        Some(other) => return Err(format!("bench {other}: the only part is `audit`")),
+        Some("syscalls") => {
+            let key = crate::util::ensure_signing_key(&agentd, &out_dir.join("key"))?;
+            // The runs it spawns sign with the bench key.
+            std::env::set_var("AGENTD_SIGNING_KEY", &key);
+            let report = crate::bench_budget::syscalls(&out_dir)?;
+            let out = out_dir.join("syscalls.md");
+            std::fs::write(&out, &report).map_err(|e| format!("write {}: {e}", out.display()))?;
+            println!("{report}\nwritten to {}", out.display());
+            return Ok(());
+        }
+        Some(other) => {
+            return Err(format!(
+                "bench {other}: the parts are `audit` and `syscalls` (none: everything)"
+            ))
+        }
     }
     let policy = out_dir.join("true.yaml");
     std::fs::write(
