@@ -66,6 +66,9 @@ pub mod names {
 /// at the root of the file's mount (`d_parent` of a filesystem root is itself), so a rule
 /// on a directory does not cover files of another filesystem mounted below it.
 pub const FS_MAX_DEPTH: u32 = 16;
+/// Bytes the ancestor walk copies from the start of each `struct dentry` in one read
+/// (`d_parent`, `d_inode` and `d_name.name` must lie inside; the loader checks it).
+pub const DENTRY_HEAD_BYTES: u32 = 64;
 /// Maximum resolved entries over all runs in `FS_RULES`.
 pub const MAX_FS_RULES: u32 = 4096;
 /// Bytes of the opened file's own name (`d_name`) carried in an [`FsEvent`], NUL included.

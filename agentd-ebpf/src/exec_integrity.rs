@@ -16,7 +16,7 @@
 use agentd_common::fsrules::{
     FsRuleKey, FsRuleValue, EXEC_RULE_ALLOW, EXEC_RULE_LIBRARY, FS_ACTION_DENY, FS_ACTION_KILL,
     FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE, FS_EVENT_MMAP_OUTSIDE, FS_LAYER_LSM,
-    FS_LAYER_TRACEPOINT, FS_MAX_DEPTH, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, NR_MMAP,
+    FS_LAYER_TRACEPOINT, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, NR_MMAP,
 };
 use aya_ebpf::{
     helpers::generated::bpf_send_signal,
@@ -26,7 +26,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    fsrules::{dentry_id, emit, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    fsrules::{emit, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    inode_walk::walk_ancestors,
     kernel::read_at,
     maps::watched_cgroup,
 };
@@ -165,37 +166,18 @@ fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
     else {
         return Verdict::Allow;
     };
-    let Some((dev, ino)) = dentry_id(&offs, dentry) else {
+    let mut allowed = false;
+    let Some(walked) = walk_ancestors(&offs, dentry, run_slot, &EXEC_RULES, |value, _| {
+        allowed = value.kind == EXEC_RULE_ALLOW
+            || (value.kind == EXEC_RULE_LIBRARY && event_kind == FS_EVENT_MMAP_OUTSIDE);
+        allowed
+    }) else {
         return Verdict::Allow;
     };
-    let mut current = dentry;
-    let mut depth = 0u32;
-    while depth < FS_MAX_DEPTH {
-        if let Some((d, i)) = dentry_id(&offs, current) {
-            let key = FsRuleKey {
-                run_slot,
-                dev: d,
-                ino: i,
-            };
-            // SAFETY: copied out at once.
-            if let Some(value) = unsafe { EXEC_RULES.get(key) }.copied() {
-                if value.kind == EXEC_RULE_ALLOW
-                    || (value.kind == EXEC_RULE_LIBRARY && event_kind == FS_EVENT_MMAP_OUTSIDE)
-                {
-                    return Verdict::Allow;
-                }
-            }
-        }
-        // SAFETY: as above.
-        let Ok(parent) = (unsafe { read_at::<*const u8>(current, offs.dentry_d_parent) }) else {
-            break;
-        };
-        if parent.is_null() || parent == current {
-            break;
-        }
-        current = parent;
-        depth += 1;
+    if allowed {
+        return Verdict::Allow;
     }
+    let (dev, ino) = (walked.dev, walked.ino);
     let audit_only = config.flags & FS_RULE_FLAG_AUDIT_ONLY != 0;
     let action = if audit_only {
         FS_ACTION_WOULD_DENY

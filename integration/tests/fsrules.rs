@@ -374,3 +374,28 @@ fn net_after_taint_exceptions_are_refused_until_the_network_layer_exists() {
         integration::stderr(&o)
     );
 }
+
+/// A file created inside the denied tree during the run was not enumerated at start:
+/// only the ancestor walk (`.ssh` one level up) can match it.
+#[test]
+fn a_file_created_inside_a_denied_tree_during_the_run_is_stopped() {
+    let f = Fixture::new("enforce");
+    let typed = s(&f.sb.workspace().join(".ssh/new"));
+    let o = f.sb.run_prog(&["write", &typed]);
+    let recs = f.sb.audit();
+    let denied = inode_denials(&recs);
+    assert_eq!(denied.len(), 1, "one denial expected: {recs:#?}");
+    let d = denied[0];
+    assert_eq!(d["path"], s(&f.ws().join(".ssh/new")).as_str(), "{d}");
+    assert_eq!(d["rule"], "fs.deny {workspace}/.ssh", "{d}");
+    assert_eq!(d["name"], "new", "{d}");
+    if lsm_path() {
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), format!("write {typed}: EACCES\n"));
+        assert_eq!(d["errno"], "EACCES", "{d}");
+    } else {
+        assert_status(&o, 137);
+        assert_eq!(stdout(&o), "");
+        assert_eq!(d["decision"], "kill", "{d}");
+    }
+}

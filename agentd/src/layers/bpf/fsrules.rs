@@ -12,8 +12,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use agentd_common::fsrules::{
-    kernel_dev, names, FsOffsets, FsRuleKey, FsRuleValue, TaintState, FS_RULE_DENY,
-    FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
+    kernel_dev, names, FsOffsets, FsRuleKey, FsRuleValue, TaintState, DENTRY_HEAD_BYTES,
+    FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
 };
 use aya::{
     maps::{HashMap, MapData},
@@ -222,12 +222,30 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
         }
         Ok(found.offset)
     };
+    // The ancestor walk copies the first DENTRY_HEAD_BYTES of each dentry at once and
+    // picks these three pointers out of that copy (agentd-ebpf/src/inode_walk.rs).
+    let in_head = |member: &str, offset: u32| -> Result<u32, BtfError> {
+        if offset % PTR != 0 || offset + PTR > DENTRY_HEAD_BYTES {
+            return Err(BtfError::UnexpectedMember {
+                strukt: "dentry".to_owned(),
+                member: member.to_owned(),
+                problem: format!(
+                    "sits at offset {offset}, not an aligned pointer in the first \
+                     {DENTRY_HEAD_BYTES} bytes"
+                ),
+            });
+        }
+        Ok(offset)
+    };
     Ok(FsOffsets {
         file_f_path: field("file", "f_path", Some(16))?,
         path_dentry: field("path", "dentry", Some(PTR))?,
-        dentry_d_parent: field("dentry", "d_parent", Some(PTR))?,
-        dentry_d_inode: field("dentry", "d_inode", Some(PTR))?,
-        dentry_d_name_name: field("dentry", "d_name", None)? + field("qstr", "name", Some(PTR))?,
+        dentry_d_parent: in_head("d_parent", field("dentry", "d_parent", Some(PTR))?)?,
+        dentry_d_inode: in_head("d_inode", field("dentry", "d_inode", Some(PTR))?)?,
+        dentry_d_name_name: in_head(
+            "d_name.name",
+            field("dentry", "d_name", None)? + field("qstr", "name", Some(PTR))?,
+        )?,
         inode_i_ino: field("inode", "i_ino", Some(8))?,
         inode_i_sb: field("inode", "i_sb", Some(PTR))?,
         sb_s_dev: field("super_block", "s_dev", Some(4))?,
