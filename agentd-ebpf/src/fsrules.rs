@@ -13,6 +13,7 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::{
+    budget::PT_REGS_ORIG_AX_OFFSET,
     fsrules::{
         FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
         FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
@@ -77,21 +78,27 @@ pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
 /// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // This runs for every syscall of the host: the two compares come before any helper
+    // call or map lookup.
     let ret: i64 = ctx.arg(1);
     if ret < 0 {
         return 0;
     }
-    let offs = AGENTD_FS_OFFSETS.load();
-    if offs.valid == 0 {
-        return 0;
-    }
     let regs: *const u8 = ctx.arg(0);
-    // SAFETY: regs is the tracepoint's `struct pt_regs *`; the offset is from BTF and the
-    // read is fault tolerant.
-    let Ok(nr) = (unsafe { read_at::<u64>(regs, offs.regs_orig_ax) }) else {
-        return 0;
+    // SAFETY: the tracepoint's `struct pt_regs *` is a BTF pointer: the verifier allows a
+    // direct load of a member at a constant offset (orig_ax, x86-64 user ABI; the loader
+    // checks it against BTF) and makes it fault tolerant, which is much cheaper than a
+    // probe-read helper call.
+    let nr = unsafe {
+        regs.byte_add(PT_REGS_ORIG_AX_OFFSET as usize)
+            .cast::<u64>()
+            .read_volatile()
     };
     if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 && nr != NR_CREAT {
+        return 0;
+    }
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
         return 0;
     }
     let Some(run) = watched_cgroup() else {
@@ -118,11 +125,15 @@ pub(crate) fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
     unsafe {
         let files = read_at::<*const u8>(task, offs.task_files).ok()?;
         let fdt = read_at::<*const u8>(files, offs.files_fdt).ok()?;
-        let max_fds = read_at::<u32>(fdt, offs.fdtable_max_fds).ok()?;
+        // `max_fds` and `fd` both sit in the first 16 bytes of the fdtable (the loader
+        // checks it): one read for both.
+        let head = read_at::<[u32; 4]>(fdt, 0).ok()?;
+        let max_fds = head[((offs.fdtable_max_fds / 4) & 3) as usize];
         if fd >= u64::from(max_fds) {
             return None;
         }
-        let fds = read_at::<*const u8>(fdt, offs.fdtable_fd).ok()?;
+        let at = ((offs.fdtable_fd / 4) & 2) as usize;
+        let fds = (u64::from(head[at]) | (u64::from(head[at + 1]) << 32)) as *const u8;
         let file = read_at::<*const u8>(fds, (fd as u32).wrapping_mul(8)).ok()?;
         if file.is_null() {
             None

@@ -527,11 +527,11 @@ impl Builder {
             ),
             (FsPath::Lsm, true) => (
                 "lsm/bprm_check_security: an exec of any other inode (memfd, copies, /proc/self/fd, execveat) fails with EACCES",
-                "lsm/mmap_file: a PROT_EXEC mapping of any other file fails with EACCES",
+                "lsm/mmap_file + lsm/file_mprotect: a PROT_EXEC mapping of any other file, or mprotect adding PROT_EXEC to one, fails with EACCES (anonymous memory, e.g. JITs, stays allowed)",
             ),
             (FsPath::Tracepoint, true) => (
                 "tp_btf/sched_process_exec: a new image of any other inode (memfd, copies, /proc/self/fd, execveat) is killed with SIGKILL before its first instruction",
-                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file is killed with SIGKILL (mprotect is not covered)",
+                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file, or mprotect adding PROT_EXEC to one (first 4 VMAs of the range, found with bpf_find_vma), is killed with SIGKILL (anonymous memory, e.g. JITs, stays allowed)",
             ),
         };
         self.cover("exec integrity: exec.allow by inode", layer, exec_how);

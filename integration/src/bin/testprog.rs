@@ -231,6 +231,39 @@ fn main() {
             }
             0
         }
+        "mprotect-exec" => {
+            // Maps PATH (or anonymous memory for `anon`) PROT_READ, then mprotect()s it
+            // PROT_READ|PROT_EXEC; prints the outcome of the mprotect.
+            let len = 4096usize;
+            let anon = a(1) == "anon";
+            let fd = if anon {
+                -1
+            } else {
+                let p = cstr(&a(1));
+                // SAFETY: valid NUL-terminated path.
+                unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
+            };
+            if !anon && fd < 0 {
+                println!("open {}: {}", a(1), errno_name(last_errno()));
+            } else {
+                let flags = if anon {
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                // SAFETY: a fresh private mapping of `len` bytes; fd is ours or -1.
+                let m =
+                    unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, flags, fd, 0) };
+                if m == libc::MAP_FAILED {
+                    println!("mmap {}: {}", a(1), errno_name(last_errno()));
+                } else {
+                    // SAFETY: `m` is the mapping just made, `len` bytes long.
+                    let r = unsafe { libc::mprotect(m, len, libc::PROT_READ | libc::PROT_EXEC) };
+                    println!("mprotect {}: {}", a(1), outcome(r.into()));
+                }
+            }
+            0
+        }
         "open-loop" => {
             // Benchmark helper: N open+close of PATH; prints the total nanoseconds.
             let p = cstr(&a(1));
