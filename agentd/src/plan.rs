@@ -416,11 +416,11 @@ impl Builder {
         let layer = path.layer();
         let (deny_how, detail) = match path {
             FsPath::Lsm => (
-                "lsm/file_open: open denied with EACCES",
+                "lsm/file_open: open denied with EACCES; truncate(2), unlink, rename and link of a denied file are not checked yet (no lsm/path_* programs)",
                 "BPF LSM lsm/file_open: inode rules deny cleanly with EACCES",
             ),
             FsPath::Tracepoint => (
-                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137)",
+                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137); truncate(2), unlink, rename and link of a denied file are not covered (they open no file, and landlock cannot deny inside an allowed tree)",
                 "BPF LSM unavailable: tp_btf/sys_exit fallback kills on a denied open",
             ),
         };

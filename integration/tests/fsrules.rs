@@ -226,6 +226,11 @@ fn policy_explain_says_how_each_inode_rule_is_enforced() {
         "tracepoint: tp_btf/sys_exit: a successful open kills the process with SIGKILL"
     };
     assert!(text.contains(want), "{text}");
+    // What the inode rules do not cover is said, on both paths.
+    assert!(
+        text.contains("truncate(2), unlink, rename and link of a denied file are not"),
+        "{text}"
+    );
     assert!(text.contains("fs.secret {workspace}/.env"), "{text}");
 }
 
