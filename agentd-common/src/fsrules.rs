@@ -53,6 +53,10 @@ pub mod names {
     pub const LSM_HOOK_BPRM_CHECK: &str = "bprm_check_security";
     /// See [`PROG_LSM_MMAP_FILE`].
     pub const LSM_HOOK_MMAP_FILE: &str = "mmap_file";
+    /// LSM mprotect check (a mapping made executable).
+    pub const PROG_LSM_FILE_MPROTECT: &str = "exec_lsm_file_mprotect";
+    /// See [`PROG_LSM_FILE_MPROTECT`].
+    pub const LSM_HOOK_FILE_MPROTECT: &str = "file_mprotect";
     /// See [`PROG_TP_EXEC_CHECK`].
     pub const TP_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
     /// See [`PROG_TP_SYS_ENTER_MMAP`].
@@ -66,6 +70,9 @@ pub mod names {
 /// at the root of the file's mount (`d_parent` of a filesystem root is itself), so a rule
 /// on a directory does not cover files of another filesystem mounted below it.
 pub const FS_MAX_DEPTH: u32 = 16;
+/// Bytes the ancestor walk copies from the start of each `struct dentry` in one read
+/// (`d_parent`, `d_inode` and `d_name.name` must lie inside; the loader checks it).
+pub const DENTRY_HEAD_BYTES: u32 = 64;
 /// Maximum resolved entries over all runs in `FS_RULES`.
 pub const MAX_FS_RULES: u32 = 4096;
 /// Bytes of the opened file's own name (`d_name`) carried in an [`FsEvent`], NUL included.
@@ -86,8 +93,17 @@ pub const FS_EVENT_EXEC_OUTSIDE: u32 = 5;
 /// [`FsEvent::rule_kind`]: a PROT_EXEC mapping of an inode outside `exec.allow` and
 /// `exec.libraries` (no rule matched).
 pub const FS_EVENT_MMAP_OUTSIDE: u32 = 6;
+/// [`FsEvent::rule_kind`]: `mprotect` adding PROT_EXEC to a mapping of an inode outside
+/// `exec.allow` and `exec.libraries` (anonymous memory, e.g. a JIT, stays allowed).
+pub const FS_EVENT_MPROTECT_OUTSIDE: u32 = 7;
 /// x86-64 `mmap(2)`.
 pub const NR_MMAP: u64 = 9;
+/// x86-64 `mprotect(2)`.
+pub const NR_MPROTECT: u64 = 10;
+/// x86-64 `pkey_mprotect(2)`.
+pub const NR_PKEY_MPROTECT: u64 = 329;
+/// VMAs the fallback looks at for one `mprotect(PROT_EXEC)` range (`bpf_find_vma` each).
+pub const MPROTECT_MAX_VMAS: u32 = 4;
 
 /// [`FsRuleValue::flags`] bit: the policy is in audit mode; report, never deny or kill.
 pub const FS_RULE_FLAG_AUDIT_ONLY: u32 = 1 << 0;
@@ -218,6 +234,10 @@ pub struct FsOffsets {
     pub regs_r10: u32,
     /// `pt_regs.r8` (fifth argument, `fd` of mmap).
     pub regs_r8: u32,
+    /// `vm_area_struct.vm_file`.
+    pub vma_vm_file: u32,
+    /// `vm_area_struct.vm_end`.
+    pub vma_vm_end: u32,
     /// 1 once the loader filled this struct; the programs do nothing while it is 0.
     pub valid: u32,
 }
@@ -242,6 +262,8 @@ impl FsOffsets {
         regs_dx: 0,
         regs_r10: 0,
         regs_r8: 0,
+        vma_vm_file: 0,
+        vma_vm_end: 0,
         valid: 0,
     };
 }
@@ -264,7 +286,7 @@ pub const TAINT_STATE_SIZE: usize = 16;
 /// Size of [`FsEvent`].
 pub const FS_EVENT_SIZE: usize = 64 + FS_NAME_LEN;
 /// Size of [`FsOffsets`].
-pub const FS_OFFSETS_SIZE: usize = 72;
+pub const FS_OFFSETS_SIZE: usize = 80;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -296,7 +318,9 @@ const _: () = {
     assert!(size_of::<FsOffsets>() == FS_OFFSETS_SIZE);
     assert!(align_of::<FsOffsets>() == 4);
     assert!(offset_of!(FsOffsets, regs_r8) == 64);
-    assert!(offset_of!(FsOffsets, valid) == 68);
+    assert!(offset_of!(FsOffsets, vma_vm_file) == 68);
+    assert!(offset_of!(FsOffsets, vma_vm_end) == 72);
+    assert!(offset_of!(FsOffsets, valid) == 76);
 };
 
 #[cfg(feature = "user")]
@@ -349,13 +373,15 @@ mod tests {
 
     #[test]
     fn fs_offsets_layout() {
-        assert_eq!(size_of::<FsOffsets>(), 72);
+        assert_eq!(size_of::<FsOffsets>(), 80);
         assert_eq!(offset_of!(FsOffsets, regs_orig_ax), 48);
         assert_eq!(offset_of!(FsOffsets, binprm_file), 52);
         assert_eq!(offset_of!(FsOffsets, regs_dx), 56);
         assert_eq!(offset_of!(FsOffsets, regs_r10), 60);
         assert_eq!(offset_of!(FsOffsets, regs_r8), 64);
-        assert_eq!(offset_of!(FsOffsets, valid), 68);
+        assert_eq!(offset_of!(FsOffsets, vma_vm_file), 68);
+        assert_eq!(offset_of!(FsOffsets, vma_vm_end), 72);
+        assert_eq!(offset_of!(FsOffsets, valid), 76);
         assert_eq!(FsOffsets::UNSET.valid, 0);
     }
 

@@ -7,26 +7,36 @@
 //! - BPF LSM: `lsm/bprm_check_security` and `lsm/mmap_file` deny with -EACCES.
 //! - Fallback: `tp_btf/sched_process_exec` kills a new image outside `exec.allow` before
 //!   it runs a user instruction; `tp_btf/sys_enter` kills an `mmap(PROT_EXEC)` of a file
-//!   outside the sets before the mapping exists. Not covered on either path: `mprotect`
-//!   adding PROT_EXEC to an existing file mapping.
+//!   outside the sets before the mapping exists.
+//! - `mprotect`/`pkey_mprotect` adding PROT_EXEC to a file mapping: `lsm/file_mprotect`
+//!   denies with -EACCES; the fallback (`tp_btf/sys_enter`) finds the VMAs of the range
+//!   with `bpf_find_vma` (the first [`MPROTECT_MAX_VMAS`]; a longer range is checked that
+//!   far) and kills on a file outside the sets. Anonymous memory made executable (JITs)
+//!   stays allowed on both paths: it has no inode to judge, and landlock/seccomp already
+//!   decide what may write code into it.
 //!
 //! A run has exec integrity iff `EXEC_RULES` holds its config entry (dev 0, inode 0),
 //! whose flags carry the audit-only bit.
 
+use core::ffi::c_void;
+
+use agentd_common::denials::{PT_REGS_DI, PT_REGS_DX, PT_REGS_SI};
 use agentd_common::fsrules::{
     FsRuleKey, FsRuleValue, EXEC_RULE_ALLOW, EXEC_RULE_LIBRARY, FS_ACTION_DENY, FS_ACTION_KILL,
-    FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE, FS_EVENT_MMAP_OUTSIDE, FS_LAYER_LSM,
-    FS_LAYER_TRACEPOINT, FS_MAX_DEPTH, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, NR_MMAP,
+    FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE, FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE,
+    FS_LAYER_LSM, FS_LAYER_TRACEPOINT, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, MPROTECT_MAX_VMAS,
+    NR_MMAP, NR_MPROTECT, NR_PKEY_MPROTECT,
 };
 use aya_ebpf::{
-    helpers::generated::bpf_send_signal,
+    helpers::generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_send_signal},
     macros::{btf_tracepoint, lsm, map},
     maps::HashMap,
     programs::{BtfTracePointContext, LsmContext},
 };
 
 use crate::{
-    fsrules::{dentry_id, emit, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    fsrules::{emit, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    inode_walk::walk_ancestors,
     kernel::read_at,
     maps::watched_cgroup,
 };
@@ -70,6 +80,35 @@ pub fn exec_lsm_mmap_file(ctx: LsmContext) -> i32 {
     }
 }
 
+/// `file_mprotect(struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)`.
+#[lsm(hook = "file_mprotect")]
+pub fn exec_lsm_file_mprotect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return 0;
+    }
+    let vma: *const u8 = ctx.arg(0);
+    // SAFETY: vma is the hook's `struct vm_area_struct *`; offset from BTF; fault tolerant.
+    let Ok(file) = (unsafe { read_at::<*const u8>(vma, offs.vma_vm_file) }) else {
+        return 0;
+    };
+    if file.is_null() {
+        return 0;
+    }
+    match check(file, FS_LAYER_LSM, FS_EVENT_MPROTECT_OUTSIDE) {
+        Verdict::Deny => -EACCES,
+        Verdict::Allow => 0,
+    }
+}
+
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_tp_check(ctx: BtfTracePointContext) -> i32 {
@@ -87,7 +126,12 @@ pub fn exec_tp_check(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sys_enter")]
 pub fn exec_tp_sys_enter(ctx: BtfTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
-    if id as u64 != NR_MMAP {
+    let id = id as u64;
+    if id == NR_MPROTECT || id == NR_PKEY_MPROTECT {
+        on_mprotect(&ctx);
+        return 0;
+    }
+    if id != NR_MMAP {
         return 0;
     }
     let offs = AGENTD_FS_OFFSETS.load();
@@ -125,6 +169,90 @@ pub fn exec_tp_sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// What [`vma_found`] reports about the VMA `bpf_find_vma` found.
+#[repr(C)]
+struct VmaFound {
+    file: u64,
+    end: u64,
+}
+
+/// `bpf_find_vma` callback: copies the VMA's file and end into the caller's [`VmaFound`].
+#[inline(never)]
+extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, out: *mut c_void) -> i64 {
+    let offs = AGENTD_FS_OFFSETS.load();
+    let vma = vma as *const u8;
+    // SAFETY: `vma` is the VMA the helper found (it holds the mmap lock); offsets from BTF;
+    // fault-tolerant reads. `out` is the caller's VmaFound on its stack.
+    unsafe {
+        let file = read_at::<u64>(vma, offs.vma_vm_file).unwrap_or(0);
+        let end = read_at::<u64>(vma, offs.vma_vm_end).unwrap_or(0);
+        let out = out as *mut VmaFound;
+        (*out).file = file;
+        (*out).end = end;
+    }
+    0
+}
+
+/// `mprotect(addr, len, prot)` / `pkey_mprotect(addr, len, prot, pkey)` at syscall entry:
+/// kills the process if PROT_EXEC is requested for a file mapping outside the sets.
+#[inline(always)]
+fn on_mprotect(ctx: &BtfTracePointContext) {
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: the tracepoint's `struct pt_regs *` (user registers at entry, fixed x86-64
+    // layout); fault-tolerant reads.
+    let (addr, len, prot) = unsafe {
+        (
+            read_at::<u64>(regs, PT_REGS_DI).unwrap_or(0),
+            read_at::<u64>(regs, PT_REGS_SI).unwrap_or(0),
+            read_at::<u64>(regs, PT_REGS_DX).unwrap_or(0),
+        )
+    };
+    if prot & PROT_EXEC == 0 || watched_cgroup().is_none() {
+        return;
+    }
+    let end = addr.saturating_add(len);
+    // SAFETY: argument-less helper; the BTF task pointer bpf_find_vma requires.
+    let task = unsafe { bpf_get_current_task_btf() };
+    let mut at = addr;
+    for _ in 0..MPROTECT_MAX_VMAS {
+        let mut found = VmaFound { file: 0, end: 0 };
+        // SAFETY: `task` is current; the callback only writes the VmaFound passed along.
+        let ret = unsafe {
+            bpf_find_vma(
+                task,
+                at,
+                vma_found as *mut c_void,
+                (&raw mut found).cast::<c_void>(),
+                0,
+            )
+        };
+        if ret != 0 {
+            // No VMA there: mprotect fails with ENOMEM by itself.
+            return;
+        }
+        if found.file != 0 {
+            if let Verdict::Deny = check(
+                found.file as *const u8,
+                FS_LAYER_TRACEPOINT,
+                FS_EVENT_MPROTECT_OUTSIDE,
+            ) {
+                // SAFETY: signals the current process; it dies before mprotect returns to
+                // user space.
+                unsafe { bpf_send_signal(SIGKILL) };
+                return;
+            }
+        }
+        if found.end >= end || found.end <= at {
+            return;
+        }
+        at = found.end;
+    }
+}
+
 #[inline(always)]
 fn bprm_file(bprm: *const u8) -> Option<*const u8> {
     let offs = AGENTD_FS_OFFSETS.load();
@@ -140,8 +268,9 @@ fn bprm_file(bprm: *const u8) -> Option<*const u8> {
     }
 }
 
-/// `event_kind` is [`FS_EVENT_EXEC_OUTSIDE`] (only `exec.allow` matches) or
-/// [`FS_EVENT_MMAP_OUTSIDE`] (`exec.libraries` matches too).
+/// `event_kind` is [`FS_EVENT_EXEC_OUTSIDE`] (only `exec.allow` matches),
+/// [`FS_EVENT_MMAP_OUTSIDE`] or [`FS_EVENT_MPROTECT_OUTSIDE`] (`exec.libraries` matches
+/// too).
 #[inline(always)]
 fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
     let offs = AGENTD_FS_OFFSETS.load();
@@ -165,37 +294,18 @@ fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
     else {
         return Verdict::Allow;
     };
-    let Some((dev, ino)) = dentry_id(&offs, dentry) else {
+    let mut allowed = false;
+    let Some(walked) = walk_ancestors(&offs, dentry, run_slot, &EXEC_RULES, |value, _| {
+        allowed = value.kind == EXEC_RULE_ALLOW
+            || (value.kind == EXEC_RULE_LIBRARY && event_kind != FS_EVENT_EXEC_OUTSIDE);
+        allowed
+    }) else {
         return Verdict::Allow;
     };
-    let mut current = dentry;
-    let mut depth = 0u32;
-    while depth < FS_MAX_DEPTH {
-        if let Some((d, i)) = dentry_id(&offs, current) {
-            let key = FsRuleKey {
-                run_slot,
-                dev: d,
-                ino: i,
-            };
-            // SAFETY: copied out at once.
-            if let Some(value) = unsafe { EXEC_RULES.get(key) }.copied() {
-                if value.kind == EXEC_RULE_ALLOW
-                    || (value.kind == EXEC_RULE_LIBRARY && event_kind == FS_EVENT_MMAP_OUTSIDE)
-                {
-                    return Verdict::Allow;
-                }
-            }
-        }
-        // SAFETY: as above.
-        let Ok(parent) = (unsafe { read_at::<*const u8>(current, offs.dentry_d_parent) }) else {
-            break;
-        };
-        if parent.is_null() || parent == current {
-            break;
-        }
-        current = parent;
-        depth += 1;
+    if allowed {
+        return Verdict::Allow;
     }
+    let (dev, ino) = (walked.dev, walked.ino);
     let audit_only = config.flags & FS_RULE_FLAG_AUDIT_ONLY != 0;
     let action = if audit_only {
         FS_ACTION_WOULD_DENY

@@ -13,11 +13,12 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::{
+    budget::PT_REGS_ORIG_AX_OFFSET,
     fsrules::{
         FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
         FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
-        FS_MAX_DEPTH, FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET,
-        MAX_FS_RULES, NR_CREAT, NR_OPEN, NR_OPENAT, NR_OPENAT2,
+        FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES, NR_CREAT,
+        NR_OPEN, NR_OPENAT, NR_OPENAT2,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -33,6 +34,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    inode_walk::walk_ancestors,
     kernel::read_at,
     maps::{count_drop, watched_cgroup, EVENTS},
 };
@@ -59,8 +61,15 @@ pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return 0;
+    }
+    let Some(run) = watched_cgroup() else {
+        return 0;
+    };
     let file: *const u8 = ctx.arg(0);
-    match check_file(file, FS_LAYER_LSM) {
+    match check_file(&offs, file, run, FS_LAYER_LSM) {
         Verdict::Deny => -EACCES,
         Verdict::Allow => 0,
     }
@@ -69,30 +78,36 @@ pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
 /// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // This runs for every syscall of the host: the two compares come before any helper
+    // call or map lookup.
     let ret: i64 = ctx.arg(1);
     if ret < 0 {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: the tracepoint's `struct pt_regs *` is a BTF pointer: the verifier allows a
+    // direct load of a member at a constant offset (orig_ax, x86-64 user ABI; the loader
+    // checks it against BTF) and makes it fault tolerant, which is much cheaper than a
+    // probe-read helper call.
+    let nr = unsafe {
+        regs.byte_add(PT_REGS_ORIG_AX_OFFSET as usize)
+            .cast::<u64>()
+            .read_volatile()
+    };
+    if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 && nr != NR_CREAT {
         return 0;
     }
     let offs = AGENTD_FS_OFFSETS.load();
     if offs.valid == 0 {
         return 0;
     }
-    let regs: *const u8 = ctx.arg(0);
-    // SAFETY: regs is the tracepoint's `struct pt_regs *`; the offset is from BTF and the
-    // read is fault tolerant.
-    let Ok(nr) = (unsafe { read_at::<u64>(regs, offs.regs_orig_ax) }) else {
+    let Some(run) = watched_cgroup() else {
         return 0;
     };
-    if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 && nr != NR_CREAT {
-        return 0;
-    }
-    if watched_cgroup().is_none() {
-        return 0;
-    }
     let Some(file) = fd_file(&offs, ret as u64) else {
         return 0;
     };
-    if let Verdict::Deny = check_file(file, FS_LAYER_TRACEPOINT) {
+    if let Verdict::Deny = check_file(&offs, file, run, FS_LAYER_TRACEPOINT) {
         // SAFETY: argument-less apart from the signal number; signals the current
         // process (thread group), which is what we want to stop.
         unsafe { bpf_send_signal(SIGKILL) };
@@ -110,11 +125,15 @@ pub(crate) fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
     unsafe {
         let files = read_at::<*const u8>(task, offs.task_files).ok()?;
         let fdt = read_at::<*const u8>(files, offs.files_fdt).ok()?;
-        let max_fds = read_at::<u32>(fdt, offs.fdtable_max_fds).ok()?;
+        // `max_fds` and `fd` both sit in the first 16 bytes of the fdtable (the loader
+        // checks it): one read for both.
+        let head = read_at::<[u32; 4]>(fdt, 0).ok()?;
+        let max_fds = head[((offs.fdtable_max_fds / 4) & 3) as usize];
         if fd >= u64::from(max_fds) {
             return None;
         }
-        let fds = read_at::<*const u8>(fdt, offs.fdtable_fd).ok()?;
+        let at = ((offs.fdtable_fd / 4) & 2) as usize;
+        let fds = (u64::from(head[at]) | (u64::from(head[at + 1]) << 32)) as *const u8;
         let file = read_at::<*const u8>(fds, (fd as u32).wrapping_mul(8)).ok()?;
         if file.is_null() {
             None
@@ -136,58 +155,40 @@ pub(crate) struct Found {
     pub(crate) depth: u32,
 }
 
-/// Matches `file` against the run's rules, records the decision and applies taint.
+/// Matches `file` against the rules of the run `(cgroup_id, run_slot)`, records the
+/// decision and applies taint.
 #[inline(always)]
-fn check_file(file: *const u8, layer: u32) -> Verdict {
-    let offs = AGENTD_FS_OFFSETS.load();
-    if offs.valid == 0 {
-        return Verdict::Allow;
-    }
-    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
-        return Verdict::Allow;
-    };
+fn check_file(
+    offs: &FsOffsets,
+    file: *const u8,
+    (cgroup_id, run_slot): (u64, u32),
+    layer: u32,
+) -> Verdict {
     // SAFETY: `file` is a `struct file *` (LSM argument or fd-table entry); offsets from
     // BTF, fault-tolerant reads.
     let Ok(dentry) = (unsafe { read_at::<*const u8>(file, offs.file_f_path + offs.path_dentry) })
     else {
         return Verdict::Allow;
     };
-    let Some((dev, ino)) = dentry_id(&offs, dentry) else {
-        return Verdict::Allow;
-    };
 
-    // Walk up; deny wins over secret wherever each matched.
+    // Deny wins over secret wherever each matched: the walk goes on past a secret, and
+    // stops at the nearest deny.
     let mut deny: Option<Found> = None;
     let mut secret: Option<Found> = None;
-    let mut current = dentry;
-    let mut depth = 0u32;
-    while depth < FS_MAX_DEPTH {
-        if let Some((d, i)) = dentry_id(&offs, current) {
-            let key = FsRuleKey {
-                run_slot,
-                dev: d,
-                ino: i,
-            };
-            // SAFETY: the value is copied out at once.
-            if let Some(value) = unsafe { FS_RULES.get(key) }.copied() {
-                let found = Found { value, depth };
-                if value.kind == FS_RULE_DENY && deny.is_none() {
-                    deny = Some(found);
-                } else if value.kind == FS_RULE_SECRET && secret.is_none() {
-                    secret = Some(found);
-                }
-            }
+    let Some(walked) = walk_ancestors(offs, dentry, run_slot, &FS_RULES, |value, depth| {
+        let found = Found { value, depth };
+        if value.kind == FS_RULE_DENY {
+            deny = Some(found);
+            return true;
         }
-        // SAFETY: as above.
-        let Ok(parent) = (unsafe { read_at::<*const u8>(current, offs.dentry_d_parent) }) else {
-            break;
-        };
-        if parent.is_null() || parent == current {
-            break;
+        if value.kind == FS_RULE_SECRET && secret.is_none() {
+            secret = Some(found);
         }
-        current = parent;
-        depth += 1;
-    }
+        false
+    }) else {
+        return Verdict::Allow;
+    };
+    let (dev, ino) = (walked.dev, walked.ino);
 
     if let Some(found) = deny {
         let audit_only = found.value.flags & FS_RULE_FLAG_AUDIT_ONLY != 0;
@@ -199,7 +200,7 @@ fn check_file(file: *const u8, layer: u32) -> Verdict {
             FS_ACTION_KILL
         };
         emit(
-            &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino,
+            offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino,
         );
         return if audit_only {
             Verdict::Allow
@@ -210,7 +211,7 @@ fn check_file(file: *const u8, layer: u32) -> Verdict {
     if let Some(found) = secret {
         taint(cgroup_id, found.value.rule_index);
         emit(
-            &offs,
+            offs,
             dentry,
             cgroup_id,
             run_slot,
@@ -222,22 +223,6 @@ fn check_file(file: *const u8, layer: u32) -> Verdict {
         );
     }
     Verdict::Allow
-}
-
-/// (`d_inode->i_sb->s_dev`, `d_inode->i_ino`) of a dentry; `None` for a negative one.
-#[inline(always)]
-pub(crate) fn dentry_id(offs: &FsOffsets, dentry: *const u8) -> Option<(u32, u64)> {
-    // SAFETY: fault-tolerant reads through BTF offsets.
-    unsafe {
-        let inode = read_at::<*const u8>(dentry, offs.dentry_d_inode).ok()?;
-        if inode.is_null() {
-            return None;
-        }
-        let ino = read_at::<u64>(inode, offs.inode_i_ino).ok()?;
-        let sb = read_at::<*const u8>(inode, offs.inode_i_sb).ok()?;
-        let dev = read_at::<u32>(sb, offs.sb_s_dev).ok()?;
-        Some((dev, ino))
-    }
 }
 
 /// Sets the run's taint flag (see the taint contract in `agentd_common::fsrules`).

@@ -30,6 +30,7 @@ mod budget;
 mod denials;
 mod exec_integrity;
 mod fsrules;
+mod inode_walk;
 mod kernel;
 mod maps;
 mod net;

@@ -41,7 +41,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    fsrules::{dentry_id, fd_file, AGENTD_FS_OFFSETS},
+    fsrules::{fd_file, AGENTD_FS_OFFSETS},
+    inode_walk::dentry_id,
     kernel::read_at,
     maps::{count_drop, watched_cgroup, EVENTS},
 };

@@ -423,11 +423,11 @@ impl Builder {
         let layer = path.layer();
         let (deny_how, detail) = match path {
             FsPath::Lsm => (
-                "lsm/file_open: open denied with EACCES",
+                "lsm/file_open: open denied with EACCES; truncate(2), unlink, rename and link of a denied file are not checked yet (no lsm/path_* programs)",
                 "BPF LSM lsm/file_open: inode rules deny cleanly with EACCES",
             ),
             FsPath::Tracepoint => (
-                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137)",
+                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137); truncate(2), unlink, rename and link of a denied file are not covered (they open no file, and landlock cannot deny inside an allowed tree)",
                 "BPF LSM unavailable: tp_btf/sys_exit fallback kills on a denied open",
             ),
         };
@@ -526,11 +526,11 @@ impl Builder {
             ),
             (FsPath::Lsm, true) => (
                 "lsm/bprm_check_security: an exec of any other inode (memfd, copies, /proc/self/fd, execveat) fails with EACCES",
-                "lsm/mmap_file: a PROT_EXEC mapping of any other file fails with EACCES",
+                "lsm/mmap_file + lsm/file_mprotect: a PROT_EXEC mapping of any other file, or mprotect adding PROT_EXEC to one, fails with EACCES (anonymous memory, e.g. JITs, stays allowed)",
             ),
             (FsPath::Tracepoint, true) => (
                 "tp_btf/sched_process_exec: a new image of any other inode (memfd, copies, /proc/self/fd, execveat) is killed with SIGKILL before its first instruction",
-                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file is killed with SIGKILL (mprotect is not covered)",
+                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file, or mprotect adding PROT_EXEC to one (first 4 VMAs of the range, found with bpf_find_vma), is killed with SIGKILL (anonymous memory, e.g. JITs, stays allowed)",
             ),
         };
         self.cover("exec integrity: exec.allow by inode", layer, exec_how);

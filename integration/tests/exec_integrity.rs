@@ -131,3 +131,58 @@ fn allowed_programs_and_their_libraries_still_run() {
     assert_eq!(stdout(&o), "");
     assert!(integrity_denials(&sb.audit()).is_empty());
 }
+
+/// A workspace copy mapped PROT_READ (allowed: reading is fine), then made executable
+/// with mprotect: `lsm/file_mprotect` refuses it (EACCES); the fallback finds the VMA
+/// with `bpf_find_vma` at mprotect entry and kills.
+#[test]
+fn mprotect_exec_of_a_workspace_copy_is_stopped() {
+    let (sb, copy) = sandbox_with_copy();
+    let copy_s = copy.display().to_string();
+    let o = sb.run_prog(&["mprotect-exec", &copy_s]);
+    let d = one_denial(&sb);
+    assert_eq!(d["op"], "mprotect_exec", "{d}");
+    assert_eq!(d["rule"], "not in exec.allow or exec.libraries", "{d}");
+    assert_eq!(d["name"], "copy", "{d}");
+    assert_eq!(d["path"], copy_s.as_str(), "{d}");
+    if lsm_path() {
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), format!("mprotect {copy_s}: EACCES\n"));
+        assert_eq!(d["layer"], "lsm", "{d}");
+        assert_eq!(d["decision"], "deny", "{d}");
+    } else {
+        assert_status(&o, 137);
+        assert_eq!(stdout(&o), "");
+        assert_eq!(d["layer"], "tracepoint", "{d}");
+        assert_eq!(d["decision"], "kill", "{d}");
+        assert_eq!(d["signal"], "SIGKILL", "{d}");
+    }
+}
+
+/// Anonymous memory made executable (what JITs do) stays allowed on both paths: it has
+/// no inode to judge. Documented in agentd-ebpf/src/exec_integrity.rs.
+#[test]
+fn mprotect_exec_of_anonymous_memory_stays_allowed() {
+    let (sb, _copy) = sandbox_with_copy();
+    let o = sb.run_prog(&["mprotect-exec", "anon"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "mprotect anon: OK\n");
+    assert!(integrity_denials(&sb.audit()).is_empty());
+}
+
+/// A library from `exec.libraries` may be made executable with mprotect.
+#[test]
+fn mprotect_exec_of_a_library_stays_allowed() {
+    let (sb, _copy) = sandbox_with_copy();
+    let lib = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(lib) = lib else {
+        eprintln!("SKIP: mprotect_exec_of_a_library_stays_allowed: no libc.so.6 found");
+        return;
+    };
+    let o = sb.run_prog(&["mprotect-exec", lib]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("mprotect {lib}: OK\n"));
+    assert!(integrity_denials(&sb.audit()).is_empty());
+}

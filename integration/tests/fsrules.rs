@@ -226,6 +226,11 @@ fn policy_explain_says_how_each_inode_rule_is_enforced() {
         "tracepoint: tp_btf/sys_exit: a successful open kills the process with SIGKILL"
     };
     assert!(text.contains(want), "{text}");
+    // What the inode rules do not cover is said, on both paths.
+    assert!(
+        text.contains("truncate(2), unlink, rename and link of a denied file are not"),
+        "{text}"
+    );
     assert!(text.contains("fs.secret {workspace}/.env"), "{text}");
 }
 
@@ -558,4 +563,29 @@ fn after_taint_holds_for_ipv6_and_ipv4_mapped_destinations() {
     assert_eq!(d[0]["port"], o6);
     assert_eq!(d[0]["rule"], "tainted: no after_taint rule");
     assert_eq!(d[0]["errno"], "EPERM");
+}
+
+/// A file created inside the denied tree during the run was not enumerated at start:
+/// only the ancestor walk (`.ssh` one level up) can match it.
+#[test]
+fn a_file_created_inside_a_denied_tree_during_the_run_is_stopped() {
+    let f = Fixture::new("enforce");
+    let typed = s(&f.sb.workspace().join(".ssh/new"));
+    let o = f.sb.run_prog(&["write", &typed]);
+    let recs = f.sb.audit();
+    let denied = inode_denials(&recs);
+    assert_eq!(denied.len(), 1, "one denial expected: {recs:#?}");
+    let d = denied[0];
+    assert_eq!(d["path"], s(&f.ws().join(".ssh/new")).as_str(), "{d}");
+    assert_eq!(d["rule"], "fs.deny {workspace}/.ssh", "{d}");
+    assert_eq!(d["name"], "new", "{d}");
+    if lsm_path() {
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), format!("write {typed}: EACCES\n"));
+        assert_eq!(d["errno"], "EACCES", "{d}");
+    } else {
+        assert_status(&o, 137);
+        assert_eq!(stdout(&o), "");
+        assert_eq!(d["decision"], "kill", "{d}");
+    }
 }

@@ -69,9 +69,12 @@ pub fn fallback_tracepoints(
         c.args(args);
         c
     };
+    // The key `bench` made; without it agentd would look for the system key.
+    let key = crate::util::ensure_signing_key(&agentd, &out_dir.join("key"))?;
     let confined_with = |policy: &Path, args: &[String]| {
         let mut c = Command::new(&agentd);
-        c.arg("run")
+        c.env("AGENTD_SIGNING_KEY", &key)
+            .arg("run")
             .arg("--policy")
             .arg(policy)
             .arg("--audit")
@@ -83,26 +86,55 @@ pub fn fallback_tracepoints(
     };
     let confined = |args: &[String]| confined_with(&policy, args);
     let unruled = |args: &[String]| confined_with(&plain, args);
-    let (mut open_bare, mut open_agentd, mut spawn_bare, mut spawn_agentd) = (0u128, 0, 0, 0);
-    let (mut open_plain, mut spawn_plain) = (0u128, 0u128);
+    // [wall, cpu] sums per variant.
+    let (mut open_bare, mut open_agentd, mut spawn_bare, mut spawn_agentd) =
+        ([0u128; 2], [0u128; 2], [0u128; 2], [0u128; 2]);
+    let (mut open_plain, mut spawn_plain) = ([0u128; 2], [0u128; 2]);
+    let add = |sum: &mut [u128; 2], (wall, cpu): (u128, u128)| {
+        sum[0] += wall;
+        sum[1] += cpu;
+    };
     for _ in 0..ROUNDS {
-        open_bare += inner_ns(bare(&args_open))?;
-        open_plain += inner_ns(unruled(&args_open))?;
-        open_agentd += inner_ns(confined(&args_open))?;
-        spawn_bare += inner_ns(bare(&args_spawn))?;
-        spawn_plain += inner_ns(unruled(&args_spawn))?;
-        spawn_agentd += inner_ns(confined(&args_spawn))?;
+        add(&mut open_bare, inner_ns(bare(&args_open))?);
+        add(&mut open_plain, inner_ns(unruled(&args_open))?);
+        add(&mut open_agentd, inner_ns(confined(&args_open))?);
+        add(&mut spawn_bare, inner_ns(bare(&args_spawn))?);
+        add(&mut spawn_plain, inner_ns(unruled(&args_spawn))?);
+        add(&mut spawn_agentd, inner_ns(confined(&args_spawn))?);
     }
     let per = |total: u128, n: u32| total as f64 / (ROUNDS as f64 * f64::from(n));
     let path = detect_path(&agentd);
     report.push_str(&format!(
-        "\n## inode rules ({path}): in-process loops, {ROUNDS} rounds interleaved\n\n\
+        "\n## inode rules ({path}): in-process loops, {ROUNDS} rounds interleaved\n"
+    ));
+    for (i, what) in [
+        (0, "wall clock"),
+        (1, "CPU time (user + system; not waiting for a CPU)"),
+    ] {
+        report.push_str(&table(
+            what,
+            [open_bare[i], open_plain[i], open_agentd[i]],
+            [spawn_bare[i], spawn_plain[i], spawn_agentd[i]],
+            &per,
+        ));
+    }
+    report.push_str(
+        "\nEvery agentd run has landlock, seccomp, the denial tracker (tp_btf/sys_enter + \
+         sys_exit) and the exec-integrity hooks (tp_btf/sched_process_exec, tp_btf/sys_enter \
+         on the fallback); the inode rules add tp_btf/sys_exit and cgroup_skb/egress.\n",
+    );
+    Ok(())
+}
+
+/// One table: `open` and `spawn` hold the bare, no-inode-rules and inode-rules sums.
+fn table(what: &str, open: [u128; 3], spawn: [u128; 3], per: &dyn Fn(u128, u32) -> f64) -> String {
+    let [open_bare, open_plain, open_agentd] = open;
+    let [spawn_bare, spawn_plain, spawn_agentd] = spawn;
+    format!(
+        "\n### {what}\n\n\
          | loop | bare | agentd, no inode rules | agentd, fs.deny + fs.secret | ratio to bare | ratio to no inode rules |\n|---|---|---|---|---|---|\n\
          | open+close /etc/hostname ({OPENS}×) | {:.0} ns | {:.0} ns | {:.0} ns | {:.2} | {:.2} |\n\
-         | fork+exec+wait /usr/bin/true ({SPAWNS}×) | {:.1} µs | {:.1} µs | {:.1} µs | {:.2} | {:.2} |\n\n\
-         Every agentd run has landlock, seccomp and the exec-integrity hooks \
-         (tp_btf/sched_process_exec, tp_btf/sys_enter on the fallback); the inode rules add \
-         tp_btf/sys_exit and cgroup_skb/egress.\n",
+         | fork+exec+wait /usr/bin/true ({SPAWNS}×) | {:.1} µs | {:.1} µs | {:.1} µs | {:.2} | {:.2} |\n",
         per(open_bare, OPENS),
         per(open_plain, OPENS),
         per(open_agentd, OPENS),
@@ -113,12 +145,11 @@ pub fn fallback_tracepoints(
         per(spawn_agentd, SPAWNS) / 1e3,
         per(spawn_agentd, SPAWNS) / per(spawn_bare, SPAWNS),
         per(spawn_agentd, SPAWNS) / per(spawn_plain, SPAWNS),
-    ));
-    Ok(())
+    )
 }
 
-/// Runs `cmd` and returns the `ns N` it printed.
-fn inner_ns(mut cmd: Command) -> Result<u128, String> {
+/// Runs `cmd` and returns the `ns N` (wall clock) and `cpu_ns N` it printed.
+fn inner_ns(mut cmd: Command) -> Result<(u128, u128), String> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stderr(Stdio::inherit())
@@ -128,9 +159,12 @@ fn inner_ns(mut cmd: Command) -> Result<u128, String> {
     if !out.status.success() {
         return Err(format!("{shown} exited with {}: {text}", out.status));
     }
-    text.lines()
-        .find_map(|l| l.strip_prefix("ns ").and_then(|n| n.trim().parse().ok()))
-        .ok_or_else(|| format!("{shown} printed no `ns N` line: {text}"))
+    let number = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|n| n.trim().parse().ok()))
+            .ok_or_else(|| format!("{shown} printed no `{key}N` line: {text}"))
+    };
+    Ok((number("ns ")?, number("cpu_ns ")?))
 }
 
 /// `lsm` or `tracepoint fallback`, as doctor reports it.

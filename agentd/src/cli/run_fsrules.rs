@@ -11,7 +11,7 @@ use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath};
 use crate::policy::{Mode, Policy};
 use agentd_common::fsrules::{
     FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE,
-    FS_EVENT_MMAP_OUTSIDE, FS_LAYER_LSM, FS_RULE_DENY,
+    FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE, FS_LAYER_LSM, FS_RULE_DENY,
 };
 
 /// Run slot of the single run an agentd process supervises.
@@ -140,7 +140,10 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
     else {
         return None;
     };
-    if *rule_kind == FS_EVENT_EXEC_OUTSIDE || *rule_kind == FS_EVENT_MMAP_OUTSIDE {
+    if *rule_kind == FS_EVENT_EXEC_OUTSIDE
+        || *rule_kind == FS_EVENT_MMAP_OUTSIDE
+        || *rule_kind == FS_EVENT_MPROTECT_OUTSIDE
+    {
         return Some(exec_record(policy, ev));
     }
     let (section, rules) = if *rule_kind == FS_RULE_DENY {
@@ -229,6 +232,8 @@ fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
     };
     let (op, rule) = if *rule_kind == FS_EVENT_EXEC_OUTSIDE {
         ("exec", "not in exec.allow")
+    } else if *rule_kind == FS_EVENT_MPROTECT_OUTSIDE {
+        ("mprotect_exec", "not in exec.allow or exec.libraries")
     } else {
         ("mmap_exec", "not in exec.allow or exec.libraries")
     };

@@ -30,6 +30,16 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// User + system CPU nanoseconds of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
+fn cpu_ns(who: libc::c_int) -> u128 {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u128 * 1_000_000_000 + t.tv_usec as u128 * 1_000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 fn outcome(rc: i64) -> String {
     if rc < 0 {
         errno_name(last_errno()).to_owned()
@@ -238,11 +248,45 @@ fn main() {
             }
             0
         }
+        "mprotect-exec" => {
+            // Maps PATH (or anonymous memory for `anon`) PROT_READ, then mprotect()s it
+            // PROT_READ|PROT_EXEC; prints the outcome of the mprotect.
+            let len = 4096usize;
+            let anon = a(1) == "anon";
+            let fd = if anon {
+                -1
+            } else {
+                let p = cstr(&a(1));
+                // SAFETY: valid NUL-terminated path.
+                unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
+            };
+            if !anon && fd < 0 {
+                println!("open {}: {}", a(1), errno_name(last_errno()));
+            } else {
+                let flags = if anon {
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                // SAFETY: a fresh private mapping of `len` bytes; fd is ours or -1.
+                let m =
+                    unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, flags, fd, 0) };
+                if m == libc::MAP_FAILED {
+                    println!("mmap {}: {}", a(1), errno_name(last_errno()));
+                } else {
+                    // SAFETY: `m` is the mapping just made, `len` bytes long.
+                    let r = unsafe { libc::mprotect(m, len, libc::PROT_READ | libc::PROT_EXEC) };
+                    println!("mprotect {}: {}", a(1), outcome(r.into()));
+                }
+            }
+            0
+        }
         "open-loop" => {
             // Benchmark helper: N open+close of PATH; prints the total nanoseconds.
             let p = cstr(&a(1));
             let n: u64 = a(2).parse().unwrap_or(10_000);
             let start = std::time::Instant::now();
+            let cpu_start = cpu_ns(libc::RUSAGE_SELF);
             for _ in 0..n {
                 // SAFETY: valid NUL-terminated path; the fd is closed at once.
                 let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -252,12 +296,16 @@ fn main() {
                 }
             }
             println!("ns {}", start.elapsed().as_nanos());
+            // CPU time (user + system) is what the BPF programs add to; unlike the wall
+            // clock it does not count waiting for a CPU on a busy machine.
+            println!("cpu_ns {}", cpu_ns(libc::RUSAGE_SELF) - cpu_start);
             0
         }
         "spawn-loop" => {
             // Benchmark helper: N fork+exec+wait of PROG; prints the total nanoseconds.
             let n: u64 = a(2).parse().unwrap_or(200);
             let start = std::time::Instant::now();
+            let cpu_start = cpu_ns(libc::RUSAGE_SELF) + cpu_ns(libc::RUSAGE_CHILDREN);
             for _ in 0..n {
                 let status = std::process::Command::new(a(1)).status();
                 if !matches!(status, Ok(s) if s.success()) {
@@ -267,6 +315,8 @@ fn main() {
                 }
             }
             println!("ns {}", start.elapsed().as_nanos());
+            let cpu_end = cpu_ns(libc::RUSAGE_SELF) + cpu_ns(libc::RUSAGE_CHILDREN);
+            println!("cpu_ns {}", cpu_end - cpu_start);
             0
         }
         "exec-args" => {

@@ -23,6 +23,8 @@ pub mod section {
     pub const BPRM_CHECK: &str = "lsm/bprm_check_security";
     /// LSM mmap check.
     pub const MMAP_FILE: &str = "lsm/mmap_file";
+    /// LSM mprotect check.
+    pub const FILE_MPROTECT: &str = "lsm/file_mprotect";
     /// Fallback exec check.
     pub const SCHED_PROCESS_EXEC: &str = "tp_btf/sched_process_exec";
     /// Fallback mmap check.
@@ -147,6 +149,11 @@ impl BpfRuntime {
                         names::PROG_LSM_MMAP_FILE,
                         section::MMAP_FILE,
                         names::LSM_HOOK_MMAP_FILE,
+                    ),
+                    (
+                        names::PROG_LSM_FILE_MPROTECT,
+                        section::FILE_MPROTECT,
+                        names::LSM_HOOK_FILE_MPROTECT,
                     ),
                 ] {
                     let prog: &mut Lsm = program(&mut self.ebpf, name, section)?;

@@ -11,9 +11,10 @@ use std::collections::HashMap as StdHashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use agentd_common::budget::PT_REGS_ORIG_AX_OFFSET;
 use agentd_common::fsrules::{
-    kernel_dev, names, FsOffsets, FsRuleKey, FsRuleValue, TaintState, FS_RULE_DENY,
-    FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
+    kernel_dev, names, FsOffsets, FsRuleKey, FsRuleValue, TaintState, DENTRY_HEAD_BYTES,
+    FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
 };
 use aya::{
     maps::{HashMap, MapData},
@@ -222,26 +223,71 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
         }
         Ok(found.offset)
     };
+    // The ancestor walk copies the first DENTRY_HEAD_BYTES of each dentry at once and
+    // picks these three pointers out of that copy (agentd-ebpf/src/inode_walk.rs).
+    let in_head = |member: &str, offset: u32| -> Result<u32, BtfError> {
+        if !offset.is_multiple_of(PTR) || offset + PTR > DENTRY_HEAD_BYTES {
+            return Err(BtfError::UnexpectedMember {
+                strukt: "dentry".to_owned(),
+                member: member.to_owned(),
+                problem: format!(
+                    "sits at offset {offset}, not an aligned pointer in the first \
+                     {DENTRY_HEAD_BYTES} bytes"
+                ),
+            });
+        }
+        Ok(offset)
+    };
     Ok(FsOffsets {
         file_f_path: field("file", "f_path", Some(16))?,
         path_dentry: field("path", "dentry", Some(PTR))?,
-        dentry_d_parent: field("dentry", "d_parent", Some(PTR))?,
-        dentry_d_inode: field("dentry", "d_inode", Some(PTR))?,
-        dentry_d_name_name: field("dentry", "d_name", None)? + field("qstr", "name", Some(PTR))?,
+        dentry_d_parent: in_head("d_parent", field("dentry", "d_parent", Some(PTR))?)?,
+        dentry_d_inode: in_head("d_inode", field("dentry", "d_inode", Some(PTR))?)?,
+        dentry_d_name_name: in_head(
+            "d_name.name",
+            field("dentry", "d_name", None)? + field("qstr", "name", Some(PTR))?,
+        )?,
         inode_i_ino: field("inode", "i_ino", Some(8))?,
         inode_i_sb: field("inode", "i_sb", Some(PTR))?,
         sb_s_dev: field("super_block", "s_dev", Some(4))?,
         task_files: field("task_struct", "files", Some(PTR))?,
         files_fdt: field("files_struct", "fdt", Some(PTR))?,
-        fdtable_max_fds: field("fdtable", "max_fds", Some(4))?,
-        fdtable_fd: field("fdtable", "fd", Some(PTR))?,
-        regs_orig_ax: field("pt_regs", "orig_ax", Some(8))?,
+        // The fallback reads the first 16 bytes of the fdtable once and takes both.
+        fdtable_max_fds: match field("fdtable", "max_fds", Some(4))? {
+            off if off.is_multiple_of(4) && off + 4 <= 16 => off,
+            off => return Err(fdtable_member("max_fds", off)),
+        },
+        fdtable_fd: match field("fdtable", "fd", Some(PTR))? {
+            off if off.is_multiple_of(PTR) && off + PTR <= 16 => off,
+            off => return Err(fdtable_member("fd", off)),
+        },
+        // tp_btf/sys_exit loads orig_ax at this compile-time offset (a direct BTF load).
+        regs_orig_ax: match field("pt_regs", "orig_ax", Some(8))? {
+            PT_REGS_ORIG_AX_OFFSET => PT_REGS_ORIG_AX_OFFSET,
+            other => {
+                return Err(BtfError::UnexpectedMember {
+                    strukt: "pt_regs".to_owned(),
+                    member: "orig_ax".to_owned(),
+                    problem: format!("sits at offset {other}, expected {PT_REGS_ORIG_AX_OFFSET}"),
+                })
+            }
+        },
         binprm_file: field("linux_binprm", "file", Some(PTR))?,
         regs_dx: field("pt_regs", "dx", Some(8))?,
         regs_r10: field("pt_regs", "r10", Some(8))?,
         regs_r8: field("pt_regs", "r8", Some(8))?,
+        vma_vm_file: field("vm_area_struct", "vm_file", Some(PTR))?,
+        vma_vm_end: field("vm_area_struct", "vm_end", None)?,
         valid: 1,
     })
+}
+
+fn fdtable_member(member: &str, offset: u32) -> BtfError {
+    BtfError::UnexpectedMember {
+        strukt: "fdtable".to_owned(),
+        member: member.to_owned(),
+        problem: format!("sits at offset {offset}, outside the first 16 bytes"),
+    }
 }
 
 /// The maps of an enabled inode-rule layer.
