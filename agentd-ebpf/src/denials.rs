@@ -149,9 +149,9 @@ fn on_exit(ctx: &BtfTracePointContext) {
     // Only a watched syscall can have an entry (and a failed socket(2) is read back from
     // the registers): every other syscall of the host stops at this compare.
     let regs: *const u64 = ctx.arg(0);
-    // SAFETY: the tracepoint's `struct pt_regs *` is a BTF pointer: the verifier allows
-    // a direct load of a member (orig_ax, at a fixed x86_64 offset) and makes it fault
-    // tolerant, which is much cheaper than a probe-read helper call on every syscall.
+    // A direct load is much cheaper than a probe-read helper call on every syscall.
+    // SAFETY: `struct pt_regs *` is a BTF pointer: the verifier allows a direct, fault
+    // tolerant load of a member (orig_ax, at a fixed x86_64 offset).
     let id = unsafe { regs.byte_add(PT_REGS_ORIG_AX as usize).read_volatile() } as u32;
     let path_syscall = path_syscall_regs(id).is_some();
     if !path_syscall && id != nr::SOCKET {
@@ -191,9 +191,9 @@ fn on_exit(ctx: &BtfTracePointContext) {
         // No path to copy; the record's path is left empty below.
         1
     } else {
-        // SAFETY: event points at a reserved record of size_of::<DenialEvent>() bytes;
-        // the helper writes at most DENIAL_PATH_LEN bytes into `path`, NUL-terminated,
-        // and tolerates faults on the user pointer.
+        // `event` points at a reserved record of size_of::<DenialEvent>() bytes.
+        // SAFETY: the helper writes at most DENIAL_PATH_LEN bytes into `path`,
+        // NUL-terminated, and tolerates faults on the user pointer.
         unsafe {
             let dst = addr_of_mut!((*event).path).cast::<c_void>();
             bpf_probe_read_user_str(

@@ -85,10 +85,10 @@ pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let regs: *const u8 = ctx.arg(0);
-    // SAFETY: the tracepoint's `struct pt_regs *` is a BTF pointer: the verifier allows a
-    // direct load of a member at a constant offset (orig_ax, x86-64 user ABI; the loader
-    // checks it against BTF) and makes it fault tolerant, which is much cheaper than a
-    // probe-read helper call.
+    // A direct load is much cheaper than a probe-read helper call; the loader checks the
+    // offset (orig_ax, x86-64 user ABI) against BTF.
+    // SAFETY: `struct pt_regs *` is a BTF pointer: the verifier allows a direct, fault
+    // tolerant load of a member at a constant offset.
     let nr = unsafe {
         regs.byte_add(PT_REGS_ORIG_AX_OFFSET as usize)
             .cast::<u64>()
@@ -264,9 +264,9 @@ pub(crate) fn emit(
     let event: *mut FsEvent = entry.as_mut_ptr();
     // SAFETY: argument-less helper.
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    // SAFETY: `event` is a reserved, writable record of size_of::<FsEvent>() bytes; the
-    // writes go through raw pointers; the string helper writes at most FS_NAME_LEN bytes,
-    // NUL-terminated, and tolerates faults.
+    // `event` is a reserved, writable record of size_of::<FsEvent>() bytes.
+    // SAFETY: writes go through raw pointers; the string helper writes at most
+    // FS_NAME_LEN bytes, NUL-terminated, and tolerates faults.
     unsafe {
         let name = addr_of_mut!((*event).name).cast::<u8>();
         name.write(0);

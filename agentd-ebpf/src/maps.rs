@@ -25,9 +25,9 @@ pub fn watched_cgroup() -> Option<(u64, u32)> {
     // SAFETY: bpf_get_current_cgroup_id takes no arguments and only reads current's
     // css_set; it is allowed in tracing programs.
     let cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
-    // SAFETY: the value is a plain u32 copied out immediately; userspace may delete the
-    // entry concurrently, but hash-map values stay valid for the RCU read section the
-    // program runs in.
+    // Userspace may delete the entry concurrently, but hash-map values stay valid for
+    // the RCU read section the program runs in.
+    // SAFETY: the value is a plain u32, copied out immediately.
     let run_slot = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
     Some((cgroup_id, run_slot))
 }
@@ -47,9 +47,9 @@ pub fn count_drop() {
 #[cfg(target_arch = "bpf")]
 #[inline(always)]
 pub fn atomic_add(ptr: *mut u64, value: u64) {
-    // SAFETY: `ptr` is this CPU's 8-byte, 8-aligned slot of a live per-CPU map value
-    // (returned by bpf_map_lookup_elem, which the verifier tracks as a map-value pointer);
-    // the instruction only adds to it.
+    // `ptr` comes from bpf_map_lookup_elem, which the verifier tracks as a map-value
+    // pointer.
+    // SAFETY: an 8-byte, 8-aligned slot of a live map value; the instruction only adds.
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({ptr} + 0) += {value}",

@@ -180,11 +180,11 @@ fn load(field: *const u32) -> u32 {
 #[inline(always)]
 fn sock_addr_request(ctx: &SockAddrContext, op: u32, family: u32) -> Request {
     let sa: *const bpf_sock_addr = ctx.sock_addr;
-    // SAFETY (all addr_of! below): only computes field addresses inside the context;
-    // nothing is dereferenced here.
+    // SAFETY (all addr_of! below): field addresses inside the context, not dereferenced.
     let sock_type = load(unsafe { addr_of!((*sa).type_) });
     let protocol = load(unsafe { addr_of!((*sa).protocol) });
     // user_port holds the port in network order in its low 16 bits.
+    // SAFETY: as above.
     let port = u16::from_be(load(unsafe { addr_of!((*sa).user_port) }) as u16);
     Request {
         op,

@@ -103,9 +103,9 @@ fn on_exec(ctx: &BtfTracePointContext) {
     // SAFETY: argument-less helper; the low 32 bits are the real uid.
     let uid = unsafe { bpf_get_current_uid_gid() } as u32;
 
-    // SAFETY: `event` points at a reserved, writable ring-buffer record of
-    // size_of::<ExecEvent>() bytes; the helper writes COMM_LEN bytes through a raw pointer
-    // (no reference to uninitialised memory is created) and zero-fills them on failure.
+    // `event` points at a reserved, writable ring-buffer record of ExecEvent's size.
+    // SAFETY: the helper writes COMM_LEN bytes through a raw pointer (no reference to
+    // uninitialised memory is created) and zero-fills them on failure.
     unsafe {
         let comm = addr_of_mut!((*event).comm).cast::<c_void>();
         bpf_get_current_comm(comm, COMM_LEN as u32);
@@ -148,8 +148,7 @@ fn read_filename(
         *flags |= EXEC_FLAG_FILENAME_UNREADABLE;
         return 0;
     };
-    // SAFETY: dst is FILENAME_LEN writable bytes; the helper writes at most that many,
-    // always NUL-terminated, and tolerates faults on src.
+    // SAFETY: dst is FILENAME_LEN writable bytes; the helper writes at most that many.
     let copied =
         unsafe { bpf_probe_read_kernel_str(dst.cast::<c_void>(), FILENAME_LEN as u32, src.cast()) };
     if copied <= 0 {

@@ -40,9 +40,9 @@ const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 #[cgroup_skb(egress)]
 pub fn taint_egress(ctx: SkBuffContext) -> i32 {
-    // SAFETY: the context's skb pointer is the program's __sk_buff; the helper reads the
-    // cgroup of the socket that sent the packet (the run's cgroup, where this program is
-    // attached), which is right even from softirq context (retransmits).
+    // The cgroup of the socket that sent the packet (the run's, where this program is
+    // attached), right even from softirq context (retransmits).
+    // SAFETY: the context's skb pointer is the program's __sk_buff; the helper only reads.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     // SAFETY: copied out at once.
     let tainted = match unsafe { RUN_TAINT.get(cgroup_id) } {

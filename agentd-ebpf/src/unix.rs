@@ -151,9 +151,10 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     } + 1;
     // Copy up to the first NUL or the passed length, NUL-terminated: exactly the name
     // the kernel will look up (it terminates the address at its length too).
-    // SAFETY: `scratch` is this CPU's map value; `data` has UNIX_KEY_LEN bytes and at
-    // most UNIX_PATH_MAX + 1 are written after the 4-byte slot; `uaddr` points to the
-    // kernel's copy of the address (a 128-byte sockaddr_storage).
+    // `scratch` is this CPU's map value; `uaddr` points to the kernel's copy of the
+    // address (a 128-byte sockaddr_storage).
+    // SAFETY: `data` has UNIX_KEY_LEN bytes; at most UNIX_PATH_MAX + 1 are written
+    // after the 4-byte slot, by a fault-tolerant helper.
     let copied = unsafe {
         let data = addr_of_mut!((*scratch).lpm.data).cast::<u8>();
         bpf_probe_read_kernel_str(data.add(4).cast(), size as u32, uaddr.add(2).cast())
