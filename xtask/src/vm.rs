@@ -13,7 +13,8 @@ use std::process::Command;
 use crate::util::{output, run, workspace_root, Tally};
 
 const VM_APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils", "cpio"];
-/// Modules the guest needs for 9p over virtio (the stock kernel builds them as modules).
+/// Modules the guest needs (the stock kernel builds them as modules): 9p over virtio,
+/// and TCP sock_diag.
 const MODULES: &[&str] = &[
     "drivers/virtio/virtio_ring",
     "drivers/virtio/virtio",
@@ -25,6 +26,9 @@ const MODULES: &[&str] = &[
     "net/9p/9pnet",
     "net/9p/9pnet_virtio",
     "fs/9p/9p",
+    // sock_diag for TCP: SOCK_DESTROY aborts a tainted run's sockets (tests/fsrules.rs).
+    "net/ipv4/inet_diag",
+    "net/ipv4/tcp_diag",
 ];
 const INIT: &str = include_str!("../vm/init.sh");
 /// The integration test binaries the VM runs by default (see `integration_test_binaries`).
@@ -334,7 +338,7 @@ fn run_script(root: &Path, tests: &[PathBuf]) -> String {
         root.display()
     ));
     // What this kernel must support: the LSM path loads here.
-    s.push_str("export AGENTD_EXPECT_BPF_LSM=1 AGENTD_EXPECT_TP_BTF=1 AGENTD_EXPECT_CGROUP_BPF=1 AGENTD_EXPECT_CGROUP_MODE=v2\n");
+    s.push_str("export AGENTD_EXPECT_BPF_LSM=1 AGENTD_EXPECT_TP_BTF=1 AGENTD_EXPECT_CGROUP_BPF=1 AGENTD_EXPECT_CGROUP_MODE=v2 AGENTD_EXPECT_SOCK_DESTROY=1\n");
     s.push_str("\"$AGENTD_BIN\" doctor || exit 91\nrc=0\n");
     for t in tests {
         s.push_str(&format!(

@@ -7,7 +7,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 KV=$(uname -r)
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p inet_diag tcp_diag; do
   [ -f /lib/modules/$KV/$m.ko ] && insmod /lib/modules/$KV/$m.ko 2>/dev/null
 done
 R=/newroot
