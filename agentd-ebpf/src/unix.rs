@@ -157,6 +157,9 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     // after the 4-byte slot, by a fault-tolerant helper.
     let copied = unsafe {
         let data = addr_of_mut!((*scratch).lpm.data).cast::<u8>();
+        // Zero the path area first: the check below reads it whole, and the per-CPU
+        // scratch still holds the previous call's path past this one's NUL.
+        core::ptr::write_bytes(data.add(4), 0, UNIX_KEY_LEN - 4);
         bpf_probe_read_kernel_str(data.add(4).cast(), size as u32, uaddr.add(2).cast())
     };
     if copied <= 0 {
@@ -182,13 +185,12 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     }
     // SAFETY: as above; bounded indices into the map value.
     let data = unsafe { &mut (*scratch).lpm.data };
-    // Absolute, and no `//`, `/./`, `/../`, nor a trailing `/`, `/.` or `/..`. Bytes
-    // past the NUL are only looked at when the bytes before them were not NUL.
+    // Absolute, and no `//`, `/./`, `/../`, nor a trailing `/`, `/.` or `/..`. The
+    // whole area is scanned, with no exit at `len`: everything past the NUL is zero
+    // (never a `/`), and an exit per length would make the verifier walk the rest of
+    // the program once per possible length (it cost ~200 ms of every run's start-up).
     let mut bad = u32::from(data[4] != b'/');
     for i in 0..UNIX_PATH_MAX {
-        if i >= len {
-            break;
-        }
         let c0 = data[4 + i];
         let c1 = data[5 + i];
         let c2 = data[6 + i];
