@@ -1,4 +1,5 @@
-//! Test helpers shared by the layer tests: run a closure in a forked child.
+//! Test helpers shared by the layer tests: run a closure in a forked child; a policy
+//! path rule for an existing path.
 
 #![allow(clippy::expect_used)]
 
@@ -28,5 +29,17 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, code) => Some(code),
         _ => None,
+    }
+}
+
+/// The rule a policy would hold for `path` (which exists), written as its own path.
+pub fn path_rule(path: &std::path::Path) -> crate::policy::PathRule {
+    crate::policy::PathRule {
+        written: path.display().to_string(),
+        path: path.to_path_buf(),
+        optional: false,
+        exists: true,
+        is_dir: path.is_dir(),
+        span: crate::policy::Span::default(),
     }
 }

@@ -429,18 +429,8 @@ impl BpfRuntime {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::policy::Span;
 
-    fn rule(path: &Path) -> PathRule {
-        PathRule {
-            written: path.display().to_string(),
-            path: path.to_path_buf(),
-            optional: false,
-            exists: true,
-            is_dir: path.is_dir(),
-            span: Span::default(),
-        }
-    }
+    use crate::layers::test_support::path_rule as rule;
 
     #[test]
     fn deny_wins_over_secret_and_directories_are_enumerated() {

@@ -250,7 +250,7 @@ impl BpfRuntime {
                 match e.addr {
                     IpAddr::V4(a) => {
                         let key = key4(slot, a, e.prefix);
-                        self.net_trie4(map4)?
+                        self.net_trie::<NET_KEY4_LEN>(map4)?
                             .insert(&key, e.rules, 0)
                             .map_err(|error| {
                                 map_error(format!("insert {a}/{} into", e.prefix), map4, error)
@@ -259,7 +259,7 @@ impl BpfRuntime {
                     }
                     IpAddr::V6(a) => {
                         let key = key6(slot, a, e.prefix);
-                        self.net_trie6(map6)?
+                        self.net_trie::<NET_KEY6_LEN>(map6)?
                             .insert(&key, e.rules, 0)
                             .map_err(|error| {
                                 map_error(format!("insert {a}/{} into", e.prefix), map6, error)
@@ -292,7 +292,7 @@ impl BpfRuntime {
             first_error.get_or_insert(e);
         }
         for (map, key) in &handle.keys4 {
-            if let Err(e) = self.net_trie4(map).and_then(|mut t| {
+            if let Err(e) = self.net_trie::<NET_KEY4_LEN>(map).and_then(|mut t| {
                 t.remove(key)
                     .map_err(|error| map_error("remove entry from", map, error))
             }) {
@@ -300,7 +300,7 @@ impl BpfRuntime {
             }
         }
         for (map, key) in &handle.keys6 {
-            if let Err(e) = self.net_trie6(map).and_then(|mut t| {
+            if let Err(e) = self.net_trie::<NET_KEY6_LEN>(map).and_then(|mut t| {
                 t.remove(key)
                     .map_err(|error| map_error("remove entry from", map, error))
             }) {
@@ -372,21 +372,11 @@ impl BpfRuntime {
         HashMap::try_from(map).map_err(|error| map_error("open", name, error))
     }
 
-    fn net_trie4(
+    /// An LPM trie of rule sets keyed by `N` bytes (run slot + address).
+    fn net_trie<const N: usize>(
         &mut self,
         name: &'static str,
-    ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; NET_KEY4_LEN], NetRuleSet>, BpfError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(BpfError::MissingMap { name })?;
-        LpmTrie::try_from(map).map_err(|error| map_error("open", name, error))
-    }
-
-    fn net_trie6(
-        &mut self,
-        name: &'static str,
-    ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; NET_KEY6_LEN], NetRuleSet>, BpfError> {
+    ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; N], NetRuleSet>, BpfError> {
         let map = self
             .ebpf
             .map_mut(name)

@@ -799,18 +799,8 @@ impl UnixDenial {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::policy::Span;
 
-    fn rule(path: &Path) -> PathRule {
-        PathRule {
-            written: path.display().to_string(),
-            path: path.to_path_buf(),
-            optional: false,
-            exists: true,
-            is_dir: path.is_dir(),
-            span: Span::default(),
-        }
-    }
+    use crate::layers::test_support::path_rule as rule;
 
     #[test]
     fn directories_become_slash_prefixes_and_files_exact_names() {
