@@ -301,6 +301,26 @@ impl<'a> KernelBtf<'a> {
         }
     }
 
+    /// The offset of `strukt.member`, checked to be `size` bytes when one is given.
+    pub fn member_offset(
+        &self,
+        strukt: &str,
+        member: &str,
+        size: Option<u32>,
+    ) -> Result<u32, BtfError> {
+        let found = self.member(strukt, member)?;
+        if let Some(size) = size {
+            if found.size != size {
+                return Err(BtfError::UnexpectedMember {
+                    strukt: strukt.to_owned(),
+                    member: member.to_owned(),
+                    problem: format!("is {} bytes, expected {size}", found.size),
+                });
+            }
+        }
+        Ok(found.offset)
+    }
+
     /// Offset and size of `strukt.member`, looking through anonymous struct/union members
     /// (e.g. `file.f_path`, which sits in an anonymous union on 6.18).
     pub fn member(&self, strukt: &str, member: &str) -> Result<Member, BtfError> {
@@ -458,17 +478,8 @@ pub const EXIT_PROTOTYPE: &str =
 pub fn kernel_offsets(btf: &KernelBtf<'_>) -> Result<KernelOffsets, BtfError> {
     const PTR: u32 = 8;
     const INT: u32 = 4;
-    let field = |strukt: &str, member: &str, size: u32| -> Result<u32, BtfError> {
-        let found = btf.member(strukt, member)?;
-        if found.size != size {
-            return Err(BtfError::UnexpectedMember {
-                strukt: strukt.to_owned(),
-                member: member.to_owned(),
-                problem: format!("is {} bytes, expected {size}", found.size),
-            });
-        }
-        Ok(found.offset)
-    };
+    let field =
+        |strukt: &str, member: &str, size: u32| btf.member_offset(strukt, member, Some(size));
 
     let exec_args = btf.tracepoint_args(agentd_common::names::TP_SCHED_PROCESS_EXEC)?;
     let exec_ok = exec_args.len() == 3

@@ -210,19 +210,8 @@ fn find_below(
 /// Offsets the inode-rule programs read, checked for size.
 pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
     const PTR: u32 = 8;
-    let field = |strukt: &str, member: &str, size: Option<u32>| -> Result<u32, BtfError> {
-        let found = btf.member(strukt, member)?;
-        if let Some(size) = size {
-            if found.size != size {
-                return Err(BtfError::UnexpectedMember {
-                    strukt: strukt.to_owned(),
-                    member: member.to_owned(),
-                    problem: format!("is {} bytes, expected {size}", found.size),
-                });
-            }
-        }
-        Ok(found.offset)
-    };
+    let field =
+        |strukt: &str, member: &str, size: Option<u32>| btf.member_offset(strukt, member, size);
     // The ancestor walk copies the first DENTRY_HEAD_BYTES of each dentry at once and
     // picks these three pointers out of that copy (agentd-ebpf/src/inode_walk.rs).
     let in_head = |member: &str, offset: u32| -> Result<u32, BtfError> {

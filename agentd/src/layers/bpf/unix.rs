@@ -188,19 +188,8 @@ fn map_data(map: &Map) -> Option<&MapData> {
 /// Offsets the programs read, checked for size.
 pub(super) fn unix_offsets(btf: &KernelBtf<'_>) -> Result<UnixOffsets, BtfError> {
     const PTR: u32 = 8;
-    let field = |strukt: &str, member: &str, size: Option<u32>| -> Result<u32, BtfError> {
-        let found = btf.member(strukt, member)?;
-        if let Some(size) = size {
-            if found.size != size {
-                return Err(BtfError::UnexpectedMember {
-                    strukt: strukt.to_owned(),
-                    member: member.to_owned(),
-                    problem: format!("is {} bytes, expected {size}", found.size),
-                });
-            }
-        }
-        Ok(found.offset)
-    };
+    let field =
+        |strukt: &str, member: &str, size: Option<u32>| btf.member_offset(strukt, member, size);
     let unix_path = field("unix_sock", "path", Some(16))?;
     Ok(UnixOffsets {
         sa_kern_uaddr: field("bpf_sock_addr_kern", "uaddr", Some(PTR))?,
