@@ -16,23 +16,16 @@ pub mod names {
     /// `PerCpuArray<u64>` of [`super::SYSCALL_SLOTS`]: slot → syscalls entered on each
     /// CPU (exact).
     pub const MAP_BUDGET_SYSCALLS: &str = "BUDGET_SYSCALLS";
-    /// `tp_btf/sys_enter`: counts syscalls of budgeted runs.
-    pub const PROG_BUDGET_SYS_ENTER: &str = "budget_sys_enter";
-    /// `tp_btf/sys_exit`: counts bytes of write-family syscalls of budgeted runs.
-    pub const PROG_BUDGET_SYS_EXIT: &str = "budget_sys_exit";
     /// `cgroup_skb/egress`: counts (and past a kill step drops) outgoing bytes.
     pub const PROG_BUDGET_SKB_EGRESS: &str = "budget_skb_egress";
     /// `cgroup_skb/ingress`: counts (and past a kill step drops) incoming bytes.
     pub const PROG_BUDGET_SKB_INGRESS: &str = "budget_skb_ingress";
-    /// Raw syscall tracepoints.
-    pub const TP_SYS_ENTER: &str = "sys_enter";
-    pub const TP_SYS_EXIT: &str = "sys_exit";
 }
 
 /// Maximum number of runs with budgets at the same time.
 pub const MAX_BUDGET_RUNS: u32 = 1024;
 
-/// Runs with a `syscalls` budget one loaded object serves at once. The sys_enter program
+/// Runs with a `syscalls` budget one loaded object serves at once. The sys_exit program
 /// runs on every syscall of the host, so it scans this small array instead of hashing
 /// the cgroup id (see `agentd-ebpf/src/budget.rs`); each agentd run loads its own object
 /// and uses slot 0.

@@ -61,7 +61,8 @@ pub const PT_REGS_DX: u32 = 96;
 /// `orig_ax`: the syscall number, still there at `sys_exit`.
 pub const PT_REGS_ORIG_AX: u32 = 120;
 
-/// `DENIAL_PENDING` value: what `sys_enter` saw, keyed by `pid_tgid`.
+/// What the denial tracker reads back from a failed syscall's saved registers (an
+/// eBPF-side value; its layout is pinned like the boundary structs').
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingSyscall {
@@ -102,8 +103,6 @@ pub struct DenialEvent {
 pub const PENDING_SYSCALL_SIZE: usize = 24;
 /// Size of [`DenialEvent`].
 pub const DENIAL_EVENT_SIZE: usize = 32 + 32 + DENIAL_PATH_LEN;
-/// Entries of `DENIAL_PENDING` (one per thread inside a watched syscall).
-pub const DENIAL_PENDING_ENTRIES: u32 = 16_384;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};

@@ -29,12 +29,8 @@ pub mod names {
     pub const MAP_RUN_TAINT: &str = "RUN_TAINT";
     /// `lsm/file_open` program (BPF LSM path).
     pub const PROG_LSM_FILE_OPEN: &str = "fs_lsm_file_open";
-    /// `tp_btf/sys_exit` program (tracepoint fallback).
-    pub const PROG_TP_SYS_EXIT: &str = "fs_sys_exit";
     /// LSM hook of [`PROG_LSM_FILE_OPEN`].
     pub const LSM_HOOK_FILE_OPEN: &str = "file_open";
-    /// Tracepoint of [`PROG_TP_SYS_EXIT`] (`raw_syscalls:sys_exit`).
-    pub const TP_SYS_EXIT: &str = "sys_exit";
     /// `HashMap<u64, u64>`: v2 cgroup id to packets dropped because the run was tainted.
     pub const MAP_TAINT_EGRESS_DROPS: &str = "TAINT_EGRESS_DROPS";
     /// `cgroup_skb/egress` program dropping a tainted run's packets.
@@ -47,8 +43,6 @@ pub mod names {
     pub const PROG_LSM_MMAP_FILE: &str = "exec_lsm_mmap_file";
     /// `tp_btf/sched_process_exec` fallback: kill an image outside `exec.allow`.
     pub const PROG_TP_EXEC_CHECK: &str = "exec_tp_check";
-    /// `tp_btf/sys_enter` fallback: kill a PROT_EXEC file mmap outside the sets.
-    pub const PROG_TP_SYS_ENTER_MMAP: &str = "exec_tp_sys_enter";
     /// LSM hooks and tracepoints of the programs above.
     pub const LSM_HOOK_BPRM_CHECK: &str = "bprm_check_security";
     /// See [`PROG_LSM_MMAP_FILE`].
@@ -59,8 +53,6 @@ pub mod names {
     pub const LSM_HOOK_FILE_MPROTECT: &str = "file_mprotect";
     /// See [`PROG_TP_EXEC_CHECK`].
     pub const TP_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
-    /// See [`PROG_TP_SYS_ENTER_MMAP`].
-    pub const TP_SYS_ENTER: &str = "sys_enter";
     /// `.rodata` global holding an [`super::FsOffsets`].
     pub const GLOBAL_FS_OFFSETS: &str = "AGENTD_FS_OFFSETS";
 }

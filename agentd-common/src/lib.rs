@@ -14,6 +14,7 @@ pub mod budget;
 pub mod denials;
 pub mod fsrules;
 pub mod net;
+pub mod syscalls;
 pub mod unix;
 
 // ---------------------------------------------------------------------------------------
@@ -38,16 +39,6 @@ pub mod names {
     /// Trivial `cgroup/connect4` program (allows everything), only used to probe
     /// cgroup-BPF attachment.
     pub const PROG_PROBE_CGROUP_CONNECT4: &str = "probe_cgroup_connect4";
-
-    /// `HashMap<u64, PendingSyscall>`: syscalls in flight that the denial tracker watches.
-    pub const MAP_DENIAL_PENDING: &str = "DENIAL_PENDING";
-    /// `tp_btf/sys_enter` program of the denial tracker.
-    pub const PROG_DENIALS_SYS_ENTER: &str = "denials_sys_enter";
-    /// `tp_btf/sys_exit` program of the denial tracker.
-    pub const PROG_DENIALS_SYS_EXIT: &str = "denials_sys_exit";
-    /// Kernel tracepoints of the denial tracker.
-    pub const TP_SYS_ENTER: &str = "sys_enter";
-    pub const TP_SYS_EXIT: &str = "sys_exit";
 
     /// Kernel tracepoint the exec program attaches to.
     pub const TP_SCHED_PROCESS_EXEC: &str = "sched_process_exec";

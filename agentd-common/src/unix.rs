@@ -41,8 +41,6 @@ pub mod names {
     pub const PROG_CGROUP_CONNECT: &str = "unix_cgroup_connect";
     /// Same for `BPF_CGROUP_UNIX_SENDMSG`.
     pub const PROG_CGROUP_SENDMSG: &str = "unix_cgroup_sendmsg";
-    /// `tp_btf/sys_exit` backstop of the cgroup path.
-    pub const PROG_TP_SYS_EXIT: &str = "unix_sys_exit";
     /// `lsm/unix_stream_connect`.
     pub const PROG_LSM_STREAM_CONNECT: &str = "unix_lsm_stream_connect";
     /// `lsm/unix_may_send`.
@@ -51,8 +49,6 @@ pub mod names {
     pub const LSM_HOOK_STREAM_CONNECT: &str = "unix_stream_connect";
     /// See [`PROG_LSM_MAY_SEND`].
     pub const LSM_HOOK_MAY_SEND: &str = "unix_may_send";
-    /// See [`PROG_TP_SYS_EXIT`].
-    pub const TP_SYS_EXIT: &str = "sys_exit";
     /// `.rodata` global holding a [`super::UnixOffsets`].
     pub const GLOBAL_UNIX_OFFSETS: &str = "AGENTD_UNIX_OFFSETS";
 }

@@ -1,10 +1,11 @@
 //! Budget counters of runs, keyed by v2 cgroup id (see `agentd_common::budget`).
 //!
-//! - `tp_btf/sys_enter` counts every syscall of a budgeted run in a per-CPU value, and
-//!   adds whole batches to the run's shared counter, where the kill threshold is checked.
-//!   Unbudgeted tasks cost one cgroup-id read and one hash miss.
-//! - `tp_btf/sys_exit` adds the positive return value of write-family syscalls
-//!   (`FS_WRITE_SYSCALLS`) to `fs_write_bytes`.
+//! - [`count_syscall`] (from the `tp_btf/sys_exit` dispatcher) counts every syscall of a
+//!   budgeted run in a per-CPU value, and adds whole batches to the run's shared counter,
+//!   where the kill threshold is checked. Unbudgeted tasks cost one cgroup-id read and a
+//!   scan of [`SYSCALL_SLOTS`] array entries.
+//! - [`count_written`] (same dispatcher) adds the positive return value of write-family
+//!   syscalls (`FS_WRITE_SYSCALLS`) to `fs_write_bytes`.
 //! - `cgroup_skb/egress` and `cgroup_skb/ingress` add `skb->len` to the net counters and
 //!   drop packets once a run is past its kill threshold (agentd then kills the run).
 //! - the exec tracker calls [`count_exec`].
@@ -16,20 +17,20 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::budget::{
-    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, PT_REGS_ORIG_AX_OFFSET, RATE_BUCKETS,
-    SYSCALL_FLUSH_BATCH, SYSCALL_SLOTS, WINDOW_EXECS, WINDOW_FS_WRITE, WINDOW_NET_EGRESS,
-    WINDOW_NET_INGRESS, WINDOW_SYSCALLS,
+    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, RATE_BUCKETS, SYSCALL_FLUSH_BATCH,
+    SYSCALL_SLOTS, WINDOW_EXECS, WINDOW_FS_WRITE, WINDOW_NET_EGRESS, WINDOW_NET_INGRESS,
+    WINDOW_SYSCALLS,
 };
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_send_signal, bpf_skb_cgroup_id,
     },
-    macros::{btf_tracepoint, cgroup_skb, map},
+    macros::{cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray},
-    programs::{BtfTracePointContext, SkBuffContext},
+    programs::SkBuffContext,
 };
 
-use crate::{kernel::read_at, maps::atomic_add};
+use crate::maps::atomic_add;
 
 /// `SIGKILL` (the same number on every Linux architecture).
 const SIGKILL: u32 = 9;
@@ -50,10 +51,12 @@ pub static BUDGET_SYSCALL_CGROUPS: Array<u64> = Array::with_max_entries(SYSCALL_
 #[map]
 pub static BUDGET_SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SYSCALL_SLOTS, 0);
 
-/// Runs on every syscall of the host, so the common case (not a budgeted run) is a few
-/// array loads and compares: no hashing, no helper besides the cgroup id.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn budget_sys_enter(_ctx: BtfTracePointContext) -> i32 {
+/// Counts one syscall of the current task if its cgroup has a `syscalls` budget. Called
+/// from the `tp_btf/sys_exit` dispatcher for every syscall of the host, so the common
+/// case (not a budgeted run) is a few array loads and compares: no hashing, no helper
+/// besides the cgroup id.
+#[inline(always)]
+pub(crate) fn count_syscall() {
     let cgroup_id = current_cgroup_id();
     let mut slot = SYSCALL_SLOTS;
     for i in 0..SYSCALL_SLOTS {
@@ -62,7 +65,7 @@ pub fn budget_sys_enter(_ctx: BtfTracePointContext) -> i32 {
         }
     }
     let Some(count) = BUDGET_SYSCALLS.get_ptr_mut(slot) else {
-        return 0;
+        return;
     };
     atomic_add(count, 1);
     // SAFETY: `count` is this CPU's slot of a live map value (see atomic_add).
@@ -80,27 +83,18 @@ pub fn budget_sys_enter(_ctx: BtfTracePointContext) -> i32 {
             kill_past_window(run, WINDOW_SYSCALLS, SYSCALL_FLUSH_BATCH);
         }
     }
-    0
 }
 
-#[btf_tracepoint(function = "sys_exit")]
-pub fn budget_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    // btf_trace_sys_exit(void *, struct pt_regs *regs, long ret)
-    let ret: i64 = ctx.arg(1);
-    if ret <= 0 {
-        return 0;
-    }
-    let regs: *const u8 = ctx.arg(0);
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the read is fault tolerant.
-    let Ok(nr) = (unsafe { read_at::<u64>(regs, PT_REGS_ORIG_AX_OFFSET) }) else {
-        return 0;
-    };
+/// Adds `ret` bytes to the current cgroup's `fs_write_bytes` if `nr` is a write-family
+/// syscall that wrote `ret` (> 0) bytes. Called from the `tp_btf/sys_exit` dispatcher.
+#[inline(always)]
+pub(crate) fn count_written(nr: u64, ret: i64) {
     let mut counted = false;
     for n in FS_WRITE_SYSCALLS {
         counted |= n == nr;
     }
     if !counted {
-        return 0;
+        return;
     }
     if let Some(run) = BUDGET_RUNS.get_ptr_mut(current_cgroup_id()) {
         // SAFETY: `run` points at the run's live BudgetCounters map value.
@@ -113,7 +107,6 @@ pub fn budget_sys_exit(ctx: BtfTracePointContext) -> i32 {
         kill_past(counter, ret as u64, limit);
         kill_past_window(run, WINDOW_FS_WRITE, ret as u64);
     }
-    0
 }
 
 #[cgroup_skb(egress)]

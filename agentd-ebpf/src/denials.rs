@@ -1,15 +1,15 @@
 //! Denial tracker: file and exec syscalls of watched cgroups that fail with `EACCES` or
 //! `EPERM` (what landlock answers), with the path the process passed.
 //!
-//! `tp_btf/sys_enter(struct pt_regs *regs, long id)` stashes the path pointer (and open
-//! flags, dirfd) of the watched syscalls in `DENIAL_PENDING`, keyed by `pid_tgid`.
-//! `tp_btf/sys_exit(struct pt_regs *regs, long ret)` takes the entry and, when `ret` is
-//! `-EACCES` or `-EPERM`, copies the path from user memory (still mapped: the syscall
-//! failed) into a `DenialEvent` record. A full ring buffer is counted in `DROPPED`.
+//! Called from the `tp_btf/sys_exit` dispatcher (`syscalls.rs`) for every failed syscall.
+//! The syscall number (`orig_ax`) and the arguments are read back from the saved user
+//! registers, which a failed syscall leaves as they were; the path is copied from user
+//! memory, still mapped since the syscall failed. A full ring buffer is counted in
+//! `DROPPED`.
 //!
-//! `socket(2)` is recognised at `sys_exit` alone (`failed_socket`): a seccomp `ERRNO`
-//! (packet and netlink sockets) skips `sys_enter`, and the kernel's `CAP_NET_RAW`
-//! check refuses raw sockets before the cgroup `sock_create` hook could audit them.
+//! `socket(2)` failures are recognised the same way (`failed_socket`): a seccomp `ERRNO`
+//! refuses packet and netlink sockets, and the kernel's `CAP_NET_RAW` check refuses raw
+//! sockets before the cgroup `sock_create` hook could audit them.
 
 use core::{ffi::c_void, ptr::addr_of_mut};
 
@@ -17,42 +17,20 @@ use agentd_common::{
     denials::{
         nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK,
         DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM, DENIAL_FLAG_PATH_TRUNCATED,
-        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_PENDING_ENTRIES, DENIAL_SOCK_RAW,
-        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX,
-        PT_REGS_SI,
+        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK,
+        EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
     },
     EventHeader,
 };
-use aya_ebpf::{
-    helpers::{
-        bpf_probe_read_user,
-        generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str},
-    },
-    macros::{btf_tracepoint, map},
-    maps::HashMap,
-    programs::BtfTracePointContext,
+use aya_ebpf::helpers::{
+    bpf_probe_read_user,
+    generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str},
 };
 
 use crate::{
-    kernel::{offsets, read_at},
+    kernel::read_at,
     maps::{count_drop, watched_cgroup, EVENTS},
 };
-
-#[map]
-static DENIAL_PENDING: HashMap<u64, PendingSyscall> =
-    HashMap::with_max_entries(DENIAL_PENDING_ENTRIES, 0);
-
-#[btf_tracepoint(function = "sys_enter")]
-pub fn denials_sys_enter(ctx: BtfTracePointContext) -> i32 {
-    on_enter(&ctx);
-    0
-}
-
-#[btf_tracepoint(function = "sys_exit")]
-pub fn denials_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    on_exit(&ctx);
-    0
-}
 
 /// Reads argument register `off` of `regs`.
 #[inline(always)]
@@ -80,17 +58,10 @@ fn path_syscall_regs(id: u32) -> Option<(u32, u32, u32)> {
     }
 }
 
+/// The path syscall `id`'s arguments, read back from the saved registers.
 #[inline(always)]
-fn on_enter(ctx: &BtfTracePointContext) {
-    let id: i64 = ctx.arg(1);
-    let id = id as u32;
-    let Some((path_reg, dirfd_reg, flags_reg)) = path_syscall_regs(id) else {
-        return;
-    };
-    if offsets().is_none() || watched_cgroup().is_none() {
-        return;
-    }
-    let regs: *const u8 = ctx.arg(0);
+fn failed_path_syscall(regs: *const u8, id: u32) -> Option<PendingSyscall> {
+    let (path_reg, dirfd_reg, flags_reg) = path_syscall_regs(id)?;
     let mut open_flags = if flags_reg != 0 {
         reg(regs, flags_reg)
     } else {
@@ -102,7 +73,7 @@ fn on_enter(ctx: &BtfTracePointContext) {
         // SAFETY: bpf_probe_read_user tolerates faults; a bad pointer yields Err.
         open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
     }
-    let pending = PendingSyscall {
+    Some(PendingSyscall {
         path_ptr: reg(regs, path_reg),
         open_flags,
         nr: id,
@@ -111,21 +82,15 @@ fn on_enter(ctx: &BtfTracePointContext) {
         } else {
             DENIAL_AT_FDCWD
         },
-    };
-    // SAFETY: argument-less helper.
-    let key = unsafe { bpf_get_current_pid_tgid() };
-    // A full map only loses the path of this one syscall's possible denial; count it.
-    if DENIAL_PENDING.insert(key, pending, 0).is_err() {
-        count_drop();
-    }
+    })
 }
 
 /// A `socket(family, type, protocol)` that failed: the arguments are read back from the
 /// registers (unchanged by the syscall). Only raw inet, packet and netlink sockets count:
 /// other inet sockets reach the cgroup `sock_create` hook, which audits its own denials.
 #[inline(always)]
-fn failed_socket(regs: *const u8) -> Option<PendingSyscall> {
-    if reg(regs, PT_REGS_ORIG_AX) != u64::from(nr::SOCKET) {
+fn failed_socket(regs: *const u8, id: u32) -> Option<PendingSyscall> {
+    if id != nr::SOCKET {
         return None;
     }
     let family = reg(regs, PT_REGS_DI) & 0xffff_ffff;
@@ -144,40 +109,17 @@ fn failed_socket(regs: *const u8) -> Option<PendingSyscall> {
     })
 }
 
+/// A syscall of the host failed with `ret` (negative); `regs` are its saved user
+/// registers, `id` its number. Audits it if it is a watched syscall of a watched cgroup
+/// that failed with EACCES or EPERM.
 #[inline(always)]
-fn on_exit(ctx: &BtfTracePointContext) {
-    // Only a watched syscall can have an entry (and a failed socket(2) is read back from
-    // the registers): every other syscall of the host stops at this compare.
-    let regs: *const u64 = ctx.arg(0);
-    // A direct load is much cheaper than a probe-read helper call on every syscall.
-    // SAFETY: `struct pt_regs *` is a BTF pointer: the verifier allows a direct, fault
-    // tolerant load of a member (orig_ax, at a fixed x86_64 offset).
-    let id = unsafe { regs.byte_add(PT_REGS_ORIG_AX as usize).read_volatile() } as u32;
-    let path_syscall = path_syscall_regs(id).is_some();
-    if !path_syscall && id != nr::SOCKET {
-        return;
-    }
-    let mut pending = None;
-    if path_syscall {
-        // SAFETY: argument-less helper.
-        let key = unsafe { bpf_get_current_pid_tgid() };
-        // SAFETY: the value is copied out at once; the entry is ours (one per thread).
-        pending = (unsafe { DENIAL_PENDING.get(key) }).copied();
-        if pending.is_some() {
-            let _ = DENIAL_PENDING.remove(key);
-        }
-    }
-    let ret: i64 = ctx.arg(1);
+pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     let errno = -(ret as i32);
-    if ret >= 0 || (errno != DENIAL_EACCES && errno != DENIAL_EPERM) {
+    if errno != DENIAL_EACCES && errno != DENIAL_EPERM {
         return;
     }
-    let pending = match pending {
-        Some(p) => p,
-        None => match failed_socket(ctx.arg(0)) {
-            Some(p) => p,
-            None => return,
-        },
+    let Some(pending) = failed_path_syscall(regs, id).or_else(|| failed_socket(regs, id)) else {
+        return;
     };
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;

@@ -6,10 +6,12 @@
 //!
 //! - BPF LSM: `lsm/bprm_check_security` and `lsm/mmap_file` deny with -EACCES.
 //! - Fallback: `tp_btf/sched_process_exec` kills a new image outside `exec.allow` before
-//!   it runs a user instruction; `tp_btf/sys_enter` kills an `mmap(PROT_EXEC)` of a file
-//!   outside the sets before the mapping exists.
+//!   it runs a user instruction; the `tp_btf/sys_exit` dispatcher ([`on_mmapped`]) kills
+//!   a process whose `mmap(PROT_EXEC)` of a file outside the sets succeeded, before it
+//!   returns to user space (residual: another thread of the process could jump into the
+//!   new mapping in that window; the LSM path has none).
 //! - `mprotect`/`pkey_mprotect` adding PROT_EXEC to a file mapping: `lsm/file_mprotect`
-//!   denies with -EACCES; the fallback (`tp_btf/sys_enter`) finds the VMAs of the range
+//!   denies with -EACCES; the fallback ([`on_mprotected`], at `sys_exit`) finds the VMAs of the range
 //!   with `bpf_find_vma` (the first [`MPROTECT_MAX_VMAS`]; a longer range is checked that
 //!   far) and kills on a file outside the sets. Anonymous memory made executable (JITs)
 //!   stays allowed on both paths: it has no inode to judge, and landlock/seccomp already
@@ -20,12 +22,10 @@
 
 use core::ffi::c_void;
 
-use agentd_common::denials::{PT_REGS_DI, PT_REGS_DX, PT_REGS_SI};
 use agentd_common::fsrules::{
     FsRuleKey, FsRuleValue, EXEC_RULE_ALLOW, EXEC_RULE_LIBRARY, FS_ACTION_DENY, FS_ACTION_KILL,
     FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE, FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE,
     FS_LAYER_LSM, FS_LAYER_TRACEPOINT, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, MPROTECT_MAX_VMAS,
-    NR_MMAP, NR_MPROTECT, NR_PKEY_MPROTECT,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_send_signal},
@@ -122,51 +122,28 @@ pub fn exec_tp_check(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn exec_tp_sys_enter(ctx: BtfTracePointContext) -> i32 {
-    let id: i64 = ctx.arg(1);
-    let id = id as u64;
-    if id == NR_MPROTECT || id == NR_PKEY_MPROTECT {
-        on_mprotect(&ctx);
-        return 0;
-    }
-    if id != NR_MMAP {
-        return 0;
+/// A watched process's `mmap(addr, len, prot, flags, fd, off)` succeeded: kill it if
+/// the mapping is PROT_EXEC of a file outside the sets. Called from the `tp_btf/sys_exit`
+/// dispatcher (`syscalls.rs`) with the arguments read back from the saved registers; the
+/// SIGKILL lands before the process returns to user space, so no instruction of the new
+/// mapping runs in the calling thread.
+#[inline(always)]
+pub(crate) fn on_mmapped(prot: u64, flags: u64, fd: u64) {
+    let fd = fd as i32;
+    if prot & PROT_EXEC == 0 || flags & MAP_ANONYMOUS != 0 || fd < 0 {
+        return;
     }
     let offs = AGENTD_FS_OFFSETS.load();
-    if offs.valid == 0 {
-        return 0;
-    }
-    let regs: *const u8 = ctx.arg(0);
-    // SAFETY: regs is the tracepoint's `struct pt_regs *` (the user registers at entry);
-    // offsets from BTF; fault-tolerant reads.
-    let (prot, flags, fd) = unsafe {
-        let Ok(prot) = read_at::<u64>(regs, offs.regs_dx) else {
-            return 0;
-        };
-        let Ok(flags) = read_at::<u64>(regs, offs.regs_r10) else {
-            return 0;
-        };
-        let Ok(fd) = read_at::<u64>(regs, offs.regs_r8) else {
-            return 0;
-        };
-        (prot, flags, fd as i32)
-    };
-    if prot & PROT_EXEC == 0 || flags & MAP_ANONYMOUS != 0 || fd < 0 {
-        return 0;
-    }
-    if watched_cgroup().is_none() {
-        return 0;
+    if offs.valid == 0 || watched_cgroup().is_none() {
+        return;
     }
     let Some(file) = fd_file(&offs, fd as u64) else {
-        return 0;
+        return;
     };
     if let Verdict::Deny = check(file, FS_LAYER_TRACEPOINT, FS_EVENT_MMAP_OUTSIDE) {
-        // SAFETY: signals the current process before the mapping is made.
+        // SAFETY: signals the current process (thread group).
         unsafe { bpf_send_signal(SIGKILL) };
     }
-    0
 }
 
 /// What [`vma_found`] reports about the VMA `bpf_find_vma` found.
@@ -193,24 +170,15 @@ extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, out: *mut c_void) 
     0
 }
 
-/// `mprotect(addr, len, prot)` / `pkey_mprotect(addr, len, prot, pkey)` at syscall entry:
-/// kills the process if PROT_EXEC is requested for a file mapping outside the sets.
+/// `mprotect(addr, len, prot)` / `pkey_mprotect(addr, len, prot, pkey)` succeeded: kill
+/// the process if PROT_EXEC was set on a file mapping outside the sets. Called from the
+/// `tp_btf/sys_exit` dispatcher with the arguments read back from the saved registers.
 #[inline(always)]
-fn on_mprotect(ctx: &BtfTracePointContext) {
+pub(crate) fn on_mprotected(addr: u64, len: u64, prot: u64) {
     let offs = AGENTD_FS_OFFSETS.load();
     if offs.valid == 0 {
         return;
     }
-    let regs: *const u8 = ctx.arg(0);
-    // SAFETY: the tracepoint's `struct pt_regs *` (user registers at entry, fixed x86-64
-    // layout); fault-tolerant reads.
-    let (addr, len, prot) = unsafe {
-        (
-            read_at::<u64>(regs, PT_REGS_DI).unwrap_or(0),
-            read_at::<u64>(regs, PT_REGS_SI).unwrap_or(0),
-            read_at::<u64>(regs, PT_REGS_DX).unwrap_or(0),
-        )
-    };
     if prot & PROT_EXEC == 0 || watched_cgroup().is_none() {
         return;
     }
@@ -240,8 +208,8 @@ fn on_mprotect(ctx: &BtfTracePointContext) {
                 FS_LAYER_TRACEPOINT,
                 FS_EVENT_MPROTECT_OUTSIDE,
             ) {
-                // SAFETY: signals the current process; it dies before mprotect returns to
-                // user space.
+                // SAFETY: signals the current process; it dies before it returns to user
+                // space.
                 unsafe { bpf_send_signal(SIGKILL) };
                 return;
             }

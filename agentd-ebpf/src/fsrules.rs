@@ -2,8 +2,8 @@
 //! the maps, the record and the taint contract.
 //!
 //! - BPF LSM: `lsm/file_open` denies with -EACCES before the file is opened.
-//! - Fallback: `tp_btf/sys_exit` looks at every successful open/openat/openat2/creat of a
-//!   watched run, finds the new `struct file` through `current->files->fdt->fd[ret]` and
+//! - Fallback: the `tp_btf/sys_exit` dispatcher (`syscalls.rs`) hands every successful
+//!   open/openat/openat2/creat to [`on_opened`], which (for a watched run) finds the new `struct file` through `current->files->fdt->fd[ret]` and
 //!   sends SIGKILL to the process on a deny match. The signal is delivered before the
 //!   syscall returns to user space, so the thread that opened the file never runs
 //!   another instruction. Residual race: other threads of the same process share the fd
@@ -13,12 +13,10 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::{
-    budget::PT_REGS_ORIG_AX_OFFSET,
     fsrules::{
         FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
         FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
-        FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES, NR_CREAT,
-        NR_OPEN, NR_OPENAT, NR_OPENAT2,
+        FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -27,9 +25,9 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str, bpf_send_signal,
     },
-    macros::{btf_tracepoint, lsm, map},
+    macros::{lsm, map},
     maps::HashMap,
-    programs::{BtfTracePointContext, LsmContext},
+    programs::LsmContext,
     Global,
 };
 
@@ -75,44 +73,26 @@ pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
     }
 }
 
-/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
-#[btf_tracepoint(function = "sys_exit")]
-pub fn fs_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    // This runs for every syscall of the host: the two compares come before any helper
-    // call or map lookup.
-    let ret: i64 = ctx.arg(1);
-    if ret < 0 {
-        return 0;
-    }
-    let regs: *const u8 = ctx.arg(0);
-    // A direct load is much cheaper than a probe-read helper call; the loader checks the
-    // offset (orig_ax, x86-64 user ABI) against BTF.
-    // SAFETY: `struct pt_regs *` is a BTF pointer: the verifier allows a direct, fault
-    // tolerant load of a member at a constant offset.
-    let nr = unsafe {
-        regs.byte_add(PT_REGS_ORIG_AX_OFFSET as usize)
-            .cast::<u64>()
-            .read_volatile()
-    };
-    if nr != NR_OPEN && nr != NR_OPENAT && nr != NR_OPENAT2 && nr != NR_CREAT {
-        return 0;
-    }
+/// A watched process's open/openat/openat2/creat returned `fd`: kill it if the file
+/// is denied (and taint the run if it is a secret). Called from the `tp_btf/sys_exit`
+/// dispatcher; the SIGKILL lands before the process returns to user space.
+#[inline(always)]
+pub(crate) fn on_opened(fd: u64) {
     let offs = AGENTD_FS_OFFSETS.load();
     if offs.valid == 0 {
-        return 0;
+        return;
     }
     let Some(run) = watched_cgroup() else {
-        return 0;
+        return;
     };
-    let Some(file) = fd_file(&offs, ret as u64) else {
-        return 0;
+    let Some(file) = fd_file(&offs, fd) else {
+        return;
     };
     if let Verdict::Deny = check_file(&offs, file, run, FS_LAYER_TRACEPOINT) {
         // SAFETY: argument-less apart from the signal number; signals the current
         // process (thread group), which is what we want to stop.
         unsafe { bpf_send_signal(SIGKILL) };
     }
-    0
 }
 
 /// `current->files->fdt->fd[fd]`, or `None` if any step fails.

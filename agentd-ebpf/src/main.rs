@@ -4,10 +4,13 @@
 //! One module per program family:
 //! - [`process`]: `tp_btf/sched_process_exec` and `tp_btf/sched_process_exit`, reporting
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
-//! - [`budget`]: per-run budget counters (`tp_btf/sys_enter`, `tp_btf/sys_exit`,
-//!   `cgroup_skb/egress|ingress`, and the exec count the tracker feeds);
+//! - [`syscalls`]: the one `tp_btf/sys_exit` program, which calls the per-syscall checks
+//!   of the modules below (only the enabled ones);
+//! - [`denials`]: the denial tracker (failed file, exec and socket syscalls);
+//! - [`budget`]: per-run budget counters (syscalls and written bytes from the `sys_exit`
+//!   dispatcher, `cgroup_skb/egress|ingress`, and the exec count the tracker feeds);
 //! - [`fsrules`]: `fs.deny` / `fs.secret` by inode (`lsm/file_open`, or the
-//!   `tp_btf/sys_exit` fallback) and the per-run taint flag;
+//!   `sys_exit` fallback) and the per-run taint flag;
 //! - [`exec_integrity`]: exec and PROT_EXEC mappings only from `exec.allow` /
 //!   `exec.libraries` (LSM bprm_check_security + mmap_file, or tracepoint kills);
 //! - [`taint_egress`]: `cgroup_skb/egress` dropping a tainted run's packets;
@@ -36,6 +39,7 @@ mod maps;
 mod net;
 mod probe;
 mod process;
+mod syscalls;
 mod taint_egress;
 mod unix;
 

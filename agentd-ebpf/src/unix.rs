@@ -8,7 +8,7 @@
 //!   `struct bpf_sock_addr_kern`; the address is read through its `uaddr` pointer with
 //!   `bpf_probe_read_kernel` (offsets from BTF), since the `bpf_cast_to_kern_ctx` kfunc
 //!   is out of reach from Rust eBPF.
-//! - [`unix_sys_exit`]: the fallback's backstop: a successful `connect()` on an AF_UNIX
+//! - [`on_connected`] (from the `tp_btf/sys_exit` dispatcher): the fallback's backstop: a successful `connect()` on an AF_UNIX
 //!   socket whose peer inode is outside the allowed set gets SIGKILL before the syscall
 //!   returns (symlinks / hardlinks in a writable tree that the string check cannot see).
 //! - BPF LSM: [`unix_lsm_stream_connect`] / [`unix_lsm_may_send`] judge the peer inode
@@ -19,7 +19,7 @@ use core::ptr::addr_of_mut;
 use agentd_common::{
     fsrules::{FsOffsets, FsRuleKey},
     unix::{
-        UnixEvent, UnixNamedKey, UnixOffsets, UnixRule, UnixScratch, EVENT_KIND_UNIX, NR_CONNECT,
+        UnixEvent, UnixNamedKey, UnixOffsets, UnixRule, UnixScratch, EVENT_KIND_UNIX,
         UNIX_ACTION_DENY, UNIX_ACTION_KILL, UNIX_ACTION_WOULD_DENY, UNIX_FLAG_AUDIT_ONLY,
         UNIX_KEY_LEN, UNIX_LAYER_CGROUP, UNIX_LAYER_LSM, UNIX_LAYER_TRACEPOINT, UNIX_MAX_DEPTH,
         UNIX_MAX_ENTRIES, UNIX_NAME_LEN, UNIX_OP_CONNECT, UNIX_OP_SENDMSG, UNIX_PATH_MAX,
@@ -31,12 +31,12 @@ use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_send_signal,
     },
-    macros::{btf_tracepoint, cgroup_sock_addr, lsm, map},
+    macros::{cgroup_sock_addr, lsm, map},
     maps::{
         lpm_trie::{Key, LpmTrie},
         HashMap, LruHashMap, PerCpuArray,
     },
-    programs::{BtfTracePointContext, LsmContext, SockAddrContext},
+    programs::{LsmContext, SockAddrContext},
     Global,
 };
 
@@ -321,63 +321,47 @@ unsafe fn write_header(event: *mut UnixEvent, slot: u32, cgroup_id: u64) {
     }
 }
 
-/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`: a successful `connect()` of
-/// a mediated run on an AF_UNIX socket whose peer is outside the allowed inodes.
-#[btf_tracepoint(function = "sys_exit")]
-pub fn unix_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let ret: i64 = ctx.arg(1);
-    if ret != 0 {
-        return 0;
-    }
+/// A mediated run's `connect(fd, ...)` succeeded: kill the process if `fd` is an AF_UNIX
+/// socket whose peer is outside the allowed inodes. Called from the `tp_btf/sys_exit`
+/// dispatcher (`syscalls.rs`).
+#[inline(always)]
+pub(crate) fn on_connected(fd: u64) {
     let fs = AGENTD_FS_OFFSETS.load();
     let offs = AGENTD_UNIX_OFFSETS.load();
     if fs.valid == 0 || offs.valid == 0 {
-        return 0;
-    }
-    let regs: *const u8 = ctx.arg(0);
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; BTF offsets, fault-tolerant
-    // reads.
-    let Ok(nr) = (unsafe { read_at::<u64>(regs, fs.regs_orig_ax) }) else {
-        return 0;
-    };
-    if nr != NR_CONNECT {
-        return 0;
+        return;
     }
     let Some((cgroup_id, slot, flags)) = mediated_run() else {
-        return 0;
-    };
-    // SAFETY: as above.
-    let Ok(fd) = (unsafe { read_at::<u64>(regs, offs.regs_di) }) else {
-        return 0;
+        return;
     };
     let Some(file) = fd_file(&fs, fd) else {
-        return 0;
+        return;
     };
     // connect() succeeded on this fd, so it is a socket: private_data is its
     // `struct socket *`. Every read below is fault tolerant.
     // SAFETY: BTF offsets, bpf_probe_read_kernel.
     let peer = unsafe {
         let Ok(sock) = read_at::<*const u8>(file, offs.file_private_data) else {
-            return 0;
+            return;
         };
         let Ok(sk) = read_at::<*const u8>(sock, offs.socket_sk) else {
-            return 0;
+            return;
         };
         let Ok(family) = read_at::<u16>(sk, offs.sock_family) else {
-            return 0;
+            return;
         };
         if family != AF_UNIX {
-            return 0;
+            return;
         }
         // `struct unix_sock` starts with its `struct sock`.
         let Ok(peer) = read_at::<*const u8>(sk, offs.unix_peer) else {
-            return 0;
+            return;
         };
         (peer, sk)
     };
     let (peer, sk) = peer;
     if peer.is_null() {
-        return 0;
+        return;
     }
     if let Some((dev, ino)) = outside(&fs, &offs, peer, slot) {
         let kill = flags & UNIX_FLAG_AUDIT_ONLY == 0;
@@ -391,7 +375,7 @@ pub fn unix_sys_exit(ctx: BtfTracePointContext) -> i32 {
             }
             if reported == Some(sk as u64) {
                 // The cgroup hook already reported this connect as would-deny.
-                return 0;
+                return;
             }
         }
         let action = if kill {
@@ -415,7 +399,6 @@ pub fn unix_sys_exit(ctx: BtfTracePointContext) -> i32 {
             unsafe { bpf_send_signal(SIGKILL) };
         }
     }
-    0
 }
 
 /// `unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk)`:

@@ -62,7 +62,7 @@ pub enum Event {
         exit_code: i32,
     },
     /// A file or exec syscall of a watched process failed with `EACCES`/`EPERM`
-    /// (`tp_btf/sys_enter` + `sys_exit`, see `agentd-ebpf/src/denials.rs`).
+    /// (the `tp_btf/sys_exit` program, see `agentd-ebpf/src/denials.rs`).
     Denial {
         pid: u32,
         tgid: u32,

@@ -530,7 +530,7 @@ impl Builder {
             ),
             (FsPath::Tracepoint, true) => (
                 "tp_btf/sched_process_exec: a new image of any other inode (memfd, copies, /proc/self/fd, execveat) is killed with SIGKILL before its first instruction",
-                "tp_btf/sys_enter: mmap(PROT_EXEC) of any other file, or mprotect adding PROT_EXEC to one (first 4 VMAs of the range, found with bpf_find_vma), is killed with SIGKILL (anonymous memory, e.g. JITs, stays allowed)",
+                "tp_btf/sys_exit: a successful mmap(PROT_EXEC) of any other file, or mprotect adding PROT_EXEC to one (first 4 VMAs of the range, found with bpf_find_vma), is killed with SIGKILL before the call returns to user space (anonymous memory, e.g. JITs, stays allowed)",
             ),
         };
         self.cover("exec integrity: exec.allow by inode", layer, exec_how);

@@ -12,7 +12,8 @@ use crate::util::workspace_root;
 
 const ROUNDS: usize = 50;
 
-/// `only`: `Some("audit")` runs just the audit chain and the event flood.
+/// `only`: `Some("audit")` runs just the audit chain and the event flood, `Some("syscalls")`
+/// the getpid loops, `Some("fsrules")` the open/close and fork+exec loops.
 pub fn bench(only: Option<&str>) -> Result<(), String> {
     let root = workspace_root();
     let out_dir = root.join("target/bench");
@@ -40,9 +41,19 @@ pub fn bench(only: Option<&str>) -> Result<(), String> {
             println!("{report}\nwritten to {}", out.display());
             return Ok(());
         }
+        Some("fsrules") => {
+            let key = crate::util::ensure_signing_key(&agentd, &out_dir.join("key"))?;
+            std::env::set_var("AGENTD_SIGNING_KEY", &key);
+            let mut report = String::from("# agentd benchmarks: fallback tracepoints\n");
+            crate::bench_fsrules::fallback_tracepoints(&root, &out_dir, &mut report)?;
+            let out = out_dir.join("fsrules.md");
+            std::fs::write(&out, &report).map_err(|e| format!("write {}: {e}", out.display()))?;
+            println!("{report}\nwritten to {}", out.display());
+            return Ok(());
+        }
         Some(other) => {
             return Err(format!(
-                "bench {other}: the parts are `audit` and `syscalls` (none: everything)"
+                "bench {other}: the parts are `audit`, `syscalls` and `fsrules` (none: everything)"
             ))
         }
     }

@@ -1,10 +1,14 @@
-//! The cost of the `syscalls` budget counter (`tp_btf/sys_enter`): a getpid loop timed
-//! inside the process (so agentd's start-up is not in the figure), bare, under agentd
-//! without budgets, under agentd with `syscalls` set, and bare while another run with
-//! `syscalls` set is alive (the program runs for every task of the host), interleaved.
+//! The cost of the `syscalls` budget counter (in agentd's one `tp_btf/sys_exit` program):
+//! a getpid loop timed inside the process (so agentd's start-up is not in the figure),
+//! bare, under agentd without budgets, under agentd with `syscalls` set, bare while
+//! another run with `syscalls` set is alive (the program runs for every task of the
+//! host), and bare while one *empty* program is attached to `raw_syscalls:sys_exit`
+//! (`agentd-testprog empty-sys-exit`): the floor any such program puts under the rest,
+//! interleaved.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util;
@@ -60,8 +64,8 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
         c.args(loop_args);
         c
     };
-    let (mut bare, mut plain_t, mut counted_t, mut other_t) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bare, mut plain_t, mut counted_t, mut other_t, mut floor_t) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         bare.push(loop_ns(bare_loop())?);
         plain_t.push(loop_ns(confined(&plain))?);
@@ -86,6 +90,10 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
             .status();
         let _ = sleeper.wait();
         other_t.push(other?);
+        let mut empty = spawn_empty_program(&prog)?;
+        let floor = loop_ns(bare_loop());
+        stop(&mut empty);
+        floor_t.push(floor?);
     }
     let (b, p, c) = (
         median(&mut bare),
@@ -93,6 +101,7 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
         median(&mut counted_t),
     );
     let o = median(&mut other_t);
+    let f = median(&mut floor_t);
     let per = |ns: f64| ns / CALLS as f64;
     Ok(format!(
         "\n## syscalls budget: getpid loop of {CALLS} calls, median of {ROUNDS} rounds interleaved\n\n\
@@ -102,8 +111,10 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
          | bare | {:.1} | 1.00 |\n\
          | agentd run (no budgets) | {:.1} | {:.2} |\n\
          | agentd run, `syscalls` set | {:.1} | {:.2} |\n\
-         | bare, while another run has `syscalls` set | {:.1} | {:.2} |\n\n\
-         `syscalls` counter alone (with / without): **{:.2}x** (target: at most 1.15x against bare: **{:.2}x**)\n",
+         | bare, while another run has `syscalls` set | {:.1} | {:.2} |\n\
+         | bare, while one empty program is on `raw_syscalls:sys_exit` (the floor) | {:.1} | {:.2} |\n\n\
+         `syscalls` counter alone (with / without): **{:.2}x** (target: at most 1.15x against bare: **{:.2}x**; \
+         no program on that tracepoint can be under the floor's {:.2}x)\n",
         per(b),
         per(p),
         p / b,
@@ -111,9 +122,36 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
         c / b,
         per(o),
         o / b,
+        per(f),
+        f / b,
         c / p,
         c / b,
+        f / b,
     ))
+}
+
+/// Starts `agentd-testprog empty-sys-exit` and waits until its program is attached.
+fn spawn_empty_program(prog: &Path) -> Result<Child, String> {
+    let mut child = Command::new(prog)
+        .args(["empty-sys-exit", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {} empty-sys-exit: {e}", prog.display()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != "empty-sys-exit: attached" {
+        stop(&mut child);
+        return Err(format!("agentd-testprog empty-sys-exit: {}", line.trim()));
+    }
+    Ok(child)
+}
+
+/// Ends a helper this benchmark started (by its pid) and reaps it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Runs one loop; returns the nanoseconds it reports.

@@ -119,9 +119,10 @@ pub fn fallback_tracepoints(
         ));
     }
     report.push_str(
-        "\nEvery agentd run has landlock, seccomp, the denial tracker (tp_btf/sys_enter + \
-         sys_exit) and the exec-integrity hooks (tp_btf/sched_process_exec, tp_btf/sys_enter \
-         on the fallback); the inode rules add tp_btf/sys_exit and cgroup_skb/egress.\n",
+        "\nEvery agentd run has landlock, seccomp, one tp_btf/sys_exit program (the denial \
+         tracker, and on the fallback the exec-integrity mmap/mprotect check) and \
+         tp_btf/sched_process_exec; the inode rules add the open check of that program and \
+         cgroup_skb/egress.\n",
     );
     Ok(())
 }

@@ -11,10 +11,10 @@ use crate::probe::Probe;
 /// in the always-loaded exec tracker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct BudgetPrograms {
-    /// `tp_btf/sys_enter`: the `syscalls` counter.
-    pub sys_enter: bool,
-    /// `tp_btf/sys_exit`: the `fs_write_bytes` counter.
-    pub sys_exit: bool,
+    /// The `syscalls` counter of the `tp_btf/sys_exit` program.
+    pub syscall_counter: bool,
+    /// The `fs_write_bytes` counter of the `tp_btf/sys_exit` program.
+    pub fs_write_counter: bool,
     /// `cgroup_skb/egress` + `cgroup_skb/ingress` on the run's v2 cgroup.
     pub cgroup_skb: bool,
 }
@@ -49,12 +49,12 @@ impl Builder {
                 BudgetKey::MemoryHigh => (name::CGROUP, "soft limit (v1 memory.soft_limit_in_bytes / v2 memory.high); the kernel reclaims".to_owned(), None),
                 BudgetKey::CpuTime => (name::AGENTD, format!("cpuacct.usage (v1) / cpu.stat (v2), polled; {steps}"), None),
                 BudgetKey::Syscalls => {
-                    programs.sys_enter = true;
-                    (name::BPF, format!("tp_btf/sys_enter per-CPU counter of the run's cgroup id; {steps}"), Some(&probe.tp_btf))
+                    programs.syscall_counter = true;
+                    (name::BPF, format!("tp_btf/sys_exit per-CPU counter of the run's cgroup id; {steps}"), Some(&probe.tp_btf))
                 }
                 BudgetKey::Execs => (name::BPF, format!("exec tracker counter; {steps}"), Some(&probe.tp_btf)),
                 BudgetKey::FsWriteBytes => {
-                    programs.sys_exit = true;
+                    programs.fs_write_counter = true;
                     (name::BPF, format!("tp_btf/sys_exit byte counter of write-family calls; {steps}"), Some(&probe.tp_btf))
                 }
                 BudgetKey::NetEgressBytes | BudgetKey::NetIngressBytes => {

@@ -4,6 +4,8 @@
 
 #[path = "testprog/budget.rs"]
 mod budget;
+#[path = "testprog/floor.rs"]
+mod floor;
 #[path = "testprog/net.rs"]
 mod net;
 #[path = "testprog/unix.rs"]
@@ -428,6 +430,7 @@ fn main() {
         cmd if net::COMMANDS.contains(&cmd) => net::run(&args),
         cmd if unix::COMMANDS.contains(&cmd) => unix::run(&args),
         other if budget::COMMANDS.contains(&other) => budget::run(other, &args),
+        "empty-sys-exit" => floor::run(&args),
         other => {
             eprintln!("usage: agentd-testprog open|write|fork-open|exec-args|fexecve-memfd|open-loop|spawn-loop|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect|… (got {other:?})");
             2

@@ -1,22 +1,22 @@
-//! The budget programs and maps (see `agentd-ebpf/src/budget.rs`): loaded and attached
-//! only when the Plan asks for them, since `tp_btf/sys_enter` and `sys_exit` run on
-//! every syscall of the host.
+//! The budget counters and maps (see `agentd-ebpf/src/budget.rs`): the `syscalls` and
+//! `fs_write_bytes` counters of the `tp_btf/sys_exit` program and the `cgroup_skb`
+//! programs are turned on only when the Plan asks for them, since the `sys_exit`
+//! program runs on every syscall of the host.
 
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use agentd_common::budget::{names, BudgetCounters, WINDOW_KINDS};
+use agentd_common::syscalls::{HOOK_FS_WRITE_BYTES, HOOK_SYSCALL_COUNT};
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 
 use super::{map_error, program, take_map, BpfError, BpfRuntime};
 use crate::plan::BudgetPrograms;
 
 /// ELF sections, for messages.
-const SYS_ENTER: &str = "tp_btf/sys_enter";
-const SYS_EXIT: &str = "tp_btf/sys_exit";
 const SKB_EGRESS: &str = "cgroup_skb/egress";
 const SKB_INGRESS: &str = "cgroup_skb/ingress";
 
@@ -45,7 +45,7 @@ pub struct BudgetCounterMaps {
 const SYSCALL_SLOT: u32 = 0;
 
 impl BpfRuntime {
-    /// Loads and attaches the budget programs in `programs`, and registers the run
+    /// Turns on the budget counters in `programs`, and registers the run
     /// `cgroup_id` (directory `cgroup_dir`) with `thresholds` (counters must be zero).
     /// The exec count needs no program of its own: the exec tracker keeps it.
     pub fn start_budgets(
@@ -66,7 +66,7 @@ impl BpfRuntime {
             )
         })?;
         let mut syscalls = None;
-        if programs.sys_enter {
+        if programs.syscall_counter {
             let mut ids: Array<MapData, u64> =
                 Array::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_SYSCALL_CGROUPS)?)
                     .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALL_CGROUPS, error))?;
@@ -93,30 +93,11 @@ impl BpfRuntime {
             })?;
             syscalls = Some((ids, counts));
         }
-        for (wanted, name, section, tracepoint) in [
-            (
-                programs.sys_enter,
-                names::PROG_BUDGET_SYS_ENTER,
-                SYS_ENTER,
-                names::TP_SYS_ENTER,
-            ),
-            (
-                programs.sys_exit,
-                names::PROG_BUDGET_SYS_EXIT,
-                SYS_EXIT,
-                names::TP_SYS_EXIT,
-            ),
-        ] {
-            if !wanted {
-                continue;
-            }
-            let program: &mut BtfTracePoint = program(&mut self.ebpf, name, section)?;
-            program
-                .load(tracepoint, &self.btf)
-                .map_err(|error| BpfError::Load { section, error })?;
-            program
-                .attach()
-                .map_err(|error| BpfError::Attach { section, error })?;
+        if programs.syscall_counter {
+            self.enable_syscall_hooks(HOOK_SYSCALL_COUNT, "the syscalls budget counter")?;
+        }
+        if programs.fs_write_counter {
+            self.enable_syscall_hooks(HOOK_FS_WRITE_BYTES, "the fs_write_bytes budget counter")?;
         }
         if programs.cgroup_skb {
             let dir = std::fs::File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {

@@ -9,6 +9,7 @@ use agentd_common::fsrules::{
     kernel_dev, names, FsRuleKey, FsRuleValue, EXEC_RULE_ALLOW, EXEC_RULE_LIBRARY,
     FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES,
 };
+use agentd_common::syscalls::HOOK_EXEC_MAPS;
 use aya::{
     maps::{HashMap, MapData},
     programs::{BtfTracePoint, Lsm},
@@ -27,8 +28,6 @@ pub mod section {
     pub const FILE_MPROTECT: &str = "lsm/file_mprotect";
     /// Fallback exec check.
     pub const SCHED_PROCESS_EXEC: &str = "tp_btf/sched_process_exec";
-    /// Fallback mmap check.
-    pub const SYS_ENTER: &str = "tp_btf/sys_enter";
 }
 
 /// Resolves the executable and library roots that exist to inode entries (directories
@@ -164,24 +163,14 @@ impl BpfRuntime {
                 }
             }
             FsPath::Tracepoint => {
-                for (name, section, tp) in [
-                    (
-                        names::PROG_TP_EXEC_CHECK,
-                        section::SCHED_PROCESS_EXEC,
-                        names::TP_SCHED_PROCESS_EXEC,
-                    ),
-                    (
-                        names::PROG_TP_SYS_ENTER_MMAP,
-                        section::SYS_ENTER,
-                        names::TP_SYS_ENTER,
-                    ),
-                ] {
-                    let prog: &mut BtfTracePoint = program(&mut self.ebpf, name, section)?;
-                    prog.load(tp, &self.btf)
-                        .map_err(|error| BpfError::Load { section, error })?;
-                    prog.attach()
-                        .map_err(|error| BpfError::Attach { section, error })?;
-                }
+                let section = section::SCHED_PROCESS_EXEC;
+                let prog: &mut BtfTracePoint =
+                    program(&mut self.ebpf, names::PROG_TP_EXEC_CHECK, section)?;
+                prog.load(names::TP_SCHED_PROCESS_EXEC, &self.btf)
+                    .map_err(|error| BpfError::Load { section, error })?;
+                prog.attach()
+                    .map_err(|error| BpfError::Attach { section, error })?;
+                self.enable_syscall_hooks(HOOK_EXEC_MAPS, "the PROT_EXEC mmap/mprotect check")?;
             }
         }
         Ok(())

@@ -3,8 +3,8 @@
 //! At run start every entry is resolved to (kernel device, inode) pairs: the entry itself
 //! and, for a directory, every file and directory below it (so a hardlink made elsewhere
 //! to a file inside a denied tree still matches by inode). The pairs go into `FS_RULES`
-//! for the run's slot; the program for the chosen path (`lsm/file_open` or the
-//! `tp_btf/sys_exit` fallback) is loaded and attached. See `agentd_common::fsrules` for
+//! for the run's slot; then `lsm/file_open` is loaded and attached, or (fallback) the open
+//! check of the `tp_btf/sys_exit` program is turned on. See `agentd_common::fsrules` for
 //! the kernel side and the taint contract the network programs rely on.
 
 use std::collections::HashMap as StdHashMap;
@@ -16,11 +16,10 @@ use agentd_common::fsrules::{
     kernel_dev, names, FsOffsets, FsRuleKey, FsRuleValue, TaintState, DENTRY_HEAD_BYTES,
     FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
 };
+use agentd_common::syscalls::HOOK_FS_OPEN;
 use aya::{
     maps::{HashMap, MapData},
-    programs::{
-        cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, BtfTracePoint, CgroupSkb, Lsm,
-    },
+    programs::{cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, CgroupSkb, Lsm},
 };
 
 use super::btf::{BtfError, KernelBtf};
@@ -31,8 +30,6 @@ use crate::policy::{FsPolicy, PathRule};
 pub mod section {
     /// The BPF LSM program.
     pub const LSM_FILE_OPEN: &str = "lsm/file_open";
-    /// The fallback program.
-    pub const SYS_EXIT: &str = "tp_btf/sys_exit";
     /// The tainted-run packet dropper.
     pub const TAINT_EGRESS: &str = "cgroup_skb/egress";
 }
@@ -45,7 +42,8 @@ const MAX_ENTRIES_PER_RULE: usize = 1024;
 pub enum FsPath {
     /// BPF LSM: `lsm/file_open` denies with EACCES.
     Lsm,
-    /// `tp_btf/sys_exit`: a successful open of a denied file gets SIGKILL.
+    /// `tp_btf/sys_exit` (the shared program's open check): a successful open of a denied
+    /// file gets SIGKILL.
     Tracepoint,
 }
 
@@ -335,13 +333,7 @@ impl BpfRuntime {
                     .map_err(|error| BpfError::Attach { section, error })?;
             }
             FsPath::Tracepoint => {
-                let section = section::SYS_EXIT;
-                let prog: &mut BtfTracePoint =
-                    program(&mut self.ebpf, names::PROG_TP_SYS_EXIT, section)?;
-                prog.load(names::TP_SYS_EXIT, &self.btf)
-                    .map_err(|error| BpfError::Load { section, error })?;
-                prog.attach()
-                    .map_err(|error| BpfError::Attach { section, error })?;
+                self.enable_syscall_hooks(HOOK_FS_OPEN, "the inode-rule open check")?;
             }
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! eBPF layer: loads the embedded `agentd-ebpf` object, attaches the process tracker
-//! (`tp_btf/sched_process_exec` + `tp_btf/sched_process_exit`), keeps the per-run
-//! `RUN_CGROUPS` map and hands out the event stream.
+//! (`tp_btf/sched_process_exec` + `tp_btf/sched_process_exit`) and the one raw-syscall
+//! program (`tp_btf/sys_exit`, with the denial tracker on; the layers turn on their own
+//! per-syscall checks in it), keeps the per-run `RUN_CGROUPS` map and hands out the event
+//! stream.
 //!
 //! One loaded program set serves every run: runs are told apart by their v2 cgroup id
 //! (`watch_cgroup`), and events carry the run slot the cgroup was registered with.
@@ -22,9 +24,13 @@ mod unix;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use agentd_common::{names, EVENTS_RING_BYTES};
+use agentd_common::{
+    names,
+    syscalls::{names as syscall_names, HOOK_DENIALS},
+    EVENTS_RING_BYTES,
+};
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError},
     Ebpf, EbpfLoader,
 };
@@ -65,9 +71,8 @@ pub mod section {
     pub const SCHED_PROCESS_EXEC: &str = "tp_btf/sched_process_exec";
     /// The exit tracker.
     pub const SCHED_PROCESS_EXIT: &str = "tp_btf/sched_process_exit";
-    /// The denial tracker's syscall entry and exit programs.
-    pub const DENIALS_SYS_ENTER: &str = "tp_btf/sys_enter";
-    pub const DENIALS_SYS_EXIT: &str = "tp_btf/sys_exit";
+    /// The one raw-syscall program (denial tracker and the per-syscall checks).
+    pub const SYS_EXIT: &str = "tp_btf/sys_exit";
     /// The BPF LSM probe program.
     pub const LSM_FILE_OPEN: &str = "lsm/file_open";
     /// The cgroup-BPF probe program.
@@ -201,13 +206,17 @@ pub struct BpfRuntime {
     btf: SharedBtf,
     /// Pathname unix sockets: offsets, map fds for the raw loader, attached programs.
     unix: unix::UnixState,
+    /// `SYSCALL_HOOKS`: which checks the `sys_exit` program runs.
+    syscall_hooks: Array<MapData, u32>,
+    /// The bits last written to `syscall_hooks`.
+    hooks: u32,
     /// Owns the programs and their links; declared last so it is dropped last.
     ebpf: Ebpf,
 }
 
 impl BpfRuntime {
     /// Reads the kernel's BTF offsets, loads the object and attaches
-    /// `tp_btf/sched_process_exec` and `tp_btf/sched_process_exit`.
+    /// `tp_btf/sched_process_exec`, `tp_btf/sched_process_exit` and `tp_btf/sys_exit`.
     pub fn load() -> Result<Self, BpfError> {
         Self::load_with_ring(EVENTS_RING_BYTES)
     }
@@ -234,14 +243,9 @@ impl BpfRuntime {
                 names::TP_SCHED_PROCESS_EXIT,
             ),
             (
-                names::PROG_DENIALS_SYS_ENTER,
-                section::DENIALS_SYS_ENTER,
-                names::TP_SYS_ENTER,
-            ),
-            (
-                names::PROG_DENIALS_SYS_EXIT,
-                section::DENIALS_SYS_EXIT,
-                names::TP_SYS_EXIT,
+                syscall_names::PROG_SYS_EXIT,
+                section::SYS_EXIT,
+                syscall_names::TP_SYS_EXIT,
             ),
         ] {
             let program: &mut BtfTracePoint = program(&mut ebpf, name, section)?;
@@ -253,6 +257,16 @@ impl BpfRuntime {
                 .map_err(|error| BpfError::Attach { section, error })?;
         }
 
+        let mut syscall_hooks: Array<MapData, u32> =
+            Array::try_from(take_map(&mut ebpf, syscall_names::MAP_SYSCALL_HOOKS)?)
+                .map_err(|error| map_error("open", syscall_names::MAP_SYSCALL_HOOKS, error))?;
+        syscall_hooks.set(0, HOOK_DENIALS, 0).map_err(|error| {
+            map_error(
+                "enable the denial tracker in",
+                syscall_names::MAP_SYSCALL_HOOKS,
+                error,
+            )
+        })?;
         let run_cgroups = HashMap::try_from(take_map(&mut ebpf, names::MAP_RUN_CGROUPS)?)
             .map_err(|error| map_error("open", names::MAP_RUN_CGROUPS, error))?;
         let dropped = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_DROPPED)?)
@@ -268,8 +282,25 @@ impl BpfRuntime {
             fs_offsets,
             btf,
             unix,
+            syscall_hooks,
+            hooks: HOOK_DENIALS,
             ebpf,
         })
+    }
+
+    /// Turns on the `HOOK_*` checks in `bits` in the `sys_exit` program (see
+    /// `agentd_common::syscalls`). `what` names them in an error.
+    fn enable_syscall_hooks(&mut self, bits: u32, what: &str) -> Result<(), BpfError> {
+        let hooks = self.hooks | bits;
+        self.syscall_hooks.set(0, hooks, 0).map_err(|error| {
+            map_error(
+                format!("enable {what} (hook bits {bits:#x}) in"),
+                syscall_names::MAP_SYSCALL_HOOKS,
+                error,
+            )
+        })?;
+        self.hooks = hooks;
+        Ok(())
     }
 
     /// Reports exec/exit of processes in the v2 cgroup `cgroup_id` (the inode number of

@@ -21,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use agentd_common::fsrules::{kernel_dev, FsRuleKey};
+use agentd_common::syscalls::HOOK_UNIX_CONNECT;
 use agentd_common::unix::{
     names, UnixEvent, UnixNamedKey, UnixOffsets, UnixRule, UNIX_ACTION_DENY, UNIX_ACTION_KILL,
     UNIX_ACTION_WOULD_DENY, UNIX_FLAG_AUDIT_ONLY, UNIX_KEY_LEN, UNIX_LAYER_CGROUP, UNIX_LAYER_LSM,
@@ -30,7 +31,7 @@ use agentd_common::unix::{
 };
 use agentd_common::EventHeader;
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData};
-use aya::programs::{BtfTracePoint, Lsm};
+use aya::programs::Lsm;
 use aya::Ebpf;
 use core::mem::offset_of;
 use serde_json::{json, Value};
@@ -57,7 +58,6 @@ pub mod section {
     /// The cgroup sendmsg program.
     pub const CGROUP_SENDMSG: &str = "cgroup/sendmsg_unix";
     /// The backstop.
-    pub const SYS_EXIT: &str = "tp_btf/sys_exit (unix backstop)";
     /// LSM hooks.
     pub const LSM_STREAM_CONNECT: &str = "lsm/unix_stream_connect";
     /// See above.
@@ -589,16 +589,8 @@ impl BpfRuntime {
                     self.unix.raw.push(prog);
                     self.unix.raw.push(link);
                 }
-                let section = section::SYS_EXIT;
-                let prog: &mut BtfTracePoint =
-                    program(&mut self.ebpf, names::PROG_TP_SYS_EXIT, section)
-                        .map_err(|e| UnixError::Program(e.to_string()))?;
-                prog.load(names::TP_SYS_EXIT, &self.btf).map_err(|e| {
-                    UnixError::Program(format!("load {section}: {}", program_reason(&e)))
-                })?;
-                prog.attach().map_err(|e| {
-                    UnixError::Program(format!("attach {section}: {}", program_reason(&e)))
-                })?;
+                self.enable_syscall_hooks(HOOK_UNIX_CONNECT, "the unix-socket connect backstop")
+                    .map_err(|e| UnixError::Program(e.to_string()))?;
             }
         }
         Ok(())
