@@ -468,12 +468,33 @@ impl Builder {
             );
             return false;
         }
+        let abort_best_effort = policy
+            .net
+            .as_ref()
+            .is_some_and(|n| n.taint_abort_best_effort);
+        let at_run_end = if !enforce || probe.sock_destroy.available {
+            "at run end the run's TCP sockets are destroyed (SOCK_DESTROY) before the programs are detached, so nothing queued while tainted leaves later".to_owned()
+        } else if abort_best_effort {
+            format!(
+                "NOT guaranteed at run end (net.taint_socket_abort: best_effort): this kernel cannot destroy the run's TCP sockets ({}), so data queued while tainted can leave once the programs are detached; the taint_sockets_aborted record says so",
+                probe.sock_destroy.detail
+            )
+        } else {
+            self.refuse(
+                name::BPF,
+                format!(
+                    "fs.secret needs SOCK_DESTROY to abort a tainted run's TCP sockets at run end (else data queued while tainted leaves after it): {}; set net.taint_socket_abort: best_effort to run without it",
+                    probe.sock_destroy.detail
+                ),
+            );
+            return false;
+        };
         self.cover(
             "fs.secret taint → egress",
             name::BPF,
             if enforce {
                 let after = policy.net.as_ref().map_or(0, |n| n.after_taint.len());
-                format!("cgroup_skb/egress on the run's cgroup drops every packet once the run is tainted, on new and already-open connections, except to the {after} net.after_taint destination(s) and the run's resolver; at run end the run's TCP sockets are destroyed (SOCK_DESTROY) before the programs are detached, so nothing queued while tainted leaves later")
+                format!("cgroup_skb/egress on the run's cgroup drops every packet once the run is tainted, on new and already-open connections, except to the {after} net.after_taint destination(s) and the run's resolver; {at_run_end}")
             } else {
                 "not enforced (mode: audit): a tainted run keeps its network".to_owned()
             },

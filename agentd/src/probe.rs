@@ -54,6 +54,9 @@ pub struct Probe {
     pub landlock_abi: i32,
     pub seccomp_filter: Feature,
     pub seccomp_user_notif: Feature,
+    /// `SOCK_DESTROY` over `NETLINK_SOCK_DIAG` (`CONFIG_INET_DIAG_DESTROY`): aborting a
+    /// tainted or over-budget run's TCP sockets so queued data never leaves.
+    pub sock_destroy: Feature,
     pub cgroups: CgroupInfo,
 }
 
@@ -79,6 +82,7 @@ impl Probe {
                 SECCOMP_RET_USER_NOTIF,
                 "SECCOMP_RET_USER_NOTIF",
             )),
+            sock_destroy: Feature::from_result(crate::budgets::sockets::probe_destroy()),
             cgroups,
         }
     }

@@ -128,6 +128,14 @@ fn doctor_matches_the_kernel() {
     if let Some(want) = expect("AGENTD_EXPECT_SECCOMP_NOTIF") {
         assert_eq!(d["seccomp_user_notif"]["available"], want == "1");
     }
+    if let Some(want) = expect("AGENTD_EXPECT_SOCK_DESTROY") {
+        assert_eq!(
+            d["sock_destroy"]["available"],
+            want == "1",
+            "{}",
+            d["sock_destroy"]
+        );
+    }
     assert_eq!(d["seccomp_filter"]["available"], true);
 
     // cgroups: compare with the mount table.

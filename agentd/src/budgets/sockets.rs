@@ -128,6 +128,15 @@ fn dump(nl: &OwnedFd, family: u8, cgroup_id: u64) -> io::Result<Vec<[u8; SOCKID_
 }
 
 fn destroy(nl: &OwnedFd, family: u8, sockid: &[u8; SOCKID_LEN]) -> io::Result<()> {
+    match destroy_one(nl, family, sockid) {
+        // Gone in the meantime (it finished closing): nothing left to abort.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// One `SOCK_DESTROY` request and the kernel's answer to it.
+fn destroy_one(nl: &OwnedFd, family: u8, sockid: &[u8; SOCKID_LEN]) -> io::Result<()> {
     send(
         nl,
         &request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, family, sockid),
@@ -137,14 +146,74 @@ fn destroy(nl: &OwnedFd, family: u8, sockid: &[u8; SOCKID_LEN]) -> io::Result<()
     for (kind, payload) in messages(&buf[..n]) {
         if kind == NLMSG_ERROR {
             let e = nl_error(payload);
-            // Gone in the meantime (it finished closing): nothing left to abort.
             return match e.raw_os_error() {
-                Some(0) | Some(libc::ENOENT) => Ok(()),
+                Some(0) => Ok(()),
                 _ => Err(e),
             };
         }
     }
     Ok(())
+}
+
+/// Whether this kernel can abort a TCP socket with `SOCK_DESTROY`: makes a loopback
+/// connection of its own (127.0.0.1, an ephemeral port), destroys its client end and
+/// checks that the socket saw the abort. `Err` carries the reason.
+pub fn probe_destroy() -> Result<String, String> {
+    let what = "probe on a loopback connection";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("{what}: bind 127.0.0.1:0: {e}"))?;
+    let server = listener
+        .local_addr()
+        .map_err(|e| format!("{what}: listener address: {e}"))?;
+    let client =
+        std::net::TcpStream::connect(server).map_err(|e| format!("{what}: connect: {e}"))?;
+    let (_accepted, _) = listener
+        .accept()
+        .map_err(|e| format!("{what}: accept: {e}"))?;
+    let local = client
+        .local_addr()
+        .map_err(|e| format!("{what}: client address: {e}"))?;
+    let (std::net::SocketAddr::V4(src), std::net::SocketAddr::V4(dst)) = (local, server) else {
+        return Err(format!(
+            "{what}: not an IPv4 connection: {local} -> {server}"
+        ));
+    };
+    let nl = open().map_err(|e| format!("socket(AF_NETLINK, NETLINK_SOCK_DIAG): {e}"))?;
+    match destroy_one(&nl, libc::AF_INET as u8, &inet_sockid(src, dst)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            return Err(format!(
+                "SOCK_DESTROY: {e} (the kernel is built without CONFIG_INET_DIAG_DESTROY)"
+            ))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            return Err(format!(
+                "SOCK_DESTROY: {e} (no inet_diag/tcp_diag handler: modules not loaded?)"
+            ))
+        }
+        Err(e) => return Err(format!("SOCK_DESTROY: {e}")),
+    }
+    match client.take_error() {
+        Ok(Some(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            Ok("SOCK_DESTROY over NETLINK_SOCK_DIAG aborts TCP sockets (probed on a loopback connection)".to_owned())
+        }
+        other => Err(format!(
+            "SOCK_DESTROY was acknowledged but the probe socket was not aborted ({other:?})"
+        )),
+    }
+}
+
+/// `struct inet_diag_sockid` of the IPv4 socket `src` -> `dst` (any interface, no
+/// cookie).
+fn inet_sockid(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4) -> [u8; SOCKID_LEN] {
+    let mut id = [0u8; SOCKID_LEN];
+    id[0..2].copy_from_slice(&src.port().to_be_bytes());
+    id[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    id[4..8].copy_from_slice(&src.ip().octets());
+    id[20..24].copy_from_slice(&dst.ip().octets());
+    // idiag_if (36..40) stays 0; idiag_cookie: INET_DIAG_NOCOOKIE.
+    id[40..48].fill(0xff);
+    id
 }
 
 /// (type, payload) of each netlink message in `buf`.

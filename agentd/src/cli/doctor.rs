@@ -36,7 +36,7 @@ pub fn doctor(json: bool) -> ExitCode {
     } else {
         "not used: tracepoint fallback instead"
     };
-    let rows: [(&str, &Feature, &str); 8] = [
+    let rows: [(&str, &Feature, &str); 9] = [
         ("bpf-lsm", &p.bpf_lsm, lsm_use),
         ("tp_btf", &p.tp_btf, "exec/exit tracking per run"),
         (
@@ -64,6 +64,11 @@ pub fn doctor(json: bool) -> ExitCode {
             "baseline syscall deny list, non-native ABI kill",
         ),
         ("seccomp-notify", &p.seccomp_user_notif, "not used yet"),
+        (
+            "sock-destroy",
+            &p.sock_destroy,
+            "abort tainted/over-budget runs' TCP sockets",
+        ),
         ("cgroups", &cg, "run identity (v2) and memory/pids limits"),
     ];
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);

@@ -492,6 +492,7 @@ mod tests {
             landlock_abi: 7,
             seccomp_filter: on("x"),
             seccomp_user_notif: on("x"),
+            sock_destroy: on("x"),
             cgroups: CgroupInfo {
                 mode: "test".into(),
                 v2_mount: None,
@@ -516,6 +517,48 @@ mod tests {
         let mut b = Builder::default();
         let ports = b.net(&policy(net), &probe(cgroup_bpf), true);
         (b, ports)
+    }
+
+    /// The taint plan of an `fs.secret` policy (with `extra` net settings) on a kernel
+    /// with or without SOCK_DESTROY.
+    fn plan_taint(extra: &str, sock_destroy: bool) -> (Builder, bool) {
+        let mut p = probe(true);
+        p.sock_destroy.available = sock_destroy;
+        p.sock_destroy.detail = "SOCK_DESTROY: Operation not supported".into();
+        let policy = policy(&format!(
+            "fs:\n  secret: [{{path: /nonexistent-secret, optional: true}}]\n{extra}"
+        ));
+        let mut b = Builder::default();
+        let ok = b.taint_egress(&policy, &p, true);
+        (b, ok)
+    }
+
+    #[test]
+    fn a_secret_needs_sock_destroy_unless_the_policy_says_best_effort() {
+        let (b, ok) = plan_taint("", true);
+        assert!(ok && b.refusals.is_empty(), "{:?}", b.refusals);
+        let how = &b.coverage[0].how;
+        assert!(
+            how.contains("TCP sockets are destroyed (SOCK_DESTROY)"),
+            "{how}"
+        );
+
+        let (b, ok) = plan_taint("", false);
+        assert!(!ok);
+        assert_eq!(b.refusals.len(), 1);
+        assert_eq!(b.refusals[0].layer, name::BPF);
+        assert_eq!(
+            b.refusals[0].reason,
+            "fs.secret needs SOCK_DESTROY to abort a tainted run's TCP sockets at run end (else data queued while tainted leaves after it): SOCK_DESTROY: Operation not supported; set net.taint_socket_abort: best_effort to run without it"
+        );
+
+        let (b, ok) = plan_taint("net:\n  taint_socket_abort: best_effort\n", false);
+        assert!(ok && b.refusals.is_empty(), "{:?}", b.refusals);
+        let how = &b.coverage[0].how;
+        assert!(
+            how.contains("NOT guaranteed at run end (net.taint_socket_abort: best_effort)"),
+            "{how}"
+        );
     }
 
     const RULES: &str = "net:\n  allow: [\"127.0.0.1:80/tcp\", \"10.0.0.0/8:53/udp\", \"*.example.com:443/tcp\"]\n  bind: [\"127.0.0.1:8000/tcp\"]\n";

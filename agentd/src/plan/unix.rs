@@ -140,6 +140,7 @@ mod tests {
             landlock_abi: 7,
             seccomp_filter: feature(true),
             seccomp_user_notif: feature(true),
+            sock_destroy: feature(true),
             cgroups: CgroupInfo {
                 mode: "test".into(),
                 v2_mount: None,

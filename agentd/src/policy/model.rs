@@ -85,6 +85,10 @@ pub struct NetPolicy {
     /// `net.unix_mediation: best_effort`: run without pathname-socket mediation when
     /// the kernel cannot provide it (logged in the Plan) instead of refusing to start.
     pub unix_best_effort: bool,
+    /// `net.taint_socket_abort: best_effort`: run an `fs.secret` policy on a kernel that
+    /// cannot abort the tainted run's TCP sockets at run end (`SOCK_DESTROY`), logged in
+    /// the Plan, instead of refusing to start.
+    pub taint_abort_best_effort: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,6 +37,7 @@ const NET_KEYS: &[&str] = &[
     "after_taint",
     "unix",
     "unix_mediation",
+    "taint_socket_abort",
 ];
 const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
@@ -444,7 +445,12 @@ fn parse_net(node: &Node, opts: &LoadOptions) -> R<NetPolicy> {
         match key {
             "raw" => net.raw = boolean(value, "net.raw")?,
             "unix" => net.unix = parse_paths(value, "net.unix", opts)?,
-            "unix_mediation" => net.unix_best_effort = parse_unix_mediation(value)?,
+            "unix_mediation" => {
+                net.unix_best_effort = parse_best_effort(value, "net.unix_mediation")?
+            }
+            "taint_socket_abort" => {
+                net.taint_abort_best_effort = parse_best_effort(value, "net.taint_socket_abort")?
+            }
             "bind" => {
                 let items = list(value, "net.bind")?;
                 net.bind = items.iter().map(parse_bind_entry).collect::<R<_>>()?;
@@ -462,23 +468,21 @@ fn parse_net(node: &Node, opts: &LoadOptions) -> R<NetPolicy> {
     Ok(net)
 }
 
-/// `required` (the default) or `best_effort`.
-fn parse_unix_mediation(node: &Node) -> R<bool> {
+/// `required` (the default) or `best_effort` for the setting `key`.
+fn parse_best_effort(node: &Node, key: &str) -> R<bool> {
     match &node.data {
         YamlData::Value(Scalar::String(s)) => match s.as_ref() {
             "required" => Ok(false),
             "best_effort" => Ok(true),
             other => fail(
                 node,
-                format!(
-                    "unknown net.unix_mediation `{other}`, expected `required` or `best_effort`"
-                ),
+                format!("unknown {key} `{other}`, expected `required` or `best_effort`"),
             ),
         },
         _ => fail(
             node,
             format!(
-                "expected `required` or `best_effort` for `net.unix_mediation`, found {}",
+                "expected `required` or `best_effort` for `{key}`, found {}",
                 kind(node)
             ),
         ),
@@ -1580,6 +1584,16 @@ mod tests {
         assert_eq!((line, col), (4, 19), "{msg}");
         assert!(
             msg.contains("expected `required` or `best_effort`"),
+            "{msg}"
+        );
+        let p = parse_in(&e, "net:\n  taint_socket_abort: best_effort\n").unwrap();
+        assert!(p.net.unwrap().taint_abort_best_effort);
+        let (line, col, msg) = err("net:\n  taint_socket_abort: yes\n");
+        assert_eq!((line, col), (4, 23), "{msg}");
+        assert!(
+            msg.contains(
+                "unknown net.taint_socket_abort `yes`, expected `required` or `best_effort`"
+            ),
             "{msg}"
         );
         let (line, col, msg) = err("net:\n  unix: [/nonexistent/agentd.sock]\n");
