@@ -271,13 +271,19 @@ fn report(
         // SAFETY: `event` is a reserved record of size_of::<UnixEvent>() bytes and
         // `scratch` this CPU's map value; 8-byte copies within both.
         unsafe {
-            write_header(event, slot, cgroup_id);
-            addr_of_mut!((*event).op).write(op);
-            addr_of_mut!((*event).layer).write(UNIX_LAYER_CGROUP);
-            addr_of_mut!((*event).action).write(action);
-            addr_of_mut!((*event).reason).write(reason);
-            addr_of_mut!((*event).dev).write(0);
-            addr_of_mut!((*event).ino).write(0);
+            write_decision(
+                event,
+                slot,
+                cgroup_id,
+                Decision {
+                    op,
+                    layer: UNIX_LAYER_CGROUP,
+                    action,
+                    reason,
+                    dev: 0,
+                    ino: 0,
+                },
+            );
             let len = if len > UNIX_PATH_MAX as u32 {
                 UNIX_PATH_MAX as u32
             } else {
@@ -303,11 +309,23 @@ fn report(
     }
 }
 
+/// The fixed fields of a [`UnixEvent`] besides its header and path.
+struct Decision {
+    op: u32,
+    layer: u32,
+    action: u32,
+    reason: u32,
+    dev: u32,
+    ino: u64,
+}
+
+/// Writes the header and the decision fields of a record (the caller writes the path).
+///
 /// # Safety
 /// `event` must point to a reserved, writable [`UnixEvent`].
 #[inline(always)]
-unsafe fn write_header(event: *mut UnixEvent, slot: u32, cgroup_id: u64) {
-    // SAFETY: argument-less helpers; the write targets the caller's reserved record.
+unsafe fn write_decision(event: *mut UnixEvent, slot: u32, cgroup_id: u64, d: Decision) {
+    // SAFETY: argument-less helpers; the writes target the caller's reserved record.
     unsafe {
         let pid_tgid = bpf_get_current_pid_tgid();
         addr_of_mut!((*event).header).write(EventHeader {
@@ -318,6 +336,12 @@ unsafe fn write_header(event: *mut UnixEvent, slot: u32, cgroup_id: u64) {
             cgroup_id,
             ktime_ns: bpf_ktime_get_ns(),
         });
+        addr_of_mut!((*event).op).write(d.op);
+        addr_of_mut!((*event).layer).write(d.layer);
+        addr_of_mut!((*event).action).write(d.action);
+        addr_of_mut!((*event).reason).write(d.reason);
+        addr_of_mut!((*event).dev).write(d.dev);
+        addr_of_mut!((*event).ino).write(d.ino);
     }
 }
 
@@ -605,13 +629,19 @@ fn report_peer(
     // SAFETY: `event` is a reserved record; the string helper writes at most
     // UNIX_PATH_MAX bytes into `path` (112 bytes) and tolerates faults.
     unsafe {
-        write_header(event, slot, cgroup_id);
-        addr_of_mut!((*event).op).write(op);
-        addr_of_mut!((*event).layer).write(layer);
-        addr_of_mut!((*event).action).write(action);
-        addr_of_mut!((*event).reason).write(UNIX_REASON_NO_RULE);
-        addr_of_mut!((*event).dev).write(dev);
-        addr_of_mut!((*event).ino).write(ino);
+        write_decision(
+            event,
+            slot,
+            cgroup_id,
+            Decision {
+                op,
+                layer,
+                action,
+                reason: UNIX_REASON_NO_RULE,
+                dev,
+                ino,
+            },
+        );
         let path = addr_of_mut!((*event).path).cast::<u8>();
         path.write(0);
         let mut len = 0u32;

@@ -88,6 +88,36 @@ impl Probe {
     }
 }
 
+/// A probe where everything is available (detail "probe said so"), for Plan unit tests
+/// to switch single features off.
+#[cfg(test)]
+pub(crate) fn all_available() -> Probe {
+    let on = || Feature {
+        available: true,
+        detail: "probe said so".into(),
+    };
+    Probe {
+        kernel: "test".into(),
+        bpf_lsm: on(),
+        tp_btf: on(),
+        cgroup_bpf: on(),
+        cgroup_unix: on(),
+        landlock: on(),
+        landlock_abi: 7,
+        seccomp_filter: on(),
+        seccomp_user_notif: on(),
+        sock_destroy: on(),
+        cgroups: CgroupInfo {
+            mode: "test".into(),
+            v2_mount: None,
+            v2_controllers: vec![],
+            v1_controllers: vec![],
+            layout: None,
+            error: None,
+        },
+    }
+}
+
 fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())

@@ -474,34 +474,9 @@ mod tests {
     }
 
     fn probe(cgroup_bpf: bool) -> Probe {
-        use crate::probe::{CgroupInfo, Feature};
-        let on = |detail: &str| Feature {
-            available: true,
-            detail: detail.into(),
-        };
-        Probe {
-            kernel: "test".into(),
-            bpf_lsm: on("x"),
-            tp_btf: on("x"),
-            cgroup_bpf: Feature {
-                available: cgroup_bpf,
-                detail: "probe said so".into(),
-            },
-            cgroup_unix: on("x"),
-            landlock: on("ABI 7"),
-            landlock_abi: 7,
-            seccomp_filter: on("x"),
-            seccomp_user_notif: on("x"),
-            sock_destroy: on("x"),
-            cgroups: CgroupInfo {
-                mode: "test".into(),
-                v2_mount: None,
-                v2_controllers: vec![],
-                v1_controllers: vec![],
-                layout: None,
-                error: None,
-            },
-        }
+        let mut p = crate::probe::all_available();
+        p.cgroup_bpf.available = cgroup_bpf;
+        p
     }
 
     fn policy(net: &str) -> Policy {

@@ -120,36 +120,12 @@ impl Builder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::probe::{CgroupInfo, Feature};
-
-    fn feature(available: bool) -> Feature {
-        Feature {
-            available,
-            detail: "probe said so".into(),
-        }
-    }
 
     fn probe(lsm: bool, cgroup_unix: bool) -> Probe {
-        Probe {
-            kernel: "test".into(),
-            bpf_lsm: feature(lsm),
-            tp_btf: feature(true),
-            cgroup_bpf: feature(true),
-            cgroup_unix: feature(cgroup_unix),
-            landlock: feature(true),
-            landlock_abi: 7,
-            seccomp_filter: feature(true),
-            seccomp_user_notif: feature(true),
-            sock_destroy: feature(true),
-            cgroups: CgroupInfo {
-                mode: "test".into(),
-                v2_mount: None,
-                v2_controllers: vec![],
-                v1_controllers: vec![],
-                layout: None,
-                error: None,
-            },
-        }
+        let mut p = crate::probe::all_available();
+        p.bpf_lsm.available = lsm;
+        p.cgroup_unix.available = cgroup_unix;
+        p
     }
 
     fn policy(extra: &str) -> Policy {
