@@ -208,7 +208,7 @@ impl Builder {
             self.layer(
                 name::BPF,
                 "on",
-                "tp_btf sched_process_exec/exit tracker keyed by the run's cgroup id",
+                "tp_btf sched_process_exec/exit tracker and the tp_btf/sys_exit denial tracker (one raw-syscall program for the whole run), keyed by the run's cgroup id",
             );
         } else {
             self.refuse(
