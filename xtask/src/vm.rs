@@ -39,6 +39,7 @@ const VM_SUITE: &[&str] = &[
     "fsrules",
     "exec_integrity",
     "net_unix",
+    "syscall_hooks",
 ];
 /// Whole-VM time limit: boot (~10 s under TCG) plus the suite at 5-10x native cost.
 /// One vCPU: with two, TCG mishandled the kernel's int3-based code patching when a
