@@ -608,3 +608,19 @@ fn a_file_created_inside_a_denied_tree_during_the_run_is_stopped() {
         assert_eq!(d["decision"], "kill", "{d}");
     }
 }
+
+/// A denied file handed to the run as an open descriptor (here its stdin) cannot be
+/// re-opened through `/proc/self/fd/N`: the magic link ends at the same inode.
+#[test]
+fn a_denied_file_reopened_through_proc_self_fd_is_stopped() {
+    let f = Fixture::new("enforce");
+    let stdin = std::fs::File::open(f.ws().join(".ssh/id")).unwrap_or_else(|e| panic!("{e}"));
+    let typed = "/proc/self/fd/0";
+    let prog = testprog().display().to_string();
+    let o =
+        f.sb.run_cmd(&[&prog, "open", typed])
+            .stdin(stdin)
+            .output()
+            .unwrap_or_else(|e| panic!("run agentd: {e}"));
+    assert_denied_open(&f, &o, typed, "id");
+}
