@@ -62,6 +62,16 @@ pub const COMM_LEN: usize = 16;
 pub const FILENAME_LEN: usize = 256;
 /// Size of the `EVENTS` ring buffer in bytes (a power-of-two multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+/// The programs wake the reader only when a record makes the unread data in `EVENTS`
+/// reach this many bytes; every other record is committed without a wake-up, and the
+/// reader polls every [`EVENTS_POLL_MS`]. A wake-up is an irq_work self-interrupt on the
+/// producing CPU (under a hypervisor, an APIC write that exits to it): the kernel's
+/// default, a wake-up whenever the reader had caught up, cost a sparse producer such as
+/// a fork+exec loop ~10% (two records per exec).
+pub const EVENTS_WAKE_BYTES: u64 = 16 * 1024;
+/// How often the reader looks at `EVENTS` without a wake-up, in milliseconds: the
+/// longest a record waits to be audited while the ring is quiet.
+pub const EVENTS_POLL_MS: u64 = 10;
 /// Maximum number of cgroups watched at the same time (`RUN_CGROUPS` entries).
 pub const MAX_WATCHED_CGROUPS: u32 = 1024;
 

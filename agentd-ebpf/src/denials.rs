@@ -29,7 +29,7 @@ use aya_ebpf::helpers::{
 
 use crate::{
     kernel::read_at,
-    maps::{count_drop, watched_cgroup, EVENTS},
+    maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
 /// Reads argument register `off` of `regs`.
@@ -179,5 +179,5 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
             addr_of_mut!((*event).path).cast::<u8>().write(0);
         }
     }
-    entry.submit(0);
+    submit(entry);
 }

@@ -34,7 +34,7 @@ use aya_ebpf::{
 use crate::{
     inode_walk::walk_ancestors,
     kernel::read_at,
-    maps::{count_drop, watched_cgroup, EVENTS},
+    maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
 /// Resolved rule entries (`agentd_common::fsrules::names::MAP_FS_RULES`).
@@ -269,5 +269,5 @@ pub(crate) fn emit(
         addr_of_mut!((*event).depth).write(found.depth);
         addr_of_mut!((*event).ino).write(ino);
     }
-    entry.submit(0);
+    submit(entry);
 }

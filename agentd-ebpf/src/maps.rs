@@ -1,9 +1,10 @@
 //! Maps shared by the program families. Names match `agentd_common::names`.
 
-use agentd_common::{EVENTS_RING_BYTES, MAX_WATCHED_CGROUPS};
+use agentd_common::{EVENTS_RING_BYTES, EVENTS_WAKE_BYTES, MAX_WATCHED_CGROUPS};
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, HashMap, PerCpuArray, RingBuf},
 };
 
 /// v2 cgroup id → run slot. Written by the loader (`watch_cgroup` / `unwatch_cgroup`).
@@ -30,6 +31,21 @@ pub fn watched_cgroup() -> Option<(u64, u32)> {
     // SAFETY: the value is a plain u32, copied out immediately.
     let run_slot = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
     Some((cgroup_id, run_slot))
+}
+
+/// Commits a reserved `EVENTS` record, waking the reader only if this record made the
+/// unread data reach [`EVENTS_WAKE_BYTES`] (see there; the reader polls otherwise).
+#[inline(always)]
+pub fn submit<T: 'static>(entry: RingBufEntry<T>) {
+    // Ring records carry an 8-byte header and are 8-byte aligned.
+    let size = ((core::mem::size_of::<T>() as u64 + 8) + 7) & !7;
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let flags = if unread >= EVENTS_WAKE_BYTES && unread < EVENTS_WAKE_BYTES + size {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(flags));
 }
 
 /// Counts one record lost to a full ring buffer. Drops are never silent: userspace sums

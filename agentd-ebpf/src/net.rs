@@ -48,7 +48,7 @@ use aya_ebpf::{
 
 use crate::{
     fsrules::RUN_TAINT,
-    maps::{count_drop, watched_cgroup, EVENTS},
+    maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
 /// Run slot + IPv4 address → rules for connect/sendmsg.
@@ -597,7 +597,7 @@ fn deny(req: &Request, reason: u32, cgroup_id: u64, slot: u32, flags: u32) -> i3
                 _pad: 0,
                 addr: req.addr,
             });
-            entry.submit(0);
+            submit(entry);
         }
         None => count_drop(),
     }

@@ -29,7 +29,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{offsets, read_at},
-    maps::{count_drop, watched_cgroup, EVENTS},
+    maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
 /// Argument positions (the hidden `void *__data` is not counted).
@@ -128,7 +128,7 @@ fn on_exec(ctx: &BtfTracePointContext) {
         addr_of_mut!((*event).filename_len).write(filename_len);
         addr_of_mut!((*event).flags).write(flags);
     }
-    entry.submit(0);
+    submit(entry);
 }
 
 /// Copies `bprm->filename` into `event.filename`; returns its length without the NUL.
@@ -218,7 +218,7 @@ fn on_exit(ctx: &BtfTracePointContext) {
         exit_code,
         flags,
     });
-    entry.submit(0);
+    submit(entry);
 }
 
 /// The status `wait4` will report for this process, as `wait_task_zombie` computes it:

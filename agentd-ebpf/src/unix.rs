@@ -44,7 +44,7 @@ use crate::{
     fsrules::{fd_file, AGENTD_FS_OFFSETS},
     inode_walk::dentry_id,
     kernel::read_at,
-    maps::{count_drop, watched_cgroup, EVENTS},
+    maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
 /// Run slot + canonical path prefix → rule (`MAP_UNIX_PREFIXES`).
@@ -298,7 +298,7 @@ fn report(
                     .write_unaligned(src.add(i * 8).cast::<[u8; 8]>().read_unaligned());
             }
         }
-        entry.submit(0);
+        submit(entry);
     } else {
         count_drop();
     }
@@ -659,5 +659,5 @@ fn report_peer(
         }
         addr_of_mut!((*event).path_len).write(len);
     }
-    entry.submit(0);
+    submit(entry);
 }

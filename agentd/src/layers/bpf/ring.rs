@@ -1,7 +1,15 @@
 //! Asynchronous reader of the `EVENTS` ring buffer.
+//!
+//! The programs commit most records without waking the reader (see
+//! `agentd_common::EVENTS_WAKE_BYTES`), so the reader also looks at the ring every
+//! [`EVENTS_POLL_MS`] milliseconds.
 
+use std::time::Duration;
+
+use agentd_common::EVENTS_POLL_MS;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
+use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::events::Event;
 
@@ -12,11 +20,14 @@ use crate::events::Event;
 /// [`EventStream::malformed`], never silently skipped.
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// Ticks every [`EVENTS_POLL_MS`]: records committed without a wake-up.
+    poll: Interval,
     malformed: u64,
 }
 
 impl EventStream {
-    /// Registers the ring with the current tokio reactor; on failure hands the ring back.
+    /// Registers the ring with the current tokio reactor (which must have its timer
+    /// enabled too); on failure hands the ring back.
     pub(super) fn new(
         ring: RingBuf<MapData>,
     ) -> Result<Self, Box<(RingBuf<MapData>, std::io::Error)>> {
@@ -25,36 +36,50 @@ impl EventStream {
         // SAFETY: so the fd stays open and the same for as long as the AsyncFd lives.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|error| Box::new(error.into_parts()))?;
-        Ok(Self { ring, malformed: 0 })
+        let mut poll = tokio::time::interval(Duration::from_millis(EVENTS_POLL_MS));
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Self {
+            ring,
+            poll,
+            malformed: 0,
+        })
     }
 
     /// The next event, waiting for one if the ring is empty. `None` only if waiting on
     /// the ring buffer's file descriptor fails (logged).
     ///
-    /// Cancel-safe (usable in `tokio::select!`): the only await point is the readiness
-    /// wait; a record is taken from the ring only once it is about to be returned.
+    /// Cancel-safe (usable in `tokio::select!`): the only await point is the wait for a
+    /// wake-up or the poll tick; a record is taken from the ring only once it is about to
+    /// be returned.
     pub async fn next(&mut self) -> Option<Event> {
-        let Self { ring, malformed } = self;
+        let Self {
+            ring,
+            poll,
+            malformed,
+        } = self;
         loop {
-            let mut guard = match ring.readable_mut().await {
-                Ok(guard) => guard,
-                Err(error) => {
-                    tracing::error!(%error, map = agentd_common::names::MAP_EVENTS, "waiting for bpf events failed");
-                    return None;
-                }
-            };
-            if let Some(event) = pop(guard.get_inner_mut(), malformed) {
+            if let Some(event) = pop(ring.get_mut(), malformed) {
                 return Some(event);
             }
-            // Empty: wait for the kernel's next wake-up. Tokio only clears readiness it
-            // observed before this point, so a record committed meanwhile is not missed.
-            guard.clear_ready();
+            tokio::select! {
+                ready = ring.readable_mut() => match ready {
+                    // Readiness is cleared before the ring is read again at the top of
+                    // the loop, so a wake-up for a record committed after that read
+                    // makes the next wait return at once.
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(error) => {
+                        tracing::error!(%error, map = agentd_common::names::MAP_EVENTS, "waiting for bpf events failed");
+                        return None;
+                    }
+                },
+                _ = poll.tick() => {}
+            }
         }
     }
 
     /// Everything currently in the ring, without waiting (for the end of a run).
     pub fn drain(&mut self) -> Vec<Event> {
-        let Self { ring, malformed } = self;
+        let Self { ring, malformed, .. } = self;
         let ring = ring.get_mut();
         let mut events = Vec::new();
         while let Some(event) = pop(ring, malformed) {
