@@ -22,7 +22,7 @@ use agentd_common::{
 };
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str, bpf_send_signal,
     },
     macros::{lsm, map},
@@ -96,30 +96,52 @@ pub(crate) fn on_opened(fd: u64) {
 }
 
 /// `current->files->fdt->fd[fd]`, or `None` if any step fails.
+///
+/// `task_struct`, `files_struct` and `fdtable` are read with direct loads through BTF
+/// pointers (a few ns each, where a `bpf_probe_read_kernel` costs tens): the verifier
+/// knows the offsets as constants, since they come from the frozen, read-only `.rodata`
+/// the loader filled, and checks each load against the kernel's BTF. The `fd` array is
+/// a `struct file **`, which BTF gives no type to walk, so the entry itself is
+/// probe-read.
 #[inline(always)]
 pub(crate) fn fd_file(offs: &FsOffsets, fd: u64) -> Option<*const u8> {
-    // SAFETY: argument-less helper; returns current's task_struct address.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    // SAFETY: every read below is fault tolerant (bpf_probe_read_kernel), through
-    // offsets read from the running kernel's BTF.
-    unsafe {
-        let files = read_at::<*const u8>(task, offs.task_files).ok()?;
-        let fdt = read_at::<*const u8>(files, offs.files_fdt).ok()?;
-        // `max_fds` and `fd` both sit in the first 16 bytes of the fdtable (the loader
-        // checks it): one read for both.
-        let head = read_at::<[u32; 4]>(fdt, 0).ok()?;
-        let max_fds = head[((offs.fdtable_max_fds / 4) & 3) as usize];
-        if fd >= u64::from(max_fds) {
+    // SAFETY: argument-less helper; returns current's task_struct as a BTF pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: BTF-typed loads at offsets from the running kernel's BTF; the verifier
+    // checks each against the struct's layout, and the JIT makes them fault tolerant.
+    let (max_fds, fds) = unsafe {
+        let files = task
+            .byte_add(offs.task_files as usize)
+            .cast::<*const u8>()
+            .read_volatile();
+        if files.is_null() {
             return None;
         }
-        let at = ((offs.fdtable_fd / 4) & 2) as usize;
-        let fds = (u64::from(head[at]) | (u64::from(head[at + 1]) << 32)) as *const u8;
-        let file = read_at::<*const u8>(fds, (fd as u32).wrapping_mul(8)).ok()?;
-        if file.is_null() {
-            None
-        } else {
-            Some(file)
+        let fdt = files
+            .byte_add(offs.files_fdt as usize)
+            .cast::<*const u8>()
+            .read_volatile();
+        if fdt.is_null() {
+            return None;
         }
+        (
+            fdt.byte_add(offs.fdtable_max_fds as usize)
+                .cast::<u32>()
+                .read_volatile(),
+            fdt.byte_add(offs.fdtable_fd as usize)
+                .cast::<u64>()
+                .read_volatile() as *const u8,
+        )
+    };
+    if fd >= u64::from(max_fds) {
+        return None;
+    }
+    // SAFETY: fault-tolerant read of entry `fd` (< max_fds) of the fd array.
+    let file = unsafe { read_at::<*const u8>(fds, (fd as u32).wrapping_mul(8)) }.ok()?;
+    if file.is_null() {
+        None
+    } else {
+        Some(file)
     }
 }
 

@@ -239,15 +239,8 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
         sb_s_dev: field("super_block", "s_dev", Some(4))?,
         task_files: field("task_struct", "files", Some(PTR))?,
         files_fdt: field("files_struct", "fdt", Some(PTR))?,
-        // The fallback reads the first 16 bytes of the fdtable once and takes both.
-        fdtable_max_fds: match field("fdtable", "max_fds", Some(4))? {
-            off if off.is_multiple_of(4) && off + 4 <= 16 => off,
-            off => return Err(fdtable_member("max_fds", off)),
-        },
-        fdtable_fd: match field("fdtable", "fd", Some(PTR))? {
-            off if off.is_multiple_of(PTR) && off + PTR <= 16 => off,
-            off => return Err(fdtable_member("fd", off)),
-        },
+        fdtable_max_fds: field("fdtable", "max_fds", Some(4))?,
+        fdtable_fd: field("fdtable", "fd", Some(PTR))?,
         // tp_btf/sys_exit loads orig_ax at this compile-time offset (a direct BTF load).
         regs_orig_ax: match field("pt_regs", "orig_ax", Some(8))? {
             PT_REGS_ORIG_AX_OFFSET => PT_REGS_ORIG_AX_OFFSET,
@@ -267,14 +260,6 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
         vma_vm_end: field("vm_area_struct", "vm_end", None)?,
         valid: 1,
     })
-}
-
-fn fdtable_member(member: &str, offset: u32) -> BtfError {
-    BtfError::UnexpectedMember {
-        strukt: "fdtable".to_owned(),
-        member: member.to_owned(),
-        problem: format!("sits at offset {offset}, outside the first 16 bytes"),
-    }
 }
 
 /// The maps of an enabled inode-rule layer.

@@ -79,7 +79,9 @@ impl EventStream {
 
     /// Everything currently in the ring, without waiting (for the end of a run).
     pub fn drain(&mut self) -> Vec<Event> {
-        let Self { ring, malformed, .. } = self;
+        let Self {
+            ring, malformed, ..
+        } = self;
         let ring = ring.get_mut();
         let mut events = Vec::new();
         while let Some(event) = pop(ring, malformed) {
