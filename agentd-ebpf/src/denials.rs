@@ -28,21 +28,12 @@ use aya_ebpf::helpers::{
 };
 
 use crate::{
-    kernel::read_at,
     maps::{count_drop, submit, watched_cgroup, EVENTS},
+    syscalls::reg,
 };
 
-/// Reads argument register `off` of `regs`.
-#[inline(always)]
-fn reg(regs: *const u8, off: u32) -> u64 {
-    // SAFETY: regs is the tracepoint's `struct pt_regs *`; the offsets are the fixed
-    // x86_64 layout. read_at is fault tolerant.
-    unsafe { read_at::<u64>(regs, off) }.unwrap_or(0)
-}
-
 /// Where a watched syscall keeps (path, dirfd or none, open flags or none); `None` for
-/// every other syscall. Both programs run for every syscall of the host, so this
-/// register compare comes before any helper call or map lookup.
+/// every other syscall.
 #[inline(always)]
 fn path_syscall_regs(id: u32) -> Option<(u32, u32, u32)> {
     match id {

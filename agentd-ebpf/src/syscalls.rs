@@ -102,7 +102,7 @@ pub fn sys_exit_dispatch(ctx: BtfTracePointContext) -> i32 {
 
 /// Saved user register at byte offset `off` of `regs` (0 if unreadable).
 #[inline(always)]
-fn reg(regs: *const u8, off: u32) -> u64 {
+pub(crate) fn reg(regs: *const u8, off: u32) -> u64 {
     // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; read_at is fault tolerant.
     unsafe { read_at::<u64>(regs, off) }.unwrap_or(0)
 }
