@@ -53,6 +53,19 @@ pub mod names {
     pub const LSM_HOOK_FILE_MPROTECT: &str = "file_mprotect";
     /// See [`PROG_TP_EXEC_CHECK`].
     pub const TP_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+    /// BPF LSM programs denying path operations on `fs.deny` inodes (see
+    /// [`super::FS_OP_UNLINK`] and the following), with their hooks: (program, hook).
+    pub const LSM_FS_OPS: [(&str, &str); 9] = [
+        ("fs_lsm_inode_unlink", "inode_unlink"),
+        ("fs_lsm_inode_rmdir", "inode_rmdir"),
+        ("fs_lsm_inode_rename", "inode_rename"),
+        ("fs_lsm_inode_link", "inode_link"),
+        ("fs_lsm_inode_setattr", "inode_setattr"),
+        ("fs_lsm_inode_create", "inode_create"),
+        ("fs_lsm_inode_mkdir", "inode_mkdir"),
+        ("fs_lsm_inode_mknod", "inode_mknod"),
+        ("fs_lsm_inode_symlink", "inode_symlink"),
+    ];
     /// `.rodata` global holding an [`super::FsOffsets`].
     pub const GLOBAL_FS_OFFSETS: &str = "AGENTD_FS_OFFSETS";
 }
@@ -113,6 +126,27 @@ pub const FS_ACTION_KILL: u32 = 2;
 pub const FS_ACTION_TAINT: u32 = 3;
 /// [`FsEvent::action`]: a deny rule matched in audit mode; nothing was done.
 pub const FS_ACTION_WOULD_DENY: u32 = 4;
+
+/// [`FsEvent::op`]: the file was opened (and exec-integrity events, whose `rule_kind`
+/// says what happened).
+pub const FS_OP_OPEN: u32 = 0;
+/// [`FsEvent::op`]: unlink of a denied file (BPF LSM only).
+pub const FS_OP_UNLINK: u32 = 1;
+/// [`FsEvent::op`]: rmdir of a denied directory.
+pub const FS_OP_RMDIR: u32 = 2;
+/// [`FsEvent::op`]: rename of a denied file, or into a denied directory.
+pub const FS_OP_RENAME: u32 = 3;
+/// [`FsEvent::op`]: a hard link to a denied file, or made inside a denied directory.
+pub const FS_OP_LINK: u32 = 4;
+/// [`FsEvent::op`]: attribute change (truncate, chmod, chown, utimes) of a denied file.
+pub const FS_OP_SETATTR: u32 = 5;
+/// [`FsEvent::op`]: a new file, directory, device node or symlink inside a denied
+/// directory.
+pub const FS_OP_CREATE: u32 = 6;
+
+/// [`FsEvent::flags`] bit: the record is about a new entry (being created, linked or
+/// renamed into a denied directory): `dev`/`ino` are its directory's, `name` its own.
+pub const FS_EVENT_FLAG_NEW_ENTRY: u32 = 1 << 0;
 
 /// [`crate::EventHeader::kind`] of an [`FsEvent`].
 pub const EVENT_KIND_FS: u32 = 5;
@@ -184,6 +218,10 @@ pub struct FsEvent {
     pub depth: u32,
     /// Inode number of the opened file.
     pub ino: u64,
+    /// `FS_OP_*`: what the process tried.
+    pub op: u32,
+    /// `FS_EVENT_FLAG_*` bits.
+    pub flags: u32,
     /// The opened file's own name (`d_name`), NUL-terminated, possibly cut.
     pub name: [u8; FS_NAME_LEN],
 }
@@ -276,7 +314,7 @@ pub const FS_RULE_VALUE_SIZE: usize = 16;
 /// Size of [`TaintState`].
 pub const TAINT_STATE_SIZE: usize = 16;
 /// Size of [`FsEvent`].
-pub const FS_EVENT_SIZE: usize = 64 + FS_NAME_LEN;
+pub const FS_EVENT_SIZE: usize = 72 + FS_NAME_LEN;
 /// Size of [`FsOffsets`].
 pub const FS_OFFSETS_SIZE: usize = 80;
 
@@ -305,7 +343,9 @@ const _: () = {
     assert!(offset_of!(FsEvent, dev) == 48);
     assert!(offset_of!(FsEvent, depth) == 52);
     assert!(offset_of!(FsEvent, ino) == 56);
-    assert!(offset_of!(FsEvent, name) == 64);
+    assert!(offset_of!(FsEvent, op) == 64);
+    assert!(offset_of!(FsEvent, flags) == 68);
+    assert!(offset_of!(FsEvent, name) == 72);
     assert!(FS_EVENT_SIZE.is_multiple_of(8));
     assert!(size_of::<FsOffsets>() == FS_OFFSETS_SIZE);
     assert!(align_of::<FsOffsets>() == 4);
@@ -354,9 +394,10 @@ mod tests {
 
     #[test]
     fn fs_event_layout() {
-        assert_eq!(size_of::<FsEvent>(), 128);
+        assert_eq!(size_of::<FsEvent>(), 136);
         assert_eq!(offset_of!(FsEvent, ino), 56);
-        assert_eq!(offset_of!(FsEvent, name), 64);
+        assert_eq!(offset_of!(FsEvent, op), 64);
+        assert_eq!(offset_of!(FsEvent, name), 72);
         assert_eq!(
             offset_of!(FsEvent, name) + FS_NAME_LEN,
             size_of::<FsEvent>()

@@ -25,7 +25,8 @@ use core::ffi::c_void;
 use agentd_common::fsrules::{
     FsRuleKey, FsRuleValue, EXEC_RULE_ALLOW, EXEC_RULE_LIBRARY, FS_ACTION_DENY, FS_ACTION_KILL,
     FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE, FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE,
-    FS_LAYER_LSM, FS_LAYER_TRACEPOINT, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES, MPROTECT_MAX_VMAS,
+    FS_LAYER_LSM, FS_LAYER_TRACEPOINT, FS_OP_OPEN, FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES,
+    MPROTECT_MAX_VMAS,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_send_signal},
@@ -292,7 +293,7 @@ fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
         depth: 0,
     };
     emit(
-        &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino,
+        &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino, FS_OP_OPEN, 0,
     );
     if audit_only {
         Verdict::Allow

@@ -16,7 +16,8 @@ use agentd_common::{
     fsrules::{
         FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
         FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
-        FS_NAME_LEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
+        FS_NAME_LEN, FS_OP_OPEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET,
+        MAX_FS_RULES,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -202,7 +203,7 @@ fn check_file(
             FS_ACTION_KILL
         };
         emit(
-            offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino,
+            offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino, FS_OP_OPEN, 0,
         );
         return if audit_only {
             Verdict::Allow
@@ -222,6 +223,8 @@ fn check_file(
             found,
             dev,
             ino,
+            FS_OP_OPEN,
+            0,
         );
     }
     Verdict::Allow
@@ -258,6 +261,8 @@ pub(crate) fn emit(
     found: Found,
     dev: u32,
     ino: u64,
+    op: u32,
+    flags: u32,
 ) {
     let Some(mut entry) = EVENTS.reserve::<FsEvent>(0) else {
         count_drop();
@@ -290,6 +295,8 @@ pub(crate) fn emit(
         addr_of_mut!((*event).dev).write(dev);
         addr_of_mut!((*event).depth).write(found.depth);
         addr_of_mut!((*event).ino).write(ino);
+        addr_of_mut!((*event).op).write(op);
+        addr_of_mut!((*event).flags).write(flags);
     }
     submit(entry);
 }

@@ -32,6 +32,7 @@
 mod budget;
 mod denials;
 mod exec_integrity;
+mod fs_ops;
 mod fsrules;
 mod inode_walk;
 mod kernel;

@@ -106,6 +106,10 @@ pub enum Event {
         ino: u64,
         /// Dentries between the opened file and the matching rule entry.
         depth: u32,
+        /// `FS_OP_*`: what the process tried (open, or a path operation on the LSM path).
+        op: u32,
+        /// `FS_EVENT_FLAG_*` bits.
+        flags: u32,
         /// The opened file's own name (`d_name`), lossily UTF-8.
         name: String,
     },
@@ -294,6 +298,8 @@ fn decode_fs(record: &[u8]) -> Result<Event, DecodeError> {
         dev: read_u32(record, offset_of!(FsEvent, dev))?,
         ino: read_u64(record, offset_of!(FsEvent, ino))?,
         depth: read_u32(record, offset_of!(FsEvent, depth))?,
+        op: read_u32(record, offset_of!(FsEvent, op))?,
+        flags: read_u32(record, offset_of!(FsEvent, flags))?,
         name: c_string(bytes(record, offset_of!(FsEvent, name), FS_NAME_LEN)?),
     })
 }

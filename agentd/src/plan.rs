@@ -423,11 +423,11 @@ impl Builder {
         let layer = path.layer();
         let (deny_how, detail) = match path {
             FsPath::Lsm => (
-                "lsm/file_open: open denied with EACCES; truncate(2), unlink, rename and link of a denied file are not checked yet (no lsm/path_* programs)",
-                "BPF LSM lsm/file_open: inode rules deny cleanly with EACCES",
+                "lsm/file_open: open denied with EACCES; lsm/inode_*: unlink, rmdir, rename out of or into, hard links to or inside, truncate/chmod/chown/utimes of, and new entries inside a denied tree, denied with EACCES",
+                "BPF LSM lsm/file_open and lsm/inode_* (path operations): inode rules deny cleanly with EACCES",
             ),
             FsPath::Tracepoint => (
-                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137); truncate(2), unlink, rename and link of a denied file are not covered (they open no file, and landlock cannot deny inside an allowed tree)",
+                "tp_btf/sys_exit: a successful open kills the process with SIGKILL (agentd exits 137); NOT covered: truncate(2), chmod/chown, unlink, rmdir, rename and link of a denied file, and mkdir/symlink inside a denied tree (they open no file, and landlock cannot deny inside an allowed tree); a file created inside one is killed on its open",
                 "BPF LSM unavailable: tp_btf/sys_exit fallback kills on a denied open",
             ),
         };

@@ -11,7 +11,8 @@ use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath};
 use crate::policy::{Mode, Policy};
 use agentd_common::fsrules::{
     FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE,
-    FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE, FS_LAYER_LSM, FS_RULE_DENY,
+    FS_EVENT_FLAG_NEW_ENTRY, FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE, FS_LAYER_LSM,
+    FS_OP_CREATE, FS_OP_LINK, FS_OP_RENAME, FS_OP_RMDIR, FS_OP_SETATTR, FS_OP_UNLINK, FS_RULE_DENY,
 };
 
 /// Run slot of the single run an agentd process supervises.
@@ -135,6 +136,8 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         ino,
         depth,
         name,
+        op,
+        flags,
         ..
     } = ev
     else {
@@ -152,8 +155,12 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         ("fs.secret", &policy.fs.secret)
     };
     let rule = rules.get(*rule_index as usize);
+    let op_name = fs_op_name(*op);
+    let new_entry = flags & FS_EVENT_FLAG_NEW_ENTRY != 0;
     let path = rule
         .and_then(|r| fs::locate(r, *depth, *dev, *ino))
+        // A new entry's record carries its directory's inode and its own name.
+        .map(|p| if new_entry { p.join(name) } else { p })
         .map(|p| p.display().to_string());
     let rule_text = rule
         .map(|r| format!("{section} {}", r.written))
@@ -164,7 +171,7 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         FsPath::Tracepoint.layer()
     };
     let mut detail = json!({
-        "op": "open",
+        "op": op_name,
         "pid": tgid,
         "tid": pid,
         "path": path,
@@ -205,6 +212,19 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         decision,
         detail,
     })
+}
+
+/// The audit name of an `FS_OP_*`.
+fn fs_op_name(op: u32) -> &'static str {
+    match op {
+        FS_OP_UNLINK => "unlink",
+        FS_OP_RMDIR => "rmdir",
+        FS_OP_RENAME => "rename",
+        FS_OP_LINK => "link",
+        FS_OP_SETATTR => "setattr",
+        FS_OP_CREATE => "create",
+        _ => "open",
+    }
 }
 
 /// The audit record of an exec-integrity decision. No rule matched, so the path comes

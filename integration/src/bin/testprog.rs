@@ -6,6 +6,8 @@
 mod budget;
 #[path = "testprog/floor.rs"]
 mod floor;
+#[path = "testprog/fsops.rs"]
+mod fsops;
 #[path = "testprog/net.rs"]
 mod net;
 #[path = "testprog/unix.rs"]
@@ -431,6 +433,7 @@ fn main() {
         cmd if unix::COMMANDS.contains(&cmd) => unix::run(&args),
         other if budget::COMMANDS.contains(&other) => budget::run(other, &args),
         "empty-sys-exit" => floor::run(&args),
+        "fsops" => fsops::run(&args),
         other => {
             eprintln!("usage: agentd-testprog open|write|fork-open|exec-args|fexecve-memfd|open-loop|spawn-loop|send-around-secret|connect-after-secret|exec|syscall|int80|exit|kill-self|sleep|cgroup|status|connect|udp-send|udp-connect|bind|socket|double-fork-connect|… (got {other:?})");
             2

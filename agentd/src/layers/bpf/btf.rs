@@ -430,6 +430,23 @@ impl<'a> KernelBtf<'a> {
         })
     }
 
+    /// Parameter types of kernel function `name`, or `None` if BTF has no such function.
+    pub fn func_args(&self, name: &str) -> Result<Option<Vec<String>>, BtfError> {
+        let Some(id) = self.find(KIND_FUNC, name)? else {
+            return Ok(None);
+        };
+        let proto = *self.get(self.get(id)?.size_or_type)?;
+        if proto.kind() != KIND_FUNC_PROTO {
+            return Err(malformed(format!("{name} has no prototype")));
+        }
+        let mut args = Vec::with_capacity(proto.vlen());
+        for i in 0..proto.vlen() {
+            let ty = u32_at(self.types_sec, proto.extra + i * 8 + 4)?;
+            args.push(self.type_name(ty)?);
+        }
+        Ok(Some(args))
+    }
+
     /// Argument types of tracepoint `name`, from its `btf_trace_<name>` typedef (a pointer
     /// to `void (void *__data, args...)`), without the leading `void *__data` that BTF
     /// programs do not see.

@@ -30,6 +30,8 @@ use crate::policy::{FsPolicy, PathRule};
 pub mod section {
     /// The BPF LSM program.
     pub const LSM_FILE_OPEN: &str = "lsm/file_open";
+    /// The path-operation LSM programs (unlink, rename, link, setattr, create, ...).
+    pub const LSM_FS_OPS: &str = "lsm/inode_* (fs.deny path operations)";
     /// The tainted-run packet dropper.
     pub const TAINT_EGRESS: &str = "cgroup_skb/egress";
 }
@@ -262,6 +264,44 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
     })
 }
 
+/// Where `agentd-ebpf/src/fs_ops.rs` reads a `struct dentry *` in each path-operation
+/// hook, and how many arguments the hook has (the earlier LSM's verdict comes after
+/// them): (hook, argument count, dentry positions).
+const FS_OPS_PROTOTYPES: [(&str, usize, &[usize]); 9] = [
+    ("inode_unlink", 2, &[1]),
+    ("inode_rmdir", 2, &[1]),
+    ("inode_rename", 4, &[1, 3]),
+    ("inode_link", 3, &[0, 2]),
+    ("inode_setattr", 3, &[1]),
+    ("inode_create", 3, &[1]),
+    ("inode_mkdir", 3, &[1]),
+    ("inode_mknod", 4, &[1]),
+    ("inode_symlink", 3, &[1]),
+];
+
+/// Checks the BPF LSM path-operation hooks against [`FS_OPS_PROTOTYPES`], so a kernel
+/// whose hooks take other arguments is refused by name instead of misread.
+pub fn fs_ops_prototypes(btf: &KernelBtf<'_>) -> Result<(), String> {
+    for (hook, count, dentries) in FS_OPS_PROTOTYPES {
+        let func = format!("bpf_lsm_{hook}");
+        let args = btf
+            .func_args(&func)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("kernel BTF has no {func} (BPF LSM hook {hook})"))?;
+        let ok = args.len() == count
+            && dentries
+                .iter()
+                .all(|&i| args.get(i).map(String::as_str) == Some("struct dentry *"));
+        if !ok {
+            return Err(format!(
+                "LSM hook {hook} takes ({}); agentd reads a struct dentry * at argument(s) {dentries:?} of {count}",
+                args.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The maps of an enabled inode-rule layer.
 pub struct FsMaps {
     rules: HashMap<MapData, FsRuleKey, FsRuleValue>,
@@ -310,12 +350,21 @@ impl BpfRuntime {
         }
         match path {
             FsPath::Lsm => {
+                super::fs_ops_prototypes().map_err(|e| BpfError::Btf(BtfError::Malformed(e)))?;
                 let section = section::LSM_FILE_OPEN;
                 let prog: &mut Lsm = program(&mut self.ebpf, names::PROG_LSM_FILE_OPEN, section)?;
                 prog.load(names::LSM_HOOK_FILE_OPEN, &self.btf)
                     .map_err(|error| BpfError::Load { section, error })?;
                 prog.attach()
                     .map_err(|error| BpfError::Attach { section, error })?;
+                for (name, hook) in names::LSM_FS_OPS {
+                    let section = section::LSM_FS_OPS;
+                    let prog: &mut Lsm = program(&mut self.ebpf, name, section)?;
+                    prog.load(hook, &self.btf)
+                        .map_err(|error| BpfError::Load { section, error })?;
+                    prog.attach()
+                        .map_err(|error| BpfError::Attach { section, error })?;
+                }
             }
             FsPath::Tracepoint => {
                 self.enable_syscall_hooks(HOOK_FS_OPEN, "the inode-rule open check")?;
@@ -477,6 +526,8 @@ mod decode_tests {
             dev: 254 << 20,
             depth: 1,
             ino: 99,
+            op: agentd_common::fsrules::FS_OP_RENAME,
+            flags: agentd_common::fsrules::FS_EVENT_FLAG_NEW_ENTRY,
             name,
         };
         // SAFETY: FsEvent is repr(C) with no implicit padding (const asserts in
@@ -495,6 +546,8 @@ mod decode_tests {
             dev,
             ino,
             depth,
+            op,
+            flags,
             name,
             ..
         } = Event::from_record(bytes).unwrap()
@@ -503,6 +556,13 @@ mod decode_tests {
         };
         assert_eq!((tgid, pid, rule_index, action), (10, 11, 2, FS_ACTION_KILL));
         assert_eq!((dev, ino, depth), (254 << 20, 99, 1));
+        assert_eq!(
+            (op, flags),
+            (
+                agentd_common::fsrules::FS_OP_RENAME,
+                agentd_common::fsrules::FS_EVENT_FLAG_NEW_ENTRY
+            )
+        );
         assert_eq!(name, "id");
         assert!(Event::from_record(&bytes[..100]).is_err(), "short record");
     }

@@ -377,6 +377,8 @@ struct PreparedBtf {
     fs_global: agentd_common::fsrules::FsOffsets,
     unix_offsets: Result<agentd_common::unix::UnixOffsets, String>,
     unix_global: agentd_common::unix::UnixOffsets,
+    /// Whether the BPF LSM path-operation hooks have the prototypes `fs_ops` reads.
+    fs_ops_prototypes: Result<(), String>,
 }
 
 static PREPARED_BTF: OnceLock<PreparedBtf> = OnceLock::new();
@@ -415,6 +417,7 @@ fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
     let unix_global = unix_offsets
         .clone()
         .unwrap_or(agentd_common::unix::UnixOffsets::UNSET);
+    let fs_ops_prototypes = fsrules::fs_ops_prototypes(&kernel_btf);
     let btf = aya::Btf::parse(&raw, aya::Endianness::default())
         .map_err(|error| BpfError::AyaBtf { error })?;
     // A concurrent first call may have won the race; both parsed the same file.
@@ -425,7 +428,16 @@ fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
         fs_global,
         unix_offsets,
         unix_global,
+        fs_ops_prototypes,
     }))
+}
+
+/// [`fsrules::fs_ops_prototypes`] of this kernel, checked once per process.
+fn fs_ops_prototypes() -> Result<(), String> {
+    prepared_btf()
+        .map_err(|e| e.to_string())?
+        .fs_ops_prototypes
+        .clone()
 }
 
 /// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes

@@ -493,3 +493,22 @@ fn object_was_built_with_this_kernel_offsets_layout() {
         size_of::<KernelOffsets>()
     );
 }
+
+/// The path-operation LSM hooks of this kernel take the arguments `fs_ops.rs` reads
+/// (the functions exist wherever the kernel is built with BPF LSM, loadable or not).
+#[test]
+fn fs_ops_hook_prototypes_match_this_kernel() {
+    let raw = match btf::read_vmlinux() {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("SKIP: fs_ops_hook_prototypes_match_this_kernel: {e}");
+            return;
+        }
+    };
+    let kernel = btf::KernelBtf::parse(&raw).unwrap();
+    if kernel.func_args("bpf_lsm_file_open").unwrap().is_none() {
+        eprintln!("SKIP: fs_ops_hook_prototypes_match_this_kernel: kernel built without BPF LSM");
+        return;
+    }
+    fsrules::fs_ops_prototypes(&kernel).unwrap();
+}
