@@ -148,6 +148,12 @@ pub const FS_OP_CREATE: u32 = 6;
 /// renamed into a denied directory): `dev`/`ino` are its directory's, `name` its own.
 pub const FS_EVENT_FLAG_NEW_ENTRY: u32 = 1 << 0;
 
+/// [`FsEvent::flags`] bit: [`FsEvent::path`] holds the path `bpf_d_path` resolved.
+pub const FS_EVENT_FLAG_KERNEL_PATH: u32 = 1 << 1;
+/// Bytes of [`FsEvent::path`], NUL included (`bpf_d_path` fails on longer paths; the
+/// record then falls back to the userspace lookup).
+pub const FS_PATH_LEN: usize = 256;
+
 /// [`crate::EventHeader::kind`] of an [`FsEvent`].
 pub const EVENT_KIND_FS: u32 = 5;
 
@@ -224,6 +230,9 @@ pub struct FsEvent {
     pub flags: u32,
     /// The opened file's own name (`d_name`), NUL-terminated, possibly cut.
     pub name: [u8; FS_NAME_LEN],
+    /// With [`FS_EVENT_FLAG_KERNEL_PATH`]: the path the process opened, as `bpf_d_path`
+    /// resolved it (BPF LSM `file_open`), NUL-terminated.
+    pub path: [u8; FS_PATH_LEN],
 }
 
 /// Member offsets the inode-rule programs read, from the running kernel's BTF.
@@ -314,7 +323,7 @@ pub const FS_RULE_VALUE_SIZE: usize = 16;
 /// Size of [`TaintState`].
 pub const TAINT_STATE_SIZE: usize = 16;
 /// Size of [`FsEvent`].
-pub const FS_EVENT_SIZE: usize = 72 + FS_NAME_LEN;
+pub const FS_EVENT_SIZE: usize = 72 + FS_NAME_LEN + FS_PATH_LEN;
 /// Size of [`FsOffsets`].
 pub const FS_OFFSETS_SIZE: usize = 80;
 
@@ -346,6 +355,7 @@ const _: () = {
     assert!(offset_of!(FsEvent, op) == 64);
     assert!(offset_of!(FsEvent, flags) == 68);
     assert!(offset_of!(FsEvent, name) == 72);
+    assert!(offset_of!(FsEvent, path) == 72 + FS_NAME_LEN);
     assert!(FS_EVENT_SIZE.is_multiple_of(8));
     assert!(size_of::<FsOffsets>() == FS_OFFSETS_SIZE);
     assert!(align_of::<FsOffsets>() == 4);
@@ -394,12 +404,13 @@ mod tests {
 
     #[test]
     fn fs_event_layout() {
-        assert_eq!(size_of::<FsEvent>(), 136);
+        assert_eq!(size_of::<FsEvent>(), 392);
         assert_eq!(offset_of!(FsEvent, ino), 56);
         assert_eq!(offset_of!(FsEvent, op), 64);
         assert_eq!(offset_of!(FsEvent, name), 72);
+        assert_eq!(offset_of!(FsEvent, path), 136);
         assert_eq!(
-            offset_of!(FsEvent, name) + FS_NAME_LEN,
+            offset_of!(FsEvent, path) + FS_PATH_LEN,
             size_of::<FsEvent>()
         );
     }

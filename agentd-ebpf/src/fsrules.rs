@@ -15,15 +15,16 @@ use core::ptr::addr_of_mut;
 use agentd_common::{
     fsrules::{
         FsEvent, FsOffsets, FsRuleKey, FsRuleValue, TaintState, EVENT_KIND_FS, FS_ACTION_DENY,
-        FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_LAYER_LSM, FS_LAYER_TRACEPOINT,
-        FS_NAME_LEN, FS_OP_OPEN, FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET,
-        MAX_FS_RULES,
+        FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_FLAG_KERNEL_PATH,
+        FS_LAYER_LSM, FS_LAYER_TRACEPOINT, FS_NAME_LEN, FS_OP_OPEN, FS_PATH_LEN, FS_RULE_DENY,
+        FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
 use aya_ebpf::{
+    bindings::path,
     helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_d_path, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str, bpf_send_signal,
     },
     macros::{lsm, map},
@@ -68,7 +69,7 @@ pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let file: *const u8 = ctx.arg(0);
-    match check_file(&offs, file, run, FS_LAYER_LSM) {
+    match check_file::<true>(&offs, file, run, FS_LAYER_LSM) {
         Verdict::Deny => -EACCES,
         Verdict::Allow => 0,
     }
@@ -89,7 +90,7 @@ pub(crate) fn on_opened(fd: u64) {
     let Some(file) = fd_file(&offs, fd) else {
         return;
     };
-    if let Verdict::Deny = check_file(&offs, file, run, FS_LAYER_TRACEPOINT) {
+    if let Verdict::Deny = check_file::<false>(&offs, file, run, FS_LAYER_TRACEPOINT) {
         // SAFETY: argument-less apart from the signal number; signals the current
         // process (thread group), which is what we want to stop.
         unsafe { bpf_send_signal(SIGKILL) };
@@ -159,9 +160,11 @@ pub(crate) struct Found {
 }
 
 /// Matches `file` against the rules of the run `(cgroup_id, run_slot)`, records the
-/// decision and applies taint.
+/// decision and applies taint. `LSM`: `file` is the hook's trusted BTF pointer, so the
+/// record also gets the path `bpf_d_path` resolves (a compile-time switch: the helper
+/// is refused in the tracepoint programs, so it must not even appear there).
 #[inline(always)]
-fn check_file(
+fn check_file<const LSM: bool>(
     offs: &FsOffsets,
     file: *const u8,
     (cgroup_id, run_slot): (u64, u32),
@@ -202,8 +205,8 @@ fn check_file(
         } else {
             FS_ACTION_KILL
         };
-        emit(
-            offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino, FS_OP_OPEN, 0,
+        emit_with::<LSM>(
+            offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino, FS_OP_OPEN, 0, file,
         );
         return if audit_only {
             Verdict::Allow
@@ -213,7 +216,7 @@ fn check_file(
     }
     if let Some(found) = secret {
         taint(cgroup_id, found.value.rule_index);
-        emit(
+        emit_with::<LSM>(
             offs,
             dentry,
             cgroup_id,
@@ -225,6 +228,7 @@ fn check_file(
             ino,
             FS_OP_OPEN,
             0,
+            file,
         );
     }
     Verdict::Allow
@@ -249,6 +253,8 @@ fn taint(cgroup_id: u64, rule_index: u32) {
     let _ = RUN_TAINT.insert(cgroup_id, state, 0);
 }
 
+/// Records an inode-rule decision about `dentry` (its name; the path is left to the
+/// userspace lookup).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn emit(
@@ -264,6 +270,40 @@ pub(crate) fn emit(
     op: u32,
     flags: u32,
 ) {
+    emit_with::<false>(
+        offs,
+        dentry,
+        cgroup_id,
+        run_slot,
+        layer,
+        action,
+        found,
+        dev,
+        ino,
+        op,
+        flags,
+        core::ptr::null(),
+    );
+}
+
+/// [`emit`]; with `D_PATH`, `file` is a trusted BTF `struct file *` (an LSM hook's
+/// argument) and the record also carries `bpf_d_path(&file->f_path)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit_with<const D_PATH: bool>(
+    offs: &FsOffsets,
+    dentry: *const u8,
+    cgroup_id: u64,
+    run_slot: u32,
+    layer: u32,
+    action: u32,
+    found: Found,
+    dev: u32,
+    ino: u64,
+    op: u32,
+    mut flags: u32,
+    file: *const u8,
+) {
     let Some(mut entry) = EVENTS.reserve::<FsEvent>(0) else {
         count_drop();
         return;
@@ -273,7 +313,8 @@ pub(crate) fn emit(
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     // `event` is a reserved, writable record of size_of::<FsEvent>() bytes.
     // SAFETY: writes go through raw pointers; the string helper writes at most
-    // FS_NAME_LEN bytes, NUL-terminated, and tolerates faults.
+    // FS_NAME_LEN bytes, NUL-terminated, and tolerates faults; bpf_d_path writes at most
+    // FS_PATH_LEN bytes into `path`.
     unsafe {
         let name = addr_of_mut!((*event).name).cast::<u8>();
         name.write(0);
@@ -296,6 +337,16 @@ pub(crate) fn emit(
         addr_of_mut!((*event).depth).write(found.depth);
         addr_of_mut!((*event).ino).write(ino);
         addr_of_mut!((*event).op).write(op);
+        let path = addr_of_mut!((*event).path).cast::<u8>();
+        path.write(0);
+        if D_PATH {
+            // `&file->f_path`, at a constant offset from a trusted pointer: what the
+            // helper's BTF-typed argument accepts.
+            let f_path = file.byte_add(offs.file_f_path as usize) as *mut path;
+            if bpf_d_path(f_path, path.cast(), FS_PATH_LEN as u32) > 0 {
+                flags |= FS_EVENT_FLAG_KERNEL_PATH;
+            }
+        }
         addr_of_mut!((*event).flags).write(flags);
     }
     submit(entry);

@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use agentd_common::fsrules::{FsEvent, EVENT_KIND_FS, FS_NAME_LEN};
+use agentd_common::fsrules::{
+    FsEvent, EVENT_KIND_FS, FS_EVENT_FLAG_KERNEL_PATH, FS_NAME_LEN, FS_PATH_LEN,
+};
 use agentd_common::{
     EventHeader, ExecEvent, ExitEvent, COMM_LEN, EVENT_KIND_EXEC, EVENT_KIND_EXIT,
     EXEC_FLAG_FILENAME_TRUNCATED, FILENAME_LEN,
@@ -110,6 +112,9 @@ pub enum Event {
         op: u32,
         /// `FS_EVENT_FLAG_*` bits.
         flags: u32,
+        /// The path the process opened, as the kernel resolved it (`bpf_d_path`, BPF
+        /// LSM `file_open` only).
+        kernel_path: Option<String>,
         /// The opened file's own name (`d_name`), lossily UTF-8.
         name: String,
     },
@@ -300,6 +305,17 @@ fn decode_fs(record: &[u8]) -> Result<Event, DecodeError> {
         depth: read_u32(record, offset_of!(FsEvent, depth))?,
         op: read_u32(record, offset_of!(FsEvent, op))?,
         flags: read_u32(record, offset_of!(FsEvent, flags))?,
+        kernel_path: if read_u32(record, offset_of!(FsEvent, flags))? & FS_EVENT_FLAG_KERNEL_PATH
+            != 0
+        {
+            Some(c_string(bytes(
+                record,
+                offset_of!(FsEvent, path),
+                FS_PATH_LEN,
+            )?))
+        } else {
+            None
+        },
         name: c_string(bytes(record, offset_of!(FsEvent, name), FS_NAME_LEN)?),
     })
 }

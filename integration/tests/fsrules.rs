@@ -77,15 +77,23 @@ fn inode_denials(recs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 
 /// Asserts that opening `typed` (which resolves to the denied `.ssh/id`) was stopped
 /// the way the path in use stops it, and audited with the resolved path and the name of
-/// the dentry that was opened.
+/// the dentry that was opened. The path is the kernel's (`bpf_d_path`) on the LSM path:
+/// the name opened, `.ssh/id` or a hard link's (`opened`, relative to the workspace);
+/// on the fallback the inode located under the rule, always `.ssh/id`.
 #[track_caller]
-fn assert_denied_open(f: &Fixture, o: &Output, typed: &str, dentry_name: &str) {
+fn assert_denied_open_as(f: &Fixture, o: &Output, typed: &str, dentry_name: &str, opened: &str) {
     let real = s(&f.ws().join(".ssh/id"));
     let recs = f.sb.audit();
     let denied = inode_denials(&recs);
     assert_eq!(denied.len(), 1, "one denial expected: {recs:#?}");
     let d = denied[0];
-    assert_eq!(d["path"], real.as_str(), "{d}");
+    if lsm_path() {
+        assert_eq!(d["path"], s(&f.ws().join(opened)).as_str(), "{d}");
+        assert_eq!(d["path_source"], "bpf_d_path", "{d}");
+    } else {
+        assert_eq!(d["path"], real.as_str(), "{d}");
+        assert_eq!(d["path_source"], "inode lookup", "{d}");
+    }
     assert_eq!(d["rule"], "fs.deny {workspace}/.ssh", "{d}");
     assert_eq!(d["op"], "open", "{d}");
     assert_eq!(d["name"], dentry_name, "{d}");
@@ -105,6 +113,11 @@ fn assert_denied_open(f: &Fixture, o: &Output, typed: &str, dentry_name: &str) {
         let end = events(&recs, "run_end");
         assert_eq!(end[0]["signal"], "SIGKILL", "{}", end[0]);
     }
+}
+
+#[track_caller]
+fn assert_denied_open(f: &Fixture, o: &Output, typed: &str, dentry_name: &str) {
+    assert_denied_open_as(f, o, typed, dentry_name, ".ssh/id");
 }
 
 #[test]
@@ -133,8 +146,9 @@ fn a_hardlink_to_a_denied_file_is_stopped() {
     std::fs::hard_link(f.ws().join(".ssh/id"), &link).unwrap_or_else(|e| panic!("link: {e}"));
     let typed = s(&link);
     let o = f.sb.run_prog(&["open", &typed]);
-    // The audit names the inode's path inside the denied tree, and the name opened.
-    assert_denied_open(&f, &o, &typed, "copy-by-link");
+    // The audit names the name opened (LSM: the kernel's path of the link; fallback: the
+    // inode's path inside the denied tree) and the dentry opened.
+    assert_denied_open_as(&f, &o, &typed, "copy-by-link", "copy-by-link");
 }
 
 #[test]

@@ -138,6 +138,7 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         name,
         op,
         flags,
+        kernel_path,
         ..
     } = ev
     else {
@@ -157,11 +158,14 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
     let rule = rules.get(*rule_index as usize);
     let op_name = fs_op_name(*op);
     let new_entry = flags & FS_EVENT_FLAG_NEW_ENTRY != 0;
-    let path = rule
-        .and_then(|r| fs::locate(r, *depth, *dev, *ino))
-        // A new entry's record carries its directory's inode and its own name.
-        .map(|p| if new_entry { p.join(name) } else { p })
-        .map(|p| p.display().to_string());
+    // The kernel's own resolution (bpf_d_path on the LSM path: the name actually opened,
+    // e.g. a hard link's), else the inode located under the rule.
+    let path = kernel_path.clone().or_else(|| {
+        rule.and_then(|r| fs::locate(r, *depth, *dev, *ino))
+            // A new entry's record carries its directory's inode and its own name.
+            .map(|p| if new_entry { p.join(name) } else { p })
+            .map(|p| p.display().to_string())
+    });
     let rule_text = rule
         .map(|r| format!("{section} {}", r.written))
         .unwrap_or_else(|| format!("{section}[{rule_index}]"));
@@ -171,6 +175,7 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
         FsPath::Tracepoint.layer()
     };
     let mut detail = json!({
+        "path_source": if kernel_path.is_some() { "bpf_d_path" } else { "inode lookup" },
         "op": op_name,
         "pid": tgid,
         "tid": pid,

@@ -529,6 +529,7 @@ mod decode_tests {
             op: agentd_common::fsrules::FS_OP_RENAME,
             flags: agentd_common::fsrules::FS_EVENT_FLAG_NEW_ENTRY,
             name,
+            path: [0; agentd_common::fsrules::FS_PATH_LEN],
         };
         // SAFETY: FsEvent is repr(C) with no implicit padding (const asserts in
         // agentd-common); viewing it as bytes for its size is sound.
