@@ -36,7 +36,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    fsrules::{emit, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    fsrules::{emit_with, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
     inode_walk::walk_ancestors,
     kernel::read_at,
     maps::watched_cgroup,
@@ -56,7 +56,7 @@ pub fn exec_lsm_bprm_check(ctx: LsmContext) -> i32 {
         return previous;
     }
     let bprm: *const u8 = ctx.arg(0);
-    match bprm_file(bprm).map(|f| check(f, FS_LAYER_LSM, FS_EVENT_EXEC_OUTSIDE)) {
+    match bprm_file_btf(bprm).map(|f| check::<true>(f, FS_LAYER_LSM, FS_EVENT_EXEC_OUTSIDE)) {
         Some(Verdict::Deny) => -EACCES,
         _ => 0,
     }
@@ -75,7 +75,7 @@ pub fn exec_lsm_mmap_file(ctx: LsmContext) -> i32 {
     if file.is_null() || prot & PROT_EXEC == 0 {
         return 0;
     }
-    match check(file, FS_LAYER_LSM, FS_EVENT_MMAP_OUTSIDE) {
+    match check::<true>(file, FS_LAYER_LSM, FS_EVENT_MMAP_OUTSIDE) {
         Verdict::Deny => -EACCES,
         Verdict::Allow => 0,
     }
@@ -104,7 +104,7 @@ pub fn exec_lsm_file_mprotect(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return 0;
     }
-    match check(file, FS_LAYER_LSM, FS_EVENT_MPROTECT_OUTSIDE) {
+    match check::<false>(file, FS_LAYER_LSM, FS_EVENT_MPROTECT_OUTSIDE) {
         Verdict::Deny => -EACCES,
         Verdict::Allow => 0,
     }
@@ -115,7 +115,7 @@ pub fn exec_lsm_file_mprotect(ctx: LsmContext) -> i32 {
 pub fn exec_tp_check(ctx: BtfTracePointContext) -> i32 {
     let bprm: *const u8 = ctx.arg(2);
     if let Some(Verdict::Deny) =
-        bprm_file(bprm).map(|f| check(f, FS_LAYER_TRACEPOINT, FS_EVENT_EXEC_OUTSIDE))
+        bprm_file(bprm).map(|f| check::<false>(f, FS_LAYER_TRACEPOINT, FS_EVENT_EXEC_OUTSIDE))
     {
         // SAFETY: signals the current process, which just became the new image.
         unsafe { bpf_send_signal(SIGKILL) };
@@ -141,7 +141,7 @@ pub(crate) fn on_mmapped(prot: u64, flags: u64, fd: u64) {
     let Some(file) = fd_file(&offs, fd as u64) else {
         return;
     };
-    if let Verdict::Deny = check(file, FS_LAYER_TRACEPOINT, FS_EVENT_MMAP_OUTSIDE) {
+    if let Verdict::Deny = check::<false>(file, FS_LAYER_TRACEPOINT, FS_EVENT_MMAP_OUTSIDE) {
         // SAFETY: signals the current process (thread group).
         unsafe { bpf_send_signal(SIGKILL) };
     }
@@ -204,7 +204,7 @@ pub(crate) fn on_mprotected(addr: u64, len: u64, prot: u64) {
             return;
         }
         if found.file != 0 {
-            if let Verdict::Deny = check(
+            if let Verdict::Deny = check::<false>(
                 found.file as *const u8,
                 FS_LAYER_TRACEPOINT,
                 FS_EVENT_MPROTECT_OUTSIDE,
@@ -237,11 +237,33 @@ fn bprm_file(bprm: *const u8) -> Option<*const u8> {
     }
 }
 
+/// `bprm->file` through a BTF load (`linux_binprm.file` is a trusted member), so that the
+/// record can carry `bpf_d_path` of it: `/memfd:NAME (deleted)` for a memfd.
+#[inline(always)]
+fn bprm_file_btf(bprm: *const u8) -> Option<*const u8> {
+    let offs = AGENTD_FS_OFFSETS.load();
+    if offs.valid == 0 {
+        return None;
+    }
+    // SAFETY: `bprm` is the hook's trusted `struct linux_binprm *`; a BTF-checked load at
+    // an offset from the kernel's BTF.
+    let file = unsafe {
+        bprm.byte_add(offs.binprm_file as usize)
+            .cast::<*const u8>()
+            .read_volatile()
+    };
+    if file.is_null() {
+        None
+    } else {
+        Some(file)
+    }
+}
+
 /// `event_kind` is [`FS_EVENT_EXEC_OUTSIDE`] (only `exec.allow` matches),
 /// [`FS_EVENT_MMAP_OUTSIDE`] or [`FS_EVENT_MPROTECT_OUTSIDE`] (`exec.libraries` matches
-/// too).
+/// too). `D_PATH`: `file` is a trusted BTF pointer and the record gets `bpf_d_path`.
 #[inline(always)]
-fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
+fn check<const D_PATH: bool>(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
     let offs = AGENTD_FS_OFFSETS.load();
     if offs.valid == 0 {
         return Verdict::Allow;
@@ -292,8 +314,8 @@ fn check(file: *const u8, layer: u32, event_kind: u32) -> Verdict {
         },
         depth: 0,
     };
-    emit(
-        &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino, FS_OP_OPEN, 0,
+    emit_with::<D_PATH>(
+        &offs, dentry, cgroup_id, run_slot, layer, action, found, dev, ino, FS_OP_OPEN, 0, file,
     );
     if audit_only {
         Verdict::Allow

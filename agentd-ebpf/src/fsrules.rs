@@ -290,7 +290,7 @@ pub(crate) fn emit(
 /// argument) and the record also carries `bpf_d_path(&file->f_path)`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn emit_with<const D_PATH: bool>(
+pub(crate) fn emit_with<const D_PATH: bool>(
     offs: &FsOffsets,
     dentry: *const u8,
     cgroup_id: u64,

@@ -80,7 +80,11 @@ fn memfd_fexecve_is_stopped() {
         assert_eq!(d["layer"], "lsm", "{d}");
         assert_eq!(d["decision"], "deny", "{d}");
         assert_eq!(d["errno"], "EACCES", "{d}");
+        // bpf_d_path of the executed file: the memfd's name as the kernel shows it.
+        assert_eq!(d["path"], "/memfd:agentd-copy (deleted)", "{d}");
+        assert_eq!(d["path_source"], "bpf_d_path", "{d}");
     } else {
+        assert_eq!(d["path_source"], "inode lookup", "{d}");
         // Killed after the point of no return, before the image's first instruction:
         // it never prints nor exits 3.
         assert_status(&o, 137);

@@ -245,6 +245,7 @@ fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
         dev,
         ino,
         name,
+        kernel_path,
         ..
     } = ev
     else {
@@ -267,8 +268,8 @@ fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
     } else {
         FsPath::Tracepoint.layer()
     };
-    let path = exec::locate_in_proc(*tgid, *dev, *ino)
-        .or_else(|| {
+    let located = || {
+        exec::locate_in_proc(*tgid, *dev, *ino).or_else(|| {
             policy
                 .fs
                 .write
@@ -276,8 +277,13 @@ fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
                 .filter(|r| r.exists)
                 .find_map(|r| fs::locate(r, 0, *dev, *ino))
         })
-        .map(|p| p.display().to_string());
+    };
+    // The kernel's own resolution where the hook gave one (bpf_d_path), else a lookup.
+    let path = kernel_path
+        .clone()
+        .or_else(|| located().map(|p| p.display().to_string()));
     let mut detail = json!({
+        "path_source": if kernel_path.is_some() { "bpf_d_path" } else { "inode lookup" },
         "op": op,
         "pid": tgid,
         "tid": pid,
