@@ -311,10 +311,10 @@ pub(crate) fn emit_with<const D_PATH: bool>(
     let event: *mut FsEvent = entry.as_mut_ptr();
     // SAFETY: argument-less helper.
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    // `event` is a reserved, writable record of size_of::<FsEvent>() bytes.
-    // SAFETY: writes go through raw pointers; the string helper writes at most
-    // FS_NAME_LEN bytes, NUL-terminated, and tolerates faults; bpf_d_path writes at most
-    // FS_PATH_LEN bytes into `path`.
+    // The string helper writes at most FS_NAME_LEN bytes, NUL-terminated, and tolerates
+    // faults; bpf_d_path writes at most FS_PATH_LEN bytes into `path`.
+    // SAFETY: `event` is a reserved, writable record of size_of::<FsEvent>() bytes; every
+    // write below goes through raw pointers into it, within the sizes above.
     unsafe {
         let name = addr_of_mut!((*event).name).cast::<u8>();
         name.write(0);
