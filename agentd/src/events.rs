@@ -121,6 +121,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// The v2 cgroup id of the run the event belongs to (what the router routes by).
+    pub fn cgroup_id(&self) -> u64 {
+        match self {
+            Event::Exec { cgroup_id, .. }
+            | Event::Exit { cgroup_id, .. }
+            | Event::Denial { cgroup_id, .. }
+            | Event::Fs { cgroup_id, .. } => *cgroup_id,
+            Event::Net(d) => d.cgroup_id,
+            Event::Unix(d) => d.cgroup_id,
+        }
+    }
+
     /// Decodes one ring-buffer record (an `ExecEvent` or `ExitEvent`).
     pub fn from_record(record: &[u8]) -> Result<Self, DecodeError> {
         let kind = read_u32(record, offset_of!(EventHeader, kind))?;

@@ -1,5 +1,5 @@
-//! fork, the pre-exec sequence (cgroup → caps → landlock → seccomp → exec), and
-//! the report of a failure back to the parent.
+//! fork, the pre-exec sequence (stdio → cgroup → bounding set → user → capabilities →
+//! cwd → landlock → seccomp → exec), and the report of a failure back to the parent.
 //!
 //! Everything the child needs is prepared before fork: the child makes only raw
 //! syscalls on that memory. It never allocates, locks or unwinds. If a step fails
@@ -15,6 +15,7 @@ use crate::layers::caps::PreparedCaps;
 use crate::layers::landlock::PreparedLandlock;
 use crate::layers::name;
 use crate::layers::seccomp::PreparedSeccomp;
+use crate::supervisor::user::PreparedUser;
 
 /// Which pre-exec step failed; the integer is what crosses the pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Stage {
     Landlock = 4,
     Seccomp = 5,
     Exec = 6,
+    User = 7,
+    Cwd = 8,
 }
 
 impl Stage {
@@ -36,6 +39,8 @@ impl Stage {
             4 => Self::Landlock,
             5 => Self::Seccomp,
             6 => Self::Exec,
+            7 => Self::User,
+            8 => Self::Cwd,
             _ => return None,
         })
     }
@@ -48,6 +53,8 @@ impl Stage {
             Self::Landlock => name::LANDLOCK,
             Self::Seccomp => name::SECCOMP,
             Self::Exec => name::EXEC,
+            Self::User => name::USER,
+            Self::Cwd => name::EXEC,
         }
     }
 }
@@ -59,8 +66,18 @@ pub struct ChildSetup<'a> {
     pub envp: &'a [*const libc::c_char],
     pub cgroup_procs_fds: &'a [RawFd],
     pub caps: Option<&'a PreparedCaps>,
+    /// Whom the command runs as; `None`: agentd's own uid.
+    pub user: Option<&'a PreparedUser>,
+    /// Where the command starts (after the user switch, so the user's permissions
+    /// apply); `None`: agentd's own directory.
+    pub cwd: Option<&'a CStr>,
     pub landlock: Option<&'a PreparedLandlock>,
     pub seccomp: Option<&'a PreparedSeccomp>,
+    /// Descriptors that become the command's stdin, stdout and stderr.
+    pub stdio: Option<[RawFd; 3]>,
+    /// The command dies with agentd (`PR_SET_PDEATHSIG`). Off for the daemon's runs,
+    /// which outlive it; those get a session of their own instead.
+    pub tied_to_parent: bool,
 }
 
 /// A NULL-terminated C string array that owns its strings.
@@ -146,18 +163,34 @@ fn read_report(read_end: OwnedFd, child: Pid) -> Result<SpawnOutcome, LaunchErro
 /// Runs in the forked child. Returns only on failure.
 fn child_main(setup: &ChildSetup<'_>, parent: Pid, _report_fd: RawFd) -> (Stage, i32) {
     // SAFETY (whole function): only raw syscalls; no allocation, no locks.
-    // Die with agentd, so a confined process never runs unaudited.
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-        return (Stage::Setup, errno());
-    }
-    // agentd may have died between fork and prctl.
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } != parent.as_raw() {
-        return (Stage::Setup, libc::ESRCH);
+    if setup.tied_to_parent {
+        // Die with agentd, so a confined process never runs unaudited.
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+            return (Stage::Setup, errno());
+        }
+        // agentd may have died between fork and prctl.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != parent.as_raw() {
+            return (Stage::Setup, libc::ESRCH);
+        }
+    } else {
+        // Out of the daemon's session and process group: its signals are not the run's.
+        // SAFETY: setsid has no memory arguments.
+        if unsafe { libc::setsid() } < 0 {
+            return (Stage::Setup, errno());
+        }
     }
     if let Err(e) = reset_signals() {
         return (Stage::Setup, e);
+    }
+    if let Some(fds) = setup.stdio {
+        for (target, fd) in fds.iter().enumerate() {
+            // SAFETY: dup2 of fds the parent opened onto 0..=2 (clears close-on-exec).
+            if unsafe { libc::dup2(*fd, target as libc::c_int) } < 0 {
+                return (Stage::Setup, errno());
+            }
+        }
     }
     // Only stdio crosses into the command: an inherited fd could reach outside the sandbox.
     // SAFETY: close_range marks fds close-on-exec; the ones we still need work until exec.
@@ -180,9 +213,27 @@ fn child_main(setup: &ChildSetup<'_>, parent: Pid, _report_fd: RawFd) -> (Stage,
             return (Stage::Cgroup, errno());
         }
     }
+    // The bounding set needs CAP_SETPCAP and the user switch CAP_SETUID/CAP_SETGID, so:
+    // bounding set, then user, then the remaining capability sets.
     if let Some(caps) = setup.caps {
-        if let Err(e) = caps.apply_in_child() {
+        if let Err(e) = caps.drop_bounding_in_child() {
             return (Stage::Caps, e as i32);
+        }
+    }
+    if let Some(user) = setup.user {
+        if let Err(e) = user.apply_in_child() {
+            return (Stage::User, e);
+        }
+    }
+    if let Some(caps) = setup.caps {
+        if let Err(e) = caps.clear_in_child() {
+            return (Stage::Caps, e as i32);
+        }
+    }
+    if let Some(cwd) = setup.cwd {
+        // SAFETY: chdir to a NUL-terminated path prepared by the parent.
+        if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
+            return (Stage::Cwd, errno());
         }
     }
     if let Some(ll) = setup.landlock {

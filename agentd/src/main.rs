@@ -14,6 +14,7 @@ mod plan;
 mod policy;
 mod probe;
 mod run_guard;
+mod supervisor;
 
 use std::process::ExitCode;
 

@@ -64,7 +64,7 @@ impl Probe {
     pub fn detect() -> Self {
         let cgroups = probe_cgroups();
         let landlock_abi = landlock::abi_version().unwrap_or(0);
-        Self {
+        let probe = Self {
             kernel: kernel_release(),
             bpf_lsm: Feature::from_result(probe_bpf_lsm()),
             tp_btf: Feature::from_result(
@@ -84,7 +84,10 @@ impl Probe {
             )),
             sock_destroy: Feature::from_result(crate::budgets::sockets::probe_destroy()),
             cgroups,
-        }
+        };
+        // What the probes loaded goes now: a run loads its own runtime.
+        bpf::end_probes();
+        probe
     }
 }
 

@@ -131,7 +131,9 @@ impl Sandbox {
     pub fn agentd(&self) -> Command {
         let mut c = Command::new(agentd_bin());
         c.current_dir(self.dir.path())
-            .env("AGENTD_SIGNING_KEY", self.key_dir().join("audit.key"));
+            .env("AGENTD_SIGNING_KEY", self.key_dir().join("audit.key"))
+            // The suite runs as root; the agent runs as root only when asked to.
+            .env("AGENTD_USER", "root");
         c
     }
 
@@ -243,5 +245,103 @@ pub fn remove_leftover_run_cgroups(run: &str) {
             dir.display()
         );
         std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+    }
+}
+
+/// A system user (and its own group) this test creates, removed on drop.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// `useradd --system` a user named `agentd-it-<tag>-<pid>` (at most 32 characters),
+    /// optionally also in the supplementary `groups`.
+    pub fn create(tag: &str, groups: &[&str]) -> Self {
+        require_root();
+        let name: String = format!("ait-{tag}-{}", std::process::id())
+            .chars()
+            .take(31)
+            .collect();
+        let mut c = Command::new("useradd");
+        c.args([
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+        ]);
+        if !groups.is_empty() {
+            c.arg("--groups").arg(groups.join(","));
+        }
+        let o = c
+            .arg(&name)
+            .output()
+            .unwrap_or_else(|e| panic!("useradd: {e}"));
+        assert!(
+            o.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let id = |flag: &str| -> u32 {
+            let o = Command::new("id")
+                .arg(flag)
+                .arg(&name)
+                .output()
+                .unwrap_or_else(|e| panic!("id: {e}"));
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("id {flag} {name}: {e}"))
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        Self { name, uid, gid }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+        // userdel removes the user's own group; make sure.
+        let _ = Command::new("groupdel").arg(&self.name).output();
+    }
+}
+
+/// A system group this test creates, removed on drop.
+pub struct TestGroup {
+    pub name: String,
+}
+
+impl TestGroup {
+    /// `groupadd --system NAME` unless it exists; removed on drop only if created here.
+    pub fn ensure(name: &str) -> Option<Self> {
+        require_root();
+        let exists = Command::new("getent")
+            .args(["group", name])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if exists {
+            return None;
+        }
+        let o = Command::new("groupadd")
+            .args(["--system", name])
+            .output()
+            .unwrap_or_else(|e| panic!("groupadd: {e}"));
+        assert!(
+            o.status.success(),
+            "groupadd {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Some(Self {
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel").arg(&self.name).output();
     }
 }

@@ -23,6 +23,11 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The tasks run agents as root (the demo, the benchmarks): agentd refuses that
+    // unless asked for explicitly.
+    if std::env::var_os("AGENTD_USER").is_none() {
+        std::env::set_var("AGENTD_USER", "root");
+    }
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::setup(),
         Some("build") => setup::setup().and_then(|()| build()),

@@ -18,6 +18,6 @@ mod writer;
 
 #[allow(unused_imports)] // Record: the type readers deserialize into
 pub use record::{Decision, Record};
-pub use task::{AuditHandle, Flush};
+pub use task::{AuditHandle, AuditWriter, Flush};
 pub use time::rfc3339_now;
-pub use writer::{AuditLog, CheckpointPolicy, DEFAULT_AUDIT_PATH};
+pub use writer::{AuditError, AuditLog, CheckpointPolicy, DEFAULT_AUDIT_PATH};

@@ -1,4 +1,6 @@
-//! The dedicated writer: one thread owns the `AuditLog`; the run submits records to it.
+//! The dedicated writer: one thread owns the `AuditLog` ([`AuditWriter`]); every run of
+//! the process submits records to it through its own [`AuditHandle`], which stamps them
+//! with the run's id, so one chain holds many runs.
 //!
 //! Durable records (every denial, kill, drop count, `run_start`, `run_end`) are written and
 //! fsync'd before `record` returns. Other records are batched: written and fsync'd together
@@ -50,11 +52,20 @@ enum Msg {
         checkpoint: bool,
         ack: SyncSender<Result<u64, String>>,
     },
+    /// Write what is pending and stop, whatever handles still exist.
+    Shutdown,
 }
 
-pub struct AuditHandle {
+/// The writer thread of one audit file.
+pub struct AuditWriter {
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// One run's way into the writer: its records carry `run`.
+pub struct AuditHandle {
+    tx: SyncSender<Msg>,
+    run: String,
     failed: Option<String>,
     /// While set, durable records are queued and acknowledged together by `release`
     /// (group commit for a burst of kernel events: one fsync, not one per denial).
@@ -64,7 +75,7 @@ pub struct AuditHandle {
 
 const QUEUE: usize = 65_536;
 
-impl AuditHandle {
+impl AuditWriter {
     pub fn spawn(log: AuditLog, flush: Flush) -> Result<Self, AuditError> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
@@ -74,10 +85,51 @@ impl AuditHandle {
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
+        })
+    }
+
+    /// A handle whose records belong to run `run`.
+    pub fn handle(&self, run: &str) -> Result<AuditHandle, AuditError> {
+        let tx = self
+            .tx
+            .clone()
+            .ok_or_else(|| AuditError::Stopped("the writer was finished".into()))?;
+        Ok(AuditHandle {
+            tx,
+            run: run.to_owned(),
             failed: None,
             hold: false,
             owed: false,
         })
+    }
+
+    /// Flushes, checkpoints and stops the writer; handles still held then get errors.
+    pub fn finish(mut self) -> Result<(), AuditError> {
+        let r = self.handle("-").and_then(|mut h| h.sync(true)).map(|_| ());
+        self.stop();
+        r
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Shutdown);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl AuditHandle {
+    /// The run this handle writes for.
+    pub fn run(&self) -> &str {
+        &self.run
     }
 
     /// Submits a record; durable ones return only once they are on disk.
@@ -89,7 +141,9 @@ impl AuditHandle {
         detail: Value,
     ) -> Result<(), AuditError> {
         let checkpoint = event == "run_end";
-        self.send(Msg::Record(Pending::new(layer, event, decision, detail)))?;
+        let mut pending = Pending::new(layer, event, decision, detail);
+        pending.run = Some(self.run.clone());
+        self.send(Msg::Record(pending))?;
         if is_durable(event, decision) && self.hold && !checkpoint {
             self.owed = true;
         } else if is_durable(event, decision) {
@@ -129,12 +183,7 @@ impl AuditHandle {
         if let Some(e) = &self.failed {
             return Err(AuditError::Stopped(e.clone()));
         }
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(m).is_ok())
-            .unwrap_or(false);
-        if !sent {
+        if self.tx.send(m).is_err() {
             return Err(self.fail("the writer thread exited".into()));
         }
         Ok(())
@@ -143,25 +192,6 @@ impl AuditHandle {
     fn fail(&mut self, e: String) -> AuditError {
         self.failed = Some(e.clone());
         AuditError::Stopped(e)
-    }
-
-    /// Flushes, checkpoints and stops the writer.
-    pub fn finish(mut self) -> Result<(), AuditError> {
-        let r = self.sync(true).map(|_| ());
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        r
-    }
-}
-
-impl Drop for AuditHandle {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -200,7 +230,7 @@ fn writer_loop(mut log: AuditLog, rx: Receiver<Msg>, flush: Flush) {
                 while let Ok(m) = rx.try_recv() {
                     match m {
                         Msg::Record(p) => pending.push(p),
-                        s @ Msg::Sync { .. } => {
+                        s @ (Msg::Sync { .. } | Msg::Shutdown) => {
                             sync_req = Some(s);
                             break;
                         }
@@ -208,6 +238,9 @@ fn writer_loop(mut log: AuditLog, rx: Receiver<Msg>, flush: Flush) {
                     if pending.len() >= 8192 {
                         break;
                     }
+                }
+                if let Some(Msg::Shutdown) = sync_req {
+                    break;
                 }
                 if let Some(Msg::Sync { checkpoint, ack }) = sync_req {
                     let r = match &error {
@@ -243,6 +276,7 @@ fn writer_loop(mut log: AuditLog, rx: Receiver<Msg>, flush: Flush) {
                 oldest = None;
                 let _ = ack.send(r);
             }
+            Some(Msg::Shutdown) => break,
             None => {
                 if error.is_none() && !pending.is_empty() {
                     if let Err(e) = write(&mut log, &mut pending, false) {

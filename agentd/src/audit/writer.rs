@@ -62,6 +62,8 @@ pub struct CheckpointPolicy {
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub ts: Stamp,
+    /// The run the record belongs to; `None`: the writer's own label.
+    pub run: Option<String>,
     pub layer: String,
     pub event: String,
     pub decision: Option<Decision>,
@@ -82,6 +84,7 @@ impl Pending {
         };
         Self {
             ts: Stamp::now(),
+            run: None,
             layer: layer.to_owned(),
             event: event.to_owned(),
             decision,
@@ -277,6 +280,7 @@ impl AuditLog {
         detail.insert("sig_new".into(), json!(keys::sign_hex(new, &msg)));
         let p = Pending {
             ts: Stamp::now(),
+            run: None,
             layer: "agentd".into(),
             event: "key_rotation".into(),
             decision: None,
@@ -322,7 +326,7 @@ impl AuditLog {
             r.decision.map(Decision::as_str),
             Some(r.event.as_str()),
             Some(r.layer.as_str()),
-            Some(self.run.as_str()),
+            Some(r.run.as_deref().unwrap_or(&self.run)),
             Some(ts),
         ];
         let hash = canonical::seal_encoded_into(buf, seq, head.hex(), core, &r.detail);
@@ -345,6 +349,7 @@ impl AuditLog {
         detail.insert("covers_seq".into(), json!(seq.saturating_sub(1)));
         let p = Pending {
             ts: Stamp::now(),
+            run: None,
             layer: "agentd".into(),
             event: "checkpoint".into(),
             decision: None,

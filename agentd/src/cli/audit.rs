@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::audit::judge::{Judge, Verdict};
 use crate::audit::verify::{verify_bytes, HeadFile, Trust};
-use crate::audit::{keys, AuditHandle, AuditLog, CheckpointPolicy, Flush};
+use crate::audit::{keys, AuditLog, AuditWriter, CheckpointPolicy, Flush};
 use crate::policy;
 
 #[derive(Subcommand, Debug)]
@@ -508,7 +508,8 @@ fn bench_append(file: &Path, n: u64, key: &Path, flush: Flush) -> Result<(), Str
             every: 1000,
             interval: Duration::from_secs(10),
         }));
-    let mut h = AuditHandle::spawn(log, flush).map_err(|e| e.to_string())?;
+    let writer = AuditWriter::spawn(log, flush).map_err(|e| e.to_string())?;
+    let mut h = writer.handle("bench").map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let cpu0 = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID);
     for i in 0..n {
@@ -522,7 +523,8 @@ fn bench_append(file: &Path, n: u64, key: &Path, flush: Flush) -> Result<(), Str
         )
         .map_err(|e| e.to_string())?;
     }
-    h.finish().map_err(|e| e.to_string())?;
+    drop(h);
+    writer.finish().map_err(|e| e.to_string())?;
     let s = t0.elapsed().as_secs_f64();
     let cpu = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID)
         .saturating_sub(cpu0)

@@ -7,20 +7,11 @@ mod doctor;
 mod keygen;
 mod policy;
 mod run;
-mod run_fsrules;
-mod run_unix;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Exit status when agentd itself could not set the run up (the command never ran).
-pub const EXIT_SETUP_FAILED: u8 = 125;
-/// Exit status when the command was found but its exec was denied or failed.
-pub const EXIT_EXEC_DENIED: u8 = 126;
-/// Exit status when the command was not found.
-pub const EXIT_NOT_FOUND: u8 = 127;
 
 #[derive(Parser, Debug)]
 #[command(

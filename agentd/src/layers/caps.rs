@@ -92,8 +92,18 @@ impl PreparedCaps {
     /// `CAP_SETPCAP`, so first), drop the whole bounding set (also needs
     /// `CAP_SETPCAP`), clear the ambient set, zero the effective, permitted and
     /// inheritable sets, and set `no_new_privs`. Returns the raw errno of the
-    /// first failing call.
+    /// first failing call. (A run splits it around the user switch.)
+    #[cfg(test)]
     pub fn apply_in_child(&self) -> Result<(), Errno> {
+        self.drop_bounding_in_child()?;
+        self.clear_in_child()
+    }
+
+    /// The first half of [`Self::apply_in_child`]: securebits, bounding set, ambient
+    /// set. The process keeps its effective capabilities (`SECBIT_NO_SETUID_FIXUP` keeps
+    /// them across a uid change too), so it can still switch user before
+    /// [`Self::clear_in_child`].
+    pub fn drop_bounding_in_child(&self) -> Result<(), Errno> {
         prctl(libc::PR_SET_SECUREBITS, SECUREBITS as libc::c_ulong, 0)?;
         for cap in 0..=self.last_cap {
             prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0)?;
@@ -102,7 +112,12 @@ impl PreparedCaps {
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
             0,
-        )?;
+        )
+    }
+
+    /// The second half: zero the effective, permitted and inheritable sets and set
+    /// `no_new_privs`.
+    pub fn clear_in_child(&self) -> Result<(), Errno> {
         let header = CapUserHeader {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,

@@ -21,6 +21,8 @@ pub mod name {
     pub const BPF: &str = "bpf";
     pub const EXEC: &str = "exec";
     pub const AGENTD: &str = "agentd";
+    /// The switch to the user the command runs as.
+    pub const USER: &str = "user";
     /// Inode rules enforced by BPF LSM programs.
     pub const LSM: &str = "lsm";
     /// Inode rules enforced by the tracepoint fallback (SIGKILL).

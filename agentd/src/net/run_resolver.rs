@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::dns::{self, DnsDecision, DnsPolicy, Resolver, ResolverConfig};
@@ -34,7 +34,7 @@ impl RunResolver {
     /// Starts the resolver on 127.0.0.1 (and ::1 when that can be bound) for run `slot`
     /// (v2 cgroup `cgroup_id`, whose taint it reads) and registers it with the programs. `upstream` empty: from /etc/resolv.conf.
     pub async fn start(
-        bpf: &mut BpfRuntime,
+        bpf: &Mutex<BpfRuntime>,
         slot: u32,
         cgroup_id: u64,
         request: &NetRequest,
@@ -59,7 +59,7 @@ impl RunResolver {
             upstream.to_vec()
         };
         let connect = request.connect.as_deref().unwrap_or_default();
-        let (sink, decisions) = bpf
+        let (sink, decisions) = lock(bpf)
             .dns_allow_map(
                 slot,
                 request.taint_check.then_some(cgroup_id),
@@ -99,7 +99,8 @@ impl RunResolver {
             listen.push(v6.local_addr());
             resolvers.push(v6);
         }
-        bpf.set_dns_target(slot, listen[0].port(), port6)
+        lock(bpf)
+            .set_dns_target(slot, listen[0].port(), port6)
             .map_err(|e| e.to_string())?;
         let expiry = sink.spawn_expiry();
         Ok(Self {
@@ -113,11 +114,24 @@ impl RunResolver {
     }
 
     /// Stops the resolvers and removes the entries their answers added.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.expiry.abort();
-        for r in self.resolvers {
+        for r in std::mem::take(&mut self.resolvers) {
             r.shutdown().await;
         }
         self.sink.clear();
     }
+}
+
+impl Drop for RunResolver {
+    /// An error path that never reached `stop`: the expiry task must not outlive the
+    /// run (dropping the resolvers stops them).
+    fn drop(&mut self) {
+        self.expiry.abort();
+    }
+}
+
+/// The runtime, locked for one short map operation (never across an await).
+fn lock(bpf: &Mutex<BpfRuntime>) -> MutexGuard<'_, BpfRuntime> {
+    bpf.lock().unwrap_or_else(|p| p.into_inner())
 }

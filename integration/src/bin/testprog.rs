@@ -410,6 +410,18 @@ fn main() {
                 }
             }
         }
+        "ids" => {
+            // SAFETY: getuid, getgid and getgroups (into a local buffer) cannot fault.
+            let (uid, gid, groups) = unsafe {
+                let mut groups = [0 as libc::gid_t; 256];
+                let n = libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr());
+                let n = usize::try_from(n).unwrap_or(0);
+                (libc::getuid(), libc::getgid(), groups[..n].to_vec())
+            };
+            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            println!("uid {uid} gid {gid} groups {}", groups.join(","));
+            0
+        }
         "cgroup" => {
             print!(
                 "{}",

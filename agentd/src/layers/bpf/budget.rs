@@ -3,22 +3,14 @@
 //! programs are turned on only when the Plan asks for them, since the `sys_exit`
 //! program runs on every syscall of the host.
 
-use std::os::fd::AsFd;
 use std::path::Path;
 
-use agentd_common::budget::{names, BudgetCounters, WINDOW_KINDS};
+use agentd_common::budget::{names, BudgetCounters, SYSCALL_SLOTS, WINDOW_KINDS};
 use agentd_common::syscalls::{HOOK_FS_WRITE_BYTES, HOOK_SYSCALL_COUNT};
-use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
-};
+use aya::maps::{HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 
-use super::{map_error, program, take_map, BpfError, BpfRuntime};
+use super::{map_error, progs, BpfError, BpfRuntime, RunBpf};
 use crate::plan::BudgetPrograms;
-
-/// ELF sections, for messages.
-const SKB_EGRESS: &str = "cgroup_skb/egress";
-const SKB_INGRESS: &str = "cgroup_skb/ingress";
 
 /// What the kernel counted for one run so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,107 +25,139 @@ pub struct KernelCounts {
     pub windows_fired: [bool; WINDOW_KINDS],
 }
 
-/// The budget maps of one run (registered under its cgroup id).
+/// The budget maps of one run (registered under its cgroup id), on duplicated fds so
+/// the run's budget engine reads them without the runtime's lock.
 pub struct BudgetCounterMaps {
     cgroup_id: u64,
     runs: HashMap<MapData, u64, BudgetCounters>,
-    /// The syscall slot's cgroup-id table and counters.
-    syscalls: Option<(Array<MapData, u64>, PerCpuArray<MapData, u64>)>,
+    /// The run's slot in the syscall counters, with those counters.
+    syscalls: Option<(u32, PerCpuArray<MapData, u64>)>,
 }
 
-/// The slot this run's syscall count uses (each agentd run loads its own object).
-const SYSCALL_SLOT: u32 = 0;
-
 impl BpfRuntime {
-    /// Turns on the budget counters in `programs`, and registers the run
-    /// `cgroup_id` (directory `cgroup_dir`) with `thresholds` (counters must be zero).
-    /// The exec count needs no program of its own: the exec tracker keeps it.
+    /// Turns on the budget counters in `programs` for `run` (v2 cgroup directory
+    /// `cgroup_dir`) and registers it with `thresholds` (counters start at zero). The
+    /// exec count needs no program of its own: the exec tracker keeps it.
     pub fn start_budgets(
         &mut self,
+        run: &mut RunBpf,
         programs: BudgetPrograms,
-        cgroup_id: u64,
         cgroup_dir: &Path,
         thresholds: BudgetCounters,
     ) -> Result<BudgetCounterMaps, BpfError> {
-        let mut runs: HashMap<MapData, u64, BudgetCounters> =
-            HashMap::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_RUNS)?)
-                .map_err(|error| map_error("open", names::MAP_BUDGET_RUNS, error))?;
-        runs.insert(cgroup_id, thresholds, 0).map_err(|error| {
-            map_error(
-                format!("insert cgroup {cgroup_id} into"),
-                names::MAP_BUDGET_RUNS,
-                error,
-            )
-        })?;
+        let cgroup_id = run.cgroup_id();
+        self.maps
+            .budget_runs
+            .insert(cgroup_id, thresholds, 0)
+            .map_err(|error| {
+                map_error(
+                    format!("insert cgroup {cgroup_id} into"),
+                    names::MAP_BUDGET_RUNS,
+                    error,
+                )
+            })?;
         let mut syscalls = None;
         if programs.syscall_counter {
-            let mut ids: Array<MapData, u64> =
-                Array::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_SYSCALL_CGROUPS)?)
-                    .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALL_CGROUPS, error))?;
-            let mut counts: PerCpuArray<MapData, u64> =
-                PerCpuArray::try_from(take_map(&mut self.ebpf, names::MAP_BUDGET_SYSCALLS)?)
-                    .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALLS, error))?;
-            let cpus = aya::util::nr_cpus()
-                .map_err(|(path, e)| BpfError::Budget(format!("read {path}: {e}")))?;
-            let zeros = PerCpuValues::try_from(vec![0u64; cpus])
-                .map_err(|e| BpfError::Budget(format!("per-cpu values for {cpus} cpus: {e}")))?;
-            counts.set(SYSCALL_SLOT, zeros, 0).map_err(|error| {
-                map_error(
-                    format!("zero slot {SYSCALL_SLOT} of"),
-                    names::MAP_BUDGET_SYSCALLS,
-                    error,
-                )
-            })?;
-            ids.set(SYSCALL_SLOT, cgroup_id, 0).map_err(|error| {
-                map_error(
-                    format!("put cgroup {cgroup_id} in slot {SYSCALL_SLOT} of"),
-                    names::MAP_BUDGET_SYSCALL_CGROUPS,
-                    error,
-                )
-            })?;
-            syscalls = Some((ids, counts));
-        }
-        if programs.syscall_counter {
-            self.enable_syscall_hooks(HOOK_SYSCALL_COUNT, "the syscalls budget counter")?;
+            let slot = self.take_syscall_slot(run)?;
+            let counts = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(super::maps::dup(
+                self.maps.budget_syscalls.map(),
+                names::MAP_BUDGET_SYSCALLS,
+            )?))
+            .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALLS, error))?;
+            syscalls = Some((slot, counts));
+            self.enable_syscall_hooks(run, HOOK_SYSCALL_COUNT, "the syscalls budget counter")?;
         }
         if programs.fs_write_counter {
-            self.enable_syscall_hooks(HOOK_FS_WRITE_BYTES, "the fs_write_bytes budget counter")?;
+            self.enable_syscall_hooks(
+                run,
+                HOOK_FS_WRITE_BYTES,
+                "the fs_write_bytes budget counter",
+            )?;
         }
         if programs.cgroup_skb {
             let dir = std::fs::File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
                 path: cgroup_dir.to_path_buf(),
                 error,
             })?;
-            for (name, section, attach) in [
-                (
-                    names::PROG_BUDGET_SKB_EGRESS,
-                    SKB_EGRESS,
-                    CgroupSkbAttachType::Egress,
-                ),
-                (
-                    names::PROG_BUDGET_SKB_INGRESS,
-                    SKB_INGRESS,
-                    CgroupSkbAttachType::Ingress,
-                ),
-            ] {
-                let program: &mut CgroupSkb = program(&mut self.ebpf, name, section)?;
-                program
-                    .load()
-                    .map_err(|error| BpfError::Load { section, error })?;
-                program
-                    .attach(dir.as_fd(), attach, CgroupAttachMode::Single)
-                    .map_err(|error| BpfError::AttachCgroup {
-                        section,
-                        cgroup: cgroup_dir.to_path_buf(),
-                        error,
-                    })?;
+            for p in progs::BUDGET_SKB {
+                self.attach_to_run(run, &p, cgroup_dir, &dir)?;
             }
         }
+        let runs = HashMap::try_from(aya::maps::Map::HashMap(super::maps::dup(
+            self.maps.budget_runs.map(),
+            names::MAP_BUDGET_RUNS,
+        )?))
+        .map_err(|error| map_error("open", names::MAP_BUDGET_RUNS, error))?;
         Ok(BudgetCounterMaps {
             cgroup_id,
             runs,
             syscalls,
         })
+    }
+
+    /// Budget counter handles of a re-adopted run (its entries are already there).
+    #[expect(dead_code, reason = "the daemon uses it (next)")]
+    pub fn budget_maps(&self, run: &RunBpf) -> Result<BudgetCounterMaps, BpfError> {
+        let runs = HashMap::try_from(aya::maps::Map::HashMap(super::maps::dup(
+            self.maps.budget_runs.map(),
+            names::MAP_BUDGET_RUNS,
+        )?))
+        .map_err(|error| map_error("open", names::MAP_BUDGET_RUNS, error))?;
+        let syscalls = match run.syscall_slot {
+            Some(slot) => Some((
+                slot,
+                PerCpuArray::try_from(aya::maps::Map::PerCpuArray(super::maps::dup(
+                    self.maps.budget_syscalls.map(),
+                    names::MAP_BUDGET_SYSCALLS,
+                )?))
+                .map_err(|error| map_error("open", names::MAP_BUDGET_SYSCALLS, error))?,
+            )),
+            None => None,
+        };
+        Ok(BudgetCounterMaps {
+            cgroup_id: run.cgroup_id(),
+            runs,
+            syscalls,
+        })
+    }
+
+    /// A free slot of the syscall counters for `run`, zeroed and claimed with its
+    /// cgroup id. The `sys_exit` program scans every slot on every syscall of the host,
+    /// so there are few ([`SYSCALL_SLOTS`]).
+    fn take_syscall_slot(&mut self, run: &mut RunBpf) -> Result<u32, BpfError> {
+        let cgroup_id = run.cgroup_id();
+        let free = (0..SYSCALL_SLOTS)
+            .find(|s| self.maps.budget_syscall_cgroups.get(s, 0).ok() == Some(0))
+            .ok_or(BpfError::Budget(format!(
+                "every one of the {SYSCALL_SLOTS} syscall-budget slots is in use: at most \
+                 {SYSCALL_SLOTS} runs with a `syscalls` budget can run at once"
+            )))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(path, e)| BpfError::Budget(format!("read {path}: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![0u64; cpus])
+            .map_err(|e| BpfError::Budget(format!("per-cpu values for {cpus} cpus: {e}")))?;
+        self.maps
+            .budget_syscalls
+            .set(free, zeros, 0)
+            .map_err(|error| {
+                map_error(
+                    format!("zero slot {free} of"),
+                    names::MAP_BUDGET_SYSCALLS,
+                    error,
+                )
+            })?;
+        self.maps
+            .budget_syscall_cgroups
+            .set(free, cgroup_id, 0)
+            .map_err(|error| {
+                map_error(
+                    format!("put cgroup {cgroup_id} in slot {free} of"),
+                    names::MAP_BUDGET_SYSCALL_CGROUPS,
+                    error,
+                )
+            })?;
+        run.syscall_slot = Some(free);
+        Ok(free)
     }
 }
 
@@ -145,8 +169,8 @@ impl BudgetCounterMaps {
             .get(&self.cgroup_id, 0)
             .map_err(|error| map_error("read", names::MAP_BUDGET_RUNS, error))?;
         let syscalls = match &self.syscalls {
-            Some((_, counts)) => counts
-                .get(&SYSCALL_SLOT, 0)
+            Some((slot, counts)) => counts
+                .get(slot, 0)
                 .map_err(|error| map_error("read", names::MAP_BUDGET_SYSCALLS, error))?
                 .iter()
                 .fold(0u64, |sum, n| sum.saturating_add(*n)),
@@ -163,15 +187,12 @@ impl BudgetCounterMaps {
         })
     }
 
-    /// Unregisters the run (its counters stop; a missing entry is fine).
+    /// Unregisters the run from the byte and syscall checks (its counters stop, and the
+    /// skb programs stop dropping its packets); a missing entry is fine.
     pub fn remove(&mut self) {
-        let ok = |r: Result<(), MapError>| match r {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => tracing::warn!("budget maps: remove cgroup: {e}"),
-        };
-        ok(self.runs.remove(&self.cgroup_id));
-        if let Some((ids, _)) = self.syscalls.as_mut() {
-            ok(ids.set(SYSCALL_SLOT, 0, 0));
+        match self.runs.remove(&self.cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => tracing::warn!("budget maps: remove cgroup {}: {e}", self.cgroup_id),
         }
     }
 }

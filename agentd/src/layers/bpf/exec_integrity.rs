@@ -10,13 +10,9 @@ use agentd_common::fsrules::{
     FS_RULE_FLAG_AUDIT_ONLY, MAX_FS_RULES,
 };
 use agentd_common::syscalls::HOOK_EXEC_MAPS;
-use aya::{
-    maps::{HashMap, MapData},
-    programs::{BtfTracePoint, Lsm},
-};
 
 use super::fsrules::{FsPath, FsRuleEntry};
-use super::{map_error, program, take_map, BpfError, BpfRuntime};
+use super::{map_error, progs, BpfError, BpfRuntime, RunBpf};
 
 /// ELF sections, for messages.
 pub mod section {
@@ -75,12 +71,11 @@ pub fn locate_in_proc(tgid: u32, dev: u32, ino: u64) -> Option<PathBuf> {
 }
 
 impl BpfRuntime {
-    /// Writes the run's exec entries and config, then loads and attaches the programs of
-    /// `path`.
+    /// Writes `run`'s exec entries and config, then attaches the programs of `path`.
     pub fn enable_exec_integrity(
         &mut self,
+        run: &mut RunBpf,
         path: FsPath,
-        run_slot: u32,
         entries: &[FsRuleEntry],
         audit_only: bool,
     ) -> Result<(), BpfError> {
@@ -95,9 +90,7 @@ impl BpfRuntime {
                 entries.len()
             ))));
         }
-        let mut rules: HashMap<MapData, FsRuleKey, FsRuleValue> =
-            HashMap::try_from(take_map(&mut self.ebpf, names::MAP_EXEC_RULES)?)
-                .map_err(|error| map_error("open", names::MAP_EXEC_RULES, error))?;
+        let run_slot = run.slot();
         let config = FsRuleValue {
             kind: 0,
             rule_index: 0,
@@ -127,68 +120,33 @@ impl BpfRuntime {
             })
             .chain(std::iter::once((config_key, config)));
         for (key, value) in all {
-            rules.insert(key, value, 0).map_err(|error| {
-                map_error(
-                    format!("insert inode {}:{} into", key.dev, key.ino),
-                    names::MAP_EXEC_RULES,
-                    error,
-                )
-            })?;
+            self.maps
+                .exec_rules
+                .insert(key, value, 0)
+                .map_err(|error| {
+                    map_error(
+                        format!("insert inode {}:{} into", key.dev, key.ino),
+                        names::MAP_EXEC_RULES,
+                        error,
+                    )
+                })?;
         }
-        self.exec_rules = Some(rules);
         match path {
             FsPath::Lsm => {
-                for (name, section, hook) in [
-                    (
-                        names::PROG_LSM_BPRM_CHECK,
-                        section::BPRM_CHECK,
-                        names::LSM_HOOK_BPRM_CHECK,
-                    ),
-                    (
-                        names::PROG_LSM_MMAP_FILE,
-                        section::MMAP_FILE,
-                        names::LSM_HOOK_MMAP_FILE,
-                    ),
-                    (
-                        names::PROG_LSM_FILE_MPROTECT,
-                        section::FILE_MPROTECT,
-                        names::LSM_HOOK_FILE_MPROTECT,
-                    ),
-                ] {
-                    let prog: &mut Lsm = program(&mut self.ebpf, name, section)?;
-                    prog.load(hook, &self.btf)
-                        .map_err(|error| BpfError::Load { section, error })?;
-                    prog.attach()
-                        .map_err(|error| BpfError::Attach { section, error })?;
+                for p in progs::LSM_EXEC {
+                    self.acquire_global(run, &p)?;
                 }
             }
             FsPath::Tracepoint => {
-                let section = section::SCHED_PROCESS_EXEC;
-                let prog: &mut BtfTracePoint =
-                    program(&mut self.ebpf, names::PROG_TP_EXEC_CHECK, section)?;
-                prog.load(names::TP_SCHED_PROCESS_EXEC, &self.btf)
-                    .map_err(|error| BpfError::Load { section, error })?;
-                prog.attach()
-                    .map_err(|error| BpfError::Attach { section, error })?;
-                self.enable_syscall_hooks(HOOK_EXEC_MAPS, "the PROT_EXEC mmap/mprotect check")?;
+                self.acquire_global(run, &progs::TP_EXEC_CHECK)?;
+                self.enable_syscall_hooks(
+                    run,
+                    HOOK_EXEC_MAPS,
+                    "the PROT_EXEC mmap/mprotect check",
+                )?;
             }
         }
         Ok(())
-    }
-
-    /// Forgets the run's exec entries (cleanup).
-    pub fn clear_exec_integrity(&mut self, run_slot: u32) {
-        let Some(rules) = self.exec_rules.as_mut() else {
-            return;
-        };
-        let keys: Vec<FsRuleKey> = rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.run_slot == run_slot)
-            .collect();
-        for key in keys {
-            let _ = rules.remove(&key);
-        }
     }
 }
 

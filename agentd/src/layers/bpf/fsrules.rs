@@ -17,13 +17,9 @@ use agentd_common::fsrules::{
     FS_RULE_DENY, FS_RULE_FLAG_AUDIT_ONLY, FS_RULE_SECRET, MAX_FS_RULES,
 };
 use agentd_common::syscalls::HOOK_FS_OPEN;
-use aya::{
-    maps::{HashMap, MapData},
-    programs::{cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, CgroupSkb, Lsm},
-};
 
 use super::btf::{BtfError, KernelBtf};
-use super::{map_error, program, take_map, BpfError, BpfRuntime};
+use super::{map_error, progs, BpfError, BpfRuntime, RunBpf};
 use crate::policy::{FsPolicy, PathRule};
 
 /// ELF sections of the two programs, for messages.
@@ -302,19 +298,13 @@ pub fn fs_ops_prototypes(btf: &KernelBtf<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// The maps of an enabled inode-rule layer.
-pub struct FsMaps {
-    rules: HashMap<MapData, FsRuleKey, FsRuleValue>,
-    taint: HashMap<MapData, u64, TaintState>,
-    egress_drops: Option<HashMap<MapData, u64, u64>>,
-}
-
 impl BpfRuntime {
-    /// Loads and attaches the program of `path`, and writes `entries` for `run_slot`.
+    /// Writes `entries` for `run`, then attaches the programs of `path` (BPF LSM hooks,
+    /// or the open check of the `sys_exit` program).
     pub fn enable_fs_rules(
         &mut self,
+        run: &mut RunBpf,
         path: FsPath,
-        run_slot: u32,
         entries: &[FsRuleEntry],
     ) -> Result<(), BpfError> {
         if let Err(e) = &self.fs_offsets {
@@ -322,121 +312,64 @@ impl BpfRuntime {
                 "offsets for the inode rules: {e}"
             ))));
         }
-        if self.fs.is_none() {
-            let mut rules: HashMap<MapData, FsRuleKey, FsRuleValue> =
-                HashMap::try_from(take_map(&mut self.ebpf, names::MAP_FS_RULES)?)
-                    .map_err(|error| map_error("open", names::MAP_FS_RULES, error))?;
-            for entry in entries {
-                let key = FsRuleKey {
-                    run_slot,
-                    dev: entry.dev,
-                    ino: entry.ino,
-                };
-                rules.insert(key, entry.value, 0).map_err(|error| {
+        let run_slot = run.slot();
+        for entry in entries {
+            let key = FsRuleKey {
+                run_slot,
+                dev: entry.dev,
+                ino: entry.ino,
+            };
+            self.maps
+                .fs_rules
+                .insert(key, entry.value, 0)
+                .map_err(|error| {
                     map_error(
                         format!("insert inode {}:{} into", entry.dev, entry.ino),
                         names::MAP_FS_RULES,
                         error,
                     )
                 })?;
-            }
-            let taint = HashMap::try_from(take_map(&mut self.ebpf, names::MAP_RUN_TAINT)?)
-                .map_err(|error| map_error("open", names::MAP_RUN_TAINT, error))?;
-            self.fs = Some(FsMaps {
-                rules,
-                taint,
-                egress_drops: None,
-            });
         }
         match path {
             FsPath::Lsm => {
                 super::fs_ops_prototypes().map_err(|e| BpfError::Btf(BtfError::Malformed(e)))?;
-                let section = section::LSM_FILE_OPEN;
-                let prog: &mut Lsm = program(&mut self.ebpf, names::PROG_LSM_FILE_OPEN, section)?;
-                prog.load(names::LSM_HOOK_FILE_OPEN, &self.btf)
-                    .map_err(|error| BpfError::Load { section, error })?;
-                prog.attach()
-                    .map_err(|error| BpfError::Attach { section, error })?;
-                for (name, hook) in names::LSM_FS_OPS {
-                    let section = section::LSM_FS_OPS;
-                    let prog: &mut Lsm = program(&mut self.ebpf, name, section)?;
-                    prog.load(hook, &self.btf)
-                        .map_err(|error| BpfError::Load { section, error })?;
-                    prog.attach()
-                        .map_err(|error| BpfError::Attach { section, error })?;
+                for p in progs::lsm_fs_rules() {
+                    self.acquire_global(run, &p)?;
                 }
             }
             FsPath::Tracepoint => {
-                self.enable_syscall_hooks(HOOK_FS_OPEN, "the inode-rule open check")?;
+                self.enable_syscall_hooks(run, HOOK_FS_OPEN, "the inode-rule open check")?;
             }
         }
         Ok(())
     }
 
-    /// Attaches `cgroup_skb/egress` to the run's v2 cgroup directory: once the run is
-    /// tainted, its packets are dropped. Call after `enable_fs_rules`.
-    pub fn enable_taint_egress(&mut self, cgroup_dir: &Path) -> Result<(), BpfError> {
-        let section = section::TAINT_EGRESS;
+    /// Attaches `cgroup_skb/egress` to `run`'s v2 cgroup directory: once the run is
+    /// tainted, its packets are dropped.
+    pub fn enable_taint_egress(
+        &mut self,
+        run: &mut RunBpf,
+        cgroup_dir: &Path,
+    ) -> Result<(), BpfError> {
         let cgroup = std::fs::File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             error,
         })?;
-        let prog: &mut CgroupSkb = program(&mut self.ebpf, names::PROG_TAINT_EGRESS, section)?;
-        prog.load()
-            .map_err(|error| BpfError::Load { section, error })?;
-        prog.attach(
-            &cgroup,
-            CgroupSkbAttachType::Egress,
-            CgroupAttachMode::Single,
-        )
-        .map_err(|error| BpfError::AttachCgroup {
-            section,
-            cgroup: cgroup_dir.to_path_buf(),
-            error,
-        })?;
-        let drops = HashMap::try_from(take_map(&mut self.ebpf, names::MAP_TAINT_EGRESS_DROPS)?)
-            .map_err(|error| map_error("open", names::MAP_TAINT_EGRESS_DROPS, error))?;
-        if let Some(fs) = self.fs.as_mut() {
-            fs.egress_drops = Some(drops);
-        }
-        Ok(())
+        self.attach_to_run(run, &progs::TAINT_EGRESS, cgroup_dir, &cgroup)
     }
 
     /// Packets of the run dropped because it was tainted.
     pub fn taint_egress_drops(&self, cgroup_id: u64) -> u64 {
-        self.fs
-            .as_ref()
-            .and_then(|fs| fs.egress_drops.as_ref())
-            .and_then(|m| m.get(&cgroup_id, 0).ok())
-            .unwrap_or(0)
+        self.maps.taint_egress_drops.get(&cgroup_id, 0).unwrap_or(0)
     }
 
     /// Whether the run's cgroup is tainted, and by which `fs.secret` index.
     pub fn taint(&self, cgroup_id: u64) -> Option<TaintState> {
-        let fs = self.fs.as_ref()?;
-        fs.taint.get(&cgroup_id, 0).ok().filter(|t| t.tainted != 0)
-    }
-
-    /// Forgets the run's rules (cleanup; missing entries are fine). The taint state is
-    /// kept, see below.
-    pub fn clear_fs_rules(&mut self, run_slot: u32, cgroup_id: u64) {
-        let Some(fs) = self.fs.as_mut() else {
-            return;
-        };
-        let keys: Vec<FsRuleKey> = fs
-            .rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.run_slot == run_slot)
-            .collect();
-        for key in keys {
-            let _ = fs.rules.remove(&key);
-        }
-        // The taint entry and the drop counter stay: removing the entry would let the
-        // run's orphaned sockets retransmit data queued while tainted for as long as
-        // the egress program stays attached. They go with the maps when the runtime is
-        // dropped (agentd supervises one run per process).
-        let _ = cgroup_id;
+        self.maps
+            .run_taint
+            .get(&cgroup_id, 0)
+            .ok()
+            .filter(|t| t.tainted != 0)
     }
 }
 

@@ -1,39 +1,41 @@
-//! eBPF layer: loads the embedded `agentd-ebpf` object, attaches the process tracker
-//! (`tp_btf/sched_process_exec` + `tp_btf/sched_process_exit`) and the one raw-syscall
-//! program (`tp_btf/sys_exit`, with the denial tracker on; the layers turn on their own
-//! per-syscall checks in it), keeps the per-run `RUN_CGROUPS` map and hands out the event
-//! stream.
+//! eBPF layer: loads the embedded `agentd-ebpf` object once per process and serves
+//! every run of that process from it.
 //!
-//! One loaded program set serves every run: runs are told apart by their v2 cgroup id
-//! (`watch_cgroup`), and events carry the run slot the cgroup was registered with.
+//! - Every map is opened when the object loads ([`maps`]); programs are loaded on first
+//!   use and shared ([`progs`]).
+//! - A run registers its v2 cgroup ([`BpfRuntime::register`]) and gets a slot; its map
+//!   entries are keyed by that slot or its cgroup id, and [`BpfRuntime::release`]
+//!   removes all of them ([`run`]).
+//! - Host-wide programs (the exec/exit trackers, the one `tp_btf/sys_exit` program, BPF
+//!   LSM hooks) are attached while at least one run needs them; the `sys_exit`
+//!   program's per-syscall checks are turned on by hook bits that runs hold.
+//! - Events carry the cgroup id (and slot) of their run, so one reader serves every run.
+//! - The daemon pins maps and links in bpffs ([`pins`]), so its restart detaches nothing.
 //!
 //! Kernel struct offsets come from BTF at load time (`btf`), because Rust eBPF has no
-//! CO-RE relocations. The doctor probes (`probe`) load the same object.
+//! CO-RE relocations. The doctor probes (`probe`) load their own, shrunken, copy.
 
 mod btf;
 mod budget;
 mod exec_integrity;
 mod fsrules;
+mod maps;
 mod net;
 mod net_dns;
+pub mod pins;
 mod probe;
 mod probe_unix;
+pub mod progs;
 mod ring;
+mod run;
+mod sys;
 mod unix;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use agentd_common::{
-    names,
-    syscalls::{names as syscall_names, HOOK_DENIALS},
-    EVENTS_RING_BYTES,
-};
-use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
-    Ebpf, EbpfLoader,
-};
+use agentd_common::{names, syscalls::names as syscall_names, EVENTS_RING_BYTES};
+use aya::{maps::MapError, programs::ProgramError, Ebpf, EbpfLoader};
 
 pub use btf::BtfError;
 pub use budget::{BudgetCounterMaps, KernelCounts};
@@ -42,10 +44,12 @@ pub use net::{
     compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest, TAINTED_RULE,
 };
 pub use net_dns::{dns_record, DnsAllowMap, DnsRules, DomainRule};
-pub use probe::{probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
+pub use probe::{end_probes, probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
-pub use unix::{UnixDenial, UnixEntries, UnixPath};
+pub use run::{RunBpf, RunBpfState};
+
+pub use unix::{UnixDenial, UnixPath};
 
 /// Pathname unix-socket helpers.
 pub mod unix_sockets {
@@ -177,6 +181,64 @@ pub enum BpfError {
     /// The budget maps could not be set up.
     #[error("budget maps: {0}")]
     Budget(String),
+    /// Every run slot is in use.
+    #[error("every run slot is in use ({max} runs at once)")]
+    NoSlot {
+        /// Runs one runtime serves at once.
+        max: u32,
+    },
+    /// A re-adopted run's slot is already in use.
+    #[error("run slot {slot} is already in use")]
+    SlotTaken {
+        /// The slot.
+        slot: u32,
+    },
+    /// A global program was asked to attach to a cgroup or the reverse (a bug).
+    #[error("{section} is a global program and attaches to no cgroup")]
+    NotCgroup {
+        /// ELF section.
+        section: &'static str,
+    },
+    /// See [`BpfError::NotCgroup`].
+    #[error("{section} attaches to cgroups, not host-wide")]
+    NotGlobal {
+        /// ELF section.
+        section: &'static str,
+    },
+    /// A link could not be turned into a pinnable fd link.
+    #[error("link of {section}: {reason}")]
+    Link {
+        /// ELF section.
+        section: &'static str,
+        /// aya's error.
+        reason: String,
+    },
+    /// Pinning an object in bpffs failed.
+    #[error("pin {}: {error}", .path.display())]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The pin directory could not be prepared.
+    #[error("bpffs directory {}: {error}", .path.display())]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// Turning on per-syscall checks failed.
+    #[error("enable {what} (hook bits {bits:#x}): {source}")]
+    Hooks {
+        /// The checks.
+        what: String,
+        /// Their bits.
+        bits: u32,
+        /// Why.
+        source: Box<BpfError>,
+    },
     /// A cgroup directory could not be inspected.
     #[error("cgroup {}: {error}", .path.display())]
     Cgroup {
@@ -187,151 +249,193 @@ pub enum BpfError {
     },
 }
 
-/// The loaded process tracker: programs attached, maps opened.
+/// The loaded eBPF object: every map opened, programs loaded on first use and shared by
+/// every run, global programs attached while a run needs them (see [`progs`]).
 ///
-/// Dropping it detaches the programs and frees the maps.
+/// One runtime serves many runs. Each run registers its v2 cgroup and gets a slot
+/// ([`RunBpf`]); every map entry of a run is keyed by its slot or its cgroup id, and
+/// [`BpfRuntime::release`] removes all of them. Dropping the runtime detaches what this
+/// process attached and frees the maps, except what is pinned (the daemon).
 pub struct BpfRuntime {
-    run_cgroups: HashMap<MapData, u64, u32>,
-    dropped: PerCpuArray<MapData, u64>,
-    events: Option<RingBuf<MapData>>,
-    /// Inode-rule maps, once `enable_fs_rules` ran.
-    fs: Option<fsrules::FsMaps>,
-    /// `EXEC_RULES`, once `enable_exec_integrity` ran.
-    exec_rules: Option<
-        HashMap<MapData, agentd_common::fsrules::FsRuleKey, agentd_common::fsrules::FsRuleValue>,
-    >,
+    maps: maps::Maps,
     /// Inode-rule offsets, or why this kernel's BTF lacks them.
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
-    /// The kernel's BTF as aya parsed it, for programs loaded later (budgets).
+    /// The kernel's BTF as aya parsed it, for programs loaded on first use.
     btf: SharedBtf,
-    /// Pathname unix sockets: offsets, map fds for the raw loader, attached programs.
+    /// Pathname unix sockets: offsets, map fds for the raw loader, loaded programs.
     unix: unix::UnixState,
-    /// `SYSCALL_HOOKS`: which checks the `sys_exit` program runs.
-    syscall_hooks: Array<MapData, u32>,
-    /// The bits last written to `syscall_hooks`.
-    hooks: u32,
-    /// Owns the programs and their links; declared last so it is dropped last.
+    /// Runs per `HOOK_*` bit of the `sys_exit` program.
+    hooks: run::HookRefs,
+    /// Run slots in use.
+    slots: run::Slots,
+    /// Global programs attached for runs.
+    globals: progs::Globals,
+    /// Where programs, links and maps are pinned (the daemon); `None`: nothing is.
+    pins: Option<pins::PinDir>,
+    /// Hook bits a pinned `SYSCALL_HOOKS` held at load (runs of an earlier daemon):
+    /// kept on until [`BpfRuntime::settle`], so re-adoption leaves no gap.
+    inherited_hooks: u32,
+    /// Owns the programs; declared last so it is dropped last.
     ebpf: Ebpf,
 }
 
+/// How a runtime is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Pin maps and links under this bpffs directory and reuse what an earlier process
+    /// pinned there (the daemon). `None`: everything lives and dies with this process.
+    pub pin_root: Option<PathBuf>,
+    /// Size of the `EVENTS` ring (a power-of-two number of pages); 0: the default.
+    pub ring_bytes: u32,
+}
+
 impl BpfRuntime {
-    /// Reads the kernel's BTF offsets, loads the object and attaches
-    /// `tp_btf/sched_process_exec`, `tp_btf/sched_process_exit` and `tp_btf/sys_exit`.
+    /// Reads the kernel's BTF offsets and loads the object (maps created, no program
+    /// attached: runs attach what they need when they register).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the daemon uses it (next); tests do now")
+    )]
     pub fn load() -> Result<Self, BpfError> {
-        Self::load_with_ring(EVENTS_RING_BYTES)
+        Self::load_with(&LoadOptions::default())
     }
 
     /// `load` with an `EVENTS` ring of `ring_bytes` (a power-of-two number of pages).
+    #[cfg(test)]
     fn load_with_ring(ring_bytes: u32) -> Result<Self, BpfError> {
+        Self::load_with(&LoadOptions {
+            pin_root: None,
+            ring_bytes,
+        })
+    }
+
+    /// Loads the object as `options` say.
+    pub fn load_with(options: &LoadOptions) -> Result<Self, BpfError> {
+        let ring_bytes = if options.ring_bytes == 0 {
+            EVENTS_RING_BYTES
+        } else {
+            options.ring_bytes
+        };
+        let pins = match &options.pin_root {
+            Some(root) => Some(pins::PinDir::prepare(root, EBPF_OBJECT)?),
+            None => None,
+        };
         let Loaded {
             mut ebpf,
             btf,
             fs_offsets,
             unix_offsets,
-        } = load_object(ring_bytes)?;
+        } = load_object(ring_bytes, pins.as_ref())?;
         // Before any map is taken: the raw unix loader relocates against all of them.
         let unix = unix::UnixState::capture(&ebpf, unix_offsets);
-        for (name, section, tracepoint) in [
-            (
-                names::PROG_SCHED_PROCESS_EXEC,
-                section::SCHED_PROCESS_EXEC,
-                names::TP_SCHED_PROCESS_EXEC,
-            ),
-            (
-                names::PROG_SCHED_PROCESS_EXIT,
-                section::SCHED_PROCESS_EXIT,
-                names::TP_SCHED_PROCESS_EXIT,
-            ),
-            (
-                syscall_names::PROG_SYS_EXIT,
-                section::SYS_EXIT,
-                syscall_names::TP_SYS_EXIT,
-            ),
-        ] {
-            let program: &mut BtfTracePoint = program(&mut ebpf, name, section)?;
-            program
-                .load(tracepoint, &btf)
-                .map_err(|error| BpfError::Load { section, error })?;
-            program
-                .attach()
-                .map_err(|error| BpfError::Attach { section, error })?;
-        }
-
-        let mut syscall_hooks: Array<MapData, u32> =
-            Array::try_from(take_map(&mut ebpf, syscall_names::MAP_SYSCALL_HOOKS)?)
-                .map_err(|error| map_error("open", syscall_names::MAP_SYSCALL_HOOKS, error))?;
-        syscall_hooks.set(0, HOOK_DENIALS, 0).map_err(|error| {
-            map_error(
-                "enable the denial tracker in",
-                syscall_names::MAP_SYSCALL_HOOKS,
-                error,
-            )
-        })?;
-        let run_cgroups = HashMap::try_from(take_map(&mut ebpf, names::MAP_RUN_CGROUPS)?)
-            .map_err(|error| map_error("open", names::MAP_RUN_CGROUPS, error))?;
-        let dropped = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_DROPPED)?)
-            .map_err(|error| map_error("open", names::MAP_DROPPED, error))?;
-        let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?)
-            .map_err(|error| map_error("open", names::MAP_EVENTS, error))?;
-        Ok(Self {
-            run_cgroups,
-            dropped,
-            events: Some(events),
-            fs: None,
-            exec_rules: None,
+        let maps = maps::Maps::take_all(&mut ebpf)?;
+        let inherited_hooks = if pins.is_some() {
+            maps.syscall_hooks.get(&0, 0).unwrap_or(0)
+        } else {
+            0
+        };
+        let mut runtime = Self {
+            maps,
             fs_offsets,
             btf,
             unix,
-            syscall_hooks,
-            hooks: HOOK_DENIALS,
+            hooks: run::HookRefs::default(),
+            slots: run::Slots::default(),
+            globals: progs::Globals::default(),
+            pins,
+            inherited_hooks,
             ebpf,
-        })
+        };
+        // A pinned SYSCALL_HOOKS keeps the bits of runs an earlier daemon supervised;
+        // they stay on until those runs are re-adopted (`settle`).
+        runtime.write_hooks()?;
+        Ok(runtime)
     }
 
-    /// Turns on the `HOOK_*` checks in `bits` in the `sys_exit` program (see
-    /// `agentd_common::syscalls`). `what` names them in an error.
-    fn enable_syscall_hooks(&mut self, bits: u32, what: &str) -> Result<(), BpfError> {
-        let hooks = self.hooks | bits;
-        self.syscall_hooks.set(0, hooks, 0).map_err(|error| {
-            map_error(
-                format!("enable {what} (hook bits {bits:#x}) in"),
-                syscall_names::MAP_SYSCALL_HOOKS,
-                error,
-            )
-        })?;
-        self.hooks = hooks;
+    /// After re-adoption: drops the hook bits, global links and run pin directories an
+    /// earlier daemon left that no run in `adopted` (run ids) holds. Returns the names of
+    /// the run pin directories removed.
+    #[expect(dead_code, reason = "the daemon uses it (next)")]
+    pub fn settle(&mut self, adopted: &[String]) -> Result<Vec<String>, BpfError> {
+        self.inherited_hooks = 0;
+        self.write_hooks()?;
+        let Some(pins) = self.pins.clone() else {
+            return Ok(Vec::new());
+        };
+        let held: Vec<&str> = self
+            .globals
+            .attached()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(pins.links_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !held.contains(&name.as_str()) {
+                    if let Err(err) = std::fs::remove_file(e.path()) {
+                        tracing::warn!("unpin {}: {err}", e.path().display());
+                    }
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for run in pins.runs() {
+            if !adopted.contains(&run) {
+                run::remove_pin_dir(&pins.dir().join("runs").join(&run));
+                removed.push(run);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Loads the programs of `progs` now (the verifier runs once per runtime), so a
+    /// daemon finds a program the kernel refuses at start-up, not at a run's launch.
+    #[expect(dead_code, reason = "the daemon uses it (next)")]
+    pub fn preload(&mut self, progs: &[progs::Prog]) -> Result<(), BpfError> {
+        for p in progs {
+            progs::ensure_loaded(&mut self.ebpf, self.btf, p)?;
+        }
         Ok(())
     }
 
-    /// Reports exec/exit of processes in the v2 cgroup `cgroup_id` (the inode number of
-    /// its directory, which is what `bpf_get_current_cgroup_id()` returns for its tasks),
-    /// tagged with `run_slot`. Re-watching a cgroup updates its slot.
-    pub fn watch_cgroup(&mut self, cgroup_id: u64, run_slot: u32) -> Result<(), BpfError> {
-        self.run_cgroups
-            .insert(cgroup_id, run_slot, 0)
-            .map_err(|error| {
-                map_error(
-                    format!("insert cgroup {cgroup_id} (run slot {run_slot}) into"),
-                    names::MAP_RUN_CGROUPS,
-                    error,
-                )
-            })
+    /// The pin directory, when this runtime pins.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir())
     }
 
-    /// Stops reporting the cgroup. Unwatching a cgroup that is not watched is a no-op, so
-    /// cleanup paths can call it unconditionally.
-    pub fn unwatch_cgroup(&mut self, cgroup_id: u64) -> Result<(), BpfError> {
-        match self.run_cgroups.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            Err(error) => Err(map_error(
-                format!("remove cgroup {cgroup_id} from"),
-                names::MAP_RUN_CGROUPS,
+    /// Writes the union of the hook bits runs hold to `SYSCALL_HOOKS`.
+    fn write_hooks(&mut self) -> Result<(), BpfError> {
+        let bits = self.hooks.bits() | self.inherited_hooks;
+        self.maps.syscall_hooks.set(0, bits, 0).map_err(|error| {
+            map_error(
+                format!("write hook bits {bits:#x} to"),
+                syscall_names::MAP_SYSCALL_HOOKS,
                 error,
-            )),
+            )
+        })
+    }
+
+    /// Turns on the `HOOK_*` checks in `bits` in the `sys_exit` program for `run` (see
+    /// `agentd_common::syscalls`); they stay on while any run holds them. `what` names
+    /// them in an error.
+    fn enable_syscall_hooks(
+        &mut self,
+        run: &mut RunBpf,
+        bits: u32,
+        what: &str,
+    ) -> Result<(), BpfError> {
+        let new = bits & !run.hooks;
+        self.hooks.acquire(new);
+        if let Err(error) = self.write_hooks() {
+            self.hooks.release(new);
+            return Err(BpfError::Hooks {
+                what: what.to_owned(),
+                bits,
+                source: Box::new(error),
+            });
         }
+        run.hooks |= new;
+        Ok(())
     }
 
     /// The asynchronous reader of the `EVENTS` ring buffer. Can be taken once; must be
@@ -340,23 +444,67 @@ impl BpfRuntime {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BpfError::NoReactor);
         }
-        let ring = self.events.take().ok_or(BpfError::EventsTaken)?;
+        let ring = self.maps.events.take().ok_or(BpfError::EventsTaken)?;
         EventStream::new(ring).map_err(|failed| {
             let (ring, error) = *failed;
             // Keep the ring so a later call can retry.
-            self.events = Some(ring);
+            self.maps.events = Some(ring);
             BpfError::Reactor { error }
         })
     }
 
-    /// Records lost because the ring buffer was full, summed over CPUs.
+    /// Records lost because the ring buffer was full, summed over CPUs (all runs).
     pub fn dropped(&self) -> Result<u64, BpfError> {
         let per_cpu = self
+            .maps
             .dropped
             .get(&0, 0)
             .map_err(|error| map_error("read", names::MAP_DROPPED, error))?;
         Ok(per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n)))
     }
+
+    /// What the runtime holds now, for `agentd status` and the tests: runs, global
+    /// programs with the runs holding each, and the hook bits on.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the daemon uses it (next); tests do now")
+    )]
+    pub fn status(&self) -> RuntimeStatus {
+        RuntimeStatus {
+            runs: self.slots.in_use(),
+            globals: self
+                .globals
+                .attached()
+                .into_iter()
+                .map(|(name, refs)| (name.to_owned(), refs))
+                .collect(),
+            hook_bits: self.hooks.bits(),
+            pin_dir: self.pin_dir().map(Path::to_path_buf),
+        }
+    }
+
+    /// Keeps everything pinned attached when this runtime is dropped (the daemon's
+    /// shutdown or restart); without this, a drop releases the global programs.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the daemon uses it (next); tests do now")
+    )]
+    pub fn keep_pinned(&mut self) {
+        self.globals.keep_pinned();
+    }
+}
+
+/// A summary of a runtime's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeStatus {
+    /// Registered runs.
+    pub runs: usize,
+    /// Attached global programs and how many runs hold each.
+    pub globals: Vec<(String, u32)>,
+    /// `SYSCALL_HOOKS` bits.
+    pub hook_bits: u32,
+    /// The pin directory, if any.
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// An object loaded into the kernel (maps created, no program loaded yet).
@@ -395,10 +543,120 @@ impl std::ops::Deref for SharedBtf {
     }
 }
 
-/// One loader for the whole process. `EbpfLoader::new()` parses the kernel BTF itself
-/// (and throws it away once `.btf()` is given), so building one per load would undo
-/// [`PREPARED_BTF`].
+/// Loaders for the whole process, one per flavour: `EbpfLoader::new()` parses the kernel
+/// BTF itself (and throws it away once `.btf()` is given), so building one per load
+/// would undo [`PREPARED_BTF`]; and a loader's settings (pin paths, map sizes) persist
+/// across loads, so each flavour keeps its own.
 static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+static PINNED_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+static PROBE_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+
+/// Maps a probe load shrinks to one entry: it never writes them, and the full sizes
+/// (preallocated hash maps among them) cost time for nothing.
+const PROBE_SHRUNK_MAPS: [&str; 19] = [
+    names::MAP_RUN_CGROUPS,
+    agentd_common::fsrules::names::MAP_FS_RULES,
+    agentd_common::fsrules::names::MAP_RUN_TAINT,
+    agentd_common::fsrules::names::MAP_TAINT_EGRESS_DROPS,
+    agentd_common::fsrules::names::MAP_EXEC_RULES,
+    agentd_common::net::names::MAP_NET_ALLOW4,
+    agentd_common::net::names::MAP_NET_ALLOW6,
+    agentd_common::net::names::MAP_NET_BIND4,
+    agentd_common::net::names::MAP_NET_BIND6,
+    agentd_common::net::names::MAP_NET_TAINT4,
+    agentd_common::net::names::MAP_NET_TAINT6,
+    agentd_common::net::names::MAP_NET_RUNS,
+    agentd_common::net::names::MAP_NET_DNS,
+    agentd_common::net::names::MAP_NET_DNS_ORIGIN,
+    agentd_common::unix::names::MAP_UNIX_PREFIXES,
+    agentd_common::unix::names::MAP_UNIX_INODES,
+    agentd_common::unix::names::MAP_UNIX_NAMED,
+    agentd_common::unix::names::MAP_UNIX_REPORTED,
+    agentd_common::budget::names::MAP_BUDGET_RUNS,
+];
+
+fn base_loader(prepared: &'static PreparedBtf) -> Mutex<EbpfLoader<'static>> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(Some(&prepared.btf))
+        .override_global(names::GLOBAL_KERNEL_OFFSETS, &prepared.offsets, true)
+        .override_global(
+            agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
+            &prepared.fs_global,
+            true,
+        )
+        .override_global(
+            agentd_common::unix::names::GLOBAL_UNIX_OFFSETS,
+            &prepared.unix_global,
+            true,
+        );
+    Mutex::new(loader)
+}
+
+/// Which copy of the object to load.
+enum Flavour<'p> {
+    /// A runtime whose maps live with this process.
+    Runtime,
+    /// A runtime whose maps are pinned in (and reused from) `PinDir`.
+    Pinned(&'p pins::PinDir),
+    /// A throwaway copy for the start-up probes.
+    Probe,
+}
+
+/// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
+/// the `EVENTS` ring buffer.
+fn load_object(ring_bytes: u32, pin_dir: Option<&pins::PinDir>) -> Result<Loaded, BpfError> {
+    match pin_dir {
+        Some(dir) => load_flavour(ring_bytes, Flavour::Pinned(dir)),
+        None => load_flavour(ring_bytes, Flavour::Runtime),
+    }
+}
+
+/// A small copy of the object for the probes (one-page ring, one-entry maps).
+fn load_probe_object() -> Result<Loaded, BpfError> {
+    load_flavour(4096, Flavour::Probe)
+}
+
+fn load_flavour(ring_bytes: u32, flavour: Flavour<'_>) -> Result<Loaded, BpfError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(BpfError::NotBuilt);
+    }
+    let prepared = prepared_btf()?;
+    let cell = match flavour {
+        Flavour::Runtime => &LOADER,
+        Flavour::Pinned(_) => &PINNED_LOADER,
+        Flavour::Probe => &PROBE_LOADER,
+    };
+    let loader = cell.get_or_init(|| base_loader(prepared));
+    // A poisoned lock only means another thread panicked mid-load; the loader holds
+    // settings, not state, so it stays usable.
+    let mut loader = loader
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match flavour {
+        Flavour::Runtime => {}
+        Flavour::Pinned(dir) => {
+            for name in maps::ALL {
+                loader.map_pin_path(name, dir.map(name));
+            }
+        }
+        Flavour::Probe => {
+            for name in PROBE_SHRUNK_MAPS {
+                loader.map_max_entries(name, 1);
+            }
+        }
+    }
+    let ebpf = loader
+        .map_max_entries(names::MAP_EVENTS, ring_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|error| BpfError::Object { error })?;
+    Ok(Loaded {
+        ebpf,
+        btf: SharedBtf(&prepared.btf),
+        fs_offsets: prepared.fs_offsets.clone(),
+        unix_offsets: prepared.unix_offsets.clone(),
+    })
+}
 
 fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
     if let Some(prepared) = PREPARED_BTF.get() {
@@ -440,47 +698,6 @@ fn fs_ops_prototypes() -> Result<(), String> {
         .clone()
 }
 
-/// Loads the embedded object with this kernel's offsets in `.rodata`. `ring_bytes` sizes
-/// the `EVENTS` ring buffer (probes use one page).
-fn load_object(ring_bytes: u32) -> Result<Loaded, BpfError> {
-    if EBPF_OBJECT.is_empty() {
-        return Err(BpfError::NotBuilt);
-    }
-    let prepared = prepared_btf()?;
-    let loader = LOADER.get_or_init(|| {
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(&prepared.btf))
-            .override_global(names::GLOBAL_KERNEL_OFFSETS, &prepared.offsets, true)
-            .override_global(
-                agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
-                &prepared.fs_global,
-                true,
-            )
-            .override_global(
-                agentd_common::unix::names::GLOBAL_UNIX_OFFSETS,
-                &prepared.unix_global,
-                true,
-            );
-        Mutex::new(loader)
-    });
-    // A poisoned lock only means another thread panicked mid-load; the loader holds
-    // settings, not state, so it stays usable.
-    let mut loader = loader
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let ebpf = loader
-        .map_max_entries(names::MAP_EVENTS, ring_bytes)
-        .load(EBPF_OBJECT)
-        .map_err(|error| BpfError::Object { error })?;
-    Ok(Loaded {
-        ebpf,
-        btf: SharedBtf(&prepared.btf),
-        fs_offsets: prepared.fs_offsets.clone(),
-        unix_offsets: prepared.unix_offsets.clone(),
-    })
-}
-
 /// The typed program `name` of `ebpf`.
 fn program<'e, P>(
     ebpf: &'e mut Ebpf,
@@ -496,10 +713,6 @@ where
     program
         .try_into()
         .map_err(|error| BpfError::Load { section, error })
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, BpfError> {
-    ebpf.take_map(name).ok_or(BpfError::MissingMap { name })
 }
 
 fn map_error(action: impl Into<String>, map: &'static str, error: MapError) -> BpfError {

@@ -19,13 +19,11 @@ use agentd_common::net::{
     NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
 };
 use agentd_common::EventHeader;
-use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::HashMap;
-use aya::programs::{links::CgroupAttachMode, CgroupSock, CgroupSockAddr};
+use aya::maps::lpm_trie::Key;
 use core::mem::offset_of;
 use serde_json::{json, Value};
 
-use super::{map_error, program, BpfError, BpfRuntime};
+use super::{map_error, progs, BpfError, BpfRuntime, RunBpf};
 
 /// ELF sections of the network programs, as used in messages.
 pub mod section {
@@ -203,185 +201,110 @@ pub(super) fn key6(slot: u32, addr: Ipv6Addr, prefix: u8) -> Key<[u8; NET_KEY6_L
     Key::new(NET_SLOT_BITS + u32::from(prefix), data)
 }
 
-/// The network programs attached to one run's cgroup, and the keys it inserted.
-pub struct NetHandle {
-    slot: u32,
-    keys4: Vec<(&'static str, Key<[u8; NET_KEY4_LEN]>)>,
-    keys6: Vec<(&'static str, Key<[u8; NET_KEY6_LEN]>)>,
-}
-
 impl BpfRuntime {
-    /// Writes `request` for run `slot` into the maps, then loads (once) and attaches the
-    /// network programs to the v2 cgroup directory `cgroup_dir`. The cgroup must already
-    /// be watched with `slot` (`watch_cgroup`); until this returns, the run has no
-    /// `NET_RUNS` entry and the programs deny everything they check.
+    /// Writes `request` for `run` into the maps, then attaches the network programs to
+    /// its v2 cgroup directory `cgroup_dir`. Until the run's `NET_RUNS` entry is written
+    /// (last), the programs deny everything they check. The entries go with
+    /// [`BpfRuntime::release`].
     pub fn enforce_net(
         &mut self,
+        run: &mut RunBpf,
         cgroup_dir: &Path,
-        slot: u32,
         request: &NetRequest,
-    ) -> Result<NetHandle, BpfError> {
-        let mut handle = NetHandle {
-            slot,
-            keys4: Vec::new(),
-            keys6: Vec::new(),
-        };
+    ) -> Result<(), BpfError> {
+        let slot = run.slot();
         let tables = [
-            (
-                request.connect.as_deref(),
-                net_names::MAP_NET_ALLOW4,
-                net_names::MAP_NET_ALLOW6,
-            ),
-            (
-                request.bind.as_deref(),
-                net_names::MAP_NET_BIND4,
-                net_names::MAP_NET_BIND6,
-            ),
+            (request.connect.as_deref(), NetTable::Allow),
+            (request.bind.as_deref(), NetTable::Bind),
             (
                 Some(request.after_taint.as_slice()).filter(|r| !r.is_empty()),
-                net_names::MAP_NET_TAINT4,
-                net_names::MAP_NET_TAINT6,
+                NetTable::AfterTaint,
             ),
         ];
-        for (rules, map4, map6) in tables {
+        for (rules, table) in tables {
             let Some(rules) = rules else { continue };
+            let (map4, map6) = table.names();
             let entries = compile(rules)?;
             for e in entries {
                 match e.addr {
                     IpAddr::V4(a) => {
                         let key = key4(slot, a, e.prefix);
-                        self.net_trie::<NET_KEY4_LEN>(map4)?
+                        table
+                            .trie4(&mut self.maps)
                             .insert(&key, e.rules, 0)
                             .map_err(|error| {
                                 map_error(format!("insert {a}/{} into", e.prefix), map4, error)
                             })?;
-                        handle.keys4.push((map4, key));
                     }
                     IpAddr::V6(a) => {
                         let key = key6(slot, a, e.prefix);
-                        self.net_trie::<NET_KEY6_LEN>(map6)?
+                        table
+                            .trie6(&mut self.maps)
                             .insert(&key, e.rules, 0)
                             .map_err(|error| {
                                 map_error(format!("insert {a}/{} into", e.prefix), map6, error)
                             })?;
-                        handle.keys6.push((map6, key));
                     }
                 }
             }
         }
-        self.attach_net_programs(cgroup_dir, !request.domains.is_empty())?;
+        let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
+            path: cgroup_dir.to_path_buf(),
+            error,
+        })?;
+        // With DNS redirection, recvmsg4/6 make the resolver's replies show the
+        // original destination as their source.
+        let recvmsg = progs::NET_RECVMSG
+            .iter()
+            .filter(|_| !request.domains.is_empty());
+        for p in progs::NET.iter().chain(recvmsg) {
+            self.attach_to_run(run, p, cgroup_dir, &cgroup)?;
+        }
         let flags = request.flags();
-        self.net_runs()?.insert(slot, flags, 0).map_err(|error| {
+        self.maps.net_runs.insert(slot, flags, 0).map_err(|error| {
             map_error(
                 format!("insert run slot {slot} (flags {flags:#x}) into"),
                 net_names::MAP_NET_RUNS,
                 error,
             )
-        })?;
-        Ok(handle)
+        })
     }
+}
 
-    /// Removes what `enforce_net` inserted. The programs stay attached to the cgroup
-    /// (which is removed with the run) and deny everything for a slot without entry.
-    pub fn release_net(&mut self, handle: NetHandle) -> Result<(), BpfError> {
-        let mut first_error = None;
-        if let Err(e) = self.net_runs().and_then(|mut m| {
-            m.remove(&handle.slot)
-                .map_err(|error| map_error("remove run slot from", net_names::MAP_NET_RUNS, error))
-        }) {
-            first_error.get_or_insert(e);
-        }
-        for (map, key) in &handle.keys4 {
-            if let Err(e) = self.net_trie::<NET_KEY4_LEN>(map).and_then(|mut t| {
-                t.remove(key)
-                    .map_err(|error| map_error("remove entry from", map, error))
-            }) {
-                first_error.get_or_insert(e);
-            }
-        }
-        for (map, key) in &handle.keys6 {
-            if let Err(e) = self.net_trie::<NET_KEY6_LEN>(map).and_then(|mut t| {
-                t.remove(key)
-                    .map_err(|error| map_error("remove entry from", map, error))
-            }) {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
+/// The three rule tables, each an IPv4 and an IPv6 trie.
+#[derive(Debug, Clone, Copy)]
+enum NetTable {
+    /// connect/sendmsg allow rules.
+    Allow,
+    /// bind allow rules.
+    Bind,
+    /// `net.after_taint`.
+    AfterTaint,
+}
+
+impl NetTable {
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            NetTable::Allow => (net_names::MAP_NET_ALLOW4, net_names::MAP_NET_ALLOW6),
+            NetTable::Bind => (net_names::MAP_NET_BIND4, net_names::MAP_NET_BIND6),
+            NetTable::AfterTaint => (net_names::MAP_NET_TAINT4, net_names::MAP_NET_TAINT6),
         }
     }
 
-    /// Attaches the sock_addr programs (with `dns`, also recvmsg4/6, which make the
-    /// resolver's replies to redirected DNS messages show the original destination as
-    /// their source) and sock_create.
-    fn attach_net_programs(&mut self, cgroup_dir: &Path, dns: bool) -> Result<(), BpfError> {
-        let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
-            path: cgroup_dir.to_path_buf(),
-            error,
-        })?;
-        let recvmsg = [
-            (net_names::PROG_RECVMSG4, section::RECVMSG4),
-            (net_names::PROG_RECVMSG6, section::RECVMSG6),
-        ];
-        for (name, section) in [
-            (net_names::PROG_CONNECT4, section::CONNECT4),
-            (net_names::PROG_CONNECT6, section::CONNECT6),
-            (net_names::PROG_SENDMSG4, section::SENDMSG4),
-            (net_names::PROG_SENDMSG6, section::SENDMSG6),
-            (net_names::PROG_BIND4, section::BIND4),
-            (net_names::PROG_BIND6, section::BIND6),
-        ]
-        .into_iter()
-        .chain(recvmsg.into_iter().filter(|_| dns))
-        {
-            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, section)?;
-            if prog.fd().is_err() {
-                prog.load()
-                    .map_err(|error| BpfError::Load { section, error })?;
-            }
-            prog.attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|error| BpfError::AttachCgroup {
-                    section,
-                    cgroup: cgroup_dir.to_path_buf(),
-                    error,
-                })?;
+    fn trie4(self, maps: &mut super::maps::Maps) -> &mut super::maps::Trie4 {
+        match self {
+            NetTable::Allow => &mut maps.net_allow4,
+            NetTable::Bind => &mut maps.net_bind4,
+            NetTable::AfterTaint => &mut maps.net_taint4,
         }
-        let section = section::SOCK_CREATE;
-        let prog: &mut CgroupSock = program(&mut self.ebpf, net_names::PROG_SOCK_CREATE, section)?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|error| BpfError::Load { section, error })?;
-        }
-        prog.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|error| BpfError::AttachCgroup {
-                section,
-                cgroup: cgroup_dir.to_path_buf(),
-                error,
-            })?;
-        Ok(())
     }
 
-    fn net_runs(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u32, u32>, BpfError> {
-        let name = net_names::MAP_NET_RUNS;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(BpfError::MissingMap { name })?;
-        HashMap::try_from(map).map_err(|error| map_error("open", name, error))
-    }
-
-    /// An LPM trie of rule sets keyed by `N` bytes (run slot + address).
-    fn net_trie<const N: usize>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<LpmTrie<&mut aya::maps::MapData, [u8; N], NetRuleSet>, BpfError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(BpfError::MissingMap { name })?;
-        LpmTrie::try_from(map).map_err(|error| map_error("open", name, error))
+    fn trie6(self, maps: &mut super::maps::Maps) -> &mut super::maps::Trie6 {
+        match self {
+            NetTable::Allow => &mut maps.net_allow6,
+            NetTable::Bind => &mut maps.net_bind6,
+            NetTable::AfterTaint => &mut maps.net_taint6,
+        }
     }
 }
 

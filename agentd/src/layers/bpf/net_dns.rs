@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use agentd_common::net::{
     NET_RULES_PER_ENTRY,
 };
 use aya::maps::lpm_trie::LpmTrie;
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 
 use super::net::{key4, key6, AddrRule};
 use super::{map_error, BpfError, BpfRuntime};
@@ -93,26 +92,27 @@ impl BpfRuntime {
     /// trie, next to `rules.cidr` (merged into each host entry), and those of
     /// `rules.after_taint_domains` also into its after-taint tries; and the receiver of
     /// the resolver's decisions. With `taint_of` (the run's cgroup id, for a policy with
-    /// `fs.secret`) the sink reads the run's taint flag from `RUN_TAINT`; call this
-    /// before `enable_fs_rules`, which takes that map.
+    /// `fs.secret`) the sink reads the run's taint flag from `RUN_TAINT`.
     pub fn dns_allow_map(
         &mut self,
         slot: u32,
         taint_of: Option<u64>,
         rules: &DnsRules<'_>,
     ) -> Result<(Arc<DnsAllowMap>, tokio::sync::mpsc::Receiver<DnsDecision>), BpfError> {
-        let allow = self.dns_table(
-            net_names::MAP_NET_ALLOW4,
-            net_names::MAP_NET_ALLOW6,
+        let allow = Table::new(
+            &self.maps.net_allow4,
+            &self.maps.net_allow6,
+            (net_names::MAP_NET_ALLOW4, net_names::MAP_NET_ALLOW6),
             rules.cidr,
             rules.domains,
         )?;
         let after_taint = if rules.after_taint_domains.is_empty() {
             None
         } else {
-            Some(Mutex::new(self.dns_table(
-                net_names::MAP_NET_TAINT4,
-                net_names::MAP_NET_TAINT6,
+            Some(Mutex::new(Table::new(
+                &self.maps.net_taint4,
+                &self.maps.net_taint6,
+                (net_names::MAP_NET_TAINT4, net_names::MAP_NET_TAINT6),
                 rules.after_taint_cidr,
                 rules.after_taint_domains,
             )?))
@@ -120,8 +120,11 @@ impl BpfRuntime {
         let taint = match taint_of {
             Some(cgroup_id) => {
                 let name = fs_names::MAP_RUN_TAINT;
-                let map = BpfHashMap::try_from(aya::maps::Map::HashMap(self.dup_map(name)?))
-                    .map_err(|error| map_error("open", name, error))?;
+                let map = BpfHashMap::try_from(aya::maps::Map::HashMap(super::maps::dup(
+                    self.maps.run_taint.map(),
+                    name,
+                )?))
+                .map_err(|error| map_error("open", name, error))?;
                 Some((map, cgroup_id))
             }
             None => None,
@@ -138,60 +141,43 @@ impl BpfRuntime {
         Ok((map, rx))
     }
 
-    fn dns_table(
-        &mut self,
-        map4: &'static str,
-        map6: &'static str,
+    /// Tells the programs where run `slot`'s resolver listens. Must precede
+    /// `enforce_net` with DNS redirection, or redirected traffic is denied.
+    pub fn set_dns_target(&mut self, slot: u32, port4: u16, port6: u16) -> Result<(), BpfError> {
+        let name = net_names::MAP_NET_DNS;
+        self.maps
+            .net_dns
+            .insert(slot, NetDnsTarget { port4, port6 }, 0)
+            .map_err(|error| map_error(format!("insert run slot {slot} into"), name, error))
+    }
+}
+
+impl Table {
+    /// A table on second handles of the tries `trie4`/`trie6` (called `names`).
+    fn new(
+        trie4: &super::maps::Trie4,
+        trie6: &super::maps::Trie6,
+        names: (&'static str, &'static str),
         cidr_rules: &[AddrRule],
         domain_rules: &[DomainRule],
-    ) -> Result<Table, BpfError> {
-        let trie4 = LpmTrie::try_from(aya::maps::Map::LpmTrie(self.dup_map(map4)?))
-            .map_err(|error| map_error("open", map4, error))?;
-        let trie6 = LpmTrie::try_from(aya::maps::Map::LpmTrie(self.dup_map(map6)?))
-            .map_err(|error| map_error("open", map6, error))?;
-        Ok(Table {
+    ) -> Result<Self, BpfError> {
+        let trie4 = LpmTrie::try_from(aya::maps::Map::LpmTrie(super::maps::dup(
+            trie4.map(),
+            names.0,
+        )?))
+        .map_err(|error| map_error("open", names.0, error))?;
+        let trie6 = LpmTrie::try_from(aya::maps::Map::LpmTrie(super::maps::dup(
+            trie6.map(),
+            names.1,
+        )?))
+        .map_err(|error| map_error("open", names.1, error))?;
+        Ok(Self {
             cidr_rules: cidr_rules.to_vec(),
             domain_rules: domain_rules.to_vec(),
             trie4,
             trie6,
             hosts: HashMap::new(),
         })
-    }
-
-    /// Tells the programs where run `slot`'s resolver listens. Must precede
-    /// `enforce_net` with DNS redirection, or redirected traffic is denied.
-    pub fn set_dns_target(&mut self, slot: u32, port4: u16, port6: u16) -> Result<(), BpfError> {
-        let name = net_names::MAP_NET_DNS;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(BpfError::MissingMap { name })?;
-        let mut map: BpfHashMap<&mut MapData, u32, NetDnsTarget> =
-            BpfHashMap::try_from(map).map_err(|error| map_error("open", name, error))?;
-        map.insert(slot, NetDnsTarget { port4, port6 }, 0)
-            .map_err(|error| map_error(format!("insert run slot {slot} into"), name, error))
-    }
-
-    /// A second handle on map `name` (a duplicated fd), for use from another task.
-    fn dup_map(&mut self, name: &'static str) -> Result<MapData, BpfError> {
-        let map = self.ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
-        let data = match map {
-            aya::maps::Map::LpmTrie(d) | aya::maps::Map::HashMap(d) => d,
-            _ => return Err(BpfError::MissingMap { name }),
-        };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|error| BpfError::Map {
-                action: "duplicate the fd of".into(),
-                map: name,
-                error: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "fcntl(F_DUPFD_CLOEXEC)",
-                    io_error: error,
-                }),
-            })?;
-        MapData::from_fd(fd).map_err(|error| map_error("reopen", name, error))
     }
 }
 

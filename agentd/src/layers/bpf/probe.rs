@@ -1,66 +1,78 @@
 //! Start-up probes for `agentd doctor` and the Plan: can this kernel load and attach the
-//! program types agentd relies on? Each probe loads the embedded object itself, tries,
-//! cleans up, and returns the kernel's reason on failure.
+//! program types agentd relies on? The probes share one small copy of the object (a
+//! one-page ring, one-entry maps), loaded on the first probe and dropped by
+//! [`end_probes`]: probing never leaves a runtime behind, and a run loads its own.
 
 use std::{fs::File, path::Path, sync::Mutex};
 
 use agentd_common::names;
-use aya::programs::{links::CgroupAttachMode, CgroupSockAddr, Lsm};
+use aya::programs::{links::CgroupAttachMode, BtfTracePoint, CgroupSockAddr, Lsm};
 
-use super::{load_object, program, section, BpfError, BpfRuntime, Loaded};
+use super::{load_probe_object, program, section, BpfError, Loaded};
 
-/// One page: probes never read events.
-const PROBE_RING_BYTES: u32 = 4096;
+/// The probes' copy of the object, while probing.
+static PROBE_OBJECT: Mutex<Option<Loaded>> = Mutex::new(None);
+
+/// Runs `f` on the probe object, loading it first if needed.
+fn with_probe_object<T>(f: impl FnOnce(&mut Loaded) -> Result<T, BpfError>) -> Result<T, BpfError> {
+    // A poisoned lock means a probe panicked; the object is still a valid object.
+    let mut slot = PROBE_OBJECT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if slot.is_none() {
+        *slot = Some(load_probe_object()?);
+    }
+    match slot.as_mut() {
+        Some(loaded) => f(loaded),
+        None => Err(BpfError::NotBuilt),
+    }
+}
+
+/// Drops the probe object (and everything loaded into it).
+pub fn end_probes() {
+    let mut slot = PROBE_OBJECT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    *slot = None;
+}
 
 /// Loads and attaches the trivial `lsm/file_open` program (it allows everything), then
 /// detaches it. `Err` carries the kernel's reason, e.g.
 /// `load lsm/file_open: Operation not permitted (os error 1)`.
 pub fn probe_bpf_lsm() -> Result<(), String> {
-    try_bpf_lsm().map_err(|e| e.to_string())
-}
-
-fn try_bpf_lsm() -> Result<(), BpfError> {
-    let Loaded { mut ebpf, btf, .. } = load_object(PROBE_RING_BYTES)?;
-    let section = section::LSM_FILE_OPEN;
-    let lsm: &mut Lsm = program(&mut ebpf, names::PROG_PROBE_LSM_FILE_OPEN, section)?;
-    lsm.load(names::LSM_HOOK_FILE_OPEN, &btf)
-        .map_err(|error| BpfError::Load { section, error })?;
-    let link = lsm
-        .attach()
-        .map_err(|error| BpfError::Attach { section, error })?;
-    lsm.detach(link)
-        .map_err(|error| BpfError::Detach { section, error })
-}
-
-/// Loads and attaches the real exec/exit tracker (with this kernel's offsets, so the
-/// verifier checks the code that will run). The loaded runtime is kept for
-/// [`BpfRuntime::take_probed_or_load`]: `agentd run` probes, then needs exactly this,
-/// and loading it twice (with a detach in between, which waits for an RCU grace period
-/// per tracepoint) was a good part of its start-up.
-pub fn probe_tp_btf() -> Result<(), String> {
-    let runtime = BpfRuntime::load().map_err(|e| e.to_string())?;
-    let mut probed = PROBED_RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    *probed = Some(runtime);
-    Ok(())
-}
-
-/// The runtime [`probe_tp_btf`] loaded, until a run takes it.
-static PROBED_RUNTIME: Mutex<Option<BpfRuntime>> = Mutex::new(None);
-
-impl BpfRuntime {
-    /// The runtime the start-up probe loaded, or a freshly loaded one.
-    pub fn take_probed_or_load() -> Result<Self, BpfError> {
-        let probed = PROBED_RUNTIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        match probed {
-            Some(runtime) => Ok(runtime),
-            None => Self::load(),
+    with_probe_object(|Loaded { ebpf, btf, .. }| {
+        let section = section::LSM_FILE_OPEN;
+        let lsm: &mut Lsm = program(ebpf, names::PROG_PROBE_LSM_FILE_OPEN, section)?;
+        if lsm.fd().is_err() {
+            lsm.load(names::LSM_HOOK_FILE_OPEN, btf)
+                .map_err(|error| BpfError::Load { section, error })?;
         }
-    }
+        let link = lsm
+            .attach()
+            .map_err(|error| BpfError::Attach { section, error })?;
+        lsm.detach(link)
+            .map_err(|error| BpfError::Detach { section, error })
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Loads the real exec tracker (with this kernel's offsets, so the verifier checks the
+/// code that will run) and attaches it, then detaches it.
+pub fn probe_tp_btf() -> Result<(), String> {
+    with_probe_object(|Loaded { ebpf, btf, .. }| {
+        let section = section::SCHED_PROCESS_EXEC;
+        let tp: &mut BtfTracePoint = program(ebpf, names::PROG_SCHED_PROCESS_EXEC, section)?;
+        if tp.fd().is_err() {
+            tp.load(names::TP_SCHED_PROCESS_EXEC, btf)
+                .map_err(|error| BpfError::Load { section, error })?;
+        }
+        let link = tp
+            .attach()
+            .map_err(|error| BpfError::Attach { section, error })?;
+        tp.detach(link)
+            .map_err(|error| BpfError::Detach { section, error })
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Loads the trivial `cgroup/connect4` program (it allows every connect), attaches it to
@@ -68,26 +80,28 @@ impl BpfRuntime {
 /// through a BPF link, which coexists with programs already attached there (the kernel
 /// rejects `BPF_F_ALLOW_MULTI` on links with EINVAL: link attachment is always multi).
 pub fn probe_cgroup_bpf(v2_cgroup_dir: &Path) -> Result<(), String> {
-    try_cgroup_bpf(v2_cgroup_dir).map_err(|e| e.to_string())
-}
-
-fn try_cgroup_bpf(dir: &Path) -> Result<(), BpfError> {
-    let cgroup = File::open(dir).map_err(|error| BpfError::Cgroup {
-        path: dir.to_path_buf(),
-        error,
-    })?;
-    let Loaded { mut ebpf, .. } = load_object(PROBE_RING_BYTES)?;
-    let section = section::CGROUP_CONNECT4;
-    let prog: &mut CgroupSockAddr = program(&mut ebpf, names::PROG_PROBE_CGROUP_CONNECT4, section)?;
-    prog.load()
-        .map_err(|error| BpfError::Load { section, error })?;
-    let link = prog
-        .attach(&cgroup, CgroupAttachMode::Single)
-        .map_err(|error| BpfError::AttachCgroup {
-            section,
-            cgroup: dir.to_path_buf(),
+    let cgroup = File::open(v2_cgroup_dir)
+        .map_err(|error| BpfError::Cgroup {
+            path: v2_cgroup_dir.to_path_buf(),
             error,
-        })?;
-    prog.detach(link)
-        .map_err(|error| BpfError::Detach { section, error })
+        })
+        .map_err(|e| e.to_string())?;
+    with_probe_object(|Loaded { ebpf, .. }| {
+        let section = section::CGROUP_CONNECT4;
+        let prog: &mut CgroupSockAddr = program(ebpf, names::PROG_PROBE_CGROUP_CONNECT4, section)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|error| BpfError::Load { section, error })?;
+        }
+        let link = prog
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|error| BpfError::AttachCgroup {
+                section,
+                cgroup: v2_cgroup_dir.to_path_buf(),
+                error,
+            })?;
+        prog.detach(link)
+            .map_err(|error| BpfError::Detach { section, error })
+    })
+    .map_err(|e| e.to_string())
 }

@@ -158,8 +158,9 @@ fn exec_and_exit_events_of_a_watched_cgroup() {
     let cgroup = TestCgroup::create().unwrap();
     let started = std::time::Instant::now();
     let mut runtime = BpfRuntime::load().unwrap();
-    eprintln!("load + attach: {:?}", started.elapsed());
-    runtime.watch_cgroup(cgroup.id(), 7).unwrap();
+    let run = runtime.register(cgroup.id(), "events").unwrap();
+    let slot = run.slot();
+    eprintln!("load + register: {:?}", started.elapsed());
 
     let rt = rt();
     rt.block_on(async {
@@ -191,7 +192,7 @@ fn exec_and_exit_events_of_a_watched_cgroup() {
         };
         assert_eq!(*exec_pid, pid);
         assert_eq!(*ppid, std::process::id());
-        assert_eq!(*run_slot, 7);
+        assert_eq!(*run_slot, slot);
         assert_eq!(*exec_cgroup, cgroup.id());
         assert!(*ktime_ns > 0);
         assert_eq!(*uid, 0);
@@ -210,7 +211,7 @@ fn exec_and_exit_events_of_a_watched_cgroup() {
             panic!("last event is not an exit: {events:#?}");
         };
         assert_eq!((*exit_pid, *exit_tgid), (pid, pid));
-        assert_eq!(*exit_slot, 7);
+        assert_eq!(*exit_slot, slot);
         assert_eq!(*exit_cgroup, cgroup.id());
         assert!(*exit_ktime >= *ktime_ns);
         assert_eq!(*exit_code, 0);
@@ -239,9 +240,10 @@ fn exec_and_exit_events_of_a_watched_cgroup() {
             "{events:#?}"
         );
 
-        // Unwatched: nothing more arrives. A process outside the cgroup is never seen.
-        runtime.unwatch_cgroup(cgroup.id()).unwrap();
-        runtime.unwatch_cgroup(cgroup.id()).unwrap(); // idempotent
+        // Released: nothing more arrives. A process outside the cgroup is never seen.
+        runtime.release(run, false);
+        assert_eq!(runtime.entries_of(slot, cgroup.id()), 0);
+        assert!(runtime.status().globals.is_empty(), "{:?}", runtime.status());
         let mut child = cgroup.command("/bin/true", &[]).spawn().unwrap();
         assert!(child.wait().unwrap().success());
         let mut outside = Command::new("/bin/true").spawn().unwrap();
@@ -264,7 +266,7 @@ fn full_ring_counts_every_drop() {
     let cgroup = TestCgroup::create().unwrap();
     // One page holds about 12 exec records; 20 processes produce 40 records.
     let mut runtime = BpfRuntime::load_with_ring(4096).unwrap();
-    runtime.watch_cgroup(cgroup.id(), 2).unwrap();
+    let _run = runtime.register(cgroup.id(), "ring").unwrap();
     for _ in 0..PROCESSES {
         let mut child = cgroup.command("/bin/true", &[]).spawn().unwrap();
         assert!(child.wait().unwrap().success());
@@ -284,7 +286,7 @@ fn multi_threaded_process_reports_one_exit() {
     }
     let cgroup = TestCgroup::create().unwrap();
     let mut runtime = BpfRuntime::load().unwrap();
-    runtime.watch_cgroup(cgroup.id(), 1).unwrap();
+    let _run = runtime.register(cgroup.id(), "threads").unwrap();
     let rt = rt();
     rt.block_on(async {
         let mut stream = runtime.take_events().unwrap();
@@ -321,6 +323,106 @@ fn multi_threaded_process_reports_one_exit() {
             .collect();
         assert!(late.is_empty(), "more than one exit per process: {late:#?}");
     });
+}
+
+/// One runtime serves several runs: each gets its own slot, the global programs are
+/// attached once and stay while any run needs them, and releasing a run removes every
+/// entry it made (net tries included) and, with the last run, every global program.
+#[test]
+fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
+    if !privileged("one_runtime_serves_many_runs_and_release_leaves_nothing") {
+        return;
+    }
+    let a = TestCgroup::create().unwrap();
+    let b = TestCgroup::create().unwrap();
+    let mut runtime = BpfRuntime::load().unwrap();
+    assert!(
+        runtime.status().globals.is_empty(),
+        "nothing attached before a run"
+    );
+    let mut run_a = runtime.register(a.id(), "a").unwrap();
+    let run_b = runtime.register(b.id(), "b").unwrap();
+    assert_ne!(run_a.slot(), run_b.slot());
+    let rule = |port| AddrRule {
+        addr: "127.0.0.1".parse().unwrap(),
+        prefix: 32,
+        ports: (port, port),
+        protos: crate::layers::bpf::proto_bits(true, false),
+        written: format!("127.0.0.1:{port}/tcp"),
+    };
+    let request = NetRequest {
+        connect: Some(vec![rule(9001), rule(9002)]),
+        ..NetRequest::default()
+    };
+    runtime.enforce_net(&mut run_a, &a.path, &request).unwrap();
+    let status = runtime.status();
+    assert_eq!(status.runs, 2);
+    let sys_exit = status
+        .globals
+        .iter()
+        .find(|(n, _)| n == agentd_common::syscalls::names::PROG_SYS_EXIT)
+        .map(|(_, refs)| *refs);
+    assert_eq!(sys_exit, Some(2), "{status:?}");
+    assert!(
+        runtime.entries_of(run_a.slot(), a.id()) >= 3,
+        "cgroup, NET_RUNS, a trie entry"
+    );
+    let (slot_a, slot_b) = (run_a.slot(), run_b.slot());
+    runtime.release(run_a, false);
+    assert_eq!(runtime.entries_of(slot_a, a.id()), 0);
+    assert!(runtime.entries_of(slot_b, b.id()) > 0, "b is untouched");
+    assert_eq!(runtime.status().runs, 1);
+    runtime.release(run_b, false);
+    assert_eq!(runtime.entries_of(slot_b, b.id()), 0);
+    let status = runtime.status();
+    assert!(status.globals.is_empty(), "{status:?}");
+    assert_eq!(status.hook_bits, 0);
+}
+
+/// A pinned runtime leaves its maps and global links in bpffs when it goes (the daemon
+/// restarting): the next runtime on the same directory reuses the maps, adopts the run
+/// and its links, and releasing the run removes its pins.
+#[test]
+fn a_pinned_runtime_survives_its_process_and_is_adopted() {
+    if !privileged("a_pinned_runtime_survives_its_process_and_is_adopted") {
+        return;
+    }
+    let cgroup = TestCgroup::create().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let bpffs = scratch.path().join("bpffs");
+    let root = bpffs.join("agentd");
+    let options = LoadOptions {
+        pin_root: Some(root.clone()),
+        ring_bytes: 0,
+    };
+    let state = {
+        let mut runtime = BpfRuntime::load_with(&options).unwrap();
+        let run = runtime.register(cgroup.id(), "pinned").unwrap();
+        let state = run.state();
+        assert!(state.pin_dir.is_some());
+        runtime.keep_pinned();
+        std::mem::forget(run);
+        state
+    };
+    let dir = root.join(pins::object_id(EBPF_OBJECT));
+    assert!(dir.join("maps").join(names::MAP_RUN_CGROUPS).exists());
+    let link = dir
+        .join("links")
+        .join(agentd_common::syscalls::names::PROG_SYS_EXIT);
+    assert!(link.exists(), "the sys_exit link stays pinned");
+    let mut runtime = BpfRuntime::load_with(&options).unwrap();
+    // The pinned RUN_CGROUPS still maps the cgroup to its slot.
+    assert!(runtime.entries_of(state.slot, cgroup.id()) >= 1);
+    let run = runtime.adopt(&state).unwrap();
+    assert!(runtime.adopt(&state).is_err(), "a slot is adopted once");
+    runtime.release(run, false);
+    assert!(
+        !link.exists(),
+        "the last run's release unpins the global links"
+    );
+    assert_eq!(runtime.entries_of(state.slot, cgroup.id()), 0);
+    drop(runtime);
+    let _ = nix::mount::umount(&bpffs);
 }
 
 /// Helper process for `multi_threaded_process_reports_one_exit` (inert in normal runs).

@@ -30,14 +30,14 @@ use agentd_common::unix::{
     UNIX_SOURCE_UNIX, UNIX_SOURCE_WRITE,
 };
 use agentd_common::EventHeader;
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData};
-use aya::programs::Lsm;
+use aya::maps::{lpm_trie::Key, Map, MapData};
 use aya::Ebpf;
 use core::mem::offset_of;
 use serde_json::{json, Value};
 
 use super::btf::{BtfError, KernelBtf};
-use super::{program, program_reason, take_map, BpfRuntime, EBPF_OBJECT};
+use super::progs::{self, HeldLink};
+use super::{BpfRuntime, RunBpf, EBPF_OBJECT};
 use crate::policy::{PathRule, Policy};
 
 /// `BPF_CGROUP_UNIX_CONNECT` in `enum bpf_attach_type` (Linux 6.7+).
@@ -134,20 +134,12 @@ pub enum UnixError {
     },
 }
 
-/// Offsets, duplicated map fds and, once enabled, what the run attached.
+/// Offsets, duplicated map fds and the raw-loaded programs (loaded once, shared).
 pub struct UnixState {
     offsets: Result<UnixOffsets, String>,
     map_fds: Vec<(String, OwnedFd)>,
-    /// Raw-loaded programs and their links (dropping them detaches).
-    raw: Vec<OwnedFd>,
-    maps: Option<UnixMaps>,
-}
-
-struct UnixMaps {
-    prefixes: LpmTrie<MapData, [u8; UNIX_KEY_LEN], UnixRule>,
-    inodes: HashMap<MapData, FsRuleKey, UnixRule>,
-    named: HashMap<MapData, UnixNamedKey, UnixRule>,
-    runs: HashMap<MapData, u32, u32>,
+    /// The cgroup connect and sendmsg programs, once loaded.
+    cgroup_progs: Option<[OwnedFd; 2]>,
 }
 
 impl UnixState {
@@ -165,11 +157,48 @@ impl UnixState {
         Self {
             offsets,
             map_fds,
-            raw: Vec::new(),
-            maps: None,
+            cgroup_progs: None,
         }
     }
+
+    /// The two cgroup programs, loaded with raw `bpf(2)` on first use.
+    fn cgroup_progs(&mut self) -> Result<&[OwnedFd; 2], UnixError> {
+        if self.cgroup_progs.is_none() {
+            let insns = relocated(
+                &self.map_fds,
+                &[names::PROG_CGROUP_CONNECT, names::PROG_CGROUP_SENDMSG],
+            )?;
+            let [connect, sendmsg] = CGROUP_PROGS;
+            let (Some(c), Some(s)) = (insns.first(), insns.get(1)) else {
+                return Err(UnixError::Object {
+                    section: section::CGROUP_CONNECT,
+                    reason: "relocation returned fewer programs than asked for".into(),
+                });
+            };
+            let c = load_sock_addr(c, connect.0, connect.1, connect.2)?;
+            let s = load_sock_addr(s, sendmsg.0, sendmsg.1, sendmsg.2)?;
+            self.cgroup_progs = Some([c, s]);
+        }
+        self.cgroup_progs.as_ref().ok_or(UnixError::Object {
+            section: section::CGROUP_CONNECT,
+            reason: "not loaded".into(),
+        })
+    }
 }
+
+/// The raw-loaded programs: name, attach type, section.
+const CGROUP_PROGS: [(&str, u32, &str); 2] = [
+    (
+        names::PROG_CGROUP_CONNECT,
+        BPF_CGROUP_UNIX_CONNECT,
+        section::CGROUP_CONNECT,
+    ),
+    (
+        names::PROG_CGROUP_SENDMSG,
+        BPF_CGROUP_UNIX_SENDMSG,
+        section::CGROUP_SENDMSG,
+    ),
+];
 
 /// The `MapData` of the map kinds the object defines.
 fn map_data(map: &Map) -> Option<&MapData> {
@@ -488,12 +517,12 @@ fn map_err(
 }
 
 impl BpfRuntime {
-    /// Writes `entries` for `run_slot`, then loads and attaches the programs of `path`:
-    /// LSM hooks, or the cgroup hooks on `cgroup_dir` plus the `sys_exit` backstop.
+    /// Writes `entries` for `run`, then attaches the programs of `path`: LSM hooks, or
+    /// the cgroup hooks on `cgroup_dir` plus the `sys_exit` backstop.
     pub fn enable_unix(
         &mut self,
+        run: &mut RunBpf,
         path: UnixPath,
-        run_slot: u32,
         cgroup_dir: &Path,
         entries: &UnixEntries,
         audit_only: bool,
@@ -504,12 +533,10 @@ impl BpfRuntime {
         if let Err(e) = &self.fs_offsets {
             return Err(UnixError::Offsets(format!("inode offsets: {e}")));
         }
-        self.unix_maps()?;
-        let Some(maps) = self.unix.maps.as_mut() else {
-            return Err(UnixError::MissingMap(names::MAP_UNIX_RUNS.to_owned()));
-        };
+        let run_slot = run.slot();
+        let maps = &mut self.maps;
         for (prefix, rule) in &entries.prefixes {
-            maps.prefixes
+            maps.unix_prefixes
                 .insert(&lpm_key(run_slot, prefix), *rule, 0)
                 .map_err(map_err(
                     format!("insert {} into", String::from_utf8_lossy(prefix)),
@@ -522,7 +549,7 @@ impl BpfRuntime {
                 dev: *dev,
                 ino: *ino,
             };
-            maps.inodes.insert(key, *rule, 0).map_err(map_err(
+            maps.unix_inodes.insert(key, *rule, 0).map_err(map_err(
                 format!("insert {dev}:{ino} into"),
                 names::MAP_UNIX_INODES,
             ))?;
@@ -535,7 +562,7 @@ impl BpfRuntime {
                 name: [0; UNIX_NAME_LEN],
             };
             key.name[..name.len()].copy_from_slice(name);
-            maps.named.insert(key, *rule, 0).map_err(map_err(
+            maps.unix_named.insert(key, *rule, 0).map_err(map_err(
                 format!(
                     "insert {dev}:{dir_ino}/{} into",
                     String::from_utf8_lossy(name)
@@ -544,110 +571,35 @@ impl BpfRuntime {
             ))?;
         }
         let flags = if audit_only { UNIX_FLAG_AUDIT_ONLY } else { 0 };
-        maps.runs
+        maps.unix_runs
             .insert(run_slot, flags, 0)
             .map_err(map_err("insert the run into", names::MAP_UNIX_RUNS))?;
         match path {
             UnixPath::Lsm => {
-                for (name, hook, section) in [
-                    (
-                        names::PROG_LSM_STREAM_CONNECT,
-                        names::LSM_HOOK_STREAM_CONNECT,
-                        section::LSM_STREAM_CONNECT,
-                    ),
-                    (
-                        names::PROG_LSM_MAY_SEND,
-                        names::LSM_HOOK_MAY_SEND,
-                        section::LSM_MAY_SEND,
-                    ),
-                ] {
-                    let prog: &mut Lsm = program(&mut self.ebpf, name, section)
+                for p in progs::LSM_UNIX {
+                    self.acquire_global(run, &p)
                         .map_err(|e| UnixError::Program(e.to_string()))?;
-                    prog.load(hook, &self.btf).map_err(|e| {
-                        UnixError::Program(format!("load {section}: {}", program_reason(&e)))
-                    })?;
-                    prog.attach().map_err(|e| {
-                        UnixError::Program(format!("attach {section}: {}", program_reason(&e)))
-                    })?;
                 }
             }
             UnixPath::Cgroup => {
-                let insns = relocated(
-                    &self.unix.map_fds,
-                    &[names::PROG_CGROUP_CONNECT, names::PROG_CGROUP_SENDMSG],
-                )?;
-                for ((insns, name), (attach, section)) in insns
-                    .iter()
-                    .zip([names::PROG_CGROUP_CONNECT, names::PROG_CGROUP_SENDMSG])
-                    .zip([
-                        (BPF_CGROUP_UNIX_CONNECT, section::CGROUP_CONNECT),
-                        (BPF_CGROUP_UNIX_SENDMSG, section::CGROUP_SENDMSG),
-                    ])
-                {
-                    let prog = load_sock_addr(insns, name, attach, section)?;
-                    let link = link_cgroup(&prog, cgroup_dir, attach, section)?;
-                    self.unix.raw.push(prog);
-                    self.unix.raw.push(link);
+                let progs = self.unix.cgroup_progs()?;
+                let mut links = Vec::with_capacity(2);
+                for (prog, (name, attach, section)) in progs.iter().zip(CGROUP_PROGS) {
+                    links.push((name, link_cgroup(prog, cgroup_dir, attach, section)?));
                 }
-                self.enable_syscall_hooks(HOOK_UNIX_CONNECT, "the unix-socket connect backstop")
-                    .map_err(|e| UnixError::Program(e.to_string()))?;
+                for (name, link) in links {
+                    self.hold_link(run, HeldLink::Raw(link), name)
+                        .map_err(|e| UnixError::Program(e.to_string()))?;
+                }
+                self.enable_syscall_hooks(
+                    run,
+                    HOOK_UNIX_CONNECT,
+                    "the unix-socket connect backstop",
+                )
+                .map_err(|e| UnixError::Program(e.to_string()))?;
             }
         }
         Ok(())
-    }
-
-    fn unix_maps(&mut self) -> Result<(), UnixError> {
-        if self.unix.maps.is_some() {
-            return Ok(());
-        }
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
-            take_map(ebpf, name).map_err(|_| UnixError::MissingMap(name.to_owned()))
-        };
-        let prefixes = LpmTrie::try_from(take(&mut self.ebpf, names::MAP_UNIX_PREFIXES)?)
-            .map_err(map_err("open", names::MAP_UNIX_PREFIXES))?;
-        let inodes = HashMap::try_from(take(&mut self.ebpf, names::MAP_UNIX_INODES)?)
-            .map_err(map_err("open", names::MAP_UNIX_INODES))?;
-        let named = HashMap::try_from(take(&mut self.ebpf, names::MAP_UNIX_NAMED)?)
-            .map_err(map_err("open", names::MAP_UNIX_NAMED))?;
-        let runs = HashMap::try_from(take(&mut self.ebpf, names::MAP_UNIX_RUNS)?)
-            .map_err(map_err("open", names::MAP_UNIX_RUNS))?;
-        self.unix.maps = Some(UnixMaps {
-            prefixes,
-            inodes,
-            named,
-            runs,
-        });
-        Ok(())
-    }
-
-    /// Forgets the run's entries (cleanup; missing entries are fine). The programs stay
-    /// attached until the runtime is dropped.
-    pub fn clear_unix(&mut self, run_slot: u32, entries: &UnixEntries) {
-        let Some(maps) = self.unix.maps.as_mut() else {
-            return;
-        };
-        let _ = maps.runs.remove(&run_slot);
-        for (prefix, _) in &entries.prefixes {
-            let _ = maps.prefixes.remove(&lpm_key(run_slot, prefix));
-        }
-        let keys: Vec<FsRuleKey> = maps
-            .inodes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.run_slot == run_slot)
-            .collect();
-        for key in keys {
-            let _ = maps.inodes.remove(&key);
-        }
-        let keys: Vec<UnixNamedKey> = maps
-            .named
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.run_slot == run_slot)
-            .collect();
-        for key in keys {
-            let _ = maps.named.remove(&key);
-        }
     }
 }
 

@@ -86,7 +86,7 @@ pub enum CgroupError {
 }
 
 /// Creates the cgroups of one run. Chosen once from the probed [`CgroupLayout`].
-pub trait CgroupManager {
+pub trait CgroupManager: Send + Sync {
     /// Which backend this is, for doctor and the plan.
     fn mode(&self) -> CgroupMode;
     /// Creates the run's leaves and applies `limits`. On error nothing created is left behind.

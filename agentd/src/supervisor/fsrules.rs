@@ -1,4 +1,4 @@
-//! `agentd run`, inode rules: resolve `fs.deny` / `fs.secret` to inodes at run start,
+//! Inode rules of a run: resolve `fs.deny` / `fs.secret` to inodes at run start,
 //! hand them to the eBPF layer, and turn its `Event::Fs` records into audit records.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::audit::Decision;
 use crate::events::Event;
-use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath};
+use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath, RunBpf};
 use crate::policy::{Mode, Policy};
 use agentd_common::fsrules::{
     FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE,
@@ -15,23 +15,21 @@ use agentd_common::fsrules::{
     FS_OP_CREATE, FS_OP_LINK, FS_OP_RENAME, FS_OP_RMDIR, FS_OP_SETATTR, FS_OP_UNLINK, FS_RULE_DENY,
 };
 
-/// Run slot of the single run an agentd process supervises.
-const RUN_SLOT: u32 = 0;
-
 /// Resolves the rules, enables the program of `path` and, for a policy with secrets
 /// in enforce mode, the tainted-run packet dropper on the run's v2 cgroup `cgroup_dir`.
 pub fn enable(
     bpf: &mut BpfRuntime,
+    run: &mut RunBpf,
     path: FsPath,
     policy: &Policy,
     cgroup_dir: &Path,
 ) -> Result<(), String> {
     let audit_only = policy.mode == Mode::Audit;
     let entries = fs::resolve(&policy.fs, audit_only).map_err(|e| e.to_string())?;
-    bpf.enable_fs_rules(path, RUN_SLOT, &entries)
+    bpf.enable_fs_rules(run, path, &entries)
         .map_err(|e| e.to_string())?;
     if !policy.fs.secret.is_empty() && !audit_only {
-        bpf.enable_taint_egress(cgroup_dir)
+        bpf.enable_taint_egress(run, cgroup_dir)
             .map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -39,7 +37,12 @@ pub fn enable(
 
 /// Resolves `exec.allow` (with the interpreters it implies) and `exec.libraries` and
 /// enables exec integrity on `path`.
-pub fn enable_exec(bpf: &mut BpfRuntime, path: FsPath, policy: &Policy) -> Result<(), String> {
+pub fn enable_exec(
+    bpf: &mut BpfRuntime,
+    run: &mut RunBpf,
+    path: FsPath,
+    policy: &Policy,
+) -> Result<(), String> {
     let mut executables: Vec<PathBuf> = policy
         .exec
         .allow
@@ -64,7 +67,7 @@ pub fn enable_exec(bpf: &mut BpfRuntime, path: FsPath, policy: &Policy) -> Resul
             .collect(),
     };
     let entries = exec::resolve(&executables, &libraries);
-    bpf.enable_exec_integrity(path, RUN_SLOT, &entries, policy.mode == Mode::Audit)
+    bpf.enable_exec_integrity(run, path, &entries, policy.mode == Mode::Audit)
         .map_err(|e| e.to_string())
 }
 
@@ -93,17 +96,21 @@ const STRAGGLERS_GONE: std::time::Duration = std::time::Duration::from_secs(2);
 /// would leave once the run is over. Untainted runs keep the kernel's graceful close:
 /// their queued data was allowed. Returns the record (count, or the error: then the
 /// data may still leave, which the record says).
-pub fn abort_tainted_sockets(cgroups: &crate::layers::cgroup::RunCgroups) -> FsRecord {
+/// The second value says whether the sockets were aborted.
+pub async fn abort_tainted_sockets(
+    cgroups: &crate::layers::cgroup::RunCgroups,
+) -> (FsRecord, bool) {
     let deadline = std::time::Instant::now() + STRAGGLERS_GONE;
     while !cgroups.pids().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let (aborted, decision) = match crate::budgets::sockets::abort_tcp_sockets(cgroups.cgroup_id())
     {
         Ok(n) => (json!(n), Some(Decision::Deny)),
         Err(e) => (json!(format!("error: {e}")), None),
     };
-    FsRecord {
+    let ok = decision.is_some();
+    let record = FsRecord {
         layer: crate::layers::name::BPF,
         event: "taint_sockets_aborted",
         decision,
@@ -111,7 +118,8 @@ pub fn abort_tainted_sockets(cgroups: &crate::layers::cgroup::RunCgroups) -> FsR
             "tcp_sockets_aborted": aborted,
             "rule": "fs.secret taint: nothing queued while tainted leaves after the run",
         }),
-    }
+    };
+    (record, ok)
 }
 
 /// One audit record to append.

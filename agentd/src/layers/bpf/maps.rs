@@ -1,0 +1,141 @@
+//! Every map of the object, opened with its key and value types when the runtime loads:
+//! the one place where map names meet their Rust types. A map missing from the object
+//! fails the load, not the first run that needs it.
+
+use std::os::fd::AsFd;
+
+use agentd_common::{
+    budget::{names as budget_names, BudgetCounters},
+    fsrules::{names as fs_names, FsRuleKey, FsRuleValue, TaintState},
+    names,
+    net::{names as net_names, NetDnsTarget, NetRuleSet, NET_KEY4_LEN, NET_KEY6_LEN},
+    syscalls::names as syscall_names,
+    unix::{names as unix_names, UnixNamedKey, UnixRule, UNIX_KEY_LEN},
+};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf};
+use aya::Ebpf;
+
+use super::{map_error, BpfError};
+
+/// Names of every map the object defines (pinned by the daemon, checked by tests).
+pub const ALL: [&str; 26] = [
+    names::MAP_RUN_CGROUPS,
+    names::MAP_EVENTS,
+    names::MAP_DROPPED,
+    syscall_names::MAP_SYSCALL_HOOKS,
+    fs_names::MAP_FS_RULES,
+    fs_names::MAP_RUN_TAINT,
+    fs_names::MAP_TAINT_EGRESS_DROPS,
+    fs_names::MAP_EXEC_RULES,
+    net_names::MAP_NET_ALLOW4,
+    net_names::MAP_NET_ALLOW6,
+    net_names::MAP_NET_BIND4,
+    net_names::MAP_NET_BIND6,
+    net_names::MAP_NET_TAINT4,
+    net_names::MAP_NET_TAINT6,
+    net_names::MAP_NET_RUNS,
+    net_names::MAP_NET_DNS,
+    net_names::MAP_NET_DNS_ORIGIN,
+    unix_names::MAP_UNIX_PREFIXES,
+    unix_names::MAP_UNIX_INODES,
+    unix_names::MAP_UNIX_NAMED,
+    unix_names::MAP_UNIX_RUNS,
+    unix_names::MAP_UNIX_REPORTED,
+    unix_names::MAP_UNIX_SCRATCH,
+    budget_names::MAP_BUDGET_RUNS,
+    budget_names::MAP_BUDGET_SYSCALL_CGROUPS,
+    budget_names::MAP_BUDGET_SYSCALLS,
+];
+
+/// An IPv4 allow trie: run slot + address → rules.
+pub type Trie4 = LpmTrie<MapData, [u8; NET_KEY4_LEN], NetRuleSet>;
+/// An IPv6 allow trie.
+pub type Trie6 = LpmTrie<MapData, [u8; NET_KEY6_LEN], NetRuleSet>;
+
+/// The maps userspace reads or writes. The LRU and scratch maps only the programs use
+/// (`NET_DNS_ORIGIN`, `UNIX_REPORTED`, `UNIX_SCRATCH`) stay in the object.
+pub struct Maps {
+    pub run_cgroups: HashMap<MapData, u64, u32>,
+    pub dropped: PerCpuArray<MapData, u64>,
+    /// Taken by the event reader.
+    pub events: Option<RingBuf<MapData>>,
+    pub syscall_hooks: Array<MapData, u32>,
+    pub fs_rules: HashMap<MapData, FsRuleKey, FsRuleValue>,
+    pub run_taint: HashMap<MapData, u64, TaintState>,
+    pub taint_egress_drops: HashMap<MapData, u64, u64>,
+    pub exec_rules: HashMap<MapData, FsRuleKey, FsRuleValue>,
+    pub net_allow4: Trie4,
+    pub net_allow6: Trie6,
+    pub net_bind4: Trie4,
+    pub net_bind6: Trie6,
+    pub net_taint4: Trie4,
+    pub net_taint6: Trie6,
+    pub net_runs: HashMap<MapData, u32, u32>,
+    pub net_dns: HashMap<MapData, u32, NetDnsTarget>,
+    pub unix_prefixes: LpmTrie<MapData, [u8; UNIX_KEY_LEN], UnixRule>,
+    pub unix_inodes: HashMap<MapData, FsRuleKey, UnixRule>,
+    pub unix_named: HashMap<MapData, UnixNamedKey, UnixRule>,
+    pub unix_runs: HashMap<MapData, u32, u32>,
+    pub budget_runs: HashMap<MapData, u64, BudgetCounters>,
+    pub budget_syscall_cgroups: Array<MapData, u64>,
+    pub budget_syscalls: PerCpuArray<MapData, u64>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BpfError> {
+    ebpf.take_map(name).ok_or(BpfError::MissingMap { name })
+}
+
+macro_rules! open {
+    ($ebpf:expr, $ty:ident, $name:expr) => {
+        $ty::try_from(take($ebpf, $name)?).map_err(|error| map_error("open", $name, error))?
+    };
+}
+
+impl Maps {
+    /// Takes every map userspace uses out of `ebpf`.
+    pub fn take_all(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        Ok(Self {
+            run_cgroups: open!(ebpf, HashMap, names::MAP_RUN_CGROUPS),
+            dropped: open!(ebpf, PerCpuArray, names::MAP_DROPPED),
+            events: Some(open!(ebpf, RingBuf, names::MAP_EVENTS)),
+            syscall_hooks: open!(ebpf, Array, syscall_names::MAP_SYSCALL_HOOKS),
+            fs_rules: open!(ebpf, HashMap, fs_names::MAP_FS_RULES),
+            run_taint: open!(ebpf, HashMap, fs_names::MAP_RUN_TAINT),
+            taint_egress_drops: open!(ebpf, HashMap, fs_names::MAP_TAINT_EGRESS_DROPS),
+            exec_rules: open!(ebpf, HashMap, fs_names::MAP_EXEC_RULES),
+            net_allow4: open!(ebpf, LpmTrie, net_names::MAP_NET_ALLOW4),
+            net_allow6: open!(ebpf, LpmTrie, net_names::MAP_NET_ALLOW6),
+            net_bind4: open!(ebpf, LpmTrie, net_names::MAP_NET_BIND4),
+            net_bind6: open!(ebpf, LpmTrie, net_names::MAP_NET_BIND6),
+            net_taint4: open!(ebpf, LpmTrie, net_names::MAP_NET_TAINT4),
+            net_taint6: open!(ebpf, LpmTrie, net_names::MAP_NET_TAINT6),
+            net_runs: open!(ebpf, HashMap, net_names::MAP_NET_RUNS),
+            net_dns: open!(ebpf, HashMap, net_names::MAP_NET_DNS),
+            unix_prefixes: open!(ebpf, LpmTrie, unix_names::MAP_UNIX_PREFIXES),
+            unix_inodes: open!(ebpf, HashMap, unix_names::MAP_UNIX_INODES),
+            unix_named: open!(ebpf, HashMap, unix_names::MAP_UNIX_NAMED),
+            unix_runs: open!(ebpf, HashMap, unix_names::MAP_UNIX_RUNS),
+            budget_runs: open!(ebpf, HashMap, budget_names::MAP_BUDGET_RUNS),
+            budget_syscall_cgroups: open!(ebpf, Array, budget_names::MAP_BUDGET_SYSCALL_CGROUPS),
+            budget_syscalls: open!(ebpf, PerCpuArray, budget_names::MAP_BUDGET_SYSCALLS),
+        })
+    }
+}
+
+/// A second handle on a map (a duplicated fd), for a reader that runs outside the
+/// runtime's lock: a run's budget counters, its resolver's allow entries.
+pub fn dup(data: &MapData, name: &'static str) -> Result<MapData, BpfError> {
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|error| BpfError::Map {
+            action: "duplicate the fd of".into(),
+            map: name,
+            error: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "fcntl(F_DUPFD_CLOEXEC)",
+                io_error: error,
+            }),
+        })?;
+    MapData::from_fd(fd).map_err(|error| map_error("reopen", name, error))
+}

@@ -1,0 +1,465 @@
+//! The programs of the object as data: which kind each is, where it attaches, and the
+//! two ways a program is attached.
+//!
+//! - **Global** programs (tracepoints, BPF LSM hooks) see every task of the host and
+//!   filter by cgroup themselves. They are attached while at least one run needs them
+//!   and detached when the last such run ends ([`Globals`]), so a runtime with no run
+//!   costs the host nothing, and fifty runs cost what one does.
+//! - **Cgroup** programs attach to one run's v2 cgroup and run only for its tasks; each
+//!   run holds its own links ([`HeldLink`]).
+//!
+//! Every program is loaded (verified) at most once per runtime and shared by every run.
+//! With a pin directory (the daemon), links are pinned in bpffs so that they outlive
+//! the process: a daemon restart detaches nothing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use agentd_common::{
+    budget::names as budget_names, fsrules::names as fs_names, names, net::names as net_names,
+    syscalls::names as syscall_names, unix::names as unix_names,
+};
+use aya::programs::{
+    cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, links::FdLink, links::PinnedLink,
+    BtfTracePoint, CgroupSkb, CgroupSock, CgroupSockAddr, Lsm,
+};
+use aya::Ebpf;
+
+use super::{program, BpfError, SharedBtf};
+
+/// Where and how a program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// `tp_btf/<tracepoint>`: global.
+    TpBtf(&'static str),
+    /// `lsm/<hook>`: global.
+    Lsm(&'static str),
+    /// `cgroup/connect4` and friends: per run cgroup.
+    SockAddr,
+    /// `cgroup/sock_create`: per run cgroup.
+    Sock,
+    /// `cgroup_skb/*`: per run cgroup.
+    Skb(SkbDirection),
+}
+
+/// Direction of a `cgroup_skb` program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkbDirection {
+    Egress,
+    Ingress,
+}
+
+impl SkbDirection {
+    fn aya(self) -> CgroupSkbAttachType {
+        match self {
+            SkbDirection::Egress => CgroupSkbAttachType::Egress,
+            SkbDirection::Ingress => CgroupSkbAttachType::Ingress,
+        }
+    }
+}
+
+/// One program of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prog {
+    /// Function name in the object.
+    pub name: &'static str,
+    /// ELF section, as used in messages.
+    pub section: &'static str,
+    pub attach: Attach,
+}
+
+const fn prog(name: &'static str, section: &'static str, attach: Attach) -> Prog {
+    Prog {
+        name,
+        section,
+        attach,
+    }
+}
+
+/// The exec tracker.
+pub const SCHED_PROCESS_EXEC: Prog = prog(
+    names::PROG_SCHED_PROCESS_EXEC,
+    super::section::SCHED_PROCESS_EXEC,
+    Attach::TpBtf(names::TP_SCHED_PROCESS_EXEC),
+);
+/// The exit tracker.
+pub const SCHED_PROCESS_EXIT: Prog = prog(
+    names::PROG_SCHED_PROCESS_EXIT,
+    super::section::SCHED_PROCESS_EXIT,
+    Attach::TpBtf(names::TP_SCHED_PROCESS_EXIT),
+);
+/// The one raw-syscall program (denial tracker and the per-syscall checks).
+pub const SYS_EXIT: Prog = prog(
+    syscall_names::PROG_SYS_EXIT,
+    super::section::SYS_EXIT,
+    Attach::TpBtf(syscall_names::TP_SYS_EXIT),
+);
+/// The fallback exec-integrity check.
+pub const TP_EXEC_CHECK: Prog = prog(
+    fs_names::PROG_TP_EXEC_CHECK,
+    super::exec_integrity::section::SCHED_PROCESS_EXEC,
+    Attach::TpBtf(fs_names::TP_SCHED_PROCESS_EXEC),
+);
+
+/// What every run needs: the exec and exit trackers and the `sys_exit` program (its
+/// denial tracker is on for every run).
+pub const TRACKERS: [Prog; 3] = [SCHED_PROCESS_EXEC, SCHED_PROCESS_EXIT, SYS_EXIT];
+
+/// The BPF LSM inode-rule programs: `file_open`, then the path operations.
+pub fn lsm_fs_rules() -> Vec<Prog> {
+    let mut v = vec![prog(
+        fs_names::PROG_LSM_FILE_OPEN,
+        super::fsrules::section::LSM_FILE_OPEN,
+        Attach::Lsm(fs_names::LSM_HOOK_FILE_OPEN),
+    )];
+    v.extend(
+        fs_names::LSM_FS_OPS
+            .iter()
+            .map(|(name, hook)| prog(name, super::fsrules::section::LSM_FS_OPS, Attach::Lsm(hook))),
+    );
+    v
+}
+
+/// The BPF LSM exec-integrity programs.
+pub const LSM_EXEC: [Prog; 3] = [
+    prog(
+        fs_names::PROG_LSM_BPRM_CHECK,
+        super::exec_integrity::section::BPRM_CHECK,
+        Attach::Lsm(fs_names::LSM_HOOK_BPRM_CHECK),
+    ),
+    prog(
+        fs_names::PROG_LSM_MMAP_FILE,
+        super::exec_integrity::section::MMAP_FILE,
+        Attach::Lsm(fs_names::LSM_HOOK_MMAP_FILE),
+    ),
+    prog(
+        fs_names::PROG_LSM_FILE_MPROTECT,
+        super::exec_integrity::section::FILE_MPROTECT,
+        Attach::Lsm(fs_names::LSM_HOOK_FILE_MPROTECT),
+    ),
+];
+
+/// The BPF LSM unix-socket programs.
+pub const LSM_UNIX: [Prog; 2] = [
+    prog(
+        unix_names::PROG_LSM_STREAM_CONNECT,
+        super::unix::section::LSM_STREAM_CONNECT,
+        Attach::Lsm(unix_names::LSM_HOOK_STREAM_CONNECT),
+    ),
+    prog(
+        unix_names::PROG_LSM_MAY_SEND,
+        super::unix::section::LSM_MAY_SEND,
+        Attach::Lsm(unix_names::LSM_HOOK_MAY_SEND),
+    ),
+];
+
+/// The network programs attached to a run's cgroup (recvmsg only with DNS redirection).
+pub const NET: [Prog; 7] = [
+    prog(
+        net_names::PROG_CONNECT4,
+        super::net::section::CONNECT4,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_CONNECT6,
+        super::net::section::CONNECT6,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_SENDMSG4,
+        super::net::section::SENDMSG4,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_SENDMSG6,
+        super::net::section::SENDMSG6,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_BIND4,
+        super::net::section::BIND4,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_BIND6,
+        super::net::section::BIND6,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_SOCK_CREATE,
+        super::net::section::SOCK_CREATE,
+        Attach::Sock,
+    ),
+];
+
+/// The recvmsg programs of DNS redirection.
+pub const NET_RECVMSG: [Prog; 2] = [
+    prog(
+        net_names::PROG_RECVMSG4,
+        super::net::section::RECVMSG4,
+        Attach::SockAddr,
+    ),
+    prog(
+        net_names::PROG_RECVMSG6,
+        super::net::section::RECVMSG6,
+        Attach::SockAddr,
+    ),
+];
+
+/// The budget byte counters.
+pub const BUDGET_SKB: [Prog; 2] = [
+    prog(
+        budget_names::PROG_BUDGET_SKB_EGRESS,
+        "cgroup_skb/egress",
+        Attach::Skb(SkbDirection::Egress),
+    ),
+    prog(
+        budget_names::PROG_BUDGET_SKB_INGRESS,
+        "cgroup_skb/ingress",
+        Attach::Skb(SkbDirection::Ingress),
+    ),
+];
+
+/// The tainted-run packet dropper.
+pub const TAINT_EGRESS: Prog = prog(
+    fs_names::PROG_TAINT_EGRESS,
+    super::fsrules::section::TAINT_EGRESS,
+    Attach::Skb(SkbDirection::Egress),
+);
+
+/// A link this process holds: dropping it detaches the program unless it is pinned
+/// (then removing the pin does).
+#[derive(Debug)]
+pub enum HeldLink {
+    /// An aya link owned by this process.
+    Owned(FdLink),
+    /// An aya link pinned in bpffs.
+    Pinned(PinnedLink),
+    /// A link made with raw `BPF_LINK_CREATE` (the unix-socket programs aya cannot load).
+    Raw(OwnedFd),
+    /// A raw link pinned at the path.
+    RawPinned(
+        #[allow(
+            dead_code,
+            reason = "held: closing it would not detach a pinned link, but it keeps the link referenced until the pin goes"
+        )]
+        OwnedFd,
+        PathBuf,
+    ),
+}
+
+impl HeldLink {
+    /// Pins the link at `path` (its directory must exist on bpffs).
+    pub fn pin(self, path: &Path) -> Result<Self, BpfError> {
+        let pin_error = |error: std::io::Error| BpfError::Pin {
+            path: path.to_path_buf(),
+            error,
+        };
+        match self {
+            HeldLink::Owned(link) => link
+                .pin(path)
+                .map(HeldLink::Pinned)
+                .map_err(|e| pin_error(std::io::Error::other(e.to_string()))),
+            HeldLink::Raw(fd) => {
+                super::sys::obj_pin(&fd, path).map_err(pin_error)?;
+                Ok(HeldLink::RawPinned(fd, path.to_path_buf()))
+            }
+            pinned => Ok(pinned),
+        }
+    }
+
+    /// Detaches the program: a pinned link's pin is removed, then the fd is closed.
+    pub fn release(self) {
+        match self {
+            HeldLink::Owned(_) | HeldLink::Raw(_) => {}
+            HeldLink::Pinned(link) => {
+                if let Err(e) = link.unpin() {
+                    tracing::warn!("unpin a bpf link: {e}");
+                }
+            }
+            HeldLink::RawPinned(_, path) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!("unpin {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Loads `p` unless this runtime has already loaded it.
+pub(super) fn ensure_loaded(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result<(), BpfError> {
+    let section = p.section;
+    let load = |error| BpfError::Load { section, error };
+    match p.attach {
+        Attach::TpBtf(tracepoint) => {
+            let prog: &mut BtfTracePoint = program(ebpf, p.name, section)?;
+            if prog.fd().is_err() {
+                prog.load(tracepoint, &btf).map_err(load)?;
+            }
+        }
+        Attach::Lsm(hook) => {
+            let prog: &mut Lsm = program(ebpf, p.name, section)?;
+            if prog.fd().is_err() {
+                prog.load(hook, &btf).map_err(load)?;
+            }
+        }
+        Attach::SockAddr => {
+            let prog: &mut CgroupSockAddr = program(ebpf, p.name, section)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(load)?;
+            }
+        }
+        Attach::Sock => {
+            let prog: &mut CgroupSock = program(ebpf, p.name, section)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(load)?;
+            }
+        }
+        Attach::Skb(_) => {
+            let prog: &mut CgroupSkb = program(ebpf, p.name, section)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(load)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the global program `p` (loading it first if needed).
+fn attach_global(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result<FdLink, BpfError> {
+    ensure_loaded(ebpf, btf, p)?;
+    let section = p.section;
+    let attach = |error| BpfError::Attach { section, error };
+    match p.attach {
+        Attach::TpBtf(_) => {
+            let prog: &mut BtfTracePoint = program(ebpf, p.name, section)?;
+            let id = prog.attach().map_err(attach)?;
+            Ok(prog.take_link(id).map_err(attach)?.into())
+        }
+        Attach::Lsm(_) => {
+            let prog: &mut Lsm = program(ebpf, p.name, section)?;
+            let id = prog.attach().map_err(attach)?;
+            Ok(prog.take_link(id).map_err(attach)?.into())
+        }
+        _ => Err(BpfError::NotGlobal { section }),
+    }
+}
+
+/// Attaches the cgroup program `p` to the v2 cgroup directory `dir`.
+pub(super) fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    btf: SharedBtf,
+    p: &Prog,
+    dir: &Path,
+    cgroup: &File,
+) -> Result<HeldLink, BpfError> {
+    ensure_loaded(ebpf, btf, p)?;
+    let section = p.section;
+    let attach = |error| BpfError::AttachCgroup {
+        section,
+        cgroup: dir.to_path_buf(),
+        error,
+    };
+    let fd_link = |e: aya::programs::links::LinkError| BpfError::Link {
+        section,
+        reason: e.to_string(),
+    };
+    let link = match p.attach {
+        Attach::SockAddr => {
+            let prog: &mut CgroupSockAddr = program(ebpf, p.name, section)?;
+            let id = prog
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(attach)?;
+            FdLink::try_from(prog.take_link(id).map_err(attach)?).map_err(fd_link)?
+        }
+        Attach::Sock => {
+            let prog: &mut CgroupSock = program(ebpf, p.name, section)?;
+            let id = prog
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(attach)?;
+            FdLink::try_from(prog.take_link(id).map_err(attach)?).map_err(fd_link)?
+        }
+        Attach::Skb(direction) => {
+            let prog: &mut CgroupSkb = program(ebpf, p.name, section)?;
+            let id = prog
+                .attach(cgroup, direction.aya(), CgroupAttachMode::Single)
+                .map_err(attach)?;
+            FdLink::try_from(prog.take_link(id).map_err(attach)?).map_err(fd_link)?
+        }
+        Attach::TpBtf(_) | Attach::Lsm(_) => return Err(BpfError::NotCgroup { section }),
+    };
+    Ok(HeldLink::Owned(link))
+}
+
+/// Global programs attached on behalf of runs, with the number of runs that need each.
+#[derive(Debug, Default)]
+pub struct Globals {
+    attached: HashMap<&'static str, (u32, HeldLink)>,
+}
+
+impl Globals {
+    /// Takes a reference on `p` for one run, attaching it if no run had one. With
+    /// `pin_dir`, a new link is pinned there (and an existing pin is adopted).
+    pub(super) fn acquire(
+        &mut self,
+        ebpf: &mut Ebpf,
+        btf: SharedBtf,
+        p: &Prog,
+        pin_dir: Option<&Path>,
+    ) -> Result<(), BpfError> {
+        if let Some((refs, _)) = self.attached.get_mut(p.name) {
+            *refs += 1;
+            return Ok(());
+        }
+        let link = match pin_dir.map(|d| d.join(p.name)) {
+            Some(path) if path.exists() => {
+                // Left attached by an earlier agentd daemon: hold that link, never
+                // attach a second copy (events would be reported twice).
+                let pinned = PinnedLink::from_pin(&path).map_err(|e| BpfError::Pin {
+                    path: path.clone(),
+                    error: std::io::Error::other(e.to_string()),
+                })?;
+                HeldLink::Pinned(pinned)
+            }
+            Some(path) => HeldLink::Owned(attach_global(ebpf, btf, p)?).pin(&path)?,
+            None => HeldLink::Owned(attach_global(ebpf, btf, p)?),
+        };
+        self.attached.insert(p.name, (1, link));
+        Ok(())
+    }
+
+    /// Drops one run's reference on the program named `name`; the last one detaches it.
+    pub fn release(&mut self, name: &str) {
+        let last = match self.attached.get_mut(name) {
+            Some((refs, _)) => {
+                *refs = refs.saturating_sub(1);
+                *refs == 0
+            }
+            None => false,
+        };
+        if last {
+            if let Some((_, link)) = self.attached.remove(name) {
+                link.release();
+            }
+        }
+    }
+
+    /// Global programs attached now, with the number of runs holding each.
+    pub fn attached(&self) -> Vec<(&'static str, u32)> {
+        let mut v: Vec<_> = self
+            .attached
+            .iter()
+            .map(|(name, (refs, _))| (*name, *refs))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Forgets every link without detaching pinned ones (the daemon's shutdown: what is
+    /// pinned stays attached for the next daemon).
+    pub fn keep_pinned(&mut self) {
+        self.attached.clear();
+    }
+}

@@ -1,0 +1,75 @@
+//! One run from spec to teardown, for every way agentd is used: the standalone CLI and
+//! the daemon drive runs through the same code.
+//!
+//! ```text
+//! RunSpec ──prepare──▶ Prepared (cgroups, eBPF slot, resolver, budgets: RunResources)
+//!         ──launch───▶ Launched (the command runs)
+//!         ──supervise▶ Supervised (how it ended)
+//!         ──teardown─▶ the run_end record
+//! ```
+//!
+//! Every resource a run holds lives in [`resources::RunResources`], which undoes them in
+//! one stated order, on the normal path and on every error path alike.
+//!
+//! A [`Host`] is what runs share: the probe, the cgroup backend, the one eBPF runtime,
+//! the event router and the audit writer.
+
+mod fsrules;
+mod host;
+mod records;
+mod resources;
+mod router;
+mod spec;
+mod supervise;
+mod unix;
+pub mod user;
+
+use std::sync::Arc;
+
+pub use host::{Host, HostKind, HostOptions};
+pub use spec::{resolve_command, Control, NoHooks, RunHooks, RunSpec};
+pub use supervise::RunOutcome;
+pub use user::UserSpec;
+
+/// Exit status when agentd itself could not set the run up (the command never ran).
+pub const EXIT_SETUP_FAILED: u8 = 125;
+/// Exit status when the command was found but its exec was denied or failed.
+pub const EXIT_EXEC_DENIED: u8 = 126;
+/// Exit status when the command was not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// 128 + SIGKILL: the status of a run that agentd killed.
+pub const EXIT_KILLED: u8 = 137;
+
+/// Any error, kept with its sources (never flattened to text before it is shown).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure before the command ran: the layer that could not be applied, and why.
+/// The command never runs; the caller exits 125.
+#[derive(Debug, thiserror::Error)]
+#[error("{layer}: {source}")]
+pub struct SetupError {
+    /// The layer, as audit records name it (`cgroup`, `bpf`, `landlock`, ...).
+    pub layer: &'static str,
+    #[source]
+    pub source: BoxError,
+}
+
+/// A [`SetupError`] of `layer`.
+pub fn setup_err(layer: &'static str, source: impl Into<BoxError>) -> SetupError {
+    SetupError {
+        layer,
+        source: source.into(),
+    }
+}
+
+/// Runs `spec` on `host` to its end: prepares its resources, launches the command,
+/// supervises it (applying `controls`), tears it down and writes `run_end`. Every
+/// outcome, setup failures included, is in the returned exit status and in the chain.
+pub async fn run(
+    host: Arc<Host>,
+    spec: RunSpec,
+    controls: tokio::sync::mpsc::Receiver<Control>,
+    hooks: Box<dyn RunHooks>,
+) -> RunOutcome {
+    supervise::run(host, spec, controls, hooks).await
+}

@@ -1,0 +1,222 @@
+//! A run's side of the audit chain: its handle, the rule that a failed append stops the
+//! run (fail closed), and the translation of kernel events into records.
+
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use crate::audit::judge::Judge;
+use crate::audit::{AuditHandle, Decision};
+use crate::budgets::Notice;
+use crate::events::Event;
+use crate::layers::bpf::dns_record;
+use crate::layers::name;
+use crate::net::dns::DnsDecision;
+use crate::plan::{Plan, DNS};
+use crate::policy::Policy;
+
+/// One run's audit handle and what it needs to describe its events.
+pub struct RunAudit {
+    handle: AuditHandle,
+    /// Set once an append fails; the run is then stopped (fail closed).
+    pub failed: bool,
+    /// The command starts here; relative denied paths of a process that is already gone
+    /// are resolved against it.
+    pub launch_cwd: PathBuf,
+    /// Denials recorded so far (`agentd ps`).
+    pub denials: u64,
+    /// When the run began (before its set-up).
+    pub started: std::time::Instant,
+}
+
+impl RunAudit {
+    pub fn new(handle: AuditHandle, launch_cwd: PathBuf) -> Self {
+        Self {
+            handle,
+            failed: false,
+            launch_cwd,
+            denials: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[expect(dead_code, reason = "the daemon uses it (next)")]
+    pub fn run_id(&self) -> &str {
+        self.handle.run()
+    }
+
+    /// Appends one record; a failure marks the run failed (the supervisor then kills it).
+    pub fn record(&mut self, layer: &str, event: &str, decision: Option<Decision>, detail: Value) {
+        if matches!(
+            decision,
+            Some(Decision::Deny | Decision::Kill | Decision::WouldDeny)
+        ) {
+            self.denials += 1;
+        }
+        if let Err(e) = self.handle.append(layer, event, decision, detail) {
+            if !self.failed {
+                eprintln!("agentd: audit: {e}; stopping the run");
+                tracing::error!(run = self.handle.run(), "audit: {e}; stopping the run");
+            }
+            self.failed = true;
+        }
+    }
+
+    /// Starts a burst of records acknowledged with one fsync.
+    pub fn hold(&mut self) {
+        self.handle.hold();
+    }
+
+    /// Ends a burst.
+    pub fn release(&mut self) {
+        if let Err(e) = self.handle.release() {
+            eprintln!("agentd: audit: {e}; stopping the run");
+            self.failed = true;
+        }
+    }
+
+    /// Audits and prints what the budget engine did; returns the budget that killed the run.
+    pub fn notice(&mut self, n: Notice) -> Option<&'static str> {
+        eprintln!("agentd: {}", n.line);
+        self.record(n.layer, n.event, n.decision, n.detail);
+        n.killed_by
+    }
+
+    pub fn record_dns(&mut self, d: DnsDecision) {
+        let (event, decision, detail) = dns_record(d);
+        self.record(DNS, event, decision, detail);
+    }
+
+    /// The record of one kernel event of the run.
+    pub fn record_event(&mut self, ev: Event, judge: &Judge<'_>, policy: &Policy, plan: &Plan) {
+        match ev {
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
+                ..
+            } if nr == agentd_common::denials::nr::SOCKET => {
+                let (layer, detail) = crate::audit::denial::socket_denial_record(
+                    tgid,
+                    pid,
+                    &errno_name(errno),
+                    open_flags,
+                    dirfd,
+                    plan.seccomp,
+                    plan.caps,
+                    policy.net.as_ref().is_some_and(|n| n.raw),
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
+                path,
+                ..
+            } => {
+                let (layer, detail) = crate::audit::denial::denial_record(
+                    judge,
+                    plan.landlock.is_some(),
+                    &self.launch_cwd,
+                    tgid,
+                    pid,
+                    nr,
+                    &errno_name(errno),
+                    dirfd,
+                    open_flags,
+                    &path,
+                );
+                self.record(layer, "denied", Some(Decision::Deny), detail);
+            }
+            fs @ Event::Fs { .. } => {
+                if let Some(r) = super::fsrules::audit_record(policy, &fs) {
+                    self.record(r.layer, r.event, r.decision, r.detail);
+                }
+            }
+            Event::Exec {
+                pid,
+                tgid,
+                ppid,
+                uid,
+                comm,
+                filename,
+                ..
+            } => {
+                let path = resolve_exec_path(tgid, &filename);
+                self.record(
+                    name::BPF,
+                    "exec",
+                    Some(Decision::Allow),
+                    json!({"pid": tgid, "tid": pid, "ppid": ppid, "uid": uid, "comm": comm, "path": path, "filename": filename}),
+                );
+            }
+            Event::Unix(denial) => {
+                self.record(
+                    denial.layer_name(),
+                    "denied",
+                    Some(denial.decision()),
+                    denial.audit_detail(),
+                );
+            }
+            Event::Net(denial) => {
+                let decision = if denial.would_deny {
+                    Decision::WouldDeny
+                } else {
+                    Decision::Deny
+                };
+                self.record(name::BPF, "denied", Some(decision), denial.audit_detail());
+            }
+            Event::Exit {
+                tgid, exit_code, ..
+            } => {
+                let (code, signal) = wait_status(exit_code);
+                self.record(
+                    name::BPF,
+                    "exit",
+                    None,
+                    json!({"pid": tgid, "exit_code": code, "signal": signal}),
+                );
+            }
+        }
+    }
+}
+
+/// A raw wait status as (exit code, signal name).
+pub fn wait_status(status: i32) -> (Option<i32>, Option<String>) {
+    if status & 0x7f == 0 {
+        (Some((status >> 8) & 0xff), None)
+    } else {
+        (None, Some(signal_name(status & 0x7f)))
+    }
+}
+
+pub fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// The exec'd file as the kernel resolved it. `filename` is what was passed to
+/// execve; an absolute one is canonicalized, a relative one is read back from /proc.
+fn resolve_exec_path(tgid: u32, filename: &str) -> String {
+    if filename.starts_with('/') {
+        if let Ok(p) = std::fs::canonicalize(filename) {
+            return p.display().to_string();
+        }
+    }
+    std::fs::read_link(format!("/proc/{tgid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| filename.to_owned())
+}

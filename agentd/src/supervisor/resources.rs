@@ -1,0 +1,286 @@
+//! Everything one run holds, and the one order in which it is undone.
+//!
+//! Set-up order: cgroups → event route → eBPF slot → resolver → network rules → inode,
+//! exec and unix rules → budget counters → pid file. Teardown ([`RunResources::teardown`],
+//! or [`Drop`] on an error path) is the reverse where it matters:
+//!
+//! 1. the budgets' last sample (the kernel counters are still there);
+//! 2. the resolver stops (no new allow entries);
+//! 3. stragglers are killed;
+//! 4. a tainted run's TCP sockets are aborted (before its packets stop being dropped);
+//! 5. the budget counters stop;
+//! 6. the eBPF slot is released: every map entry of the run, its links, its hook bits;
+//! 7. the event route closes;
+//! 8. the cgroups are removed;
+//! 9. the run guard is disarmed and the pid file removed.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::budgets::{Budgets, PidFile};
+use crate::events::Event;
+use crate::layers::bpf::RunBpf;
+use crate::layers::cgroup::RunCgroups;
+use crate::layers::name;
+use crate::net::run_resolver::RunResolver;
+use crate::plan::DNS;
+use crate::policy::Mode;
+use crate::run_guard::RunGuard;
+
+use super::records::RunAudit;
+use super::spec::RunSpec;
+use super::{setup_err, Host, SetupError};
+
+/// A run's resources, from set-up to teardown.
+pub struct RunResources {
+    host: Arc<Host>,
+    pub resolver: Option<RunResolver>,
+    pub budgets: Budgets,
+    pub bpf: Option<RunBpf>,
+    pub events: Option<mpsc::Receiver<Event>>,
+    pub cgroups: Option<RunCgroups>,
+    pub guard: Option<RunGuard>,
+    pub pid_file: Option<PidFile>,
+    cgroup_id: u64,
+}
+
+/// What teardown found, for `run_end`.
+pub struct TeardownReport {
+    pub stragglers_killed: usize,
+    pub cgroups: serde_json::Value,
+    pub cgroups_removed: bool,
+    pub tainted: bool,
+    pub egress_dropped: u64,
+    pub cgroup_error: Option<String>,
+}
+
+impl RunResources {
+    /// Sets up everything the run needs before its command starts. On error, what was
+    /// set up is undone (by `Drop`) and nothing is left behind.
+    pub async fn prepare(
+        host: &Arc<Host>,
+        spec: &RunSpec,
+        audit: &mut RunAudit,
+    ) -> Result<Self, SetupError> {
+        let stale =
+            crate::layers::cgroup::gc::collect_stale(&host.layout, crate::budgets::run_is_live);
+        if !stale.removed.is_empty() || !stale.killed_in.is_empty() {
+            let paths = |v: &[std::path::PathBuf]| {
+                v.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+            };
+            audit.record(
+                name::CGROUP,
+                "stale_cgroups",
+                None,
+                json!({"removed": paths(&stale.removed), "killed_in": paths(&stale.killed_in)}),
+            );
+        }
+        let cgroups = host
+            .cgroups()
+            .create_run(&spec.id, &spec.plan.limits)
+            .map_err(|e| setup_err(name::CGROUP, e))?;
+        tracing::debug!("{} cgroups: {}", host.cgroups().mode(), cgroups.describe());
+        let cgroup_id = cgroups.cgroup_id();
+        let mut res = Self {
+            host: Arc::clone(host),
+            resolver: None,
+            budgets: Budgets::new(&spec.policy, &spec.id),
+            bpf: None,
+            // Subscribed before the cgroup is registered, so no event of the run is lost.
+            events: Some(host.router.subscribe(cgroup_id)),
+            cgroups: Some(cgroups),
+            guard: None,
+            pid_file: None,
+            cgroup_id,
+        };
+        res.bpf = Some(
+            host.bpf()
+                .register(cgroup_id, &spec.id)
+                .map_err(|e| setup_err(name::BPF, e))?,
+        );
+        res.start_resolver(spec, audit).await?;
+        res.enforce(spec)?;
+        res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
+        Ok(res)
+    }
+
+    pub fn cgroups(&self) -> Result<&RunCgroups, SetupError> {
+        self.cgroups
+            .as_ref()
+            .ok_or_else(|| setup_err(name::CGROUP, "the run's cgroups are gone"))
+    }
+
+    pub fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+
+    async fn start_resolver(
+        &mut self,
+        spec: &RunSpec,
+        audit: &mut RunAudit,
+    ) -> Result<(), SetupError> {
+        let Some(req) = spec.plan.net.as_ref().filter(|r| !r.domains.is_empty()) else {
+            return Ok(());
+        };
+        let slot = self.slot()?;
+        let bpf = self.host.bpf_handle();
+        let r = RunResolver::start(
+            &bpf,
+            slot,
+            self.cgroup_id,
+            req,
+            &spec.policy,
+            &spec.dns_upstream,
+        )
+        .await
+        .map_err(|e| setup_err(DNS, e))?;
+        audit.record(
+            DNS,
+            "resolver",
+            None,
+            json!({
+                "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "upstream": r.upstream.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "grace_s": crate::net::run_resolver::GRACE.as_secs(),
+            }),
+        );
+        self.resolver = Some(r);
+        Ok(())
+    }
+
+    fn slot(&self) -> Result<u32, SetupError> {
+        self.bpf
+            .as_ref()
+            .map(RunBpf::slot)
+            .ok_or_else(|| setup_err(name::BPF, "the run has no eBPF slot"))
+    }
+
+    /// Network, inode, exec and unix rules, and the budget counters.
+    fn enforce(&mut self, spec: &RunSpec) -> Result<(), SetupError> {
+        let (Some(run), Some(cgroups)) = (self.bpf.as_mut(), self.cgroups.as_ref()) else {
+            return Err(setup_err(name::BPF, "the run has no eBPF slot"));
+        };
+        let dir = cgroups.identity().path.clone();
+        let mut bpf = self.host.bpf();
+        if let Some(req) = &spec.plan.net {
+            bpf.enforce_net(run, &dir, req)
+                .map_err(|e| setup_err(name::BPF, e))?;
+        }
+        if let Some(path) = spec.plan.fs_rules {
+            super::fsrules::enable(&mut bpf, run, path, &spec.policy, &dir)
+                .map_err(|e| setup_err(path.layer(), e))?;
+        }
+        if let Some(path) = spec.plan.exec_integrity {
+            super::fsrules::enable_exec(&mut bpf, run, path, &spec.policy)
+                .map_err(|e| setup_err(path.layer(), e))?;
+        }
+        super::unix::enable(&mut bpf, run, &spec.plan, &spec.policy, cgroups)?;
+        let counters = bpf
+            .start_budgets(
+                run,
+                spec.plan.budget_programs,
+                &dir,
+                self.budgets.kernel_thresholds(),
+            )
+            .map_err(|e| setup_err(name::BPF, e))?;
+        self.budgets.attach(counters);
+        Ok(())
+    }
+
+    /// The normal end of a run, in the order the module documents. Budget notices and
+    /// the taint records go to `audit`; returns what `run_end` reports.
+    pub async fn teardown(
+        &mut self,
+        spec: &RunSpec,
+        audit: &mut RunAudit,
+        budget_kill: &mut Option<&'static str>,
+    ) -> TeardownReport {
+        if let Some(cgroups) = self.cgroups.as_ref() {
+            for n in self.budgets.finish(cgroups) {
+                *budget_kill = budget_kill.or(audit.notice(n));
+            }
+        }
+        if let Some(r) = self.resolver.take() {
+            let dropped = r.sink.dropped_decisions();
+            if dropped > 0 {
+                audit.record(
+                    DNS,
+                    "dropped",
+                    None,
+                    json!({"count": dropped, "source": "resolver decisions"}),
+                );
+            }
+            r.stop().await;
+        }
+        let stragglers_killed = self.cgroups.as_ref().map_or(0, RunCgroups::kill_all);
+        let tainted = self.host.bpf().taint(self.cgroup_id).is_some();
+        let mut keep_taint = false;
+        // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
+        if tainted && spec.policy.mode != Mode::Audit {
+            if let Some(cgroups) = self.cgroups.as_ref() {
+                let (r, aborted) = super::fsrules::abort_tainted_sockets(cgroups).await;
+                audit.record(r.layer, r.event, r.decision, r.detail);
+                // Sockets that could not be aborted keep their packets dropped for as long
+                // as the cgroup lives.
+                keep_taint = !aborted;
+            }
+        }
+        let egress_dropped = self.host.bpf().taint_egress_drops(self.cgroup_id);
+        if egress_dropped > 0 {
+            let r = super::fsrules::egress_record(&spec.policy, egress_dropped);
+            audit.record(r.layer, r.event, r.decision, r.detail);
+        }
+        self.budgets.release();
+        if let Some(run) = self.bpf.take() {
+            self.host.bpf().release(run, keep_taint);
+        }
+        self.host.router.unsubscribe(self.cgroup_id);
+        self.events = None;
+        let (cgroups, cgroups_removed, cgroup_error) = match self.cgroups.take() {
+            Some(c) => {
+                let desc = c.describe();
+                match c.remove() {
+                    Ok(()) => (desc, true, None),
+                    Err(e) => (desc, false, Some(e.to_string())),
+                }
+            }
+            None => (serde_json::Value::Null, false, None),
+        };
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+        self.pid_file = None;
+        TeardownReport {
+            stragglers_killed,
+            cgroups,
+            cgroups_removed,
+            tainted,
+            egress_dropped,
+            cgroup_error,
+        }
+    }
+}
+
+impl Drop for RunResources {
+    /// An error path: undo whatever is still held, in the documented order.
+    fn drop(&mut self) {
+        self.resolver = None;
+        if let Some(c) = self.cgroups.as_ref() {
+            c.kill_all();
+        }
+        self.budgets.release();
+        if let Some(run) = self.bpf.take() {
+            self.host.bpf().release(run, false);
+        }
+        self.host.router.unsubscribe(self.cgroup_id);
+        self.events = None;
+        // RunCgroups removes itself on drop; an armed guard kills the (empty) cgroup.
+        self.cgroups = None;
+        self.guard = None;
+        self.pid_file = None;
+    }
+}
