@@ -119,8 +119,16 @@ pub enum LaunchError {
     Report(nix::Error),
 }
 
-pub fn spawn(setup: &ChildSetup<'_>) -> Result<SpawnOutcome, LaunchError> {
+/// Forks the child. `forked` runs in the parent with the child's pid while the child
+/// waits just before `execve`: the command starts only once it returned `Ok` (the daemon
+/// writes the run's state file there). Its error stops the child and is returned.
+pub fn spawn<E>(
+    setup: &ChildSetup<'_>,
+    forked: impl FnOnce(Pid) -> Result<(), E>,
+) -> Result<Result<SpawnOutcome, E>, LaunchError> {
     let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
+    let (go_read, go_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
     let parent = nix::unistd::getpid();
     // SAFETY: between fork and exec/_exit the child calls only `child_main`,
@@ -128,12 +136,29 @@ pub fn spawn(setup: &ChildSetup<'_>) -> Result<SpawnOutcome, LaunchError> {
     match unsafe { nix::unistd::fork() }.map_err(LaunchError::Fork)? {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
-            let (stage, errno) = child_main(setup, parent, write_end.as_raw_fd());
+            drop(go_write);
+            let (stage, errno) =
+                child_main(setup, parent, write_end.as_raw_fd(), go_read.as_raw_fd());
             report_and_exit(write_end.as_raw_fd(), stage, errno)
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(write_end);
-            read_report(read_end, child)
+            drop(go_read);
+            match forked(child) {
+                Ok(()) => {
+                    // The child waits for this byte; a failed write means it is gone,
+                    // which its report says.
+                    let _ = nix::unistd::write(&go_write, b"g");
+                    drop(go_write);
+                    read_report(read_end, child).map(Ok)
+                }
+                Err(e) => {
+                    // End of file on the go pipe: the child exits 125 before exec.
+                    drop(go_write);
+                    let _ = read_report(read_end, child);
+                    Ok(Err(e))
+                }
+            }
         }
     }
 }
@@ -161,7 +186,12 @@ fn read_report(read_end: OwnedFd, child: Pid) -> Result<SpawnOutcome, LaunchErro
 }
 
 /// Runs in the forked child. Returns only on failure.
-fn child_main(setup: &ChildSetup<'_>, parent: Pid, _report_fd: RawFd) -> (Stage, i32) {
+fn child_main(
+    setup: &ChildSetup<'_>,
+    parent: Pid,
+    _report_fd: RawFd,
+    go_fd: RawFd,
+) -> (Stage, i32) {
     // SAFETY (whole function): only raw syscalls; no allocation, no locks.
     if setup.tied_to_parent {
         // Die with agentd, so a confined process never runs unaudited.
@@ -245,6 +275,12 @@ fn child_main(setup: &ChildSetup<'_>, parent: Pid, _report_fd: RawFd) -> (Stage,
         if let Err(e) = sc.apply_in_child() {
             return (Stage::Seccomp, e as i32);
         }
+    }
+    // Wait for the parent's go (it records the pid first); end of file: it gave up.
+    let mut go = [0u8; 1];
+    // SAFETY: read(2) of one byte into a stack buffer from a pipe the parent made.
+    if unsafe { libc::read(go_fd, go.as_mut_ptr().cast(), 1) } != 1 {
+        return (Stage::Setup, libc::ESRCH);
     }
     // SAFETY: program, argv and envp are NUL-terminated C strings and
     // NULL-terminated pointer arrays kept alive by the parent's stack frame.

@@ -6,6 +6,7 @@
 mod audit;
 mod budgets;
 mod cli;
+mod daemon;
 mod events;
 mod launch;
 mod layers;

@@ -1,6 +1,8 @@
 //! Shared fixtures for the end-to-end tests: find the real binaries, write a
 //! policy, run `agentd run` and read back the audit log.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -7,6 +7,7 @@ mod bench_budget;
 mod bench_fsrules;
 mod bench_net;
 mod setup;
+mod unit_check;
 mod util;
 mod vm;
 
@@ -121,6 +122,7 @@ fn test(extra: &[String]) -> Result<(), String> {
     util::cargo(&["build", "-p", "agentd", "-p", "integration", "--bins"])?;
     std::env::set_var("AGENTD_BIN", root.join("target/debug/agentd"));
     std::env::set_var("AGENTD_TESTPROG", root.join("target/debug/agentd-testprog"));
+    unit_check::verify_unit(&root, &root.join("target/debug/agentd"))?;
     util::cargo(&["fmt", "--all", "--", "--check"])?;
     util::cargo_env(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
     let mut args = vec!["test", "--no-fail-fast"];

@@ -20,6 +20,8 @@ const APT_PACKAGES: &[&str] = &[
     "bubblewrap",
     // `ip link set lo up` in the test VM (loopback network tests).
     "iproute2",
+    // `systemd-analyze verify` of dist/agentd.service (systemd need not be PID 1).
+    "systemd",
 ];
 
 pub fn nightly() -> String {

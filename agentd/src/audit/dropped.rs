@@ -33,6 +33,18 @@ impl DropReporter {
         }
     }
 
+    /// A reporter that already wrote `reported` drops (a restarted daemon: the kernel's
+    /// counters are pinned and keep counting across restarts).
+    pub fn with_reported(mut self, reported: u64) -> Self {
+        self.reported = reported;
+        self
+    }
+
+    /// Drops written to the chain so far.
+    pub fn reported(&self) -> u64 {
+        self.reported
+    }
+
     /// Whether a periodic poll is due. The caller checks after every wake-up (a busy
     /// event stream may keep its timer from firing).
     pub fn due(&self) -> bool {

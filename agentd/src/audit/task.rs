@@ -42,7 +42,20 @@ impl std::str::FromStr for Flush {
 /// Records a run must not lose: fsync'd before they are acknowledged.
 pub fn is_durable(event: &str, decision: Option<Decision>) -> bool {
     matches!(decision, Some(Decision::Deny | Decision::Kill))
-        || matches!(event, "run_start" | "run_end" | "dropped" | "denied")
+        || matches!(
+            event,
+            "run_start"
+                | "run_end"
+                | "dropped"
+                | "denied"
+                | "daemon_start"
+                | "daemon_stop"
+                | "daemon_reload"
+                | "adopted"
+                | "adoption_failed"
+                | "peer_refused"
+                | "client_gone"
+        )
 }
 
 enum Msg {

@@ -64,6 +64,15 @@ pub struct Notice {
     pub killed_by: Option<&'static str>,
 }
 
+/// How far a run's budgets have gone (kept in the daemon's state file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Budget name, index of its next step, peak so far.
+    pub next_steps: Vec<(String, usize, u64)>,
+    /// The budget whose step froze the run.
+    pub frozen_by: Option<String>,
+}
+
 /// One budget being tracked.
 #[derive(Debug)]
 struct Tracked {
@@ -499,6 +508,55 @@ impl Budgets {
                 })
                 .collect(),
         )
+    }
+
+    /// Time since the command started (for a re-adopted run, since it first started).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Each budget's use now (for `agentd ps`): name, used, limit, unit.
+    pub fn uses(&self) -> Vec<(&'static str, u64, u64, &'static str)> {
+        self.rows()
+            .into_iter()
+            .map(|r| (r.name, r.used.unwrap_or(0), r.limit, r.unit))
+            .collect()
+    }
+
+    /// How far each budget's graduated response has gone, and what froze the run: what
+    /// a restarted daemon needs so that no step fires twice.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            next_steps: self
+                .tracked
+                .iter()
+                .map(|t| (t.budget.key.name().to_owned(), t.next, t.peak))
+                .collect(),
+            frozen_by: self.frozen_by.map(str::to_owned),
+        }
+    }
+
+    /// Continues a run an earlier daemon supervised: the clock started `elapsed` ago
+    /// (the time the daemon was down included) and the steps already fired stay fired.
+    pub fn restore(&mut self, progress: &Progress, elapsed: Duration) {
+        let now = Instant::now();
+        self.started = now.checked_sub(elapsed).unwrap_or(now);
+        for t in &mut self.tracked {
+            if let Some((_, next, peak)) = progress
+                .next_steps
+                .iter()
+                .find(|(name, _, _)| name == t.budget.key.name())
+            {
+                t.next = (*next).min(t.steps.len());
+                t.peak = *peak;
+            }
+        }
+        self.frozen_by = progress.frozen_by.as_deref().and_then(|f| {
+            self.tracked
+                .iter()
+                .map(|t| t.budget.key.name())
+                .find(|n| *n == f)
+        });
     }
 
     /// The table printed on stderr at the end of the run.

@@ -203,6 +203,14 @@ fn verify(file: &Path, key: Option<&Path>, unsigned: bool, head: Option<PathBuf>
 }
 
 /// One record as a readable line.
+/// One record line as `audit tail` shows it (a line that is not JSON as it is).
+pub fn readable_line(line: &str) -> String {
+    match serde_json::from_str::<Value>(line) {
+        Ok(v) => human(&v),
+        Err(_) => line.to_owned(),
+    }
+}
+
 fn human(v: &Value) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
     let mut out = format!(

@@ -1,7 +1,8 @@
 //! Command-line dispatch: one file per subcommand.
 
-mod audit;
+pub mod audit;
 mod audit_opts;
+pub mod client;
 mod control;
 mod doctor;
 mod keygen;
@@ -41,12 +42,41 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// Thaw a run that a budget's freeze step froze.
+    /// Run the service: one daemon confines many runs for the users of group `agentd`.
+    Daemon {
+        /// Config file (default: /etc/agentd/config.yaml; missing means the defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the daemon's runs (yours; root: all).
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Daemon health: programs loaded, pins, ring-buffer drops, audit head, runs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's audit records, from the chain.
+    Logs {
+        run: String,
+        /// Keep printing new records until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print the records as written.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Freeze every process of a run (the daemon's runs).
+    Pause { run: String },
+    /// Thaw a run that a budget's freeze step (or `pause`) froze.
     Resume {
         /// The run id (the `run` field of its audit records).
         run: String,
     },
-    /// Kill every process of a run; its agentd exits 137.
+    /// Kill every process of a run; it exits 137.
     Stop {
         /// The run id.
         run: String,
@@ -79,13 +109,21 @@ enum PolicyCommand {
 }
 
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // The daemon sets up its own (journald-friendly) logging from its config.
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        init_tracing();
+    }
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Doctor { json } => doctor::doctor(json),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Audit { command } => audit::audit(command),
+        Command::Daemon { config } => crate::daemon::main(config),
+        Command::Ps { json } => client::ps(json),
+        Command::Status { json } => client::status(json),
+        Command::Logs { run, follow, json } => client::logs(&run, follow, json),
+        Command::Pause { run } => control::pause(&run),
         Command::Resume { run } => control::resume(&run),
         Command::Stop { run } => control::stop(&run),
         Command::Policy { command } => match command {

@@ -29,9 +29,9 @@ pub struct RunArgs {
     /// Directory that `{workspace}` stands for (default: the current directory).
     #[arg(long)]
     workspace: Option<PathBuf>,
-    /// Audit log file.
-    #[arg(long, default_value = DEFAULT_AUDIT_PATH)]
-    audit: PathBuf,
+    /// Audit log file (standalone runs; the daemon writes to its own).
+    #[arg(long)]
+    audit: Option<PathBuf>,
     #[command(flatten)]
     audit_opts: AuditRunArgs,
     /// Upstream DNS server for the run's resolver (IP or IP:PORT; repeatable). Default:
@@ -42,12 +42,46 @@ pub struct RunArgs {
     /// required: `--user root` is the explicit way to run an agent as root.
     #[arg(long, env = "AGENTD_USER", value_name = "USER[:GROUP]")]
     user: Option<String>,
+    /// Confine the command in this process, even when a daemon is reachable (root only).
+    #[arg(long)]
+    standalone: bool,
+    /// Through the daemon: print the run id and return once the command runs; the run
+    /// outlives this client (`agentd logs`, `agentd stop`).
+    #[arg(long)]
+    detach: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<OsString>,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !args.standalone {
+        let socket = super::client::socket_path();
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(_) => return through_daemon(&args, &socket),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!(
+                    "agentd: {}",
+                    super::client::ClientError::Denied { path: socket }
+                );
+                return ExitCode::from(EXIT_SETUP_FAILED);
+            }
+            Err(e) if !root => {
+                eprintln!(
+                    "agentd: cannot reach the agentd daemon at {}: {e} (runs of non-root users go through the daemon: is `agentd daemon` running?)",
+                    socket.display()
+                );
+                return ExitCode::from(EXIT_SETUP_FAILED);
+            }
+            Err(_) => {}
+        }
+    }
+    if args.detach {
+        eprintln!("agentd: --detach needs the daemon (a standalone run ends with its agentd)");
+        return ExitCode::from(EXIT_SETUP_FAILED);
+    }
     match prepare(&args) {
         Ok(prepared) => execute(prepared),
         Err(e) => {
@@ -80,12 +114,17 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
         .dns_upstream
         .iter()
         .map(|a| {
-            parse_upstream(a).ok_or_else(|| {
+            supervisor::parse_upstream(a).ok_or_else(|| {
                 setup_err(DNS, format!("--dns-upstream `{a}`: expected IP or IP:PORT"))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let audit_path = absolute(&args.audit).map_err(|e| setup_err("audit", e))?;
+    let audit_path = absolute(
+        args.audit
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_AUDIT_PATH)),
+    )
+    .map_err(|e| setup_err("audit", e))?;
     check_audit_outside_writable_roots(&audit_path, &plan)?;
     let audit_setup = args.audit_opts.load().map_err(|e| setup_err("audit", e))?;
     let cwd = std::env::current_dir().map_err(|e| {
@@ -96,7 +135,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     })?;
     let program =
         supervisor::resolve_command(&args.cmd[0], std::env::var_os("PATH").as_ref(), &cwd);
-    let id = new_run_id();
+    let id = supervisor::new_run_id();
     let spec = RunSpec {
         id: id.clone(),
         policy,
@@ -128,8 +167,105 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
         flush: audit_setup.flush,
         dropped_poll: audit_setup.dropped_poll,
         pin_root: None,
+        drops_reported: 0,
+        router_paused: false,
     };
     Ok(Prepared { spec, host_options })
+}
+
+/// `agentd run` through the daemon at `socket`.
+fn through_daemon(args: &RunArgs, socket: &Path) -> ExitCode {
+    match client_request(args) {
+        Ok(req) => super::client::run(socket, req),
+        Err(e) => {
+            eprintln!("agentd: {e}");
+            ExitCode::from(EXIT_SETUP_FAILED)
+        }
+    }
+}
+
+/// The `run` request: the policy read as the caller, and the caller's command line,
+/// environment, directory and home.
+fn client_request(args: &RunArgs) -> Result<crate::daemon::protocol::RunRequest, SetupError> {
+    use crate::daemon::protocol::{PolicySource, RunRequest};
+    if args.audit.is_some() {
+        return Err(setup_err(
+            "audit",
+            "--audit is for standalone runs; the daemon writes to its own log (`agentd status` names it; `agentd logs RUN` shows a run's records), or pass --standalone",
+        ));
+    }
+    let utf8 = |what: &str, s: &std::ffi::OsStr| {
+        s.to_str().map(str::to_owned).ok_or_else(|| {
+            setup_err(
+                crate::layers::name::EXEC,
+                format!("{what} is not UTF-8: {}", s.to_string_lossy()),
+            )
+        })
+    };
+    let opts = super::load_options(args.workspace.clone()).map_err(|e| setup_err("policy", e))?;
+    let policy = match &args.policy {
+        Some(p) => {
+            let path = absolute(p).map_err(|e| setup_err("policy", e))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                setup_err(
+                    "policy",
+                    format!("{}: cannot read policy: {e}", p.display()),
+                )
+            })?;
+            Some(PolicySource {
+                origin: path.display().to_string(),
+                text,
+            })
+        }
+        None => None,
+    };
+    let cwd = std::env::current_dir().map_err(|e| {
+        setup_err(
+            crate::layers::name::EXEC,
+            format!("cannot read the current directory: {e}"),
+        )
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        match run_as(args.user.as_deref())? {
+            Some(u) => Some(
+                u.name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}:{}", u.uid, u.gid)),
+            ),
+            None => None,
+        }
+    } else {
+        if args.user.is_some() {
+            return Err(setup_err(
+                crate::layers::name::USER,
+                "--user is for root; your run goes through the daemon and runs as you",
+            ));
+        }
+        None
+    };
+    Ok(RunRequest {
+        policy,
+        workspace: utf8("the workspace", opts.workspace.as_os_str())?,
+        cwd: utf8("the current directory", cwd.as_os_str())?,
+        home: utf8("the home directory", opts.home.as_os_str())?,
+        argv: args
+            .cmd
+            .iter()
+            .map(|a| utf8("an argument", a))
+            .collect::<Result<_, _>>()?,
+        env: std::env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                utf8("an environment variable", &kv)
+            })
+            .collect::<Result<_, _>>()?,
+        dns_upstream: args.dns_upstream.clone(),
+        detach: args.detach,
+        user,
+    })
 }
 
 /// Whom the command runs as: `--user`, else the user sudo ran agentd for. As root with
@@ -222,15 +358,6 @@ fn forward_signals() -> Result<tokio::sync::mpsc::Receiver<Control>, SetupError>
     Ok(rx)
 }
 
-/// `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when absent.
-pub(super) fn parse_upstream(text: &str) -> Option<std::net::SocketAddr> {
-    text.parse().ok().or_else(|| {
-        text.parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| (ip, 53).into())
-    })
-}
-
 /// The run must not be able to write its own evidence.
 fn check_audit_outside_writable_roots(audit: &Path, plan: &Plan) -> Result<(), SetupError> {
     let resolved = resolve_existing_prefix(audit);
@@ -276,23 +403,4 @@ fn absolute(p: &Path) -> Result<PathBuf, String> {
     std::env::current_dir()
         .map(|d| d.join(p))
         .map_err(|e| format!("cannot read the current directory: {e}"))
-}
-
-/// A fresh run id: 12 hex digits.
-pub(super) fn new_run_id() -> String {
-    let mut buf = [0u8; 6];
-    // SAFETY: getrandom writes at most buf.len() bytes into our buffer.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        // Fall back to time and pid; uniqueness, not secrecy, is what matters here.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        return format!(
-            "{:012x}",
-            (t ^ u64::from(std::process::id()) << 32) & 0xffff_ffff_ffff
-        );
-    }
-    hex::encode(buf)
 }

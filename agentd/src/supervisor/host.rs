@@ -20,7 +20,6 @@ pub enum HostKind {
     /// `agentd run` supervising its one run in-process.
     Standalone,
     /// `agentd daemon`.
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     Daemon,
 }
 
@@ -39,12 +38,14 @@ pub struct HostOptions {
     pub dropped_poll: std::time::Duration,
     /// Where the eBPF objects are pinned (the daemon); `None`: nothing is pinned.
     pub pin_root: Option<PathBuf>,
+    /// Ring-buffer drops an earlier daemon already wrote to the chain.
+    pub drops_reported: u64,
+    /// Start the event router paused (the daemon resumes it once runs are re-adopted).
+    pub router_paused: bool,
 }
 
 /// The shared context of every run of this process.
-#[expect(dead_code, reason = "the daemon reads kind and audit_path (next)")]
 pub struct Host {
-    pub kind: HostKind,
     pub probe: Probe,
     pub layout: CgroupLayout,
     cgroups: Box<dyn CgroupManager>,
@@ -85,11 +86,13 @@ impl Host {
         let router = EventRouter::start(
             stream,
             Arc::clone(&bpf),
-            DropReporter::new("ring buffer", options.dropped_poll),
+            DropReporter::new("ring buffer", options.dropped_poll)
+                .with_reported(options.drops_reported),
             host_audit,
+            options.router_paused,
         );
+        tracing::debug!("{:?} host up", options.kind);
         Ok(Arc::new(Self {
-            kind: options.kind,
             probe: options.probe,
             layout,
             cgroups,

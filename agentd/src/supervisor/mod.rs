@@ -27,8 +27,12 @@ pub mod user;
 use std::sync::Arc;
 
 pub use host::{Host, HostKind, HostOptions};
-pub use spec::{resolve_command, Control, NoHooks, RunHooks, RunSpec};
-pub use supervise::RunOutcome;
+pub use records::signal_name;
+pub use spec::{
+    new_run_id, parse_upstream, resolve_command, Control, NoHooks, PreparedRun, RunHooks, RunSpec,
+    StartedRun,
+};
+pub use supervise::{Adoption, Ending, RunOutcome, RunProgress};
 pub use user::UserSpec;
 
 /// Exit status when agentd itself could not set the run up (the command never ran).
@@ -60,6 +64,18 @@ pub fn setup_err(layer: &'static str, source: impl Into<BoxError>) -> SetupError
         layer,
         source: source.into(),
     }
+}
+
+/// Takes over a run an earlier daemon started (see [`Adoption`]) and supervises it to
+/// its end.
+pub async fn adopt(
+    host: Arc<Host>,
+    spec: RunSpec,
+    adoption: Adoption,
+    controls: tokio::sync::mpsc::Receiver<Control>,
+    hooks: Box<dyn RunHooks>,
+) -> RunOutcome {
+    supervise::adopt(host, spec, adoption, controls, hooks).await
 }
 
 /// Runs `spec` on `host` to its end: prepares its resources, launches the command,

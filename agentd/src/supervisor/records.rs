@@ -1,6 +1,7 @@
 //! A run's side of the audit chain: its handle, the rule that a failed append stops the
 //! run (fail closed), and the translation of kernel events into records.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
@@ -16,9 +17,41 @@ use crate::net::dns::DnsDecision;
 use crate::plan::{Plan, DNS};
 use crate::policy::Policy;
 
+/// Where the lines agentd prints about a run go: its own stderr (standalone), or the
+/// caller's stderr (the daemon holds the client's descriptor).
+pub enum Say {
+    Stderr,
+    Fd(std::fs::File),
+}
+
+impl Say {
+    /// Writes `text` as it is (the budget table).
+    pub fn raw(&mut self, text: &str) {
+        match self {
+            Say::Stderr => eprint!("{text}"),
+            Say::Fd(f) => {
+                let _ = f.write_all(text.as_bytes());
+            }
+        }
+    }
+
+    /// Writes `agentd: LINE`.
+    pub fn line(&mut self, line: &str) {
+        match self {
+            Say::Stderr => eprintln!("agentd: {line}"),
+            Say::Fd(f) => {
+                let _ = writeln!(f, "agentd: {line}");
+                tracing::info!("{line}");
+            }
+        }
+    }
+}
+
 /// One run's audit handle and what it needs to describe its events.
 pub struct RunAudit {
     handle: AuditHandle,
+    /// Where its lines for a person go.
+    pub say: Say,
     /// Set once an append fails; the run is then stopped (fail closed).
     pub failed: bool,
     /// The command starts here; relative denied paths of a process that is already gone
@@ -26,24 +59,17 @@ pub struct RunAudit {
     pub launch_cwd: PathBuf,
     /// Denials recorded so far (`agentd ps`).
     pub denials: u64,
-    /// When the run began (before its set-up).
-    pub started: std::time::Instant,
 }
 
 impl RunAudit {
-    pub fn new(handle: AuditHandle, launch_cwd: PathBuf) -> Self {
+    pub fn new(handle: AuditHandle, launch_cwd: PathBuf, say: Say) -> Self {
         Self {
             handle,
+            say,
             failed: false,
             launch_cwd,
             denials: 0,
-            started: std::time::Instant::now(),
         }
-    }
-
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
-    pub fn run_id(&self) -> &str {
-        self.handle.run()
     }
 
     /// Appends one record; a failure marks the run failed (the supervisor then kills it).
@@ -56,7 +82,7 @@ impl RunAudit {
         }
         if let Err(e) = self.handle.append(layer, event, decision, detail) {
             if !self.failed {
-                eprintln!("agentd: audit: {e}; stopping the run");
+                self.say.line(&format!("audit: {e}; stopping the run"));
                 tracing::error!(run = self.handle.run(), "audit: {e}; stopping the run");
             }
             self.failed = true;
@@ -71,14 +97,14 @@ impl RunAudit {
     /// Ends a burst.
     pub fn release(&mut self) {
         if let Err(e) = self.handle.release() {
-            eprintln!("agentd: audit: {e}; stopping the run");
+            self.say.line(&format!("audit: {e}; stopping the run"));
             self.failed = true;
         }
     }
 
     /// Audits and prints what the budget engine did; returns the budget that killed the run.
     pub fn notice(&mut self, n: Notice) -> Option<&'static str> {
-        eprintln!("agentd: {}", n.line);
+        self.say.line(&n.line);
         self.record(n.layer, n.event, n.decision, n.detail);
         n.killed_by
     }

@@ -85,18 +85,7 @@ impl RunResources {
             .map_err(|e| setup_err(name::CGROUP, e))?;
         tracing::debug!("{} cgroups: {}", host.cgroups().mode(), cgroups.describe());
         let cgroup_id = cgroups.cgroup_id();
-        let mut res = Self {
-            host: Arc::clone(host),
-            resolver: None,
-            budgets: Budgets::new(&spec.policy, &spec.id),
-            bpf: None,
-            // Subscribed before the cgroup is registered, so no event of the run is lost.
-            events: Some(host.router.subscribe(cgroup_id)),
-            cgroups: Some(cgroups),
-            guard: None,
-            pid_file: None,
-            cgroup_id,
-        };
+        let mut res = Self::holding(host, spec, cgroups);
         res.bpf = Some(
             host.bpf()
                 .register(cgroup_id, &spec.id)
@@ -108,14 +97,66 @@ impl RunResources {
         Ok(res)
     }
 
+    /// Re-opens what an earlier daemon set up for a run: its cgroups, its eBPF slot (the
+    /// pinned entries and links are still there), its event route, a new resolver on its
+    /// slot, and its budgets where they were.
+    pub async fn adopt(
+        host: &Arc<Host>,
+        spec: &RunSpec,
+        adoption: &super::supervise::Adoption,
+        audit: &mut RunAudit,
+    ) -> Result<Self, SetupError> {
+        let cgroups =
+            RunCgroups::adopt(&adoption.cgroups).map_err(|e| setup_err(name::CGROUP, e))?;
+        let cgroup_id = cgroups.cgroup_id();
+        if cgroup_id != adoption.bpf.cgroup_id {
+            return Err(setup_err(
+                name::CGROUP,
+                format!(
+                    "{} is cgroup {cgroup_id}, but the run was registered as {}",
+                    cgroups.identity().path.display(),
+                    adoption.bpf.cgroup_id
+                ),
+            ));
+        }
+        let mut res = Self::holding(host, spec, cgroups);
+        let run = host
+            .bpf()
+            .adopt(&adoption.bpf)
+            .map_err(|e| setup_err(name::BPF, e))?;
+        let counters = host
+            .bpf()
+            .budget_maps(&run)
+            .map_err(|e| setup_err(name::BPF, e))?;
+        res.bpf = Some(run);
+        res.budgets.attach(counters);
+        res.budgets.restore(&adoption.budgets, adoption.elapsed);
+        res.start_resolver(spec, audit).await?;
+        res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
+        Ok(res)
+    }
+
+    /// Resources holding only the run's cgroups and its event route (subscribed before
+    /// its cgroup is registered, so no event of the run is lost).
+    fn holding(host: &Arc<Host>, spec: &RunSpec, cgroups: RunCgroups) -> Self {
+        let cgroup_id = cgroups.cgroup_id();
+        Self {
+            host: Arc::clone(host),
+            resolver: None,
+            budgets: Budgets::new(&spec.policy, &spec.id),
+            bpf: None,
+            events: Some(host.router.subscribe(cgroup_id)),
+            cgroups: Some(cgroups),
+            guard: None,
+            pid_file: None,
+            cgroup_id,
+        }
+    }
+
     pub fn cgroups(&self) -> Result<&RunCgroups, SetupError> {
         self.cgroups
             .as_ref()
             .ok_or_else(|| setup_err(name::CGROUP, "the run's cgroups are gone"))
-    }
-
-    pub fn cgroup_id(&self) -> u64 {
-        self.cgroup_id
     }
 
     async fn start_resolver(

@@ -29,34 +29,62 @@ pub struct EventRouter {
     routes: Routes,
     flush: mpsc::Sender<oneshot::Sender<()>>,
     unrouted: Arc<AtomicU64>,
+    /// Drops written to the chain so far (the daemon keeps it across restarts).
+    reported: Arc<AtomicU64>,
+    /// Set once the router may read: a restarted daemon subscribes its re-adopted runs
+    /// first, so that what the ring kept while it was down reaches them.
+    go: Arc<tokio::sync::Notify>,
 }
 
 impl EventRouter {
     /// Starts the router task on the current tokio runtime. `drops` writes the ring's
     /// `dropped` records through `audit`.
+    /// With `paused`, nothing is read until [`EventRouter::resume`].
     pub fn start(
         stream: EventStream,
         bpf: Arc<Mutex<BpfRuntime>>,
         drops: DropReporter,
         audit: AuditHandle,
+        paused: bool,
     ) -> Self {
         let routes: Routes = Arc::default();
         let unrouted = Arc::new(AtomicU64::new(0));
+        let reported = Arc::new(AtomicU64::new(drops.reported()));
+        let go = Arc::new(tokio::sync::Notify::new());
         let (flush, flush_rx) = mpsc::channel(64);
         let task = RouterTask {
             stream,
             routes: Arc::clone(&routes),
             unrouted: Arc::clone(&unrouted),
+            reported: Arc::clone(&reported),
             bpf,
             drops,
             audit,
         };
-        tokio::spawn(task.run(flush_rx));
+        let wait = paused.then(|| Arc::clone(&go));
+        tokio::spawn(async move {
+            if let Some(go) = wait {
+                go.notified().await;
+            }
+            task.run(flush_rx).await;
+        });
         Self {
             routes,
             flush,
             unrouted,
+            reported,
+            go,
         }
+    }
+
+    /// Lets a paused router start reading.
+    pub fn resume(&self) {
+        self.go.notify_one();
+    }
+
+    /// Ring-buffer drops written to the chain so far.
+    pub fn drops_reported(&self) -> u64 {
+        self.reported.load(Ordering::Relaxed)
     }
 
     /// The events of the run in the v2 cgroup `cgroup_id` from now on.
@@ -83,7 +111,6 @@ impl EventRouter {
     }
 
     /// Events whose cgroup no run had subscribed (a run's last events after its end).
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     pub fn unrouted(&self) -> u64 {
         self.unrouted.load(Ordering::Relaxed)
     }
@@ -98,6 +125,7 @@ struct RouterTask {
     stream: EventStream,
     routes: Routes,
     unrouted: Arc<AtomicU64>,
+    reported: Arc<AtomicU64>,
     bpf: Arc<Mutex<BpfRuntime>>,
     drops: DropReporter,
     audit: AuditHandle,
@@ -157,6 +185,8 @@ impl RouterTask {
                     if let Err(e) = self.audit.append(name::BPF, "dropped", None, detail) {
                         tracing::error!("audit: {e}");
                     }
+                    self.reported
+                        .store(self.drops.reported(), Ordering::Relaxed);
                 }
             }
             Err(e) => tracing::warn!("reading the ring buffer's drop counters: {e}"),

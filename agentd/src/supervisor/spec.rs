@@ -51,7 +51,6 @@ pub enum Control {
     /// Kill every process of the run (the run exits 137).
     Stop,
     /// Freeze every process of the run.
-    #[expect(dead_code, reason = "the daemon sends it (next)")]
     Pause,
     /// Thaw a run a budget step or `Pause` froze.
     Resume,
@@ -59,13 +58,10 @@ pub enum Control {
 
 /// What the caller learns when the command has started.
 #[derive(Debug, Clone)]
-#[expect(dead_code, reason = "the daemon reads it (next)")]
 pub struct StartedRun {
     pub id: String,
     /// The command's pid.
     pub pid: u32,
-    /// The run's v2 cgroup id.
-    pub cgroup_id: u64,
 }
 
 /// Callbacks into whoever drives the run (the daemon keeps its state files with them).
@@ -76,15 +72,22 @@ pub trait RunHooks: Send {
         Ok(())
     }
 
+    /// The command's process exists and waits just before exec: an error stops it
+    /// (the daemon records the pid here, before the command starts).
+    fn forked(&mut self, _pid: u32) -> Result<(), super::BoxError> {
+        Ok(())
+    }
+
     /// The command runs.
     fn started(&mut self, _run: &StartedRun) {}
+
+    /// About once a second while the run goes on: its budgets and denials.
+    fn progress(&mut self, _progress: &super::supervise::RunProgress) {}
 }
 
 /// A prepared run about to start, as [`RunHooks::before_start`] sees it.
 #[derive(Debug, Clone)]
-#[expect(dead_code, reason = "the daemon reads it (next)")]
 pub struct PreparedRun {
-    pub id: String,
     /// Every cgroup directory of the run (the v2 identity first).
     pub cgroup_paths: Vec<(String, PathBuf)>,
     /// Its eBPF registration.
@@ -127,6 +130,34 @@ fn is_executable_file(p: &Path) -> bool {
     std::fs::metadata(p)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when absent.
+pub fn parse_upstream(text: &str) -> Option<std::net::SocketAddr> {
+    text.parse().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| (ip, 53).into())
+    })
+}
+
+/// A fresh run id: 12 hex digits.
+pub fn new_run_id() -> String {
+    let mut buf = [0u8; 6];
+    // SAFETY: getrandom writes at most buf.len() bytes into our buffer.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        // Fall back to time and pid; uniqueness, not secrecy, is what matters here.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        return format!(
+            "{:012x}",
+            (t ^ u64::from(std::process::id()) << 32) & 0xffff_ffff_ffff
+        );
+    }
+    hex::encode(buf)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
 use crate::layers::{caps, landlock, name, seccomp};
 use crate::net::dns::DnsDecision;
 
-use super::records::{errno_name, signal_name, RunAudit};
+use super::records::{errno_name, signal_name, wait_status, RunAudit, Say};
 use super::resources::RunResources;
 use super::spec::{Control, PreparedRun, RunHooks, RunSpec, StartedRun};
 use super::{
@@ -45,7 +45,6 @@ impl Ending {
 
 /// The end of a run.
 #[derive(Debug, Clone)]
-#[expect(dead_code, reason = "the daemon reads every field (next)")]
 pub struct RunOutcome {
     pub id: String,
     /// The exit status agentd (or the client) exits with.
@@ -72,7 +71,7 @@ pub(super) async fn run(
         Ok(h) => h,
         Err(e) => return setup_failed(&spec.id, &e),
     };
-    let mut audit = RunAudit::new(handle, launch_cwd);
+    let mut audit = RunAudit::new(handle, launch_cwd, say_for(&spec));
     record_start(&host, &spec, &mut audit);
     if audit.failed {
         return RunOutcome {
@@ -84,13 +83,13 @@ pub(super) async fn run(
         };
     }
     let Some(program) = spec.program.clone() else {
-        eprintln!(
-            "agentd: exec: {}: command not found",
+        audit.say.line(&format!(
+            "exec: {}: command not found",
             spec.argv
                 .first()
                 .map(|a| a.to_string_lossy())
                 .unwrap_or_default()
-        );
+        ));
         audit.record(
             name::AGENTD,
             "run_end",
@@ -117,7 +116,7 @@ pub(super) async fn run(
     {
         Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("agentd: {e}");
+            audit.say.line(&e.to_string());
             audit.record(
                 name::AGENTD,
                 "run_end",
@@ -126,6 +125,14 @@ pub(super) async fn run(
             );
             setup_failed(&spec.id, &e)
         }
+    }
+}
+
+/// The caller's stderr when the spec carries it (the daemon), else agentd's own.
+fn say_for(spec: &RunSpec) -> Say {
+    match spec.stdio.as_ref().map(|fds| fds[2].try_clone()) {
+        Some(Ok(fd)) => Say::Fd(std::fs::File::from(fd)),
+        _ => Say::Stderr,
     }
 }
 
@@ -242,6 +249,229 @@ async fn launch_and_wait(
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, SetupError> {
     let mut res = RunResources::prepare(host, spec, audit).await?;
+    let outcome = launch(spec, program, &mut res, hooks)?;
+    let pid = match outcome {
+        SpawnOutcome::Running(pid) => pid,
+        SpawnOutcome::Failed { stage, errno } => {
+            let code = report_spawn_failure(spec, program, stage, errno, audit);
+            let mut kill = None;
+            res.teardown(spec, audit, &mut kill).await;
+            return Ok(RunOutcome {
+                id: spec.id.clone(),
+                code,
+                ending: None,
+                killed_by: None,
+                setup_error: Some(format!("{}: {}", stage.layer(), errno_name(errno))),
+            });
+        }
+    };
+    hooks.started(&StartedRun {
+        id: spec.id.clone(),
+        pid: pid.as_raw() as u32,
+    });
+    res.budgets.start();
+    let waiter = Waiter::child(pid)?;
+    finish(host, spec, res, audit, controls, hooks, waiter).await
+}
+
+/// Takes over a run an earlier daemon started: its resources are re-opened, its budgets
+/// continue where they were, and it is supervised to its end like any other.
+pub(super) async fn adopt(
+    host: Arc<Host>,
+    spec: RunSpec,
+    adoption: Adoption,
+    mut controls: mpsc::Receiver<Control>,
+    mut hooks: Box<dyn RunHooks>,
+) -> RunOutcome {
+    let handle = match host.audit(&spec.id) {
+        Ok(h) => h,
+        Err(e) => return setup_failed(&spec.id, &e),
+    };
+    let launch_cwd = spec.cwd.clone().unwrap_or_default();
+    let mut audit = RunAudit::new(handle, launch_cwd, say_for(&spec));
+    let res = match RunResources::adopt(&host, &spec, &adoption, &mut audit).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(run = %spec.id, "re-adopting the run: {e}");
+            audit.record(
+                name::AGENTD,
+                "run_end",
+                None,
+                json!({"exit_code": null, "error": format!("re-adoption failed: {e}"), "failed_layer": e.layer}),
+            );
+            return setup_failed(&spec.id, &e);
+        }
+    };
+    let waiter = Waiter::adopted(adoption.pid);
+    match finish(
+        &host,
+        &spec,
+        res,
+        &mut audit,
+        &mut controls,
+        hooks.as_mut(),
+        waiter,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => setup_failed(&spec.id, &e),
+    }
+}
+
+/// What a re-adopted run was, from the state an earlier daemon kept.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    /// The command's pid.
+    pub pid: u32,
+    pub bpf: crate::layers::bpf::RunBpfState,
+    pub cgroups: Vec<(String, std::path::PathBuf)>,
+    pub budgets: crate::budgets::Progress,
+    /// Time since the command started (the daemon's downtime included).
+    pub elapsed: Duration,
+}
+
+/// Supervises a launched or adopted run to its end, tears it down and writes `run_end`.
+async fn finish(
+    host: &Arc<Host>,
+    spec: &RunSpec,
+    mut res: RunResources,
+    audit: &mut RunAudit,
+    controls: &mut mpsc::Receiver<Control>,
+    hooks: &mut dyn RunHooks,
+    waiter: Waiter,
+) -> Result<RunOutcome, SetupError> {
+    let (ending, killed_by) =
+        supervise(host, spec, waiter, &mut res, audit, controls, hooks).await?;
+    let mut budget_kill = None;
+    let report = res.teardown(spec, audit, &mut budget_kill).await;
+    let killed_by = killed_by.or(budget_kill);
+    let code = match (killed_by, ending) {
+        (Some(_), _) => EXIT_KILLED,
+        (None, Some(e)) => e.exit_code(),
+        (None, None) => EXIT_STATUS_LOST,
+    };
+    let (exit_code, signal) = match ending {
+        Some(Ending::Exited(c)) => (Some(c), None),
+        Some(Ending::Signaled(s)) => (None, Some(signal_name(s))),
+        None => (None, None),
+    };
+    let mut end = json!({
+        "exit_code": exit_code,
+        "signal": signal,
+        "status": code,
+        "killed_by": killed_by,
+        "stragglers_killed": report.stragglers_killed,
+        "cgroups": report.cgroups,
+        "cgroups_removed": report.cgroups_removed,
+        "elapsed_ms": res.budgets.elapsed().as_millis() as u64,
+        "budgets": res.budgets.summary_json(),
+        "tainted": report.tainted,
+        "egress_packets_dropped_after_taint": report.egress_dropped,
+        "denials": audit.denials,
+    });
+    if ending.is_none() {
+        end["status_unknown"] =
+            json!("the command's exit was not seen: the kernel's ring buffer lost it");
+    }
+    audit.record(name::AGENTD, "run_end", None, end);
+    if !res.budgets.is_empty() {
+        audit.say.raw(&res.budgets.table());
+    }
+    if let Some(e) = report.cgroup_error {
+        audit.say.line(&format!("cgroup: {e}"));
+    }
+    let code = if audit.failed {
+        EXIT_SETUP_FAILED
+    } else {
+        code
+    };
+    Ok(RunOutcome {
+        id: spec.id.clone(),
+        code,
+        ending,
+        killed_by,
+        setup_error: None,
+    })
+}
+
+/// How the end of the command is seen.
+enum Waiter {
+    /// agentd's own child: its pidfd and `waitpid`.
+    Child {
+        pid: Pid,
+        pidfd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    },
+    /// A process an earlier daemon started (not our child): its pidfd says when it is
+    /// gone, and its exit record in the ring says how; `None` when it was already gone.
+    Adopted {
+        pid: Pid,
+        pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    },
+}
+
+impl Waiter {
+    fn child(pid: Pid) -> Result<Self, SetupError> {
+        let pidfd = launch::pidfd_open(pid)
+            .map_err(|e| setup_err(name::AGENTD, format!("pidfd_open: {e}")))?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and
+        // refers to the same pidfd for the AsyncFd's whole lifetime.
+        let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+            .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
+        Ok(Waiter::Child { pid, pidfd })
+    }
+
+    fn adopted(pid: u32) -> Self {
+        let pid = Pid::from_raw(pid as i32);
+        let pidfd = launch::pidfd_open(pid).ok().and_then(|fd| {
+            // SAFETY: as in `child`: the AsyncFd owns the pidfd for its lifetime.
+            unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok()
+        });
+        Waiter::Adopted { pid, pidfd }
+    }
+
+    fn pid(&self) -> Pid {
+        match self {
+            Waiter::Child { pid, .. } | Waiter::Adopted { pid, .. } => *pid,
+        }
+    }
+
+    /// Waits until the command is gone; for a child, returns how it ended.
+    async fn gone(&self) -> Result<Option<Ending>, SetupError> {
+        let pidfd = match self {
+            Waiter::Child { pidfd, .. } => pidfd,
+            Waiter::Adopted { pidfd: Some(p), .. } => p,
+            Waiter::Adopted { pidfd: None, .. } => return Ok(None),
+        };
+        loop {
+            if let Ok(mut guard) = pidfd.readable().await {
+                guard.clear_ready();
+            }
+            let Waiter::Child { pid, .. } = self else {
+                return Ok(None);
+            };
+            match nix::sys::wait::waitpid(*pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, c)) => return Ok(Some(Ending::Exited(c))),
+                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(Some(Ending::Signaled(s as i32))),
+                Ok(_) => continue,
+                Err(e) => return Err(setup_err(name::AGENTD, format!("waitpid: {e}"))),
+            }
+        }
+    }
+}
+
+/// The exit status when the command's end was not seen (a re-adopted run whose exit
+/// record the ring lost while the daemon was down).
+pub const EXIT_STATUS_LOST: u8 = 255;
+
+/// Prepares the child's parts, tells the hooks, arms the guard and forks. Synchronous:
+/// the child's parts hold raw pointers that must not live across an await.
+fn launch(
+    spec: &RunSpec,
+    program: &Path,
+    res: &mut RunResources,
+    hooks: &mut dyn RunHooks,
+) -> Result<SpawnOutcome, SetupError> {
     let parts = prepare_child(spec, program)?;
     let cgroups = res.cgroups()?;
     let procs_fds = cgroups.procs_fds();
@@ -264,7 +494,6 @@ async fn launch_and_wait(
         tied_to_parent: spec.tied_to_agentd,
     };
     let prepared = PreparedRun {
-        id: spec.id.clone(),
         cgroup_paths: cgroups
             .leaves()
             .map(|l| (l.hierarchy.clone(), l.path.clone()))
@@ -286,77 +515,12 @@ async fn launch_and_wait(
                 .map_err(|e| setup_err(name::AGENTD, format!("run guard: {e}")))?,
         );
     }
-    let outcome = launch::spawn(&setup).map_err(|e| setup_err(name::AGENTD, e))?;
-    let pid = match outcome {
-        SpawnOutcome::Running(pid) => pid,
-        SpawnOutcome::Failed { stage, errno } => {
-            let code = report_spawn_failure(spec, program, stage, errno, audit);
-            let mut kill = None;
-            res.teardown(spec, audit, &mut kill).await;
-            return Ok(RunOutcome {
-                id: spec.id.clone(),
-                code,
-                ending: None,
-                killed_by: None,
-                setup_error: Some(format!("{}: {}", stage.layer(), errno_name(errno))),
-            });
-        }
-    };
-    hooks.started(&StartedRun {
-        id: spec.id.clone(),
-        pid: pid.as_raw() as u32,
-        cgroup_id: res.cgroup_id(),
-    });
-    res.budgets.start();
-    let (ending, killed_by) = supervise(host, spec, pid, &mut res, audit, controls).await?;
-    let mut budget_kill = None;
-    let report = res.teardown(spec, audit, &mut budget_kill).await;
-    let killed_by = killed_by.or(budget_kill);
-    let code = match killed_by {
-        Some(_) => EXIT_KILLED,
-        None => ending.exit_code(),
-    };
-    let (exit_code, signal) = match ending {
-        Ending::Exited(c) => (Some(c), None),
-        Ending::Signaled(s) => (None, Some(signal_name(s))),
-    };
-    audit.record(
-        name::AGENTD,
-        "run_end",
-        None,
-        json!({
-            "exit_code": exit_code,
-            "signal": signal,
-            "status": code,
-            "killed_by": killed_by,
-            "stragglers_killed": report.stragglers_killed,
-            "cgroups": report.cgroups,
-            "cgroups_removed": report.cgroups_removed,
-            "elapsed_ms": audit.started.elapsed().as_millis() as u64,
-            "budgets": res.budgets.summary_json(),
-            "tainted": report.tainted,
-            "egress_packets_dropped_after_taint": report.egress_dropped,
-            "denials": audit.denials,
-        }),
-    );
-    if !res.budgets.is_empty() {
-        eprint!("{}", res.budgets.table());
-    }
-    if let Some(e) = report.cgroup_error {
-        eprintln!("agentd: cgroup: {e}");
-    }
-    let code = if audit.failed {
-        EXIT_SETUP_FAILED
-    } else {
-        code
-    };
-    Ok(RunOutcome {
-        id: spec.id.clone(),
-        code,
-        ending: Some(ending),
-        killed_by,
-        setup_error: None,
-    })
+    launch::spawn(&setup, |pid| hooks.forked(pid.as_raw() as u32))
+        .map_err(|e| setup_err(name::AGENTD, e))?
+        .map_err(|e| SetupError {
+            layer: name::AGENTD,
+            source: e,
+        })
 }
 
 fn report_spawn_failure(
@@ -379,7 +543,9 @@ fn report_spawn_failure(
         } else {
             EXIT_EXEC_DENIED
         };
-        eprintln!("agentd: exec: {}: {}", program.display(), err.desc());
+        audit
+            .say
+            .line(&format!("exec: {}: {}", program.display(), err.desc()));
         if denied {
             audit.record(
                 layer,
@@ -402,7 +568,7 @@ fn report_spawn_failure(
         return code;
     }
     let msg = format!("{} failed in the child: {}", stage.layer(), err.desc());
-    eprintln!("agentd: {}: {}", stage.layer(), msg);
+    audit.say.line(&format!("{}: {}", stage.layer(), msg));
     audit.record(
         name::AGENTD,
         "run_end",
@@ -412,21 +578,22 @@ fn report_spawn_failure(
     EXIT_SETUP_FAILED
 }
 
+/// How often the caller hears of the run's budgets and denials (`agentd ps`).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Waits for the command, applying controls, streaming events and enforcing budgets.
+/// `None` as the ending: the command is gone and how it ended is unknown.
 async fn supervise(
     host: &Arc<Host>,
     spec: &RunSpec,
-    pid: Pid,
+    waiter: Waiter,
     res: &mut RunResources,
     audit: &mut RunAudit,
     controls: &mut mpsc::Receiver<Control>,
-) -> Result<(Ending, Option<&'static str>), SetupError> {
-    let pidfd =
-        launch::pidfd_open(pid).map_err(|e| setup_err(name::AGENTD, format!("pidfd_open: {e}")))?;
-    // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and
-    // refers to the same pidfd for the AsyncFd's whole lifetime.
-    let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
-        .map_err(|e| setup_err(name::AGENTD, format!("pidfd: {e}")))?;
+    hooks: &mut dyn RunHooks,
+) -> Result<(Option<Ending>, Option<&'static str>), SetupError> {
+    let pid = waiter.pid();
+    let main_tgid = pid.as_raw() as u32;
     let judge = Judge::new(&spec.policy);
     let mut events = res
         .events
@@ -435,26 +602,33 @@ async fn supervise(
     let mut dns = res.resolver.as_mut().map(|r| &mut r.decisions);
     let mut tick = tokio::time::interval(budgets::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut killed_by: Option<&'static str> = None;
     let mut controls_open = true;
+    // The command's own exit record: how an adopted command ended.
+    let mut main_exit: Option<i32> = None;
     let cgroups = res
         .cgroups
         .as_ref()
         .ok_or_else(|| setup_err(name::CGROUP, "the run's cgroups are gone"))?;
     let budgets = &mut res.budgets;
+    let gone = waiter.gone();
+    tokio::pin!(gone);
+    let record = |audit: &mut RunAudit, ev: crate::events::Event, main_exit: &mut Option<i32>| {
+        if let crate::events::Event::Exit {
+            tgid, exit_code, ..
+        } = &ev
+        {
+            if *tgid == main_tgid {
+                *main_exit = Some(*exit_code);
+            }
+        }
+        audit.record_event(ev, &judge, &spec.policy, &spec.plan);
+    };
     let ending = loop {
         tokio::select! {
-            ready = pidfd.readable() => {
-                if let Ok(mut guard) = ready {
-                    guard.clear_ready();
-                }
-                match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(_, c)) => break Ending::Exited(c),
-                    Ok(WaitStatus::Signaled(_, s, _)) => break Ending::Signaled(s as i32),
-                    Ok(_) => continue,
-                    Err(e) => return Err(setup_err(name::AGENTD, format!("waitpid: {e}"))),
-                }
-            }
+            e = &mut gone => break e?,
             c = controls.recv(), if controls_open => match c {
                 Some(Control::Signal(sig)) => forward(pid, sig),
                 Some(Control::Resume) => {
@@ -463,13 +637,13 @@ async fn supervise(
                 }
                 Some(Control::Pause) => {
                     let frozen = cgroups.freeze(true).is_ok();
-                    eprintln!("agentd: pause: run {} paused", spec.id);
+                    audit.say.line(&format!("pause: run {} paused", spec.id));
                     audit.record(name::AGENTD, "pause", None, json!({"frozen": frozen}));
                 }
                 Some(Control::Stop) if killed_by.is_none() => {
                     killed_by = Some("stop");
                     let n = cgroups.kill_all();
-                    eprintln!("agentd: stop: run {} stopped; killed {n} process(es)", spec.id);
+                    audit.say.line(&format!("stop: run {} stopped; killed {n} process(es)", spec.id));
                     audit.record(name::AGENTD, "stop", Some(Decision::Kill), json!({"processes_killed": n}));
                 }
                 Some(Control::Stop) => {}
@@ -478,14 +652,19 @@ async fn supervise(
             Some(ev) = events.recv() => {
                 // Group commit: everything already queued, then one fsync.
                 audit.hold();
-                audit.record_event(ev, &judge, &spec.policy, &spec.plan);
+                record(audit, ev, &mut main_exit);
                 while let Ok(ev) = events.try_recv() {
-                    audit.record_event(ev, &judge, &spec.policy, &spec.plan);
+                    record(audit, ev, &mut main_exit);
                 }
                 audit.release();
             }
             Some(d) = next_dns(&mut dns) => audit.record_dns(d),
             _ = tick.tick(), if killed_by.is_none() && !budgets.is_empty() => {}
+            _ = progress.tick() => hooks.progress(&RunProgress {
+                budgets: budgets.uses(),
+                denials: audit.denials,
+                budget_progress: budgets.progress(),
+            }),
         }
         if killed_by.is_none() && budgets.due() {
             for n in budgets.tick(cgroups) {
@@ -510,19 +689,35 @@ async fn supervise(
     let mut flushed = host.router.flush().await;
     loop {
         tokio::select! {
-            Some(ev) = events.recv() => audit.record_event(ev, &judge, &spec.policy, &spec.plan),
+            Some(ev) = events.recv() => record(audit, ev, &mut main_exit),
             _ = &mut flushed => break,
         }
     }
     while let Ok(ev) = events.try_recv() {
-        audit.record_event(ev, &judge, &spec.policy, &spec.plan);
+        record(audit, ev, &mut main_exit);
     }
     if let Some(rx) = dns {
         while let Ok(d) = rx.try_recv() {
             audit.record_dns(d);
         }
     }
+    let ending = ending.or_else(|| {
+        main_exit.map(|status| match wait_status(status) {
+            (Some(code), _) => Ending::Exited(code),
+            _ => Ending::Signaled(status & 0x7f),
+        })
+    });
     Ok((ending, killed_by))
+}
+
+/// What the caller hears about a live run.
+#[derive(Debug, Clone)]
+pub struct RunProgress {
+    /// Budget name, used, limit, unit.
+    pub budgets: Vec<(&'static str, u64, u64, &'static str)>,
+    pub denials: u64,
+    /// For a restarted daemon: how far the graduated responses have gone.
+    pub budget_progress: crate::budgets::Progress,
 }
 
 fn forward(pid: Pid, sig: Signal) {

@@ -130,7 +130,6 @@ impl UserSpec {
     }
 
     /// A caller's credentials as the daemon learnt them (SO_PEERCRED and its groups).
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     pub fn from_credentials(uid: u32, gid: u32, groups: Vec<u32>) -> Result<Self, UserError> {
         let name = User::from_uid(Uid::from_raw(uid))
             .ok()
@@ -163,18 +162,6 @@ impl UserSpec {
             });
         }
         Ok(())
-    }
-
-    /// `name (uid)` or the uid.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the daemon uses it (next); tests do now")
-    )]
-    pub fn describe(&self) -> String {
-        match &self.name {
-            Some(n) => format!("{n} (uid {})", self.uid),
-            None => format!("uid {}", self.uid),
-        }
     }
 
     /// The integers the child needs.
@@ -264,6 +251,5 @@ mod tests {
             (u.uid, u.gid, u.groups.clone()),
             (4242424, 4242424, vec![4242424])
         );
-        assert_eq!(u.describe(), "uid 4242424");
     }
 }

@@ -4,6 +4,8 @@
 
 #[path = "testprog/budget.rs"]
 mod budget;
+#[path = "testprog/daemon.rs"]
+mod daemon;
 #[path = "testprog/floor.rs"]
 mod floor;
 #[path = "testprog/fsops.rs"]
@@ -441,6 +443,7 @@ fn main() {
             }
             0
         }
+        cmd if daemon::COMMANDS.contains(&cmd) => daemon::run(&args),
         cmd if net::COMMANDS.contains(&cmd) => net::run(&args),
         cmd if unix::COMMANDS.contains(&cmd) => unix::run(&args),
         other if budget::COMMANDS.contains(&other) => budget::run(other, &args),

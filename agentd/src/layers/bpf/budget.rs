@@ -96,7 +96,6 @@ impl BpfRuntime {
     }
 
     /// Budget counter handles of a re-adopted run (its entries are already there).
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     pub fn budget_maps(&self, run: &RunBpf) -> Result<BudgetCounterMaps, BpfError> {
         let runs = HashMap::try_from(aya::maps::Map::HashMap(super::maps::dup(
             self.maps.budget_runs.map(),

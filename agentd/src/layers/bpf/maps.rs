@@ -122,6 +122,36 @@ impl Maps {
     }
 }
 
+impl Maps {
+    /// Entries in every map that holds per-run entries.
+    pub fn entries_total(&self) -> usize {
+        fn n<K, I: Iterator<Item = Result<K, aya::maps::MapError>>>(keys: I) -> usize {
+            keys.filter(Result::is_ok).count()
+        }
+        n(self.run_cgroups.keys())
+            + n(self.fs_rules.keys())
+            + n(self.run_taint.keys())
+            + n(self.taint_egress_drops.keys())
+            + n(self.exec_rules.keys())
+            + n(self.net_allow4.keys())
+            + n(self.net_allow6.keys())
+            + n(self.net_bind4.keys())
+            + n(self.net_bind6.keys())
+            + n(self.net_taint4.keys())
+            + n(self.net_taint6.keys())
+            + n(self.net_runs.keys())
+            + n(self.net_dns.keys())
+            + n(self.unix_prefixes.keys())
+            + n(self.unix_inodes.keys())
+            + n(self.unix_named.keys())
+            + n(self.unix_runs.keys())
+            + n(self.budget_runs.keys())
+            + (0..agentd_common::budget::SYSCALL_SLOTS)
+                .filter(|s| self.budget_syscall_cgroups.get(s, 0).is_ok_and(|c| c != 0))
+                .count()
+    }
+}
+
 /// A second handle on a map (a duplicated fd), for a reader that runs outside the
 /// runtime's lock: a run's budget counters, its resolver's allow entries.
 pub fn dup(data: &MapData, name: &'static str) -> Result<MapData, BpfError> {

@@ -69,6 +69,11 @@ pub mod exec {
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
 
+/// The embedded eBPF object (its hash names the pin directory).
+pub fn object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 /// ELF section names, as used in messages (`attach tp_btf/sched_process_exec: ...`).
 pub mod section {
     /// The exec tracker.
@@ -292,10 +297,7 @@ pub struct LoadOptions {
 impl BpfRuntime {
     /// Reads the kernel's BTF offsets and loads the object (maps created, no program
     /// attached: runs attach what they need when they register).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the daemon uses it (next); tests do now")
-    )]
+    #[cfg(test)]
     pub fn load() -> Result<Self, BpfError> {
         Self::load_with(&LoadOptions::default())
     }
@@ -355,7 +357,6 @@ impl BpfRuntime {
     /// After re-adoption: drops the hook bits, global links and run pin directories an
     /// earlier daemon left that no run in `adopted` (run ids) holds. Returns the names of
     /// the run pin directories removed.
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     pub fn settle(&mut self, adopted: &[String]) -> Result<Vec<String>, BpfError> {
         self.inherited_hooks = 0;
         self.write_hooks()?;
@@ -390,7 +391,6 @@ impl BpfRuntime {
 
     /// Loads the programs of `progs` now (the verifier runs once per runtime), so a
     /// daemon finds a program the kernel refuses at start-up, not at a run's launch.
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     pub fn preload(&mut self, progs: &[progs::Prog]) -> Result<(), BpfError> {
         for p in progs {
             progs::ensure_loaded(&mut self.ebpf, self.btf, p)?;
@@ -465,10 +465,6 @@ impl BpfRuntime {
 
     /// What the runtime holds now, for `agentd status` and the tests: runs, global
     /// programs with the runs holding each, and the hook bits on.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the daemon uses it (next); tests do now")
-    )]
     pub fn status(&self) -> RuntimeStatus {
         RuntimeStatus {
             runs: self.slots.in_use(),
@@ -483,12 +479,20 @@ impl BpfRuntime {
         }
     }
 
+    /// Objects pinned in this runtime's directory (maps, global links, run links).
+    pub fn pinned_objects(&self) -> usize {
+        self.pins.as_ref().map_or(0, pins::PinDir::count)
+    }
+
+    /// Map entries of every run together, in every map runs write (0 once no run is
+    /// registered: what `agentd status` shows and the tests count).
+    pub fn entries_total(&self) -> usize {
+        self.maps.entries_total()
+    }
+
+    #[cfg(test)]
     /// Keeps everything pinned attached when this runtime is dropped (the daemon's
     /// shutdown or restart); without this, a drop releases the global programs.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the daemon uses it (next); tests do now")
-    )]
     pub fn keep_pinned(&mut self) {
         self.globals.keep_pinned();
     }

@@ -85,7 +85,6 @@ impl PinDir {
     }
 
     /// Every pinned object (maps, global links, run links), for `agentd status`.
-    #[expect(dead_code, reason = "the daemon uses it (next)")]
     pub fn count(&self) -> usize {
         let count = |d: PathBuf| std::fs::read_dir(d).map(|rd| rd.count()).unwrap_or(0);
         count(self.dir.join("maps"))

@@ -229,6 +229,24 @@ pub const TAINT_EGRESS: Prog = prog(
     Attach::Skb(SkbDirection::Egress),
 );
 
+/// Every program a daemon may need, verified once at its start: the global programs of
+/// the fallback paths (with `lsm`, the BPF LSM ones instead) and the cgroup programs.
+pub fn all_for(lsm: bool) -> Vec<Prog> {
+    let mut v: Vec<Prog> = TRACKERS.to_vec();
+    v.extend(NET);
+    v.extend(NET_RECVMSG);
+    v.extend(BUDGET_SKB);
+    v.push(TAINT_EGRESS);
+    if lsm {
+        v.extend(lsm_fs_rules());
+        v.extend(LSM_EXEC);
+        v.extend(LSM_UNIX);
+    } else {
+        v.push(TP_EXEC_CHECK);
+    }
+    v
+}
+
 /// A link this process holds: dropping it detaches the program unless it is pinned
 /// (then removing the pin does).
 #[derive(Debug)]
@@ -457,6 +475,7 @@ impl Globals {
         v
     }
 
+    #[cfg(test)]
     /// Forgets every link without detaching pinned ones (the daemon's shutdown: what is
     /// pinned stays attached for the next daemon).
     pub fn keep_pinned(&mut self) {

@@ -109,7 +109,7 @@ pub struct RunBpf {
 }
 
 /// What a restarted daemon needs to take a run's registration over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunBpfState {
     pub slot: u32,
     pub cgroup_id: u64,
@@ -207,10 +207,6 @@ impl BpfRuntime {
     }
 
     /// Takes over a registration an earlier daemon made (its maps and links are pinned).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the daemon uses it (next); tests do now")
-    )]
     pub fn adopt(&mut self, state: &RunBpfState) -> Result<RunBpf, BpfError> {
         if !self.slots.claim(state.slot) {
             return Err(BpfError::SlotTaken { slot: state.slot });
@@ -384,12 +380,9 @@ impl BpfRuntime {
         clear_by_slot!(m.unix_named, "UNIX_NAMED");
     }
 
+    #[cfg(test)]
     /// Map entries keyed by `slot` or `cgroup_id`, counted in every map (tests and
     /// `agentd status`: a released run must leave none).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the daemon uses it (next); tests do now")
-    )]
     pub fn entries_of(&self, slot: u32, cgroup_id: u64) -> usize {
         let m = &self.maps;
         let prefix = slot.to_be_bytes();

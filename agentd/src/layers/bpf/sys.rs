@@ -1,8 +1,8 @@
-//! The raw `bpf(2)` calls aya 0.14 does not wrap for us (pinning a raw link, opening a
-//! pinned object, running stats), built on `aya_obj::generated::bpf_attr`.
+//! The raw `bpf(2)` calls aya 0.14 does not wrap for us (pinning a raw link), built on
+//! `aya_obj::generated::bpf_attr`.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -49,15 +49,4 @@ pub fn obj_pin(fd: &OwnedFd, path: &Path) -> Result<(), std::io::Error> {
     attr.__bindgen_anon_4.pathname = name.as_ptr() as u64;
     attr.__bindgen_anon_4.bpf_fd = fd.as_raw_fd() as u32;
     bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr).map(|_| ())
-}
-
-/// `BPF_OBJ_GET`: opens the object pinned at `path`.
-#[expect(dead_code, reason = "the daemon uses it (next)")]
-pub fn obj_get(path: &Path) -> Result<OwnedFd, std::io::Error> {
-    let name = path_cstring(path)?;
-    let mut attr = zeroed_attr();
-    attr.__bindgen_anon_4.pathname = name.as_ptr() as u64;
-    let fd = bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }

@@ -45,6 +45,23 @@ impl Leaf {
         })
     }
 
+    /// Opens a leaf an earlier agentd created (a re-adopted run): it must exist.
+    pub fn open(path: &Path, hierarchy: &str) -> Result<Self, CgroupError> {
+        let procs_path = path.join("cgroup.procs");
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(&procs_path)
+            .map_err(|source| CgroupError::Open {
+                path: procs_path,
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            hierarchy: hierarchy.to_owned(),
+            procs,
+        })
+    }
+
     /// The fd the child writes "0" to in order to join this cgroup.
     pub fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
@@ -141,6 +158,23 @@ impl RunCgroups {
             cgroup_id,
             removed: false,
         })
+    }
+
+    /// The cgroups of a run an earlier agentd created, from `(hierarchy, path)` pairs
+    /// (the `cgroup2` one is the identity).
+    pub fn adopt(leaves: &[(String, PathBuf)]) -> Result<Self, CgroupError> {
+        let mut identity = None;
+        let mut controllers = Vec::new();
+        for (hierarchy, path) in leaves {
+            let leaf = Leaf::open(path, hierarchy)?;
+            if hierarchy == "cgroup2" && identity.is_none() {
+                identity = Some(leaf);
+            } else {
+                controllers.push(leaf);
+            }
+        }
+        let identity = identity.ok_or(CgroupError::NoV2)?;
+        Self::new(identity, controllers)
     }
 
     /// The v2 cgroup id (inode) that BPF programs see for processes of this run.

@@ -1,0 +1,486 @@
+//! `agentd daemon`: one process confines many runs for the users of group `agentd`, and
+//! survives its own restart.
+//!
+//! - The eBPF runtime is loaded once, with maps and links pinned under the config's
+//!   `pin_root` (bpffs), so killing the daemon detaches nothing.
+//! - Each live run has a state file (`state`), written before its command starts.
+//! - On start the daemon re-adopts every live run (`adopt`), lets the event router drain
+//!   what the pinned ring kept while it was down, writes a `daemon_start` record naming
+//!   the gap, and continues the same audit chain.
+//! - The control socket (`socket`, `session`) speaks the protocol of `protocol`.
+//! - sd_notify: `READY=1` once runs are re-adopted and the socket listens, `STATUS=`
+//!   lines, `WATCHDOG=1` when the unit sets `WatchdogSec`, `RELOADING=1` on SIGHUP.
+
+mod adopt;
+pub mod config;
+pub mod protocol;
+mod runs;
+mod session;
+pub mod socket;
+mod state;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::audit::{AuditHandle, CheckpointPolicy, Decision, Flush};
+use crate::layers::name;
+use crate::probe::Probe;
+use crate::supervisor::{Host, HostKind, HostOptions, RunOutcome};
+
+pub use config::{Config, DEFAULT_CONFIG};
+
+/// The built-in policy of a run that names none.
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.yaml");
+
+/// How often daemon.json's heartbeat is written.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("config: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Setup(#[from] crate::supervisor::SetupError),
+    #[error("socket: {0}")]
+    Socket(#[from] socket::SocketError),
+    #[error("state: {0}")]
+    State(#[from] state::StateError),
+    #[error("audit: signing key {path}: {reason} (create one with `agentd keygen`, or set `unsigned_audit: true`)", path = .path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error("cannot start the event loop: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What every connection of the daemon shares.
+pub struct Daemon {
+    config: Mutex<Config>,
+    pub host: Arc<Host>,
+    pub registry: Arc<runs::Registry>,
+    /// The gid of `group`, when it exists.
+    pub group_gid: Option<u32>,
+    pub group: String,
+    /// The pin directory name of this daemon's eBPF object.
+    pub object_id: String,
+    started: Instant,
+    restarts: u64,
+    adopted: std::sync::atomic::AtomicUsize,
+    audit: Mutex<AuditHandle>,
+}
+
+impl Daemon {
+    pub fn max_request(&self) -> usize {
+        self.config().max_request_bytes
+    }
+
+    fn config(&self) -> std::sync::MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.config().runs_dir()
+    }
+
+    /// A record of the daemon's own (`run: daemon`).
+    pub fn record(
+        &self,
+        layer: &str,
+        event: &str,
+        decision: Option<Decision>,
+        detail: serde_json::Value,
+    ) {
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = audit.append(layer, event, decision, detail) {
+            tracing::error!("audit: {e}");
+        }
+    }
+
+    /// Runs `fut` (a run's supervision) as a task; when it ends, the run's row says so
+    /// and its state file goes.
+    pub fn spawn_supervised<F>(self: &Arc<Self>, id: String, fut: F)
+    where
+        F: Future<Output = RunOutcome> + Send + 'static,
+    {
+        let daemon = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = fut.await;
+            let path = state::run_path(&daemon.runs_dir(), &id);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(run = %id, "remove {}: {e}", path.display());
+                }
+            }
+            tracing::info!(run = %id, code = outcome.code, "run ended");
+            daemon.registry.finish(&id, runs::exited(&outcome));
+            daemon.notify_status();
+        });
+    }
+
+    /// `agentd status`.
+    pub fn status(&self) -> protocol::DaemonStatus {
+        let (rt, pinned, entries, dropped) = {
+            let bpf = self.host.bpf();
+            (
+                bpf.status(),
+                bpf.pinned_objects(),
+                bpf.entries_total(),
+                bpf.dropped().unwrap_or(0),
+            )
+        };
+        protocol::DaemonStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            runs: self.registry.live(),
+            programs: rt.globals,
+            pin_dir: rt.pin_dir.map(|p| p.display().to_string()),
+            pinned_objects: pinned,
+            map_entries: entries,
+            ring_dropped: dropped,
+            unrouted_events: self.host.router.unrouted(),
+            audit: self.host.audit_path.display().to_string(),
+            audit_head_seq: audit_head_seq(&self.host.audit_path),
+            restarts: self.restarts,
+            adopted: self.adopted.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn notify_status(&self) {
+        let runs = self.registry.live();
+        notify(&[sd_notify::NotifyState::Status(&format!(
+            "{runs} run(s); pid {}",
+            std::process::id()
+        ))]);
+    }
+}
+
+/// The `seq` of the chain's last record (from the `.head` file, else the log's tail).
+fn audit_head_seq(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .ok()?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail).ok()?;
+    tail.lines().rev().find_map(|l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()?
+            .get("seq")?
+            .as_u64()
+    })
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    // Not under a service manager (or an empty NOTIFY_SOCKET): nothing to tell.
+    if std::env::var_os("NOTIFY_SOCKET").is_none_or(|s| s.is_empty()) {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!("sd_notify: {e}");
+    }
+}
+
+/// `agentd daemon [--config FILE]`.
+pub fn main(config_path: Option<PathBuf>) -> ExitCode {
+    let explicit = config_path.is_some();
+    let path = config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = match Config::load(&path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentd: daemon: {e}");
+            return ExitCode::from(crate::supervisor::EXIT_SETUP_FAILED);
+        }
+    };
+    init_tracing(&config.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("{}", DaemonError::Runtime(e));
+            return ExitCode::from(crate::supervisor::EXIT_SETUP_FAILED);
+        }
+    };
+    match rt.block_on(serve(config, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            notify(&[sd_notify::NotifyState::Status(&format!("failed: {e}"))]);
+            ExitCode::from(crate::supervisor::EXIT_SETUP_FAILED)
+        }
+    }
+}
+
+/// Logs to stderr in a form journald keeps as it is: no colours, no timestamps (the
+/// journal adds its own), the level first.
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> {
+    let checkpoints = if config.unsigned_audit {
+        tracing::warn!("audit: unsigned_audit is set: checkpoints are not signed");
+        None
+    } else {
+        let key = crate::audit::keys::load_signing_key(&config.signing_key).map_err(|e| {
+            DaemonError::Key {
+                path: config.signing_key.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Some(CheckpointPolicy {
+            key,
+            every: 1000,
+            interval: Duration::from_secs(10),
+        })
+    };
+    let daemon_state_path = config.state_dir.join("daemon.json");
+    let previous: Option<state::DaemonState> = state::read_json(&daemon_state_path).ok();
+    let probe = Probe::detect();
+    let host = Host::start(HostOptions {
+        kind: HostKind::Daemon,
+        probe,
+        audit_path: config.audit.clone(),
+        audit_label: "daemon".into(),
+        checkpoints,
+        flush: Flush::Batch(Duration::from_millis(50)),
+        dropped_poll: Duration::from_secs(1),
+        pin_root: Some(config.pin_root.clone()),
+        drops_reported: previous.as_ref().map_or(0, |p| p.drops_reported),
+        router_paused: true,
+    })?;
+    // Every program is verified now, once, not at some run's launch.
+    let lsm = host.probe.bpf_lsm.available;
+    host.bpf()
+        .preload(&crate::layers::bpf::progs::all_for(lsm))
+        .map_err(|e| crate::supervisor::setup_err(name::BPF, e))?;
+    let object_id = crate::layers::bpf::pins::object_id(crate::layers::bpf::object());
+    let group_gid = nix::unistd::Group::from_name(&config.group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw());
+    if group_gid.is_none() {
+        tracing::warn!(
+            "group `{}` does not exist: only root can use the daemon",
+            config.group
+        );
+    }
+    let audit = host.audit("daemon")?;
+    let daemon = Arc::new(Daemon {
+        config: Mutex::new(config.clone()),
+        host: Arc::clone(&host),
+        registry: Arc::default(),
+        group_gid,
+        group: config.group.clone(),
+        object_id,
+        started: Instant::now(),
+        restarts: previous.as_ref().map_or(0, |p| p.restarts + 1),
+        adopted: std::sync::atomic::AtomicUsize::new(0),
+        audit: Mutex::new(audit),
+    });
+    // Re-adopt before anything is read from the ring, so what it kept reaches its runs.
+    let report = adopt::adopt_all(&daemon, &config).await;
+    daemon
+        .adopted
+        .store(report.adopted.len(), std::sync::atomic::Ordering::Relaxed);
+    let settled = daemon.host.bpf().settle(&report.adopted);
+    match settled {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                "removed pins of runs no longer live: {}",
+                removed.join(", ")
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("settling inherited eBPF state: {e}"),
+    }
+    let now = state::now_unix_ms();
+    daemon.record(
+        name::AGENTD,
+        "daemon_start",
+        None,
+        json!({
+            "pid": std::process::id(),
+            "config": config_path.display().to_string(),
+            "socket": config.socket.display().to_string(),
+            "pin_dir": daemon.host.bpf().pin_dir().map(|p| p.display().to_string()),
+            "restarts": daemon.restarts,
+            "previous_pid": previous.as_ref().map(|p| p.pid),
+            // The gap: the previous daemon's last heartbeat until now.
+            "down_since_unix_ms": previous.as_ref().map(|p| p.heartbeat_unix_ms),
+            "down_ms": previous.as_ref().map(|p| now.saturating_sub(p.heartbeat_unix_ms)),
+            "adopted": report.adopted,
+            "not_adopted": report.failed,
+            "kernel": daemon.host.probe.kernel,
+        }),
+    );
+    // Now the ring: what it kept while no daemon ran goes to the re-adopted runs, and
+    // what it could not keep is counted in a `dropped` record.
+    daemon.host.router.resume();
+    let listener = socket::bind(&config.socket, group_gid)?;
+    write_daemon_state(&daemon, &daemon_state_path, now)?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!(
+            "listening on {}; {} run(s) re-adopted",
+            config.socket.display(),
+            report.adopted.len()
+        )),
+    ]);
+    tracing::info!(
+        "agentd daemon ready on {} ({} run(s) re-adopted)",
+        config.socket.display(),
+        report.adopted.len()
+    );
+    spawn_heartbeat(Arc::clone(&daemon), daemon_state_path.clone(), now);
+    accept_loop(daemon, listener, config_path).await
+}
+
+fn write_daemon_state(
+    daemon: &Daemon,
+    path: &Path,
+    started_unix_ms: u64,
+) -> Result<(), state::StateError> {
+    state::write_json(
+        path,
+        &state::DaemonState {
+            pid: std::process::id(),
+            started_unix_ms,
+            heartbeat_unix_ms: state::now_unix_ms(),
+            drops_reported: daemon.host.router.drops_reported(),
+            restarts: daemon.restarts,
+        },
+    )
+}
+
+/// daemon.json every second, and `WATCHDOG=1` at half the watchdog period.
+fn spawn_heartbeat(daemon: Arc<Daemon>, path: PathBuf, started_unix_ms: u64) {
+    let mut usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    let every = if watchdog {
+        Duration::from_micros(usec / 2).min(HEARTBEAT)
+    } else {
+        HEARTBEAT
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = write_daemon_state(&daemon, &path, started_unix_ms) {
+                tracing::warn!("{e}");
+            }
+            if watchdog {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    });
+}
+
+async fn accept_loop(
+    daemon: Arc<Daemon>,
+    listener: tokio::net::UnixListener,
+    config_path: PathBuf,
+) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(DaemonError::Runtime);
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    tokio::spawn(session::serve(Arc::clone(&daemon), stream));
+                }
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = hup.recv() => reload(&daemon, &config_path),
+            _ = term.recv() => return stop(&daemon, "SIGTERM"),
+            _ = int.recv() => return stop(&daemon, "SIGINT"),
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config. Settings that need a restart (socket, state, pins,
+/// audit) are reported and kept; runs go on untouched.
+fn reload(daemon: &Daemon, path: &Path) {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    match Config::load(path, true) {
+        Ok(new) => {
+            let mut cfg = daemon.config();
+            let restart_needed: Vec<&str> = [
+                ("socket", new.socket != cfg.socket),
+                ("state_dir", new.state_dir != cfg.state_dir),
+                ("pin_root", new.pin_root != cfg.pin_root),
+                ("audit", new.audit != cfg.audit),
+                ("signing_key", new.signing_key != cfg.signing_key),
+                ("unsigned_audit", new.unsigned_audit != cfg.unsigned_audit),
+                ("group", new.group != cfg.group),
+            ]
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(k, _)| k)
+            .collect();
+            if !restart_needed.is_empty() {
+                tracing::warn!(
+                    "config reload: {} change(s) take effect at the next start",
+                    restart_needed.join(", ")
+                );
+            }
+            cfg.max_request_bytes = new.max_request_bytes;
+            cfg.client_grace_secs = new.client_grace_secs;
+            cfg.log = new.log.clone();
+            drop(cfg);
+            daemon.record(
+                name::AGENTD,
+                "daemon_reload",
+                None,
+                json!({"config": path.display().to_string(), "needs_restart": restart_needed}),
+            );
+            tracing::info!("config reloaded from {}", path.display());
+        }
+        Err(e) => tracing::error!("config reload failed, keeping the old one: {e}"),
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+    daemon.notify_status();
+}
+
+/// SIGTERM/SIGINT: the daemon goes, its runs stay (their enforcement is pinned, and the
+/// next daemon re-adopts them). The process exits without tearing any run down.
+fn stop(daemon: &Daemon, why: &str) -> Result<(), DaemonError> {
+    notify(&[sd_notify::NotifyState::Stopping]);
+    daemon.record(
+        name::AGENTD,
+        "daemon_stop",
+        None,
+        json!({"signal": why, "runs_left_running": daemon.registry.live()}),
+    );
+    if let Err(e) = daemon.host.finish_audit() {
+        tracing::error!("audit: {e}");
+    }
+    tracing::info!(
+        "stopping on {why}; {} run(s) keep running",
+        daemon.registry.live()
+    );
+    // Exiting here, not returning: dropping the runs' tasks would tear them down.
+    std::process::exit(0)
+}

@@ -1,0 +1,515 @@
+//! One client connection: identify the peer, read one request (bounded in size and time),
+//! check that the peer may make it, and answer. A bad request gets an error line and the
+//! connection closes; nothing a client sends can stop the daemon or hold up others (each
+//! connection is its own task).
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+
+use super::protocol::{self, Op, Response, RunRequest};
+use super::runs::{DaemonHooks, LiveRun, Phase};
+use super::socket::{self, LineReader, Peer, ReadError};
+use super::state::{self, RunState};
+use super::Daemon;
+use crate::audit::Decision;
+use crate::layers::name;
+use crate::plan::Plan;
+use crate::policy::{self, LoadOptions};
+use crate::supervisor::{self, Control, RunSpec, UserSpec, EXIT_SETUP_FAILED};
+
+/// A whole first request must arrive within this.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Serves one connection to its end.
+pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
+    let peer = match socket::peer(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("connection without credentials: {e}");
+            return;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = LineReader::new(daemon.max_request());
+    let (line, fds) = match reader.next(read.as_ref(), Some(REQUEST_DEADLINE)).await {
+        Ok(x) => x,
+        Err(ReadError::Closed) => return,
+        Err(e) => {
+            tracing::info!(uid = peer.uid, pid = peer.pid, "bad request: {e}");
+            let _ = send(&mut write, &error(1, e.to_string())).await;
+            return;
+        }
+    };
+    let request = match protocol::parse_request(&line, daemon.max_request()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(uid = peer.uid, pid = peer.pid, "bad request: {e}");
+            let _ = send(&mut write, &error(1, e.to_string())).await;
+            return;
+        }
+    };
+    if let Err(why) = daemon.authorize(&peer, &request.op) {
+        daemon.audit_refusal(&peer, &request.op, &why);
+        let _ = send(&mut write, &error(1, why)).await;
+        return;
+    }
+    let reply = match request.op {
+        Op::Run(r) => return run(daemon, peer, r, fds, read, reader, write).await,
+        Op::Wait { run } => return follow(daemon, peer, run, read, reader, write, false).await,
+        Op::Logs { run, follow } => return logs(daemon, peer, run, follow, write).await,
+        Op::Ps => Response::Runs {
+            runs: daemon
+                .registry
+                .lock()
+                .values()
+                .filter(|r| r.is_live() && (peer.uid == 0 || r.uid == peer.uid))
+                .map(LiveRun::info)
+                .collect(),
+        },
+        Op::Status => Response::Status(Box::new(daemon.status())),
+        Op::Stop { run } => control(&daemon, &peer, &run, Control::Stop, "stop").await,
+        Op::Pause { run } => control(&daemon, &peer, &run, Control::Pause, "pause").await,
+        Op::Resume { run } => control(&daemon, &peer, &run, Control::Resume, "resume").await,
+        Op::Signal { .. } => error(1, "`signal` is only accepted on a run's own connection"),
+    };
+    let _ = send(&mut write, &reply).await;
+}
+
+async fn send(write: &mut OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    write.write_all(&protocol::encode(r)).await
+}
+
+fn error(code: u8, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+        layer: None,
+    }
+}
+
+/// A run the peer may act on: its own (root: any).
+fn find_run(daemon: &Daemon, peer: &Peer, run: &str) -> Result<mpsc::Sender<Control>, String> {
+    let runs = daemon.registry.lock();
+    match runs.get(run) {
+        Some(r) if r.is_live() && (peer.uid == 0 || r.uid == peer.uid) => Ok(r.controls.clone()),
+        // Someone else's run is reported as unknown: its existence is not the peer's to know.
+        _ => Err(format!("no run `{run}` of yours")),
+    }
+}
+
+async fn control(daemon: &Daemon, peer: &Peer, run: &str, c: Control, action: &str) -> Response {
+    match find_run(daemon, peer, run) {
+        Ok(tx) => match tx.send(c).await {
+            Ok(()) => Response::Done {
+                run: run.to_owned(),
+                action: action.to_owned(),
+            },
+            Err(_) => error(1, format!("run `{run}` has ended")),
+        },
+        Err(e) => error(1, e),
+    }
+}
+
+/// `run`: set up, launch and follow a run for its client.
+async fn run(
+    daemon: Arc<Daemon>,
+    peer: Peer,
+    req: RunRequest,
+    fds: Vec<OwnedFd>,
+    read: OwnedReadHalf,
+    reader: LineReader,
+    mut write: OwnedWriteHalf,
+) {
+    let detach = req.detach;
+    let (spec, state) = match build_spec(&daemon, &peer, req, fds) {
+        Ok(x) => x,
+        Err((code, layer, message)) => {
+            let _ = send(
+                &mut write,
+                &Response::Error {
+                    code,
+                    message,
+                    layer,
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    let id = spec.id.clone();
+    let (controls, controls_rx) = mpsc::channel(16);
+    let (phase, _) = watch::channel(Phase::Preparing);
+    daemon.registry.insert(LiveRun {
+        id: id.clone(),
+        uid: peer.uid,
+        policy: spec.policy.name.clone(),
+        mode: format!("{:?}", spec.policy.mode).to_lowercase(),
+        started: Instant::now(),
+        detach,
+        adopted: false,
+        controls,
+        phase,
+        progress: None,
+        followers: 0,
+        ended_at: None,
+    });
+    let hooks = DaemonHooks::new(
+        Arc::clone(&daemon.registry),
+        state::run_path(&daemon.runs_dir(), &id),
+        state,
+    );
+    daemon.spawn_supervised(
+        id.clone(),
+        supervisor::run(Arc::clone(&daemon.host), spec, controls_rx, Box::new(hooks)),
+    );
+    follow(daemon, peer, id, read, reader, write, detach).await;
+}
+
+/// What a `run` request becomes, or why it cannot run: (exit code, layer, message).
+fn build_spec(
+    daemon: &Daemon,
+    peer: &Peer,
+    req: RunRequest,
+    fds: Vec<OwnedFd>,
+) -> Result<(RunSpec, RunState), (u8, Option<String>, String)> {
+    let setup = |layer: &str, m: String| (EXIT_SETUP_FAILED, Some(layer.to_owned()), m);
+    let stdio: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
+        setup(
+            name::AGENTD,
+            format!(
+                "a run request carries stdin, stdout and stderr (3 descriptors), not {}",
+                v.len()
+            ),
+        )
+    })?;
+    let absolute = |what: &str, p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            Ok(p)
+        } else {
+            Err(setup(
+                name::AGENTD,
+                format!("{what} `{}` is not absolute", p.display()),
+            ))
+        }
+    };
+    let workspace = absolute("workspace", &req.workspace)?;
+    let cwd = absolute("cwd", &req.cwd)?;
+    let home = absolute("home", &req.home)?;
+    if req.argv.is_empty() {
+        return Err(setup(name::EXEC, "no command given".into()));
+    }
+    let user = match peer.uid {
+        // Root gets no implicit uid 0: the client named the user (or sudo's), as a
+        // standalone root run must.
+        0 => match &req.user {
+            Some(u) => UserSpec::parse(u).map_err(|e| setup(name::USER, e.to_string()))?,
+            None => {
+                return Err(setup(
+                    name::USER,
+                    "refusing to run the agent as root: pass --user USER; --user root runs it as root on purpose".into(),
+                ))
+            }
+        },
+        uid => {
+            if req.user.is_some() {
+                return Err(setup(
+                    name::USER,
+                    "--user is for root; a run through the daemon runs as its caller".into(),
+                ));
+            }
+            UserSpec::from_credentials(uid, peer.gid, peer.groups.clone())
+                .map_err(|e| setup(name::USER, e.to_string()))?
+        }
+    };
+    let opts = LoadOptions {
+        workspace: workspace.clone(),
+        home: home.clone(),
+    };
+    let (origin, text) = match &req.policy {
+        Some(p) => (p.origin.clone(), p.text.clone()),
+        None => (
+            "<preset:default>".to_owned(),
+            super::DEFAULT_POLICY.to_owned(),
+        ),
+    };
+    let policy =
+        policy::parse_str(&text, &origin, &opts).map_err(|e| setup("policy", e.to_string()))?;
+    let plan = Plan::build(&policy, &daemon.host.probe);
+    if let Some(r) = plan.refusals.first() {
+        return Err(setup(r.layer, r.reason.clone()));
+    }
+    let dns_upstream = req
+        .dns_upstream
+        .iter()
+        .map(|a| {
+            supervisor::parse_upstream(a).ok_or_else(|| {
+                setup(
+                    crate::plan::DNS,
+                    format!("--dns-upstream `{a}`: expected IP or IP:PORT"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let path_var = req
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .map(OsString::from);
+    let argv: Vec<OsString> = req.argv.iter().map(OsString::from).collect();
+    let program = supervisor::resolve_command(&argv[0], path_var.as_ref(), &cwd);
+    let id = supervisor::new_run_id();
+    let mut start_fields = serde_json::Map::new();
+    start_fields.insert(
+        "client".into(),
+        json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}),
+    );
+    start_fields.insert("detached".into(), json!(req.detach));
+    let state = RunState {
+        version: state::STATE_VERSION,
+        id: id.clone(),
+        user: user.clone(),
+        client_pid: peer.pid,
+        pid: None,
+        cgroups: Vec::new(),
+        bpf: crate::layers::bpf::RunBpfState::default(),
+        object_id: daemon.object_id.clone(),
+        policy_origin: origin,
+        policy_text: text,
+        policy_hash: policy.hash.clone(),
+        workspace: workspace.clone(),
+        home,
+        cwd: cwd.clone(),
+        argv: req.argv.clone(),
+        dns_upstream: req.dns_upstream.clone(),
+        detach: req.detach,
+        started_unix_ms: state::now_unix_ms(),
+        budgets: Default::default(),
+        denials: 0,
+    };
+    let spec = RunSpec {
+        id,
+        policy,
+        plan,
+        argv,
+        program,
+        env: req.env.iter().map(OsString::from).collect(),
+        cwd: Some(cwd),
+        user: Some(user),
+        workspace,
+        dns_upstream,
+        stdio: Some(stdio),
+        tied_to_agentd: false,
+        start_fields,
+    };
+    Ok((spec, state))
+}
+
+/// Follows run `id` for this connection: `started`, then `exited`; `signal` lines are
+/// forwarded. When the connection closes first, a run that is not detached is stopped.
+async fn follow(
+    daemon: Arc<Daemon>,
+    peer: Peer,
+    id: String,
+    read: OwnedReadHalf,
+    mut reader: LineReader,
+    mut write: OwnedWriteHalf,
+    detach: bool,
+) {
+    let found = {
+        let mut runs = daemon.registry.lock();
+        match runs.get_mut(&id) {
+            Some(r) if peer.uid == 0 || r.uid == peer.uid => {
+                r.followers += 1;
+                Some((r.phase.subscribe(), r.controls.clone(), r.detach))
+            }
+            _ => None,
+        }
+    };
+    let Some((mut phase, controls, run_detached)) = found else {
+        let _ = send(&mut write, &error(1, format!("no run `{id}` of yours"))).await;
+        return;
+    };
+    let mut told_started = false;
+    let mut client_open = send(&mut write, &Response::Accepted { run: id.clone() })
+        .await
+        .is_ok();
+    loop {
+        let current = phase.borrow_and_update().clone();
+        match current {
+            Phase::Running { pid } if !told_started => {
+                told_started = true;
+                if send(
+                    &mut write,
+                    &Response::Started {
+                        run: id.clone(),
+                        pid,
+                    },
+                )
+                .await
+                .is_err()
+                {
+                    client_open = false;
+                }
+                if detach {
+                    break;
+                }
+            }
+            Phase::Ended(exited) => {
+                let _ = send(&mut write, &exited).await;
+                break;
+            }
+            _ => {}
+        }
+        if !client_open {
+            break;
+        }
+        tokio::select! {
+            changed = phase.changed() => if changed.is_err() { break },
+            line = reader.next(read.as_ref(), None) => match line {
+                Ok((line, _)) => match protocol::parse_request(&line, daemon.max_request()) {
+                    Ok(req) => match req.op {
+                        Op::Signal { signal } => match signal.parse::<nix::sys::signal::Signal>() {
+                            Ok(s) if matches!(s, nix::sys::signal::Signal::SIGINT | nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGHUP | nix::sys::signal::Signal::SIGQUIT | nix::sys::signal::Signal::SIGWINCH | nix::sys::signal::Signal::SIGUSR1 | nix::sys::signal::Signal::SIGUSR2) => {
+                                let _ = controls.send(Control::Signal(s)).await;
+                            }
+                            _ => { let _ = send(&mut write, &error(1, format!("signal `{signal}` is not forwarded"))).await; }
+                        },
+                        _ => { let _ = send(&mut write, &error(1, "only `signal` is accepted while following a run")).await; }
+                    },
+                    Err(e) => { let _ = send(&mut write, &error(1, e.to_string())).await; }
+                },
+                Err(_) => { client_open = false; }
+            },
+        }
+    }
+    let last_follower_gone = {
+        let mut runs = daemon.registry.lock();
+        match runs.get_mut(&id) {
+            Some(r) => {
+                r.followers = r.followers.saturating_sub(1);
+                r.followers == 0 && r.is_live()
+            }
+            None => false,
+        }
+    };
+    if !client_open && last_follower_gone && !run_detached {
+        tracing::info!(run = %id, "its client went away; stopping the run");
+        let _ = controls.send(Control::Stop).await;
+    }
+}
+
+/// `logs`: the run's records from the chain; with `follow`, until it has ended.
+async fn logs(
+    daemon: Arc<Daemon>,
+    peer: Peer,
+    id: String,
+    follow: bool,
+    mut write: OwnedWriteHalf,
+) {
+    // Root may read any run's records; others only their own runs' (live or recent).
+    let allowed = peer.uid == 0
+        || daemon
+            .registry
+            .lock()
+            .get(&id)
+            .is_some_and(|r| r.uid == peer.uid);
+    if !allowed {
+        let _ = send(&mut write, &error(1, format!("no run `{id}` of yours"))).await;
+        return;
+    }
+    let path = daemon.host.audit_path.clone();
+    let mut offset = 0u64;
+    let mut partial = Vec::new();
+    loop {
+        let ended = !daemon
+            .registry
+            .lock()
+            .get(&id)
+            .is_some_and(LiveRun::is_live);
+        match read_from(&path, offset) {
+            Ok(bytes) => {
+                offset += bytes.len() as u64;
+                partial.extend_from_slice(&bytes);
+                while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=i).take(i).collect();
+                    if record_of(&line, &id) {
+                        let line = String::from_utf8_lossy(&line).into_owned();
+                        if send(&mut write, &Response::Record { line }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = send(&mut write, &error(1, format!("{}: {e}", path.display()))).await;
+                return;
+            }
+        }
+        if !follow || ended {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Whether an audit line belongs to run `id`.
+fn record_of(line: &[u8], id: &str) -> bool {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .is_some_and(|v| v.get("run").and_then(|r| r.as_str()) == Some(id))
+}
+
+impl Daemon {
+    /// Whether `peer` may make request `op`: root may do anything; a member of the
+    /// daemon's group may start runs and act on its own; anyone else nothing.
+    pub fn authorize(&self, peer: &Peer, _op: &Op) -> Result<(), String> {
+        if peer.uid == 0 {
+            return Ok(());
+        }
+        match self.group_gid {
+            Some(gid) if peer.in_group(gid) => Ok(()),
+            Some(_) => Err(format!(
+                "permission denied: uid {} is not in group `{}`",
+                peer.uid, self.group
+            )),
+            None => Err(format!(
+                "permission denied: group `{}` does not exist on this host, so only root may use the daemon",
+                self.group
+            )),
+        }
+    }
+
+    /// Audits a refused request with the peer's identity.
+    pub fn audit_refusal(&self, peer: &Peer, op: &Op, why: &str) {
+        let op_name = serde_json::to_value(op)
+            .ok()
+            .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        tracing::warn!(uid = peer.uid, pid = peer.pid, op = %op_name, "refused: {why}");
+        self.record(
+            name::AGENTD,
+            "peer_refused",
+            Some(Decision::Deny),
+            json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "op": op_name, "reason": why}),
+        );
+    }
+}

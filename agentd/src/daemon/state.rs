@@ -1,0 +1,175 @@
+//! What the daemon keeps on disk so that a restarted daemon can take over:
+//!
+//! - `STATE_DIR/runs/<run>.json`, one per live run, written before the run's command
+//!   starts and refreshed about once a second (budgets so far);
+//! - `STATE_DIR/daemon.json`: the daemon's pid, a heartbeat (to tell how long it was
+//!   down), the ring-buffer drops already written to the chain, and its restarts.
+//!
+//! Files are written to a temporary name and renamed, so a crash leaves the old or the
+//! new version, never half of one; they are readable by root only.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::budgets::Progress;
+use crate::layers::bpf::RunBpfState;
+use crate::supervisor::UserSpec;
+
+/// The layout of the state files this daemon writes.
+pub const STATE_VERSION: u32 = 1;
+
+/// One live run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    pub version: u32,
+    pub id: String,
+    pub user: UserSpec,
+    /// The peer that started it (pid at the time).
+    pub client_pid: i32,
+    /// The command's pid, once it runs.
+    pub pid: Option<u32>,
+    /// Every cgroup directory of the run, `(hierarchy, path)`, the v2 identity first.
+    pub cgroups: Vec<(String, PathBuf)>,
+    pub bpf: RunBpfState,
+    /// The eBPF object the slot belongs to (its pin directory).
+    pub object_id: String,
+    pub policy_origin: String,
+    pub policy_text: String,
+    pub policy_hash: String,
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+    pub argv: Vec<String>,
+    pub dns_upstream: Vec<String>,
+    pub detach: bool,
+    /// Wall-clock start (ms since the epoch), for the budgets of a re-adopted run.
+    pub started_unix_ms: u64,
+    /// How far the budgets have gone.
+    pub budgets: Progress,
+    pub denials: u64,
+}
+
+/// The daemon itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonState {
+    pub pid: u32,
+    pub started_unix_ms: u64,
+    /// Updated every second: a restarted daemon knows when its predecessor stopped.
+    pub heartbeat_unix_ms: u64,
+    /// Ring-buffer drops already written as `dropped` records.
+    pub drops_reported: u64,
+    pub restarts: u64,
+}
+
+/// A state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}", path = .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}", path = .path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Writes `value` to `path` atomically (mode 0600).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let text = serde_json::to_vec_pretty(value).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&text).map_err(io)?;
+    f.sync_data().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Reads a JSON state file.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
+    let text = std::fs::read(path).map_err(|source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The state file of run `id` under `runs_dir`.
+pub fn run_path(runs_dir: &Path, id: &str) -> PathBuf {
+    runs_dir.join(format!("{id}.json"))
+}
+
+/// Every run state file under `runs_dir`, with what could not be read.
+pub fn list_runs(runs_dir: &Path) -> Vec<(PathBuf, Result<RunState, StateError>)> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let r = read_json(&p);
+            (p, r)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_files_round_trip_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        let s = DaemonState {
+            pid: 7,
+            drops_reported: 3,
+            ..DaemonState::default()
+        };
+        write_json(&path, &s).unwrap();
+        assert_eq!(read_json::<DaemonState>(&path).unwrap(), s);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            list_runs(dir.path()).len() == 1,
+            "daemon.json is listed as a .json"
+        );
+    }
+}
