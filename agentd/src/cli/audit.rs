@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::audit::event::Exec;
 use crate::audit::judge::{Judge, Verdict};
 use crate::audit::verify::{verify_bytes, HeadFile, Trust};
 use crate::audit::{keys, AuditLog, AuditWriter, CheckpointPolicy, Flush};
@@ -513,15 +514,18 @@ fn bench_append(file: &Path, n: u64, key: &Path, flush: Flush) -> Result<(), Str
     let t0 = Instant::now();
     let cpu0 = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID);
     for i in 0..n {
-        // Same size and shape as a landlock denial record; `would_deny` is batched.
-        h.append(
-            "landlock",
-            "open",
-            Some(crate::audit::Decision::WouldDeny),
-            json!({"op": "open", "path": format!("/home/user/secret/file-{i}"), "access": "read",
-                   "errno": "EACCES", "rule": "not in fs.read", "pid": 4242}),
-        )
-        .map_err(|e| e.to_string())?;
+        // A batched record about the size of a denial (denials are fsync'd one by one).
+        let exec = Exec {
+            pid: 4242,
+            tid: 4242,
+            ppid: 4241,
+            uid: 1000,
+            comm: "agent".into(),
+            path: format!("/home/user/bin/tool-{i}"),
+            filename: format!("/home/user/bin/tool-{i}"),
+        };
+        h.append("bpf", Some(crate::audit::Decision::Allow), exec.into())
+            .map_err(|e| e.to_string())?;
     }
     drop(h);
     writer.finish().map_err(|e| e.to_string())?;
