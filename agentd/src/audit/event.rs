@@ -13,8 +13,8 @@
 //! - a [`tri`] field (`Option<Option<T>>`) is absent, `null` or a value: unix denials
 //!   write `errno: null` for `would_deny` and no `errno` at all for `kill`.
 //!
-//! A test writes one record of every kind and checks that each reads back as the same
-//! `AuditEvent`.
+//! `docs/audit-records.md` describes every event and field; a test checks it against the
+//! records this type writes, and that each of them reads back as the same `AuditEvent`.
 
 use std::collections::BTreeMap;
 

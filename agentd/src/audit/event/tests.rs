@@ -1,5 +1,5 @@
 //! Every record kind agentd writes: it reads back as the same event through the writer's
-//! canonical line and `Record`.
+//! canonical line and `Record`, and docs/audit-records.md describes each of its fields.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +11,8 @@ use super::*;
 use crate::audit::canonical::{seal_encoded_into, CORE_KEYS};
 use crate::audit::writer::Pending;
 use crate::audit::Record;
+
+const DOC: &str = include_str!("../../../../docs/audit-records.md");
 
 pub fn run_start() -> RunStart {
     RunStart {
@@ -103,6 +105,15 @@ fn net(would_deny: bool, addr: bool) -> NetDenied {
     }
 }
 
+fn not_found() -> RunFailed {
+    RunFailed {
+        exit_code: 127,
+        error: "command not found".into(),
+        failed_layer: None,
+        errno: None,
+    }
+}
+
 fn dns_denied() -> DnsDenied {
     DnsDenied {
         op: "dns_query".into(),
@@ -184,17 +195,7 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
             }
             .into(),
         ),
-        (
-            "agentd",
-            None,
-            RunFailed {
-                exit_code: 127,
-                error: "command not found".into(),
-                failed_layer: None,
-                errno: None,
-            }
-            .into(),
-        ),
+        ("agentd", None, not_found().into()),
         (
             "bpf",
             Some(Allow),
@@ -619,15 +620,7 @@ fn null_and_absent_fields_are_written_as_before() {
     let exec = fields(hit("deny").into());
     assert!(exec.get("rule_path").is_none());
     // run_end of a command that never ran has no elapsed_ms (replay tells them apart).
-    let failed = fields(
-        RunFailed {
-            exit_code: 127,
-            error: "command not found".into(),
-            failed_layer: None,
-            errno: None,
-        }
-        .into(),
-    );
+    let failed = fields(not_found().into());
     assert_eq!(
         failed,
         json!({"event": "run_end", "exit_code": 127, "error": "command not found"})
@@ -642,5 +635,67 @@ fn durable_records_are_the_ones_a_run_must_not_lose() {
             Some("run_start" | "run_end" | "dropped" | "denied")
         );
         assert_eq!(e.is_durable(), want, "{}", kind(&e));
+    }
+}
+
+/// The doc's text from `heading` to the next heading of the same or a higher level.
+fn doc_part<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    let start = text.find(&format!("\n{heading}"))? + 1 + heading.len();
+    let rest = &text[start..];
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let end = (1..=level)
+        .filter_map(|l| rest.find(&format!("\n{} ", "#".repeat(l))))
+        .min()
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[test]
+fn the_doc_describes_every_event_and_field() {
+    let mut events = BTreeSet::new();
+    for (_, _, e) in samples() {
+        let fields = e.to_fields().unwrap();
+        let event = fields["event"].as_str().unwrap().to_owned();
+        let Some(mut section) = doc_part(DOC, &format!("### `{event}`")) else {
+            panic!("docs/audit-records.md has no section ### `{event}`");
+        };
+        // A `denied` kind has its own part: `#### net`, `#### fs_rule`, …
+        if let AuditEvent::Denied(_) = e {
+            let k = kind(&e).trim_start_matches("denied/");
+            section = doc_part(section, &format!("#### {k}"))
+                .unwrap_or_else(|| panic!("docs/audit-records.md: no #### {k} under `denied`"));
+            if k == "exec_integrity" {
+                // Described as an fs rule's fields without rule_path.
+                section = doc_part(DOC, "#### fs_rule").unwrap();
+            }
+        }
+        for k in fields.keys().filter(|k| *k != "event") {
+            // The caller's own run_start fields are not the schema's.
+            if matches!(e, AuditEvent::RunStart(ref s) if s.extra.contains_key(k)) {
+                continue;
+            }
+            assert!(
+                section.contains(&format!("`{k}`")),
+                "docs/audit-records.md, ### `{event}`: field `{k}` ({}) is not described",
+                kind(&e)
+            );
+        }
+        if let (AuditEvent::Budget(_), Some(action)) =
+            (&e, fields.get("action").and_then(Value::as_str))
+        {
+            assert!(
+                section.contains(&format!("`{action}`")),
+                "budget action {action}"
+            );
+        }
+        events.insert(event);
+    }
+    // And it describes nothing agentd does not write.
+    for heading in DOC.lines().filter_map(|l| l.strip_prefix("### `")) {
+        let name = heading.trim_end_matches('`');
+        assert!(
+            events.contains(name),
+            "docs/audit-records.md describes `{name}`, which agentd does not write"
+        );
     }
 }
