@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::event::{FileDenied, SocketDenied};
 use super::judge::{Judge, Verdict};
 use agentd_common::denials::{nr, DENIAL_AT_FDCWD};
 
@@ -129,7 +130,7 @@ pub fn socket_denial_record(
     seccomp: bool,
     caps_dropped: bool,
     raw_allowed: bool,
-) -> (&'static str, Value) {
+) -> (&'static str, SocketDenied) {
     let family = (open_flags & 0xffff_ffff) as i32;
     let protocol = (open_flags >> 32) as i32;
     let cap_rule = if raw_allowed {
@@ -165,20 +166,18 @@ pub fn socket_denial_record(
         10 => "SOCK_PACKET".to_owned(),
         other => other.to_string(),
     };
-    (
-        layer,
-        json!({
-            "op": "socket",
-            "family": family_name,
-            "type": type_name,
-            "protocol": protocol,
-            "errno": errno,
-            "rule": rule,
-            "pid": tgid,
-            "tid": tid,
-            "syscall": "socket",
-        }),
-    )
+    let denied = SocketDenied {
+        op: "socket".into(),
+        family: family_name,
+        sock_type: type_name,
+        protocol,
+        errno: errno.into(),
+        rule: rule.into(),
+        pid: tgid,
+        tid,
+        syscall: "socket".into(),
+    };
+    (layer, denied)
 }
 
 /// The record's layer and fields.
@@ -194,7 +193,7 @@ pub fn denial_record(
     dirfd: i32,
     open_flags: u64,
     path: &str,
-) -> (&'static str, Value) {
+) -> (&'static str, FileDenied) {
     let op = op_name(syscall);
     let (resolved, base) = resolve(tgid, dirfd, path, launch_cwd);
     let access = access(op, open_flags);
@@ -222,31 +221,22 @@ pub fn denial_record(
             "no rule: the policy allows this access; the kernel refused it (file permissions or another LSM)".to_owned(),
         ),
     };
-    let mut detail = json!({
-        "op": op,
-        "path": resolved,
-        "errno": errno,
-        "rule": rule,
-        "pid": tgid,
-        "tid": tid,
-        "syscall": syscall_name(syscall),
-    });
-    if let Some(a) = access {
-        detail["access"] = json!(a);
-    }
-    if path != resolved {
-        detail["path_arg"] = json!(path);
-    }
-    if let Some(t) = target {
-        detail["symlink_target"] = json!(t);
-    }
-    match base {
-        Base::Exact => {}
+    let denied = FileDenied {
+        op: op.into(),
+        path_arg: (path != resolved).then(|| path.to_owned()),
+        path: resolved,
+        errno: errno.into(),
+        rule,
+        pid: tgid,
+        tid,
+        syscall: syscall_name(syscall).into(),
+        access: access.map(str::to_owned),
+        symlink_target: target,
         // Honest about the guess: the process may have changed directory before exiting.
-        Base::LaunchCwd => detail["path_base"] = json!("launch cwd (process gone)"),
-        Base::Unresolved => detail["path_unresolved"] = json!(true),
-    }
-    (layer, detail)
+        path_base: (base == Base::LaunchCwd).then(|| "launch cwd (process gone)".into()),
+        path_unresolved: base == Base::Unresolved,
+    };
+    (layer, denied)
 }
 
 #[cfg(test)]
@@ -264,21 +254,21 @@ mod tests {
         let (layer, d) =
             socket_denial_record(7, 8, "EPERM", raw, libc::SOCK_RAW, true, true, false);
         assert_eq!(layer, "caps");
-        assert_eq!(d["rule"], "CAP_NET_RAW dropped (net.raw not allowed)");
-        assert_eq!(d["family"], "AF_INET");
-        assert_eq!(d["type"], "SOCK_RAW");
-        assert_eq!(d["protocol"], 1);
-        assert_eq!(d["op"], "socket");
+        assert_eq!(d.rule, "CAP_NET_RAW dropped (net.raw not allowed)");
+        assert_eq!(d.family, "AF_INET");
+        assert_eq!(d.sock_type, "SOCK_RAW");
+        assert_eq!(d.protocol, 1);
+        assert_eq!(d.op, "socket");
         let (layer, _) = socket_denial_record(7, 8, "EPERM", raw, 3, true, false, false);
         assert_eq!(layer, "kernel");
         let packet = flags(libc::AF_PACKET, 0x0300);
         let (layer, d) = socket_denial_record(7, 8, "EPERM", packet, 3, true, true, true);
         assert_eq!(layer, "seccomp");
-        assert_eq!(d["family"], "AF_PACKET");
+        assert_eq!(d.family, "AF_PACKET");
         let (layer, d) = socket_denial_record(7, 8, "EPERM", packet, 3, false, true, true);
         assert_eq!(layer, "caps");
         assert_eq!(
-            d["rule"],
+            d.rule,
             "CAP_NET_RAW dropped (the caps layer drops it even with net.raw: true)"
         );
     }

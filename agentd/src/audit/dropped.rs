@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use super::event::Dropped;
 
 #[derive(Debug)]
 pub struct DropReporter {
@@ -55,13 +55,17 @@ impl DropReporter {
         self.every
     }
 
-    /// The detail of a `dropped` record for what `total` (the counter's current sum)
-    /// adds to what was already reported; `None` when nothing new was lost.
-    pub fn observe(&mut self, total: u64) -> Option<Value> {
+    /// The `dropped` record for what `total` (the counter's current sum) adds to what
+    /// was already reported; `None` when nothing new was lost.
+    pub fn observe(&mut self, total: u64) -> Option<Dropped> {
         self.last_poll = Instant::now();
         let count = total.checked_sub(self.reported).filter(|&n| n > 0)?;
         self.reported = total;
-        Some(json!({"count": count, "total": total, "source": self.source}))
+        Some(Dropped {
+            count,
+            total: Some(total),
+            source: self.source.into(),
+        })
     }
 }
 
@@ -75,17 +79,11 @@ mod tests {
         let mut d = DropReporter::new("ring buffer", Duration::from_secs(1));
         assert_eq!(d.observe(0), None);
         let r = d.observe(5).unwrap();
-        assert_eq!(
-            (r["count"].as_u64(), r["total"].as_u64()),
-            (Some(5), Some(5))
-        );
+        assert_eq!((r.count, r.total), (5, Some(5)));
         assert_eq!(d.observe(5), None);
         let r = d.observe(12).unwrap();
-        assert_eq!(
-            (r["count"].as_u64(), r["total"].as_u64()),
-            (Some(7), Some(12))
-        );
-        assert_eq!(r["source"], "ring buffer");
+        assert_eq!((r.count, r.total), (7, Some(12)));
+        assert_eq!(r.source, "ring buffer");
         assert!(!d.due());
     }
 }

@@ -23,8 +23,10 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::event::BudgetFigures;
 use crate::budgets::history::window_bounds;
 use crate::layers::landlock;
 use crate::policy::{show, Mode, NetHost, PathRule, Policy, Proto, Unit};
@@ -177,13 +179,17 @@ impl<'a> Judge<'a> {
                 kind: "budget",
                 what: name.to_owned(),
             };
-            out.push((s, self.budget(name, recorded.get(name))));
+            // Figures that do not fit the type count as none recorded.
+            let figures = recorded
+                .get(name)
+                .map(|f| BudgetFigures::deserialize(f).unwrap_or_default());
+            out.push((s, self.budget(name, figures.as_ref())));
         }
         out
     }
 
     /// Budget `name` under this policy, from the figures the recorded run wrote for it.
-    fn budget(&self, name: &str, figures: Option<&Value>) -> Verdict {
+    fn budget(&self, name: &str, figures: Option<&BudgetFigures>) -> Verdict {
         let Some(b) = self
             .policy
             .budgets
@@ -203,10 +209,9 @@ impl<'a> Judge<'a> {
         let Some(window) = b.window else {
             // A total: the counter's final value (for a recorded rate form `used` is the
             // total; `peak` is the windowed peak), or the peak of a kernel-enforced figure.
-            let used = if f["window_ms"].is_null() {
-                f["peak"].as_u64().or_else(|| f["used"].as_u64())
-            } else {
-                f["used"].as_u64()
+            let used = match f.window_ms {
+                None => f.peak.or(f.used),
+                Some(_) => f.used,
             };
             return match used {
                 Some(u) if u > limit => Verdict::Deny(format!(
@@ -369,24 +374,22 @@ impl<'a> Judge<'a> {
 /// figures: exact (`lo == hi`) when the run used that very window, else bracketed by its
 /// per-interval history, tightened by its own window's peak and its total.
 /// `hi` is `u64::MAX` when nothing bounds it; the third value is the history's interval.
-fn rate_bounds(f: &Value, w: u64) -> (u64, u64, Option<u64>) {
-    let peak = f["peak"].as_u64();
-    let recorded_w = f["window_ms"].as_u64();
+fn rate_bounds(f: &BudgetFigures, w: u64) -> (u64, u64, Option<u64>) {
+    let (peak, recorded_w) = (f.peak, f.window_ms);
     if let (Some(p), Some(rw)) = (peak, recorded_w) {
         if rw == w {
             return (p, p, None);
         }
     }
     let (mut lo, mut hi) = (0, u64::MAX);
-    let interval = f["history"]["interval_ms"].as_u64();
-    if let (Some(i), Some(counts)) = (interval, f["history"]["counts"].as_array()) {
-        let counts: Vec<u64> = counts.iter().filter_map(Value::as_u64).collect();
-        (lo, hi) = window_bounds(i, &counts, w);
+    let interval = f.history.as_ref().map(|h| h.interval_ms);
+    if let Some(h) = &f.history {
+        (lo, hi) = window_bounds(h.interval_ms, &h.counts, w);
     }
     // A recorded total-form peak is the final counter: no window holds more.
     let total = match recorded_w {
-        Some(_) => f["used"].as_u64(),
-        None => peak.or_else(|| f["used"].as_u64()),
+        Some(_) => f.used,
+        None => peak.or(f.used),
     };
     if let Some(t) = total {
         hi = hi.min(t);

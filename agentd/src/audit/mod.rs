@@ -2,12 +2,14 @@
 //! `run`. Every record has `seq`, `prev`, `hash`, `ts`, `run`, `layer` and `event`;
 //! `decision` is present where one was made. Records form a SHA-256 hash chain
 //! (`canonical`, `chain`), signed by Ed25519 checkpoints (`keys`); `verify` checks it,
-//! `judge` re-decides recorded events under another policy.
+//! `judge` re-decides recorded events under another policy. `event` is the schema: one
+//! typed [`AuditEvent`] for every record agentd writes.
 
 pub mod canonical;
 pub mod chain;
 pub mod denial;
 pub mod dropped;
+pub mod event;
 pub mod judge;
 pub mod keys;
 mod record;
@@ -16,6 +18,7 @@ mod time;
 pub mod verify;
 mod writer;
 
+pub use event::{AuditEvent, Entry};
 #[allow(unused_imports)] // Record: the type readers deserialize into
 pub use record::{Decision, Record};
 pub use task::{AuditHandle, AuditWriter, Flush};

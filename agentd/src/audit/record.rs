@@ -1,7 +1,11 @@
-//! The record type shared by the writer and verify/tail/show/replay.
+//! The record type shared by the writer and verify/tail/show/replay: the core fields and
+//! the event's as a map. [`Record::audit_event`] reads the event part as the typed
+//! [`AuditEvent`] (this version's schema; a record of another version may not fit it).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::event::AuditEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,4 +47,14 @@ pub struct Record {
     /// SHA-256 of the record's canonical encoding without `hash` (see `canonical`).
     #[serde(default)]
     pub hash: String,
+}
+
+impl Record {
+    /// The record's event, typed.
+    #[allow(dead_code)] // readers that want the typed event; the round-trip test
+    pub fn audit_event(&self) -> Result<AuditEvent, serde_json::Error> {
+        let mut fields = self.detail.clone();
+        fields.insert("event".into(), Value::String(self.event.clone()));
+        serde_json::from_value(Value::Object(fields))
+    }
 }

@@ -11,8 +11,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use super::event::AuditEvent;
 use super::writer::{AuditError, AuditLog, Pending};
 use super::Decision;
 
@@ -40,22 +39,8 @@ impl std::str::FromStr for Flush {
 }
 
 /// Records a run must not lose: fsync'd before they are acknowledged.
-pub fn is_durable(event: &str, decision: Option<Decision>) -> bool {
-    matches!(decision, Some(Decision::Deny | Decision::Kill))
-        || matches!(
-            event,
-            "run_start"
-                | "run_end"
-                | "dropped"
-                | "denied"
-                | "daemon_start"
-                | "daemon_stop"
-                | "daemon_reload"
-                | "adopted"
-                | "adoption_failed"
-                | "peer_refused"
-                | "client_gone"
-        )
+pub fn is_durable(event: &AuditEvent, decision: Option<Decision>) -> bool {
+    matches!(decision, Some(Decision::Deny | Decision::Kill)) || event.is_durable()
 }
 
 enum Msg {
@@ -149,19 +134,20 @@ impl AuditHandle {
     pub fn append(
         &mut self,
         layer: &str,
-        event: &str,
         decision: Option<Decision>,
-        detail: Value,
+        event: AuditEvent,
     ) -> Result<(), AuditError> {
-        let checkpoint = event == "run_end";
-        let mut pending = Pending::new(layer, event, decision, detail);
+        let checkpoint = matches!(event, AuditEvent::RunEnd(_));
+        let durable = is_durable(&event, decision);
+        let mut pending = Pending::new(layer, decision, &event)?;
         pending.run = Some(self.run.clone());
+        let name = durable.then(|| pending.event.clone());
         self.send(Msg::Record(pending))?;
-        if is_durable(event, decision) && self.hold && !checkpoint {
+        if durable && self.hold && !checkpoint {
             self.owed = true;
-        } else if is_durable(event, decision) {
+        } else if let Some(name) = name {
             let seq = self.sync(checkpoint)?;
-            tracing::debug!("audit: durable seq {seq} ({event})");
+            tracing::debug!("audit: durable seq {seq} ({name})");
         }
         Ok(())
     }

@@ -8,9 +8,11 @@
 use std::fmt;
 
 use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::canonical::{body_hash, split_line};
+use super::event::{AuditEvent, Checkpoint, Genesis, KeyRotation, TornTail};
 use super::{chain, keys};
 
 /// Which key checkpoints must be signed by.
@@ -314,9 +316,16 @@ impl<'a> Walker<'a> {
             .and_then(|v| v.get("event"))
             .and_then(Value::as_str)
             .unwrap_or("");
+        // The writer's own records, read as the type it writes them from. One that does
+        // not fit it is checked as one with its fields empty: it fails below.
+        let typed = v.as_ref().and_then(|v| AuditEvent::deserialize(v).ok());
         if first {
-            let host = v.as_ref().and_then(|v| v["host"].as_str()).unwrap_or("");
-            let fid = v.as_ref().and_then(|v| v["file_id"].as_str()).unwrap_or("");
+            let (host, fid) = match &typed {
+                Some(AuditEvent::Genesis(Genesis { host, file_id })) => {
+                    (host.as_str(), file_id.as_str())
+                }
+                _ => ("", ""),
+            };
             if event != "genesis" || h.prev != chain::genesis_prev(host, fid) {
                 return Err(bad(
                     Damage::Edited,
@@ -341,9 +350,8 @@ impl<'a> Walker<'a> {
             } else {
                 let joined = lines.join(&b'\n');
                 let (n, sha) = chain::torn_digest(&joined);
-                let ok = event == "torn_tail"
-                    && v.as_ref().and_then(|v| v["bytes"].as_u64()) == Some(n as u64)
-                    && v.as_ref().and_then(|v| v["sha256"].as_str()) == Some(sha.as_str());
+                let ok = matches!(&typed, Some(AuditEvent::TornTail(TornTail { bytes, sha256 }))
+                    if *bytes == n as u64 && *sha256 == sha);
                 if !ok {
                     return Err(Finding {
                         line: tline,
@@ -362,10 +370,18 @@ impl<'a> Walker<'a> {
         };
         match event {
             "checkpoint" if self.signing => {
-                self.checkpoint(lineno, h.seq, &prev_bytes, v.as_ref())?
+                let cp = match &typed {
+                    Some(AuditEvent::Checkpoint(c)) => Some(c),
+                    _ => None,
+                };
+                self.checkpoint(lineno, h.seq, &prev_bytes, cp)?
             }
             "key_rotation" if self.signing => {
-                self.rotation(lineno, h.seq, &prev_bytes, v.as_ref())?
+                let rot = match &typed {
+                    Some(AuditEvent::KeyRotation(r)) => Some(r),
+                    _ => None,
+                };
+                self.rotation(lineno, h.seq, &prev_bytes, rot)?
             }
             "checkpoint" => self.report.checkpoints += 1,
             "key_rotation" => self.report.rotations += 1,
@@ -389,10 +405,10 @@ impl<'a> Walker<'a> {
         lineno: usize,
         seq: u64,
         prev: &[u8; 32],
-        v: Option<&Value>,
+        cp: Option<&Checkpoint>,
     ) -> Result<(), Finding> {
-        let key = v.and_then(|v| v["key"].as_str()).unwrap_or("");
-        let sig = v.and_then(|v| v["sig"].as_str()).unwrap_or("");
+        let key = cp.map_or("", |c| c.key.as_str());
+        let sig = cp.map_or("", |c| c.sig.as_str());
         let trusted = self.trusted(key);
         let msg = keys::checkpoint_message(seq, prev);
         match trusted {
@@ -428,17 +444,17 @@ impl<'a> Walker<'a> {
         lineno: usize,
         seq: u64,
         prev: &[u8; 32],
-        v: Option<&Value>,
+        rot: Option<&KeyRotation>,
     ) -> Result<(), Finding> {
-        let field = |k: &str| v.and_then(|v| v[k].as_str()).unwrap_or("").to_owned();
-        let (old, new) = (field("old_key"), field("new_key"));
+        let field = |f: fn(&KeyRotation) -> &String| rot.map_or("", |r| f(r).as_str());
+        let (old, new) = (field(|r| &r.old_key), field(|r| &r.new_key));
         let bad = |detail: String| Finding {
             line: lineno,
             seq,
             kind: Damage::BadSignature,
             detail,
         };
-        let Some(old_k) = self.trusted(&old) else {
+        let Some(old_k) = self.trusted(old) else {
             return Err(bad(format!(
                 "rotation from key {old:?}, which is not an Ed25519 key"
             )));
@@ -449,19 +465,19 @@ impl<'a> Walker<'a> {
                 keys::key_hex(&old_k)
             )));
         }
-        let Some(new_k) = keys::parse_hex32(&new).and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        let Some(new_k) = keys::parse_hex32(new).and_then(|b| VerifyingKey::from_bytes(&b).ok())
         else {
             return Err(bad(format!(
                 "rotation to {new:?}, which is not an Ed25519 key"
             )));
         };
         let msg = keys::rotation_message(seq, prev, &old_k, &new_k);
-        if !keys::verify_hex(&old_k, &msg, &field("sig_old")) {
+        if !keys::verify_hex(&old_k, &msg, field(|r| &r.sig_old)) {
             return Err(bad(
                 "the old key's signature on the rotation does not check".into(),
             ));
         }
-        if !keys::verify_hex(&new_k, &msg, &field("sig_new")) {
+        if !keys::verify_hex(&new_k, &msg, field(|r| &r.sig_new)) {
             return Err(bad(
                 "the new key's signature on the rotation does not check".into(),
             ));

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::canonical::{self, split_line, EncodedDetail};
 use super::chain;
+use super::event::{AuditEvent, Checkpoint, Genesis, KeyRotation, TornTail};
 use super::keys;
 use super::time::{Stamp, STAMP_LEN};
 use super::{rfc3339_now, Decision};
@@ -48,6 +49,8 @@ pub enum AuditError {
     Corrupt { path: PathBuf, reason: String },
     #[error("audit writer stopped: {0}")]
     Stopped(String),
+    #[error("cannot encode an audit record: {0}")]
+    Encode(serde_json::Error),
 }
 
 /// When to write a signed checkpoint: after `every` records or `interval`, whichever first.
@@ -72,24 +75,28 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(layer: &str, event: &str, decision: Option<Decision>, detail: Value) -> Self {
-        let detail = match detail {
-            Value::Object(m) => m,
-            Value::Null => Map::new(),
-            other => {
-                let mut m = Map::new();
-                m.insert("detail".into(), other);
-                m
+    pub fn new(
+        layer: &str,
+        decision: Option<Decision>,
+        event: &AuditEvent,
+    ) -> Result<Self, AuditError> {
+        let mut detail = event.to_fields().map_err(AuditError::Encode)?;
+        let event = match detail.remove("event") {
+            Some(Value::String(name)) => name,
+            _ => {
+                return Err(AuditError::Encode(serde::ser::Error::custom(
+                    "no event tag",
+                )))
             }
         };
-        Self {
+        Ok(Self {
             ts: Stamp::now(),
             run: None,
             layer: layer.to_owned(),
-            event: event.to_owned(),
+            event,
             decision,
             detail: EncodedDetail::new(&detail),
-        }
+        })
     }
 }
 
@@ -179,11 +186,10 @@ impl AuditLog {
     pub fn append(
         &mut self,
         layer: &str,
-        event: &str,
         decision: Option<Decision>,
-        detail: Value,
+        event: &AuditEvent,
     ) -> Result<u64, AuditError> {
-        self.append_batch(&[Pending::new(layer, event, decision, detail)], false, true)
+        self.append_batch(&[Pending::new(layer, decision, event)?], false, true)
     }
 
     /// Appends `records` in one write under one lock; fsyncs when `sync`; writes a signed
@@ -273,19 +279,13 @@ impl AuditLog {
         let (old_vk, new_vk): (VerifyingKey, VerifyingKey) =
             (old.verifying_key(), new.verifying_key());
         let msg = keys::rotation_message(seq, &prev_bytes(&prev)?, &old_vk, &new_vk);
-        let mut detail = Map::new();
-        detail.insert("old_key".into(), json!(keys::key_hex(&old_vk)));
-        detail.insert("new_key".into(), json!(keys::key_hex(&new_vk)));
-        detail.insert("sig_old".into(), json!(keys::sign_hex(old, &msg)));
-        detail.insert("sig_new".into(), json!(keys::sign_hex(new, &msg)));
-        let p = Pending {
-            ts: Stamp::now(),
-            run: None,
-            layer: "agentd".into(),
-            event: "key_rotation".into(),
-            decision: None,
-            detail: EncodedDetail::new(&detail),
+        let rotation = KeyRotation {
+            old_key: keys::key_hex(&old_vk),
+            new_key: keys::key_hex(&new_vk),
+            sig_old: keys::sign_hex(old, &msg),
+            sig_new: keys::sign_hex(new, &msg),
         };
+        let p = Pending::new("agentd", None, &rotation.into())?;
         self.push(&mut buf, &p)?;
         self.file.write_all(&buf).map_err(|e| self.write_err(e))?;
         self.file.sync_data().map_err(|e| self.write_err(e))?;
@@ -343,18 +343,12 @@ impl AuditLog {
         };
         let (seq, prev) = self.next_link()?;
         let msg = keys::checkpoint_message(seq, &prev_bytes(&prev)?);
-        let mut detail = Map::new();
-        detail.insert("key".into(), json!(keys::key_hex(&cp.key.verifying_key())));
-        detail.insert("sig".into(), json!(keys::sign_hex(&cp.key, &msg)));
-        detail.insert("covers_seq".into(), json!(seq.saturating_sub(1)));
-        let p = Pending {
-            ts: Stamp::now(),
-            run: None,
-            layer: "agentd".into(),
-            event: "checkpoint".into(),
-            decision: None,
-            detail: EncodedDetail::new(&detail),
+        let checkpoint = Checkpoint {
+            key: keys::key_hex(&cp.key.verifying_key()),
+            sig: keys::sign_hex(&cp.key, &msg),
+            covers_seq: seq.saturating_sub(1),
         };
+        let p = Pending::new("agentd", None, &checkpoint.into())?;
         self.push(buf, &p)?;
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -434,13 +428,12 @@ impl AuditLog {
                     reason: e.to_string(),
                 })?);
             let prev = chain::genesis_prev(&host, &file_id);
-            let mut fields = Map::new();
-            fields.insert("ts".into(), json!(rfc3339_now()));
-            fields.insert("run".into(), json!(self.run));
-            fields.insert("layer".into(), json!("agentd"));
-            fields.insert("event".into(), json!("genesis"));
-            fields.insert("host".into(), json!(host));
-            fields.insert("file_id".into(), json!(file_id));
+            let mut fields = AuditEvent::from(Genesis { host, file_id })
+                .to_fields()
+                .map_err(AuditError::Encode)?;
+            fields.insert("ts".into(), Value::String(rfc3339_now()));
+            fields.insert("run".into(), Value::String(self.run.clone()));
+            fields.insert("layer".into(), Value::String("agentd".into()));
             let (line, hash) = canonical::seal(canonical::encode_record(0, &prev, &fields));
             buf.extend_from_slice(&line);
             self.head = Head::new(0, &hash);
@@ -451,12 +444,11 @@ impl AuditLog {
                 "audit log {}: {n} torn byte(s) after the last complete record; sealing over them",
                 self.path.display()
             );
-            let p = Pending::new(
-                "agentd",
-                "torn_tail",
-                None,
-                json!({"bytes": n, "sha256": sha}),
-            );
+            let torn = TornTail {
+                bytes: n as u64,
+                sha256: sha,
+            };
+            let p = Pending::new("agentd", None, &torn.into())?;
             self.push(buf, &p)?;
         }
         Ok(())
@@ -502,13 +494,25 @@ impl Drop for FileLock {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::super::event::{FileDenied, Pause, StaleCgroups};
     use super::super::verify::{verify_bytes, Damage, Trust};
     use super::super::Record;
     use super::*;
-    use serde_json::json;
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[9; 32])
+    }
+
+    fn pause() -> AuditEvent {
+        Pause { frozen: true }.into()
+    }
+
+    fn stale() -> AuditEvent {
+        StaleCgroups {
+            removed: vec![],
+            killed_in: vec![],
+        }
+        .into()
     }
 
     #[test]
@@ -517,28 +521,41 @@ mod tests {
         let path = dir.path().join("a/audit.jsonl");
         let mut a = AuditLog::open(&path, "run-a").unwrap();
         let mut b = AuditLog::open(&path, "run-b").unwrap();
-        assert_eq!(a.append("agentd", "run_start", None, json!({})).unwrap(), 1);
-        assert_eq!(b.append("agentd", "run_start", None, json!({})).unwrap(), 2);
+        assert_eq!(a.append("agentd", None, &pause()).unwrap(), 1);
+        assert_eq!(b.append("agentd", None, &pause()).unwrap(), 2);
+        let denied = FileDenied {
+            op: "open".into(),
+            path: "/x".into(),
+            errno: "EACCES".into(),
+            rule: "not in fs.read".into(),
+            pid: 1,
+            tid: 1,
+            syscall: "openat".into(),
+            access: None,
+            path_arg: None,
+            symlink_target: None,
+            path_base: None,
+            path_unresolved: false,
+        };
         assert_eq!(
-            a.append(
-                "landlock",
-                "denied",
-                Some(Decision::Deny),
-                json!({"errno": "EACCES", "seq": 99})
-            )
-            .unwrap(),
+            a.append("landlock", Some(Decision::Deny), &denied.into())
+                .unwrap(),
             3
         );
+        // A field named like a core one (here from a caller's run_start fields) is renamed.
+        let mut start = super::super::event::tests::run_start();
+        start.extra.insert("seq".into(), 99.into());
+        assert_eq!(a.append("agentd", None, &start.into()).unwrap(), 4);
         let text = std::fs::read_to_string(&path).unwrap();
         let recs: Vec<Record> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(recs.len(), 4);
+        assert_eq!(recs.len(), 5);
         assert_eq!(recs[0].event, "genesis");
         assert_eq!(recs[3].decision, Some(Decision::Deny));
         assert_eq!(recs[3].detail["errno"], "EACCES");
-        assert_eq!(recs[3].detail["detail_seq"], 99);
+        assert_eq!(recs[4].detail["detail_seq"], 99);
         assert_eq!(recs[2].run, "run-b");
         assert_eq!(recs[2].prev, recs[1].hash);
         let report = verify_bytes(text.as_bytes(), &Trust::Unsigned, None);
@@ -550,7 +567,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let mut a = AuditLog::open(&path, "r").unwrap();
-        a.append("agentd", "run_start", None, json!({})).unwrap();
+        a.append("agentd", None, &pause()).unwrap();
         drop(a);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":2,\"prev\":\"ab").unwrap();
@@ -564,7 +581,7 @@ mod tests {
         assert_eq!(report.damage.as_ref().map(|d| d.line), Some(3));
 
         let mut b = AuditLog::open(&path, "r2").unwrap();
-        assert_eq!(b.append("agentd", "run_start", None, json!({})).unwrap(), 3);
+        assert_eq!(b.append("agentd", None, &pause()).unwrap(), 3);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5);
         assert!(text.lines().nth(3).unwrap().contains("\"torn_tail\""));
@@ -585,7 +602,7 @@ mod tests {
                 interval: Duration::from_secs(3600),
             }));
         for _ in 0..5 {
-            a.append("bpf", "exec", None, json!({})).unwrap();
+            a.append("cgroup", None, &stale()).unwrap();
         }
         a.checkpoint().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -600,7 +617,7 @@ mod tests {
         // Rotation: signed by both, and later checkpoints by the new key verify.
         let new = SigningKey::from_bytes(&[10; 32]);
         a.rotate_key(&key(), &new).unwrap();
-        a.append("bpf", "exec", None, json!({})).unwrap();
+        a.append("cgroup", None, &stale()).unwrap();
         a.checkpoint().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let report = verify_bytes(text.as_bytes(), &trust, None);

@@ -11,7 +11,7 @@
 //! From such a history the highest use within any window of `W` ms is bounded, not known
 //! exactly: see [`window_bounds`].
 
-use serde_json::{json, Value};
+use crate::audit::event::BudgetHistory;
 
 pub const FIRST_INTERVAL_MS: u64 = 100;
 pub const MAX_BUCKETS: usize = 2048;
@@ -59,8 +59,12 @@ impl History {
             .collect();
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({"interval_ms": self.interval_ms, "counts": self.counts})
+    /// The history as `run_end` records it.
+    pub fn record(&self) -> BudgetHistory {
+        BudgetHistory {
+            interval_ms: self.interval_ms,
+            counts: self.counts.clone(),
+        }
     }
 }
 
@@ -105,8 +109,8 @@ mod tests {
         h.observe(120, 7);
         h.observe(350, 10);
         assert_eq!(
-            h.to_json(),
-            json!({"interval_ms": 100, "counts": [7, 0, 0, 3]})
+            serde_json::to_value(h.record()).unwrap(),
+            serde_json::json!({"interval_ms": 100, "counts": [7, 0, 0, 3]})
         );
     }
 
@@ -118,9 +122,11 @@ mod tests {
             c += 1;
             h.observe(t, c);
         }
-        let j = h.to_json();
-        assert_eq!(j["interval_ms"], 400);
-        let counts: Vec<u64> = serde_json::from_value(j["counts"].clone()).unwrap();
+        let BudgetHistory {
+            interval_ms,
+            counts,
+        } = h.record();
+        assert_eq!(interval_ms, 400);
         assert!(counts.len() <= MAX_BUCKETS);
         assert_eq!(counts.iter().sum::<u64>(), c);
     }

@@ -31,9 +31,13 @@ use agentd_common::budget::{
     BudgetCounters, RateWindow, WINDOW_EXECS, WINDOW_FS_WRITE, WINDOW_NET_EGRESS,
     WINDOW_NET_INGRESS, WINDOW_SYSCALLS,
 };
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-use crate::audit::Decision;
+use crate::audit::event::{
+    self, AbortSockets, BudgetFigures, BudgetFreeze, BudgetKill, BudgetResume, BudgetStep,
+    BudgetWarn, ForkRefused, OomKill, SocketsAborted,
+};
+use crate::audit::{Decision, Entry};
 use crate::layers::bpf::{BudgetCounterMaps, KernelCounts};
 use crate::layers::cgroup::{RunCgroups, Usage};
 use crate::layers::name;
@@ -52,12 +56,9 @@ const FORK_REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Something the engine did or saw, for the caller to audit and print.
 #[derive(Debug, Clone)]
 pub struct Notice {
-    /// The layer that decided (`cgroup` for what the kernel's controllers did, `bpf` for
-    /// kills the eBPF side made at its threshold, else `agentd`).
-    pub layer: &'static str,
-    pub event: &'static str,
-    pub decision: Option<Decision>,
-    pub detail: Value,
+    /// The `budget` record. Its layer: `cgroup` for what the kernel's controllers did,
+    /// `bpf` for kills the eBPF side made at its threshold, else `agentd`.
+    pub entry: Entry,
     /// The line for agentd's stderr (without the `agentd: ` prefix).
     pub line: String,
     /// Set when the run was killed: the budget that did it.
@@ -235,12 +236,24 @@ impl Budgets {
             // resets the abort sends reach the peers, then abort them at once.
             self.release();
             let aborted = self.abort_sockets(cgroups);
+            let line = match &aborted {
+                SocketsAborted::Count(n) => {
+                    format!("budget: aborted the run's tcp connections ({n})")
+                }
+                SocketsAborted::Error(e) => {
+                    format!("budget: aborted the run's tcp connections (\"{e}\")")
+                }
+            };
+            let abort = AbortSockets {
+                tcp_sockets_aborted: aborted,
+            };
             notices.push(Notice {
-                layer: name::AGENTD,
-                event: "budget",
-                decision: Some(Decision::Kill),
-                detail: json!({"action": "abort_sockets", "tcp_sockets_aborted": aborted}),
-                line: format!("budget: aborted the run's tcp connections ({aborted})"),
+                entry: budget_entry(
+                    name::AGENTD,
+                    Some(Decision::Kill),
+                    event::Budget::AbortSockets(abort),
+                ),
+                line,
                 killed_by: None,
             });
         }
@@ -260,25 +273,24 @@ impl Budgets {
 
     /// Aborts the run's TCP connections, so data already queued in their send buffers is
     /// not delivered after the kill. Returns the count, or the error, for the record.
-    fn abort_sockets(&self, cgroups: &RunCgroups) -> Value {
-        match sockets::abort_tcp_sockets(cgroups.cgroup_id()) {
-            Ok(n) => json!(n),
-            Err(e) => {
-                tracing::warn!("aborting the run's tcp sockets: {e}");
-                json!(format!("error: {e}"))
-            }
+    fn abort_sockets(&self, cgroups: &RunCgroups) -> SocketsAborted {
+        let r = sockets::abort_tcp_sockets(cgroups.cgroup_id());
+        if let Err(e) = &r {
+            tracing::warn!("aborting the run's tcp sockets: {e}");
         }
+        SocketsAborted::from_result(r)
     }
 
     /// Thaws a run a freeze step froze (`agentd resume RUN`).
     pub fn resume(&mut self, cgroups: &RunCgroups) -> Notice {
         let by = self.frozen_by.take();
         let thawed = by.is_some() && cgroups.freeze(false).is_ok();
+        let resume = BudgetResume {
+            budget: by.map(str::to_owned),
+            thawed,
+        };
         Notice {
-            layer: name::AGENTD,
-            event: "budget",
-            decision: None,
-            detail: json!({"action": "resume", "budget": by, "thawed": thawed}),
+            entry: budget_entry(name::AGENTD, None, event::Budget::Resume(resume)),
             line: match by {
                 Some(b) => format!("budget: {b}: run {} resumed", self.run_id),
                 None => format!("budget: resume: run {} is not frozen", self.run_id),
@@ -314,20 +326,21 @@ impl Budgets {
             let new = oom - self.seen_oom_kills;
             self.seen_oom_kills = oom;
             let limit = self.limit_of(BudgetKey::Memory);
+            let oom_kill = OomKill {
+                budget: "memory".into(),
+                enforced_by: "kernel".into(),
+                limit,
+                unit: "bytes".into(),
+                oom_kills: oom,
+                new_oom_kills: new,
+                peak: self.usage.memory_peak_bytes,
+            };
             notices.push(Notice {
-                layer: name::CGROUP,
-                event: "budget",
-                decision: Some(Decision::Kill),
-                detail: json!({
-                    "budget": "memory",
-                    "action": "oom_kill",
-                    "enforced_by": "kernel",
-                    "limit": limit,
-                    "unit": "bytes",
-                    "oom_kills": oom,
-                    "new_oom_kills": new,
-                    "peak": self.usage.memory_peak_bytes,
-                }),
+                entry: budget_entry(
+                    name::CGROUP,
+                    Some(Decision::Kill),
+                    event::Budget::OomKill(oom_kill),
+                ),
                 line: format!(
                     "budget: memory {}: the kernel OOM-killed {new} process(es)",
                     limit.map_or_else(|| "-".into(), |l| show(Unit::Bytes, l))
@@ -345,20 +358,21 @@ impl Budgets {
             let new = hits - self.seen_pids_max_hits;
             self.seen_pids_max_hits = hits;
             let limit = self.limit_of(BudgetKey::Pids);
+            let refused = ForkRefused {
+                budget: "pids".into(),
+                enforced_by: "kernel".into(),
+                limit,
+                unit: "count".into(),
+                errno: "EAGAIN".into(),
+                refused_forks: hits,
+                new_refused_forks: new,
+            };
             notices.push(Notice {
-                layer: name::CGROUP,
-                event: "budget",
-                decision: Some(Decision::Deny),
-                detail: json!({
-                    "budget": "pids",
-                    "action": "fork_refused",
-                    "enforced_by": "kernel",
-                    "limit": limit,
-                    "unit": "count",
-                    "errno": "EAGAIN",
-                    "refused_forks": hits,
-                    "new_refused_forks": new,
-                }),
+                entry: budget_entry(
+                    name::CGROUP,
+                    Some(Decision::Deny),
+                    event::Budget::ForkRefused(refused),
+                ),
                 line: format!(
                     "budget: pids {}: the kernel refused {new} fork(s) (EAGAIN)",
                     limit.map_or_else(|| "-".into(), |l| l.to_string())
@@ -407,21 +421,16 @@ impl Budgets {
         let name = key.name();
         let unit = key.unit();
         let (limit, signal, window) = (t.budget.limit, t.signal, t.budget.window);
-        let mut detail = json!({
-            "budget": name,
-            "action": step.action.name(),
-            "step": step.to_string(),
-            "limit": limit,
-            "unit": unit_name(unit),
-            "threshold": step.threshold(limit),
-            "used": used,
-        });
-        if let Some(w) = window {
-            detail["window_ms"] = json!(w.as_millis() as u64);
-            if kernel_fired {
-                detail["kernel_window_exceeded"] = json!(true);
-            }
-        }
+        let figures = BudgetStep {
+            budget: name.into(),
+            step: step.to_string(),
+            limit,
+            unit: unit_name(unit).into(),
+            threshold: step.threshold(limit),
+            used,
+            window_ms: window.map(|w| w.as_millis() as u64),
+            kernel_window_exceeded: window.is_some() && kernel_fired,
+        };
         let shown = format!(
             "{name} {}{} exceeded ({} used, step {step})",
             show(unit, limit),
@@ -431,28 +440,39 @@ impl Budgets {
             )),
             show(unit, used),
         );
-        let (decision, line, killed_by) = match step.action {
+        let (decision, budget, line, killed_by) = match step.action {
             Action::Warn => {
-                let mut signalled = 0;
-                if let Some(sig) = signal {
-                    signalled = signal_members(cgroups, sig);
-                    detail["signal"] = json!(sig_name(sig));
-                    detail["processes_signalled"] = json!(signalled);
-                }
+                let signalled = signal.map(|sig| signal_members(cgroups, sig));
                 let extra = signal.map_or(String::new(), |s| {
-                    format!("; sent {} to {signalled} process(es)", sig_name(s))
+                    format!(
+                        "; sent {} to {} process(es)",
+                        sig_name(s),
+                        signalled.unwrap_or(0)
+                    )
                 });
-                (None, format!("budget: warning: {shown}{extra}"), None)
+                let warn = BudgetWarn {
+                    step: figures,
+                    signal: signal.map(sig_name),
+                    processes_signalled: signalled,
+                };
+                (
+                    None,
+                    event::Budget::Warn(warn),
+                    format!("budget: warning: {shown}{extra}"),
+                    None,
+                )
             }
             Action::Freeze => {
                 let frozen = cgroups.freeze(true);
-                detail["frozen"] = json!(frozen.is_ok());
-                if let Err(e) = &frozen {
-                    detail["error"] = json!(e.to_string());
-                }
+                let freeze = BudgetFreeze {
+                    step: figures,
+                    frozen: frozen.is_ok(),
+                    error: frozen.err().map(|e| e.to_string()),
+                };
                 self.frozen_by = Some(name);
                 (
                     None,
+                    event::Budget::Freeze(freeze),
                     format!(
                         "budget: {shown}; froze the run: `agentd resume {id}` thaws it, `agentd stop {id}` kills it",
                         id = self.run_id
@@ -462,52 +482,50 @@ impl Budgets {
             }
             Action::Kill => {
                 let n = cgroups.kill_all();
-                detail["processes_killed"] = json!(n);
                 if matches!(key, BudgetKey::NetEgressBytes | BudgetKey::NetIngressBytes) {
                     // The sockets are aborted at the end of the run (see `finish`).
                     self.net_killed = true;
                 }
+                let kill = BudgetKill {
+                    step: figures,
+                    processes_killed: n,
+                };
                 (
                     Some(Decision::Kill),
+                    event::Budget::Kill(kill),
                     format!("budget: {shown}; killed {n} process(es)"),
                     Some(name),
                 )
             }
         };
         let in_kernel = step.action == Action::Kill && key.counted_in_kernel();
+        let layer = if in_kernel { name::BPF } else { name::AGENTD };
         Some(Notice {
-            layer: if in_kernel { name::BPF } else { name::AGENTD },
-            event: "budget",
-            decision,
-            detail,
+            entry: budget_entry(layer, decision, budget),
             line,
             killed_by,
         })
     }
 
-    /// `{budget: {limit, used, peak, ...}}` for the run_end record.
-    /// Counter budgets also carry `history` (see [`history`]), so replay can judge
-    /// rate forms with other windows.
-    pub fn summary_json(&self) -> Value {
-        let rows = self.rows();
-        Value::Object(
-            rows.into_iter()
-                .zip(&self.tracked)
-                .map(|(r, t)| {
-                    let mut figures = json!({
-                        "limit": r.limit,
-                        "window_ms": r.window_ms,
-                        "unit": r.unit,
-                        "used": r.used,
-                        "peak": r.peak,
-                    });
-                    if let Some(h) = &t.history {
-                        figures["history"] = h.to_json();
-                    }
-                    (r.name.to_owned(), figures)
-                })
-                .collect(),
-        )
+    /// Every budget's figures by name, for the run_end record. Counter budgets also
+    /// carry `history` (see [`history`]), so replay can judge rate forms with other
+    /// windows.
+    pub fn figures(&self) -> BTreeMap<String, BudgetFigures> {
+        self.rows()
+            .into_iter()
+            .zip(&self.tracked)
+            .map(|(r, t)| {
+                let figures = BudgetFigures {
+                    limit: r.limit,
+                    window_ms: r.window_ms,
+                    unit: r.unit.to_owned(),
+                    used: r.used,
+                    peak: r.peak,
+                    history: t.history.as_ref().map(History::record),
+                };
+                (r.name.to_owned(), figures)
+            })
+            .collect()
     }
 
     /// Time since the command started (for a re-adopted run, since it first started).
@@ -593,6 +611,15 @@ impl Budgets {
                 }
             })
             .collect()
+    }
+}
+
+/// A `budget` record.
+fn budget_entry(layer: &'static str, decision: Option<Decision>, b: event::Budget) -> Entry {
+    Entry {
+        layer,
+        decision,
+        event: b.into(),
     }
 }
 
@@ -737,9 +764,11 @@ mod tests {
             4
         );
         assert_eq!((t.used, t.peak), (12, 8));
+        let h = t.history.unwrap().record();
+        assert_eq!(h.interval_ms, 100);
         assert_eq!(
-            t.history.unwrap().to_json(),
-            json!({"interval_ms": 100, "counts": [0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]})
+            h.counts,
+            [0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]
         );
     }
 }

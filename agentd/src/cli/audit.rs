@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
+use crate::audit::event::{Budget, BudgetStep, Exec};
 use crate::audit::judge::{Judge, Verdict};
 use crate::audit::verify::{verify_bytes, HeadFile, Trust};
-use crate::audit::{keys, AuditLog, AuditWriter, CheckpointPolicy, Flush};
+use crate::audit::{keys, AuditEvent, AuditLog, AuditWriter, CheckpointPolicy, Flush};
 use crate::policy;
 
 #[derive(Subcommand, Debug)]
@@ -331,12 +333,11 @@ fn show(file: &Path, run: &str) -> Result<(), String> {
             )),
             "exec" => execs += 1,
             "dropped" => dropped += r["count"].as_u64().unwrap_or(0),
-            "budget" => out.push_str(&format!(
-                "  budget   {} exceeded (limit {} ms): {}\n",
-                r["budget"].as_str().unwrap_or(""),
-                r["limit_ms"],
-                r["decision"].as_str().unwrap_or("")
-            )),
+            "budget" => {
+                if let Ok(AuditEvent::Budget(b)) = AuditEvent::deserialize(r) {
+                    out.push_str(&format!("  budget   {}\n", budget_line(&b)));
+                }
+            }
             "run_end" => {
                 let ending = match (r["exit_code"].as_i64(), r["signal"].as_str()) {
                     (Some(c), _) => format!("exit code {c}"),
@@ -387,6 +388,31 @@ fn show(file: &Path, run: &str) -> Result<(), String> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// What a `budget` record says, for `audit show`.
+fn budget_line(b: &Budget) -> String {
+    let step = |s: &BudgetStep, did: &str| {
+        format!(
+            "{} exceeded (limit {} {}, used {}, step {}): {did}",
+            s.budget, s.limit, s.unit, s.used, s.step
+        )
+    };
+    match b {
+        Budget::Warn(w) => step(&w.step, "warned"),
+        Budget::Freeze(f) if f.frozen => step(&f.step, "froze the run"),
+        Budget::Freeze(f) => step(&f.step, "could not freeze the run"),
+        Budget::Kill(k) => step(&k.step, "killed the run"),
+        Budget::Resume(r) => format!("{}: resumed", r.budget.as_deref().unwrap_or("-")),
+        Budget::OomKill(o) => format!(
+            "memory: the kernel OOM-killed {} process(es)",
+            o.new_oom_kills
+        ),
+        Budget::ForkRefused(f) => {
+            format!("pids: the kernel refused {} fork(s)", f.new_refused_forks)
+        }
+        Budget::AbortSockets(_) => "aborted the run's tcp connections".into(),
+    }
 }
 
 /// A record that carries a decision no replay rule re-judges (`layer/event`), so that
@@ -521,15 +547,18 @@ fn bench_append(file: &Path, n: u64, key: &Path, flush: Flush) -> Result<(), Str
     let t0 = Instant::now();
     let cpu0 = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID);
     for i in 0..n {
-        // Same size and shape as a landlock denial record; `would_deny` is batched.
-        h.append(
-            "landlock",
-            "open",
-            Some(crate::audit::Decision::WouldDeny),
-            json!({"op": "open", "path": format!("/home/user/secret/file-{i}"), "access": "read",
-                   "errno": "EACCES", "rule": "not in fs.read", "pid": 4242}),
-        )
-        .map_err(|e| e.to_string())?;
+        // A batched record about the size of a denial (denials are fsync'd one by one).
+        let exec = Exec {
+            pid: 4242,
+            tid: 4242,
+            ppid: 4241,
+            uid: 1000,
+            comm: "agent".into(),
+            path: format!("/home/user/bin/tool-{i}"),
+            filename: format!("/home/user/bin/tool-{i}"),
+        };
+        h.append("bpf", Some(crate::audit::Decision::Allow), exec.into())
+            .map_err(|e| e.to_string())?;
     }
     drop(h);
     writer.finish().map_err(|e| e.to_string())?;
@@ -557,4 +586,24 @@ fn cpu_time(clock: libc::clockid_t) -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_reads_budget_records_by_their_fields() {
+        let r = serde_json::json!({"seq": 3, "event": "budget", "action": "kill",
+            "budget": "wall_time", "step": "kill@100%", "limit": 2000, "unit": "ms",
+            "threshold": 2000, "used": 2013, "processes_killed": 1});
+        let Ok(AuditEvent::Budget(b)) = AuditEvent::deserialize(&r) else {
+            panic!("not a budget record");
+        };
+        assert_eq!(
+            budget_line(&b),
+            "wall_time exceeded (limit 2000 ms, used 2013, step kill@100%): killed the run"
+        );
+    }
 }

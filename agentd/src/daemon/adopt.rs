@@ -11,14 +11,13 @@ use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use crate::audit::event::{Adopted, AdoptionFailed, ClientGone};
 use tokio::sync::{mpsc, watch};
 
 use super::runs::{DaemonHooks, LiveRun, Phase};
 use super::state::{self, RunState};
 use super::{Config, Daemon};
 use crate::layers::cgroup::RunCgroups;
-use crate::layers::name;
 use crate::plan::Plan;
 use crate::policy::{self, LoadOptions};
 use crate::supervisor::{self, Adoption, Control, RunSpec};
@@ -132,17 +131,15 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
         ended_at: None,
     });
     daemon.record(
-        name::AGENTD,
-        "adopted",
         None,
-        json!({
-            "adopted_run": run.id,
-            "pid": pid,
-            "uid": run.user.uid,
-            "slot": run.bpf.slot,
-            "elapsed_ms": elapsed.as_millis() as u64,
-            "detached": run.detach,
-        }),
+        Adopted {
+            adopted_run: run.id.clone(),
+            pid,
+            uid: run.user.uid,
+            slot: run.bpf.slot,
+            elapsed_ms: elapsed.as_millis() as u64,
+            detached: run.detach,
+        },
     );
     if !run.detach {
         // The client that started it lost its connection with the old daemon; it has
@@ -190,10 +187,11 @@ fn spawn_client_grace(
         if orphaned {
             tracing::info!(run = %id, "no client came back within {grace:?}; stopping the run");
             daemon.record(
-                name::AGENTD,
-                "client_gone",
                 None,
-                json!({"gone_run": id, "grace_s": grace.as_secs()}),
+                ClientGone {
+                    gone_run: id.clone(),
+                    grace_s: grace.as_secs(),
+                },
             );
             let _ = controls.send(Control::Stop).await;
         }
@@ -222,9 +220,11 @@ fn stop_unadoptable(daemon: &Daemon, run: &RunState, why: &str) {
         }
     }
     daemon.record(
-        name::AGENTD,
-        "adoption_failed",
         Some(crate::audit::Decision::Kill),
-        json!({"failed_run": run.id, "reason": why, "processes_killed": killed}),
+        AdoptionFailed {
+            failed_run: run.id.clone(),
+            reason: why.to_owned(),
+            processes_killed: killed,
+        },
     );
 }

@@ -25,8 +25,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use crate::audit::event::{AuditEvent, DaemonReload, DaemonStart, DaemonStop};
 use crate::audit::{AuditHandle, CheckpointPolicy, Decision, Flush};
 use crate::layers::name;
 use crate::probe::Probe;
@@ -87,15 +86,9 @@ impl Daemon {
     }
 
     /// A record of the daemon's own (`run: daemon`).
-    pub fn record(
-        &self,
-        layer: &str,
-        event: &str,
-        decision: Option<Decision>,
-        detail: serde_json::Value,
-    ) {
+    pub fn record(&self, decision: Option<Decision>, event: impl Into<AuditEvent>) {
         let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = audit.append(layer, event, decision, detail) {
+        if let Err(e) = audit.append(name::AGENTD, decision, event.into()) {
             tracing::error!("audit: {e}");
         }
     }
@@ -311,24 +304,25 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         Err(e) => tracing::warn!("settling inherited eBPF state: {e}"),
     }
     let now = state::now_unix_ms();
+    let pin_dir = daemon.host.bpf().pin_dir().map(|p| p.display().to_string());
     daemon.record(
-        name::AGENTD,
-        "daemon_start",
         None,
-        json!({
-            "pid": std::process::id(),
-            "config": config_path.display().to_string(),
-            "socket": config.socket.display().to_string(),
-            "pin_dir": daemon.host.bpf().pin_dir().map(|p| p.display().to_string()),
-            "restarts": daemon.restarts,
-            "previous_pid": previous.as_ref().map(|p| p.pid),
+        DaemonStart {
+            pid: std::process::id(),
+            config: config_path.display().to_string(),
+            socket: config.socket.display().to_string(),
+            pin_dir,
+            restarts: daemon.restarts,
+            previous_pid: previous.as_ref().map(|p| p.pid),
             // The gap: the previous daemon's last heartbeat until now.
-            "down_since_unix_ms": previous.as_ref().map(|p| p.heartbeat_unix_ms),
-            "down_ms": previous.as_ref().map(|p| now.saturating_sub(p.heartbeat_unix_ms)),
-            "adopted": report.adopted,
-            "not_adopted": report.failed,
-            "kernel": daemon.host.probe.kernel,
-        }),
+            down_since_unix_ms: previous.as_ref().map(|p| p.heartbeat_unix_ms),
+            down_ms: previous
+                .as_ref()
+                .map(|p| now.saturating_sub(p.heartbeat_unix_ms)),
+            adopted: report.adopted.clone(),
+            not_adopted: report.failed.clone(),
+            kernel: daemon.host.probe.kernel.clone(),
+        },
     );
     // Now the ring: what it kept while no daemon ran goes to the re-adopted runs, and
     // what it could not keep is counted in a `dropped` record.
@@ -451,10 +445,11 @@ fn reload(daemon: &Daemon, path: &Path) {
             cfg.log = new.log.clone();
             drop(cfg);
             daemon.record(
-                name::AGENTD,
-                "daemon_reload",
                 None,
-                json!({"config": path.display().to_string(), "needs_restart": restart_needed}),
+                DaemonReload {
+                    config: path.display().to_string(),
+                    needs_restart: restart_needed.iter().map(|s| (*s).to_owned()).collect(),
+                },
             );
             tracing::info!("config reloaded from {}", path.display());
         }
@@ -469,10 +464,11 @@ fn reload(daemon: &Daemon, path: &Path) {
 fn stop(daemon: &Daemon, why: &str) -> Result<(), DaemonError> {
     notify(&[sd_notify::NotifyState::Stopping]);
     daemon.record(
-        name::AGENTD,
-        "daemon_stop",
         None,
-        json!({"signal": why, "runs_left_running": daemon.registry.live()}),
+        DaemonStop {
+            signal: why.to_owned(),
+            runs_left_running: daemon.registry.live(),
+        },
     );
     if let Err(e) = daemon.host.finish_audit() {
         tracing::error!("audit: {e}");

@@ -20,6 +20,7 @@ use super::runs::{DaemonHooks, LiveRun, Phase};
 use super::socket::{self, LineReader, Peer, ReadError};
 use super::state::{self, RunState};
 use super::Daemon;
+use crate::audit::event::PeerRefused;
 use crate::audit::Decision;
 use crate::layers::name;
 use crate::plan::Plan;
@@ -506,10 +507,14 @@ impl Daemon {
             .unwrap_or_default();
         tracing::warn!(uid = peer.uid, pid = peer.pid, op = %op_name, "refused: {why}");
         self.record(
-            name::AGENTD,
-            "peer_refused",
             Some(Decision::Deny),
-            json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "op": op_name, "reason": why}),
+            PeerRefused {
+                uid: peer.uid,
+                gid: peer.gid,
+                pid: peer.pid,
+                op: op_name,
+                reason: why.to_owned(),
+            },
         );
     }
 }

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
-use crate::audit::Decision;
+use crate::audit::event::{
+    EgressBlocked, FsRuleDenied, InodeHit, SocketsAborted, Taint, TaintSocketsAborted,
+};
+use crate::audit::{AuditEvent, Decision, Entry};
 use crate::events::Event;
 use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath, RunBpf};
 use crate::policy::{Mode, Policy};
@@ -72,16 +73,20 @@ pub fn enable_exec(
 }
 
 /// The record of a tainted run's dropped packets (one per run, at its end).
-pub fn egress_record(policy: &Policy, packets: u64) -> FsRecord {
-    FsRecord {
+pub fn egress_record(policy: &Policy, packets: u64) -> Entry {
+    let blocked = EgressBlocked {
+        packets,
+        rule: "fs.secret taint: no egress after taint".into(),
+        after_taint: policy
+            .net
+            .as_ref()
+            .map(|n| n.after_taint.len())
+            .unwrap_or(0),
+    };
+    Entry {
         layer: crate::layers::name::BPF,
-        event: "egress_blocked",
         decision: Some(Decision::Deny),
-        detail: json!({
-            "packets": packets,
-            "rule": "fs.secret taint: no egress after taint",
-            "after_taint": policy.net.as_ref().map(|n| n.after_taint.len()).unwrap_or(0),
-        }),
+        event: blocked.into(),
     }
 }
 
@@ -97,42 +102,30 @@ const STRAGGLERS_GONE: std::time::Duration = std::time::Duration::from_secs(2);
 /// their queued data was allowed. Returns the record (count, or the error: then the
 /// data may still leave, which the record says).
 /// The second value says whether the sockets were aborted.
-pub async fn abort_tainted_sockets(
-    cgroups: &crate::layers::cgroup::RunCgroups,
-) -> (FsRecord, bool) {
+pub async fn abort_tainted_sockets(cgroups: &crate::layers::cgroup::RunCgroups) -> (Entry, bool) {
     let deadline = std::time::Instant::now() + STRAGGLERS_GONE;
     while !cgroups.pids().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let (aborted, decision) = match crate::budgets::sockets::abort_tcp_sockets(cgroups.cgroup_id())
-    {
-        Ok(n) => (json!(n), Some(Decision::Deny)),
-        Err(e) => (json!(format!("error: {e}")), None),
+    let aborted = SocketsAborted::from_result(crate::budgets::sockets::abort_tcp_sockets(
+        cgroups.cgroup_id(),
+    ));
+    let ok = matches!(aborted, SocketsAborted::Count(_));
+    let event = TaintSocketsAborted {
+        tcp_sockets_aborted: aborted,
+        rule: "fs.secret taint: nothing queued while tainted leaves after the run".into(),
     };
-    let ok = decision.is_some();
-    let record = FsRecord {
+    let entry = Entry {
         layer: crate::layers::name::BPF,
-        event: "taint_sockets_aborted",
-        decision,
-        detail: json!({
-            "tcp_sockets_aborted": aborted,
-            "rule": "fs.secret taint: nothing queued while tainted leaves after the run",
-        }),
+        decision: ok.then_some(Decision::Deny),
+        event: event.into(),
     };
-    (record, ok)
-}
-
-/// One audit record to append.
-pub struct FsRecord {
-    pub layer: &'static str,
-    pub event: &'static str,
-    pub decision: Option<Decision>,
-    pub detail: serde_json::Value,
+    (entry, ok)
 }
 
 /// The audit record of an `Event::Fs`: the resolved path, the rule as written, the layer
 /// that decided and what the process saw.
-pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
+pub fn audit_record(policy: &Policy, ev: &Event) -> Option<Entry> {
     let Event::Fs {
         tgid,
         pid,
@@ -152,79 +145,107 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<FsRecord> {
     else {
         return None;
     };
-    if *rule_kind == FS_EVENT_EXEC_OUTSIDE
-        || *rule_kind == FS_EVENT_MMAP_OUTSIDE
-        || *rule_kind == FS_EVENT_MPROTECT_OUTSIDE
-    {
-        return Some(exec_record(policy, ev));
-    }
-    let (section, rules) = if *rule_kind == FS_RULE_DENY {
-        ("fs.deny", &policy.fs.deny)
-    } else {
-        ("fs.secret", &policy.fs.secret)
-    };
-    let rule = rules.get(*rule_index as usize);
-    let op_name = fs_op_name(*op);
-    let new_entry = flags & FS_EVENT_FLAG_NEW_ENTRY != 0;
-    // The kernel's own resolution (bpf_d_path on the LSM path: the name actually opened,
-    // e.g. a hard link's), else the inode located under the rule.
-    let path = kernel_path.clone().or_else(|| {
-        rule.and_then(|r| fs::locate(r, *depth, *dev, *ino))
-            // A new entry's record carries its directory's inode and its own name.
-            .map(|p| if new_entry { p.join(name) } else { p })
-            .map(|p| p.display().to_string())
-    });
-    let rule_text = rule
-        .map(|r| format!("{section} {}", r.written))
-        .unwrap_or_else(|| format!("{section}[{rule_index}]"));
     let layer = if *layer == FS_LAYER_LSM {
         FsPath::Lsm.layer()
     } else {
         FsPath::Tracepoint.layer()
     };
-    let mut detail = json!({
-        "path_source": if kernel_path.is_some() { "bpf_d_path" } else { "inode lookup" },
-        "op": op_name,
-        "pid": tgid,
-        "tid": pid,
-        "path": path,
-        "name": name,
-        "dev": dev,
-        "ino": ino,
-        "rule": rule_text,
-        "rule_path": rule.map(|r| r.path.display().to_string()),
-    });
-    let (event, decision) = match *action {
-        FS_ACTION_DENY => {
-            detail["action"] = json!("deny");
-            detail["errno"] = json!("EACCES");
-            ("denied", Some(Decision::Deny))
-        }
-        FS_ACTION_KILL => {
-            detail["action"] = json!("kill");
-            detail["signal"] = json!("SIGKILL");
-            ("denied", Some(Decision::Kill))
-        }
-        FS_ACTION_WOULD_DENY => {
-            detail["action"] = json!("would_deny");
-            ("denied", Some(Decision::WouldDeny))
-        }
-        FS_ACTION_TAINT => {
-            detail["action"] = json!("taint");
-            detail["secret"] = json!(path);
-            ("taint", Some(Decision::Allow))
+    // Exec integrity has no rule (nothing matched) and so no `rule_path`.
+    let (op, path, rule, rule_path) = match *rule_kind {
+        FS_EVENT_EXEC_OUTSIDE | FS_EVENT_MMAP_OUTSIDE | FS_EVENT_MPROTECT_OUTSIDE => {
+            let (op, rule) = exec_op(*rule_kind);
+            let path = exec_path(policy, *tgid, *dev, *ino, kernel_path);
+            (op, path, rule.to_owned(), None)
         }
         _ => {
-            detail["action"] = json!(format!("unknown action {action}"));
-            ("denied", None)
+            let (section, rules) = if *rule_kind == FS_RULE_DENY {
+                ("fs.deny", &policy.fs.deny)
+            } else {
+                ("fs.secret", &policy.fs.secret)
+            };
+            let rule = rules.get(*rule_index as usize);
+            let new_entry = flags & FS_EVENT_FLAG_NEW_ENTRY != 0;
+            // The kernel's own resolution (bpf_d_path on the LSM path: the name actually
+            // opened, e.g. a hard link's), else the inode located under the rule.
+            let path = kernel_path.clone().or_else(|| {
+                rule.and_then(|r| fs::locate(r, *depth, *dev, *ino))
+                    // A new entry's record carries its directory's inode and its own name.
+                    .map(|p| if new_entry { p.join(name) } else { p })
+                    .map(|p| p.display().to_string())
+            });
+            let rule_text = rule
+                .map(|r| format!("{section} {}", r.written))
+                .unwrap_or_else(|| format!("{section}[{rule_index}]"));
+            let rule_path = rule.map(|r| r.path.display().to_string());
+            (fs_op_name(*op), path, rule_text, Some(rule_path))
         }
     };
-    Some(FsRecord {
+    let mut hit = InodeHit {
+        path_source: if kernel_path.is_some() {
+            "bpf_d_path"
+        } else {
+            "inode lookup"
+        }
+        .into(),
+        op: op.into(),
+        pid: *tgid,
+        tid: *pid,
+        path,
+        name: name.clone(),
+        dev: *dev,
+        ino: *ino,
+        rule,
+        action: None,
+        errno: None,
+        signal: None,
+    };
+    let mut decision = apply_action(&mut hit, *action);
+    let event: AuditEvent = match rule_path {
+        None => hit.into(),
+        Some(rule_path) if *action == FS_ACTION_TAINT => {
+            hit.action = Some("taint".into());
+            decision = Some(Decision::Allow);
+            Taint {
+                secret: hit.path.clone(),
+                hit,
+                rule_path,
+            }
+            .into()
+        }
+        Some(rule_path) => {
+            if decision.is_none() {
+                hit.action = Some(format!("unknown action {action}"));
+            }
+            FsRuleDenied { hit, rule_path }.into()
+        }
+    };
+    Some(Entry {
         layer,
-        event,
         decision,
-        detail,
+        event,
     })
+}
+
+/// What the process saw under `action` (deny: `EACCES`; kill: `SIGKILL`; would_deny:
+/// nothing) and the decision; any other action is left to the caller.
+fn apply_action(hit: &mut InodeHit, action: u32) -> Option<Decision> {
+    match action {
+        FS_ACTION_DENY => {
+            hit.action = Some("deny".into());
+            hit.errno = Some("EACCES".into());
+            Some(Decision::Deny)
+        }
+        FS_ACTION_KILL => {
+            hit.action = Some("kill".into());
+            hit.signal = Some("SIGKILL".into());
+            Some(Decision::Kill)
+        }
+        FS_ACTION_WOULD_DENY => {
+            hit.action = Some("would_deny".into());
+            Some(Decision::WouldDeny)
+        }
+        _ => None,
+    }
 }
 
 /// The audit name of an `FS_OP_*`.
@@ -240,88 +261,37 @@ fn fs_op_name(op: u32) -> &'static str {
     }
 }
 
-/// The audit record of an exec-integrity decision. No rule matched, so the path comes
-/// from the process's open files while it still exists, else from a search of the
-/// `fs.write` roots (the only places a copy of a binary can be made).
-fn exec_record(policy: &Policy, ev: &Event) -> FsRecord {
-    let Event::Fs {
-        tgid,
-        pid,
-        rule_kind,
-        layer,
-        action,
-        dev,
-        ino,
-        name,
-        kernel_path,
-        ..
-    } = ev
-    else {
-        return FsRecord {
-            layer: crate::layers::name::BPF,
-            event: "denied",
-            decision: None,
-            detail: json!({}),
-        };
-    };
-    let (op, rule) = if *rule_kind == FS_EVENT_EXEC_OUTSIDE {
-        ("exec", "not in exec.allow")
-    } else if *rule_kind == FS_EVENT_MPROTECT_OUTSIDE {
-        ("mprotect_exec", "not in exec.allow or exec.libraries")
-    } else {
-        ("mmap_exec", "not in exec.allow or exec.libraries")
-    };
-    let layer = if *layer == FS_LAYER_LSM {
-        FsPath::Lsm.layer()
-    } else {
-        FsPath::Tracepoint.layer()
-    };
+/// The `op` and `rule` of an exec-integrity decision.
+fn exec_op(rule_kind: u32) -> (&'static str, &'static str) {
+    match rule_kind {
+        FS_EVENT_EXEC_OUTSIDE => ("exec", "not in exec.allow"),
+        FS_EVENT_MPROTECT_OUTSIDE => ("mprotect_exec", "not in exec.allow or exec.libraries"),
+        _ => ("mmap_exec", "not in exec.allow or exec.libraries"),
+    }
+}
+
+/// The path of an exec-integrity decision. No rule matched, so it comes from the kernel
+/// (bpf_d_path) where the hook gave one, else from the process's open files while it
+/// still exists, else from a search of the `fs.write` roots (the only places a copy of a
+/// binary can be made).
+fn exec_path(
+    policy: &Policy,
+    tgid: u32,
+    dev: u32,
+    ino: u64,
+    kernel_path: &Option<String>,
+) -> Option<String> {
     let located = || {
-        exec::locate_in_proc(*tgid, *dev, *ino).or_else(|| {
+        exec::locate_in_proc(tgid, dev, ino).or_else(|| {
             policy
                 .fs
                 .write
                 .iter()
                 .filter(|r| r.exists)
-                .find_map(|r| fs::locate(r, 0, *dev, *ino))
+                .find_map(|r| fs::locate(r, 0, dev, ino))
         })
     };
-    // The kernel's own resolution where the hook gave one (bpf_d_path), else a lookup.
-    let path = kernel_path
+    kernel_path
         .clone()
-        .or_else(|| located().map(|p| p.display().to_string()));
-    let mut detail = json!({
-        "path_source": if kernel_path.is_some() { "bpf_d_path" } else { "inode lookup" },
-        "op": op,
-        "pid": tgid,
-        "tid": pid,
-        "path": path,
-        "name": name,
-        "dev": dev,
-        "ino": ino,
-        "rule": rule,
-    });
-    let decision = match *action {
-        FS_ACTION_DENY => {
-            detail["action"] = json!("deny");
-            detail["errno"] = json!("EACCES");
-            Some(Decision::Deny)
-        }
-        FS_ACTION_KILL => {
-            detail["action"] = json!("kill");
-            detail["signal"] = json!("SIGKILL");
-            Some(Decision::Kill)
-        }
-        FS_ACTION_WOULD_DENY => {
-            detail["action"] = json!("would_deny");
-            Some(Decision::WouldDeny)
-        }
-        _ => None,
-    };
-    FsRecord {
-        layer,
-        event: "denied",
-        decision,
-        detail,
-    }
+        .or_else(|| located().map(|p| p.display().to_string()))
 }

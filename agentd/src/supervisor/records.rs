@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
 
+use crate::audit::event::{Exec, Exit};
 use crate::audit::judge::Judge;
-use crate::audit::{AuditHandle, Decision};
+use crate::audit::{AuditEvent, AuditHandle, Decision, Entry};
 use crate::budgets::Notice;
 use crate::events::Event;
 use crate::layers::bpf::dns_record;
@@ -73,14 +73,14 @@ impl RunAudit {
     }
 
     /// Appends one record; a failure marks the run failed (the supervisor then kills it).
-    pub fn record(&mut self, layer: &str, event: &str, decision: Option<Decision>, detail: Value) {
+    pub fn record(&mut self, layer: &str, decision: Option<Decision>, event: AuditEvent) {
         if matches!(
             decision,
             Some(Decision::Deny | Decision::Kill | Decision::WouldDeny)
         ) {
             self.denials += 1;
         }
-        if let Err(e) = self.handle.append(layer, event, decision, detail) {
+        if let Err(e) = self.handle.append(layer, decision, event) {
             if !self.failed {
                 self.say.line(&format!("audit: {e}; stopping the run"));
                 tracing::error!(run = self.handle.run(), "audit: {e}; stopping the run");
@@ -105,13 +105,18 @@ impl RunAudit {
     /// Audits and prints what the budget engine did; returns the budget that killed the run.
     pub fn notice(&mut self, n: Notice) -> Option<&'static str> {
         self.say.line(&n.line);
-        self.record(n.layer, n.event, n.decision, n.detail);
+        self.entry(n.entry);
         n.killed_by
     }
 
+    /// Appends an entry built elsewhere.
+    pub fn entry(&mut self, e: Entry) {
+        self.record(e.layer, e.decision, e.event);
+    }
+
     pub fn record_dns(&mut self, d: DnsDecision) {
-        let (event, decision, detail) = dns_record(d);
-        self.record(DNS, event, decision, detail);
+        let (decision, event) = dns_record(d);
+        self.record(DNS, decision, event);
     }
 
     /// The record of one kernel event of the run.
@@ -126,7 +131,7 @@ impl RunAudit {
                 open_flags,
                 ..
             } if nr == agentd_common::denials::nr::SOCKET => {
-                let (layer, detail) = crate::audit::denial::socket_denial_record(
+                let (layer, denied) = crate::audit::denial::socket_denial_record(
                     tgid,
                     pid,
                     &errno_name(errno),
@@ -136,7 +141,7 @@ impl RunAudit {
                     plan.caps,
                     policy.net.as_ref().is_some_and(|n| n.raw),
                 );
-                self.record(layer, "denied", Some(Decision::Deny), detail);
+                self.record(layer, Some(Decision::Deny), denied.into());
             }
             Event::Denial {
                 pid,
@@ -148,7 +153,7 @@ impl RunAudit {
                 path,
                 ..
             } => {
-                let (layer, detail) = crate::audit::denial::denial_record(
+                let (layer, denied) = crate::audit::denial::denial_record(
                     judge,
                     plan.landlock.is_some(),
                     &self.launch_cwd,
@@ -160,11 +165,11 @@ impl RunAudit {
                     open_flags,
                     &path,
                 );
-                self.record(layer, "denied", Some(Decision::Deny), detail);
+                self.record(layer, Some(Decision::Deny), denied.into());
             }
             fs @ Event::Fs { .. } => {
-                if let Some(r) = super::fsrules::audit_record(policy, &fs) {
-                    self.record(r.layer, r.event, r.decision, r.detail);
+                if let Some(e) = super::fsrules::audit_record(policy, &fs) {
+                    self.entry(e);
                 }
             }
             Event::Exec {
@@ -176,20 +181,22 @@ impl RunAudit {
                 filename,
                 ..
             } => {
-                let path = resolve_exec_path(tgid, &filename);
-                self.record(
-                    name::BPF,
-                    "exec",
-                    Some(Decision::Allow),
-                    json!({"pid": tgid, "tid": pid, "ppid": ppid, "uid": uid, "comm": comm, "path": path, "filename": filename}),
-                );
+                let exec = Exec {
+                    pid: tgid,
+                    tid: pid,
+                    ppid,
+                    uid,
+                    comm,
+                    path: resolve_exec_path(tgid, &filename),
+                    filename,
+                };
+                self.record(name::BPF, Some(Decision::Allow), exec.into());
             }
             Event::Unix(denial) => {
                 self.record(
                     denial.layer_name(),
-                    "denied",
                     Some(denial.decision()),
-                    denial.audit_detail(),
+                    denial.audit_event().into(),
                 );
             }
             Event::Net(denial) => {
@@ -198,18 +205,18 @@ impl RunAudit {
                 } else {
                     Decision::Deny
                 };
-                self.record(name::BPF, "denied", Some(decision), denial.audit_detail());
+                self.record(name::BPF, Some(decision), denial.audit_event().into());
             }
             Event::Exit {
                 tgid, exit_code, ..
             } => {
-                let (code, signal) = wait_status(exit_code);
-                self.record(
-                    name::BPF,
-                    "exit",
-                    None,
-                    json!({"pid": tgid, "exit_code": code, "signal": signal}),
-                );
+                let (exit_code, signal) = wait_status(exit_code);
+                let exit = Exit {
+                    pid: tgid,
+                    exit_code,
+                    signal,
+                };
+                self.record(name::BPF, None, exit.into());
             }
         }
     }

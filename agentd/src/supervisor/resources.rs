@@ -14,11 +14,12 @@
 //! 8. the cgroups are removed;
 //! 9. the run guard is disarmed and the pid file removed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::audit::event::{Dropped, Resolver, StaleCgroups};
 use crate::budgets::{Budgets, PidFile};
 use crate::events::Event;
 use crate::layers::bpf::RunBpf;
@@ -49,7 +50,8 @@ pub struct RunResources {
 /// What teardown found, for `run_end`.
 pub struct TeardownReport {
     pub stragglers_killed: usize,
-    pub cgroups: serde_json::Value,
+    /// The run's cgroup leaves by hierarchy; `None` when they were gone already.
+    pub cgroups: Option<BTreeMap<String, String>>,
     pub cgroups_removed: bool,
     pub tainted: bool,
     pub egress_dropped: u64,
@@ -72,18 +74,21 @@ impl RunResources {
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
             };
-            audit.record(
-                name::CGROUP,
-                "stale_cgroups",
-                None,
-                json!({"removed": paths(&stale.removed), "killed_in": paths(&stale.killed_in)}),
-            );
+            let stale = StaleCgroups {
+                removed: paths(&stale.removed),
+                killed_in: paths(&stale.killed_in),
+            };
+            audit.record(name::CGROUP, None, stale.into());
         }
         let cgroups = host
             .cgroups()
             .create_run(&spec.id, &spec.plan.limits)
             .map_err(|e| setup_err(name::CGROUP, e))?;
-        tracing::debug!("{} cgroups: {}", host.cgroups().mode(), cgroups.describe());
+        tracing::debug!(
+            "{} cgroups: {:?}",
+            host.cgroups().mode(),
+            cgroups.describe()
+        );
         let cgroup_id = cgroups.cgroup_id();
         let mut res = Self::holding(host, spec, cgroups);
         res.bpf = Some(
@@ -179,16 +184,12 @@ impl RunResources {
         )
         .await
         .map_err(|e| setup_err(DNS, e))?;
-        audit.record(
-            DNS,
-            "resolver",
-            None,
-            json!({
-                "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "upstream": r.upstream.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "grace_s": crate::net::run_resolver::GRACE.as_secs(),
-            }),
-        );
+        let started = Resolver {
+            listen: r.listen.iter().map(|a| a.to_string()).collect(),
+            upstream: r.upstream.iter().map(|a| a.to_string()).collect(),
+            grace_s: crate::net::run_resolver::GRACE.as_secs(),
+        };
+        audit.record(DNS, None, started.into());
         self.resolver = Some(r);
         Ok(())
     }
@@ -248,12 +249,12 @@ impl RunResources {
         if let Some(r) = self.resolver.take() {
             let dropped = r.sink.dropped_decisions();
             if dropped > 0 {
-                audit.record(
-                    DNS,
-                    "dropped",
-                    None,
-                    json!({"count": dropped, "source": "resolver decisions"}),
-                );
+                let dropped = Dropped {
+                    count: dropped,
+                    total: None,
+                    source: "resolver decisions".into(),
+                };
+                audit.record(DNS, None, dropped.into());
             }
             r.stop().await;
         }
@@ -263,8 +264,8 @@ impl RunResources {
         // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
         if tainted && spec.policy.mode != Mode::Audit {
             if let Some(cgroups) = self.cgroups.as_ref() {
-                let (r, aborted) = super::fsrules::abort_tainted_sockets(cgroups).await;
-                audit.record(r.layer, r.event, r.decision, r.detail);
+                let (entry, aborted) = super::fsrules::abort_tainted_sockets(cgroups).await;
+                audit.entry(entry);
                 // Sockets that could not be aborted keep their packets dropped for as long
                 // as the cgroup lives.
                 keep_taint = !aborted;
@@ -272,8 +273,7 @@ impl RunResources {
         }
         let egress_dropped = self.host.bpf().taint_egress_drops(self.cgroup_id);
         if egress_dropped > 0 {
-            let r = super::fsrules::egress_record(&spec.policy, egress_dropped);
-            audit.record(r.layer, r.event, r.decision, r.detail);
+            audit.entry(super::fsrules::egress_record(&spec.policy, egress_dropped));
         }
         self.budgets.release();
         if let Some(run) = self.bpf.take() {
@@ -285,11 +285,11 @@ impl RunResources {
             Some(c) => {
                 let desc = c.describe();
                 match c.remove() {
-                    Ok(()) => (desc, true, None),
-                    Err(e) => (desc, false, Some(e.to_string())),
+                    Ok(()) => (Some(desc), true, None),
+                    Err(e) => (Some(desc), false, Some(e.to_string())),
                 }
             }
-            None => (serde_json::Value::Null, false, None),
+            None => (None, false, None),
         };
         if let Some(g) = self.guard.take() {
             g.disarm();

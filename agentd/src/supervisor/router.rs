@@ -181,8 +181,8 @@ impl RouterTask {
         let total = lock(&self.bpf).dropped();
         match total {
             Ok(total) => {
-                if let Some(detail) = self.drops.observe(total) {
-                    if let Err(e) = self.audit.append(name::BPF, "dropped", None, detail) {
+                if let Some(dropped) = self.drops.observe(total) {
+                    if let Err(e) = self.audit.append(name::BPF, None, dropped.into()) {
                         tracing::error!("audit: {e}");
                     }
                     self.reported

@@ -10,9 +10,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::audit::event::{CommandDenied, Pause, RunEnded, RunFailed, RunStart, Stop};
 use crate::audit::judge::Judge;
 use crate::audit::Decision;
 use crate::budgets;
@@ -90,12 +90,13 @@ pub(super) async fn run(
                 .map(|a| a.to_string_lossy())
                 .unwrap_or_default()
         ));
-        audit.record(
-            name::AGENTD,
-            "run_end",
-            None,
-            json!({"exit_code": EXIT_NOT_FOUND, "error": "command not found"}),
-        );
+        let end = RunFailed {
+            exit_code: EXIT_NOT_FOUND,
+            error: "command not found".into(),
+            failed_layer: None,
+            errno: None,
+        };
+        audit.record(name::AGENTD, None, end.into());
         return RunOutcome {
             id: spec.id.clone(),
             code: EXIT_NOT_FOUND,
@@ -117,12 +118,13 @@ pub(super) async fn run(
         Ok(outcome) => outcome,
         Err(e) => {
             audit.say.line(&e.to_string());
-            audit.record(
-                name::AGENTD,
-                "run_end",
-                None,
-                json!({"exit_code": EXIT_SETUP_FAILED, "error": e.to_string(), "failed_layer": e.layer}),
-            );
+            let end = RunFailed {
+                exit_code: EXIT_SETUP_FAILED,
+                error: e.to_string(),
+                failed_layer: Some(e.layer.into()),
+                errno: None,
+            };
+            audit.record(name::AGENTD, None, end.into());
             setup_failed(&spec.id, &e)
         }
     }
@@ -148,38 +150,36 @@ fn setup_failed(id: &str, e: &SetupError) -> RunOutcome {
 
 fn record_start(host: &Host, spec: &RunSpec, audit: &mut RunAudit) {
     let p = &spec.policy;
-    let mut detail = json!({
-        "policy": p.origin,
-        "policy_name": p.name,
-        "policy_hash": p.hash,
-        "mode": format!("{:?}", p.mode).to_lowercase(),
-        "argv": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
-        "program": spec.program.as_ref().map(|p| p.display().to_string()),
-        "workspace": spec.workspace.display().to_string(),
-        "cwd": audit.launch_cwd.display().to_string(),
-        "agentd_pid": std::process::id(),
-        "kernel": host.probe.kernel,
-        "plan": spec.plan.summary_json(),
-        "signed": host.signed,
-    });
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (own_uid, own_gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let (uid, gid, user) = match &spec.user {
         Some(u) => (u.uid, u.gid, u.name.clone()),
         None => (own_uid, own_gid, None),
     };
-    detail["uid"] = json!(uid);
-    detail["gid"] = json!(gid);
-    detail["user"] = json!(user);
-    if let Some(u) = &spec.user {
-        detail["groups"] = json!(u.groups);
-    }
-    if let serde_json::Value::Object(m) = &mut detail {
-        for (k, v) in &spec.start_fields {
-            m.insert(k.clone(), v.clone());
-        }
-    }
-    audit.record(name::AGENTD, "run_start", None, detail);
+    let start = RunStart {
+        policy: p.origin.clone(),
+        policy_name: p.name.clone(),
+        policy_hash: p.hash.clone(),
+        mode: format!("{:?}", p.mode).to_lowercase(),
+        argv: spec
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        program: spec.program.as_ref().map(|p| p.display().to_string()),
+        workspace: spec.workspace.display().to_string(),
+        cwd: audit.launch_cwd.display().to_string(),
+        agentd_pid: std::process::id(),
+        kernel: host.probe.kernel.clone(),
+        plan: spec.plan.summary_json(),
+        signed: host.signed,
+        uid,
+        gid,
+        user,
+        groups: spec.user.as_ref().map(|u| u.groups.clone()),
+        extra: spec.start_fields.clone(),
+    };
+    audit.record(name::AGENTD, None, start.into());
 }
 
 /// Everything the child uses, prepared in the parent (the pre-exec code allocates
@@ -293,12 +293,15 @@ pub(super) async fn adopt(
         Ok(r) => r,
         Err(e) => {
             tracing::error!(run = %spec.id, "re-adopting the run: {e}");
-            audit.record(
-                name::AGENTD,
-                "run_end",
-                None,
-                json!({"exit_code": null, "error": format!("re-adoption failed: {e}"), "failed_layer": e.layer}),
-            );
+            // What was re-opened went again on the way out: the run's processes are
+            // killed (fail closed), so it ends as a kill.
+            let end = RunFailed {
+                exit_code: EXIT_KILLED,
+                error: format!("re-adoption failed: {e}; the run was killed"),
+                failed_layer: Some(e.layer.into()),
+                errno: None,
+            };
+            audit.record(name::AGENTD, Some(Decision::Kill), end.into());
             return setup_failed(&spec.id, &e);
         }
     };
@@ -356,25 +359,24 @@ async fn finish(
         Some(Ending::Signaled(s)) => (None, Some(signal_name(s))),
         None => (None, None),
     };
-    let mut end = json!({
-        "exit_code": exit_code,
-        "signal": signal,
-        "status": code,
-        "killed_by": killed_by,
-        "stragglers_killed": report.stragglers_killed,
-        "cgroups": report.cgroups,
-        "cgroups_removed": report.cgroups_removed,
-        "elapsed_ms": res.budgets.elapsed().as_millis() as u64,
-        "budgets": res.budgets.summary_json(),
-        "tainted": report.tainted,
-        "egress_packets_dropped_after_taint": report.egress_dropped,
-        "denials": audit.denials,
-    });
-    if ending.is_none() {
-        end["status_unknown"] =
-            json!("the command's exit was not seen: the kernel's ring buffer lost it");
-    }
-    audit.record(name::AGENTD, "run_end", None, end);
+    let end = RunEnded {
+        exit_code,
+        signal,
+        status: code,
+        killed_by: killed_by.map(str::to_owned),
+        stragglers_killed: report.stragglers_killed,
+        cgroups: report.cgroups,
+        cgroups_removed: report.cgroups_removed,
+        elapsed_ms: res.budgets.elapsed().as_millis() as u64,
+        budgets: res.budgets.figures(),
+        tainted: report.tainted,
+        egress_packets_dropped_after_taint: report.egress_dropped,
+        denials: audit.denials,
+        status_unknown: ending
+            .is_none()
+            .then(|| "the command's exit was not seen: the kernel's ring buffer lost it".into()),
+    };
+    audit.record(name::AGENTD, None, end.into());
     if !res.budgets.is_empty() {
         audit.say.raw(&res.budgets.table());
     }
@@ -547,34 +549,33 @@ fn report_spawn_failure(
             .say
             .line(&format!("exec: {}: {}", program.display(), err.desc()));
         if denied {
-            audit.record(
-                layer,
-                "denied",
-                Some(Decision::Deny),
-                json!({
-                    "op": "exec",
-                    "path": std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf()).display().to_string(),
-                    "rule": "not in exec.allow",
-                    "errno": errno_name(errno),
-                }),
-            );
+            let path = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+            let denied = CommandDenied {
+                op: "exec".into(),
+                path: path.display().to_string(),
+                rule: "not in exec.allow".into(),
+                errno: errno_name(errno),
+            };
+            audit.record(layer, Some(Decision::Deny), denied.into());
         }
-        audit.record(
-            name::AGENTD,
-            "run_end",
-            None,
-            json!({"exit_code": code, "error": format!("exec {}: {}", program.display(), err.desc())}),
-        );
+        let end = RunFailed {
+            exit_code: code,
+            error: format!("exec {}: {}", program.display(), err.desc()),
+            failed_layer: None,
+            errno: None,
+        };
+        audit.record(name::AGENTD, None, end.into());
         return code;
     }
     let msg = format!("{} failed in the child: {}", stage.layer(), err.desc());
     audit.say.line(&format!("{}: {}", stage.layer(), msg));
-    audit.record(
-        name::AGENTD,
-        "run_end",
-        None,
-        json!({"exit_code": EXIT_SETUP_FAILED, "error": msg, "failed_layer": stage.layer(), "errno": errno_name(errno)}),
-    );
+    let end = RunFailed {
+        exit_code: EXIT_SETUP_FAILED,
+        error: msg,
+        failed_layer: Some(stage.layer().into()),
+        errno: Some(errno_name(errno)),
+    };
+    audit.record(name::AGENTD, None, end.into());
     EXIT_SETUP_FAILED
 }
 
@@ -638,13 +639,13 @@ async fn supervise(
                 Some(Control::Pause) => {
                     let frozen = cgroups.freeze(true).is_ok();
                     audit.say.line(&format!("pause: run {} paused", spec.id));
-                    audit.record(name::AGENTD, "pause", None, json!({"frozen": frozen}));
+                    audit.record(name::AGENTD, None, Pause { frozen }.into());
                 }
                 Some(Control::Stop) if killed_by.is_none() => {
                     killed_by = Some("stop");
                     let n = cgroups.kill_all();
                     audit.say.line(&format!("stop: run {} stopped; killed {n} process(es)", spec.id));
-                    audit.record(name::AGENTD, "stop", Some(Decision::Kill), json!({"processes_killed": n}));
+                    audit.record(name::AGENTD, Some(Decision::Kill), Stop { processes_killed: n }.into());
                 }
                 Some(Control::Stop) => {}
                 None => controls_open = false,

@@ -21,7 +21,8 @@ use agentd_common::net::{
 use agentd_common::EventHeader;
 use aya::maps::lpm_trie::Key;
 use core::mem::offset_of;
-use serde_json::{json, Value};
+
+use crate::audit::event::NetDenied;
 
 use super::{map_error, progs, BpfError, BpfRuntime, RunBpf};
 
@@ -410,30 +411,24 @@ impl NetDenial {
         }
     }
 
-    /// The fields of the `denied` audit record.
-    pub fn audit_detail(&self) -> Value {
-        let mut v = json!({
-            "op": self.op_name(),
-            "proto": self.proto_name(),
-            "rule": self.rule(),
-            "errno": "EPERM",
-            "pid": self.tgid,
-            "tid": self.pid,
-            "run_slot": self.run_slot,
-        });
-        if let Some(addr) = self.addr() {
-            v["dst"] = json!(addr.to_string());
-            v["port"] = json!(self.port);
-        } else {
-            v["family"] = json!(family_name(self.family));
-            v["type"] = json!(type_name(self.sock_type));
+    /// The `denied` audit record.
+    pub fn audit_event(&self) -> NetDenied {
+        let addr = self.addr();
+        NetDenied {
+            op: self.op_name().into(),
+            proto: self.proto_name(),
+            rule: self.rule().into(),
+            // The process saw no error when the run only audits.
+            errno: (!self.would_deny).then(|| "EPERM".into()),
+            pid: self.tgid,
+            tid: self.pid,
+            run_slot: self.run_slot,
+            dst: addr.map(|a| a.to_string()),
+            port: addr.map(|_| self.port),
+            family: addr.is_none().then(|| family_name(self.family)),
+            sock_type: addr.is_none().then(|| type_name(self.sock_type)),
+            would_errno: self.would_deny.then(|| "EPERM".into()),
         }
-        if self.would_deny {
-            // The process saw no error.
-            v["errno"] = Value::Null;
-            v["would_errno"] = json!("EPERM");
-        }
-        v
     }
 }
 
@@ -544,7 +539,7 @@ mod tests {
         let crate::events::Event::Net(d) = crate::events::Event::from_record(bytes).unwrap() else {
             panic!("not a net event");
         };
-        let v = d.audit_detail();
+        let v = serde_json::to_value(d.audit_event()).unwrap();
         assert_eq!(v["op"], "connect");
         assert_eq!(v["dst"], "127.0.0.1");
         assert_eq!(v["port"], 8080);

@@ -378,17 +378,28 @@ impl AllowSink for DnsAllowMap {
     }
 }
 
-/// The audit record of a resolver decision: (event, decision, fields).
-pub fn dns_record(
-    d: DnsDecision,
-) -> (
-    &'static str,
-    Option<crate::audit::Decision>,
-    serde_json::Value,
-) {
+/// The audit record of a resolver decision: its decision and event (`dns`, or `denied`
+/// for what the policy refused).
+pub fn dns_record(d: DnsDecision) -> (Option<crate::audit::Decision>, crate::audit::AuditEvent) {
+    use crate::audit::event::{Dns, DnsAnswered, DnsDenied, DnsFailed, DnsMalformed};
     use crate::audit::Decision;
-    use serde_json::json;
     let ips = |a: &[IpAddr]| a.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let query = || "dns_query".to_owned();
+    let denied = |op: &str, name, qtype, rule| DnsDenied {
+        op: op.into(),
+        name,
+        qtype,
+        rule,
+        rcode: None,
+        reason: None,
+        addrs: None,
+        would_rcode: None,
+    };
+    let rebinding = |name, qtype, rule, addrs: &[IpAddr], reason: &str| DnsDenied {
+        reason: Some(reason.into()),
+        addrs: Some(ips(addrs)),
+        ..denied("dns_answer", name, qtype, rule)
+    };
     match d {
         DnsDecision::Answered {
             name,
@@ -398,63 +409,83 @@ pub fn dns_record(
             allowed,
             ttl,
             rcode,
-        } => (
-            "dns",
-            Some(Decision::Allow),
-            json!({"op": "dns_query", "name": name, "qtype": qtype, "rule": rule, "addrs": ips(&addrs), "allowed": allowed, "ttl_s": ttl.as_secs(), "rcode": rcode}),
-        ),
+        } => {
+            let answered = DnsAnswered {
+                op: query(),
+                name,
+                qtype,
+                rule,
+                addrs: ips(&addrs),
+                allowed,
+                ttl_s: ttl.as_secs(),
+                rcode,
+            };
+            (Some(Decision::Allow), Dns::Answered(answered).into())
+        }
         DnsDecision::Refused {
             name,
             qtype,
             reason,
             rcode,
-        } => (
-            "denied",
-            Some(Decision::Deny),
-            json!({"op": "dns_query", "name": name, "qtype": qtype, "rule": reason, "rcode": rcode}),
-        ),
+        } => {
+            let refused = DnsDenied {
+                rcode: Some(rcode),
+                ..denied("dns_query", name, qtype, reason)
+            };
+            (Some(Decision::Deny), refused.into())
+        }
+        DnsDecision::WouldRefuse {
+            name,
+            qtype,
+            reason,
+        } => {
+            let refused = DnsDenied {
+                would_rcode: Some("REFUSED".into()),
+                ..denied("dns_query", name, qtype, reason)
+            };
+            (Some(Decision::WouldDeny), refused.into())
+        }
         DnsDecision::RebindingDropped {
             name,
             qtype,
             rule,
             addrs,
-        } => (
-            "denied",
-            Some(Decision::Deny),
-            json!({"op": "dns_answer", "name": name, "qtype": qtype, "rule": rule, "reason": "rebinding: private, loopback or link-local address not allowed by the policy", "addrs": ips(&addrs)}),
-        ),
-        DnsDecision::WouldRefuse {
-            name,
-            qtype,
-            reason,
-        } => (
-            "denied",
-            Some(Decision::WouldDeny),
-            json!({"op": "dns_query", "name": name, "qtype": qtype, "rule": reason, "would_rcode": "REFUSED"}),
-        ),
+        } => {
+            let why =
+                "rebinding: private, loopback or link-local address not allowed by the policy";
+            let dropped = rebinding(name, qtype, rule, &addrs, why);
+            (Some(Decision::Deny), dropped.into())
+        }
         DnsDecision::WouldDropRebinding {
             name,
             qtype,
             rule,
             addrs,
-        } => (
-            "denied",
-            Some(Decision::WouldDeny),
-            json!({"op": "dns_answer", "name": name, "qtype": qtype, "rule": rule, "reason": "rebinding", "addrs": ips(&addrs)}),
-        ),
+        } => {
+            let dropped = rebinding(name, qtype, rule, &addrs, "rebinding");
+            (Some(Decision::WouldDeny), dropped.into())
+        }
         DnsDecision::Failed {
             name,
             qtype,
             reason,
-        } => (
-            "dns",
-            None,
-            json!({"op": "dns_query", "name": name, "qtype": qtype, "error": reason, "rcode": "SERVFAIL"}),
-        ),
-        DnsDecision::Malformed { peer, reason } => (
-            "dns",
-            None,
-            json!({"op": "dns_query", "peer": peer.to_string(), "error": reason}),
-        ),
+        } => {
+            let failed = DnsFailed {
+                op: query(),
+                name,
+                qtype,
+                error: reason,
+                rcode: "SERVFAIL".into(),
+            };
+            (None, Dns::Failed(failed).into())
+        }
+        DnsDecision::Malformed { peer, reason } => {
+            let malformed = DnsMalformed {
+                op: query(),
+                peer: peer.to_string(),
+                error: reason,
+            };
+            (None, Dns::Malformed(malformed).into())
+        }
     }
 }

@@ -33,11 +33,11 @@ use agentd_common::EventHeader;
 use aya::maps::{lpm_trie::Key, Map, MapData};
 use aya::Ebpf;
 use core::mem::offset_of;
-use serde_json::{json, Value};
 
 use super::btf::{BtfError, KernelBtf};
 use super::progs::{self, HeldLink};
 use super::{BpfRuntime, RunBpf, EBPF_OBJECT};
+use crate::audit::event::UnixDenied;
 use crate::policy::{PathRule, Policy};
 
 /// `BPF_CGROUP_UNIX_CONNECT` in `enum bpf_attach_type` (Linux 6.7+).
@@ -685,41 +685,47 @@ impl UnixDenial {
         }
     }
 
-    /// The fields of the `denied` audit record.
-    pub fn audit_detail(&self) -> Value {
+    /// The `denied` audit record.
+    pub fn audit_event(&self) -> UnixDenied {
         let op = match self.op {
             UNIX_OP_CONNECT => "connect",
             UNIX_OP_SENDMSG => "sendmsg",
             _ => "unknown",
         };
-        let mut v = json!({
-            "op": op,
-            "family": "AF_UNIX",
-            "path": self.path,
-            "rule": self.rule(),
-            "pid": self.tgid,
-            "tid": self.pid,
-        });
-        if self.layer != UNIX_LAYER_CGROUP {
-            v["dev"] = json!(self.dev);
-            v["ino"] = json!(self.ino);
-        }
+        // The cgroup path sees only the address, not the socket file.
+        let inode = self.layer != UNIX_LAYER_CGROUP;
+        let mut v = UnixDenied {
+            op: op.into(),
+            family: "AF_UNIX".into(),
+            path: self.path.clone(),
+            rule: self.rule().into(),
+            pid: self.tgid,
+            tid: self.pid,
+            dev: inode.then_some(self.dev),
+            ino: inode.then_some(self.ino),
+            action: None,
+            errno: None,
+            signal: None,
+            would_errno: None,
+            would_signal: None,
+        };
         match self.action {
             UNIX_ACTION_DENY => {
-                v["action"] = json!("deny");
-                v["errno"] = json!("EPERM");
+                v.action = Some("deny".into());
+                v.errno = Some(Some("EPERM".into()));
             }
             UNIX_ACTION_KILL => {
-                v["action"] = json!("kill");
-                v["signal"] = json!("SIGKILL");
+                v.action = Some("kill".into());
+                v.signal = Some("SIGKILL".into());
             }
             UNIX_ACTION_WOULD_DENY => {
-                v["action"] = json!("would_deny");
-                v["errno"] = Value::Null;
+                v.action = Some("would_deny".into());
+                // The process saw no error.
+                v.errno = Some(None);
                 if self.layer == UNIX_LAYER_TRACEPOINT {
-                    v["would_signal"] = json!("SIGKILL");
+                    v.would_signal = Some("SIGKILL".into());
                 } else {
-                    v["would_errno"] = json!("EPERM");
+                    v.would_errno = Some("EPERM".into());
                 }
             }
             _ => {}
@@ -819,7 +825,7 @@ mod tests {
         else {
             panic!("not a unix event");
         };
-        let v = d.audit_detail();
+        let v = serde_json::to_value(d.audit_event()).unwrap();
         assert_eq!(v["op"], "sendmsg");
         assert_eq!(v["path"], "/run/x.s");
         assert_eq!(v["errno"], "EPERM");

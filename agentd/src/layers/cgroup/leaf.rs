@@ -191,11 +191,10 @@ impl RunCgroups {
     }
 
     /// `{hierarchy: path}` of every leaf, for the audit log.
-    pub fn describe(&self) -> serde_json::Value {
+    pub fn describe(&self) -> std::collections::BTreeMap<String, String> {
         self.leaves()
-            .map(|l| (l.hierarchy.clone(), l.path.display().to_string().into()))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+            .map(|l| (l.hierarchy.clone(), l.path.display().to_string()))
+            .collect()
     }
 
     /// fds of every leaf's `cgroup.procs`, for the child to join all of them.
