@@ -69,7 +69,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
-    /// Parse and validate; print FILE:LINE:COL: message on error (exit 1).
+    /// Parse and validate; print every error as FILE:LINE:COL: message (exit 1).
     Check {
         file: PathBuf,
         /// Directory that `{workspace}` stands for (default: the current directory).

@@ -26,9 +26,16 @@ pub fn check(file: &Path, workspace: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("{e}");
+            print_errors(&e);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Every error of the file, one `FILE:LINE:COL: message` line each.
+fn print_errors(e: &policy::PolicyError) {
+    for line in e.lines() {
+        println!("{line}");
     }
 }
 
@@ -43,7 +50,7 @@ pub fn explain(file: &Path, workspace: Option<PathBuf>, json: bool) -> ExitCode 
     let policy = match policy::load_file(file, &opts) {
         Ok(p) => p,
         Err(e) => {
-            println!("{e}");
+            print_errors(&e);
             return ExitCode::from(1);
         }
     };

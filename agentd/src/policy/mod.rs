@@ -6,4 +6,4 @@ mod parse;
 
 pub use budget::{show, Action, Budget, BudgetKey, Step, Unit};
 pub use model::*;
-pub use parse::{load_file, parse_str, LoadOptions};
+pub use parse::{load_file, parse_str, LoadOptions, PolicyError};

@@ -1,0 +1,70 @@
+//! What an operator uses besides `run`: `policy check` listing every error of a file.
+
+use std::process::{Command, Output};
+
+use integration::*;
+
+fn agentd(args: &[&str]) -> Output {
+    Command::new(agentd_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run agentd: {e}"))
+}
+
+/// Five different mistakes, each on its own line.
+const FIVE_ERRORS: &str = "\
+version: 1
+name: five
+mode: strict
+fs:
+  read: /usr
+  wirte: []
+net:
+  allow: [\"10.0.0.1/8:443\"]
+budgets:
+  wall_time: 10x
+";
+
+fn five_error_lines(file: &str) -> Vec<String> {
+    [
+        "3:7: unknown mode `strict`, expected `enforce` or `audit`",
+        "5:9: expected a list for `fs.read`, found a string",
+        "6:3: unknown field `wirte` in `fs`, expected one of `read`, `write`, `deny`, `secret`",
+        "8:11: `10.0.0.1/8` has bits set beyond the /8 prefix (did you mean `10.0.0.0/8`?)",
+        "10:14: invalid duration `10x`: expected a number followed by ms, s, m or h",
+    ]
+    .iter()
+    .map(|l| format!("{file}:{l}"))
+    .collect()
+}
+
+#[test]
+fn policy_check_reports_every_error_of_the_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bad = dir.path().join("five.yaml");
+    std::fs::write(&bad, FIVE_ERRORS).unwrap_or_else(|e| panic!("{e}"));
+    let file = bad.display().to_string();
+    let o = agentd(&["policy", "check", &file]);
+    assert_status(&o, 1);
+    let got: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(got, five_error_lines(&file), "stderr: {}", stderr(&o));
+    // explain refuses the same file with the same lines.
+    let o = agentd(&["policy", "explain", &file]);
+    assert_status(&o, 1);
+    let got: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(got, five_error_lines(&file));
+}
+
+/// `agentd run` stops at the first error, with the same message as `policy check`.
+#[test]
+fn run_refuses_the_file_with_the_first_error() {
+    let sb = Sandbox::new();
+    sb.write_policy(FIVE_ERRORS);
+    let o = sb.run_prog(&["exit", "0"]);
+    assert_status(&o, 125);
+    let first = &five_error_lines(&sb.policy_path().display().to_string())[0];
+    assert_eq!(
+        stderr(&o).lines().next().unwrap_or_default(),
+        format!("agentd: policy: {first} (and 4 more errors: see `agentd policy check`)")
+    );
+}
