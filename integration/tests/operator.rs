@@ -1,4 +1,5 @@
-//! What an operator uses besides `run`: `policy check` listing every error of a file.
+//! What an operator uses besides `run`: `policy check` listing every error of a file,
+//! `policy schema`, and the shell completions.
 
 use std::process::{Command, Output};
 
@@ -66,5 +67,28 @@ fn run_refuses_the_file_with_the_first_error() {
     assert_eq!(
         stderr(&o).lines().next().unwrap_or_default(),
         format!("agentd: policy: {first} (and 4 more errors: see `agentd policy check`)")
+    );
+}
+
+#[test]
+fn policy_schema_prints_a_draft_2020_12_schema() {
+    let o = agentd(&["policy", "schema"]);
+    assert_status(&o, 0);
+    let schema: serde_json::Value =
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["required"], serde_json::json!(["version", "name"]));
+    let mut top: Vec<&str> = schema["properties"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    top.sort_unstable();
+    assert_eq!(
+        top,
+        ["budgets", "exec", "fs", "mode", "name", "net", "version"]
     );
 }

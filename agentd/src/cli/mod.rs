@@ -85,6 +85,8 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema (draft 2020-12) of policy files, for editors.
+    Schema,
 }
 
 pub fn main() -> ExitCode {
@@ -104,6 +106,7 @@ pub fn main() -> ExitCode {
                 workspace,
                 json,
             } => policy::explain(&file, workspace, json),
+            PolicyCommand::Schema => policy::schema(),
         },
     }
 }

@@ -1,4 +1,4 @@
-//! `agentd policy check|explain`.
+//! `agentd policy check|explain|schema`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +30,11 @@ pub fn check(file: &Path, workspace: Option<PathBuf>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+pub fn schema() -> ExitCode {
+    println!("{:#}", policy::schema());
+    ExitCode::SUCCESS
 }
 
 /// Every error of the file, one `FILE:LINE:COL: message` line each.

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 
 mod budgets;
 
+pub(super) use budgets::{LONG_FORM_KEYS, SECTION_KEYS};
+
 use super::model::{
     Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule, Policy, Proto, Span,
 };
@@ -33,6 +35,7 @@ pub(super) const VERSION: u32 = 1;
 pub(super) const WORKSPACE: &str = "{workspace}";
 
 pub(super) const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
+pub(super) const MODES: &[&str] = &["enforce", "audit"];
 pub(super) const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
 pub(super) const EXEC_KEYS: &[&str] = &["allow", "libraries"];
 pub(super) const NET_KEYS: &[&str] = &[
@@ -44,6 +47,8 @@ pub(super) const NET_KEYS: &[&str] = &[
     "unix_mediation",
     "taint_socket_abort",
 ];
+/// The values of `net.unix_mediation` and `net.taint_socket_abort`.
+pub(super) const STRICTNESS: &[&str] = &["required", "best_effort"];
 pub(super) const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
 /// What `{workspace}` and `~` expand to.
