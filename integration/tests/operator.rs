@@ -1,5 +1,5 @@
 //! What an operator uses besides `run`: `policy check` listing every error of a file,
-//! `policy schema`, and the shell completions.
+//! `policy schema`, the shell completions and the man pages.
 
 use std::process::{Command, Output};
 
@@ -91,4 +91,78 @@ fn policy_schema_prints_a_draft_2020_12_schema() {
         top,
         ["budgets", "exec", "fs", "mode", "name", "net", "version"]
     );
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let o = agentd(&["completions", "bash"]);
+    assert_status(&o, 0);
+    let bash = stdout(&o);
+    assert!(bash.contains("complete -F _agentd"), "{bash}");
+    assert!(bash.contains("agentd__subcmd__policy,check)"), "{bash}");
+    // The script is valid bash.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let script = dir.path().join("agentd.bash");
+    std::fs::write(&script, &bash).unwrap_or_else(|e| panic!("{e}"));
+    let o = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("bash -n: {e}"));
+    assert_status(&o, 0);
+
+    let o = agentd(&["completions", "zsh"]);
+    assert_status(&o, 0);
+    assert!(
+        stdout(&o).starts_with("#compdef agentd\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = agentd(&["completions", "fish"]);
+    assert_status(&o, 0);
+    assert!(
+        stdout(&o)
+            .contains("complete -c agentd -n \"__fish_agentd_needs_command\" -f -a \"policy\" -d "),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = agentd(&["completions", "tcsh"]);
+    assert_status(&o, 2);
+    assert!(
+        stderr(&o).contains("invalid value 'tcsh'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn man_pages_for_every_visible_command() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("man");
+    let o = agentd(&["man", "--out", &out.display().to_string()]);
+    assert_status(&o, 0);
+    let mut pages: Vec<String> = std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    pages.sort();
+    for want in [
+        "agentd.1",
+        "agentd-run.1",
+        "agentd-policy-check.1",
+        "agentd-policy-schema.1",
+        "agentd-completions.1",
+        "agentd-audit-verify.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} missing: {pages:?}");
+    }
+    // The hidden generator has no page of its own.
+    assert!(!pages.iter().any(|p| p == "agentd-man.1"), "{pages:?}");
+    let top = std::fs::read_to_string(out.join("agentd.1")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(top.starts_with(".ie \\n(.g .ds Aq \\(aq"), "{top}");
+    assert!(top.contains(".TH agentd 1"), "{top}");
+    assert!(top.contains("agentd\\-completions(1)"), "{top}");
 }

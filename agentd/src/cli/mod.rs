@@ -3,6 +3,7 @@
 mod audit;
 mod audit_opts;
 mod control;
+mod docs;
 mod doctor;
 mod keygen;
 mod policy;
@@ -65,6 +66,17 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print a shell completion script, e.g. `agentd completions bash > /etc/bash_completion.d/agentd`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (agentd.1, agentd-run.1, ...) into a directory.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +120,8 @@ pub fn main() -> ExitCode {
             } => policy::explain(&file, workspace, json),
             PolicyCommand::Schema => policy::schema(),
         },
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(&out),
     }
 }
 
