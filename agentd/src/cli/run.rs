@@ -320,6 +320,7 @@ impl Run {
                 "kernel": p.probe.kernel,
                 "plan": p.plan.summary_json(),
                 "signed": p.audit_setup.checkpoints.is_some(),
+                "signing_key": p.audit_setup.signing_key_json(),
             }),
         );
         if self.audit_failed {
