@@ -6,6 +6,7 @@ mod bench;
 mod bench_budget;
 mod bench_fsrules;
 mod bench_net;
+mod deb;
 mod setup;
 mod unit_check;
 mod util;
@@ -13,11 +14,13 @@ mod vm;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
+const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench|man|deb|vm-test>
   setup   install what is missing: apt packages, the pinned nightly with rust-src, bpf-linker
   build   setup, then build agentd (release) with its eBPF object
   demo    build, then run examples/agent.py confined by policies/demo.yaml
-  test    build, then run every unit and integration test (as root)
+  test    build, then run every unit and integration test (as root), then build and check the package
+  man     build, then write the man pages to target/man
+  deb     build, then the Debian package target/debian/agentd_*.deb (installs cargo-deb if missing), and check it
   bench   build, then run the benchmarks and write target/bench/results.md
           (`bench audit`: only the audit chain and the event flood, to target/bench/audit.md)
   vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
@@ -34,6 +37,14 @@ fn main() -> ExitCode {
         Some("build") => setup::setup().and_then(|()| build()),
         Some("demo") => setup::setup().and_then(|()| build()).and_then(|()| demo()),
         Some("test") => setup::setup().and_then(|()| test(&args[1..])),
+        Some("man") => setup::setup()
+            .and_then(|()| build())
+            .and_then(|()| deb::man())
+            .map(|dir| println!("man pages: {}", dir.display())),
+        Some("deb") => setup::setup()
+            .and_then(|()| build())
+            .and_then(|()| deb::deb())
+            .and_then(|deb| deb::check(&deb)),
         Some("bench") => setup::setup()
             .and_then(|()| build())
             .and_then(|()| bench::bench(args.get(1).map(String::as_str))),
@@ -128,6 +139,16 @@ fn test(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
     let mut tally = util::cargo_test_counted(&args)?;
+    // The package: release build, cargo deb, then unpacked into a scratch root and checked.
+    build()?;
+    let deb = deb::deb()?;
+    match deb::check(&deb) {
+        Ok(()) => tally.passed += 1,
+        Err(e) => {
+            eprintln!("{e}");
+            tally.failed += 1;
+        }
+    }
     // The same suite on a kernel where BPF LSM loads (Debian's stock kernel under QEMU).
     if std::env::var_os("AGENTD_SKIP_VM").is_some() {
         eprintln!("SKIP: vm-test: AGENTD_SKIP_VM is set");
@@ -141,6 +162,9 @@ fn test(extra: &[String]) -> Result<(), String> {
         "\ntotal: {} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.ignored
     );
+    if tally.failed > 0 {
+        return Err(format!("{} failed", tally.failed));
+    }
     Ok(())
 }
 

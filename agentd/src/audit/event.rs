@@ -116,6 +116,8 @@ pub struct RunStart {
     pub plan: Value,
     /// Whether checkpoints are signed.
     pub signed: bool,
+    /// The key that signs them; null when unsigned.
+    pub signing_key: Option<SigningKeyUsed>,
     /// Who the command runs as.
     pub uid: u32,
     pub gid: u32,
@@ -129,6 +131,17 @@ pub struct RunStart {
     /// replaces it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// The key that signs a run's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyUsed {
+    /// The secret key file.
+    pub path: String,
+    /// Lower-case hex of the public key (what `audit verify --key` needs).
+    pub public_key: String,
+    /// True when agentd made this host key now (none existed yet).
+    pub generated: bool,
 }
 
 /// A run whose command ran, or one whose command never did.

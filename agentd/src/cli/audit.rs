@@ -21,8 +21,9 @@ pub enum AuditCommand {
     /// Check the hash chain and the checkpoint signatures; exit 1 naming the first bad record.
     Verify {
         file: PathBuf,
-        /// Public key the checkpoints must be signed by (default: /var/lib/agentd/audit.pub
-        /// if it exists, else the key of the first checkpoint, trusted on first use).
+        /// Public key the checkpoints must be signed by (default: the host key's audit.pub,
+        /// in $AGENTD_KEY_DIR or /var/lib/agentd, if it exists, else the key of the first
+        /// checkpoint, trusted on first use).
         #[arg(long)]
         key: Option<PathBuf>,
         /// Check the hash chain only, not signatures.
@@ -129,7 +130,7 @@ fn verify(file: &Path, key: Option<&Path>, unsigned: bool, head: Option<PathBuf>
         eprintln!("agentd: audit: {e}");
         ExitCode::from(2)
     };
-    let default_pub = Path::new(keys::DEFAULT_KEY_DIR).join(keys::PUBLIC_FILE);
+    let default_pub = keys::host_key_dir().join(keys::PUBLIC_FILE);
     let trust = if unsigned {
         Trust::Unsigned
     } else if let Some(k) = key {

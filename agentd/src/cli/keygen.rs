@@ -9,8 +9,8 @@ use crate::audit::keys;
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// Directory for audit.key (0600) and audit.pub.
-    #[arg(long, default_value = keys::DEFAULT_KEY_DIR)]
+    /// Directory for audit.key (0600) and audit.pub (default: the host key directory).
+    #[arg(long, env = keys::KEY_DIR_ENV, default_value = keys::DEFAULT_KEY_DIR)]
     out: PathBuf,
     /// Replace an existing key pair (the old key can no longer sign; rotate first).
     #[arg(long)]

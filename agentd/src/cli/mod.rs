@@ -4,6 +4,7 @@ pub mod audit;
 mod audit_opts;
 pub mod client;
 mod control;
+mod docs;
 mod doctor;
 mod keygen;
 mod policy;
@@ -86,11 +87,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print a shell completion script, e.g. `agentd completions bash > /etc/bash_completion.d/agentd`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (agentd.1, agentd-run.1, ...) into a directory.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
-    /// Parse and validate; print FILE:LINE:COL: message on error (exit 1).
+    /// Parse and validate; print every error as FILE:LINE:COL: message (exit 1).
     Check {
         file: PathBuf,
         /// Directory that `{workspace}` stands for (default: the current directory).
@@ -106,6 +118,8 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema (draft 2020-12) of policy files, for editors.
+    Schema,
 }
 
 pub fn main() -> ExitCode {
@@ -133,7 +147,10 @@ pub fn main() -> ExitCode {
                 workspace,
                 json,
             } => policy::explain(&file, workspace, json),
+            PolicyCommand::Schema => policy::schema(),
         },
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(&out),
     }
 }
 

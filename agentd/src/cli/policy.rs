@@ -1,4 +1,4 @@
-//! `agentd policy check|explain`.
+//! `agentd policy check|explain|schema`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,9 +26,21 @@ pub fn check(file: &Path, workspace: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("{e}");
+            print_errors(&e);
             ExitCode::from(1)
         }
+    }
+}
+
+pub fn schema() -> ExitCode {
+    println!("{:#}", policy::schema());
+    ExitCode::SUCCESS
+}
+
+/// Every error of the file, one `FILE:LINE:COL: message` line each.
+fn print_errors(e: &policy::PolicyError) {
+    for line in e.lines() {
+        println!("{line}");
     }
 }
 
@@ -43,7 +55,7 @@ pub fn explain(file: &Path, workspace: Option<PathBuf>, json: bool) -> ExitCode 
     let policy = match policy::load_file(file, &opts) {
         Ok(p) => p,
         Err(e) => {
-            println!("{e}");
+            print_errors(&e);
             return ExitCode::from(1);
         }
     };

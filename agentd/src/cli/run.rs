@@ -164,6 +164,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
         audit_path,
         audit_label: id,
         checkpoints: audit_setup.checkpoints,
+        signing_key: audit_setup.signing_key,
         flush: audit_setup.flush,
         dropped_poll: audit_setup.dropped_poll,
         pin_root: None,

@@ -227,21 +227,30 @@ fn init_tracing(default: &str) {
 }
 
 async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> {
-    let checkpoints = if config.unsigned_audit {
+    let (checkpoints, signing_key) = if config.unsigned_audit {
         tracing::warn!("audit: unsigned_audit is set: checkpoints are not signed");
-        None
+        (None, None)
     } else {
-        let key = crate::audit::keys::load_signing_key(&config.signing_key).map_err(|e| {
-            DaemonError::Key {
-                path: config.signing_key.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        Some(CheckpointPolicy {
-            key,
-            every: 1000,
-            interval: Duration::from_secs(10),
-        })
+        let (key, path, generated) = daemon_key(&config.signing_key)?;
+        let public_key = crate::audit::keys::key_hex(&key.verifying_key());
+        if generated {
+            tracing::warn!(
+                "audit: no host signing key yet: generated {} (public key {public_key})",
+                path.display()
+            );
+        }
+        (
+            Some(CheckpointPolicy {
+                key,
+                every: 1000,
+                interval: Duration::from_secs(10),
+            }),
+            Some(crate::audit::event::SigningKeyUsed {
+                path: path.display().to_string(),
+                public_key,
+                generated,
+            }),
+        )
     };
     let daemon_state_path = config.state_dir.join("daemon.json");
     let previous: Option<state::DaemonState> = state::read_json(&daemon_state_path).ok();
@@ -252,6 +261,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         audit_path: config.audit.clone(),
         audit_label: "daemon".into(),
         checkpoints,
+        signing_key,
         flush: Flush::Batch(Duration::from_millis(50)),
         dropped_poll: Duration::from_secs(1),
         pin_root: Some(config.pin_root.clone()),
@@ -344,6 +354,24 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     );
     spawn_heartbeat(Arc::clone(&daemon), daemon_state_path.clone(), now);
     accept_loop(daemon, listener, config_path).await
+}
+
+/// The key that signs the daemon's chain: the configured file; when that is the host
+/// key's default place and neither half exists, a new host key is made there (the first
+/// start on a fresh host), as a standalone root run would.
+fn daemon_key(path: &Path) -> Result<(ed25519_dalek::SigningKey, PathBuf, bool), DaemonError> {
+    let key_err = |reason: String| DaemonError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let host_dir = crate::audit::keys::host_key_dir();
+    if path == host_dir.join(crate::audit::keys::SECRET_FILE) {
+        let host = crate::audit::keys::host_key(&host_dir).map_err(|e| key_err(e.to_string()))?;
+        return Ok((host.key, host.path, host.generated));
+    }
+    crate::audit::keys::load_signing_key(path)
+        .map(|k| (k, path.to_path_buf(), false))
+        .map_err(|e| key_err(e.to_string()))
 }
 
 fn write_daemon_state(

@@ -128,6 +128,8 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 3] = [Action::Warn, Action::Freeze, Action::Kill];
+
     pub fn name(self) -> &'static str {
         match self {
             Action::Warn => "warn",

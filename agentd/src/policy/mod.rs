@@ -3,7 +3,9 @@
 mod budget;
 mod model;
 mod parse;
+mod schema;
 
 pub use budget::{show, Action, Budget, BudgetKey, Step, Unit};
 pub use model::*;
-pub use parse::{load_file, parse_str, LoadOptions};
+pub use parse::{load_file, parse_str, LoadOptions, PolicyError};
+pub use schema::schema;

@@ -4,6 +4,10 @@
 //! and then walked by hand rather than through serde: that is what lets each unknown key,
 //! wrong type or bad value be reported at the exact node that caused it, and lets us refuse
 //! anything we do not understand instead of silently ignoring it.
+//!
+//! The walk does not stop at the first mistake: each field of a mapping and each entry of a
+//! list is checked on its own, and every error is kept (`Errors`), so `agentd policy check`
+//! can list them all. Only a YAML syntax error ends the walk, since there is no tree after it.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,10 +15,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, ScanError, YamlData};
+use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
+use saphyr_parser::{Event, Parser, SpannedEventReceiver};
 use sha2::{Digest, Sha256};
 
 mod budgets;
+
+pub(super) use budgets::{LONG_FORM_KEYS, SECTION_KEYS};
 
 use super::model::{
     Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule, Policy, Proto, Span,
@@ -23,14 +30,15 @@ use super::model::{
 type Node<'a> = MarkedYaml<'a>;
 
 /// The only policy format version this parser understands.
-const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 1;
 /// The one placeholder a path may start with.
-const WORKSPACE: &str = "{workspace}";
+pub(super) const WORKSPACE: &str = "{workspace}";
 
-const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
-const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
-const EXEC_KEYS: &[&str] = &["allow", "libraries"];
-const NET_KEYS: &[&str] = &[
+pub(super) const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
+pub(super) const MODES: &[&str] = &["enforce", "audit"];
+pub(super) const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
+pub(super) const EXEC_KEYS: &[&str] = &["allow", "libraries"];
+pub(super) const NET_KEYS: &[&str] = &[
     "allow",
     "bind",
     "raw",
@@ -39,13 +47,23 @@ const NET_KEYS: &[&str] = &[
     "unix_mediation",
     "taint_socket_abort",
 ];
-const ENTRY_KEYS: &[&str] = &["path", "optional"];
+/// The values of `net.unix_mediation` and `net.taint_socket_abort`.
+pub(super) const STRICTNESS: &[&str] = &["required", "best_effort"];
+pub(super) const ENTRY_KEYS: &[&str] = &["path", "optional"];
 
 /// What `{workspace}` and `~` expand to.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub workspace: PathBuf,
     pub home: PathBuf,
+}
+
+/// One mistake in a policy file; `line`/`col` are 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
 }
 
 /// Why a policy could not be loaded.
@@ -58,41 +76,75 @@ pub enum PolicyError {
         #[source]
         source: io::Error,
     },
-    /// The YAML is malformed or the policy is invalid; `line`/`col` are 1-based.
-    #[error("{origin}:{line}:{col}: {message}")]
+    /// The YAML is malformed or the policy is invalid. `errors` holds every mistake found,
+    /// in file order (never empty); the message shows the first and counts the others.
+    #[error("{origin}:{}{}", first(errors), more(errors))]
     Invalid {
         origin: String,
-        line: usize,
-        col: usize,
-        message: String,
+        errors: Vec<Diagnostic>,
     },
+}
+
+fn first(errors: &[Diagnostic]) -> String {
+    errors
+        .first()
+        .map(|d| format!("{}:{}: {}", d.line, d.col, d.message))
+        .unwrap_or_default()
+}
+
+/// `agentd run` stops at the first error; say that there are more and where to see them.
+fn more(errors: &[Diagnostic]) -> String {
+    match errors.len() {
+        0 | 1 => String::new(),
+        2 => " (and 1 more error: see `agentd policy check`)".into(),
+        n => format!(" (and {} more errors: see `agentd policy check`)", n - 1),
+    }
+}
+
+impl PolicyError {
+    /// Every error as `ORIGIN:LINE:COL: message` (or the read error), in file order.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Read { .. } => vec![self.to_string()],
+            Self::Invalid { origin, errors } => errors
+                .iter()
+                .map(|d| format!("{origin}:{}:{}: {}", d.line, d.col, d.message))
+                .collect(),
+        }
+    }
 }
 
 // The CLI only prints errors today; these are for tests and for callers that want to
 // point an editor at the offending node.
 #[cfg_attr(not(test), allow(dead_code))]
 impl PolicyError {
-    /// 1-based line of the offending node; `None` when the file could not be read.
+    fn first_error(&self) -> Option<&Diagnostic> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Invalid { errors, .. } => errors.first(),
+        }
+    }
+
+    /// 1-based line of the first offending node; `None` when the file could not be read.
     pub fn line(&self) -> Option<usize> {
-        match self {
-            Self::Read { .. } => None,
-            Self::Invalid { line, .. } => Some(*line),
-        }
+        self.first_error().map(|d| d.line)
     }
 
-    /// 1-based column of the offending node; `None` when the file could not be read.
+    /// 1-based column of the first offending node; `None` when the file could not be read.
     pub fn col(&self) -> Option<usize> {
-        match self {
-            Self::Read { .. } => None,
-            Self::Invalid { col, .. } => Some(*col),
-        }
+        self.first_error().map(|d| d.col)
     }
 
-    /// The message without the `origin:line:col: ` prefix.
+    /// The first message without the `origin:line:col: ` prefix.
     pub fn message(&self) -> Option<&str> {
+        self.first_error().map(|d| d.message.as_str())
+    }
+
+    /// Every error found, in file order; empty when the file could not be read.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
-            Self::Read { .. } => None,
-            Self::Invalid { message, .. } => Some(message),
+            Self::Read { .. } => &[],
+            Self::Invalid { errors, .. } => errors,
         }
     }
 }
@@ -114,18 +166,25 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Policy, PolicyError>
 /// Parses a policy from memory; `origin` names it in errors (a path or `<preset:NAME>`).
 pub fn parse_str(src: &str, origin: &str, opts: &LoadOptions) -> Result<Policy, PolicyError> {
     let hash = hex::encode(Sha256::digest(src.as_bytes()));
-    let parsed = load_document(src).and_then(|doc| parse_policy(&doc, opts));
-    let body = parsed.map_err(|fail| PolicyError::Invalid {
-        origin: origin.to_owned(),
-        line: fail.at.line,
-        col: fail.at.col,
-        message: fail.msg,
-    })?;
-    Ok(Policy {
-        origin: origin.to_owned(),
-        hash,
-        ..body
-    })
+    let mut errs = Errors::default();
+    let body = match load_document(src, &mut errs) {
+        Ok(doc) => parse_policy(&doc, opts, &mut errs),
+        Err(fail) => {
+            errs.push(fail);
+            None
+        }
+    };
+    match body {
+        Some(body) if errs.0.is_empty() => Ok(Policy {
+            origin: origin.to_owned(),
+            hash,
+            ..body
+        }),
+        _ => Err(PolicyError::Invalid {
+            origin: origin.to_owned(),
+            errors: errs.into_diagnostics(),
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +196,39 @@ struct Fail {
 }
 
 type R<T> = Result<T, Fail>;
+
+/// Every error found so far. A value's own parser returns `R` (one value, one error);
+/// the mappings and lists that hold values record each failure here and go on.
+#[derive(Default)]
+struct Errors(Vec<Fail>);
+
+impl Errors {
+    fn push(&mut self, fail: Fail) {
+        self.0.push(fail);
+    }
+
+    /// The value of `r`, or `None` with its error recorded.
+    fn keep<T>(&mut self, r: R<T>) -> Option<T> {
+        r.map_err(|fail| self.push(fail)).ok()
+    }
+
+    /// In file order: a missing field is found after the mapping's children but points at
+    /// the mapping's start.
+    fn into_diagnostics(self) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = self
+            .0
+            .into_iter()
+            .map(|f| Diagnostic {
+                line: f.at.line,
+                col: f.at.col,
+                message: f.msg,
+            })
+            .collect();
+        out.sort_by_key(|d| (d.line, d.col));
+        out.dedup();
+        out
+    }
+}
 
 fn span_of(node: &Node) -> Span {
     let start = node.span.start;
@@ -182,9 +274,19 @@ fn one_of(keys: &[&str]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Loading the YAML document.
 
-fn load_document(src: &str) -> R<Node<'_>> {
-    let docs = Node::load_from_str(src).map_err(|e| scan_fail(src, &e))?;
-    let mut docs = docs.into_iter();
+fn load_document<'s>(src: &'s str, errs: &mut Errors) -> R<Node<'s>> {
+    let mut loader = Loader::default();
+    loader.inner.allow_duplicate_keys(true);
+    Parser::new_from_str(src)
+        .load(&mut loader, true)
+        .map_err(|e| scan_fail(src, &e))?;
+    if let Some(e) = loader.inner.error() {
+        return Err(scan_fail(src, e));
+    }
+    for dup in loader.duplicates {
+        errs.push(dup);
+    }
+    let mut docs = loader.inner.into_documents().into_iter();
     let doc = docs
         .next()
         .filter(|d| !matches!(d.data, YamlData::BadValue));
@@ -200,23 +302,77 @@ fn load_document(src: &str) -> R<Node<'_>> {
     Ok(doc)
 }
 
-/// Turns a saphyr syntax error into ours. saphyr detects duplicate keys itself (at the
-/// second key) but does not name the key, so we read it back from the source.
+/// saphyr's loader, with duplicate keys allowed (the last one wins) and reported here
+/// instead, so that a repeated key is one error among the others rather than the end of
+/// the walk. Each key is compared by its text, at the mapping it belongs to.
+#[derive(Default)]
+struct Loader<'s> {
+    inner: YamlLoader<'s, Node<'s>>,
+    /// One entry per open collection: `Some` for a mapping (its keys so far, and whether
+    /// the next node is a key), `None` for a sequence.
+    open: Vec<Option<(Vec<String>, bool)>>,
+    duplicates: Vec<Fail>,
+}
+
+impl<'s> Loader<'s> {
+    /// A node took the next slot of the innermost collection; `key` is its text if scalar.
+    fn slot(&mut self, key: Option<&str>, span: saphyr_parser::Span) {
+        let Some(Some((seen, key_next))) = self.open.last_mut() else {
+            return;
+        };
+        if *key_next {
+            if let Some(key) = key {
+                if seen.iter().any(|k| k == key) {
+                    self.duplicates.push(Fail {
+                        at: Span {
+                            line: span.start.line().max(1),
+                            col: span.start.col() + 1,
+                        },
+                        msg: duplicate_msg(key),
+                    });
+                } else {
+                    seen.push(key.to_owned());
+                }
+            }
+        }
+        *key_next = !*key_next;
+    }
+}
+
+impl<'s> SpannedEventReceiver<'s> for Loader<'s> {
+    fn on_event(&mut self, ev: Event<'s>, span: saphyr_parser::Span) {
+        match &ev {
+            Event::Scalar(text, ..) => self.slot(Some(text), span),
+            Event::Alias(_) => self.slot(None, span),
+            Event::MappingStart(..) => {
+                self.slot(None, span);
+                self.open.push(Some((Vec::new(), true)));
+            }
+            Event::SequenceStart(..) => {
+                self.slot(None, span);
+                self.open.push(None);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.open.pop();
+            }
+            _ => {}
+        }
+        self.inner.on_event(ev, span);
+    }
+}
+
+/// Turns a saphyr syntax error into ours.
 fn scan_fail(src: &str, e: &ScanError) -> Fail {
     let m = e.marker();
     let at = Span {
         line: m.line().max(1),
         col: m.col() + 1,
     };
-    let msg = if e.info().contains("duplicated key") {
-        duplicate_msg(&key_text_at(src, m.index()))
-    } else {
-        format!(
-            "yaml syntax error: {}{}",
-            tidy(e.info()),
-            syntax_hint(src, m.index())
-        )
-    };
+    let msg = format!(
+        "yaml syntax error: {}{}",
+        tidy(e.info()),
+        syntax_hint(src, m.index())
+    );
     Fail { at, msg }
 }
 
@@ -246,17 +402,6 @@ fn duplicate_msg(key: &str) -> String {
     }
 }
 
-/// The text of the (simple) key starting at character `index`: a quoted scalar up to its
-/// closing quote, or a plain one up to the `:` that ends it.
-fn key_text_at(src: &str, index: usize) -> String {
-    let rest: String = src.chars().skip(index).take_while(|c| *c != '\n').collect();
-    if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
-        return rest[1..].split(q).next().unwrap_or_default().to_owned();
-    }
-    let end = rest.find([':', ',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().to_owned()
-}
-
 /// Our messages are lower-case and unpunctuated; make the parser's match.
 fn tidy(info: &str) -> String {
     let info = info.trim().trim_end_matches('.');
@@ -270,33 +415,37 @@ fn tidy(info: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Mappings: every key known, none repeated.
 
-/// The entries of a mapping in document order, after checking that `node` is a mapping,
-/// that every key is a string, that none is repeated and that each is one of `allowed`.
+/// The entries of a mapping in document order whose keys are strings and one of `allowed`;
+/// every other key is recorded as an error and left out. A node that is not a mapping is
+/// one error and no entries. Repeated keys are found while loading (`Loader`).
 /// `within` names the mapping in messages (e.g. "`fs`"); empty for the top level.
 fn fields<'n, 'a>(
     node: &'n Node<'a>,
     within: &str,
     allowed: &[&str],
-) -> R<Vec<(&'n str, &'n Node<'a>)>> {
+    errs: &mut Errors,
+) -> Vec<(&'n str, &'n Node<'a>)> {
     let YamlData::Mapping(map) = &node.data else {
-        return fail(node, not_a_mapping(node, within));
+        errs.push(fail_at(node, not_a_mapping(node, within)));
+        return Vec::new();
     };
     let mut out: Vec<(&'n str, &'n Node<'a>)> = Vec::with_capacity(map.len());
     for (key, value) in map.iter() {
         let YamlData::Value(Scalar::String(name)) = &key.data else {
-            return fail(key, format!("expected a field name, found {}", kind(key)));
+            errs.push(fail_at(
+                key,
+                format!("expected a field name, found {}", kind(key)),
+            ));
+            continue;
         };
         let name: &str = name;
         if !allowed.contains(&name) {
-            return fail(key, unknown_field(name, within, allowed));
-        }
-        // saphyr already rejects most duplicates; this catches whatever it lets through.
-        if out.iter().any(|(seen, _)| *seen == name) {
-            return fail(key, duplicate_msg(name));
+            errs.push(fail_at(key, unknown_field(name, within, allowed)));
+            continue;
         }
         out.push((name, value));
     }
-    Ok(out)
+    out
 }
 
 fn not_a_mapping(node: &Node, within: &str) -> String {
@@ -334,9 +483,13 @@ fn missing_field(node: &Node, field: &str, within: &str) -> Fail {
 // ---------------------------------------------------------------------------------------------
 // Top level.
 
-fn parse_policy(doc: &Node, opts: &LoadOptions) -> R<Policy> {
-    let mut version = None;
-    let mut name = None;
+/// The policy, or `None` when the document is not a mapping; every error goes to `errs`.
+fn parse_policy(doc: &Node, opts: &LoadOptions, errs: &mut Errors) -> Option<Policy> {
+    if !matches!(doc.data, YamlData::Mapping(_)) {
+        errs.push(fail_at(doc, not_a_mapping(doc, "")));
+        return None;
+    }
+    let (mut has_version, mut has_name) = (false, false);
     let mut policy = Policy {
         origin: String::new(),
         hash: String::new(),
@@ -348,22 +501,32 @@ fn parse_policy(doc: &Node, opts: &LoadOptions) -> R<Policy> {
         net: None,
         budgets: Budgets::default(),
     };
-    for (key, value) in fields(doc, "", TOP_KEYS)? {
+    for (key, value) in fields(doc, "", TOP_KEYS, errs) {
         match key {
-            "version" => version = Some(parse_version(value)?),
-            "name" => name = Some(parse_name(value)?),
-            "mode" => policy.mode = parse_mode(value)?,
-            "fs" => policy.fs = parse_fs(value, opts)?,
-            "exec" => policy.exec = parse_exec(value, opts)?,
-            "net" => policy.net = Some(parse_net(value, opts)?),
-            "budgets" => policy.budgets = parse_budgets(value)?,
-            // `fields` has already rejected every key not in TOP_KEYS.
+            "version" => {
+                has_version = true;
+                policy.version = errs.keep(parse_version(value)).unwrap_or(VERSION);
+            }
+            "name" => {
+                has_name = true;
+                policy.name = errs.keep(parse_name(value)).unwrap_or_default();
+            }
+            "mode" => policy.mode = errs.keep(parse_mode(value)).unwrap_or(Mode::Enforce),
+            "fs" => policy.fs = parse_fs(value, opts, errs),
+            "exec" => policy.exec = parse_exec(value, opts, errs),
+            "net" => policy.net = Some(parse_net(value, opts, errs)),
+            "budgets" => policy.budgets = budgets::parse_budgets(value, errs),
+            // `fields` has already left out every key not in TOP_KEYS.
             _ => {}
         }
     }
-    policy.version = version.ok_or_else(|| missing_field(doc, "version", ""))?;
-    policy.name = name.ok_or_else(|| missing_field(doc, "name", ""))?;
-    Ok(policy)
+    if !has_version {
+        errs.push(missing_field(doc, "version", ""));
+    }
+    if !has_name {
+        errs.push(missing_field(doc, "name", ""));
+    }
+    Some(policy)
 }
 
 fn parse_version(node: &Node) -> R<u32> {
@@ -411,61 +574,58 @@ fn parse_mode(node: &Node) -> R<Mode> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sections.
+// Sections. Each returns what it could read; its errors are in `errs`.
 
-fn parse_fs(node: &Node, opts: &LoadOptions) -> R<FsPolicy> {
+fn parse_fs(node: &Node, opts: &LoadOptions, errs: &mut Errors) -> FsPolicy {
     let mut fs = FsPolicy::default();
-    for (key, value) in fields(node, "`fs`", FS_KEYS)? {
+    for (key, value) in fields(node, "`fs`", FS_KEYS, errs) {
         match key {
-            "read" => fs.read = parse_paths(value, "fs.read", opts)?,
-            "write" => fs.write = parse_paths(value, "fs.write", opts)?,
-            "deny" => fs.deny = parse_paths(value, "fs.deny", opts)?,
-            "secret" => fs.secret = parse_paths(value, "fs.secret", opts)?,
+            "read" => fs.read = parse_paths(value, "fs.read", opts, errs),
+            "write" => fs.write = parse_paths(value, "fs.write", opts, errs),
+            "deny" => fs.deny = parse_paths(value, "fs.deny", opts, errs),
+            "secret" => fs.secret = parse_paths(value, "fs.secret", opts, errs),
             _ => {}
         }
     }
-    Ok(fs)
+    fs
 }
 
-fn parse_exec(node: &Node, opts: &LoadOptions) -> R<ExecPolicy> {
+fn parse_exec(node: &Node, opts: &LoadOptions, errs: &mut Errors) -> ExecPolicy {
     let mut exec = ExecPolicy::default();
-    for (key, value) in fields(node, "`exec`", EXEC_KEYS)? {
+    for (key, value) in fields(node, "`exec`", EXEC_KEYS, errs) {
         if key == "libraries" {
-            exec.libraries = Some(parse_paths(value, "exec.libraries", opts)?);
+            exec.libraries = Some(parse_paths(value, "exec.libraries", opts, errs));
         } else {
-            exec.allow = parse_paths(value, "exec.allow", opts)?;
+            exec.allow = parse_paths(value, "exec.allow", opts, errs);
         }
     }
-    Ok(exec)
+    exec
 }
 
-fn parse_net(node: &Node, opts: &LoadOptions) -> R<NetPolicy> {
+fn parse_net(node: &Node, opts: &LoadOptions, errs: &mut Errors) -> NetPolicy {
     let mut net = NetPolicy::default();
-    for (key, value) in fields(node, "`net`", NET_KEYS)? {
+    for (key, value) in fields(node, "`net`", NET_KEYS, errs) {
         match key {
-            "raw" => net.raw = boolean(value, "net.raw")?,
-            "unix" => net.unix = parse_paths(value, "net.unix", opts)?,
+            "raw" => net.raw = errs.keep(boolean(value, "net.raw")).unwrap_or(false),
+            "unix" => net.unix = parse_paths(value, "net.unix", opts, errs),
             "unix_mediation" => {
-                net.unix_best_effort = parse_best_effort(value, "net.unix_mediation")?
+                net.unix_best_effort = errs
+                    .keep(parse_best_effort(value, "net.unix_mediation"))
+                    .unwrap_or(false)
             }
             "taint_socket_abort" => {
-                net.taint_abort_best_effort = parse_best_effort(value, "net.taint_socket_abort")?
+                net.taint_abort_best_effort = errs
+                    .keep(parse_best_effort(value, "net.taint_socket_abort"))
+                    .unwrap_or(false)
             }
-            "bind" => {
-                let items = list(value, "net.bind")?;
-                net.bind = items.iter().map(parse_bind_entry).collect::<R<_>>()?;
-            }
+            "bind" => net.bind = each(value, "net.bind", errs, parse_bind_entry),
             "after_taint" => {
-                let items = list(value, "net.after_taint")?;
-                net.after_taint = items.iter().map(parse_net_entry).collect::<R<_>>()?;
+                net.after_taint = each(value, "net.after_taint", errs, parse_net_entry)
             }
-            _ => {
-                let items = list(value, "net.allow")?;
-                net.allow = items.iter().map(parse_net_entry).collect::<R<_>>()?;
-            }
+            _ => net.allow = each(value, "net.allow", errs, parse_net_entry),
         }
     }
-    Ok(net)
+    net
 }
 
 /// `required` (the default) or `best_effort` for the setting `key`.
@@ -489,10 +649,6 @@ fn parse_best_effort(node: &Node, key: &str) -> R<bool> {
     }
 }
 
-fn parse_budgets(node: &Node) -> R<Budgets> {
-    budgets::parse_budgets(node)
-}
-
 fn list<'n, 'a>(node: &'n Node<'a>, field: &str) -> R<&'n [Node<'a>]> {
     match &node.data {
         YamlData::Sequence(items) => Ok(items),
@@ -508,39 +664,73 @@ fn list<'n, 'a>(node: &'n Node<'a>, field: &str) -> R<&'n [Node<'a>]> {
     }
 }
 
+/// Parses every entry of the list `node` with `parse`, keeping the good ones and recording
+/// the error of each bad one (and of a `node` that is not a list).
+fn each<T>(
+    node: &Node,
+    field: &str,
+    errs: &mut Errors,
+    mut parse: impl FnMut(&Node) -> R<T>,
+) -> Vec<T> {
+    let items = errs.keep(list(node, field)).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|item| errs.keep(parse(item)))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Paths.
 
-fn parse_paths(node: &Node, field: &str, opts: &LoadOptions) -> R<Vec<PathRule>> {
-    list(node, field)?
+fn parse_paths(node: &Node, field: &str, opts: &LoadOptions, errs: &mut Errors) -> Vec<PathRule> {
+    let items = errs.keep(list(node, field)).unwrap_or_default();
+    items
         .iter()
-        .map(|item| parse_path_entry(item, field, opts))
+        .filter_map(|item| parse_path_entry(item, field, opts, errs))
         .collect()
 }
 
 /// A path entry: either a string or `{path: ..., optional: bool}`.
-fn parse_path_entry(item: &Node, field: &str, opts: &LoadOptions) -> R<PathRule> {
+fn parse_path_entry(
+    item: &Node,
+    field: &str,
+    opts: &LoadOptions,
+    errs: &mut Errors,
+) -> Option<PathRule> {
     let (written, optional, at) = match &item.data {
-        YamlData::Mapping(_) => long_form(item, field)?,
-        _ => (path_string(item, field)?, false, item),
+        YamlData::Mapping(_) => long_form(item, field, errs)?,
+        _ => (errs.keep(path_string(item, field))?, false, item),
     };
-    let expanded = expand(&written, opts).map_err(|msg| fail_at(at, msg))?;
-    resolve(written, expanded, optional, span_of(at)).map_err(|msg| fail_at(at, msg))
+    let rule = expand(&written, opts)
+        .and_then(|expanded| resolve(written, expanded, optional, span_of(at)))
+        .map_err(|msg| fail_at(at, msg));
+    errs.keep(rule)
 }
 
-fn long_form<'n, 'a>(item: &'n Node<'a>, field: &str) -> R<(String, bool, &'n Node<'a>)> {
+fn long_form<'n, 'a>(
+    item: &'n Node<'a>,
+    field: &str,
+    errs: &mut Errors,
+) -> Option<(String, bool, &'n Node<'a>)> {
     let within = format!("a `{field}` entry");
     let mut path = None;
+    let mut has_path = false;
     let mut optional = false;
-    for (key, value) in fields(item, &within, ENTRY_KEYS)? {
+    for (key, value) in fields(item, &within, ENTRY_KEYS, errs) {
         match key {
-            "path" => path = Some((path_string(value, field)?, value)),
-            "optional" => optional = boolean(value, "optional")?,
+            "path" => {
+                has_path = true;
+                path = errs.keep(path_string(value, field)).map(|p| (p, value));
+            }
+            "optional" => optional = errs.keep(boolean(value, "optional")).unwrap_or(false),
             _ => {}
         }
     }
-    let (written, at) = path.ok_or_else(|| missing_field(item, "path", &within))?;
-    Ok((written, optional, at))
+    if !has_path {
+        errs.push(missing_field(item, "path", &within));
+    }
+    let (written, at) = path?;
+    Some((written, optional, at))
 }
 
 fn path_string(node: &Node, field: &str) -> R<String> {
@@ -948,17 +1138,31 @@ fn scalar_text(node: &Node) -> Option<String> {
     }
 }
 
+/// Duration suffixes and what one of each is in seconds (`None`: milliseconds).
+pub(super) const DURATION_UNITS: &[(&str, Option<u64>)] = &[
+    ("ms", None),
+    ("s", Some(1)),
+    ("m", Some(60)),
+    ("h", Some(3600)),
+];
+/// Size suffixes and their factor; a bare number is bytes too.
+pub(super) const SIZE_UNITS: &[(&str, u64)] = &[
+    ("B", 1),
+    ("KiB", 1 << 10),
+    ("MiB", 1 << 20),
+    ("GiB", 1 << 30),
+];
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration `{text}`: expected a number followed by ms, s, m or h");
     let (number, unit) = split_number(text);
     let n: u64 = digits(number).ok_or_else(bad)?;
-    let secs = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
-    let duration = match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        _ => return Err(bad()),
+    let Some((_, secs)) = DURATION_UNITS.iter().find(|(u, _)| *u == unit) else {
+        return Err(bad());
+    };
+    let duration = match secs {
+        None => Some(Duration::from_millis(n)),
+        Some(factor) => n.checked_mul(*factor).map(Duration::from_secs),
     };
     let duration = duration.ok_or_else(|| format!("invalid duration `{text}`: too large"))?;
     if duration.is_zero() {
@@ -973,12 +1177,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size `{text}`: expected a number followed by B, KiB, MiB or GiB");
     let (number, unit) = split_number(text);
     let n: u64 = digits(number).ok_or_else(bad)?;
-    let factor: u64 = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(bad() + &binary_unit_hint(unit)),
+    let factor = match SIZE_UNITS.iter().find(|(u, _)| *u == unit) {
+        _ if unit.is_empty() => 1,
+        Some((_, factor)) => *factor,
+        None => return Err(bad() + &binary_unit_hint(unit)),
     };
     let bytes = n
         .checked_mul(factor)
@@ -1343,6 +1545,83 @@ mod tests {
             err_full("version: 1\nname: \" \"\n").2,
             "`name` must not be empty"
         );
+    }
+
+    #[test]
+    fn every_error_is_reported_in_file_order() {
+        let src = "version: 2\nname: t\nmode: strict\nfs:\n  read: [/usr, /nope/x]\n  raed: []\n  \
+                   write: [/usr]\n  write: []\nnet:\n  allow: [\"a:0\", \"10.0.0.1/8\"]\nbudgets:\n  \
+                   wall_time: 10x\n  on_exceed: [kill, warn@50%]\n  memory: {limit: 1GiB, on_exceed: [kill]}\n";
+        let e = parse_str(src, "t.yaml", &env().opts).unwrap_err();
+        let got: Vec<(usize, usize, &str)> = e
+            .diagnostics()
+            .iter()
+            .map(|d| (d.line, d.col, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 10, "unsupported policy version `2`, expected 1"),
+                (3, 7, "unknown mode `strict`, expected `enforce` or `audit`"),
+                (
+                    5,
+                    16,
+                    "path `/nope/x` does not exist (mark it `optional: true` to allow that)"
+                ),
+                (
+                    6,
+                    3,
+                    "unknown field `raed` in `fs`, expected one of `read`, `write`, `deny`, `secret`"
+                ),
+                (8, 3, "duplicate key `write`"),
+                (10, 11, "invalid port `0`, expected 1 to 65535"),
+                (
+                    10,
+                    18,
+                    "`10.0.0.1/8` has bits set beyond the /8 prefix (did you mean `10.0.0.0/8`?)"
+                ),
+                (
+                    12,
+                    14,
+                    "invalid duration `10x`: expected a number followed by ms, s, m or h"
+                ),
+                (13, 21, "`warn@50%` comes after `kill@100%`: nothing can follow a kill"),
+                (
+                    14,
+                    36,
+                    "`on_exceed` does not apply to `memory`: it is enforced by the kernel (the \
+                     kernel OOM-kills at the limit), and agentd audits what the kernel did"
+                ),
+            ]
+        );
+        // One line: the first error, and how many more there are.
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:1:10: unsupported policy version `2`, expected 1 \
+             (and 9 more errors: see `agentd policy check`)"
+        );
+        assert_eq!(e.lines().len(), 10);
+        assert_eq!(
+            e.lines()[3],
+            "t.yaml:6:3: unknown field `raed` in `fs`, expected one of `read`, `write`, `deny`, `secret`"
+        );
+    }
+
+    #[test]
+    fn missing_fields_and_a_bad_section_are_all_reported() {
+        let e = parse_str("fs: [/usr]\n", "t.yaml", &env().opts).unwrap_err();
+        let got: Vec<&str> = e.diagnostics().iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "missing required field `version`",
+                "missing required field `name`",
+                "expected a mapping for `fs`, found a list"
+            ]
+        );
+        // A syntax error leaves no tree to walk: it is the only error.
+        let e = parse_str("version: 2\nname: [t\n", "t.yaml", &env().opts).unwrap_err();
+        assert_eq!(e.diagnostics().len(), 1);
     }
 
     #[test]

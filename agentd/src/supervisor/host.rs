@@ -33,6 +33,8 @@ pub struct HostOptions {
     /// standalone mode, `daemon` for the daemon.
     pub audit_label: String,
     pub checkpoints: Option<CheckpointPolicy>,
+    /// The key that signs them, for `run_start`.
+    pub signing_key: Option<crate::audit::event::SigningKeyUsed>,
     pub flush: Flush,
     /// How often the ring buffer's drop counters are read.
     pub dropped_poll: std::time::Duration,
@@ -55,6 +57,8 @@ pub struct Host {
     pub audit_path: PathBuf,
     /// Whether checkpoints are signed (for `run_start`).
     pub signed: bool,
+    /// The key that signs them.
+    pub signing_key: Option<crate::audit::event::SigningKeyUsed>,
 }
 
 impl Host {
@@ -101,6 +105,7 @@ impl Host {
             audit: Mutex::new(Some(writer)),
             audit_path: options.audit_path,
             signed,
+            signing_key: options.signing_key,
         }))
     }
 

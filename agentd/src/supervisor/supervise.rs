@@ -173,6 +173,7 @@ fn record_start(host: &Host, spec: &RunSpec, audit: &mut RunAudit) {
         kernel: host.probe.kernel.clone(),
         plan: spec.plan.summary_json(),
         signed: host.signed,
+        signing_key: host.signing_key.clone(),
         uid,
         gid,
         user,

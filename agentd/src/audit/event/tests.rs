@@ -28,6 +28,11 @@ pub fn run_start() -> RunStart {
         kernel: "6.8.0".into(),
         plan: json!({"layers": [], "refusals": []}),
         signed: true,
+        signing_key: Some(SigningKeyUsed {
+            path: "/var/lib/agentd/audit.key".into(),
+            public_key: "ab".repeat(32),
+            generated: false,
+        }),
         uid: 1000,
         gid: 1000,
         user: Some("alice".into()),

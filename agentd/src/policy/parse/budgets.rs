@@ -17,11 +17,11 @@ use saphyr::{Scalar, YamlData};
 
 use super::{
     digits, fail, fail_at, fields, kind, list, missing_field, parse_duration, parse_size,
-    scalar_text, span_of, split_number, Node, R,
+    scalar_text, span_of, split_number, Errors, Node, R,
 };
 use crate::policy::budget::{Action, Budget, BudgetKey, Budgets, Step, Unit};
 
-const SECTION_KEYS: &[&str] = &[
+pub(in crate::policy) const SECTION_KEYS: &[&str] = &[
     "wall_time",
     "cpu_time",
     "cpu_quota",
@@ -36,21 +36,21 @@ const SECTION_KEYS: &[&str] = &[
     "on_exceed",
     "signal",
 ];
-const LONG_FORM_KEYS: &[&str] = &["limit", "on_exceed", "signal"];
+pub(in crate::policy) const LONG_FORM_KEYS: &[&str] = &["limit", "on_exceed", "signal"];
 /// Highest step percentage (10× the limit); beyond that a step is almost surely a typo.
 const MAX_STEP_PERCENT: u32 = 1000;
 /// `cpu_quota` above 1000 CPUs is a typo.
 const MAX_CPU_QUOTA_PERCENT: u64 = 100_000;
 
-pub(super) fn parse_budgets(node: &Node) -> R<Budgets> {
+pub(in crate::policy) fn parse_budgets(node: &Node, errs: &mut Errors) -> Budgets {
     let mut budgets = Budgets::default();
-    for (name, value) in fields(node, "`budgets`", SECTION_KEYS)? {
+    for (name, value) in fields(node, "`budgets`", SECTION_KEYS, errs) {
         match name {
-            "on_exceed" => budgets.on_exceed = Some(parse_steps(value, "budgets.on_exceed")?),
-            "signal" => budgets.signal = Some(parse_signal(value, "budgets.signal")?),
+            "on_exceed" => budgets.on_exceed = parse_steps(value, "budgets.on_exceed", errs),
+            "signal" => budgets.signal = errs.keep(parse_signal(value, "budgets.signal")),
             _ => {
                 if let Some(key) = BudgetKey::from_name(name) {
-                    budgets.items.push(parse_budget(key, value)?);
+                    budgets.items.extend(parse_budget(key, value, errs));
                 }
             }
         }
@@ -60,10 +60,10 @@ pub(super) fn parse_budgets(node: &Node) -> R<Budgets> {
         .map(|b| Duration::from_millis(b.limit));
     budgets.memory = budgets.get(BudgetKey::Memory).map(|b| b.limit);
     budgets.pids = budgets.get(BudgetKey::Pids).map(|b| b.limit);
-    Ok(budgets)
+    budgets
 }
 
-fn parse_budget(key: BudgetKey, node: &Node) -> R<Budget> {
+fn parse_budget(key: BudgetKey, node: &Node, errs: &mut Errors) -> Option<Budget> {
     let mut budget = Budget {
         key,
         limit: 0,
@@ -73,31 +73,34 @@ fn parse_budget(key: BudgetKey, node: &Node) -> R<Budget> {
         span: span_of(node),
     };
     if !matches!(node.data, YamlData::Mapping(_)) {
-        (budget.limit, budget.window) = parse_limit(key, node)?;
-        return Ok(budget);
+        (budget.limit, budget.window) = errs.keep(parse_limit(key, node))?;
+        return Some(budget);
     }
     let within = format!("`budgets.{}`", key.name());
-    let mut limit = None;
-    for (name, value) in fields(node, &within, LONG_FORM_KEYS)? {
+    let (mut limit, mut has_limit) = (None, false);
+    for (name, value) in fields(node, &within, LONG_FORM_KEYS, errs) {
         match name {
-            "limit" => limit = Some(parse_limit(key, value)?),
+            "limit" => {
+                has_limit = true;
+                limit = errs.keep(parse_limit(key, value));
+            }
             "on_exceed" | "signal" if key.kernel_enforced() => {
-                return fail(value, kernel_enforced_msg(key, name));
+                errs.push(fail_at(value, kernel_enforced_msg(key, name)));
             }
             "on_exceed" => {
-                budget.on_exceed = Some(parse_steps(value, &format!("{}.on_exceed", key.name()))?)
+                budget.on_exceed = parse_steps(value, &format!("{}.on_exceed", key.name()), errs)
             }
             "signal" => {
-                budget.signal = Some(parse_signal(value, &format!("{}.signal", key.name()))?)
+                budget.signal = errs.keep(parse_signal(value, &format!("{}.signal", key.name())))
             }
             _ => {}
         }
     }
-    let Some((limit, window)) = limit else {
-        return Err(missing_field(node, "limit", &within));
-    };
-    (budget.limit, budget.window) = (limit, window);
-    Ok(budget)
+    if !has_limit {
+        errs.push(missing_field(node, "limit", &within));
+    }
+    (budget.limit, budget.window) = limit?;
+    Some(budget)
 }
 
 fn kernel_enforced_msg(key: BudgetKey, field: &str) -> String {
@@ -197,45 +200,53 @@ fn parse_percent(text: &str, max: u64) -> Result<u64, String> {
 }
 
 /// `[warn@80%, freeze@100%, kill@120%]`; a bare action means `@100%`.
-fn parse_steps(node: &Node, field: &str) -> R<Vec<Step>> {
-    let items = list(node, field)?;
+fn parse_steps(node: &Node, field: &str, errs: &mut Errors) -> Option<Vec<Step>> {
+    let items = errs.keep(list(node, field))?;
     if items.is_empty() {
-        return fail(
+        errs.push(fail_at(
             node,
             format!("`{field}` needs at least one step such as `kill@100%`"),
-        );
+        ));
+        return None;
     }
     let mut steps: Vec<Step> = Vec::with_capacity(items.len());
     for item in items {
-        let Some(text) = scalar_text(item) else {
+        if let Some(step) = errs.keep(next_step(item, field, steps.last())) {
+            steps.push(step);
+        }
+    }
+    Some(steps)
+}
+
+/// One step of `field`, which must rise above `prev` (the last good step before it).
+fn next_step(item: &Node, field: &str, prev: Option<&Step>) -> R<Step> {
+    let Some(text) = scalar_text(item) else {
+        return fail(
+            item,
+            format!(
+                "expected a step such as `warn@80%` in `{field}`, found {}",
+                kind(item)
+            ),
+        );
+    };
+    let step = parse_step(&text).map_err(|msg| fail_at(item, msg))?;
+    if let Some(prev) = prev {
+        if prev.action == Action::Kill {
+            return fail(
+                item,
+                format!("`{step}` comes after `{prev}`: nothing can follow a kill"),
+            );
+        }
+        if step.percent <= prev.percent {
             return fail(
                 item,
                 format!(
-                    "expected a step such as `warn@80%` in `{field}`, found {}",
-                    kind(item)
+                    "`{step}` must have a higher percentage than the step before it (`{prev}`)"
                 ),
             );
-        };
-        let step = parse_step(&text).map_err(|msg| fail_at(item, msg))?;
-        if let Some(prev) = steps.last() {
-            if prev.action == Action::Kill {
-                return fail(
-                    item,
-                    format!("`{step}` comes after `{prev}`: nothing can follow a kill"),
-                );
-            }
-            if step.percent <= prev.percent {
-                return fail(
-                    item,
-                    format!(
-                        "`{step}` must have a higher percentage than the step before it (`{prev}`)"
-                    ),
-                );
-            }
         }
-        steps.push(step);
     }
-    Ok(steps)
+    Ok(step)
 }
 
 fn parse_step(text: &str) -> Result<Step, String> {
@@ -243,15 +254,10 @@ fn parse_step(text: &str) -> Result<Step, String> {
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
     };
-    let action = match action {
-        "warn" => Action::Warn,
-        "freeze" => Action::Freeze,
-        "kill" => Action::Kill,
-        other => {
-            return Err(format!(
-                "unknown action `{other}` in step `{text}`, expected `warn`, `freeze` or `kill`"
-            ))
-        }
+    let Some(action) = Action::ALL.into_iter().find(|a| a.name() == action) else {
+        return Err(format!(
+            "unknown action `{action}` in step `{text}`, expected `warn`, `freeze` or `kill`"
+        ));
     };
     let percent = match percent {
         None => 100,
