@@ -1,6 +1,6 @@
 //! Cost of the inode-rule fallback (`tp_btf/sys_exit` on every syscall, plus
 //! `cgroup_skb/egress`): an open+close loop and a fork+exec loop, measured inside the
-//! process (`agentd-testprog open-loop` / `spawn-loop`), bare and under `agentd run` with
+//! process (`agentd-benchprog open` / `spawn`), bare and under `agentd run` with
 //! a policy that has `fs.deny` and `fs.secret`, interleaved in one run.
 
 use std::path::Path;
@@ -22,10 +22,10 @@ pub fn fallback_tracepoints(
         "-p",
         "integration",
         "--bin",
-        "agentd-testprog",
+        "agentd-benchprog",
     ])?;
     let agentd = root.join("target/release/agentd");
-    let prog = root.join("target/release/agentd-testprog");
+    let prog = root.join("target/release/agentd-benchprog");
     let denied = out_dir.join("denied");
     std::fs::create_dir_all(&denied).map_err(|e| format!("create {}: {e}", denied.display()))?;
     let secret = out_dir.join("secret.env");
@@ -55,12 +55,12 @@ pub fn fallback_tracepoints(
     let audit = out_dir.join("audit-fsrules.jsonl");
 
     let args_open = [
-        "open-loop".to_owned(),
+        "open".to_owned(),
         "/etc/hostname".to_owned(),
         OPENS.to_string(),
     ];
     let args_spawn = [
-        "spawn-loop".to_owned(),
+        "spawn".to_owned(),
         "/usr/bin/true".to_owned(),
         SPAWNS.to_string(),
     ];

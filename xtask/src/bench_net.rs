@@ -1,6 +1,6 @@
 //! Network benchmark: a TCP connect/close loop to a loopback listener, run bare and under
 //! `agentd run` with a 1,000-rule network policy (cgroup connect4 program + LPM trie
-//! lookup on every connect). The loop times itself (`agentd-testprog connect-loop`), so
+//! lookup on every connect). The loop times itself (`agentd-benchprog connect`), so
 //! agentd's start-up is not in the figure; rounds alternate so that noise hits both.
 
 use std::io::{BufRead, BufReader};
@@ -22,10 +22,10 @@ pub fn bench(agentd: &Path, out_dir: &Path) -> Result<String, String> {
         "-p",
         "integration",
         "--bin",
-        "agentd-testprog",
+        "agentd-benchprog",
     ])?;
     let root = workspace_root();
-    let prog = root.join("target/release/agentd-testprog");
+    let prog = root.join("target/release/agentd-benchprog");
 
     // The server is the helper's `listen` (backlog 4096), started and killed by us.
     let mut server = Command::new(&prog)
@@ -59,7 +59,7 @@ fn run_rounds(agentd: &Path, out_dir: &Path, prog: &Path, port: u16) -> Result<S
     let audit = out_dir.join("audit-net.jsonl");
     let port_s = port.to_string();
     let n_s = CONNECTS.to_string();
-    let loop_args = ["connect-loop", "127.0.0.1", port_s.as_str(), n_s.as_str()];
+    let loop_args = ["connect", "127.0.0.1", port_s.as_str(), n_s.as_str()];
 
     // The same policy with an fs.secret that the loop never reads: every connect also
     // looks the run's taint flag up (NET_FLAG_TAINT_CHECK).
@@ -142,10 +142,8 @@ fn timed(cmd: &mut Command) -> Result<Duration, String> {
         ));
     }
     let ns = text
-        .split_whitespace()
-        .rev()
-        .nth(1)
-        .and_then(|n| n.parse::<u64>().ok())
+        .lines()
+        .find_map(|l| l.strip_prefix("ns ")?.trim().parse::<u64>().ok())
         .ok_or_else(|| format!("{shown}: unexpected output {text:?}"))?;
     Ok(Duration::from_nanos(ns))
 }
