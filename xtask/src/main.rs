@@ -3,9 +3,14 @@
 //! needs nothing but this repository, rustup and apt.
 
 mod bench;
+mod bench_audit;
 mod bench_budget;
 mod bench_fsrules;
 mod bench_net;
+mod bench_plot;
+mod bench_report;
+mod bench_tools;
+mod bench_workloads;
 mod setup;
 mod util;
 mod vm;
@@ -17,8 +22,11 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
   build   setup, then build agentd (release) with its eBPF object
   demo    build, then run examples/agent.py confined by policies/demo.yaml
   test    build, then run every unit and integration test (as root)
-  bench   build, then run the benchmarks and write target/bench/results.md
-          (`bench audit`: only the audit chain and the event flood, to target/bench/audit.md)
+  bench   build, then compare agentd with bubblewrap and firejail (ratios to bare, one
+          run) and write target/bench/results.{md,json}, ratios.png, launch.png;
+          `bench --quick`: the same with small counts (under a minute; `--debug`: on the
+          debug build);
+          `bench audit|syscalls|fsrules|net`: one agentd-only part, to target/bench/PART.md
   vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
 
 fn main() -> ExitCode {
@@ -30,7 +38,7 @@ fn main() -> ExitCode {
         Some("test") => setup::setup().and_then(|()| test(&args[1..])),
         Some("bench") => setup::setup()
             .and_then(|()| build())
-            .and_then(|()| bench::bench(args.get(1).map(String::as_str))),
+            .and_then(|()| bench::bench(&args[1..])),
         Some("vm-test") => setup::setup().and_then(|()| vm_test_counted()).map(|t| {
             if let Some(t) = t {
                 println!(
