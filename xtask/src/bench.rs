@@ -3,7 +3,8 @@
 //! to bare. Writes target/bench/results.json, results.md, ratios.png and launch.png.
 //!
 //! `--quick` runs the same code with small counts (under a minute) and checks that every
-//! cell was measured, not how fast; `--debug` runs on the debug build.
+//! cell was measured, not how fast; `--debug` runs on the debug build. `cargo xtask test`
+//! runs the quick check on its own debug build, so the harness cannot rot.
 //! The parts (`audit`, `syscalls`, `fsrules`, `net`) are agentd against itself: one
 //! section each, written to target/bench/PART.md.
 
@@ -27,6 +28,11 @@ pub struct Bins {
 }
 
 impl Bins {
+    /// What `cargo xtask test` builds.
+    pub fn debug() -> Self {
+        Self::of("debug")
+    }
+
     fn of(profile: &'static str) -> Self {
         let dir = util::workspace_root().join("target").join(profile);
         Self {
@@ -172,6 +178,13 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     std::fs::write(&out, &section).map_err(|e| format!("write {}: {e}", out.display()))?;
     println!("{section}\nwritten to {}", out.display());
     Ok(())
+}
+
+/// The quick comparison on the binaries `cargo xtask test` built, checked for
+/// completeness (not speed).
+pub fn quick_check(bins: &Bins) -> Result<(), String> {
+    let out_dir = util::workspace_root().join("target/bench");
+    compare(bins, &out_dir, Params::quick())
 }
 
 fn compare(bins: &Bins, out_dir: &Path, p: Params) -> Result<(), String> {

@@ -21,11 +21,12 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench>
   setup   install what is missing: apt packages, the pinned nightly with rust-src, bpf-linker
   build   setup, then build agentd (release) with its eBPF object
   demo    build, then run examples/agent.py confined by policies/demo.yaml
-  test    build, then run every unit and integration test (as root)
+  test    build, then `bench --quick` on the debug build, then every unit and integration
+          test (as root)
   bench   build, then compare agentd with bubblewrap and firejail (ratios to bare, one
           run) and write target/bench/results.{md,json}, ratios.png, launch.png;
           `bench --quick`: the same with small counts (under a minute; `--debug`: on the
-          debug build);
+          debug build, as `cargo xtask test` runs it);
           `bench audit|syscalls|fsrules|net`: one agentd-only part, to target/bench/PART.md
   vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
 
@@ -124,11 +125,16 @@ fn test(extra: &[String]) -> Result<(), String> {
     util::cargo(&["build", "-p", "agentd", "-p", "integration", "--bins"])?;
     std::env::set_var("AGENTD_BIN", root.join("target/debug/agentd"));
     std::env::set_var("AGENTD_TESTPROG", root.join("target/debug/agentd-testprog"));
+    // The benchmark harness on the same build, with small counts: it must run and fill
+    // every cell. Its ratios are not checked (debug build, tiny counts, shared machine).
+    bench::quick_check(&bench::Bins::debug())?;
     util::cargo(&["fmt", "--all", "--", "--check"])?;
     util::cargo_env(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
     let mut tally = util::cargo_test_counted(&args)?;
+    // The bench check above counts as one test (it returned early had it failed).
+    tally.passed += 1;
     // The same suite on a kernel where BPF LSM loads (Debian's stock kernel under QEMU).
     if std::env::var_os("AGENTD_SKIP_VM").is_some() {
         eprintln!("SKIP: vm-test: AGENTD_SKIP_VM is set");
