@@ -665,3 +665,44 @@ fn machine(loadavg_start: String) -> Machine {
         loadavg_end: loadavg(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(20_000), "20,000");
+    }
+
+    #[test]
+    fn the_policy_is_the_preset_plus_programs_and_1000_rules() {
+        let dir = std::env::temp_dir().join(format!("agentd-bench-policy-{}", std::process::id()));
+        let l = Layout {
+            ws: dir.join("ws"),
+            bin_dir: dir.join("bin"),
+            benchprog: dir.join("bin/agentd-benchprog"),
+            mix: dir.join("bin/mix.py"),
+            logs: dir.join("logs"),
+            scratch: dir.join("scratch"),
+        };
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("policy.yaml");
+        write_policy(&path, &l, 4242).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(text.contains("name: python-agent"));
+        assert!(text.contains(&format!("    - \"{}\"\n", l.benchprog.display())));
+        assert!(text.contains("    - \"127.0.0.1:4242/tcp\"\n"));
+        let rules = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- \"") && l.contains("/tcp\""))
+            .count();
+        // The preset's two rules and the 1,000 added.
+        assert_eq!(rules, 2 + NET_RULES);
+    }
+}

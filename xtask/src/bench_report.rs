@@ -394,3 +394,20 @@ pub fn check(dir: &Path, r: &Results, tools: &[&str]) -> Result<(), String> {
         Err(format!("bench --quick: {}", missing.join("; ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let v = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(percentile(&v, 50.0), 3.0);
+        assert_eq!(percentile(&v, 99.0), 5.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        let s = Stat::of(&v);
+        assert_eq!((s.min, s.median), (1.0, 3.0));
+        assert_eq!(s.shown(1), "5.0, 1.0, 4.0, 2.0, 3.0");
+    }
+}

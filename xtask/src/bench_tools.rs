@@ -383,3 +383,21 @@ pub fn agentd_path(doctor: &str) -> String {
     };
     format!("{path}; inode rules: {inode}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_comes_from_doctor() {
+        let fallback = "bpf-lsm         no         not used\n\
+                        inode rules (fs.deny, fs.secret, taint): tracepoint fallback (x)\n";
+        assert_eq!(
+            agentd_path(fallback),
+            "tracepoint fallback (BPF LSM does not load); inode rules: tracepoint fallback (x)"
+        );
+        let lsm = "bpf-lsm         yes        fs rules\n\
+                   inode rules (fs.deny, fs.secret, taint): lsm path\n";
+        assert!(agentd_path(lsm).starts_with("BPF LSM path; inode rules: lsm path"));
+    }
+}
