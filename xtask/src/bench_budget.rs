@@ -6,22 +6,20 @@
 //! (`agentd-testprog empty-sys-exit`): the floor any such program puts under the rest,
 //! interleaved.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util;
+use crate::bench::Bins;
+use crate::bench_tools::Agentd;
+use crate::util::Helper;
 
 const CALLS: u64 = 2_000_000;
 const ROUNDS: usize = 7;
 
 /// Runs the benchmark; returns its section of results.md.
-pub fn syscalls(out_dir: &Path) -> Result<String, String> {
-    util::cargo(&["build", "--release", "-p", "integration", "--bins"])?;
-    let root = util::workspace_root();
-    let agentd = root.join("target/release/agentd");
-    let prog = root.join("target/release/agentd-testprog");
+pub fn syscalls(agentd: &Agentd, bins: &Bins, out_dir: &Path) -> Result<String, String> {
+    let prog = &bins.testprog;
     let ws = out_dir.join("budget-ws");
     std::fs::create_dir_all(&ws).map_err(|e| format!("create {}: {e}", ws.display()))?;
     let progress = ws.join("progress").display().to_string();
@@ -48,19 +46,12 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
     let calls = CALLS.to_string();
     let loop_args = ["getpid-loop", calls.as_str(), progress.as_str()];
     let confined = |policy: &Path| {
-        let mut c = Command::new(&agentd);
-        c.arg("run")
-            .arg("--policy")
-            .arg(policy)
-            .arg("--audit")
-            .arg(&audit)
-            .arg("--")
-            .arg(&prog)
-            .args(loop_args);
+        let mut c = agentd.run(policy, &audit);
+        c.arg(prog).args(loop_args);
         c
     };
     let bare_loop = || {
-        let mut c = Command::new(&prog);
+        let mut c = Command::new(prog);
         c.args(loop_args);
         c
     };
@@ -71,13 +62,9 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
         plain_t.push(loop_ns(confined(&plain))?);
         counted_t.push(loop_ns(confined(&counted))?);
         // Another run with the counter attached: this loop takes the unwatched path.
-        let mut sleeper = Command::new(&agentd)
-            .arg("run")
-            .arg("--policy")
-            .arg(&sleeper_policy)
-            .arg("--audit")
-            .arg(&audit)
-            .args(["--", "/usr/bin/sleep", "60"])
+        let mut sleeper = agentd
+            .run(&sleeper_policy, &audit)
+            .args(["/usr/bin/sleep", "60"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -90,9 +77,9 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
             .status();
         let _ = sleeper.wait();
         other_t.push(other?);
-        let mut empty = spawn_empty_program(&prog)?;
+        let empty = empty_program(prog)?;
         let floor = loop_ns(bare_loop());
-        stop(&mut empty);
+        drop(empty);
         floor_t.push(floor?);
     }
     let (b, p, c) = (
@@ -130,28 +117,14 @@ pub fn syscalls(out_dir: &Path) -> Result<String, String> {
     ))
 }
 
-/// Starts `agentd-testprog empty-sys-exit` and waits until its program is attached.
-fn spawn_empty_program(prog: &Path) -> Result<Child, String> {
-    let mut child = Command::new(prog)
-        .args(["empty-sys-exit", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {} empty-sys-exit: {e}", prog.display()))?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
+/// Starts `agentd-testprog empty-sys-exit` and waits until its program is attached; the
+/// program goes when the helper is dropped.
+pub fn empty_program(prog: &Path) -> Result<Helper, String> {
+    let (helper, line) = Helper::start(Command::new(prog).args(["empty-sys-exit", "60"]))?;
+    if line != "empty-sys-exit: attached" {
+        return Err(format!("{} empty-sys-exit: {line}", prog.display()));
     }
-    if line.trim() != "empty-sys-exit: attached" {
-        stop(&mut child);
-        return Err(format!("agentd-testprog empty-sys-exit: {}", line.trim()));
-    }
-    Ok(child)
-}
-
-/// Ends a helper this benchmark started (by its pid) and reaps it.
-fn stop(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+    Ok(helper)
 }
 
 /// Runs one loop; returns the nanoseconds it reports.

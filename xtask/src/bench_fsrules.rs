@@ -1,31 +1,25 @@
 //! Cost of the inode-rule fallback (`tp_btf/sys_exit` on every syscall, plus
 //! `cgroup_skb/egress`): an open+close loop and a fork+exec loop, measured inside the
-//! process (`agentd-testprog open-loop` / `spawn-loop`), bare and under `agentd run` with
+//! process (`agentd-benchprog open` / `spawn`), bare and under `agentd run` with
 //! a policy that has `fs.deny` and `fs.secret`, interleaved in one run.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::bench::Bins;
+use crate::bench_tools::Agentd;
+
 const ROUNDS: usize = 5;
 const OPENS: u32 = 20_000;
 const SPAWNS: u32 = 200;
 
-/// Appends the section to `report`.
+/// Runs the benchmark; returns its section of the report.
 pub fn fallback_tracepoints(
-    root: &Path,
+    agentd: &Agentd,
+    bins: &Bins,
     out_dir: &Path,
-    report: &mut String,
-) -> Result<(), String> {
-    crate::util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "integration",
-        "--bin",
-        "agentd-testprog",
-    ])?;
-    let agentd = root.join("target/release/agentd");
-    let prog = root.join("target/release/agentd-testprog");
+) -> Result<String, String> {
+    let prog = &bins.benchprog;
     let denied = out_dir.join("denied");
     std::fs::create_dir_all(&denied).map_err(|e| format!("create {}: {e}", denied.display()))?;
     let secret = out_dir.join("secret.env");
@@ -55,33 +49,23 @@ pub fn fallback_tracepoints(
     let audit = out_dir.join("audit-fsrules.jsonl");
 
     let args_open = [
-        "open-loop".to_owned(),
+        "open".to_owned(),
         "/etc/hostname".to_owned(),
         OPENS.to_string(),
     ];
     let args_spawn = [
-        "spawn-loop".to_owned(),
+        "spawn".to_owned(),
         "/usr/bin/true".to_owned(),
         SPAWNS.to_string(),
     ];
     let bare = |args: &[String]| {
-        let mut c = Command::new(&prog);
+        let mut c = Command::new(prog);
         c.args(args);
         c
     };
-    // The key `bench` made; without it agentd would look for the system key.
-    let key = crate::util::ensure_signing_key(&agentd, &out_dir.join("key"))?;
     let confined_with = |policy: &Path, args: &[String]| {
-        let mut c = Command::new(&agentd);
-        c.env("AGENTD_SIGNING_KEY", &key)
-            .arg("run")
-            .arg("--policy")
-            .arg(policy)
-            .arg("--audit")
-            .arg(&audit)
-            .arg("--")
-            .arg(&prog)
-            .args(args);
+        let mut c = agentd.run(policy, &audit);
+        c.arg(prog).args(args);
         c
     };
     let confined = |args: &[String]| confined_with(&policy, args);
@@ -103,7 +87,9 @@ pub fn fallback_tracepoints(
         add(&mut spawn_agentd, inner_ns(confined(&args_spawn))?);
     }
     let per = |total: u128, n: u32| total as f64 / (ROUNDS as f64 * f64::from(n));
-    let path = detect_path(&agentd);
+    let doctor = crate::util::output(Command::new(&agentd.bin).arg("doctor")).unwrap_or_default();
+    let path = crate::bench_tools::agentd_path(&doctor);
+    let mut report = String::from("# agentd benchmarks: fallback tracepoints\n");
     report.push_str(&format!(
         "\n## inode rules ({path}): in-process loops, {ROUNDS} rounds interleaved\n"
     ));
@@ -124,7 +110,7 @@ pub fn fallback_tracepoints(
          tp_btf/sched_process_exec; the inode rules add the open check of that program and \
          cgroup_skb/egress.\n",
     );
-    Ok(())
+    Ok(report)
 }
 
 /// One table: `open` and `spawn` hold the bare, no-inode-rules and inode-rules sums.
@@ -166,18 +152,4 @@ fn inner_ns(mut cmd: Command) -> Result<(u128, u128), String> {
             .ok_or_else(|| format!("{shown} printed no `{key}N` line: {text}"))
     };
     Ok((number("ns ")?, number("cpu_ns ")?))
-}
-
-/// `lsm` or `tracepoint fallback`, as doctor reports it.
-fn detect_path(agentd: &Path) -> &'static str {
-    let out = Command::new(agentd).arg("doctor").output();
-    match out {
-        Ok(o)
-            if String::from_utf8_lossy(&o.stdout)
-                .contains("inode rules (fs.deny, fs.secret, taint): lsm path") =>
-        {
-            "BPF LSM path"
-        }
-        _ => "tracepoint fallback: tp_btf/sys_exit + cgroup_skb/egress",
-    }
 }

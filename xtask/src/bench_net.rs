@@ -1,65 +1,35 @@
 //! Network benchmark: a TCP connect/close loop to a loopback listener, run bare and under
 //! `agentd run` with a 1,000-rule network policy (cgroup connect4 program + LPM trie
-//! lookup on every connect). The loop times itself (`agentd-testprog connect-loop`), so
+//! lookup on every connect). The loop times itself (`agentd-benchprog connect`), so
 //! agentd's start-up is not in the figure; rounds alternate so that noise hits both.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{cargo, workspace_root};
+use crate::bench::Bins;
+use crate::bench_tools::Agentd;
 
 const CONNECTS: u64 = 20_000;
 const ROUNDS: usize = 6;
 const RULES: usize = 1_000;
 
 /// Runs the benchmark and returns its section of results.md.
-pub fn bench(agentd: &Path, out_dir: &Path) -> Result<String, String> {
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "integration",
-        "--bin",
-        "agentd-testprog",
-    ])?;
-    let root = workspace_root();
-    let prog = root.join("target/release/agentd-testprog");
+pub fn bench(agentd: &Agentd, bins: &Bins, out_dir: &Path) -> Result<String, String> {
+    let prog = &bins.benchprog;
 
-    // The server is the helper's `listen` (backlog 4096), started and killed by us.
-    let mut server = Command::new(&prog)
-        .args(["listen", "127.0.0.1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("start {} listen: {e}", prog.display()))?;
-    let port = read_port(&mut server);
-    let result = port.and_then(|port| run_rounds(agentd, out_dir, &prog, port));
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+    let server = crate::bench::Listener::start(prog)?;
+    run_rounds(agentd, out_dir, prog, server.port)
 }
 
-fn read_port(server: &mut Child) -> Result<u16, String> {
-    let stdout = server.stdout.take().ok_or("listen: no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| format!("listen: {e}"))?;
-    line.trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("listen: unexpected output {line:?}"))
-}
-
-fn run_rounds(agentd: &Path, out_dir: &Path, prog: &Path, port: u16) -> Result<String, String> {
+fn run_rounds(agentd: &Agentd, out_dir: &Path, prog: &Path, port: u16) -> Result<String, String> {
     let policy = out_dir.join("net-1000.yaml");
     std::fs::write(&policy, policy_text(prog, port))
         .map_err(|e| format!("write {}: {e}", policy.display()))?;
     let audit = out_dir.join("audit-net.jsonl");
     let port_s = port.to_string();
     let n_s = CONNECTS.to_string();
-    let loop_args = ["connect-loop", "127.0.0.1", port_s.as_str(), n_s.as_str()];
+    let loop_args = ["connect", "127.0.0.1", port_s.as_str(), n_s.as_str()];
 
     // The same policy with an fs.secret that the loop never reads: every connect also
     // looks the run's taint flag up (NET_FLAG_TAINT_CHECK).
@@ -81,15 +51,8 @@ fn run_rounds(agentd: &Path, out_dir: &Path, prog: &Path, port: u16) -> Result<S
     for _ in 0..ROUNDS {
         bare += timed(Command::new(prog).args(loop_args))?;
         for (policy, total) in [(&policy, &mut confined), (&secret_policy, &mut with_secret)] {
-            let mut c = Command::new(agentd);
-            c.arg("run")
-                .arg("--policy")
-                .arg(policy)
-                .arg("--audit")
-                .arg(&audit)
-                .arg("--")
-                .arg(prog)
-                .args(loop_args);
+            let mut c = agentd.run(policy, &audit);
+            c.arg(prog).args(loop_args);
             *total += timed(&mut c)?;
         }
     }
@@ -142,10 +105,8 @@ fn timed(cmd: &mut Command) -> Result<Duration, String> {
         ));
     }
     let ns = text
-        .split_whitespace()
-        .rev()
-        .nth(1)
-        .and_then(|n| n.parse::<u64>().ok())
+        .lines()
+        .find_map(|l| l.strip_prefix("ns ")?.trim().parse::<u64>().ok())
         .ok_or_else(|| format!("{shown}: unexpected output {text:?}"))?;
     Ok(Duration::from_nanos(ns))
 }

@@ -3,9 +3,14 @@
 //! needs nothing but this repository, rustup and apt.
 
 mod bench;
+mod bench_audit;
 mod bench_budget;
 mod bench_fsrules;
 mod bench_net;
+mod bench_plot;
+mod bench_report;
+mod bench_tools;
+mod bench_workloads;
 mod deb;
 mod setup;
 mod unit_check;
@@ -18,11 +23,15 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench|man|deb|vm-
   setup   install what is missing: apt packages, the pinned nightly with rust-src, bpf-linker
   build   setup, then build agentd (release) with its eBPF object
   demo    build, then run examples/agent.py confined by policies/demo.yaml
-  test    build, then run every unit and integration test (as root), then build and check the package
+  test    build, then `bench --quick` on the debug build, then every unit and integration
+          test (as root), then build and check the package
   man     build, then write the man pages to target/man
   deb     build, then the Debian package target/debian/agentd_*.deb (installs cargo-deb if missing), and check it
-  bench   build, then run the benchmarks and write target/bench/results.md
-          (`bench audit`: only the audit chain and the event flood, to target/bench/audit.md)
+  bench   build, then compare agentd with bubblewrap and firejail (ratios to bare, one
+          run) and write target/bench/results.{md,json}, ratios.png, launch.png;
+          `bench --quick`: the same with small counts (under a minute; `--debug`: on the
+          debug build, as `cargo xtask test` runs it);
+          `bench audit|syscalls|fsrules|net`: one agentd-only part, to target/bench/PART.md
   vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
 
 fn main() -> ExitCode {
@@ -47,7 +56,7 @@ fn main() -> ExitCode {
             .and_then(|deb| deb::check(&deb)),
         Some("bench") => setup::setup()
             .and_then(|()| build())
-            .and_then(|()| bench::bench(args.get(1).map(String::as_str))),
+            .and_then(|()| bench::bench(&args[1..])),
         Some("vm-test") => setup::setup().and_then(|()| vm_test_counted()).map(|t| {
             if let Some(t) = t {
                 println!(
@@ -134,11 +143,16 @@ fn test(extra: &[String]) -> Result<(), String> {
     std::env::set_var("AGENTD_BIN", root.join("target/debug/agentd"));
     std::env::set_var("AGENTD_TESTPROG", root.join("target/debug/agentd-testprog"));
     unit_check::verify_unit(&root, &root.join("target/debug/agentd"))?;
+    // The benchmark harness on the same build, with small counts: it must run and fill
+    // every cell. Its ratios are not checked (debug build, tiny counts, shared machine).
+    bench::quick_check(&bench::Bins::debug())?;
     util::cargo(&["fmt", "--all", "--", "--check"])?;
     util::cargo_env(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
     let mut tally = util::cargo_test_counted(&args)?;
+    // The bench check above counts as one test (it returned early had it failed).
+    tally.passed += 1;
     // The package: release build, cargo deb, then unpacked into a scratch root and checked.
     build()?;
     let deb = deb::deb()?;

@@ -120,3 +120,33 @@ pub fn ensure_signing_key(agentd: &Path, dir: &Path) -> Result<PathBuf, String> 
     }
     Ok(key)
 }
+
+/// A helper process a benchmark started (a server, a program holder), killed by its pid
+/// and reaped when dropped.
+pub struct Helper {
+    child: std::process::Child,
+}
+
+impl Helper {
+    /// Starts `cmd` and returns it with the first line it prints (its "ready" line).
+    pub fn start(cmd: &mut Command) -> Result<(Self, String), String> {
+        use std::io::{BufRead, BufReader};
+        let shown = format!("{cmd:?}");
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start {shown}: {e}"))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        Ok((Self { child }, line.trim().to_owned()))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

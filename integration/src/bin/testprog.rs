@@ -36,16 +36,6 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// User + system CPU nanoseconds of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
-fn cpu_ns(who: libc::c_int) -> u128 {
-    // SAFETY: an all-zero rusage is valid; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable rusage.
-    unsafe { libc::getrusage(who, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as u128 * 1_000_000_000 + t.tv_usec as u128 * 1_000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 fn outcome(rc: i64) -> String {
     if rc < 0 {
         errno_name(last_errno()).to_owned()
@@ -285,44 +275,6 @@ fn main() {
                     println!("mprotect {}: {}", a(1), outcome(r.into()));
                 }
             }
-            0
-        }
-        "open-loop" => {
-            // Benchmark helper: N open+close of PATH; prints the total nanoseconds.
-            let p = cstr(&a(1));
-            let n: u64 = a(2).parse().unwrap_or(10_000);
-            let start = std::time::Instant::now();
-            let cpu_start = cpu_ns(libc::RUSAGE_SELF);
-            for _ in 0..n {
-                // SAFETY: valid NUL-terminated path; the fd is closed at once.
-                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-                if fd >= 0 {
-                    // SAFETY: closing the fd just opened.
-                    unsafe { libc::close(fd) };
-                }
-            }
-            println!("ns {}", start.elapsed().as_nanos());
-            // CPU time (user + system) is what the BPF programs add to; unlike the wall
-            // clock it does not count waiting for a CPU on a busy machine.
-            println!("cpu_ns {}", cpu_ns(libc::RUSAGE_SELF) - cpu_start);
-            0
-        }
-        "spawn-loop" => {
-            // Benchmark helper: N fork+exec+wait of PROG; prints the total nanoseconds.
-            let n: u64 = a(2).parse().unwrap_or(200);
-            let start = std::time::Instant::now();
-            let cpu_start = cpu_ns(libc::RUSAGE_SELF) + cpu_ns(libc::RUSAGE_CHILDREN);
-            for _ in 0..n {
-                let status = std::process::Command::new(a(1)).status();
-                if !matches!(status, Ok(s) if s.success()) {
-                    println!("spawn {}: failed", a(1));
-                    let _ = std::io::stdout().flush();
-                    std::process::exit(1);
-                }
-            }
-            println!("ns {}", start.elapsed().as_nanos());
-            let cpu_end = cpu_ns(libc::RUSAGE_SELF) + cpu_ns(libc::RUSAGE_CHILDREN);
-            println!("cpu_ns {}", cpu_end - cpu_start);
             0
         }
         "exec-args" => {

@@ -8,12 +8,6 @@
 //! - `socket raw|packet|icmp|netlink-route|netlink-audit|tcp|udp`: `socket(2)` only;
 //! - `wait-connect MS ADDR PORT...`: sleeps MS milliseconds, then one TCP connect per
 //!   port, one line each (for overlapping runs);
-//! - `listen ADDR`: listens on an ephemeral TCP port with a 4096 backlog, prints
-//!   `listening PORT`, then accepts and closes connections until killed (the benchmark's
-//!   server: std's backlog of 128 overflows under a connect loop and stalls on SYN
-//!   retransmits);
-//! - `connect-loop ADDR PORT N`: N TCP connect+close, prints the nanoseconds taken
-//!   (for `cargo xtask bench`); stops at the first failure;
 //! - `resolve-connect NAME PORT`: getaddrinfo (IPv4, TCP) through the system resolver,
 //!   printing `resolve NAME: ADDR` or the `EAI_*` name, then connects to the first
 //!   address;
@@ -37,8 +31,6 @@ pub const COMMANDS: &[&str] = &[
     "socket",
     "double-fork-connect",
     "wait-connect",
-    "connect-loop",
-    "listen",
     "resolve-connect",
     "after-secret",
     "udp-dns-query",
@@ -123,12 +115,6 @@ fn family(addr: &SocketAddr) -> libc::c_int {
 
 /// socket + connect; returns the outcome.
 fn connect(addr: SocketAddr, sock_type: libc::c_int) -> String {
-    connect_opts(addr, sock_type, false)
-}
-
-/// socket + connect, closing with a reset when `reset` (SO_LINGER 0: no TIME_WAIT, so a
-/// long loop does not exhaust the ephemeral ports).
-fn connect_opts(addr: SocketAddr, sock_type: libc::c_int, reset: bool) -> String {
     // SAFETY: plain integer arguments.
     let fd = unsafe { libc::socket(family(&addr), sock_type | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -138,22 +124,6 @@ fn connect_opts(addr: SocketAddr, sock_type: libc::c_int, reset: bool) -> String
     // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
     let rc = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
     let out = outcome(rc);
-    if reset {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid linger struct of the size passed.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-    }
     // SAFETY: closing our own fd.
     unsafe { libc::close(fd) };
     out
@@ -333,62 +303,6 @@ fn double_fork_connect(addr: SocketAddr) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-fn listen_forever(addr: SocketAddr) -> i32 {
-    // SAFETY: plain integer arguments.
-    let fd = unsafe { libc::socket(family(&addr), libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    let (ss, len) = sockaddr(addr);
-    let bind = |fd| {
-        // SAFETY: valid sockaddr of `len` bytes; our own socket.
-        unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }
-    };
-    let listen = |fd| {
-        // SAFETY: our own bound socket.
-        unsafe { libc::listen(fd, 4096) }
-    };
-    let rc = if fd >= 0 && bind(fd) == 0 {
-        listen(fd)
-    } else {
-        -1
-    };
-    if rc < 0 {
-        println!("listen: {}", errno_name(errno()));
-        return 1;
-    }
-    // SAFETY: sockaddr_storage is plain old data.
-    let mut bound: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut blen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: buffer and length describe `bound`.
-    unsafe {
-        libc::getsockname(
-            fd,
-            (&mut bound as *mut libc::sockaddr_storage).cast(),
-            &mut blen,
-        )
-    };
-    // The port sits at the same offset in sockaddr_in and sockaddr_in6.
-    // SAFETY: getsockname filled a sockaddr_in or sockaddr_in6.
-    let port = u16::from_be(unsafe {
-        (*(&bound as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
-    });
-    println!("listening {port}");
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    loop {
-        // SAFETY: accepting on our listening socket, no address wanted.
-        let c = unsafe {
-            libc::accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if c >= 0 {
-            // SAFETY: closing the accepted fd.
-            unsafe { libc::close(c) };
-        }
-    }
-}
-
 /// The first IPv4 address getaddrinfo gives for `name`, or the `EAI_*` name.
 fn resolve4(name: &str) -> Result<std::net::Ipv4Addr, String> {
     let Ok(c_name) = std::ffi::CString::new(name) else {
@@ -444,33 +358,6 @@ pub fn run(args: &[String]) -> i32 {
                 ));
             }
             out
-        }
-        "listen" => {
-            let Some(addr) = parse(a(1), "0") else {
-                eprintln!("usage: listen ADDR");
-                return 2;
-            };
-            return listen_forever(addr);
-        }
-        "connect-loop" => {
-            let (Some(addr), Ok(n)) = (parse(a(1), a(2)), a(3).parse::<u64>()) else {
-                eprintln!("usage: connect-loop ADDR PORT N");
-                return 2;
-            };
-            let start = std::time::Instant::now();
-            for i in 0..n {
-                let out = connect_opts(addr, libc::SOCK_STREAM, true);
-                if out != "OK" {
-                    println!("connect-loop {} {}: {out} after {i}", a(1), a(2));
-                    return 1;
-                }
-            }
-            format!(
-                "connect-loop {} {}: {n} OK in {} ns",
-                a(1),
-                a(2),
-                start.elapsed().as_nanos()
-            )
         }
         "after-secret" => {
             let opened = std::fs::File::open(a(1));
