@@ -159,6 +159,9 @@ pub struct Results {
     /// `raw_syscalls:sys_exit`: the floor under any such program.
     pub floor: FloorResult,
     pub audit: crate::bench_audit::Results,
+    /// The daemon's memory; absent from older results and where no daemon runs.
+    #[serde(default)]
+    pub daemon_memory: Option<crate::bench_daemon::Results>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -314,6 +317,9 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     md.push_str(&crate::bench_audit::markdown(&r.audit));
+    if let Some(d) = &r.daemon_memory {
+        md.push_str(&crate::bench_daemon::markdown(d));
+    }
     md.push_str(&format!(
         "\n## agentd doctor\n\n```\n{}\n```\n\nThe full data, every sample included: \
          results.json.\n",

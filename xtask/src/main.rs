@@ -5,6 +5,7 @@
 mod bench;
 mod bench_audit;
 mod bench_budget;
+mod bench_daemon;
 mod bench_fsrules;
 mod bench_net;
 mod bench_plot;
