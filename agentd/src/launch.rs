@@ -71,6 +71,8 @@ pub struct ChildSetup<'a> {
     /// Where the command starts (after the user switch, so the user's permissions
     /// apply); `None`: agentd's own directory.
     pub cwd: Option<&'a CStr>,
+    /// The command's umask; `None`: agentd's own.
+    pub umask: Option<libc::mode_t>,
     pub landlock: Option<&'a PreparedLandlock>,
     pub seccomp: Option<&'a PreparedSeccomp>,
     /// Descriptors that become the command's stdin, stdout and stderr.
@@ -259,6 +261,10 @@ fn child_main(
         if let Err(e) = caps.clear_in_child() {
             return (Stage::Caps, e as i32);
         }
+    }
+    if let Some(mask) = setup.umask {
+        // SAFETY: umask(2) cannot fail and touches only this process.
+        unsafe { libc::umask(mask) };
     }
     if let Some(cwd) = setup.cwd {
         // SAFETY: chdir to a NUL-terminated path prepared by the parent.

@@ -26,11 +26,18 @@ pub struct TestDaemon {
     /// Every datagram the daemon sent to NOTIFY_SOCKET.
     pub notified: Arc<Mutex<Vec<String>>>,
     notify_path: PathBuf,
+    /// Environment the daemon is started with, beside NOTIFY_SOCKET.
+    env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
     /// A daemon whose members are the group `group` (which must exist).
     pub fn start(group: &str) -> Self {
+        Self::start_with_env(group, &[])
+    }
+
+    /// A daemon started with `env` set, as a service manager would (e.g. WATCHDOG_USEC).
+    pub fn start_with_env(group: &str, env: &[(&str, &str)]) -> Self {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("agentd-itd-")
@@ -52,6 +59,10 @@ impl TestDaemon {
             child: None,
             notified: Arc::default(),
             notify_path,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.spawn();
         d
@@ -102,6 +113,7 @@ impl TestDaemon {
             .arg("--config")
             .arg(self.config_path())
             .env("NOTIFY_SOCKET", &self.notify_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("AGENTD_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,6 +104,46 @@ fn the_notify_socket_hears_ready() {
     assert_eq!(recs[1]["run"], "daemon");
 }
 
+/// With WatchdogSec set (WATCHDOG_USEC), the daemon pings WATCHDOG=1 at least every half
+/// period, so systemd does not restart a healthy daemon.
+#[test]
+fn the_watchdog_is_fed_at_half_its_period() {
+    let (_g, members) = group("wdog");
+    let d = TestDaemon::start_with_env(&members, &[("WATCHDOG_USEC", "400000")]);
+    let pings = || {
+        d.notified
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let at_ready = pings();
+    // 2 s is ten half-periods: a watchdog that is not fed would be long overdue.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = pings();
+    assert!(
+        after - at_ready >= 5,
+        "{} WATCHDOG=1 in 2 s at WATCHDOG_USEC=400000 (expected about 10): {:?}",
+        after - at_ready,
+        d.notified.lock().map(|v| v.clone()).unwrap_or_default()
+    );
+    // A WATCHDOG_PID naming another process means the ping is not for this daemon.
+    let (_g2, group2) = group("wdog2");
+    let other = TestDaemon::start_with_env(
+        &group2,
+        &[("WATCHDOG_USEC", "400000"), ("WATCHDOG_PID", "1")],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = other.notified.lock().map(|v| v.clone()).unwrap_or_default();
+    assert!(
+        !seen.iter().any(|m| m.lines().any(|l| l == "WATCHDOG=1")),
+        "{seen:?}"
+    );
+}
+
 /// A member of the daemon's group runs through it without sudo: the command runs as the
 /// user, a forbidden connect gets EPERM, a read outside the policy EACCES, and each
 /// denial is in the daemon's chain under the run's id.
@@ -135,6 +176,26 @@ fn a_member_runs_as_itself_and_is_confined() {
             user.uid, user.gid, user.gid
         )
     );
+    // The command gets the caller's umask, not the daemon's.
+    let mut client = d.client_as(&user, &[gid], &home);
+    // SAFETY: umask(2) only, between fork and exec.
+    unsafe {
+        client.pre_exec(|| {
+            libc::umask(0o007);
+            Ok(())
+        });
+    }
+    let o = client
+        .arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .arg("--")
+        .arg(&prog)
+        .arg("umask")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "umask 0007\n");
     let o = run(&["connect", "127.0.0.1", "8081"]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "connect 127.0.0.1 8081: EPERM\n");
@@ -144,14 +205,15 @@ fn a_member_runs_as_itself_and_is_confined() {
 
     let recs = d.audit();
     let starts: Vec<&Value> = recs.iter().filter(|r| r["event"] == "run_start").collect();
-    assert_eq!(starts.len(), 3);
+    // ids, umask, connect, open.
+    assert_eq!(starts.len(), 4);
     for s in &starts {
         assert_eq!(s["uid"], user.uid);
         assert_eq!(s["gid"], user.gid);
         assert_eq!(s["client"]["uid"], user.uid);
         assert_eq!(s["cwd"], home.display().to_string());
     }
-    let connect_run = starts[1]["run"].as_str().unwrap_or_default();
+    let connect_run = starts[2]["run"].as_str().unwrap_or_default();
     let denied: Vec<&Value> = records(&recs, connect_run, "denied")
         .into_iter()
         .filter(|r| r["op"] == "connect")
@@ -161,7 +223,7 @@ fn a_member_runs_as_itself_and_is_confined() {
     assert_eq!(denied[0]["op"], "connect");
     assert_eq!(denied[0]["port"], 8081);
     assert_eq!(denied[0]["errno"], "EPERM");
-    let open_run = starts[2]["run"].as_str().unwrap_or_default();
+    let open_run = starts[3]["run"].as_str().unwrap_or_default();
     let denied = records(&recs, open_run, "denied");
     assert!(
         denied.iter().any(|r| r["path"] == "/etc/hostname"

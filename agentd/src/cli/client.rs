@@ -148,7 +148,7 @@ pub fn run(path: &Path, request: protocol::RunRequest) -> ExitCode {
         }
     };
     let stdio = [0, 1, 2];
-    if let Err(e) = conn.send(Op::Run(request), &stdio) {
+    if let Err(e) = conn.send(Op::Run(Box::new(request)), &stdio) {
         eprintln!("agentd: {e}");
         return ExitCode::from(crate::supervisor::EXIT_SETUP_FAILED);
     }

@@ -151,6 +151,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
             })
             .collect(),
         cwd: None,
+        umask: None,
         user,
         workspace: opts.workspace,
         dns_upstream,
@@ -266,7 +267,18 @@ fn client_request(args: &RunArgs) -> Result<crate::daemon::protocol::RunRequest,
         dns_upstream: args.dns_upstream.clone(),
         detach: args.detach,
         user,
+        umask: own_umask(),
     })
+}
+
+/// This process's umask, from /proc/self/status (reading it with umask(2) would change it
+/// for a moment); `None` where the kernel does not show it.
+fn own_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
 }
 
 /// Whom the command runs as: `--user`, else the user sudo ran agentd for. As root with

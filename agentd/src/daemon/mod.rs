@@ -391,15 +391,27 @@ fn write_daemon_state(
     )
 }
 
+/// The watchdog period systemd asks for, as libsystemd's `sd_watchdog_enabled` reads it:
+/// `WATCHDOG_USEC` set, and `WATCHDOG_PID` either unset or this process. (sd_notify's own
+/// `watchdog_enabled` demands `WATCHDOG_PID`, which a manager need not set.)
+fn watchdog_period(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
+    let usec = usec?.trim().parse::<u64>().ok().filter(|u| *u > 0)?;
+    match pid.map(|p| p.trim().parse::<u32>()) {
+        None => Some(Duration::from_micros(usec)),
+        Some(Ok(p)) if p == me => Some(Duration::from_micros(usec)),
+        Some(_) => None,
+    }
+}
+
 /// daemon.json every second, and `WATCHDOG=1` at half the watchdog period.
 fn spawn_heartbeat(daemon: Arc<Daemon>, path: PathBuf, started_unix_ms: u64) {
-    let mut usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
-    let every = if watchdog {
-        Duration::from_micros(usec / 2).min(HEARTBEAT)
-    } else {
-        HEARTBEAT
-    };
+    let watchdog = watchdog_period(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    );
+    let every = watchdog.map_or(HEARTBEAT, |period| (period / 2).min(HEARTBEAT));
+    let watchdog = watchdog.is_some();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -507,4 +519,21 @@ fn stop(daemon: &Daemon, why: &str) -> Result<(), DaemonError> {
     );
     // Exiting here, not returning: dropping the runs' tasks would tear them down.
     std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_period_follows_sd_watchdog_enabled() {
+        let half_second = Some(Duration::from_micros(500_000));
+        assert_eq!(watchdog_period(Some("500000"), None, 7), half_second);
+        assert_eq!(watchdog_period(Some("500000"), Some("7"), 7), half_second);
+        assert_eq!(watchdog_period(Some("500000"), Some("8"), 7), None);
+        assert_eq!(watchdog_period(Some("500000"), Some("x"), 7), None);
+        assert_eq!(watchdog_period(Some("0"), None, 7), None);
+        assert_eq!(watchdog_period(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_period(None, Some("7"), 7), None);
+    }
 }

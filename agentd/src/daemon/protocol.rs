@@ -30,7 +30,7 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Start a run (stdin, stdout, stderr attached). Responses: `started`, then `exited`.
-    Run(RunRequest),
+    Run(Box<RunRequest>),
     /// Follow a run to its end (after a daemon restart, or a detached run).
     Wait {
         run: String,
@@ -87,6 +87,10 @@ pub struct RunRequest {
     /// caller.
     #[serde(default)]
     pub user: Option<String>,
+    /// The caller's file mode creation mask (0o000..=0o777): the command gets it, not the
+    /// daemon's own. `None` (an older client): the daemon's.
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// A policy as the client read it.
@@ -269,7 +273,7 @@ mod tests {
             Op::Signal {
                 signal: "SIGINT".into(),
             },
-            Op::Run(RunRequest {
+            Op::Run(Box::new(RunRequest {
                 policy: Some(PolicySource {
                     origin: "/p.yaml".into(),
                     text: "version: 1\n".into(),
@@ -282,7 +286,8 @@ mod tests {
                 dns_upstream: vec![],
                 detach: false,
                 user: None,
-            }),
+                umask: Some(0o022),
+            })),
         ] {
             let line = encode_request(op.clone());
             let parsed = parse_request(&line[..line.len() - 1], DEFAULT_MAX_REQUEST).unwrap();

@@ -64,7 +64,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         return;
     }
     let reply = match request.op {
-        Op::Run(r) => return run(daemon, peer, r, fds, read, reader, write).await,
+        Op::Run(r) => return run(daemon, peer, *r, fds, read, reader, write).await,
         Op::Wait { run } => return follow(daemon, peer, run, read, reader, write, false).await,
         Op::Logs { run, follow } => return logs(daemon, peer, run, follow, write).await,
         Op::Ps => Response::Runs {
@@ -305,6 +305,7 @@ fn build_spec(
         program,
         env: req.env.iter().map(OsString::from).collect(),
         cwd: Some(cwd),
+        umask: req.umask.map(|m| m & 0o777),
         user: Some(user),
         workspace,
         dns_upstream,

@@ -28,6 +28,8 @@ pub struct RunSpec {
     /// The directory the command starts in; relative paths in its records are resolved
     /// against it once it is gone. `None`: agentd's own.
     pub cwd: Option<PathBuf>,
+    /// The command's umask; `None`: agentd's own.
+    pub umask: Option<u32>,
     /// Whom the command runs as; `None`: as agentd (root, with no capabilities).
     pub user: Option<UserSpec>,
     /// The directory `{workspace}` stood for.

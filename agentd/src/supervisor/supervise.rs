@@ -491,6 +491,7 @@ fn launch(
         caps: parts.caps.as_ref(),
         user: parts.user.as_ref(),
         cwd: parts.cwd.as_deref(),
+        umask: spec.umask.map(|m| m as libc::mode_t),
         landlock: parts.landlock.as_ref(),
         seccomp: parts.seccomp.as_ref(),
         stdio,

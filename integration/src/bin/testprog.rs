@@ -376,6 +376,16 @@ fn main() {
             println!("uid {uid} gid {gid} groups {}", groups.join(","));
             0
         }
+        "umask" => {
+            // SAFETY: umask(2) cannot fail; the old mask is put back at once.
+            let mask = unsafe {
+                let old = libc::umask(0);
+                libc::umask(old);
+                old
+            };
+            println!("umask {mask:04o}");
+            0
+        }
         "cgroup" => {
             print!(
                 "{}",
