@@ -60,8 +60,9 @@ pub mod names {
 // Limits and constants
 // ---------------------------------------------------------------------------------------
 
-/// Entries of each allow trie (all runs together).
-pub const NET_MAX_ENTRIES: u32 = 16 * 1024;
+/// Entries of each allow trie (all runs together): 50 runs of 1,000 address rules each
+/// fit. The tries are not preallocated, so unused capacity costs no kernel memory.
+pub const NET_MAX_ENTRIES: u32 = 64 * 1024;
 /// Most (port range, protocol) rules one trie entry can carry after merging.
 pub const NET_RULES_PER_ENTRY: usize = 32;
 /// Bytes of key data in the IPv4 tries: run slot (4) + address (4).

@@ -759,6 +759,13 @@ fn program_reason(error: &ProgramError) -> String {
 
 fn map_reason(error: &MapError) -> String {
     match error {
+        // A full map is a capacity limit shared by every run of this process, not a fault
+        // of this run's policy: say so, so that the operator knows what to change.
+        MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::ENOSPC) => format!(
+            "{}: {}: the map is full (its entries are shared by every run of this agentd; \
+             README, \"Limits\", gives the sizes)",
+            e.call, e.io_error
+        ),
         MapError::SyscallError(e) => format!("{}: {}", e.call, e.io_error),
         other => chain(other),
     }
