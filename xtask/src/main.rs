@@ -17,10 +17,11 @@ mod setup;
 mod unit_check;
 mod util;
 mod vm;
+mod vm_bench;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench|man|deb|vm-test>
+const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench|man|deb|vm-test|vm-bench>
   setup   install what is missing: apt packages, the pinned nightly with rust-src, bpf-linker
   build   setup, then build agentd (release) with its eBPF object
   demo    build, then run examples/agent.py confined by policies/demo.yaml
@@ -33,7 +34,9 @@ const USAGE: &str = "usage: cargo xtask <setup|build|demo|test|bench|man|deb|vm-
           `bench --quick`: the same with small counts (under a minute; `--debug`: on the
           debug build, as `cargo xtask test` runs it);
           `bench audit|syscalls|fsrules|net`: one agentd-only part, to target/bench/PART.md
-  vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it";
+  vm-test boot Debian's stock 6.12 kernel under QEMU and run the integration suite inside it
+  vm-bench boot the same kernel and compare bare with agentd inside it (the BPF LSM path);
+          writes target/bench/vm.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,6 +68,10 @@ fn main() -> ExitCode {
                     t.passed, t.failed, t.ignored
                 );
             }
+        }),
+        Some("vm-bench") => setup::setup().and_then(|()| match vm::vm_bench(&vm_series())? {
+            vm::Outcome::Ran(_) => Ok(()),
+            vm::Outcome::Skipped(why) => Err(format!("vm-bench cannot run here: {why}")),
         }),
         _ => {
             eprintln!("{USAGE}");

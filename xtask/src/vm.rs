@@ -53,49 +53,70 @@ pub enum Outcome {
     Skipped(String),
 }
 
-pub fn vm_test(series: &str) -> Result<Outcome, String> {
+/// A kernel ready to boot: the image, its version and an initramfs for it.
+struct Guest {
+    vmlinuz: PathBuf,
+    kver: String,
+    initrd: PathBuf,
+    work: PathBuf,
+}
+
+/// Fetches and unpacks the newest kernel of `series` and builds its initramfs; `Err(Ok)`
+/// is a reason to skip (loudly), `Err(Err)` a failure.
+fn prepare_guest(series: &str) -> Result<Guest, Result<String, String>> {
     if let Err(why) = crate::setup::apt_install(VM_APT_PACKAGES) {
-        return Ok(Outcome::Skipped(format!(
+        return Err(Ok(format!(
             "cannot install {}: {why}",
             VM_APT_PACKAGES.join(" ")
         )));
     }
-    let root = workspace_root();
-    let work = root.join("target/vm");
-    std::fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+    let work = workspace_root().join("target/vm");
+    std::fs::create_dir_all(&work).map_err(|e| Err(format!("create {}: {e}", work.display())))?;
     let Some(pkg) = newest_kernel_package(series) else {
-        return Ok(Outcome::Skipped(format!(
+        return Err(Ok(format!(
             "no linux-image-{series}.*-amd64-unsigned package is known to apt"
         )));
     };
     let kdir = work.join("kernel").join(&pkg);
     if !kdir.join("boot").is_dir() {
-        let deb = match download(&work, &pkg) {
-            Ok(d) => d,
-            Err(e) => return Ok(Outcome::Skipped(format!("cannot download {pkg}: {e}"))),
-        };
-        std::fs::create_dir_all(&kdir).map_err(|e| format!("create {}: {e}", kdir.display()))?;
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kdir))?;
+        let deb = download(&work, &pkg).map_err(|e| Ok(format!("cannot download {pkg}: {e}")))?;
+        std::fs::create_dir_all(&kdir)
+            .map_err(|e| Err(format!("create {}: {e}", kdir.display())))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kdir)).map_err(Err)?;
         let _ = std::fs::remove_file(&deb);
     }
-    let (vmlinuz, kver) = find_vmlinuz(&kdir)?;
+    let (vmlinuz, kver) = find_vmlinuz(&kdir).map_err(Err)?;
     let initrd = work.join(format!("initramfs-{kver}.cpio.gz"));
-    build_initramfs(&kdir, &kver, &initrd)?;
+    build_initramfs(&kdir, &kver, &initrd).map_err(Err)?;
+    Ok(Guest {
+        vmlinuz,
+        kver,
+        initrd,
+        work,
+    })
+}
 
-    // The suite runs from the host's build: integration test binaries and the agentd binary.
-    crate::util::cargo(&["build", "-p", "agentd", "-p", "integration", "--bins"])?;
-    let tests = integration_test_binaries()?;
-    let share = work.join("share");
+/// What one boot of the guest left behind.
+struct Boot {
+    /// What the guest's script printed.
+    output: String,
+    /// The script's exit code; `None`: the VM ended without one.
+    rc: Option<i32>,
+    status: std::process::ExitStatus,
+    console: PathBuf,
+}
+
+/// Boots `guest` with `script` as its run.sh (and `files` beside it in the share) and
+/// waits for it to power off.
+fn boot(guest: &Guest, script: &str, files: &[(&str, String)]) -> Result<Boot, String> {
+    let share = guest.work.join("share");
     let _ = std::fs::remove_dir_all(&share);
     std::fs::create_dir_all(&share).map_err(|e| format!("create {}: {e}", share.display()))?;
-    std::fs::write(share.join("run.sh"), run_script(&root, &tests))
-        .map_err(|e| format!("write run.sh: {e}"))?;
-
-    println!(
-        "vm-test: booting {kver} under QEMU (TCG) with {} test binaries",
-        tests.len()
-    );
-    let console = work.join("console.log");
+    std::fs::write(share.join("run.sh"), script).map_err(|e| format!("write run.sh: {e}"))?;
+    for (name, text) in files {
+        std::fs::write(share.join(name), text).map_err(|e| format!("write {name}: {e}"))?;
+    }
+    let console = guest.work.join("console.log");
     let console_file = std::fs::File::create(&console)
         .map_err(|e| format!("create {}: {e}", console.display()))?;
     let status = Command::new("timeout")
@@ -103,9 +124,9 @@ pub fn vm_test(series: &str) -> Result<Outcome, String> {
         .arg("qemu-system-x86_64")
         .args(["-accel", "tcg", "-m", "2048", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
-        .arg(&vmlinuz)
+        .arg(&guest.vmlinuz)
         .arg("-initrd")
-        .arg(&initrd)
+        .arg(&guest.initrd)
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .arg("-virtfs")
         .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot")
@@ -119,28 +140,101 @@ pub fn vm_test(series: &str) -> Result<Outcome, String> {
         .stderr(console_file)
         .status()
         .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
-    let out = std::fs::read_to_string(share.join("output.log")).unwrap_or_default();
-    println!("{out}");
-    let mut tally = Tally::default();
-    for line in out.lines() {
-        tally.add_line(line);
-    }
-    let guest_rc = std::fs::read_to_string(share.join("exitcode"))
+    let output = std::fs::read_to_string(share.join("output.log")).unwrap_or_default();
+    let rc = std::fs::read_to_string(share.join("exitcode"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
-    match guest_rc {
+    Ok(Boot {
+        output,
+        rc,
+        status,
+        console,
+    })
+}
+
+impl Boot {
+    fn no_result(&self) -> String {
+        format!(
+            "the VM ended ({}) without a result; console log: {}\n{}",
+            self.status,
+            self.console.display(),
+            tail(
+                &std::fs::read_to_string(&self.console).unwrap_or_default(),
+                30
+            )
+        )
+    }
+}
+
+pub fn vm_test(series: &str) -> Result<Outcome, String> {
+    let guest = match prepare_guest(series) {
+        Ok(g) => g,
+        Err(Ok(why)) => return Ok(Outcome::Skipped(why)),
+        Err(Err(e)) => return Err(e),
+    };
+    // The suite runs from the host's build: integration test binaries and the agentd binary.
+    crate::util::cargo(&["build", "-p", "agentd", "-p", "integration", "--bins"])?;
+    let tests = integration_test_binaries()?;
+    println!(
+        "vm-test: booting {} under QEMU (TCG) with {} test binaries",
+        guest.kver,
+        tests.len()
+    );
+    let b = boot(&guest, &run_script(&workspace_root(), &tests), &[])?;
+    println!("{}", b.output);
+    let mut tally = Tally::default();
+    for line in b.output.lines() {
+        tally.add_line(line);
+    }
+    match b.rc {
         Some(0) if tally.passed > 0 => Ok(Outcome::Ran(tally)),
         Some(0) => Err("the VM ran no test".into()),
         Some(rc) => Err(format!(
             "the suite failed inside the VM (exit {rc}); console: {}",
-            console.display()
+            b.console.display()
         )),
-        None => Err(format!(
-            "the VM ended ({status}) without a result; console log: {}\n{}",
-            console.display(),
-            tail(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
-        )),
+        None => Err(b.no_result()),
     }
+}
+
+/// `cargo xtask vm-bench`: the syscall and launch workloads, bare and under agentd, in one
+/// boot of the guest, where the LSM path loads (results in target/bench/vm.md).
+pub fn vm_bench(series: &str) -> Result<Outcome, String> {
+    let guest = match prepare_guest(series) {
+        Ok(g) => g,
+        Err(Ok(why)) => return Ok(Outcome::Skipped(why)),
+        Err(Err(e)) => return Err(e),
+    };
+    crate::util::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "agentd",
+        "-p",
+        "integration",
+        "--bins",
+    ])?;
+    let root = workspace_root();
+    println!("vm-bench: booting {} under QEMU (TCG)", guest.kver);
+    let b = boot(
+        &guest,
+        &crate::vm_bench::script(&root),
+        &[("policy.yaml", crate::vm_bench::policy(&root))],
+    )?;
+    match b.rc {
+        Some(0) => {}
+        Some(rc) => {
+            return Err(format!(
+                "the bench failed inside the VM (exit {rc}):\n{}",
+                tail(&b.output, 30)
+            ))
+        }
+        None => return Err(b.no_result()),
+    }
+    let out = root.join("target/bench/vm.md");
+    crate::vm_bench::report(&b.output, &guest.kver, &out)?;
+    println!("vm-bench: written to {}", out.display());
+    Ok(Outcome::Ran(Tally::default()))
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -318,10 +412,11 @@ fn integration_test_binaries() -> Result<Vec<PathBuf>, String> {
     Ok(bins)
 }
 
-fn run_script(root: &Path, tests: &[PathBuf]) -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n# Generated by cargo xtask vm-test; runs inside the guest.\nset -u\n",
-    );
+/// The start of every guest script: the kernel, a work tree under /tmp bound back, and
+/// the cgroup controllers delegated.
+pub fn guest_prelude(root: &Path, what: &str) -> String {
+    let mut s =
+        format!("#!/bin/sh\n# Generated by cargo xtask {what}; runs inside the guest.\nset -u\n");
     s.push_str("echo \"kernel $(uname -r); LSMs $(cat /sys/kernel/security/lsm)\"\n");
     // A work tree under the host's /tmp is hidden by the guest's tmpfs: bind it back.
     if let Ok(rel) = root.strip_prefix("/tmp") {
@@ -333,6 +428,11 @@ fn run_script(root: &Path, tests: &[PathBuf]) -> String {
     }
     // A pure-v2 guest: delegate the controllers budgets use, as systemd would.
     s.push_str("echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control || exit 90\n");
+    s
+}
+
+fn run_script(root: &Path, tests: &[PathBuf]) -> String {
+    let mut s = guest_prelude(root, "vm-test");
     s.push_str(&format!(
         "export AGENTD_BIN='{}/target/debug/agentd'\nexport AGENTD_TESTPROG='{}/target/debug/agentd-testprog'\n",
         root.display(),

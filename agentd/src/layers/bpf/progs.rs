@@ -348,6 +348,8 @@ pub(super) fn ensure_loaded(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result
 /// Attaches the global program `p` (loading it first if needed).
 fn attach_global(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result<FdLink, BpfError> {
     ensure_loaded(ebpf, btf, p)?;
+    // What a host pays for: `cargo xtask vm-bench` lists these lines.
+    tracing::debug!("attach global program {} ({})", p.name, p.section);
     let section = p.section;
     let attach = |error| BpfError::Attach { section, error };
     match p.attach {
