@@ -26,11 +26,18 @@ pub struct TestDaemon {
     /// Every datagram the daemon sent to NOTIFY_SOCKET.
     pub notified: Arc<Mutex<Vec<String>>>,
     notify_path: PathBuf,
+    /// Arguments after `daemon --config FILE` (e.g. `--metrics ADDR`), kept across restarts.
+    args: Vec<String>,
 }
 
 impl TestDaemon {
     /// A daemon whose members are the group `group` (which must exist).
     pub fn start(group: &str) -> Self {
+        Self::start_with(group, &[])
+    }
+
+    /// A daemon started as `agentd daemon --config FILE ARGS`.
+    pub fn start_with(group: &str, args: &[&str]) -> Self {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("agentd-itd-")
@@ -52,6 +59,7 @@ impl TestDaemon {
             child: None,
             notified: Arc::default(),
             notify_path,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         d.spawn();
         d
@@ -101,6 +109,7 @@ impl TestDaemon {
             .arg("daemon")
             .arg("--config")
             .arg(self.config_path())
+            .args(&self.args)
             .env("NOTIFY_SOCKET", &self.notify_path)
             .env_remove("AGENTD_LOG")
             .stdin(Stdio::null())
@@ -226,6 +235,41 @@ impl TestDaemon {
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("status json: {e}"))
+    }
+
+    /// `agentd run --detach --user root --policy POLICY -- testprog ARGS` as root, with
+    /// no terminal; asserts the client exits 0 (the run goes on).
+    pub fn run_detached_as_root(&self, policy: &Path, args: &[&str]) {
+        let status = self
+            .client()
+            .args(["run", "--detach", "--user", "root", "--policy"])
+            .arg(policy)
+            .arg("--")
+            .arg(crate::testprog())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("agentd run --detach: {e}"));
+        assert_eq!(status.code(), Some(0));
+    }
+
+    /// `GET /metrics` from the endpoint at `addr`: the body.
+    pub fn scrape(addr: std::net::SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agentd\r\n\r\n")
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP head in {reply:?}"));
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        body.to_owned()
     }
 
     /// `agentd ps --json` as root.

@@ -318,7 +318,37 @@ pub enum DeniedKind {
     Dns,
 }
 
+impl DeniedKind {
+    /// The kind's name (a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeniedKind::File => "file",
+            DeniedKind::Socket => "socket",
+            DeniedKind::Command => "command",
+            DeniedKind::Net => "net",
+            DeniedKind::Unix => "unix",
+            DeniedKind::FsRule => "fs_rule",
+            DeniedKind::ExecIntegrity => "exec_integrity",
+            DeniedKind::Dns => "dns",
+        }
+    }
+}
+
 impl Denied {
+    /// Which kind this is.
+    pub fn kind(&self) -> DeniedKind {
+        match self {
+            Denied::File(_) => DeniedKind::File,
+            Denied::Socket(_) => DeniedKind::Socket,
+            Denied::Command(_) => DeniedKind::Command,
+            Denied::Net(_) => DeniedKind::Net,
+            Denied::Unix(_) => DeniedKind::Unix,
+            Denied::FsRule(_) => DeniedKind::FsRule,
+            Denied::ExecIntegrity(_) => DeniedKind::ExecIntegrity,
+            Denied::Dns(_) => DeniedKind::Dns,
+        }
+    }
+
     /// Tells the kinds apart by the fields only one of them writes: `run_slot` (net),
     /// `family: AF_UNIX` (unix), `qtype` (dns), `path_source` with `rule_path` (an inode
     /// rule) or without (exec integrity), `syscall` with `op: socket` (socket) or another

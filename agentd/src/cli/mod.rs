@@ -48,6 +48,9 @@ enum Command {
         /// Config file (default: /etc/agentd/config.yaml; missing means the defaults).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDRESS:PORT/metrics (overrides `metrics:`).
+        #[arg(long, value_name = "ADDRESS:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// List the daemon's runs (yours; root: all).
     Ps {
@@ -133,7 +136,7 @@ pub fn main() -> ExitCode {
         Command::Doctor { json } => doctor::doctor(json),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Audit { command } => audit::audit(command),
-        Command::Daemon { config } => crate::daemon::main(config),
+        Command::Daemon { config, metrics } => crate::daemon::main(config, metrics),
         Command::Ps { json } => client::ps(json),
         Command::Status { json } => client::status(json),
         Command::Logs { run, follow, json } => client::logs(&run, follow, json),

@@ -12,6 +12,7 @@
 //! max_request_bytes: 1048576
 //! client_grace_secs: 10             # how long a re-adopted run waits for its client
 //! log: info                         # tracing filter (AGENTD_LOG overrides)
+//! metrics: 127.0.0.1:9464           # Prometheus endpoint (default: none)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub client_grace_secs: u64,
     pub log: String,
+    /// Where `/metrics` is served (Prometheus text format); `None`: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             max_request_bytes: super::protocol::DEFAULT_MAX_REQUEST,
             client_grace_secs: 10,
             log: "info".into(),
+            metrics: None,
         }
     }
 }
@@ -81,6 +85,7 @@ const KEYS: &[&str] = &[
     "max_request_bytes",
     "client_grace_secs",
     "log",
+    "metrics",
 ];
 
 impl Config {
@@ -202,6 +207,15 @@ impl Config {
                     cfg.max_request_bytes = usize::try_from(number()?).unwrap_or(usize::MAX)
                 }
                 "client_grace_secs" => cfg.client_grace_secs = number()?,
+                "metrics" => {
+                    cfg.metrics = Some(string()?.parse().map_err(|e| {
+                        invalid(
+                            vl,
+                            vc,
+                            format!("`metrics`: expected ADDRESS:PORT (e.g. 127.0.0.1:9464): {e}"),
+                        )
+                    })?)
+                }
                 _ => {}
             }
         }
@@ -256,7 +270,7 @@ mod tests {
         };
         assert_eq!(
             e("socket: /s\nsockets: /t\n"),
-            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`)"
+            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`, `metrics`)"
         );
         assert_eq!(
             e("socket: relative\n"),
@@ -267,6 +281,12 @@ mod tests {
             "c.yaml:1:20: `max_request_bytes`: expected a positive integer"
         );
         assert!(e("socket: [\n").starts_with("c.yaml:"));
+        assert_eq!(
+            e("metrics: localhost\n"),
+            "c.yaml:1:10: `metrics`: expected ADDRESS:PORT (e.g. 127.0.0.1:9464): invalid socket address syntax"
+        );
+        let c = Config::parse("metrics: 127.0.0.1:9464\n", Path::new("c.yaml")).unwrap();
+        assert_eq!(c.metrics, Some(([127, 0, 0, 1], 9464).into()));
     }
 
     #[test]

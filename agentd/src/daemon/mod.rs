@@ -13,6 +13,7 @@
 
 mod adopt;
 pub mod config;
+mod metrics;
 pub mod protocol;
 mod runs;
 mod session;
@@ -52,6 +53,11 @@ pub enum DaemonError {
     State(#[from] state::StateError),
     #[error("audit: signing key {path}: {reason} (create one with `agentd keygen`, or set `unsigned_audit: true`)", path = .path.display())]
     Key { path: PathBuf, reason: String },
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the event loop: {0}")]
     Runtime(std::io::Error),
 }
@@ -180,11 +186,14 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// `agentd daemon [--config FILE]`.
-pub fn main(config_path: Option<PathBuf>) -> ExitCode {
+pub fn main(config_path: Option<PathBuf>, metrics: Option<std::net::SocketAddr>) -> ExitCode {
     let explicit = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let config = match Config::load(&path, explicit) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.metrics = metrics.or(c.metrics);
+            c
+        }
         Err(e) => {
             eprintln!("agentd: daemon: {e}");
             return ExitCode::from(crate::supervisor::EXIT_SETUP_FAILED);
@@ -338,6 +347,13 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     // what it could not keep is counted in a `dropped` record.
     daemon.host.router.resume();
     let listener = socket::bind(&config.socket, group_gid)?;
+    if let Some(addr) = config.metrics {
+        let l = metrics::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        metrics::spawn(Arc::clone(&daemon), l);
+    }
     write_daemon_state(&daemon, &daemon_state_path, now)?;
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -457,6 +473,7 @@ fn reload(daemon: &Daemon, path: &Path) {
                 ("signing_key", new.signing_key != cfg.signing_key),
                 ("unsigned_audit", new.unsigned_audit != cfg.unsigned_audit),
                 ("group", new.group != cfg.group),
+                ("metrics", new.metrics != cfg.metrics),
             ]
             .into_iter()
             .filter(|(_, changed)| *changed)
