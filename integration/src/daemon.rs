@@ -47,7 +47,7 @@ impl TestDaemon {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .unwrap_or_else(|e| panic!("chmod: {e}"));
         let config = format!(
-            "socket: {d}/agentd.sock\ngroup: {group}\nstate_dir: {d}/state\naudit: {d}/audit.jsonl\nunsigned_audit: true\npin_root: {d}/bpffs/agentd\nclient_grace_secs: 30\nlog: info\n",
+            "socket: {d}/agentd.sock\ntoken_socket: {d}/agentd-token.sock\ngroup: {group}\nstate_dir: {d}/state\naudit: {d}/audit.jsonl\nunsigned_audit: true\npin_root: {d}/bpffs/agentd\nclient_grace_secs: 30\nlog: info\n",
             d = dir.path().display()
         );
         std::fs::write(dir.path().join("config.yaml"), config)
@@ -170,6 +170,11 @@ impl TestDaemon {
     pub fn client(&self) -> Command {
         let mut c = Command::new(agentd_bin());
         c.env("AGENTD_SOCKET", self.socket())
+            .env(
+                "AGENTD_TOKEN_SOCKET",
+                self.dir.path().join("agentd-token.sock"),
+            )
+            .env_remove("AGENTD_TOKEN")
             .env_remove("AGENTD_USER")
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID")

@@ -30,22 +30,19 @@ fn free_port() -> std::net::SocketAddr {
     l.local_addr().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn policy() -> String {
-    let prog = testprog();
-    format!(
-        "version: 1\nname: metrics-it\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{dir}\", \"{{workspace}}\"]\n  write: [\"{{workspace}}\"]\nexec:\n  allow: [\"{prog}\"]\nnet:\n  allow: []\nbudgets:\n  wall_time: 5m\n  pids: 16\n",
-        dir = prog.parent().map(|d| d.display().to_string()).unwrap_or_default(),
-        prog = prog.display(),
-    )
-}
-
 #[test]
 fn metrics_count_exactly_what_the_runs_did() {
     let name: String = format!("aitg-metrics-{}", std::process::id());
     let _g = TestGroup::ensure(&name).unwrap_or_else(|| panic!("group {name} already exists"));
     let addr = free_port();
     let mut d = TestDaemon::start_with(&name, &["--metrics", &addr.to_string()]);
-    let p = d.policy("metrics.yaml", &policy());
+    let p = d.policy(
+        "metrics.yaml",
+        &testprog_policy(
+            "metrics-it",
+            "net:\n  allow: []\nbudgets:\n  wall_time: 5m\n  pids: 16\n",
+        ),
+    );
     let base = TestDaemon::scrape(addr);
     assert!(base.ends_with("# EOF\n"), "{base}");
     assert_eq!(sample(&base, "agentd_daemon_restarts_total"), 0.0);

@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! socket: /run/agentd/agentd.sock   # the control socket (mode 0660, group `group`)
+//! token_socket: /run/agentd/agentd-token.sock  # mode 0666: requests with a token only
 //! group: agentd                     # members may start runs and act on their own
 //! state_dir: /run/agentd            # runs/<id>.json per live run, daemon.json
 //! audit: /var/log/agentd/audit.jsonl
@@ -26,6 +27,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/agentd/config.yaml";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Mode 0666: anyone may connect, but only requests carrying a token are served.
+    pub token_socket: PathBuf,
     pub group: String,
     pub state_dir: PathBuf,
     pub audit: PathBuf,
@@ -43,6 +46,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             socket: PathBuf::from("/run/agentd/agentd.sock"),
+            token_socket: PathBuf::from("/run/agentd/agentd-token.sock"),
             group: "agentd".into(),
             state_dir: PathBuf::from("/run/agentd"),
             audit: PathBuf::from(crate::audit::DEFAULT_AUDIT_PATH),
@@ -76,6 +80,7 @@ pub enum ConfigError {
 
 const KEYS: &[&str] = &[
     "socket",
+    "token_socket",
     "group",
     "state_dir",
     "audit",
@@ -185,6 +190,7 @@ impl Config {
             };
             match name {
                 "socket" => cfg.socket = path()?,
+                "token_socket" => cfg.token_socket = path()?,
                 "group" => cfg.group = string()?,
                 "state_dir" => cfg.state_dir = path()?,
                 "audit" => cfg.audit = path()?,
@@ -270,7 +276,7 @@ mod tests {
         };
         assert_eq!(
             e("socket: /s\nsockets: /t\n"),
-            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`, `metrics`)"
+            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `token_socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`, `metrics`)"
         );
         assert_eq!(
             e("socket: relative\n"),
