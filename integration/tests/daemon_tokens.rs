@@ -125,6 +125,36 @@ fn a_token_acts_on_its_run_only_and_bad_tokens_are_refused_and_audited() {
     refused(&with(&d, &tb, &["stop", &b]), "revoked");
     assert!(live_ids(&d).contains(&b));
 
+    // `wait` with a status token observes: no signal goes through, and hanging up
+    // stops nothing.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(d.dir.path().join("agentd-token.sock"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let req = serde_json::json!({"v": 1, "token": ta, "op": "wait", "run": a});
+        writeln!(s, "{req}").unwrap_or_else(|e| panic!("{e}"));
+        let mut lines = BufReader::new(s.try_clone().unwrap_or_else(|e| panic!("{e}"))).lines();
+        let mut next = || -> Value {
+            let l = lines.next().and_then(Result::ok).unwrap_or_default();
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l:?}: {e}"))
+        };
+        assert_eq!(next()["event"], "accepted");
+        assert_eq!(next()["event"], "started");
+        writeln!(
+            s,
+            "{}",
+            serde_json::json!({"v": 1, "op": "signal", "signal": "SIGTERM"})
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = next();
+        assert_eq!(e["message"], "a token does not forward signals", "{e}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        live_ids(&d).contains(&a),
+        "the observer's hang-up stopped A"
+    );
+
     // The token does what it allows on its run: stop A.
     let o = with(&d, &ta, &["stop", &a]);
     assert_status(&o, 0);

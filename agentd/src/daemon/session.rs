@@ -84,7 +84,14 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, token_only: bool) {
     };
     let reply = match request.op {
         Op::Run(r) => return run(daemon, peer, r, fds, read, reader, write).await,
-        Op::Wait { run } => return follow(daemon, peer, run, read, reader, write, false).await,
+        Op::Wait { run } => {
+            let follow_as = if scope.is_some() {
+                Following::Observer
+            } else {
+                Following::Client
+            };
+            return follow(daemon, peer, run, read, reader, write, false, follow_as).await;
+        }
         Op::Logs { run, follow } => return logs(daemon, peer, run, follow, write).await,
         Op::Ps => Response::Runs {
             runs: daemon
@@ -198,7 +205,28 @@ async fn run(
         id.clone(),
         supervisor::run(Arc::clone(&daemon.host), spec, controls_rx, Box::new(hooks)),
     );
-    follow(daemon, peer, id, read, reader, write, detach).await;
+    follow(
+        daemon,
+        peer,
+        id,
+        read,
+        reader,
+        write,
+        detach,
+        Following::Client,
+    )
+    .await;
+}
+
+/// Who follows a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Following {
+    /// Its client (or one reconnecting): forwards signals, and its going away stops a
+    /// run that is not detached.
+    Client,
+    /// A token holder with `status`: sees the run's progress and end, nothing more (no
+    /// signals; its going away stops nothing).
+    Observer,
 }
 
 /// What a `run` request becomes, or why it cannot run: (exit code, layer, message).
@@ -343,6 +371,10 @@ fn build_spec(
 
 /// Follows run `id` for this connection: `started`, then `exited`; `signal` lines are
 /// forwarded. When the connection closes first, a run that is not detached is stopped.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one connection's halves and how it follows"
+)]
 async fn follow(
     daemon: Arc<Daemon>,
     peer: Peer,
@@ -351,12 +383,14 @@ async fn follow(
     mut reader: LineReader,
     mut write: OwnedWriteHalf,
     detach: bool,
+    following: Following,
 ) {
+    let client = following == Following::Client;
     let found = {
         let mut runs = daemon.registry.lock();
         match runs.get_mut(&id) {
             Some(r) if peer.uid == 0 || r.uid == peer.uid => {
-                r.followers += 1;
+                r.followers += usize::from(client);
                 Some((r.phase.subscribe(), r.controls.clone(), r.detach))
             }
             _ => None,
@@ -405,6 +439,7 @@ async fn follow(
             line = reader.next(read.as_ref(), None) => match line {
                 Ok((line, _)) => match protocol::parse_request(&line, daemon.max_request()) {
                     Ok(req) => match req.op {
+                        Op::Signal { .. } if !client => { let _ = send(&mut write, &error(1, "a token does not forward signals")).await; }
                         Op::Signal { signal } => match signal.parse::<nix::sys::signal::Signal>() {
                             Ok(s) if matches!(s, nix::sys::signal::Signal::SIGINT | nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGHUP | nix::sys::signal::Signal::SIGQUIT | nix::sys::signal::Signal::SIGWINCH | nix::sys::signal::Signal::SIGUSR1 | nix::sys::signal::Signal::SIGUSR2) => {
                                 let _ = controls.send(Control::Signal(s)).await;
@@ -418,6 +453,9 @@ async fn follow(
                 Err(_) => { client_open = false; }
             },
         }
+    }
+    if !client {
+        return;
     }
     let last_follower_gone = {
         let mut runs = daemon.registry.lock();
