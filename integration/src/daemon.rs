@@ -28,16 +28,27 @@ pub struct TestDaemon {
     notify_path: PathBuf,
     /// Environment the daemon is started with, beside NOTIFY_SOCKET.
     env: Vec<(String, String)>,
+    /// Arguments after `daemon --config FILE` (e.g. `--metrics ADDR`), kept across restarts.
+    args: Vec<String>,
 }
 
 impl TestDaemon {
     /// A daemon whose members are the group `group` (which must exist).
     pub fn start(group: &str) -> Self {
-        Self::start_with_env(group, &[])
+        Self::launch(group, &[], &[])
+    }
+
+    /// A daemon started as `agentd daemon --config FILE ARGS`.
+    pub fn start_with(group: &str, args: &[&str]) -> Self {
+        Self::launch(group, args, &[])
     }
 
     /// A daemon started with `env` set, as a service manager would (e.g. WATCHDOG_USEC).
     pub fn start_with_env(group: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(group, &[], env)
+    }
+
+    fn launch(group: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("agentd-itd-")
@@ -47,7 +58,7 @@ impl TestDaemon {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .unwrap_or_else(|e| panic!("chmod: {e}"));
         let config = format!(
-            "socket: {d}/agentd.sock\ngroup: {group}\nstate_dir: {d}/state\naudit: {d}/audit.jsonl\nunsigned_audit: true\npin_root: {d}/bpffs/agentd\nclient_grace_secs: 30\nlog: info\n",
+            "socket: {d}/agentd.sock\ntoken_socket: {d}/agentd-token.sock\ngroup: {group}\nstate_dir: {d}/state\naudit: {d}/audit.jsonl\nunsigned_audit: true\npin_root: {d}/bpffs/agentd\nclient_grace_secs: 30\nlog: info\n",
             d = dir.path().display()
         );
         std::fs::write(dir.path().join("config.yaml"), config)
@@ -63,6 +74,7 @@ impl TestDaemon {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         d.spawn();
         d
@@ -112,6 +124,7 @@ impl TestDaemon {
             .arg("daemon")
             .arg("--config")
             .arg(self.config_path())
+            .args(&self.args)
             .env("NOTIFY_SOCKET", &self.notify_path)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("AGENTD_LOG")
@@ -173,6 +186,11 @@ impl TestDaemon {
     pub fn client(&self) -> Command {
         let mut c = Command::new(agentd_bin());
         c.env("AGENTD_SOCKET", self.socket())
+            .env(
+                "AGENTD_TOKEN_SOCKET",
+                self.dir.path().join("agentd-token.sock"),
+            )
+            .env_remove("AGENTD_TOKEN")
             .env_remove("AGENTD_USER")
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID")
@@ -238,6 +256,41 @@ impl TestDaemon {
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("status json: {e}"))
+    }
+
+    /// `agentd run --detach --user root --policy POLICY -- testprog ARGS` as root, with
+    /// no terminal; asserts the client exits 0 (the run goes on).
+    pub fn run_detached_as_root(&self, policy: &Path, args: &[&str]) {
+        let status = self
+            .client()
+            .args(["run", "--detach", "--user", "root", "--policy"])
+            .arg(policy)
+            .arg("--")
+            .arg(crate::testprog())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("agentd run --detach: {e}"));
+        assert_eq!(status.code(), Some(0));
+    }
+
+    /// `GET /metrics` from the endpoint at `addr`: the body.
+    pub fn scrape(addr: std::net::SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agentd\r\n\r\n")
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP head in {reply:?}"));
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        body.to_owned()
     }
 
     /// `agentd ps --json` as root.

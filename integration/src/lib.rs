@@ -31,6 +31,17 @@ pub fn testprog() -> PathBuf {
 }
 
 /// Panics unless we are root: these tests need real cgroups, BPF and landlock.
+/// A policy named `name` under which the test helper may run and read its own
+/// directory and the workspace (nothing else); `extra` is appended (more sections).
+pub fn testprog_policy(name: &str, extra: &str) -> String {
+    let prog = testprog();
+    format!(
+        "version: 1\nname: {name}\nfs:\n  read: [/usr, /lib, {{path: /lib64, optional: true}}, /etc/ld.so.cache, \"{dir}\", \"{{workspace}}\"]\n  write: [\"{{workspace}}\"]\nexec:\n  allow: [\"{prog}\"]\n{extra}",
+        dir = prog.parent().map(|d| d.display().to_string()).unwrap_or_default(),
+        prog = prog.display(),
+    )
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };

@@ -731,23 +731,7 @@ fn sighup_reloads_the_config_without_dropping_runs() {
     let (_g, group) = group("hup");
     let d = TestDaemon::start(&group);
     let p = d.policy("hup.yaml", &policy(&[], None, ""));
-    let status = d
-        .client()
-        .arg("run")
-        .arg("--detach")
-        .arg("--user")
-        .arg("root")
-        .arg("--policy")
-        .arg(&p)
-        .arg("--")
-        .arg(testprog())
-        .args(["sleep", "20"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status.code(), Some(0));
+    d.run_detached_as_root(&p, &["sleep", "20"]);
     assert_eq!(d.ps().len(), 1);
     let cfg = std::fs::read_to_string(d.config_path()).unwrap_or_default();
     std::fs::write(

@@ -80,6 +80,12 @@ pub enum AuditEvent {
     PeerRefused(PeerRefused),
     /// A re-adopted run's client did not come back; the run is stopped (run `daemon`).
     ClientGone(ClientGone),
+    /// A scoped capability token was minted (run `daemon`): its id, never the token.
+    TokenIssued(TokenIssued),
+    /// A token was revoked (run `daemon`).
+    TokenRevoked(TokenRevoked),
+    /// A request with a token was refused (run `daemon`, decision `deny`).
+    TokenRefused(TokenRefused),
 }
 
 /// An audit record to append: the event and the core fields passed beside it.
@@ -318,7 +324,37 @@ pub enum DeniedKind {
     Dns,
 }
 
+impl DeniedKind {
+    /// The kind's name (a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeniedKind::File => "file",
+            DeniedKind::Socket => "socket",
+            DeniedKind::Command => "command",
+            DeniedKind::Net => "net",
+            DeniedKind::Unix => "unix",
+            DeniedKind::FsRule => "fs_rule",
+            DeniedKind::ExecIntegrity => "exec_integrity",
+            DeniedKind::Dns => "dns",
+        }
+    }
+}
+
 impl Denied {
+    /// Which kind this is.
+    pub fn kind(&self) -> DeniedKind {
+        match self {
+            Denied::File(_) => DeniedKind::File,
+            Denied::Socket(_) => DeniedKind::Socket,
+            Denied::Command(_) => DeniedKind::Command,
+            Denied::Net(_) => DeniedKind::Net,
+            Denied::Unix(_) => DeniedKind::Unix,
+            Denied::FsRule(_) => DeniedKind::FsRule,
+            Denied::ExecIntegrity(_) => DeniedKind::ExecIntegrity,
+            Denied::Dns(_) => DeniedKind::Dns,
+        }
+    }
+
     /// Tells the kinds apart by the fields only one of them writes: `run_slot` (net),
     /// `family: AF_UNIX` (unix), `qtype` (dns), `path_source` with `rule_path` (an inode
     /// rule) or without (exec integrity), `syscall` with `op: socket` (socket) or another
@@ -842,6 +878,9 @@ into_event! {
     AdoptionFailed => |v| AuditEvent::AdoptionFailed(v),
     PeerRefused => |v| AuditEvent::PeerRefused(v),
     ClientGone => |v| AuditEvent::ClientGone(v),
+    TokenIssued => |v| AuditEvent::TokenIssued(v),
+    TokenRevoked => |v| AuditEvent::TokenRevoked(v),
+    TokenRefused => |v| AuditEvent::TokenRefused(v),
 }
 
 impl AuditEvent {
@@ -871,6 +910,9 @@ impl AuditEvent {
                 | AuditEvent::AdoptionFailed(_)
                 | AuditEvent::PeerRefused(_)
                 | AuditEvent::ClientGone(_)
+                | AuditEvent::TokenIssued(_)
+                | AuditEvent::TokenRevoked(_)
+                | AuditEvent::TokenRefused(_)
         )
     }
 }
@@ -944,6 +986,38 @@ pub struct PeerRefused {
     pub pid: i32,
     /// What it asked for.
     pub op: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub token_id: String,
+    /// The one run it acts on.
+    pub token_run: String,
+    /// What it allows (`status`, `stop`, `pause`, `resume`, `logs`).
+    pub allow: Vec<String>,
+    pub expires_unix: u64,
+    /// Who minted it (SO_PEERCRED).
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub token_id: String,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRefused {
+    /// The id the token claims (`null` when it could not be read at all); an edited
+    /// token's id is what the edit made it.
+    pub token_id: Option<String>,
+    /// The peer (SO_PEERCRED).
+    pub uid: u32,
+    pub pid: i32,
+    pub op: String,
+    /// `malformed`, `bad_signature`, `expired`, `revoked`, `wrong_run`, `not_allowed`.
+    pub why: String,
     pub reason: String,
 }
 

@@ -141,6 +141,7 @@ impl AuditHandle {
         let durable = is_durable(&event, decision);
         let mut pending = Pending::new(layer, decision, &event)?;
         pending.run = Some(self.run.clone());
+        crate::metrics::get().record(layer, decision, &event, &pending.event);
         let name = durable.then(|| pending.event.clone());
         self.send(Msg::Record(pending))?;
         if durable && self.hold && !checkpoint {

@@ -203,7 +203,11 @@ impl AuditLog {
     ) -> Result<u64, AuditError> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
+        let started = std::time::Instant::now();
         let r = self.append_batch_into(&mut buf, records, checkpoint, sync);
+        crate::metrics::get()
+            .audit_append
+            .observe(started.elapsed().as_secs_f64());
         self.scratch = buf;
         r
     }
@@ -242,13 +246,21 @@ impl AuditLog {
         }
         self.file.write_all(buf).map_err(|e| self.write_err(e))?;
         if sync || wrote_checkpoint {
-            self.file.sync_data().map_err(|e| self.write_err(e))?;
+            self.sync_data()?;
         }
         self.known_len = Some(len + buf.len() as u64);
         if wrote_checkpoint {
             self.write_head_file();
         }
         Ok(self.head.as_ref().map_or(0, |h| h.seq))
+    }
+
+    /// fsync, counting failures (`agentd_audit_fsync_failures_total`).
+    fn sync_data(&self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| {
+            crate::metrics::get().audit_fsync_failures.inc();
+            self.write_err(e)
+        })
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -288,7 +300,7 @@ impl AuditLog {
         let p = Pending::new("agentd", None, &rotation.into())?;
         self.push(&mut buf, &p)?;
         self.file.write_all(&buf).map_err(|e| self.write_err(e))?;
-        self.file.sync_data().map_err(|e| self.write_err(e))?;
+        self.sync_data()?;
         self.known_len = Some(len + buf.len() as u64);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();

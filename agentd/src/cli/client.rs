@@ -23,9 +23,35 @@ pub const DEFAULT_SOCKET: &str = "/run/agentd/agentd.sock";
 /// How long a client keeps trying to reach a daemon that went away mid-run.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
 
-/// The socket path: `AGENTD_SOCKET`, else the default.
+/// The default token socket (`AGENTD_TOKEN_SOCKET` overrides it): mode 0666, for
+/// requests that carry a token.
+pub const DEFAULT_TOKEN_SOCKET: &str = "/run/agentd/agentd-token.sock";
+
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// `--token` / `AGENTD_TOKEN`: every request of this process carries it, and goes to the
+/// token socket.
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token.filter(|t| !t.is_empty()));
+}
+
+fn token() -> Option<String> {
+    TOKEN.get().cloned().flatten()
+}
+
+pub fn has_token() -> bool {
+    token().is_some()
+}
+
+/// The socket path: with a token, `AGENTD_TOKEN_SOCKET` or its default; else
+/// `AGENTD_SOCKET`, else the default.
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("AGENTD_SOCKET").map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from)
+    let (var, default) = if has_token() {
+        ("AGENTD_TOKEN_SOCKET", DEFAULT_TOKEN_SOCKET)
+    } else {
+        ("AGENTD_SOCKET", DEFAULT_SOCKET)
+    };
+    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
 
 /// Why the daemon could not be reached.
@@ -100,7 +126,7 @@ impl Connection {
 
     /// Sends a request (with `fds` attached).
     pub fn send(&mut self, op: Op, fds: &[i32]) -> Result<(), ClientError> {
-        let line = protocol::encode_request(op);
+        let line = protocol::encode_request(op, token());
         crate::daemon::socket::send_with_fds(self.stream.as_raw_fd(), &line, fds)
             .map_err(|e| self.io(e))
     }
@@ -251,9 +277,12 @@ fn forward_signals() -> std::io::Result<SignalForwarder> {
         .name("agentd-signals".into())
         .spawn(move || loop {
             let Ok(sig) = set.wait() else { return };
-            let line = protocol::encode_request(Op::Signal {
-                signal: sig.as_str().to_owned(),
-            });
+            let line = protocol::encode_request(
+                Op::Signal {
+                    signal: sig.as_str().to_owned(),
+                },
+                None,
+            );
             if let Some(s) = t.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                 let _ = s.write_all(&line);
             }
@@ -428,6 +457,41 @@ pub fn status(json: bool) -> ExitCode {
                     s.audit_head_seq.map_or("-".into(), |n| n.to_string())
                 );
             }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => unexpected(other),
+        Err(e) => failed(e),
+    }
+}
+
+/// `agentd token create --run ID --allow LIST [--ttl T]`: prints the token on stdout
+/// (and its id and expiry on stderr).
+pub fn token_create(run: &str, allow: Vec<String>, ttl_secs: u64) -> ExitCode {
+    let op = Op::TokenCreate {
+        run: run.to_owned(),
+        allow,
+        ttl_secs,
+    };
+    match Connection::call(&socket_path(), op) {
+        Ok(Response::Token {
+            id,
+            token,
+            expires_unix,
+        }) => {
+            println!("{token}");
+            eprintln!("agentd: token {id} for run {run}, expires at unix time {expires_unix}");
+            ExitCode::SUCCESS
+        }
+        Ok(other) => unexpected(other),
+        Err(e) => failed(e),
+    }
+}
+
+/// `agentd token revoke ID`.
+pub fn token_revoke(id: &str) -> ExitCode {
+    match Connection::call(&socket_path(), Op::TokenRevoke { id: id.to_owned() }) {
+        Ok(Response::Done { run, action }) => {
+            println!("{action}: token {run}");
             ExitCode::SUCCESS
         }
         Ok(other) => unexpected(other),

@@ -35,7 +35,8 @@ fn through_daemon(run: &str, action: &str) -> Option<ExitCode> {
     match super::client::control(run, action) {
         Ok(Some(code)) => Some(code),
         Ok(None) => None,
-        Err(super::client::ClientError::Refused { .. }) => None,
+        // A token holder acts only through the daemon: its refusal is the answer.
+        Err(super::client::ClientError::Refused { .. }) if !super::client::has_token() => None,
         Err(e) => {
             eprintln!("agentd: {action}: {e}");
             Some(ExitCode::from(e.code()))

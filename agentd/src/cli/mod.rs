@@ -24,6 +24,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A scoped capability token (`agentd token create`; default: $AGENTD_TOKEN): act on
+    /// its one run through the token socket, without membership of the daemon's group.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,6 +52,9 @@ enum Command {
         /// Config file (default: /etc/agentd/config.yaml; missing means the defaults).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDRESS:PORT/metrics (overrides `metrics:`).
+        #[arg(long, value_name = "ADDRESS:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// List the daemon's runs (yours; root: all).
     Ps {
@@ -82,6 +89,11 @@ enum Command {
         /// The run id.
         run: String,
     },
+    /// Scoped capability tokens: let a caller outside the group act on one run.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Check or explain a policy file.
     Policy {
         #[command(subcommand)]
@@ -98,6 +110,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Mint a token for one run (root, or the run's owner); prints it on stdout.
+    Create {
+        #[arg(long)]
+        run: String,
+        /// What it allows: status, stop, pause, resume, logs (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        allow: Vec<String>,
+        /// How long it lives: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = crate::daemon::tokens::parse_ttl)]
+        ttl: u64,
+    },
+    /// Revoke a token by its id (root, or whoever minted it).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +153,11 @@ enum PolicyCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    client::set_token(
+        cli.token
+            .clone()
+            .or_else(|| std::env::var("AGENTD_TOKEN").ok()),
+    );
     // The daemon sets up its own (journald-friendly) logging from its config.
     if !matches!(cli.command, Command::Daemon { .. }) {
         init_tracing();
@@ -133,13 +167,17 @@ pub fn main() -> ExitCode {
         Command::Doctor { json } => doctor::doctor(json),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Audit { command } => audit::audit(command),
-        Command::Daemon { config } => crate::daemon::main(config),
+        Command::Daemon { config, metrics } => crate::daemon::main(config, metrics),
         Command::Ps { json } => client::ps(json),
         Command::Status { json } => client::status(json),
         Command::Logs { run, follow, json } => client::logs(&run, follow, json),
         Command::Pause { run } => control::pause(&run),
         Command::Resume { run } => control::resume(&run),
         Command::Stop { run } => control::stop(&run),
+        Command::Token { command } => match command {
+            TokenCommand::Create { run, allow, ttl } => client::token_create(&run, allow, ttl),
+            TokenCommand::Revoke { id } => client::token_revoke(&id),
+        },
         Command::Policy { command } => match command {
             PolicyCommand::Check { file, workspace } => policy::check(&file, workspace),
             PolicyCommand::Explain {

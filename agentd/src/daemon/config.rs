@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! socket: /run/agentd/agentd.sock   # the control socket (mode 0660, group `group`)
+//! token_socket: /run/agentd/agentd-token.sock  # mode 0666: requests with a token only
 //! group: agentd                     # members may start runs and act on their own
 //! state_dir: /run/agentd            # runs/<id>.json per live run, daemon.json
 //! audit: /var/log/agentd/audit.jsonl
@@ -12,6 +13,7 @@
 //! max_request_bytes: 1048576
 //! client_grace_secs: 10             # how long a re-adopted run waits for its client
 //! log: info                         # tracing filter (AGENTD_LOG overrides)
+//! metrics: 127.0.0.1:9464           # Prometheus endpoint (default: none)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/agentd/config.yaml";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Mode 0666: anyone may connect, but only requests carrying a token are served.
+    pub token_socket: PathBuf,
     pub group: String,
     pub state_dir: PathBuf,
     pub audit: PathBuf,
@@ -34,12 +38,15 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub client_grace_secs: u64,
     pub log: String,
+    /// Where `/metrics` is served (Prometheus text format); `None`: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             socket: PathBuf::from("/run/agentd/agentd.sock"),
+            token_socket: PathBuf::from("/run/agentd/agentd-token.sock"),
             group: "agentd".into(),
             state_dir: PathBuf::from("/run/agentd"),
             audit: PathBuf::from(crate::audit::DEFAULT_AUDIT_PATH),
@@ -49,6 +56,7 @@ impl Default for Config {
             max_request_bytes: super::protocol::DEFAULT_MAX_REQUEST,
             client_grace_secs: 10,
             log: "info".into(),
+            metrics: None,
         }
     }
 }
@@ -72,6 +80,7 @@ pub enum ConfigError {
 
 const KEYS: &[&str] = &[
     "socket",
+    "token_socket",
     "group",
     "state_dir",
     "audit",
@@ -81,6 +90,7 @@ const KEYS: &[&str] = &[
     "max_request_bytes",
     "client_grace_secs",
     "log",
+    "metrics",
 ];
 
 impl Config {
@@ -180,6 +190,7 @@ impl Config {
             };
             match name {
                 "socket" => cfg.socket = path()?,
+                "token_socket" => cfg.token_socket = path()?,
                 "group" => cfg.group = string()?,
                 "state_dir" => cfg.state_dir = path()?,
                 "audit" => cfg.audit = path()?,
@@ -202,6 +213,15 @@ impl Config {
                     cfg.max_request_bytes = usize::try_from(number()?).unwrap_or(usize::MAX)
                 }
                 "client_grace_secs" => cfg.client_grace_secs = number()?,
+                "metrics" => {
+                    cfg.metrics = Some(string()?.parse().map_err(|e| {
+                        invalid(
+                            vl,
+                            vc,
+                            format!("`metrics`: expected ADDRESS:PORT (e.g. 127.0.0.1:9464): {e}"),
+                        )
+                    })?)
+                }
                 _ => {}
             }
         }
@@ -256,7 +276,7 @@ mod tests {
         };
         assert_eq!(
             e("socket: /s\nsockets: /t\n"),
-            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`)"
+            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `token_socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`, `metrics`)"
         );
         assert_eq!(
             e("socket: relative\n"),
@@ -267,6 +287,12 @@ mod tests {
             "c.yaml:1:20: `max_request_bytes`: expected a positive integer"
         );
         assert!(e("socket: [\n").starts_with("c.yaml:"));
+        assert_eq!(
+            e("metrics: localhost\n"),
+            "c.yaml:1:10: `metrics`: expected ADDRESS:PORT (e.g. 127.0.0.1:9464): invalid socket address syntax"
+        );
+        let c = Config::parse("metrics: 127.0.0.1:9464\n", Path::new("c.yaml")).unwrap();
+        assert_eq!(c.metrics, Some(([127, 0, 0, 1], 9464).into()));
     }
 
     #[test]

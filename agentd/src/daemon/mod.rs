@@ -13,11 +13,13 @@
 
 mod adopt;
 pub mod config;
+mod metrics;
 pub mod protocol;
 mod runs;
 mod session;
 pub mod socket;
 mod state;
+pub mod tokens;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,13 @@ pub enum DaemonError {
     State(#[from] state::StateError),
     #[error("audit: signing key {path}: {reason} (create one with `agentd keygen`, or set `unsigned_audit: true`)", path = .path.display())]
     Key { path: PathBuf, reason: String },
+    #[error("tokens: {0}")]
+    Tokens(#[from] tokens::StoreError),
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the event loop: {0}")]
     Runtime(std::io::Error),
 }
@@ -70,6 +79,7 @@ pub struct Daemon {
     restarts: u64,
     adopted: std::sync::atomic::AtomicUsize,
     audit: Mutex<AuditHandle>,
+    pub tokens: tokens::Tokens,
 }
 
 impl Daemon {
@@ -180,11 +190,14 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// `agentd daemon [--config FILE]`.
-pub fn main(config_path: Option<PathBuf>) -> ExitCode {
+pub fn main(config_path: Option<PathBuf>, metrics: Option<std::net::SocketAddr>) -> ExitCode {
     let explicit = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let config = match Config::load(&path, explicit) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.metrics = metrics.or(c.metrics);
+            c
+        }
         Err(e) => {
             eprintln!("agentd: daemon: {e}");
             return ExitCode::from(crate::supervisor::EXIT_SETUP_FAILED);
@@ -252,6 +265,9 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
             }),
         )
     };
+    // Tokens are MACed with a key derived from the host signing key.
+    let token_secret = checkpoints.as_ref().map(|c| c.key.to_bytes());
+    let tokens = tokens::Tokens::open(&config.state_dir, token_secret.as_ref())?;
     let daemon_state_path = config.state_dir.join("daemon.json");
     let previous: Option<state::DaemonState> = state::read_json(&daemon_state_path).ok();
     let probe = Probe::detect();
@@ -296,6 +312,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         restarts: previous.as_ref().map_or(0, |p| p.restarts + 1),
         adopted: std::sync::atomic::AtomicUsize::new(0),
         audit: Mutex::new(audit),
+        tokens,
     });
     // Re-adopt before anything is read from the ring, so what it kept reaches its runs.
     let report = adopt::adopt_all(&daemon, &config).await;
@@ -338,6 +355,14 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     // what it could not keep is counted in a `dropped` record.
     daemon.host.router.resume();
     let listener = socket::bind(&config.socket, group_gid)?;
+    let token_listener = socket::bind_open(&config.token_socket)?;
+    if let Some(addr) = config.metrics {
+        let l = metrics::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        metrics::spawn(Arc::clone(&daemon), l);
+    }
     write_daemon_state(&daemon, &daemon_state_path, now)?;
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -353,7 +378,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         report.adopted.len()
     );
     spawn_heartbeat(Arc::clone(&daemon), daemon_state_path.clone(), now);
-    accept_loop(daemon, listener, config_path).await
+    accept_loop(daemon, listener, token_listener, config_path).await
 }
 
 /// The key that signs the daemon's chain: the configured file; when that is the host
@@ -429,6 +454,7 @@ fn spawn_heartbeat(daemon: Arc<Daemon>, path: PathBuf, started_unix_ms: u64) {
 async fn accept_loop(
     daemon: Arc<Daemon>,
     listener: tokio::net::UnixListener,
+    token_listener: tokio::net::UnixListener,
     config_path: PathBuf,
 ) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -438,18 +464,28 @@ async fn accept_loop(
     let mut int = sig(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    tokio::spawn(session::serve(Arc::clone(&daemon), stream));
-                }
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            conn = listener.accept() => accepted(&daemon, conn, false).await,
+            conn = token_listener.accept() => accepted(&daemon, conn, true).await,
             _ = hup.recv() => reload(&daemon, &config_path),
             _ = term.recv() => return stop(&daemon, "SIGTERM"),
             _ = int.recv() => return stop(&daemon, "SIGINT"),
+        }
+    }
+}
+
+/// Serves a new connection as its own task; `token_only`: from the token socket.
+async fn accepted(
+    daemon: &Arc<Daemon>,
+    conn: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
+    token_only: bool,
+) {
+    match conn {
+        Ok((stream, _)) => {
+            tokio::spawn(session::serve(Arc::clone(daemon), stream, token_only));
+        }
+        Err(e) => {
+            tracing::warn!("accept: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -463,12 +499,14 @@ fn reload(daemon: &Daemon, path: &Path) {
             let mut cfg = daemon.config();
             let restart_needed: Vec<&str> = [
                 ("socket", new.socket != cfg.socket),
+                ("token_socket", new.token_socket != cfg.token_socket),
                 ("state_dir", new.state_dir != cfg.state_dir),
                 ("pin_root", new.pin_root != cfg.pin_root),
                 ("audit", new.audit != cfg.audit),
                 ("signing_key", new.signing_key != cfg.signing_key),
                 ("unsigned_audit", new.unsigned_audit != cfg.unsigned_audit),
                 ("group", new.group != cfg.group),
+                ("metrics", new.metrics != cfg.metrics),
             ]
             .into_iter()
             .filter(|(_, changed)| *changed)

@@ -21,6 +21,10 @@ pub const DEFAULT_MAX_REQUEST: usize = 1 << 20;
 pub struct Request {
     /// Must be [`VERSION`].
     pub v: u32,
+    /// A scoped capability token (`agentd token create`): the request is then judged
+    /// by it, not by the peer's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     #[serde(flatten)]
     pub op: Op,
 }
@@ -58,6 +62,16 @@ pub enum Op {
     },
     /// Daemon health.
     Status,
+    /// Mint a token for one run (root, or the run's owner).
+    TokenCreate {
+        run: String,
+        allow: Vec<String>,
+        ttl_secs: u64,
+    },
+    /// Revoke a token by id (root, or whoever minted it).
+    TokenRevoke {
+        id: String,
+    },
 }
 
 /// A `run` request: everything the command needs from the caller's side.
@@ -143,6 +157,12 @@ pub enum Response {
     Record { line: String },
     /// `status`.
     Status(Box<DaemonStatus>),
+    /// `token_create`: the token (shown once; the audit log has only its id).
+    Token {
+        id: String,
+        token: String,
+        expires_unix: u64,
+    },
 }
 
 /// One row of `agentd ps`.
@@ -232,9 +252,18 @@ pub fn parse_request(line: &[u8], limit: usize) -> Result<Request, ProtocolError
         }
         None => return Err(ProtocolError::Malformed("missing field `v`".into())),
     }
+    let token = match probe.remove("token") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => Some(t),
+        Some(_) => return Err(ProtocolError::Malformed("`token` must be a string".into())),
+    };
     let op = serde_json::from_value(serde_json::Value::Object(probe))
         .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    Ok(Request { v: VERSION, op })
+    Ok(Request {
+        v: VERSION,
+        token,
+        op,
+    })
 }
 
 /// A response as one line (newline included).
@@ -248,8 +277,13 @@ pub fn encode(r: &Response) -> Vec<u8> {
 }
 
 /// A request as one line (newline included).
-pub fn encode_request(op: Op) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&Request { v: VERSION, op }).unwrap_or_default();
+pub fn encode_request(op: Op, token: Option<String>) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Request {
+        v: VERSION,
+        token,
+        op,
+    })
+    .unwrap_or_default();
     line.push(b'\n');
     line
 }
@@ -289,9 +323,10 @@ mod tests {
                 umask: Some(0o022),
             })),
         ] {
-            let line = encode_request(op.clone());
+            let line = encode_request(op.clone(), Some("agt1.x.y".into()));
             let parsed = parse_request(&line[..line.len() - 1], DEFAULT_MAX_REQUEST).unwrap();
             assert_eq!(parsed.op, op);
+            assert_eq!(parsed.token.as_deref(), Some("agt1.x.y"));
         }
     }
 

@@ -20,7 +20,7 @@ use super::runs::{DaemonHooks, LiveRun, Phase};
 use super::socket::{self, LineReader, Peer, ReadError};
 use super::state::{self, RunState};
 use super::Daemon;
-use crate::audit::event::PeerRefused;
+use crate::audit::event::{PeerRefused, TokenIssued, TokenRefused, TokenRevoked};
 use crate::audit::Decision;
 use crate::layers::name;
 use crate::plan::Plan;
@@ -31,7 +31,7 @@ use crate::supervisor::{self, Control, RunSpec, UserSpec, EXIT_SETUP_FAILED};
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Serves one connection to its end.
-pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
+pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, token_only: bool) {
     let peer = match socket::peer(&stream) {
         Ok(p) => p,
         Err(e) => {
@@ -58,14 +58,40 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
             return;
         }
     };
-    if let Err(why) = daemon.authorize(&peer, &request.op) {
-        daemon.audit_refusal(&peer, &request.op, &why);
-        let _ = send(&mut write, &error(1, why)).await;
-        return;
-    }
+    // A token decides alone: the peer acts as the run's owner, on that run only.
+    let (peer, scope) = match &request.token {
+        Some(token) => match daemon.check_token(&peer, token, &request.op) {
+            Ok(x) => x,
+            Err(why) => {
+                let _ = send(&mut write, &error(1, why)).await;
+                return;
+            }
+        },
+        None if token_only => {
+            let why = "this socket serves only requests with a token (--token or AGENTD_TOKEN)";
+            daemon.audit_refusal(&peer, &request.op, why);
+            let _ = send(&mut write, &error(1, why)).await;
+            return;
+        }
+        None => {
+            if let Err(why) = daemon.authorize(&peer, &request.op) {
+                daemon.audit_refusal(&peer, &request.op, &why);
+                let _ = send(&mut write, &error(1, why)).await;
+                return;
+            }
+            (peer, None)
+        }
+    };
     let reply = match request.op {
         Op::Run(r) => return run(daemon, peer, *r, fds, read, reader, write).await,
-        Op::Wait { run } => return follow(daemon, peer, run, read, reader, write, false).await,
+        Op::Wait { run } => {
+            let follow_as = if scope.is_some() {
+                Following::Observer
+            } else {
+                Following::Client
+            };
+            return follow(daemon, peer, run, read, reader, write, false, follow_as).await;
+        }
         Op::Logs { run, follow } => return logs(daemon, peer, run, follow, write).await,
         Op::Ps => Response::Runs {
             runs: daemon
@@ -73,6 +99,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
                 .lock()
                 .values()
                 .filter(|r| r.is_live() && (peer.uid == 0 || r.uid == peer.uid))
+                .filter(|r| scope.as_ref().is_none_or(|s| *s == r.id))
                 .map(LiveRun::info)
                 .collect(),
         },
@@ -81,6 +108,12 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         Op::Pause { run } => control(&daemon, &peer, &run, Control::Pause, "pause").await,
         Op::Resume { run } => control(&daemon, &peer, &run, Control::Resume, "resume").await,
         Op::Signal { .. } => error(1, "`signal` is only accepted on a run's own connection"),
+        Op::TokenCreate {
+            run,
+            allow,
+            ttl_secs,
+        } => daemon.create_token(&peer, &run, allow, ttl_secs),
+        Op::TokenRevoke { id } => daemon.revoke_token(&peer, &id),
     };
     let _ = send(&mut write, &reply).await;
 }
@@ -172,7 +205,28 @@ async fn run(
         id.clone(),
         supervisor::run(Arc::clone(&daemon.host), spec, controls_rx, Box::new(hooks)),
     );
-    follow(daemon, peer, id, read, reader, write, detach).await;
+    follow(
+        daemon,
+        peer,
+        id,
+        read,
+        reader,
+        write,
+        detach,
+        Following::Client,
+    )
+    .await;
+}
+
+/// Who follows a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Following {
+    /// Its client (or one reconnecting): forwards signals, and its going away stops a
+    /// run that is not detached.
+    Client,
+    /// A token holder with `status`: sees the run's progress and end, nothing more (no
+    /// signals; its going away stops nothing).
+    Observer,
 }
 
 /// What a `run` request becomes, or why it cannot run: (exit code, layer, message).
@@ -318,6 +372,10 @@ fn build_spec(
 
 /// Follows run `id` for this connection: `started`, then `exited`; `signal` lines are
 /// forwarded. When the connection closes first, a run that is not detached is stopped.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one connection's halves and how it follows"
+)]
 async fn follow(
     daemon: Arc<Daemon>,
     peer: Peer,
@@ -326,12 +384,14 @@ async fn follow(
     mut reader: LineReader,
     mut write: OwnedWriteHalf,
     detach: bool,
+    following: Following,
 ) {
+    let client = following == Following::Client;
     let found = {
         let mut runs = daemon.registry.lock();
         match runs.get_mut(&id) {
             Some(r) if peer.uid == 0 || r.uid == peer.uid => {
-                r.followers += 1;
+                r.followers += usize::from(client);
                 Some((r.phase.subscribe(), r.controls.clone(), r.detach))
             }
             _ => None,
@@ -380,6 +440,7 @@ async fn follow(
             line = reader.next(read.as_ref(), None) => match line {
                 Ok((line, _)) => match protocol::parse_request(&line, daemon.max_request()) {
                     Ok(req) => match req.op {
+                        Op::Signal { .. } if !client => { let _ = send(&mut write, &error(1, "a token does not forward signals")).await; }
                         Op::Signal { signal } => match signal.parse::<nix::sys::signal::Signal>() {
                             Ok(s) if matches!(s, nix::sys::signal::Signal::SIGINT | nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGHUP | nix::sys::signal::Signal::SIGQUIT | nix::sys::signal::Signal::SIGWINCH | nix::sys::signal::Signal::SIGUSR1 | nix::sys::signal::Signal::SIGUSR2) => {
                                 let _ = controls.send(Control::Signal(s)).await;
@@ -393,6 +454,9 @@ async fn follow(
                 Err(_) => { client_open = false; }
             },
         }
+    }
+    if !client {
+        return;
     }
     let last_follower_gone = {
         let mut runs = daemon.registry.lock();
@@ -497,6 +561,125 @@ impl Daemon {
                 "permission denied: group `{}` does not exist on this host, so only root may use the daemon",
                 self.group
             )),
+        }
+    }
+
+    /// Judges a request by its token: `Ok((the peer as the run's owner, the run))`, or
+    /// the refusal (audited, the token's id only).
+    fn check_token(
+        &self,
+        peer: &Peer,
+        token: &str,
+        op: &Op,
+    ) -> Result<(Peer, Option<String>), String> {
+        let now = state::now_unix_ms() / 1000;
+        let checked = self
+            .tokens
+            .verify(token, now)
+            .and_then(|claims| super::tokens::Tokens::permits(&claims, op).map(|()| claims));
+        let claims = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(uid = peer.uid, pid = peer.pid, "token refused: {reason}");
+                self.record(
+                    Some(Decision::Deny),
+                    TokenRefused {
+                        token_id: e.id(),
+                        uid: peer.uid,
+                        pid: peer.pid,
+                        op: super::tokens::op_name(op).to_owned(),
+                        why: e.why().to_owned(),
+                        reason: reason.clone(),
+                    },
+                );
+                return Err(format!("permission denied: {reason}"));
+            }
+        };
+        // The run's owner; a run that has gone is nobody's (every lookup then fails).
+        let owner = self
+            .registry
+            .lock()
+            .get(&claims.run)
+            .map(|r| r.uid)
+            .unwrap_or(u32::MAX);
+        let acting = Peer {
+            uid: owner,
+            gid: u32::MAX,
+            pid: peer.pid,
+            groups: Vec::new(),
+        };
+        Ok((acting, Some(claims.run)))
+    }
+
+    /// `token_create`: root, or the owner of the (live) run.
+    fn create_token(&self, peer: &Peer, run: &str, allow: Vec<String>, ttl_secs: u64) -> Response {
+        if let Some(bad) = allow
+            .iter()
+            .find(|a| !super::tokens::ACTIONS.contains(&a.as_str()))
+        {
+            return error(
+                1,
+                format!(
+                    "`{bad}` is not an action a token may allow ({})",
+                    super::tokens::ACTIONS.join(", ")
+                ),
+            );
+        }
+        if allow.is_empty() || ttl_secs == 0 {
+            return error(1, "a token needs at least one action and a positive ttl");
+        }
+        if let Err(e) = find_run(self, peer, run) {
+            return error(1, e);
+        }
+        let now = state::now_unix_ms() / 1000;
+        let claims = super::tokens::Claims {
+            id: crate::supervisor::new_run_id(),
+            run: run.to_owned(),
+            allow,
+            exp: now.saturating_add(ttl_secs),
+        };
+        match self.tokens.mint(&claims, peer.uid, now) {
+            Ok(token) => {
+                self.record(
+                    None,
+                    TokenIssued {
+                        token_id: claims.id.clone(),
+                        token_run: claims.run.clone(),
+                        allow: claims.allow.clone(),
+                        expires_unix: claims.exp,
+                        uid: peer.uid,
+                    },
+                );
+                Response::Token {
+                    id: claims.id,
+                    token,
+                    expires_unix: claims.exp,
+                }
+            }
+            Err(e) => error(1, format!("cannot mint a token: {e}")),
+        }
+    }
+
+    /// `token_revoke`: root, or whoever minted it.
+    fn revoke_token(&self, peer: &Peer, id: &str) -> Response {
+        let now = state::now_unix_ms() / 1000;
+        match self.tokens.revoke(id, peer.uid, now) {
+            Ok(true) => {
+                self.record(
+                    None,
+                    TokenRevoked {
+                        token_id: id.to_owned(),
+                        uid: peer.uid,
+                    },
+                );
+                Response::Done {
+                    run: id.to_owned(),
+                    action: "revoked".into(),
+                }
+            }
+            Ok(false) => error(1, format!("no live token `{id}` of yours")),
+            Err(e) => error(1, format!("cannot revoke: {e}")),
         }
     }
 

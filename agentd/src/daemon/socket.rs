@@ -51,6 +51,16 @@ pub enum SocketError {
 /// Binds the control socket at `path`: its directory is created (0755), a stale socket
 /// file (nobody listening) is replaced, and the socket gets mode 0660 and group `gid`.
 pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, SocketError> {
+    bind_mode(path, gid, 0o660)
+}
+
+/// The token socket: mode 0666, anyone may connect (the session serves only requests
+/// that carry a valid token).
+pub fn bind_open(path: &Path) -> Result<UnixListener, SocketError> {
+    bind_mode(path, None, 0o666)
+}
+
+fn bind_mode(path: &Path, gid: Option<u32>, mode: u32) -> Result<UnixListener, SocketError> {
     let setup = |what, source| SocketError::Setup {
         path: path.to_path_buf(),
         what,
@@ -68,8 +78,8 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, SocketError> 
         std::fs::remove_file(path).map_err(|e| setup("remove the stale socket", e))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| setup("bind", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| setup("chmod 0660", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| setup("chmod", e))?;
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(|e| setup("chown", e))?;
     }

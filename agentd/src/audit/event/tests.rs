@@ -483,6 +483,17 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
             PeerRefused { uid: 1001, gid: 1001, pid: 99, op: "ps".into(), reason: "permission denied".into() }.into(),
         ),
         ("agentd", None, ClientGone { gone_run: "abcdef012345".into(), grace_s: 10 }.into()),
+        (
+            "agentd",
+            None,
+            TokenIssued { token_id: "0a1b2c3d4e5f".into(), token_run: "abcdef012345".into(), allow: vec!["status".into(), "stop".into()], expires_unix: 1_800_000_000, uid: 0 }.into(),
+        ),
+        ("agentd", None, TokenRevoked { token_id: "0a1b2c3d4e5f".into(), uid: 0 }.into()),
+        (
+            "agentd",
+            Some(Deny),
+            TokenRefused { token_id: Some("0a1b2c3d4e5f".into()), uid: 1001, pid: 99, op: "stop".into(), why: "revoked".into(), reason: "token 0a1b2c3d4e5f was revoked".into() }.into(),
+        ),
     ]
 }
 
@@ -537,6 +548,9 @@ fn kind(e: &AuditEvent) -> &'static str {
         AuditEvent::Adopted(_) => "adopted",
         AuditEvent::AdoptionFailed(_) => "adoption_failed",
         AuditEvent::PeerRefused(_) => "peer_refused",
+        AuditEvent::TokenIssued(_) => "token_issued",
+        AuditEvent::TokenRevoked(_) => "token_revoked",
+        AuditEvent::TokenRefused(_) => "token_refused",
         AuditEvent::ClientGone(_) => "client_gone",
     }
 }
@@ -584,6 +598,9 @@ const KINDS: &[&str] = &[
     "adoption_failed",
     "peer_refused",
     "client_gone",
+    "token_issued",
+    "token_revoked",
+    "token_refused",
 ];
 
 #[test]
@@ -705,6 +722,9 @@ fn durable_records_are_the_ones_a_run_must_not_lose() {
                     | "adoption_failed"
                     | "peer_refused"
                     | "client_gone"
+                    | "token_issued"
+                    | "token_revoked"
+                    | "token_refused"
             )
         );
         assert_eq!(e.is_durable(), want, "{}", kind(&e));

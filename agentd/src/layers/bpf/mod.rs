@@ -480,6 +480,11 @@ impl BpfRuntime {
     }
 
     /// Objects pinned in this runtime's directory (maps, global links, run links).
+    /// Programs of the object loaded into the kernel (verified), attached or not.
+    pub fn loaded_programs(&self) -> usize {
+        self.ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count()
+    }
+
     pub fn pinned_objects(&self) -> usize {
         self.pins.as_ref().map_or(0, pins::PinDir::count)
     }
