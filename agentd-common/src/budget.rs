@@ -46,9 +46,22 @@ pub const SYSCALL_FLUSH_BATCH: u64 = 64;
 /// counted (network bytes have their own budgets).
 pub const FS_WRITE_SYSCALLS: [u64; 10] = [1, 18, 20, 296, 328, 40, 326, 275, 276, 278];
 
+/// x86-64 `fallocate(fd, mode, offset, len)`: on success `len` is counted, unless `mode`
+/// has [`FALLOC_NOT_COUNTED`] bits (it frees space).
+pub const NR_FALLOCATE: u64 = 285;
+/// x86-64 `truncate(path, length)` and `ftruncate(fd, length)`: on success `length` is
+/// counted. The exit hook cannot see the size before the call, so a shrink to a non-zero
+/// length is counted too (never less than a growth).
+pub const NR_TRUNCATE: u64 = 76;
+pub const NR_FTRUNCATE: u64 = 77;
+/// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE`: fallocate modes that free space.
+pub const FALLOC_NOT_COUNTED: u64 = 0x02 | 0x08;
+
 /// Offset of `orig_ax` (the syscall number) in x86-64 `struct pt_regs`, part of the
 /// kernel's stable user ABI (`ptrace` `ORIG_RAX * 8`).
 pub const PT_REGS_ORIG_AX_OFFSET: u32 = 15 * 8;
+/// Offset of `r10` (a syscall's fourth argument) in x86-64 `struct pt_regs` (`R10 * 8`).
+pub const PT_REGS_R10_OFFSET: u32 = 7 * 8;
 
 /// Buckets of a [`RateWindow`] (a power of two).
 pub const RATE_BUCKETS: usize = 8;
@@ -138,6 +151,11 @@ pub struct BudgetCounters {
     pub kill_fs_write: u64,
     /// Rate forms' kill steps, indexed by `WINDOW_*`.
     pub windows: [RateWindow; WINDOW_KINDS],
+    /// Syscall number of the call that took `fs_write_bytes` past `kill_fs_write`
+    /// (written once by the kernel, when it sends the kill); 0: none yet.
+    pub fs_write_kill_nr: u64,
+    /// Bytes that call counted.
+    pub fs_write_kill_bytes: u64,
 }
 
 impl BudgetCounters {
@@ -155,11 +173,13 @@ impl BudgetCounters {
         drop_net_ingress: BUDGET_NEVER,
         kill_fs_write: BUDGET_NEVER,
         windows: [RateWindow::NONE; WINDOW_KINDS],
+        fs_write_kill_nr: 0,
+        fs_write_kill_bytes: 0,
     };
 }
 
-/// Size of [`BudgetCounters`]: eleven `u64`s and the windows, no padding.
-pub const BUDGET_COUNTERS_SIZE: usize = 88 + WINDOW_KINDS * RATE_WINDOW_SIZE;
+/// Size of [`BudgetCounters`]: eleven `u64`s, the windows and two `u64`s, no padding.
+pub const BUDGET_COUNTERS_SIZE: usize = 88 + WINDOW_KINDS * RATE_WINDOW_SIZE + 16;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -177,6 +197,10 @@ const _: () = {
     assert!(offset_of!(BudgetCounters, drop_net_ingress) == 72);
     assert!(offset_of!(BudgetCounters, kill_fs_write) == 80);
     assert!(offset_of!(BudgetCounters, windows) == 88);
+    assert!(offset_of!(BudgetCounters, fs_write_kill_nr) == 88 + WINDOW_KINDS * RATE_WINDOW_SIZE);
+    assert!(
+        offset_of!(BudgetCounters, fs_write_kill_bytes) == 96 + WINDOW_KINDS * RATE_WINDOW_SIZE
+    );
     assert!(size_of::<RateWindow>() == RATE_WINDOW_SIZE);
     assert!(align_of::<RateWindow>() == 8);
     assert!(offset_of!(RateWindow, bucket_ns) == 0);
@@ -201,7 +225,9 @@ mod tests {
 
     #[test]
     fn budget_counters_layout() {
-        assert_eq!(size_of::<BudgetCounters>(), 11 * 8 + 5 * 152);
+        assert_eq!(size_of::<BudgetCounters>(), 11 * 8 + 5 * 152 + 2 * 8);
+        assert_eq!(offset_of!(BudgetCounters, fs_write_kill_nr), 848);
+        assert_eq!(offset_of!(BudgetCounters, fs_write_kill_bytes), 856);
         assert_eq!(offset_of!(BudgetCounters, windows), 88);
         assert_eq!(size_of::<RateWindow>(), 152);
         assert_eq!(offset_of!(RateWindow, counts), 88);

@@ -5,7 +5,8 @@
 //!   where the kill threshold is checked. Unbudgeted tasks cost one cgroup-id read and a
 //!   scan of [`SYSCALL_SLOTS`] array entries.
 //! - [`count_written`] (same dispatcher) adds the positive return value of write-family
-//!   syscalls (`FS_WRITE_SYSCALLS`) to `fs_write_bytes`.
+//!   syscalls (`FS_WRITE_SYSCALLS`), and the sizes of `fallocate` and `(f)truncate`, to
+//!   `fs_write_bytes`.
 //! - `cgroup_skb/egress` and `cgroup_skb/ingress` add `skb->len` to the net counters and
 //!   drop packets once a run is past its kill threshold (agentd then kills the run).
 //! - the exec tracker calls [`count_exec`].
@@ -17,7 +18,8 @@
 use core::ptr::addr_of_mut;
 
 use agentd_common::budget::{
-    BudgetCounters, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, RATE_BUCKETS, SYSCALL_FLUSH_BATCH,
+    BudgetCounters, FALLOC_NOT_COUNTED, FS_WRITE_SYSCALLS, MAX_BUDGET_RUNS, NR_FALLOCATE,
+    NR_FTRUNCATE, NR_TRUNCATE, PT_REGS_R10_OFFSET, RATE_BUCKETS, SYSCALL_FLUSH_BATCH,
     SYSCALL_SLOTS, WINDOW_EXECS, WINDOW_FS_WRITE, WINDOW_NET_EGRESS, WINDOW_NET_INGRESS,
     WINDOW_SYSCALLS,
 };
@@ -30,7 +32,9 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 
-use crate::maps::atomic_add;
+use agentd_common::denials::PT_REGS_SI;
+
+use crate::{maps::atomic_add, syscalls::reg};
 
 /// `SIGKILL` (the same number on every Linux architecture).
 const SIGKILL: u32 = 9;
@@ -85,15 +89,38 @@ pub(crate) fn count_syscall() {
     }
 }
 
-/// Adds `ret` bytes to the current cgroup's `fs_write_bytes` if `nr` is a write-family
-/// syscall that wrote `ret` (> 0) bytes. Called from the `tp_btf/sys_exit` dispatcher.
+/// Adds the bytes a successful syscall `nr` wrote or allocated to the current cgroup's
+/// `fs_write_bytes`: the positive return value of the [`FS_WRITE_SYSCALLS`], the `len`
+/// of a `fallocate` that allocates, the `length` of a `truncate`/`ftruncate`. Called from
+/// the `tp_btf/sys_exit` dispatcher, so a call that crosses the kill step has already
+/// happened: its process gets SIGKILL on return, and the call is noted for the record.
 #[inline(always)]
-pub(crate) fn count_written(nr: u64, ret: i64) {
-    let mut counted = false;
-    for n in FS_WRITE_SYSCALLS {
-        counted |= n == nr;
-    }
-    if !counted {
+pub(crate) fn count_written(regs: *const u8, nr: u64, ret: i64) {
+    let bytes = match nr {
+        NR_FALLOCATE => {
+            if ret != 0 || reg(regs, PT_REGS_SI) & FALLOC_NOT_COUNTED != 0 {
+                return;
+            }
+            reg(regs, PT_REGS_R10_OFFSET)
+        }
+        NR_TRUNCATE | NR_FTRUNCATE => {
+            if ret != 0 {
+                return;
+            }
+            reg(regs, PT_REGS_SI)
+        }
+        _ => {
+            let mut counted = false;
+            for n in FS_WRITE_SYSCALLS {
+                counted |= n == nr;
+            }
+            if !counted || ret <= 0 {
+                return;
+            }
+            ret as u64
+        }
+    };
+    if bytes == 0 {
         return;
     }
     if let Some(run) = BUDGET_RUNS.get_ptr_mut(current_cgroup_id()) {
@@ -104,8 +131,21 @@ pub(crate) fn count_written(nr: u64, ret: i64) {
                 addr_of_mut!((*run).kill_fs_write),
             )
         };
-        kill_past(counter, ret as u64, limit);
-        kill_past_window(run, WINDOW_FS_WRITE, ret as u64);
+        let total = add_and_read(counter, bytes);
+        let limit = read(limit);
+        if total > limit {
+            if total.wrapping_sub(bytes) <= limit {
+                // The call that crossed the kill step (once; later calls are killed too).
+                // SAFETY: fields of the live map value.
+                unsafe {
+                    addr_of_mut!((*run).fs_write_kill_nr).write_volatile(nr);
+                    addr_of_mut!((*run).fs_write_kill_bytes).write_volatile(bytes);
+                }
+            }
+            // SAFETY: plain helper call; it signals the current task's thread group.
+            unsafe { bpf_send_signal(SIGKILL) };
+        }
+        kill_past_window(run, WINDOW_FS_WRITE, bytes);
     }
 }
 

@@ -92,8 +92,8 @@ pub fn sys_exit_dispatch(ctx: BtfTracePointContext) -> i32 {
             }
         }
         _ => {
-            if hooks & HOOK_FS_WRITE_BYTES != 0 && ret > 0 {
-                budget::count_written(nr, ret);
+            if hooks & HOOK_FS_WRITE_BYTES != 0 {
+                budget::count_written(regs, nr, ret);
             }
         }
     }

@@ -158,6 +158,11 @@ impl Sandbox {
     }
 
     pub fn run_cmd(&self, args: &[&str]) -> Command {
+        self.run_cmd_with_audit(&self.audit_path(), args)
+    }
+
+    /// [`Sandbox::run_cmd`] with the audit log at `audit`.
+    pub fn run_cmd_with_audit(&self, audit: &Path, args: &[&str]) -> Command {
         let mut c = self.agentd();
         c.arg("run")
             .arg("--policy")
@@ -165,7 +170,7 @@ impl Sandbox {
             .arg("--workspace")
             .arg(self.workspace())
             .arg("--audit")
-            .arg(self.audit_path())
+            .arg(audit)
             .arg("--")
             .args(args);
         c

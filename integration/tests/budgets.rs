@@ -58,6 +58,31 @@ fn assert_exec_loop_stopped_after(out: &str, ran: usize) {
     assert!(!out.contains("finished"), "{out}");
 }
 
+/// A loopback TCP listener and its address.
+fn listen() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"))
+        .to_string();
+    (listener, addr)
+}
+
+/// Accepts one connection and counts what arrives until it ends (or 10 s of silence).
+fn count_received(listener: TcpListener) -> u64 {
+    let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
 fn run_end(sb: &Sandbox) -> Value {
     events(&sb.audit(), "run_end")[0].clone()
 }
@@ -238,24 +263,8 @@ fn an_upload_is_stopped_at_net_egress_bytes() {
     const TEN_MIB: u64 = 10 << 20;
     let sb = Sandbox::new();
     policy(&sb, "  net_egress_bytes: 1MiB\n");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"))
-        .to_string();
-    let reader = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap_or_else(|e| panic!("timeout: {e}"));
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => return total,
-                Ok(n) => total += n as u64,
-            }
-        }
-    });
+    let (listener, addr) = listen();
+    let reader = std::thread::spawn(move || count_received(listener));
     let o = sb.run_prog(&["upload", &addr, &TEN_MIB.to_string()]);
     assert_status(&o, 137);
     assert!(!stdout(&o).contains("upload: sent"), "{}", stdout(&o));
@@ -276,11 +285,7 @@ fn a_download_is_stopped_at_net_ingress_bytes() {
     const TEN_MIB: usize = 10 << 20;
     let sb = Sandbox::new();
     policy(&sb, "  net_ingress_bytes: 1MiB\n");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"))
-        .to_string();
+    let (listener, addr) = listen();
     let sender = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
         conn.set_write_timeout(Some(Duration::from_secs(10)))
@@ -552,4 +557,156 @@ fn a_syscall_burst_is_stopped_by_the_kernel_window_at_the_rate() {
     assert_eq!(kill["window_ms"], 10_000);
     assert_eq!(kill["threshold"], LIMIT);
     assert_eq!(run_end(&sb)["killed_by"], "syscalls");
+}
+
+// --- byte budgets stop at the limit, in the kernel -----------------------------------
+
+/// A file of `bytes` in the workspace, written by the test (outside the run).
+fn source_file(sb: &Sandbox, name: &str, bytes: usize) -> String {
+    let path = ws(sb, name);
+    std::fs::write(&path, vec![0x5au8; bytes]).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    path
+}
+
+#[test]
+fn a_sendfile_upload_is_dropped_at_net_egress_bytes() {
+    const FOUR_MIB: usize = 4 << 20;
+    let sb = Sandbox::new();
+    policy(&sb, "  net_egress_bytes: 1MiB\n");
+    let source = source_file(&sb, "upload-source", FOUR_MIB);
+    let (listener, addr) = listen();
+    let reader = std::thread::spawn(move || count_received(listener));
+    let o = sb.run_prog(&["sendfile-upload", &addr, &source]);
+    assert_status(&o, 137);
+    assert!(!stdout(&o).contains("sent 4194304"), "{}", stdout(&o));
+    let received = reader.join().unwrap_or_else(|_| panic!("reader panicked"));
+    assert!(received <= (1 << 20) + (64 << 10), "received {received}");
+    let kill = the_record(&sb, "net_egress_bytes", "kill");
+    assert_eq!(kill["layer"], "bpf");
+    assert_eq!(kill["limit"], 1 << 20);
+    assert!(num(&kill["used"]) > 1 << 20, "{kill}");
+    // `used` also counts the packets the kernel dropped (retransmissions included).
+    assert_eq!(run_end(&sb)["killed_by"], "net_egress_bytes");
+}
+
+#[test]
+fn a_sendfile_download_is_dropped_at_net_ingress_bytes() {
+    const FOUR_MIB: usize = 4 << 20;
+    let sb = Sandbox::new();
+    policy(&sb, "  net_ingress_bytes: 1MiB\n");
+    let source = source_file(&sb, "download-source", FOUR_MIB);
+    let progress = ws(&sb, "download-progress");
+    let (listener, addr) = listen();
+    let sender = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let (conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+        conn.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("timeout: {e}"));
+        let src = std::fs::File::open(&source).unwrap_or_else(|e| panic!("open: {e}"));
+        let mut sent = 0usize;
+        while sent < FOUR_MIB {
+            // SAFETY: two open fds, null offset (src's own).
+            let n = unsafe {
+                libc::sendfile(
+                    conn.as_raw_fd(),
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    FOUR_MIB - sent,
+                )
+            };
+            if n <= 0 {
+                return false;
+            }
+            sent += n as usize;
+        }
+        true
+    });
+    let o = sb.run_prog(&["download-progress", &addr, &progress]);
+    assert_status(&o, 137);
+    // The sender's own socket buffer may take all 4 MiB; what counts is what reached the
+    // run.
+    let _ = sender.join();
+    let got = std::fs::read(&progress).unwrap_or_else(|e| panic!("read progress: {e}"));
+    let got = u64::from_ne_bytes(got[..8].try_into().unwrap_or([0; 8]));
+    assert!(got <= (1 << 20) + (64 << 10), "the run received {got}");
+    let kill = the_record(&sb, "net_ingress_bytes", "kill");
+    assert_eq!(kill["layer"], "bpf");
+    assert_eq!(kill["limit"], 1 << 20);
+    assert_eq!(run_end(&sb)["killed_by"], "net_ingress_bytes");
+}
+
+#[test]
+fn a_2gib_fallocate_is_stopped_at_fs_write_bytes() {
+    const TWO_GIB: u64 = 2 << 30;
+    let sb = Sandbox::new();
+    policy(&sb, "  fs_write_bytes: 100MiB\n");
+    let big = ws(&sb, "fallocated");
+    let o = sb.run_prog(&["fs-write-call", "fallocate", &big, "", &TWO_GIB.to_string()]);
+    let size = std::fs::metadata(&big)
+        .unwrap_or_else(|e| panic!("stat: {e}"))
+        .len();
+    let _ = std::fs::remove_file(&big);
+    assert_status(&o, 137);
+    assert!(!stdout(&o).contains("fallocate: 0"), "{}", stdout(&o));
+    // The exit hook sees the call after it allocated (README: its bytes reach the disk);
+    // the process is killed on its way back to user mode.
+    assert_eq!(size, TWO_GIB);
+    let kill = the_record(&sb, "fs_write_bytes", "kill");
+    assert_eq!(kill["layer"], "bpf");
+    assert_eq!(kill["limit"], 100 << 20);
+    assert_eq!(kill["call"], "fallocate");
+    assert_eq!(kill["call_bytes"], TWO_GIB);
+    assert!(num(&kill["used"]) >= TWO_GIB, "{kill}");
+    assert_eq!(run_end(&sb)["killed_by"], "fs_write_bytes");
+}
+
+#[test]
+fn every_kind_of_file_write_is_counted_in_fs_write_bytes() {
+    const MIB: u64 = 1 << 20;
+    // (kind, what the run's counter gains: splice's pipe is filled with write(2)).
+    let kinds = [
+        ("write", MIB),
+        ("pwrite", MIB),
+        ("writev", MIB),
+        ("pwritev", MIB),
+        ("pwritev2", MIB),
+        ("fallocate", MIB),
+        ("fallocate-keep-size", MIB),
+        ("ftruncate", MIB),
+        ("truncate", MIB),
+        ("copy_file_range", MIB),
+        ("sendfile", MIB),
+        ("splice", 2 * MIB),
+    ];
+    let mut wrong = Vec::new();
+    for (kind, counted) in kinds {
+        let sb = Sandbox::new();
+        policy(&sb, "  fs_write_bytes: 1GiB\n");
+        let source = source_file(&sb, "copy-source", MIB as usize);
+        let target = ws(&sb, &format!("target-{kind}"));
+        let o = sb.run_prog(&["fs-write-call", kind, &target, &source, &MIB.to_string()]);
+        assert_status(&o, 0);
+        // fallocate and (f)truncate return 0; the others the bytes they wrote.
+        let returned = if kind.contains("allocate") || kind.contains("truncate") {
+            0
+        } else {
+            MIB
+        };
+        assert_eq!(stdout(&o).trim(), format!("{kind}: {returned}"));
+        let size = std::fs::metadata(&target)
+            .unwrap_or_else(|e| panic!("stat: {e}"))
+            .len();
+        let expect_size = if kind == "fallocate-keep-size" {
+            0
+        } else {
+            MIB
+        };
+        assert_eq!(size, expect_size, "{kind}");
+        let used = num(&run_end(&sb)["budgets"]["fs_write_bytes"]["used"]);
+        // The counter also has testprog's one line on stdout.
+        if !(counted..counted + 4096).contains(&used) {
+            wrong.push(format!("{kind}: counted {used}, expected {counted}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

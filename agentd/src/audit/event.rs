@@ -668,6 +668,13 @@ pub struct BudgetKill {
     #[serde(flatten)]
     pub step: BudgetStep,
     pub processes_killed: usize,
+    /// `fs_write_bytes`: the syscall that took the count past the kill step (the kernel
+    /// killed its process on return, so its bytes may be on disk) and what it counted;
+    /// absent for other budgets, or when agentd's own sample saw the step first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,6 +25,10 @@ use super::{rfc3339_now, Decision};
 
 pub const DEFAULT_AUDIT_PATH: &str = "/var/log/agentd/audit.jsonl";
 
+/// Bytes kept allocated past the end of the log for the checkpoint that seals it when
+/// the filesystem is full (a checkpoint line is about 300 bytes).
+const SEAL_RESERVE: u64 = 8192;
+
 /// How far back from the end we look for the last sealed record.
 const TAIL_WINDOW: u64 = 1 << 20;
 
@@ -244,11 +248,27 @@ impl AuditLog {
         if (checkpoint && self.since_checkpoint > 0) || self.checkpoint_due() {
             wrote_checkpoint = self.push_checkpoint(buf)?;
         }
-        self.file.write_all(buf).map_err(|e| self.write_err(e))?;
-        if sync || wrote_checkpoint {
-            self.sync_data()?;
+        let written = self.file.write_all(buf).and_then(|()| {
+            if sync || wrote_checkpoint {
+                self.file.sync_data().inspect_err(|_| {
+                    crate::metrics::get().audit_fsync_failures.inc();
+                })
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // A full filesystem (ENOSPC) can take part of the batch: cut the log back to
+            // its last whole record (shrinking needs no space), so that every record
+            // before still verifies, with no torn tail. The caller stops the run.
+            let _ = self.file.set_len(len);
+            self.known_len = None;
+            self.head = None;
+            self.seal_after_failure(len, buf);
+            return Err(self.write_err(e));
         }
         self.known_len = Some(len + buf.len() as u64);
+        self.reserve(len + buf.len() as u64);
         if wrote_checkpoint {
             self.write_head_file();
         }
@@ -261,6 +281,47 @@ impl AuditLog {
             crate::metrics::get().audit_fsync_failures.inc();
             self.write_err(e)
         })
+    }
+
+    /// Keeps [`SEAL_RESERVE`] bytes allocated past the end of the log (`FALLOC_FL_KEEP_SIZE`:
+    /// the size does not change), so that when the filesystem fills up, cutting a failed
+    /// batch back frees at least that much for [`Self::seal_after_failure`]. Best effort:
+    /// a filesystem without fallocate gets no reserve.
+    fn reserve(&self, end: u64) {
+        // SAFETY: plain syscall on our open file; it only allocates blocks past `end`.
+        let _ = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                end as libc::off_t,
+                SEAL_RESERVE as libc::off_t,
+            )
+        };
+    }
+
+    /// After a failed write was cut back to `len`: a signed checkpoint over the records
+    /// already in the log, so that all of them still verify as signed (the run is being
+    /// stopped). Best effort: if even that does not fit, the log ends unsigned at `len`.
+    fn seal_after_failure(&mut self, len: u64, buf: &mut Vec<u8>) {
+        buf.clear();
+        if self.checkpoints.is_none() || self.resync(len, buf).is_err() {
+            let _ = self.file.set_len(len);
+            return;
+        }
+        if self.since_checkpoint == 0 && buf.is_empty() {
+            return;
+        }
+        let sealed = self.push_checkpoint(buf).is_ok()
+            && self.file.write_all(buf).is_ok()
+            && self.file.sync_data().is_ok();
+        if sealed {
+            self.known_len = Some(len + buf.len() as u64);
+            self.write_head_file();
+        } else {
+            let _ = self.file.set_len(len);
+            self.known_len = None;
+            self.head = None;
+        }
     }
 
     fn checkpoint_due(&self) -> bool {

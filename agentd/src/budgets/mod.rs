@@ -486,9 +486,15 @@ impl Budgets {
                     // The sockets are aborted at the end of the run (see `finish`).
                     self.net_killed = true;
                 }
+                let call = match key {
+                    BudgetKey::FsWriteBytes => self.kernel.fs_write_kill,
+                    _ => None,
+                };
                 let kill = BudgetKill {
                     step: figures,
                     processes_killed: n,
+                    call: call.map(|(nr, _)| fs_write_call_name(nr)),
+                    call_bytes: call.map(|(_, bytes)| bytes),
                 };
                 (
                     Some(Decision::Kill),
@@ -697,6 +703,27 @@ fn sig_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// The name of a syscall `fs_write_bytes` counts (x86-64 numbers).
+fn fs_write_call_name(nr: u64) -> String {
+    let name = match nr {
+        1 => "write",
+        18 => "pwrite64",
+        20 => "writev",
+        40 => "sendfile",
+        76 => "truncate",
+        77 => "ftruncate",
+        275 => "splice",
+        276 => "tee",
+        278 => "vmsplice",
+        285 => "fallocate",
+        296 => "pwritev",
+        326 => "copy_file_range",
+        328 => "pwritev2",
+        _ => return format!("syscall {nr}"),
+    };
+    name.to_owned()
 }
 
 #[cfg(test)]

@@ -352,7 +352,7 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
             })
             .into(),
         ),
-        ("bpf", Some(Kill), Budget::Kill(BudgetKill { step: step(), processes_killed: 3 }).into()),
+        ("bpf", Some(Kill), Budget::Kill(BudgetKill { step: step(), processes_killed: 3, call: None, call_bytes: None }).into()),
         ("agentd", None, Budget::Resume(BudgetResume { budget: Some("execs".into()), thawed: true }).into()),
         ("agentd", None, Budget::Resume(BudgetResume { budget: None, thawed: false }).into()),
         (

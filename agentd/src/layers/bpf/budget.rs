@@ -23,6 +23,9 @@ pub struct KernelCounts {
     pub net_dropped_packets: u64,
     /// Which rate windows (`WINDOW_*` index) the kernel found past their limit.
     pub windows_fired: [bool; WINDOW_KINDS],
+    /// The syscall (x86-64 number) that took `fs_write_bytes` past its kill step, and
+    /// the bytes it counted.
+    pub fs_write_kill: Option<(u64, u64)>,
 }
 
 /// The budget maps of one run (registered under its cgroup id), on duplicated fds so
@@ -183,6 +186,8 @@ impl BudgetCounterMaps {
             fs_write_bytes: c.fs_write_bytes,
             net_dropped_packets: c.net_dropped_packets,
             windows_fired: c.windows.map(|w| w.fired != 0),
+            fs_write_kill: (c.fs_write_kill_nr != 0)
+                .then_some((c.fs_write_kill_nr, c.fs_write_kill_bytes)),
         })
     }
 
