@@ -439,6 +439,24 @@ fn duration(ms: u64) -> String {
     }
 }
 
+/// The least a budget is suggested at: a short run's peak says little about the next.
+fn floor(name: &str) -> u64 {
+    match name {
+        "wall_time" | "cpu_time" => 10_000,
+        "memory" | "memory_high" => 64 << 20,
+        "pids" => 16,
+        _ => 0,
+    }
+}
+
+fn show_floor(name: &str, v: u64) -> String {
+    match name {
+        "wall_time" | "cpu_time" => duration(v),
+        "memory" | "memory_high" => format!("{}MiB", v >> 20),
+        _ => v.to_string(),
+    }
+}
+
 fn budget_lines(o: &Observed) -> (Vec<String>, Vec<String>) {
     let mut lines = Vec::new();
     let mut notes = Vec::new();
@@ -447,13 +465,12 @@ fn budget_lines(o: &Observed) -> (Vec<String>, Vec<String>) {
         .entry("wall_time".into())
         .or_insert(("ms".into(), o.elapsed_ms));
     for (name, (unit, peak)) in figures {
-        let limit = peak.saturating_mul(MARGIN);
+        let floor = floor(&name);
+        let limit = peak.saturating_mul(MARGIN).max(floor);
         let value = match (name.as_str(), unit.as_str()) {
             ("wall_time" | "cpu_time", "ms") => duration(limit),
-            ("memory" | "memory_high", "bytes") => {
-                format!("{}MiB", limit.div_ceil(1 << 20).max(1))
-            }
-            ("pids", _) => limit.max(1).to_string(),
+            ("memory" | "memory_high", "bytes") => format!("{}MiB", limit.div_ceil(1 << 20)),
+            ("pids", _) => limit.to_string(),
             _ => {
                 notes.push(format!(
                     "not suggested: budget {name} (peak {peak} {unit}); set it by hand"
@@ -461,7 +478,19 @@ fn budget_lines(o: &Observed) -> (Vec<String>, Vec<String>) {
                 continue;
             }
         };
-        lines.push(format!("{name}: {value}   # peak {peak} {unit} x {MARGIN}"));
+        let unit = if unit == "count" {
+            String::new()
+        } else {
+            format!(" {unit}")
+        };
+        let at_least = if floor > 0 {
+            format!(", at least {}", show_floor(&name, floor))
+        } else {
+            String::new()
+        };
+        lines.push(format!(
+            "{name}: {value}   # peak {peak}{unit} x {MARGIN}{at_least}"
+        ));
     }
     (lines, notes)
 }
@@ -549,7 +578,7 @@ pub fn suggest(o: &Observed, cx: &Context) -> Suggestion {
         events(o.events())
     ));
     w.out.push_str(&format!(
-        "# Review it before use. {MANY} or more files read under a directory grant the directory;\n# budgets are the observed peak x {MARGIN}.\n"
+        "# Review it before use. {MANY} or more files read under a directory grant the directory;\n# budgets are the observed peak x {MARGIN}, with a floor so that a short run does not starve the next.\n"
     ));
     if o.workspaces.len() > 1 {
         w.out.push_str(
@@ -608,11 +637,8 @@ pub fn suggest(o: &Observed, cx: &Context) -> Suggestion {
         );
     }
     let base_net = base.and_then(|b| b.net.as_ref());
-    let any_net = !(net_allow.rules.is_empty()
-        && net_allow.notes.is_empty()
-        && bind.rules.is_empty()
-        && unix.rules.is_empty());
-    if base_net.is_some() || any_net {
+    // Always written: a policy without `net` says nothing about the network.
+    {
         w.out.push_str("net:\n");
         let nr =
             |f: fn(&crate::policy::NetPolicy) -> Vec<String>| base_net.map(f).unwrap_or_default();
