@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::Observed;
 use crate::layers::landlock;
-use crate::policy::{Policy, DEFAULT_LIBRARIES};
+use crate::policy::{NetRule, PathRule, Policy, DEFAULT_LIBRARIES};
 
 /// Files read under one directory from which the directory is granted instead.
 pub const MANY: u64 = 3;
@@ -526,7 +526,21 @@ impl Writer {
         }
         let mut added: Vec<&Rule> = Vec::new();
         for r in &s.rules {
-            if !base.iter().any(|b| quote(b) == r.yaml || *b == r.yaml) {
+            // A path that is there now is the same rule with or without `optional`.
+            let plain = r
+                .yaml
+                .trim_start_matches("{path: ")
+                .split(", optional")
+                .next();
+            if !base.iter().any(|b| {
+                *b == r.yaml
+                    || Some(
+                        b.trim_start_matches("{path: ")
+                            .split(", optional")
+                            .next()
+                            .unwrap_or(""),
+                    ) == plain
+            }) {
                 added.push(r);
             }
         }
@@ -536,7 +550,7 @@ impl Writer {
         }
         self.out.push_str(&format!("{indent}{key}:\n"));
         for b in base {
-            self.out.push_str(&format!("{indent}  - {}\n", quote(b)));
+            self.out.push_str(&format!("{indent}  - {b}\n"));
         }
         for r in added {
             self.out
@@ -547,8 +561,22 @@ impl Writer {
     }
 }
 
-fn written<T>(rules: &[T], f: impl Fn(&T) -> &str) -> Vec<String> {
-    rules.iter().map(|r| f(r).to_owned()).collect()
+/// The base's path entries as YAML, as written (`optional` kept).
+fn paths(rules: &[PathRule]) -> Vec<String> {
+    rules
+        .iter()
+        .map(|r| {
+            if r.optional {
+                format!("{{path: {}, optional: true}}", quote(&r.written))
+            } else {
+                quote(&r.written)
+            }
+        })
+        .collect()
+}
+
+fn nets(rules: &[NetRule]) -> Vec<String> {
+    rules.iter().map(|r| quote(&r.written)).collect()
 }
 
 /// The suggested policy for what `o` used.
@@ -591,21 +619,15 @@ pub fn suggest(o: &Observed, cx: &Context) -> Suggestion {
         quote(base.map_or("suggested", |b| b.name.as_str()))
     ));
     w.out.push_str("fs:\n");
-    w.list(
-        "  ",
-        "read",
-        "fs.read",
-        &pr(|b| written(&b.fs.read, |r| &r.written)),
-        &read,
-    );
+    w.list("  ", "read", "fs.read", &pr(|b| paths(&b.fs.read)), &read);
     w.list(
         "  ",
         "write",
         "fs.write",
-        &pr(|b| written(&b.fs.write, |r| &r.written)),
+        &pr(|b| paths(&b.fs.write)),
         &write,
     );
-    let deny = pr(|b| written(&b.fs.deny, |r| &r.written));
+    let deny = pr(|b| paths(&b.fs.deny));
     if !deny.is_empty() {
         w.list("  ", "deny", "fs.deny", &deny, &Section::default());
     }
@@ -613,7 +635,7 @@ pub fn suggest(o: &Observed, cx: &Context) -> Suggestion {
         "  ",
         "secret",
         "fs.secret",
-        &pr(|b| written(&b.fs.secret, |r| &r.written)),
+        &pr(|b| paths(&b.fs.secret)),
         &secret,
     );
     w.out.push_str("exec:\n");
@@ -621,12 +643,12 @@ pub fn suggest(o: &Observed, cx: &Context) -> Suggestion {
         "  ",
         "allow",
         "exec.allow",
-        &pr(|b| written(&b.exec.allow, |r| &r.written)),
+        &pr(|b| paths(&b.exec.allow)),
         &exec_allow,
     );
     let base_libs = base
         .and_then(|b| b.exec.libraries.as_ref())
-        .map(|l| written(l, |r| &r.written));
+        .map(|l| paths(l));
     if base_libs.is_some() || !libs.rules.is_empty() {
         w.list(
             "  ",
@@ -646,24 +668,12 @@ pub fn suggest(o: &Observed, cx: &Context) -> Suggestion {
             "  ",
             "allow",
             "net.allow",
-            &nr(|n| written(&n.allow, |r| &r.written)),
+            &nr(|n| nets(&n.allow)),
             &net_allow,
         );
-        w.list(
-            "  ",
-            "bind",
-            "net.bind",
-            &nr(|n| written(&n.bind, |r| &r.written)),
-            &bind,
-        );
-        w.list(
-            "  ",
-            "unix",
-            "net.unix",
-            &nr(|n| written(&n.unix, |r| &r.written)),
-            &unix,
-        );
-        let after = nr(|n| written(&n.after_taint, |r| &r.written));
+        w.list("  ", "bind", "net.bind", &nr(|n| nets(&n.bind)), &bind);
+        w.list("  ", "unix", "net.unix", &nr(|n| paths(&n.unix)), &unix);
+        let after = nr(|n| nets(&n.after_taint));
         if !after.is_empty() {
             w.list(
                 "  ",
