@@ -79,13 +79,13 @@ fn base(sb: &Sandbox) -> PathBuf {
 
 fn workload(sb: &Sandbox, port: u16, tmp_file: &str) -> String {
     let ws = sb.workspace();
-    std::fs::create_dir_all(ws.join("tests")).unwrap();
-    std::fs::write(ws.join("a.txt"), "hello\n").unwrap();
+    std::fs::create_dir_all(ws.join("tests")).must();
+    std::fs::write(ws.join("a.txt"), "hello\n").must();
     std::fs::write(
         ws.join("tests/test_one.py"),
         "import unittest\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(1 + 1, 2)\n",
     )
-    .unwrap();
+    .must();
     format!(
         "set -e; cd {ws}; rm -rf .git; git init -q .; git add a.txt; git -c user.name=t -c user.email=t@example.com commit -qm one; \
          /usr/bin/python3 -m unittest discover -s tests -q 2>&1; ls | sort | wc -l; \
@@ -97,8 +97,8 @@ fn workload(sb: &Sandbox, port: u16, tmp_file: &str) -> String {
 
 /// A one-shot HTTP server on loopback: answers every connection with 200.
 fn http_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+    let l = TcpListener::bind("127.0.0.1:0").must();
+    let port = l.local_addr().must().port();
     std::thread::spawn(move || {
         use std::io::{Read, Write};
         for s in l.incoming().flatten() {
@@ -126,7 +126,7 @@ fn learn_suggest_then_enforce_with_zero_denials() {
     assert!(stdout(&o).contains("200"), "{}", stdout(&o));
     let records = read_audit(&log);
     let learn_run = last_run(&records);
-    let start = records.iter().find(|r| r["event"] == "run_start").unwrap();
+    let start = records.iter().find(|r| r["event"] == "run_start").must();
     assert_eq!(start["mode"], "learn");
 
     let out = sb.dir.path().join("suggested.yaml");
@@ -134,14 +134,14 @@ fn learn_suggest_then_enforce_with_zero_denials() {
         &sb,
         &[
             "--from",
-            log.to_str().unwrap(),
+            log.to_str().must(),
             "--base",
-            base.to_str().unwrap(),
+            base.to_str().must(),
             "--out",
-            out.to_str().unwrap(),
+            out.to_str().must(),
         ],
     );
-    let yaml = std::fs::read_to_string(&out).unwrap();
+    let yaml = std::fs::read_to_string(&out).must();
     let diff = stdout(&s);
     eprintln!("{yaml}\n{diff}");
     assert!(
@@ -160,14 +160,14 @@ fn learn_suggest_then_enforce_with_zero_denials() {
         &sb,
         &[
             "--from",
-            log.to_str().unwrap(),
+            log.to_str().must(),
             "--base",
-            base.to_str().unwrap(),
+            base.to_str().must(),
             "--out",
-            again.to_str().unwrap(),
+            again.to_str().must(),
         ],
     );
-    assert_eq!(std::fs::read(&again).unwrap(), yaml.as_bytes());
+    assert_eq!(std::fs::read(&again).must(), yaml.as_bytes());
 
     // It is a valid policy and the replay of the learn run under it flips nothing.
     let check = sb
@@ -177,7 +177,7 @@ fn learn_suggest_then_enforce_with_zero_denials() {
         .arg("--workspace")
         .arg(sb.workspace())
         .output()
-        .unwrap();
+        .must();
     assert_status(&check, 0);
     let replay = sb
         .agentd()
@@ -189,7 +189,7 @@ fn learn_suggest_then_enforce_with_zero_denials() {
         .arg(sb.workspace())
         .args(["--run", &learn_run])
         .output()
-        .unwrap();
+        .must();
     // Nothing the run did is denied under it: no allow→deny flip. (Its would_deny
     // records, now allowed, are the deny→allow ones.)
     assert!(
@@ -250,8 +250,8 @@ fn an_ssh_key_read_is_a_secret_not_a_read() {
         serde_json::json!({"run": "r1", "event": "run_end", "elapsed_ms": 10, "budgets": {}}),
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&log, text).unwrap();
-    let o = suggest(&sb, &["--from", log.to_str().unwrap()]);
+    std::fs::write(&log, text).must();
+    let o = suggest(&sb, &["--from", log.to_str().must()]);
     let y = stdout(&o);
     let secret = y.split("  secret:").nth(1).unwrap_or("");
     let read = y
@@ -263,4 +263,21 @@ fn an_ssh_key_read_is_a_secret_not_a_read() {
         .unwrap_or("");
     assert!(secret.contains("~/.ssh/id_ed25519"), "{y}");
     assert!(!read.contains(".ssh"), "{y}");
+}
+
+/// `unwrap` that says what failed, for Results and Options alike.
+trait Must<T> {
+    fn must(self) -> T;
+}
+
+impl<T, E: std::fmt::Debug> Must<T> for Result<T, E> {
+    fn must(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e:?}"))
+    }
+}
+
+impl<T> Must<T> for Option<T> {
+    fn must(self) -> T {
+        self.unwrap_or_else(|| panic!("expected a value, got None"))
+    }
 }

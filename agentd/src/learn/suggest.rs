@@ -527,20 +527,7 @@ impl Writer {
         let mut added: Vec<&Rule> = Vec::new();
         for r in &s.rules {
             // A path that is there now is the same rule with or without `optional`.
-            let plain = r
-                .yaml
-                .trim_start_matches("{path: ")
-                .split(", optional")
-                .next();
-            if !base.iter().any(|b| {
-                *b == r.yaml
-                    || Some(
-                        b.trim_start_matches("{path: ")
-                            .split(", optional")
-                            .next()
-                            .unwrap_or(""),
-                    ) == plain
-            }) {
+            if !base.iter().any(|b| bare(b) == bare(&r.yaml)) {
                 added.push(r);
             }
         }
@@ -559,6 +546,12 @@ impl Writer {
                 .push(format!("+ {path}: {}   # {}", r.yaml, r.comment));
         }
     }
+}
+
+/// An entry without its `{path: …, optional: true}` wrapping.
+fn bare(entry: &str) -> &str {
+    let e = entry.strip_prefix("{path: ").unwrap_or(entry);
+    e.split(", optional").next().unwrap_or(e)
 }
 
 /// The base's path entries as YAML, as written (`optional` kept).

@@ -1,3 +1,7 @@
+//! The generaliser on synthetic logs: what each rule becomes, determinism, --base.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use super::suggest::{display, is_secret, suggest, Context};
