@@ -249,3 +249,31 @@ fn paths_are_written_with_workspace_and_home() {
     );
     assert_eq!(display(Path::new("/etc/hosts"), ws, home), "/etc/hosts");
 }
+
+#[test]
+fn runs_merge_and_run_filters_select() {
+    let exec = |run: &str, path: &str| rec(run, serde_json::json!({"event": "exec", "path": path}));
+    let start = |run: &str| {
+        rec(
+            run,
+            serde_json::json!({"event": "run_start", "workspace": "/w"}),
+        )
+    };
+    let l = [
+        start("a"),
+        exec("a", "/usr/bin/git"),
+        start("b"),
+        exec("b", "/usr/bin/make"),
+        exec("b", "/usr/bin/git"),
+    ]
+    .join("\n");
+    let all = Observed::collect(&l, &[], None);
+    assert_eq!(all.runs, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(all.execs.get("/usr/bin/git"), Some(&2));
+    assert_eq!(all.execs.get("/usr/bin/make"), Some(&1));
+    let only_a = Observed::collect(&l, &["a".to_owned()], None);
+    assert_eq!(only_a.execs.len(), 1);
+    let y = suggest(&all, &cx()).yaml;
+    assert!(y.contains("\"/usr/bin/git\"   # 2 events"), "{y}");
+    assert!(y.contains("(2 runs, 3 events)"), "{y}");
+}
