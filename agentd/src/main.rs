@@ -10,6 +10,7 @@ mod daemon;
 mod events;
 mod launch;
 mod layers;
+mod learn;
 mod metrics;
 mod net;
 mod plan;

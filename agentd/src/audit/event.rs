@@ -107,7 +107,7 @@ pub struct RunStart {
     pub policy_name: String,
     /// SHA-256 of the policy as loaded.
     pub policy_hash: String,
-    /// `enforce` or `audit`.
+    /// `enforce`, `audit` or `learn`.
     pub mode: String,
     pub argv: Vec<String>,
     /// The command as resolved on `PATH`; `null`: not found.

@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::event::BudgetFigures;
 use crate::budgets::history::window_bounds;
 use crate::layers::landlock;
-use crate::policy::{show, Mode, NetHost, PathRule, Policy, Proto, Unit};
+use crate::policy::{show, NetHost, PathRule, Policy, Proto, Unit};
 
 /// The outcome under a policy, with the rule that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,7 +262,9 @@ impl<'a> Judge<'a> {
 
     fn enforce(&self, v: Verdict) -> Verdict {
         match (self.policy.mode, v) {
-            (Mode::Audit, Verdict::Deny(r)) => Verdict::Allow(format!("mode: audit ({r})")),
+            (m, Verdict::Deny(r)) if m.records_only() => {
+                Verdict::Allow(format!("mode: audit ({r})"))
+            }
             (_, v) => v,
         }
     }

@@ -149,6 +149,24 @@ enum PolicyCommand {
     },
     /// Print the JSON Schema (draft 2020-12) of policy files, for editors.
     Schema,
+    /// Suggest the policy that allows what learn-mode (or audit-mode) runs used.
+    Suggest {
+        /// The audit log the runs wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// Only these runs (repeatable; default: every run in the log).
+        #[arg(long = "run", value_name = "ID")]
+        runs: Vec<String>,
+        /// Add to this policy: only what it does not allow yet; prints what was added.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Write the policy here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Directory that `{workspace}` stands for in --base (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -186,6 +204,13 @@ pub fn main() -> ExitCode {
                 json,
             } => policy::explain(&file, workspace, json),
             PolicyCommand::Schema => policy::schema(),
+            PolicyCommand::Suggest {
+                from,
+                runs,
+                base,
+                out,
+                workspace,
+            } => policy::suggest(&from, &runs, base.as_deref(), out.as_deref(), workspace),
         },
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(&out),

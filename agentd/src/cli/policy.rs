@@ -1,8 +1,9 @@
-//! `agentd policy check|explain|schema`.
+//! `agentd policy check|explain|schema|suggest`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::learn;
 use crate::plan::Plan;
 use crate::policy;
 use crate::probe::Probe;
@@ -30,6 +31,84 @@ pub fn check(file: &Path, workspace: Option<PathBuf>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `agentd policy suggest`: the work is `learn`; this reads the files and writes the result.
+pub fn suggest(
+    from: &Path,
+    runs: &[String],
+    base: Option<&Path>,
+    out: Option<&Path>,
+    workspace: Option<PathBuf>,
+) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("agentd: policy suggest: {e}");
+        ExitCode::from(2)
+    };
+    let opts = match super::load_options(workspace) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let log = match std::fs::read_to_string(from) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot read {}: {e}", from.display())),
+    };
+    let base = match base {
+        Some(b) => match std::fs::read_to_string(b) {
+            Ok(src) => match policy::parse_str(&src, &b.display().to_string(), &opts) {
+                Ok(p) => Some((p, src)),
+                Err(e) => {
+                    print_errors(&e);
+                    return ExitCode::from(1);
+                }
+            },
+            Err(e) => return fail(format!("cannot read {}: {e}", b.display())),
+        },
+        None => None,
+    };
+    let judge = base
+        .as_ref()
+        .map(|(p, _)| crate::audit::judge::Judge::new(p));
+    let observed = learn::Observed::collect(&log, runs, judge.as_ref());
+    if let Some(missing) = runs.iter().find(|r| !observed.runs.contains(r)) {
+        return fail(format!(
+            "no run_start of run {missing} in {}",
+            from.display()
+        ));
+    }
+    if observed.runs.is_empty() {
+        return fail(format!("no runs in {}", from.display()));
+    }
+    let cx = learn::suggest::Context {
+        home: opts.home.clone(),
+        base: base.as_ref().map(|(p, s)| (p, s.as_str())),
+        from: from.display().to_string(),
+    };
+    let s = learn::suggest::suggest(&observed, &cx);
+    // The diff goes where the policy does not: stdout with --out, else stderr.
+    let diff = if base.is_some() {
+        let mut d = format!("{} rule(s) added to the base:\n", s.added.len());
+        for l in &s.added {
+            d.push_str(l);
+            d.push('\n');
+        }
+        d
+    } else {
+        format!("{} rule(s) suggested\n", s.added.len())
+    };
+    match out {
+        Some(o) => {
+            if let Err(e) = std::fs::write(o, &s.yaml) {
+                return fail(format!("cannot write {}: {e}", o.display()));
+            }
+            print!("{diff}");
+        }
+        None => {
+            print!("{}", s.yaml);
+            eprint!("{diff}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 pub fn schema() -> ExitCode {

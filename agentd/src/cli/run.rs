@@ -20,12 +20,18 @@ use crate::supervisor::{
 
 /// The built-in policy used when `--policy` is absent: the strict preset.
 const DEFAULT_POLICY: &str = include_str!("../../../policies/default.yaml");
+/// The base of `--learn` without `--policy`: allows nothing, denies nothing.
+const LEARN_POLICY: &str = include_str!("../../../policies/learn.yaml");
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Policy file (default: the built-in strict preset).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Learn mode: deny nothing and record what the command uses, for `agentd policy
+    /// suggest` (the policy, default one that allows nothing, runs as `mode: learn`).
+    #[arg(long)]
+    learn: bool,
     /// Directory that `{workspace}` stands for (default: the current directory).
     #[arg(long)]
     workspace: Option<PathBuf>,
@@ -99,11 +105,15 @@ struct Prepared {
 
 fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     let opts = super::load_options(args.workspace.clone()).map_err(|e| setup_err("policy", e))?;
-    let policy = match &args.policy {
-        Some(path) => policy::load_file(path, &opts),
-        None => policy::parse_str(DEFAULT_POLICY, "<preset:default>", &opts),
+    let mut policy = match (&args.policy, args.learn) {
+        (Some(path), _) => policy::load_file(path, &opts),
+        (None, false) => policy::parse_str(DEFAULT_POLICY, "<preset:default>", &opts),
+        (None, true) => policy::parse_str(LEARN_POLICY, "<preset:learn>", &opts),
     }
     .map_err(|e| setup_err("policy", e))?;
+    if args.learn {
+        policy.mode = policy::Mode::Learn;
+    }
     let user = run_as(args.user.as_deref())?;
     let probe = Probe::detect();
     let plan = Plan::build(&policy, &probe);
@@ -219,8 +229,19 @@ fn client_request(args: &RunArgs) -> Result<crate::daemon::protocol::RunRequest,
                 text,
             })
         }
+        // The daemon takes the policy's own mode: send the learn preset as the policy.
+        None if args.learn => Some(PolicySource {
+            origin: "<preset:learn>".into(),
+            text: LEARN_POLICY.into(),
+        }),
         None => None,
     };
+    if args.learn && args.policy.is_some() {
+        return Err(setup_err(
+            "policy",
+            "--learn with --policy is for standalone runs; through the daemon, write `mode: learn` in the policy (or pass --standalone)",
+        ));
+    }
     let cwd = std::env::current_dir().map_err(|e| {
         setup_err(
             crate::layers::name::EXEC,

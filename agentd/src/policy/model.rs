@@ -17,6 +17,15 @@ pub enum Mode {
     Enforce,
     /// Deny nothing; record what would have been denied.
     Audit,
+    /// `mode: learn` / `agentd run --learn`: audit mode, for `agentd policy suggest`.
+    Learn,
+}
+
+impl Mode {
+    /// Audit and learn mode: nothing is denied, would-be denials are recorded.
+    pub fn records_only(self) -> bool {
+        self != Mode::Enforce
+    }
 }
 
 #[derive(Debug, Clone)]

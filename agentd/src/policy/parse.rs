@@ -35,7 +35,7 @@ pub(super) const VERSION: u32 = 1;
 pub(super) const WORKSPACE: &str = "{workspace}";
 
 pub(super) const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
-pub(super) const MODES: &[&str] = &["enforce", "audit"];
+pub(super) const MODES: &[&str] = &["enforce", "audit", "learn"];
 pub(super) const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
 pub(super) const EXEC_KEYS: &[&str] = &["allow", "libraries"];
 pub(super) const NET_KEYS: &[&str] = &[
@@ -561,9 +561,10 @@ fn parse_mode(node: &Node) -> R<Mode> {
         YamlData::Value(Scalar::String(s)) => match s.as_ref() {
             "enforce" => Ok(Mode::Enforce),
             "audit" => Ok(Mode::Audit),
+            "learn" => Ok(Mode::Learn),
             other => fail(
                 node,
-                format!("unknown mode `{other}`, expected `enforce` or `audit`"),
+                format!("unknown mode `{other}`, expected `enforce`, `audit` or `learn`"),
             ),
         },
         _ => fail(
@@ -1562,7 +1563,7 @@ mod tests {
             got,
             [
                 (1, 10, "unsupported policy version `2`, expected 1"),
-                (3, 7, "unknown mode `strict`, expected `enforce` or `audit`"),
+                (3, 7, "unknown mode `strict`, expected `enforce`, `audit` or `learn`"),
                 (
                     5,
                     16,
@@ -1673,7 +1674,7 @@ mod tests {
             (
                 3,
                 7,
-                "unknown mode `permissive`, expected `enforce` or `audit`".into()
+                "unknown mode `permissive`, expected `enforce`, `audit` or `learn`".into()
             )
         );
     }

@@ -9,7 +9,7 @@ use crate::audit::event::{
 use crate::audit::{AuditEvent, Decision, Entry};
 use crate::events::Event;
 use crate::layers::bpf::{exec, fs, BpfRuntime, FsPath, RunBpf};
-use crate::policy::{Mode, Policy};
+use crate::policy::Policy;
 use agentd_common::fsrules::{
     FS_ACTION_DENY, FS_ACTION_KILL, FS_ACTION_TAINT, FS_ACTION_WOULD_DENY, FS_EVENT_EXEC_OUTSIDE,
     FS_EVENT_FLAG_NEW_ENTRY, FS_EVENT_MMAP_OUTSIDE, FS_EVENT_MPROTECT_OUTSIDE, FS_LAYER_LSM,
@@ -25,7 +25,7 @@ pub fn enable(
     policy: &Policy,
     cgroup_dir: &Path,
 ) -> Result<(), String> {
-    let audit_only = policy.mode == Mode::Audit;
+    let audit_only = policy.mode.records_only();
     let entries = fs::resolve(&policy.fs, audit_only).map_err(|e| e.to_string())?;
     bpf.enable_fs_rules(run, path, &entries)
         .map_err(|e| e.to_string())?;
@@ -68,7 +68,7 @@ pub fn enable_exec(
             .collect(),
     };
     let entries = exec::resolve(&executables, &libraries);
-    bpf.enable_exec_integrity(run, path, &entries, policy.mode == Mode::Audit)
+    bpf.enable_exec_integrity(run, path, &entries, policy.mode.records_only())
         .map_err(|e| e.to_string())
 }
 

@@ -27,7 +27,6 @@ use crate::layers::cgroup::RunCgroups;
 use crate::layers::name;
 use crate::net::run_resolver::RunResolver;
 use crate::plan::DNS;
-use crate::policy::Mode;
 use crate::run_guard::RunGuard;
 
 use super::records::RunAudit;
@@ -262,7 +261,7 @@ impl RunResources {
         let tainted = self.host.bpf().taint(self.cgroup_id).is_some();
         let mut keep_taint = false;
         // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
-        if tainted && spec.policy.mode != Mode::Audit {
+        if tainted && !spec.policy.mode.records_only() {
             if let Some(cgroups) = self.cgroups.as_ref() {
                 let (entry, aborted) = super::fsrules::abort_tainted_sockets(cgroups).await;
                 audit.entry(entry);

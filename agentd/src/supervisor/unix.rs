@@ -6,7 +6,7 @@ use crate::layers::bpf::{unix_sockets, BpfRuntime, RunBpf, UnixPath};
 use crate::layers::cgroup::RunCgroups;
 use crate::layers::name;
 use crate::plan::Plan;
-use crate::policy::{Mode, Policy};
+use crate::policy::Policy;
 
 /// Enables mediation when the Plan asks for it (the entries go with the run's slot).
 pub(super) fn enable(
@@ -30,7 +30,7 @@ pub(super) fn enable(
         path,
         &cgroups.identity().path,
         &entries,
-        policy.mode == Mode::Audit,
+        policy.mode.records_only(),
     )
     .map_err(|e| setup_err(layer, format!("pathname unix sockets: {e}")))
 }

@@ -1,0 +1,283 @@
+//! Learn mode and `agentd policy suggest`: a workload runs under `--learn`, the
+//! suggestion is checked, replayed and enforced.
+//!
+//! Today a learn run records every exec, executable mapping, connect, bind, unix socket,
+//! name and budget peak, but not plain file reads and writes (audit mode records no
+//! landlock would-denials yet): the workload's files come from the base policy given to
+//! `--learn --policy BASE`, and the suggestion adds the rest to it (`--base`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use integration::{agentd_bin, assert_status, read_audit, stdout, Sandbox};
+use serde_json::Value;
+
+/// A directory outside /tmp (which the suggestion may make writable) for the audit log.
+fn log_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("agentd-it-learn-")
+        .tempdir_in("/var/lib")
+        .unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+fn run(sb: &Sandbox, log: &Path, policy: Option<&Path>, learn: bool, cmd: &[&str]) -> Output {
+    let mut c = sb.agentd();
+    c.env("HOME", sb.workspace()).arg("run").arg("--standalone");
+    if learn {
+        c.arg("--learn");
+    }
+    if let Some(p) = policy {
+        c.arg("--policy").arg(p);
+    }
+    c.arg("--workspace")
+        .arg(sb.workspace())
+        .arg("--audit")
+        .arg(log)
+        .arg("--")
+        .args(cmd);
+    c.output().unwrap_or_else(|e| panic!("run agentd: {e}"))
+}
+
+fn suggest(sb: &Sandbox, args: &[&str]) -> Output {
+    let o = Command::new(agentd_bin())
+        .current_dir(sb.dir.path())
+        .args(["policy", "suggest"])
+        .args(args)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .output()
+        .unwrap_or_else(|e| panic!("suggest: {e}"));
+    assert_status(&o, 0);
+    o
+}
+
+fn denials<'a>(records: &'a [Value], run: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["run"] == run)
+        .filter(|r| matches!(r["decision"].as_str(), Some("deny" | "kill" | "would_deny")))
+        .collect()
+}
+
+fn last_run(records: &[Value]) -> String {
+    records
+        .iter()
+        .rev()
+        .find(|r| r["event"] == "run_start")
+        .and_then(|r| r["run"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The files the workload needs, which a learn run does not record yet.
+fn base(sb: &Sandbox) -> PathBuf {
+    sb.write_policy(
+        "version: 1\nname: learn-base\nfs:\n  read: [/usr, /lib, {path: /lib64, optional: true}, /etc/ld.so.cache, /etc/passwd, /etc/group, {path: /etc/localtime, optional: true}, /etc/hosts, {path: /etc/gitconfig, optional: true}, {path: /etc/locale.alias, optional: true}, {path: /etc/ssl/openssl.cnf, optional: true}, /proc, /dev]\n  write: [\"{workspace}\", /tmp]\nexec:\n  allow: []\nnet:\n  allow: []\n",
+    )
+}
+
+fn workload(sb: &Sandbox, port: u16, tmp_file: &str) -> String {
+    let ws = sb.workspace();
+    std::fs::create_dir_all(ws.join("tests")).must();
+    std::fs::write(ws.join("a.txt"), "hello\n").must();
+    std::fs::write(
+        ws.join("tests/test_one.py"),
+        "import unittest\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(1 + 1, 2)\n",
+    )
+    .must();
+    format!(
+        "set -e; cd {ws}; rm -rf .git; git init -q .; git add a.txt; git -c user.name=t -c user.email=t@example.com commit -qm one; \
+         /usr/bin/python3 -m unittest discover -s tests -q 2>&1; ls | sort | wc -l; \
+         /usr/bin/python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:{port}/\").status)'; \
+         echo x > {tmp_file}",
+        ws = ws.display()
+    )
+}
+
+/// A one-shot HTTP server on loopback: answers every connection with 200.
+fn http_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").must();
+    let port = l.local_addr().must().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn learn_suggest_then_enforce_with_zero_denials() {
+    let sb = Sandbox::new();
+    let logs = log_dir();
+    let log = logs.path().join("audit.jsonl");
+    let base = base(&sb);
+    let port = http_server();
+    let tmp_file = format!("/tmp/agentd-learn-it-{}", std::process::id());
+    let script = workload(&sb, port, &tmp_file);
+
+    let o = run(&sb, &log, Some(&base), true, &["/bin/sh", "-c", &script]);
+    assert_status(&o, 0);
+    assert!(stdout(&o).contains("200"), "{}", stdout(&o));
+    let records = read_audit(&log);
+    let learn_run = last_run(&records);
+    let start = records.iter().find(|r| r["event"] == "run_start").must();
+    assert_eq!(start["mode"], "learn");
+
+    let out = sb.dir.path().join("suggested.yaml");
+    let s = suggest(
+        &sb,
+        &[
+            "--from",
+            log.to_str().must(),
+            "--base",
+            base.to_str().must(),
+            "--out",
+            out.to_str().must(),
+        ],
+    );
+    let yaml = std::fs::read_to_string(&out).must();
+    let diff = stdout(&s);
+    eprintln!("{yaml}\n{diff}");
+    assert!(
+        diff.contains("+ exec.allow: \"/usr/local/bin/git\"") || diff.contains("/bin/git\""),
+        "{diff}"
+    );
+    assert!(
+        diff.contains(&format!("+ net.allow: \"127.0.0.1:{port}/tcp\"")),
+        "{diff}"
+    );
+    assert!(!diff.contains("/usr/bin/id"), "{diff}");
+
+    // Same log, same bytes.
+    let again = sb.dir.path().join("again.yaml");
+    suggest(
+        &sb,
+        &[
+            "--from",
+            log.to_str().must(),
+            "--base",
+            base.to_str().must(),
+            "--out",
+            again.to_str().must(),
+        ],
+    );
+    assert_eq!(std::fs::read(&again).must(), yaml.as_bytes());
+
+    // It is a valid policy and the replay of the learn run under it flips nothing.
+    let check = sb
+        .agentd()
+        .args(["policy", "check"])
+        .arg(&out)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .output()
+        .must();
+    assert_status(&check, 0);
+    let replay = sb
+        .agentd()
+        .args(["audit", "replay"])
+        .arg(&log)
+        .arg("--policy")
+        .arg(&out)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .args(["--run", &learn_run])
+        .output()
+        .must();
+    // Nothing the run did is denied under it: no allow→deny flip. (Its would_deny
+    // records, now allowed, are the deny→allow ones.)
+    assert!(
+        stdout(&replay).contains(" 0 allow→deny"),
+        "{}",
+        stdout(&replay)
+    );
+
+    // Enforced, the same workload runs with zero denials.
+    let o = run(&sb, &log, Some(&out), false, &["/bin/sh", "-c", &script]);
+    let records = read_audit(&log);
+    let enforce_run = last_run(&records);
+    assert_eq!(denials(&records, &enforce_run), Vec::<&Value>::new());
+    assert_status(&o, 0);
+
+    // What the workload never did is still denied.
+    let o = run(
+        &sb,
+        &log,
+        Some(&out),
+        false,
+        &["/bin/sh", "-c", "cat /etc/shadow"],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let o = run(&sb, &log, Some(&out), false, &["/usr/bin/id"]);
+    assert_status(&o, 126);
+    let other = port.wrapping_add(1);
+    let o = run(
+        &sb,
+        &log,
+        Some(&out),
+        false,
+        &["/bin/sh", "-c", &format!("/usr/bin/python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {other}))'")],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let records = read_audit(&log);
+    let r = last_run(&records);
+    assert!(
+        denials(&records, &r)
+            .iter()
+            .any(|d| d["port"] == other && d["op"] == "connect"),
+        "{records:?}"
+    );
+    let _ = std::fs::remove_file(&tmp_file);
+}
+
+#[test]
+fn an_ssh_key_read_is_a_secret_not_a_read() {
+    // The record a learn run writes for a file read outside its policy (layer landlock,
+    // `would_deny`), as the fs recorder will: suggest turns it into fs.secret.
+    let sb = Sandbox::new();
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
+    let log = sb.dir.path().join("synthetic.jsonl");
+    let key = home.join(".ssh/id_ed25519");
+    let lines = [
+        serde_json::json!({"run": "r1", "event": "run_start", "workspace": sb.workspace(), "mode": "learn"}),
+        serde_json::json!({"run": "r1", "event": "denied", "decision": "would_deny", "layer": "landlock", "op": "open", "path": key, "syscall": "openat"}),
+        serde_json::json!({"run": "r1", "event": "run_end", "elapsed_ms": 10, "budgets": {}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&log, text).must();
+    let o = suggest(&sb, &["--from", log.to_str().must()]);
+    let y = stdout(&o);
+    let secret = y.split("  secret:").nth(1).unwrap_or("");
+    let read = y
+        .split("  read:")
+        .nth(1)
+        .unwrap_or("")
+        .split("  write:")
+        .next()
+        .unwrap_or("");
+    assert!(secret.contains("~/.ssh/id_ed25519"), "{y}");
+    assert!(!read.contains(".ssh"), "{y}");
+}
+
+/// `unwrap` that says what failed, for Results and Options alike.
+trait Must<T> {
+    fn must(self) -> T;
+}
+
+impl<T, E: std::fmt::Debug> Must<T> for Result<T, E> {
+    fn must(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e:?}"))
+    }
+}
+
+impl<T> Must<T> for Option<T> {
+    fn must(self) -> T {
+        self.unwrap_or_else(|| panic!("expected a value, got None"))
+    }
+}
