@@ -137,8 +137,14 @@ fn main() {
                         0,
                     )
                 },
-                // SAFETY: plain integers; signal 0 only checks permission.
-                "kill-init" => unsafe { libc::kill(1, 0) }.into(),
+                "kill-init" => {
+                    // SAFETY: plain integers; signal 0 only checks permission.
+                    let rc = unsafe { libc::kill(1, 0) }.into();
+                    // Stay alive so agentd can read both processes' credentials (the
+                    // record judges the kill only while they exist).
+                    std::thread::sleep(std::time::Duration::from_millis(1500));
+                    rc
+                }
                 other => {
                     eprintln!("unknown syscall {other}");
                     std::process::exit(2)
