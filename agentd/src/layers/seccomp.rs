@@ -585,7 +585,7 @@ mod tests {
     fn the_denial_tracker_knows_the_deny_list_by_number() {
         let want: std::collections::BTreeSet<i32> = DENIED_SYSCALLS
             .iter()
-            .map(|n| resolve(n).unwrap().as_raw_syscall())
+            .map(|n| resolve(n).map_or(-1, |s| s.as_raw_syscall()))
             .collect();
         let have: std::collections::BTreeSet<i32> = (0..1024u32)
             .filter(|&n| agentd_common::denials::seccomp_denied_nr(n))

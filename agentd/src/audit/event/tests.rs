@@ -275,6 +275,7 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
         ),
         (
             "seccomp",
+            Some(Deny),
             SyscallDenied {
                 op: "syscall".into(),
                 syscall: "clone".into(),
