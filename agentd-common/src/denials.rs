@@ -38,6 +38,40 @@ pub mod nr {
     /// `open_flags` is `family | protocol << 32`, `dirfd` the type (without
     /// `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).
     pub const SOCKET: u32 = 41;
+    /// `clone(2)`: refused by the seccomp layer (`EPERM`) when a namespace flag is set.
+    /// Its [`super::DenialEvent`] carries no path; `open_flags` is the flags argument.
+    pub const CLONE: u32 = 56;
+    /// `clone3(2)`: always refused by the seccomp layer with `ENOSYS`.
+    pub const CLONE3: u32 = 435;
+    /// `kill`, `tkill`, `tgkill`: `EPERM` from landlock's signal scope (a target outside
+    /// the run's landlock domain) or the kernel's permission check. `open_flags` is the
+    /// target (pid, tid or tgid), `dirfd` the signal.
+    pub const KILL: u32 = 62;
+    pub const TKILL: u32 = 200;
+    pub const TGKILL: u32 = 234;
+}
+
+/// The x86_64 numbers of the seccomp layer's deny list (`DENIED_SYSCALLS` in agentd's
+/// `layers/seccomp.rs`; a unit test there checks the two agree). The tracker reports a
+/// failed syscall with one of these numbers and `EPERM`: under the seccomp filter such a
+/// syscall never reaches its kernel implementation, so its `EPERM` can only be the
+/// filter's. This keeps the filter a plain `ERRNO` (no notifier round trip, no distinct
+/// errno the program could notice) and costs the tracker one compare chain, only on a
+/// failed syscall. Its [`DenialEvent`] carries no path; `open_flags` is arg0.
+#[inline(always)]
+pub const fn seccomp_denied_nr(nr: u32) -> bool {
+    matches!(
+        nr,
+        101 | 310 | 311 | 438 | 321 | 298 // ptrace, process_vm_*, pidfd_getfd, bpf, perf
+            | 165 | 166 | 155 | 429 | 428 | 430 | 431 | 432 | 433 | 442 // mount API
+            | 272 | 308 // unshare, setns
+            | 250 | 248 | 249 // keyctl, add_key, request_key
+            | 246 | 320 | 175 | 313 | 176 // kexec, modules
+            | 425 | 426 | 427 // io_uring
+            | 323 | 135 // userfaultfd, personality
+            | 167 | 168 | 169 | 163 | 179 | 103 | 153 // administration
+            | 303 | 304 | 212 | 180 // by handle, obsolete
+    )
 }
 
 /// `AF_INET`, `AF_INET6`, `AF_NETLINK`, `AF_PACKET` and `SOCK_RAW`, for the `socket` watch.
@@ -52,6 +86,7 @@ pub const DENIAL_SOCK_TYPE_MASK: u64 = 0xf;
 /// Errno values (positive) the tracker reports.
 pub const DENIAL_EPERM: i32 = 1;
 pub const DENIAL_EACCES: i32 = 13;
+pub const DENIAL_ENOSYS: i32 = 38;
 
 /// Byte offsets of the argument registers in x86_64 `struct pt_regs` (a fixed ABI:
 /// `arch/x86/include/asm/ptrace.h`): arg0 = di, arg1 = si, arg2 = dx.

@@ -10,15 +10,20 @@
 //! `socket(2)` failures are recognised the same way (`failed_socket`): a seccomp `ERRNO`
 //! refuses packet and netlink sockets, and the kernel's `CAP_NET_RAW` check refuses raw
 //! sockets before the cgroup `sock_create` hook could audit them.
+//!
+//! Path-less refusals are recognised by number (`failed_plain`): the seccomp deny list
+//! (`EPERM`, `clone3` `ENOSYS`) and the kill family (`EPERM`, landlock's signal scope).
+//! This adds no hook: it is a compare chain on the failed-syscall path only.
 
 use core::{ffi::c_void, ptr::addr_of_mut};
 
 use agentd_common::{
+    denials::seccomp_denied_nr,
     denials::{
         nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK,
-        DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_EPERM, DENIAL_FLAG_PATH_TRUNCATED,
-        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK,
-        EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
+        DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_ENOSYS, DENIAL_EPERM,
+        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW,
+        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
     },
     EventHeader,
 };
@@ -100,16 +105,47 @@ fn failed_socket(regs: *const u8, id: u32) -> Option<PendingSyscall> {
     })
 }
 
+/// A syscall without a path that the seccomp layer refuses (its deny list, `clone` with
+/// namespace flags, `clone3`), or a signal that landlock's scope (or the kernel's
+/// permission check) refused. No path: `open_flags` is arg0 and `dirfd` the signal for
+/// the kill family. Userspace judges the layer (`clone` counts only with a namespace
+/// flag; a signal only when its target is outside the run).
+#[inline(always)]
+fn failed_plain(regs: *const u8, id: u32, errno: i32) -> Option<PendingSyscall> {
+    let signal = match id {
+        nr::CLONE3 if errno == DENIAL_ENOSYS => 0,
+        _ if errno != DENIAL_EPERM => return None,
+        nr::KILL | nr::TKILL => reg(regs, PT_REGS_SI),
+        nr::TGKILL => reg(regs, PT_REGS_DX),
+        nr::CLONE => 0,
+        _ if seccomp_denied_nr(id) => 0,
+        _ => return None,
+    };
+    Some(PendingSyscall {
+        path_ptr: 0,
+        open_flags: reg(regs, PT_REGS_DI),
+        nr: id,
+        dirfd: signal as i32,
+    })
+}
+
 /// A syscall of the host failed with `ret` (negative); `regs` are its saved user
 /// registers, `id` its number. Audits it if it is a watched syscall of a watched cgroup
 /// that failed with EACCES or EPERM.
 #[inline(always)]
 pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     let errno = -(ret as i32);
-    if errno != DENIAL_EACCES && errno != DENIAL_EPERM {
+    if errno != DENIAL_EACCES && errno != DENIAL_EPERM && errno != DENIAL_ENOSYS {
         return;
     }
-    let Some(pending) = failed_path_syscall(regs, id).or_else(|| failed_socket(regs, id)) else {
+    let pending = if errno == DENIAL_ENOSYS {
+        failed_plain(regs, id, errno)
+    } else {
+        failed_path_syscall(regs, id)
+            .or_else(|| failed_socket(regs, id))
+            .or_else(|| failed_plain(regs, id, errno))
+    };
+    let Some(pending) = pending else {
         return;
     };
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
@@ -120,7 +156,8 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
         return;
     };
     let event: *mut DenialEvent = entry.as_mut_ptr();
-    let copied = if pending.nr == nr::SOCKET {
+    let pathless = path_syscall_regs(pending.nr).is_none();
+    let copied = if pathless {
         // No path to copy; the record's path is left empty below.
         1
     } else {
@@ -166,7 +203,7 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
         addr_of_mut!((*event).flags).write(flags);
         addr_of_mut!((*event).path_len).write(path_len);
         addr_of_mut!((*event)._pad).write(0);
-        if copied <= 0 || pending.nr == nr::SOCKET {
+        if copied <= 0 || pathless {
             addr_of_mut!((*event).path).cast::<u8>().write(0);
         }
     }

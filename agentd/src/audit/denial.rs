@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::event::{FileDenied, SocketDenied};
+use super::event::{FileDenied, SocketDenied, SyscallDenied};
 use super::judge::{Judge, Verdict};
 use agentd_common::denials::{nr, DENIAL_AT_FDCWD};
 
@@ -176,6 +176,117 @@ pub fn socket_denial_record(
         pid: tgid,
         tid,
         syscall: "socket".into(),
+    };
+    (layer, denied)
+}
+
+/// Whether the tracker's event for syscall `nr` is a path-less one
+/// ([`syscall_denial_record`]).
+pub fn is_plain_syscall(nr: u32) -> bool {
+    agentd_common::denials::seccomp_denied_nr(nr)
+        || matches!(
+            nr,
+            nr::CLONE | nr::CLONE3 | nr::KILL | nr::TKILL | nr::TGKILL
+        )
+}
+
+/// What the run's layers are, for [`syscall_denial_record`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlainLayers {
+    pub seccomp: bool,
+    pub scope_signal: bool,
+}
+
+/// Real and effective uid of a live process, from /proc (`None` once it is gone).
+fn uids(tgid: u32) -> Option<(u32, u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let mut it = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
+
+/// Layer and rule of a refused signal. The kernel's credential check
+/// (`kill_ok_by_cred`) runs before landlock's signal scope, so landlock is named only when
+/// the sender could signal the target by uid; nothing is judged once either is gone.
+fn signal_verdict(layers: PlainLayers, sender: u32, target: i64) -> (&'static str, String) {
+    let target = u32::try_from(target).ok().filter(|t| *t > 0);
+    let (Some(s), Some(t)) = (uids(sender), target.and_then(uids)) else {
+        return (
+            "kernel",
+            "not judged: the sender or the target was gone before agentd could read its credentials".into(),
+        );
+    };
+    let (s_uid, s_euid, _) = s;
+    let (t_uid, _, t_suid) = t;
+    let cred_ok = s_euid == 0 || [s_uid, s_euid].iter().any(|u| *u == t_uid || *u == t_suid);
+    if cred_ok && layers.scope_signal {
+        (
+            "landlock",
+            "landlock scope signal: no signals to processes outside the run".into(),
+        )
+    } else {
+        (
+            "kernel",
+            "no rule: the sender's uid may not signal the target (kernel permission check)".into(),
+        )
+    }
+}
+
+/// The record of a path-less syscall the tracker saw fail: the seccomp deny list,
+/// `clone` with namespace flags, `clone3`, and the kill family. `arg0` and `signal` are
+/// the tracker's `open_flags` and the name of its `dirfd` (the signal).
+pub fn syscall_denial_record(
+    layers: PlainLayers,
+    tgid: u32,
+    tid: u32,
+    syscall: u32,
+    errno: &str,
+    arg0: u64,
+    signal: &str,
+) -> (&'static str, SyscallDenied) {
+    let ns_flags: u64 = crate::layers::seccomp::NAMESPACE_CLONE_FLAGS
+        .iter()
+        .map(|(_, f)| f)
+        .fold(0, |a, f| a | f);
+    let kill = matches!(syscall, nr::KILL | nr::TKILL | nr::TGKILL);
+    let (layer, rule): (&'static str, String) = match syscall {
+        _ if kill => signal_verdict(layers, tgid, arg0 as i32 as i64),
+        _ if !layers.seccomp => (
+            "kernel",
+            "no rule: the run has no seccomp layer; the kernel refused it".into(),
+        ),
+        nr::CLONE if arg0 & ns_flags != 0 => (
+            "seccomp",
+            "clone with a namespace flag is denied (seccomp baseline)".into(),
+        ),
+        nr::CLONE => (
+            "kernel",
+            "no rule: clone without a namespace flag; the kernel refused it".into(),
+        ),
+        nr::CLONE3 => (
+            "seccomp",
+            "clone3 is denied with ENOSYS, its flags cannot be inspected (seccomp baseline)".into(),
+        ),
+        _ => ("seccomp", "on the deny list (seccomp baseline)".into()),
+    };
+    let arg = match syscall {
+        nr::CLONE => Some(format!("{arg0:#x}")),
+        _ if kill => Some((arg0 as i32).to_string()),
+        _ => None,
+    };
+    let denied = SyscallDenied {
+        op: "syscall".into(),
+        syscall: crate::layers::seccomp::syscall_name(syscall),
+        nr: syscall,
+        errno: errno.into(),
+        rule,
+        pid: tgid,
+        tid,
+        arg,
+        signal: kill.then(|| signal.to_owned()),
     };
     (layer, denied)
 }

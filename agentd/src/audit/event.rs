@@ -296,6 +296,9 @@ pub enum Denied {
     /// A raw inet, packet or netlink `socket(2)` refused before any cgroup hook ran
     /// (layer `seccomp`, `caps` or `kernel`).
     Socket(SocketDenied),
+    /// A path-less syscall refused by the seccomp deny list, or a signal refused by
+    /// landlock's scope or the kernel (layer `seccomp`, `landlock` or `kernel`).
+    Syscall(SyscallDenied),
     /// The command itself could not be exec'd (layer `landlock` or `exec`).
     Command(CommandDenied),
     /// The cgroup-BPF network hooks (layer `bpf`).
@@ -316,6 +319,7 @@ pub enum Denied {
 pub enum DeniedKind {
     File,
     Socket,
+    Syscall,
     Command,
     Net,
     Unix,
@@ -357,8 +361,8 @@ impl Denied {
 
     /// Tells the kinds apart by the fields only one of them writes: `run_slot` (net),
     /// `family: AF_UNIX` (unix), `qtype` (dns), `path_source` with `rule_path` (an inode
-    /// rule) or without (exec integrity), `syscall` with `op: socket` (socket) or another
-    /// op (file); a record with none of them is the command's own exec.
+    /// rule) or without (exec integrity), `syscall` with `op: socket` (socket), `op:
+    /// syscall` (syscall) or another op (file); a record with none of them is the command's own exec.
     pub fn kind_of(fields: &Map<String, Value>) -> DeniedKind {
         let has = |k: &str| fields.contains_key(k);
         if has("run_slot") {
@@ -373,6 +377,8 @@ impl Denied {
             DeniedKind::ExecIntegrity
         } else if has("syscall") && fields.get("op").and_then(Value::as_str) == Some("socket") {
             DeniedKind::Socket
+        } else if has("syscall") && fields.get("op").and_then(Value::as_str) == Some("syscall") {
+            DeniedKind::Syscall
         } else if has("syscall") {
             DeniedKind::File
         } else {
@@ -390,6 +396,7 @@ impl<'de> Deserialize<'de> for Denied {
         let r = match kind {
             DeniedKind::File => FileDenied::deserialize(v).map(Denied::File),
             DeniedKind::Socket => SocketDenied::deserialize(v).map(Denied::Socket),
+            DeniedKind::Syscall => SyscallDenied::deserialize(v).map(Denied::Syscall),
             DeniedKind::Command => CommandDenied::deserialize(v).map(Denied::Command),
             DeniedKind::Net => NetDenied::deserialize(v).map(Denied::Net),
             DeniedKind::Unix => UnixDenied::deserialize(v).map(Denied::Unix),
@@ -448,6 +455,28 @@ pub struct SocketDenied {
     pub tid: u32,
     /// `socket`.
     pub syscall: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyscallDenied {
+    /// `syscall`.
+    pub op: String,
+    /// `ptrace`, `clone3`, `kill`, … (x86_64 name).
+    pub syscall: String,
+    /// The syscall number.
+    pub nr: u32,
+    /// What the process saw: `EPERM`, `ENOSYS`.
+    pub errno: String,
+    /// The rule that denied it, or why no layer of agentd did.
+    pub rule: String,
+    pub pid: u32,
+    pub tid: u32,
+    /// The first argument (clone flags as hex, the kill target); absent when not shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// The signal of a refused `kill`/`tkill`/`tgkill`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -858,6 +887,7 @@ into_event! {
     Denied => |v| AuditEvent::Denied(v),
     FileDenied => |v| AuditEvent::Denied(Denied::File(v)),
     SocketDenied => |v| AuditEvent::Denied(Denied::Socket(v)),
+    SyscallDenied => |v| AuditEvent::Denied(Denied::Syscall(v)),
     CommandDenied => |v| AuditEvent::Denied(Denied::Command(v)),
     NetDenied => |v| AuditEvent::Denied(Denied::Net(v)),
     UnixDenied => |v| AuditEvent::Denied(Denied::Unix(v)),

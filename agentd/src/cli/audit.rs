@@ -419,10 +419,15 @@ fn budget_line(b: &Budget) -> String {
 /// A record that carries a decision no replay rule re-judges (`layer/event`), so that
 /// replay lists it as not judged instead of passing over it. Budget notices and
 /// `agentd stop` are not policy decisions of their own: budgets are judged at run_end.
+/// Nor is the seccomp baseline's refusal of a syscall, which no policy changes.
 fn unreplayable(r: &Value) -> Option<String> {
     r["decision"].as_str()?;
     let event = r["event"].as_str().unwrap_or("");
     if matches!(event, "budget" | "stop") {
+        return None;
+    }
+    // The seccomp baseline is the same under every policy: its refusals cannot flip.
+    if r["layer"] == "seccomp" && r["op"] == "syscall" {
         return None;
     }
     Some(format!("{}/{event}", r["layer"].as_str().unwrap_or("")))

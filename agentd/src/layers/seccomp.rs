@@ -208,6 +208,15 @@ fn resolve(name: &str) -> Result<ScmpSyscall, SeccompError> {
     Ok(syscall)
 }
 
+/// This architecture's name of syscall `nr`, for audit records (the number when
+/// libseccomp does not know it).
+pub fn syscall_name(nr: u32) -> String {
+    i32::try_from(nr)
+        .ok()
+        .and_then(|n| ScmpSyscall::from(n).get_name().ok())
+        .unwrap_or_else(|| nr.to_string())
+}
+
 /// Builds the filter with `denied` syscalls failing with `errno`.
 fn build(denied: &[&str], errno: i32) -> Result<PreparedSeccomp, SeccompError> {
     let mut ctx = build_step(
@@ -572,6 +581,21 @@ mod tests {
     /// Every listed syscall is in the filter. The child drops all capabilities
     /// first, so even a syscall missing from the filter would fail harmlessly,
     /// and the filter uses a marker errno so the two cases can be told apart.
+    #[test]
+    fn the_denial_tracker_knows_the_deny_list_by_number() {
+        let want: std::collections::BTreeSet<i32> = DENIED_SYSCALLS
+            .iter()
+            .map(|n| resolve(n).map_or(-1, |s| s.as_raw_syscall()))
+            .collect();
+        let have: std::collections::BTreeSet<i32> = (0..1024u32)
+            .filter(|&n| agentd_common::denials::seccomp_denied_nr(n))
+            .map(|n| n as i32)
+            .collect();
+        assert_eq!(have, want);
+        assert_eq!(syscall_name(101), "ptrace");
+        assert_eq!(syscall_name(agentd_common::denials::nr::CLONE3), "clone3");
+    }
+
     #[test]
     fn every_denied_syscall_is_filtered() {
         const MARKER: i32 = libc::ENOTRECOVERABLE;

@@ -150,6 +150,30 @@ impl RunAudit {
                 errno,
                 dirfd,
                 open_flags,
+                ..
+            } if crate::audit::denial::is_plain_syscall(nr) => {
+                let layers = crate::audit::denial::PlainLayers {
+                    seccomp: plan.seccomp,
+                    scope_signal: plan.landlock.as_ref().is_some_and(|l| l.scope_signal),
+                };
+                let (layer, denied) = crate::audit::denial::syscall_denial_record(
+                    layers,
+                    tgid,
+                    pid,
+                    nr,
+                    &errno_name(errno),
+                    open_flags,
+                    &signal_name(dirfd),
+                );
+                self.record(layer, Some(Decision::Deny), denied.into());
+            }
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                dirfd,
+                open_flags,
                 path,
                 ..
             } => {

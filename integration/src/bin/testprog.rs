@@ -113,6 +113,38 @@ fn main() {
                 "bpf" => unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) },
                 // SAFETY: as above.
                 "clone3" => unsafe { libc::syscall(libc::SYS_clone3, 0, 0) },
+                // SAFETY: as above.
+                "keyctl" => unsafe { libc::syscall(libc::SYS_keyctl, 0, 0, 0) },
+                // SAFETY: as above (0xffffffff only queries the persona).
+                "personality" => unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu64) },
+                // SAFETY: as above.
+                "io_uring_setup" => unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, 0) },
+                // SAFETY: as above.
+                "process_vm_readv" => unsafe {
+                    libc::syscall(libc::SYS_process_vm_readv, 1, 0, 0, 0, 0, 0)
+                },
+                // SAFETY: as above.
+                "pidfd_getfd" => unsafe { libc::syscall(libc::SYS_pidfd_getfd, 0, 0, 0) },
+                // SAFETY: as above; CLONE_NEWNS | SIGCHLD, no stack (fork semantics). If it
+                // were allowed the child would print too; the filter refuses it.
+                "clone-newns" => unsafe {
+                    libc::syscall(
+                        libc::SYS_clone,
+                        libc::CLONE_NEWNS | libc::SIGCHLD,
+                        0,
+                        0,
+                        0,
+                        0,
+                    )
+                },
+                "kill-init" => {
+                    // SAFETY: plain integers; signal 0 only checks permission.
+                    let rc = unsafe { libc::kill(1, 0) }.into();
+                    // Stay alive so agentd can read both processes' credentials (the
+                    // record judges the kill only while they exist).
+                    std::thread::sleep(std::time::Duration::from_millis(1500));
+                    rc
+                }
                 other => {
                     eprintln!("unknown syscall {other}");
                     std::process::exit(2)

@@ -274,6 +274,22 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
             .into(),
         ),
         (
+            "seccomp",
+            Some(Deny),
+            SyscallDenied {
+                op: "syscall".into(),
+                syscall: "clone".into(),
+                nr: 56,
+                errno: "EPERM".into(),
+                rule: "namespace clone is denied (seccomp baseline)".into(),
+                pid: 7,
+                tid: 8,
+                arg: Some("0x10000000".into()),
+                signal: None,
+            }
+            .into(),
+        ),
+        (
             "landlock",
             Some(Deny),
             CommandDenied {
@@ -509,6 +525,7 @@ fn kind(e: &AuditEvent) -> &'static str {
         AuditEvent::Denied(d) => match d {
             Denied::File(_) => "denied/file",
             Denied::Socket(_) => "denied/socket",
+            Denied::Syscall(_) => "denied/syscall",
             Denied::Command(_) => "denied/command",
             Denied::Net(_) => "denied/net",
             Denied::Unix(_) => "denied/unix",
@@ -563,6 +580,7 @@ const KINDS: &[&str] = &[
     "exit",
     "denied/file",
     "denied/socket",
+    "denied/syscall",
     "denied/command",
     "denied/net",
     "denied/unix",

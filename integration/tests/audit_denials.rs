@@ -1,0 +1,84 @@
+//! Every refusal of a path-less syscall is a `denied` record naming the syscall, the
+//! layer, the rule, the errno the process saw and its pid: the seccomp deny list,
+//! namespace `clone`, `clone3`, and signals outside the run (landlock's signal scope).
+
+use integration::*;
+use serde_json::Value;
+
+/// Runs `testprog syscall <which>` under the base policy, checks what the process saw,
+/// and returns the one `denied` record of that syscall.
+fn denied(sb: &Sandbox, which: &str, name: &str, errno: &str) -> Value {
+    let o = sb.run_prog(&["syscall", which]);
+    assert_eq!(stdout(&o), format!("{which}: {errno}\n"), "{o:?}");
+    let recs = sb.audit();
+    let hits: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["syscall"] == name)
+        .collect();
+    assert_eq!(hits.len(), 1, "{name}: {recs:#?}");
+    let r = hits[0].clone();
+    assert_eq!(r["op"], "syscall");
+    assert_eq!(r["decision"], "deny");
+    assert_eq!(r["errno"], errno);
+    assert!(r["pid"].as_u64().is_some_and(|p| p > 1), "{r}");
+    assert!(r["nr"].as_u64().is_some(), "{r}");
+    assert!(r["run"].as_str().is_some_and(|s| s.len() == 12), "{r}");
+    r
+}
+
+#[test]
+fn seccomp_deny_list_refusals_are_denied_records() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    for (which, name) in [
+        ("ptrace", "ptrace"),
+        ("unshare-user", "unshare"),
+        ("mount", "mount"),
+        ("bpf", "bpf"),
+        ("keyctl", "keyctl"),
+        ("personality", "personality"),
+        ("io_uring_setup", "io_uring_setup"),
+        ("process_vm_readv", "process_vm_readv"),
+        ("pidfd_getfd", "pidfd_getfd"),
+    ] {
+        let r = denied(&sb, which, name, "EPERM");
+        assert_eq!(r["layer"], "seccomp", "{r}");
+        assert_eq!(r["rule"], "on the deny list (seccomp baseline)", "{r}");
+    }
+}
+
+#[test]
+fn namespace_clone_and_clone3_are_denied_records() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = denied(&sb, "clone-newns", "clone", "EPERM");
+    assert_eq!(r["layer"], "seccomp");
+    assert_eq!(
+        r["rule"],
+        "clone with a namespace flag is denied (seccomp baseline)"
+    );
+    assert_eq!(
+        r["arg"],
+        format!("{:#x}", libc::CLONE_NEWNS | libc::SIGCHLD)
+    );
+    let r = denied(&sb, "clone3", "clone3", "ENOSYS");
+    assert_eq!(r["layer"], "seccomp");
+    assert_eq!(
+        r["rule"],
+        "clone3 is denied with ENOSYS, its flags cannot be inspected (seccomp baseline)"
+    );
+}
+
+#[test]
+fn a_signal_outside_the_run_is_a_landlock_denied_record() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = denied(&sb, "kill-init", "kill", "EPERM");
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(
+        r["rule"],
+        "landlock scope signal: no signals to processes outside the run"
+    );
+    assert_eq!(r["arg"], "1");
+    assert_eq!(r["signal"], "SIG0");
+}
