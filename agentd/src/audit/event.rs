@@ -49,6 +49,12 @@ pub enum AuditEvent {
     Stop(Stop),
     /// `agentd pause RUN` (layer `agentd`).
     Pause(Pause),
+    /// An existing workload was put under the run's policy (`agentd attach`, layer
+    /// `agentd`), after its `run_start`.
+    Attach(Attach),
+    /// `agentd detach RUN`: what attach added is removed; the workload keeps running
+    /// (layer `agentd`, before the run's `run_end`).
+    Detach(Detach),
     /// Events lost before agentd read them (layer `bpf`: the ring buffer; `dns`: the
     /// resolver's decision queue).
     Dropped(Dropped),
@@ -248,6 +254,28 @@ pub struct Exit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stop {
     pub processes_killed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attach {
+    /// What was named: `cgroup:PATH`, `pid:N` or `container:NAME`.
+    pub target: String,
+    /// The existing v2 cgroup the run confines (not created by agentd, never removed).
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    /// The processes in it when attached.
+    pub processes: usize,
+    /// Parts of the policy that cannot be applied to running processes, which the
+    /// request marked best effort.
+    pub not_applied: Vec<String>,
+    /// Sharing the cgroup with processes outside the given pid's tree was forced.
+    pub forced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detach {
+    /// The processes left running in the cgroup.
+    pub processes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -827,6 +855,8 @@ into_event! {
     Budget => |v| AuditEvent::Budget(v),
     Stop => |v| AuditEvent::Stop(v),
     Pause => |v| AuditEvent::Pause(v),
+    Attach => |v| AuditEvent::Attach(v),
+    Detach => |v| AuditEvent::Detach(v),
     Dropped => |v| AuditEvent::Dropped(v),
     Resolver => |v| AuditEvent::Resolver(v),
     Dns => |v| AuditEvent::Dns(v),

@@ -81,15 +81,17 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         Op::Pause { run } => control(&daemon, &peer, &run, Control::Pause, "pause").await,
         Op::Resume { run } => control(&daemon, &peer, &run, Control::Resume, "resume").await,
         Op::Signal { .. } => error(1, "`signal` is only accepted on a run's own connection"),
+        Op::Attach(r) => return super::attach::attach(daemon, peer, r, write).await,
+        Op::Detach { run } => control(&daemon, &peer, &run, Control::Detach, "detach").await,
     };
     let _ = send(&mut write, &reply).await;
 }
 
-async fn send(write: &mut OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+pub(super) async fn send(write: &mut OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
     write.write_all(&protocol::encode(r)).await
 }
 
-fn error(code: u8, message: impl Into<String>) -> Response {
+pub(super) fn error(code: u8, message: impl Into<String>) -> Response {
     Response::Error {
         code,
         message: message.into(),
@@ -107,7 +109,13 @@ fn find_run(daemon: &Daemon, peer: &Peer, run: &str) -> Result<mpsc::Sender<Cont
     }
 }
 
-async fn control(daemon: &Daemon, peer: &Peer, run: &str, c: Control, action: &str) -> Response {
+pub(super) async fn control(
+    daemon: &Daemon,
+    peer: &Peer,
+    run: &str,
+    c: Control,
+    action: &str,
+) -> Response {
     match find_run(daemon, peer, run) {
         Ok(tx) => match tx.send(c).await {
             Ok(()) => Response::Done {
@@ -157,6 +165,7 @@ async fn run(
         started: Instant::now(),
         detach,
         adopted: false,
+        attached: None,
         controls,
         phase,
         progress: None,
@@ -296,6 +305,7 @@ fn build_spec(
         started_unix_ms: state::now_unix_ms(),
         budgets: Default::default(),
         denials: 0,
+        attached: None,
     };
     let spec = RunSpec {
         id,
