@@ -399,3 +399,32 @@ fn an_attached_workload_stays_confined_across_a_daemon_crash() {
     });
     assert!(connect(&w, closed_port).ends_with(": OK\n"));
 }
+
+#[test]
+fn an_exec_budget_holds_on_an_attached_workload_and_its_kill_step_kills_it() {
+    let d = daemon();
+    let p = policy(&d, 1, "budgets:\n  execs: 3\n");
+    let mut w = Workload::new("budget");
+    let run = attached(
+        &d,
+        &[
+            "--cgroup",
+            &w.path(),
+            "--policy",
+            &p.display().to_string(),
+            BEST_EFFORT,
+        ],
+    );
+    for _ in 0..6 {
+        let _ = w.exec(&["exit", "0"]);
+    }
+    wait_for("the run's end", Duration::from_secs(10), || {
+        !records(&d.audit(), &run, "run_end").is_empty()
+    });
+    wait_for("the workload's death", Duration::from_secs(5), || {
+        !w.alive()
+    });
+    let recs = d.audit();
+    let end = records(&recs, &run, "run_end");
+    assert_eq!(end[0]["killed_by"], "execs", "{end:#?}");
+}
