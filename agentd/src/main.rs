@@ -3,6 +3,7 @@
 //! This file only dispatches the command line; each subcommand lives in `cli/`.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod attach;
 mod audit;
 mod budgets;
 mod cli;

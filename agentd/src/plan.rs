@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+mod attach;
 mod budgets;
 
 pub use budgets::BudgetPrograms;

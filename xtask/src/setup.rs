@@ -22,6 +22,11 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     // `systemd-analyze verify` of dist/agentd.service (systemd need not be PID 1).
     "systemd",
+    // `agentd attach --container` tests: podman with runc (crun refuses hybrid cgroups)
+    // and a busybox rootfs imported as a local image (no registry).
+    "podman",
+    "runc",
+    "busybox-static",
 ];
 
 pub fn nightly() -> String {

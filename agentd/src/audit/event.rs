@@ -49,6 +49,12 @@ pub enum AuditEvent {
     Stop(Stop),
     /// `agentd pause RUN` (layer `agentd`).
     Pause(Pause),
+    /// An existing workload was put under the run's policy (`agentd attach`, layer
+    /// `agentd`), after its `run_start`.
+    Attach(Attach),
+    /// `agentd detach RUN`: what attach added is removed; the workload keeps running
+    /// (layer `agentd`, before the run's `run_end`).
+    Detach(Detach),
     /// Events lost before agentd read them (layer `bpf`: the ring buffer; `dns`: the
     /// resolver's decision queue).
     Dropped(Dropped),
@@ -257,6 +263,28 @@ pub struct Stop {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attach {
+    /// What was named: `cgroup:PATH`, `pid:N` or `container:NAME`.
+    pub target: String,
+    /// The existing v2 cgroup the run confines (not created by agentd, never removed).
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    /// The processes in it when attached.
+    pub processes: usize,
+    /// Parts of the policy that cannot be applied to running processes, which the
+    /// request marked best effort.
+    pub not_applied: Vec<String>,
+    /// Sharing the cgroup with processes outside the given pid's tree was forced.
+    pub forced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detach {
+    /// The processes left running in the cgroup.
+    pub processes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pause {
     /// Whether the cgroup froze.
     pub frozen: bool,
@@ -340,6 +368,7 @@ impl DeniedKind {
             DeniedKind::FsRule => "fs_rule",
             DeniedKind::ExecIntegrity => "exec_integrity",
             DeniedKind::Dns => "dns",
+            DeniedKind::Syscall => "syscall",
         }
     }
 }
@@ -356,6 +385,7 @@ impl Denied {
             Denied::FsRule(_) => DeniedKind::FsRule,
             Denied::ExecIntegrity(_) => DeniedKind::ExecIntegrity,
             Denied::Dns(_) => DeniedKind::Dns,
+            Denied::Syscall(_) => DeniedKind::Syscall,
         }
     }
 
@@ -900,6 +930,8 @@ into_event! {
     Budget => |v| AuditEvent::Budget(v),
     Stop => |v| AuditEvent::Stop(v),
     Pause => |v| AuditEvent::Pause(v),
+    Attach => |v| AuditEvent::Attach(v),
+    Detach => |v| AuditEvent::Detach(v),
     Dropped => |v| AuditEvent::Dropped(v),
     Resolver => |v| AuditEvent::Resolver(v),
     Dns => |v| AuditEvent::Dns(v),

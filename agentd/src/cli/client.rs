@@ -324,10 +324,12 @@ pub fn ps_table(runs: &[RunInfo]) -> String {
             .collect();
         let mut tags = Vec::new();
         if r.adopted {
-            tags.push("re-adopted");
+            tags.push("re-adopted".to_owned());
         }
-        if r.detached {
-            tags.push("detached");
+        match &r.attached {
+            Some(target) => tags.push(format!("attached {target}")),
+            None if r.detached => tags.push("detached".to_owned()),
+            None => {}
         }
         let policy = if tags.is_empty() {
             r.policy.clone()

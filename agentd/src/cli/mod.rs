@@ -1,5 +1,6 @@
 //! Command-line dispatch: one file per subcommand.
 
+mod attach;
 pub mod audit;
 mod audit_opts;
 pub mod client;
@@ -7,7 +8,7 @@ mod control;
 mod docs;
 mod doctor;
 mod keygen;
-mod policy;
+pub(crate) mod policy;
 mod run;
 
 use std::path::PathBuf;
@@ -82,6 +83,13 @@ enum Command {
     /// Thaw a run that a budget's freeze step (or `pause`) froze.
     Resume {
         /// The run id (the `run` field of its audit records).
+        run: String,
+    },
+    /// Put a running container, cgroup or process tree under a policy (through the daemon).
+    Attach(attach::AttachArgs),
+    /// End an attached run: what attach added goes, the workload keeps running.
+    Detach {
+        /// The run id `attach` printed.
         run: String,
     },
     /// Kill every process of a run; it exits 137.
@@ -191,6 +199,8 @@ pub fn main() -> ExitCode {
         Command::Logs { run, follow, json } => client::logs(&run, follow, json),
         Command::Pause { run } => control::pause(&run),
         Command::Resume { run } => control::resume(&run),
+        Command::Attach(args) => attach::attach(args),
+        Command::Detach { run } => attach::detach(&run),
         Command::Stop { run } => control::stop(&run),
         Command::Token { command } => match command {
             TokenCommand::Create { run, allow, ttl } => client::token_create(&run, allow, ttl),

@@ -12,6 +12,7 @@
 //!   lines, `WATCHDOG=1` when the unit sets `WatchdogSec`, `RELOADING=1` on SIGHUP.
 
 mod adopt;
+mod attach;
 pub mod config;
 mod metrics;
 pub mod protocol;

@@ -72,6 +72,39 @@ pub enum Op {
     TokenRevoke {
         id: String,
     },
+    /// Put an existing workload under a policy (root only). Responses: `message` lines
+    /// (what is enforced, audited, not applied), then `started`.
+    Attach(AttachRequest),
+    /// End an attached run; the workload keeps running. Response: `done`.
+    Detach {
+        run: String,
+    },
+}
+
+/// An `attach` request: exactly one of `cgroup`, `pid` and `container` names the
+/// workload (the client resolves a container to its init pid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    pub policy: PolicySource,
+    /// The directory `{workspace}` stands for (absolute).
+    pub workspace: String,
+    /// A v2 cgroup directory (absolute, or relative to the v2 mount).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// A process: its v2 cgroup is confined.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The container the pid was resolved from, for `ps` and the records.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Attach even when the cgroup holds processes outside the pid's tree.
+    #[serde(default)]
+    pub force: bool,
+    /// Parts that cannot be applied to running processes and may be left out:
+    /// `fs` (landlock), `syscalls` (seccomp), `caps`.
+    #[serde(default)]
+    pub best_effort: Vec<String>,
 }
 
 /// A `run` request: everything the command needs from the caller's side.
@@ -180,6 +213,9 @@ pub struct RunInfo {
     pub detached: bool,
     /// Re-adopted after a daemon restart.
     pub adopted: bool,
+    /// An attached workload (`agentd attach`): what was named, e.g. `container:web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<String>,
 }
 
 /// A budget's use for `ps`.

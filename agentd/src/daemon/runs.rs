@@ -35,6 +35,8 @@ pub struct LiveRun {
     pub started: Instant,
     pub detach: bool,
     pub adopted: bool,
+    /// `Some(target)` for an attached workload.
+    pub attached: Option<String>,
     pub controls: mpsc::Sender<Control>,
     pub phase: watch::Sender<Phase>,
     pub progress: Option<RunProgress>,
@@ -78,6 +80,7 @@ impl LiveRun {
             denials: self.progress.as_ref().map_or(0, |p| p.denials),
             detached: self.detach,
             adopted: self.adopted,
+            attached: self.attached.clone(),
         }
     }
 

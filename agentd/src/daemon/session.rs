@@ -114,15 +114,17 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, token_only: bool) {
             ttl_secs,
         } => daemon.create_token(&peer, &run, allow, ttl_secs),
         Op::TokenRevoke { id } => daemon.revoke_token(&peer, &id),
+        Op::Attach(r) => return super::attach::attach(daemon, peer, r, write).await,
+        Op::Detach { run } => control(&daemon, &peer, &run, Control::Detach, "detach").await,
     };
     let _ = send(&mut write, &reply).await;
 }
 
-async fn send(write: &mut OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+pub(super) async fn send(write: &mut OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
     write.write_all(&protocol::encode(r)).await
 }
 
-fn error(code: u8, message: impl Into<String>) -> Response {
+pub(super) fn error(code: u8, message: impl Into<String>) -> Response {
     Response::Error {
         code,
         message: message.into(),
@@ -140,7 +142,13 @@ fn find_run(daemon: &Daemon, peer: &Peer, run: &str) -> Result<mpsc::Sender<Cont
     }
 }
 
-async fn control(daemon: &Daemon, peer: &Peer, run: &str, c: Control, action: &str) -> Response {
+pub(super) async fn control(
+    daemon: &Daemon,
+    peer: &Peer,
+    run: &str,
+    c: Control,
+    action: &str,
+) -> Response {
     match find_run(daemon, peer, run) {
         Ok(tx) => match tx.send(c).await {
             Ok(()) => Response::Done {
@@ -190,6 +198,7 @@ async fn run(
         started: Instant::now(),
         detach,
         adopted: false,
+        attached: None,
         controls,
         phase,
         progress: None,
@@ -350,6 +359,7 @@ fn build_spec(
         started_unix_ms: state::now_unix_ms(),
         budgets: Default::default(),
         denials: 0,
+        attached: None,
     };
     let spec = RunSpec {
         id,

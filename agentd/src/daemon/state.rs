@@ -50,6 +50,10 @@ pub struct RunState {
     /// How far the budgets have gone.
     pub budgets: Progress,
     pub denials: u64,
+    /// An attached workload (`agentd attach`): what was named. Its cgroup is recorded
+    /// as `attached` in `cgroups` and never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<String>,
 }
 
 /// The daemon itself.

@@ -274,6 +274,8 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Status => "status",
         Op::TokenCreate { .. } => "token_create",
         Op::TokenRevoke { .. } => "token_revoke",
+        Op::Attach(_) => "attach",
+        Op::Detach { .. } => "detach",
     }
 }
 

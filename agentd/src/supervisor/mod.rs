@@ -78,6 +78,19 @@ pub async fn adopt(
     supervise::adopt(host, spec, adoption, controls, hooks).await
 }
 
+/// Confines an existing workload in `cgroups` (`agentd attach`) until its cgroup
+/// empties or it is detached; see `supervise::attach`.
+pub async fn attach(
+    host: Arc<Host>,
+    spec: RunSpec,
+    cgroups: crate::layers::cgroup::RunCgroups,
+    attach: crate::audit::event::Attach,
+    controls: tokio::sync::mpsc::Receiver<Control>,
+    hooks: Box<dyn RunHooks>,
+) -> RunOutcome {
+    supervise::attach(host, spec, cgroups, attach, controls, hooks).await
+}
+
 /// Runs `spec` on `host` to its end: prepares its resources, launches the command,
 /// supervises it (applying `controls`), tears it down and writes `run_end`. Every
 /// outcome, setup failures included, is in the returned exit status and in the chain.

@@ -88,6 +88,31 @@ impl RunResources {
             host.cgroups().mode(),
             cgroups.describe()
         );
+        let mut res = Self::on_cgroups(host, spec, cgroups, audit).await?;
+        res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
+        Ok(res)
+    }
+
+    /// Sets up what an attached run needs on an existing cgroup (`agentd attach`):
+    /// everything keyed by the cgroup (eBPF slot, resolver, net/inode/exec rules, budget
+    /// counters). No cgroup is created and no pid file written: the cgroup is not ours,
+    /// so the stale-cgroup collector must never consider it.
+    pub async fn prepare_attached(
+        host: &Arc<Host>,
+        spec: &RunSpec,
+        cgroups: RunCgroups,
+        audit: &mut RunAudit,
+    ) -> Result<Self, SetupError> {
+        Self::on_cgroups(host, spec, cgroups, audit).await
+    }
+
+    /// The eBPF slot, resolver and rules of a run on `cgroups`.
+    async fn on_cgroups(
+        host: &Arc<Host>,
+        spec: &RunSpec,
+        cgroups: RunCgroups,
+        audit: &mut RunAudit,
+    ) -> Result<Self, SetupError> {
         let cgroup_id = cgroups.cgroup_id();
         let mut res = Self::holding(host, spec, cgroups);
         res.bpf = Some(
@@ -97,8 +122,12 @@ impl RunResources {
         );
         res.start_resolver(spec, audit).await?;
         res.enforce(spec)?;
-        res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
         Ok(res)
+    }
+
+    /// Whether this run confines an existing cgroup (`agentd attach`).
+    pub fn is_attached(&self) -> bool {
+        self.cgroups.as_ref().is_some_and(RunCgroups::is_foreign)
     }
 
     /// Re-opens what an earlier daemon set up for a run: its cgroups, its eBPF slot (the
@@ -136,7 +165,9 @@ impl RunResources {
         res.budgets.attach(counters);
         res.budgets.restore(&adoption.budgets, adoption.elapsed);
         res.start_resolver(spec, audit).await?;
-        res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
+        if !res.is_attached() {
+            res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
+        }
         Ok(res)
     }
 
@@ -257,7 +288,12 @@ impl RunResources {
             }
             r.stop().await;
         }
-        let stragglers_killed = self.cgroups.as_ref().map_or(0, RunCgroups::kill_all);
+        // An attached workload keeps running when its run ends (detach).
+        let stragglers_killed = self
+            .cgroups
+            .as_ref()
+            .filter(|c| !c.is_foreign())
+            .map_or(0, RunCgroups::kill_all);
         let tainted = self.host.bpf().taint(self.cgroup_id).is_some();
         let mut keep_taint = false;
         // mode: audit lets a tainted run's traffic go, so there is nothing to stop.
@@ -309,7 +345,7 @@ impl Drop for RunResources {
     /// An error path: undo whatever is still held, in the documented order.
     fn drop(&mut self) {
         self.resolver = None;
-        if let Some(c) = self.cgroups.as_ref() {
+        if let Some(c) = self.cgroups.as_ref().filter(|c| !c.is_foreign()) {
             c.kill_all();
         }
         self.budgets.release();

@@ -56,6 +56,8 @@ pub enum Control {
     Pause,
     /// Thaw a run a budget step or `Pause` froze.
     Resume,
+    /// End an attached run without touching its workload (`agentd detach`).
+    Detach,
 }
 
 /// What the caller learns when the command has started.

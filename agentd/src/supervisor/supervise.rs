@@ -306,7 +306,89 @@ pub(super) async fn adopt(
             return setup_failed(&spec.id, &e);
         }
     };
-    let waiter = Waiter::adopted(adoption.pid);
+    let waiter = match res.cgroups.as_ref().filter(|c| c.is_foreign()) {
+        Some(c) => Waiter::Attached {
+            pid: Pid::from_raw(adoption.pid as i32),
+            cgroup: c.identity().path.clone(),
+        },
+        None => Waiter::adopted(adoption.pid),
+    };
+    match finish(
+        &host,
+        &spec,
+        res,
+        &mut audit,
+        &mut controls,
+        hooks.as_mut(),
+        waiter,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => setup_failed(&spec.id, &e),
+    }
+}
+
+/// Confines an existing workload (`agentd attach`): `cgroups` is its existing v2
+/// cgroup, `pid` its main process (signals go there). Supervised until the cgroup
+/// empties or `Control::Detach`; the workload is never killed on the way out.
+pub(super) async fn attach(
+    host: Arc<Host>,
+    spec: RunSpec,
+    cgroups: crate::layers::cgroup::RunCgroups,
+    attach: crate::audit::event::Attach,
+    mut controls: mpsc::Receiver<Control>,
+    mut hooks: Box<dyn RunHooks>,
+) -> RunOutcome {
+    let handle = match host.audit(&spec.id) {
+        Ok(h) => h,
+        Err(e) => return setup_failed(&spec.id, &e),
+    };
+    let mut audit = RunAudit::new(handle, spec.cwd.clone().unwrap_or_default(), say_for(&spec));
+    record_start(&host, &spec, &mut audit);
+    let pid = cgroups.pids().first().copied().unwrap_or(0);
+    let path = cgroups.identity().path.clone();
+    let res = match RunResources::prepare_attached(&host, &spec, cgroups, &mut audit).await {
+        Ok(r) => r,
+        Err(e) => {
+            let end = RunFailed {
+                exit_code: EXIT_SETUP_FAILED,
+                error: e.to_string(),
+                failed_layer: Some(e.layer.into()),
+                errno: None,
+            };
+            audit.record(name::AGENTD, None, end.into());
+            return setup_failed(&spec.id, &e);
+        }
+    };
+    audit.record(name::AGENTD, None, attach.into());
+    let prepared = PreparedRun {
+        cgroup_paths: res
+            .cgroups
+            .as_ref()
+            .map(|c| c.describe_state())
+            .unwrap_or_default(),
+        bpf: res.bpf.as_ref().map(|b| b.state()).unwrap_or_default(),
+    };
+    if let Err(e) = hooks
+        .before_start(&prepared)
+        .and_then(|()| hooks.forked(pid))
+    {
+        let e = SetupError {
+            layer: name::AGENTD,
+            source: e,
+        };
+        drop(res);
+        return setup_failed(&spec.id, &e);
+    }
+    hooks.started(&StartedRun {
+        id: spec.id.clone(),
+        pid,
+    });
+    let waiter = Waiter::Attached {
+        pid: Pid::from_raw(pid as i32),
+        cgroup: path,
+    };
     match finish(
         &host,
         &spec,
@@ -345,6 +427,7 @@ async fn finish(
     hooks: &mut dyn RunHooks,
     waiter: Waiter,
 ) -> Result<RunOutcome, SetupError> {
+    let attached = matches!(waiter, Waiter::Attached { .. });
     let (ending, killed_by) =
         supervise(host, spec, waiter, &mut res, audit, controls, hooks).await?;
     let mut budget_kill = None;
@@ -352,6 +435,9 @@ async fn finish(
     let killed_by = killed_by.or(budget_kill);
     let code = match (killed_by, ending) {
         (Some(_), _) => EXIT_KILLED,
+        // An attached workload is not ours to wait for: its run ends with its cgroup
+        // emptying or a detach, which is no failure.
+        (None, _) if attached => 0,
         (None, Some(e)) => e.exit_code(),
         (None, None) => EXIT_STATUS_LOST,
     };
@@ -373,8 +459,7 @@ async fn finish(
         tainted: report.tainted,
         egress_packets_dropped_after_taint: report.egress_dropped,
         denials: audit.denials,
-        status_unknown: ending
-            .is_none()
+        status_unknown: (ending.is_none() && !attached)
             .then(|| "the command's exit was not seen: the kernel's ring buffer lost it".into()),
     };
     audit.record(name::AGENTD, None, end.into());
@@ -411,7 +496,15 @@ enum Waiter {
         pid: Pid,
         pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     },
+    /// An attached workload: gone when its cgroup holds no process.
+    Attached {
+        pid: Pid,
+        cgroup: std::path::PathBuf,
+    },
 }
+
+/// How often an attached run's cgroup is checked for emptiness.
+const ATTACHED_POLL: Duration = Duration::from_millis(250);
 
 impl Waiter {
     fn child(pid: Pid) -> Result<Self, SetupError> {
@@ -435,7 +528,9 @@ impl Waiter {
 
     fn pid(&self) -> Pid {
         match self {
-            Waiter::Child { pid, .. } | Waiter::Adopted { pid, .. } => *pid,
+            Waiter::Child { pid, .. }
+            | Waiter::Adopted { pid, .. }
+            | Waiter::Attached { pid, .. } => *pid,
         }
     }
 
@@ -445,6 +540,18 @@ impl Waiter {
             Waiter::Child { pidfd, .. } => pidfd,
             Waiter::Adopted { pidfd: Some(p), .. } => p,
             Waiter::Adopted { pidfd: None, .. } => return Ok(None),
+            Waiter::Attached { cgroup, .. } => {
+                // cgroup.events would say "populated 0" through inotify; a poll is
+                // enough for a run that lasts as long as a container.
+                let procs = cgroup.join("cgroup.procs");
+                loop {
+                    match std::fs::read_to_string(&procs) {
+                        Ok(s) if !s.trim().is_empty() => {}
+                        _ => return Ok(None),
+                    }
+                    tokio::time::sleep(ATTACHED_POLL).await;
+                }
+            }
         };
         loop {
             if let Ok(mut guard) = pidfd.readable().await {
@@ -650,6 +757,12 @@ async fn supervise(
                     audit.record(name::AGENTD, Some(Decision::Kill), Stop { processes_killed: n }.into());
                 }
                 Some(Control::Stop) => {}
+                Some(Control::Detach) => {
+                    let processes = cgroups.pids().len();
+                    audit.say.line(&format!("detach: run {} detached; {processes} process(es) keep running", spec.id));
+                    audit.record(name::AGENTD, None, crate::audit::event::Detach { processes }.into());
+                    break None;
+                }
                 None => controls_open = false,
             },
             Some(ev) = events.recv() => {

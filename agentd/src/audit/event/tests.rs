@@ -406,6 +406,20 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
         ),
         ("agentd", Some(Kill), Stop { processes_killed: 4 }.into()),
         ("agentd", None, Pause { frozen: true }.into()),
+        (
+            "agentd",
+            None,
+            Attach {
+                target: "container:web".into(),
+                cgroup: "/sys/fs/cgroup/unified/x/libpod-0123".into(),
+                cgroup_id: 4242,
+                processes: 2,
+                not_applied: vec!["fs".into(), "syscalls".into()],
+                forced: false,
+            }
+            .into(),
+        ),
+        ("agentd", None, Detach { processes: 2 }.into()),
         ("bpf", None, Dropped { count: 5, total: Some(12), source: "ring buffer".into() }.into()),
         ("dns", None, Dropped { count: 1, total: None, source: "resolver decisions".into() }.into()),
         (
@@ -546,6 +560,8 @@ fn kind(e: &AuditEvent) -> &'static str {
             Budget::AbortSockets(_) => "budget/abort_sockets",
         },
         AuditEvent::Stop(_) => "stop",
+        AuditEvent::Attach(_) => "attach",
+        AuditEvent::Detach(_) => "detach",
         AuditEvent::Pause(_) => "pause",
         AuditEvent::Dropped(_) => "dropped",
         AuditEvent::Resolver(_) => "resolver",
@@ -619,6 +635,8 @@ const KINDS: &[&str] = &[
     "token_issued",
     "token_revoked",
     "token_refused",
+    "attach",
+    "detach",
 ];
 
 #[test]

@@ -133,6 +133,9 @@ pub(super) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
+/// The hierarchy name a state file gives an attached run's cgroup.
+pub const ATTACHED: &str = "attached";
+
 /// All cgroups of one run. Dropping it kills what is left in them and removes them.
 #[derive(Debug)]
 pub struct RunCgroups {
@@ -142,6 +145,9 @@ pub struct RunCgroups {
     controllers: Vec<Leaf>,
     cgroup_id: u64,
     removed: bool,
+    /// An existing cgroup an attached run confines (`agentd attach`): not ours, so it
+    /// is never removed, and its processes are killed only by an explicit stop.
+    foreign: bool,
 }
 
 impl RunCgroups {
@@ -157,12 +163,32 @@ impl RunCgroups {
             controllers,
             cgroup_id,
             removed: false,
+            foreign: false,
         })
+    }
+
+    /// An existing v2 cgroup that an attached run confines. It is not agentd's: dropping
+    /// or removing the result leaves the directory and its processes alone.
+    pub fn attach(path: &Path) -> Result<Self, CgroupError> {
+        let mut c = Self::new(Leaf::open(path, "cgroup2")?, Vec::new())?;
+        c.foreign = true;
+        Ok(c)
+    }
+
+    /// Whether this is an attached (existing, not agentd's) cgroup.
+    pub fn is_foreign(&self) -> bool {
+        self.foreign
     }
 
     /// The cgroups of a run an earlier agentd created, from `(hierarchy, path)` pairs
     /// (the `cgroup2` one is the identity).
     pub fn adopt(leaves: &[(String, PathBuf)]) -> Result<Self, CgroupError> {
+        // An attached run's one cgroup is recorded as `attached` (see `describe_state`).
+        if let [(h, path)] = leaves {
+            if h == ATTACHED {
+                return Self::attach(path);
+            }
+        }
         let mut identity = None;
         let mut controllers = Vec::new();
         for (hierarchy, path) in leaves {
@@ -194,6 +220,17 @@ impl RunCgroups {
     pub fn describe(&self) -> std::collections::BTreeMap<String, String> {
         self.leaves()
             .map(|l| (l.hierarchy.clone(), l.path.display().to_string()))
+            .collect()
+    }
+
+    /// `(hierarchy, path)` of every leaf as a state file keeps them; an attached cgroup
+    /// is `("attached", path)` so that a restarted daemon re-opens it as not its own.
+    pub fn describe_state(&self) -> Vec<(String, PathBuf)> {
+        if self.foreign {
+            return vec![(ATTACHED.to_owned(), self.identity.path.clone())];
+        }
+        self.leaves()
+            .map(|l| (l.hierarchy.clone(), l.path.clone()))
             .collect()
     }
 
@@ -246,6 +283,9 @@ impl RunCgroups {
     }
 
     fn remove_all(&self) -> Result<(), CgroupError> {
+        if self.foreign {
+            return Ok(());
+        }
         self.kill_all();
         let mut first_err = None;
         for leaf in self
