@@ -32,6 +32,8 @@ pub struct Policy {
     pub exec: ExecPolicy,
     /// `None` when the policy has no `net` section at all.
     pub net: Option<NetPolicy>,
+    /// Which of the caller's environment variables the command gets.
+    pub env: EnvPolicy,
     pub budgets: Budgets,
 }
 
@@ -118,3 +120,4 @@ pub struct NetRule {
 }
 
 pub use super::budget::Budgets;
+pub use super::env::EnvPolicy;

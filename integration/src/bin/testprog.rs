@@ -169,6 +169,17 @@ fn main() {
             }
             0
         }
+        "env" => {
+            // Every variable as the command got it, sorted, one `KEY=VALUE` a line.
+            let mut vars: Vec<String> = std::env::vars_os()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                .collect();
+            vars.sort();
+            for v in vars {
+                println!("{v}");
+            }
+            0
+        }
         "exit" => a(1).parse().unwrap_or(1),
         "kill-self" => {
             let sig = match a(1).as_str() {
