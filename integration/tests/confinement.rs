@@ -95,6 +95,38 @@ fn ptrace_unshare_and_mount_fail_with_eperm() {
     );
 }
 
+/// Under a real pty that is the process's controlling terminal: termios and window size
+/// work, TIOCSTI (plain and with bit 32 set) and TIOCLINUX fail with EPERM. Without
+/// agentd the same process injects (the kernel allows it here, `legacy_tiocsti`).
+#[test]
+fn terminal_injection_ioctls_fail_with_eperm_normal_tty_use_works() {
+    let sb = Sandbox::new();
+    let base = std::fs::read_to_string(sb.base_policy(&[])).unwrap_or_default();
+    sb.write_policy(&base.replace(
+        "write: [\"{workspace}\"]",
+        "write: [\"{workspace}\", /dev/ptmx, /dev/pts]",
+    ));
+    // The kernel itself may refuse TIOCSTI; the seccomp rule must then still be there.
+    let legacy = std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(true);
+    let bare = std::process::Command::new(testprog())
+        .arg("tty-inject")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bare = stdout(&bare);
+    if legacy {
+        assert!(bare.contains("tiocsti OK tiocsti-high OK"), "{bare}");
+    }
+    let o = sb.run_prog(&["tty-inject"]);
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "isatty 1 tcgetattr OK tcsetattr OK getwinsz OK setwinsz OK tiocsti EPERM \
+         tiocsti-high EPERM tioclinux EPERM\n"
+    );
+}
+
 #[test]
 fn an_int_0x80_syscall_is_killed_with_sigsys() {
     let sb = Sandbox::new();

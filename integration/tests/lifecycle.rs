@@ -235,12 +235,9 @@ fn wall_time_kills_the_run() {
     assert_eq!(events(&recs, "run_end")[0]["killed_by"], "wall_time");
 }
 
-/// PR_SET_PDEATHSIG reaches only the command; a daemon it left behind would run on
-/// with agentd's eBPF programs detached. The run guard kills the whole cgroup.
-#[test]
-fn sigkill_of_agentd_kills_every_process_of_the_run_not_only_the_command() {
-    let sb = Sandbox::new();
-    sb.base_policy(&[]);
+/// `agentd run -- testprog orphan-sleep 60`, and the pids it prints: the orphan (in its
+/// own session, its parent gone), then the command.
+fn spawn_orphan_sleep(sb: &Sandbox) -> (std::process::Child, Vec<i32>) {
     let prog = testprog().display().to_string();
     let mut child = sb
         .run_cmd(&[&prog, "orphan-sleep", "60"])
@@ -263,6 +260,16 @@ fn sigkill_of_agentd_kills_every_process_of_the_run_not_only_the_command() {
             .unwrap_or_else(|| panic!("expected `{want} PID`, got {line:?}"));
         pids.push(pid);
     }
+    (child, pids)
+}
+
+/// PR_SET_PDEATHSIG reaches only the command; a daemon it left behind would run on
+/// with agentd's eBPF programs detached. The run guard kills the whole cgroup.
+#[test]
+fn sigkill_of_agentd_kills_every_process_of_the_run_not_only_the_command() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let (mut child, pids) = spawn_orphan_sleep(&sb);
     let alive = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))
@@ -296,4 +303,34 @@ fn sigkill_of_agentd_kills_every_process_of_the_run_not_only_the_command() {
     // agentd died before it could remove the run's (now empty) cgroups: the test does.
     std::thread::sleep(std::time::Duration::from_millis(100));
     remove_leftover_run_cgroups(&run_id);
+}
+
+/// agentd is the run's child subreaper: a setsid'd, double-forked descendant is
+/// reparented to agentd (not init), and when a budget kills the run and `agentd run`
+/// returns, neither it nor the command exists any more, not even as a zombie.
+#[test]
+fn nothing_of_the_run_outlives_agentd_run_not_even_a_zombie() {
+    let sb = Sandbox::new();
+    let base = std::fs::read_to_string(sb.base_policy(&[])).unwrap_or_default();
+    sb.write_policy(&format!("{base}budgets:\n  wall_time: 2s\n"));
+    let (mut child, pids) = spawn_orphan_sleep(&sb);
+    // The orphan's parent died: it now belongs to agentd, the subreaper.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap_or_default();
+    let ppid: u32 = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(ppid, child.id(), "orphan's parent: {stat}");
+    let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    assert_eq!(status.code(), Some(137));
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} of the run still exists after agentd run returned: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        );
+    }
+    let recs = sb.audit();
+    assert_eq!(events(&recs, "run_end")[0]["killed_by"], "wall_time");
 }

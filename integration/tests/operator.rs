@@ -89,7 +89,7 @@ fn policy_schema_prints_a_draft_2020_12_schema() {
     top.sort_unstable();
     assert_eq!(
         top,
-        ["budgets", "exec", "fs", "mode", "name", "net", "version"]
+        ["budgets", "env", "exec", "fs", "mode", "name", "net", "version"]
     );
 }
 

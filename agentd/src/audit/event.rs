@@ -139,6 +139,10 @@ pub struct RunStart {
     /// Supplementary groups; absent when the run keeps agentd's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<u32>>,
+    /// The names (never the values) of the command's environment variables, after
+    /// the policy's `env` section.
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Fields the caller adds (`RunSpec::start_fields`); one named like a field above
     /// replaces it.
     #[serde(flatten)]

@@ -148,6 +148,7 @@ pub fn explain(file: &Path, workspace: Option<PathBuf>, json: bool) -> ExitCode 
             "layers": plan.layers,
             "coverage": plan.coverage,
             "refusals": plan.refusals,
+            "env": env_json(&policy.env),
         });
         println!("{v:#}");
     } else {
@@ -174,6 +175,7 @@ pub fn render(policy: &policy::Policy, plan: &Plan) -> String {
     for c in &plan.coverage {
         out.push_str(&format!("  {}\n      → {}: {}\n", c.rule, c.layer, c.how));
     }
+    out.push_str(&render_env(&policy.env));
     if !plan.refusals.is_empty() {
         out.push_str("\nrefused (agentd run will not start this policy):\n");
         for r in &plan.refusals {
@@ -181,4 +183,68 @@ pub fn render(policy: &policy::Policy, plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// What `env` passes: its patterns, what it sets, and of this shell's variables which
+/// are passed and which are dropped (names only).
+fn env_json(env: &policy::EnvPolicy) -> serde_json::Value {
+    let (passed, dropped) = env_split(env);
+    serde_json::json!({
+        "pass": env.patterns(),
+        "default": env.pass.is_none(),
+        "set": env.set.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "passed_here": passed,
+        "dropped_here": dropped
+            .iter()
+            .map(|(n, why)| serde_json::json!({"name": n, "why": why}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn render_env(env: &policy::EnvPolicy) -> String {
+    let (passed, dropped) = env_split(env);
+    let default = if env.pass.is_none() {
+        " (the default)"
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "\nenvironment:\n  pass{default}: {}\n",
+        env.patterns().join(" ")
+    );
+    if !env.set.is_empty() {
+        let set: Vec<&str> = env.set.iter().map(|s| s.name.as_str()).collect();
+        out.push_str(&format!("  set: {}\n", set.join(" ")));
+    }
+    out.push_str(&format!(
+        "  passed from this environment: {}\n",
+        passed.join(" ")
+    ));
+    for (name, why) in dropped {
+        out.push_str(&format!("  dropped {name}: {why}\n"));
+    }
+    out
+}
+
+/// This process's variables split into passed names and dropped names with the reason.
+fn env_split(env: &policy::EnvPolicy) -> (Vec<String>, Vec<(String, &'static str)>) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut names: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    names.sort();
+    let (mut passed, mut dropped) = (Vec::new(), Vec::new());
+    for n in names {
+        let shown = n.to_string_lossy().into_owned();
+        if env.set.iter().any(|s| s.name == shown) {
+            continue;
+        }
+        match env.verdict(n.as_bytes()) {
+            Ok(()) => passed.push(shown),
+            Err(policy::env::Dropped::NotPassed) => dropped.push((shown, "not in env.pass")),
+            Err(policy::env::Dropped::Credential) => dropped.push((
+                shown,
+                "looks like a credential (name it exactly in env.pass to pass it)",
+            )),
+        }
+    }
+    (passed, dropped)
 }

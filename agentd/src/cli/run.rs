@@ -337,6 +337,11 @@ fn execute(p: Prepared) -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
+    // Orphans of the run come to agentd, not init, and are reaped before it returns.
+    if let Err(e) = supervisor::become_subreaper() {
+        eprintln!("agentd: {e}");
+        return ExitCode::from(EXIT_SETUP_FAILED);
+    }
     rt.block_on(async move {
         let host = match Host::start(host_options) {
             Ok(h) => h,
@@ -355,6 +360,10 @@ fn execute(p: Prepared) -> ExitCode {
             }
         };
         let outcome = supervisor::run(Arc::clone(&host), spec, controls, Box::new(NoHooks)).await;
+        // Teardown killed the run's cgroup: what is left of it are zombies to reap.
+        if let (_, true) = supervisor::reap_orphans(std::time::Duration::from_secs(2)) {
+            eprintln!("agentd: agentd: children still running after the run's teardown");
+        }
         // Flush, sign the chain head, and stop the writer; a log we could not write fails
         // the run.
         if let Err(e) = host.finish_audit() {

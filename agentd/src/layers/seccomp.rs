@@ -15,6 +15,8 @@
 //! * `socket(AF_NETLINK, _, protocol != NETLINK_ROUTE)` and `socket(AF_PACKET, ..)` fail
 //!   with `EPERM`: glibc needs only NETLINK_ROUTE, and the cgroup `sock_create` hook
 //!   never sees netlink or packet sockets (the kernel runs it for inet sockets only);
+//! * `ioctl(_, TIOCSTI | TIOCLINUX)`, low 32 bits of the request, fails with `EPERM`
+//!   (see [`TERMINAL_INJECTION_IOCTLS`]);
 //! * any other architecture (x86 `int 0x80` / `sysenter` on x86_64, and x32
 //!   syscall numbers) kills the whole process with SIGSYS, so the deny list
 //!   can't be bypassed through another syscall table.
@@ -275,6 +277,8 @@ fn build(denied: &[&str], errno: i32) -> Result<PreparedSeccomp, SeccompError> {
         ctx.add_rule_conditional_exact(ScmpAction::Errno(errno), socket, &[packet]),
     )?;
 
+    deny_terminal_injection(&mut ctx, errno)?;
+
     let clone3 = resolve("clone3")?;
     build_step(
         "add the rule for clone3",
@@ -289,6 +293,28 @@ fn build(denied: &[&str], errno: i32) -> Result<PreparedSeccomp, SeccompError> {
             count: filter.len(),
         })?;
     Ok(PreparedSeccomp { filter, len })
+}
+
+/// `ioctl` requests that push input into a terminal: TIOCSTI (fake a typed byte) and
+/// TIOCLINUX, whose paste subcommands (TIOCL_SETSEL, TIOCL_PASTESEL) are chosen by the
+/// first byte *behind* the pointer argument, which seccomp cannot read; so all of
+/// TIOCLINUX is denied (it only serves Linux virtual consoles).
+pub const TERMINAL_INJECTION_IOCTLS: &[(&str, u64)] =
+    &[("TIOCSTI", libc::TIOCSTI), ("TIOCLINUX", libc::TIOCLINUX)];
+
+/// The kernel truncates the request to 32 bits (`unsigned int cmd`), so only the low 32
+/// bits are compared: `TIOCSTI | 1 << 32` is TIOCSTI too. Other ABIs are killed by the
+/// bad-arch action before any rule, so this covers every ABI.
+fn deny_terminal_injection(ctx: &mut ScmpFilterContext, errno: i32) -> Result<(), SeccompError> {
+    let ioctl = resolve("ioctl")?;
+    for (name, request) in TERMINAL_INJECTION_IOCTLS {
+        let cmp = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(0xffff_ffff), *request);
+        build_step(
+            &format!("add the rule for ioctl {name}"),
+            ctx.add_rule_conditional_exact(ScmpAction::Errno(errno), ioctl, &[cmp]),
+        )?;
+    }
+    Ok(())
 }
 
 /// Exports `ctx` as classic BPF through a memfd and decodes the instructions.

@@ -1,6 +1,7 @@
 //! Policy files: strict parsing with source positions, validation and normalisation.
 
 mod budget;
+pub mod env;
 mod model;
 mod parse;
 mod schema;

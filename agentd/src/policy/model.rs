@@ -41,6 +41,8 @@ pub struct Policy {
     pub exec: ExecPolicy,
     /// `None` when the policy has no `net` section at all.
     pub net: Option<NetPolicy>,
+    /// Which of the caller's environment variables the command gets.
+    pub env: EnvPolicy,
     pub budgets: Budgets,
 }
 
@@ -127,3 +129,4 @@ pub struct NetRule {
 }
 
 pub use super::budget::Budgets;
+pub use super::env::EnvPolicy;

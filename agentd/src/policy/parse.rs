@@ -20,9 +20,12 @@ use saphyr_parser::{Event, Parser, SpannedEventReceiver};
 use sha2::{Digest, Sha256};
 
 mod budgets;
+mod env;
 
 pub(super) use budgets::{LONG_FORM_KEYS, SECTION_KEYS};
+pub(super) use env::ENV_KEYS;
 
+use super::env::EnvPolicy;
 use super::model::{
     Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule, Policy, Proto, Span,
 };
@@ -34,7 +37,9 @@ pub(super) const VERSION: u32 = 1;
 /// The one placeholder a path may start with.
 pub(super) const WORKSPACE: &str = "{workspace}";
 
-pub(super) const TOP_KEYS: &[&str] = &["version", "name", "mode", "fs", "exec", "net", "budgets"];
+pub(super) const TOP_KEYS: &[&str] = &[
+    "version", "name", "mode", "fs", "exec", "net", "env", "budgets",
+];
 pub(super) const MODES: &[&str] = &["enforce", "audit", "learn"];
 pub(super) const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
 pub(super) const EXEC_KEYS: &[&str] = &["allow", "libraries"];
@@ -499,6 +504,7 @@ fn parse_policy(doc: &Node, opts: &LoadOptions, errs: &mut Errors) -> Option<Pol
         fs: FsPolicy::default(),
         exec: ExecPolicy::default(),
         net: None,
+        env: EnvPolicy::default(),
         budgets: Budgets::default(),
     };
     for (key, value) in fields(doc, "", TOP_KEYS, errs) {
@@ -515,6 +521,7 @@ fn parse_policy(doc: &Node, opts: &LoadOptions, errs: &mut Errors) -> Option<Pol
             "fs" => policy.fs = parse_fs(value, opts, errs),
             "exec" => policy.exec = parse_exec(value, opts, errs),
             "net" => policy.net = Some(parse_net(value, opts, errs)),
+            "env" => policy.env = env::parse_env(value, errs),
             "budgets" => policy.budgets = budgets::parse_budgets(value, errs),
             // `fields` has already left out every key not in TOP_KEYS.
             _ => {}
@@ -1293,7 +1300,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "p/bad.yaml:3:1: unknown field `foo`, expected one of `version`, `name`, `mode`, \
-             `fs`, `exec`, `net`, `budgets`"
+             `fs`, `exec`, `net`, `env`, `budgets`"
         );
         assert_eq!((e.line(), e.col()), (Some(3), Some(1)));
     }

@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 
 use super::budget::{Action, BudgetKey, Unit};
 use super::parse::{
-    DURATION_UNITS, ENTRY_KEYS, EXEC_KEYS, FS_KEYS, LONG_FORM_KEYS, MODES, NET_KEYS, SECTION_KEYS,
-    SIZE_UNITS, STRICTNESS, TOP_KEYS, VERSION, WORKSPACE,
+    DURATION_UNITS, ENTRY_KEYS, ENV_KEYS, EXEC_KEYS, FS_KEYS, LONG_FORM_KEYS, MODES, NET_KEYS,
+    SECTION_KEYS, SIZE_UNITS, STRICTNESS, TOP_KEYS, VERSION, WORKSPACE,
 };
 
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -45,6 +45,7 @@ pub fn schema() -> Value {
             "fs": section("fs", FS_KEYS, fs_field),
             "exec": section("exec", EXEC_KEYS, exec_field),
             "net": section("net", NET_KEYS, net_field),
+            "env": section("env", ENV_KEYS, env_field),
             "budgets": section("budgets", SECTION_KEYS, budgets_field),
         },
     })
@@ -92,6 +93,10 @@ fn top_field(key: &str) -> Value {
         "net" => reference(
             "net",
             "Network destinations; without this section the network is not restricted.",
+        ),
+        "env" => reference(
+            "env",
+            "Which of the caller's environment variables the command gets.",
         ),
         "budgets" => reference(
             "budgets",
@@ -153,6 +158,24 @@ fn net_field(key: &str) -> Value {
             "strictness",
             "best_effort: run an fs.secret policy (logged) on a kernel without SOCK_DESTROY.",
         ),
+        _ => Value::Bool(false),
+    }
+}
+
+fn env_field(key: &str) -> Value {
+    match key {
+        "pass" => json!({
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[A-Za-z_*][A-Za-z0-9_*]*$"},
+            "default": crate::policy::env::DEFAULT_PASS,
+            "description": "Variables passed: names, or patterns with `*`. A name only a pattern matches is dropped when it looks like a credential (TOKEN, SECRET, PASSWORD, API_KEY, ..._KEY ...).",
+        }),
+        "set" => json!({
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"type": ["string", "integer"]},
+            "description": "Variables set (or replaced) after filtering.",
+        }),
         _ => Value::Bool(false),
     }
 }

@@ -16,6 +16,7 @@
 
 mod fsrules;
 mod host;
+mod reaper;
 mod records;
 mod resources;
 mod router;
@@ -27,6 +28,7 @@ pub mod user;
 use std::sync::Arc;
 
 pub use host::{Host, HostKind, HostOptions};
+pub use reaper::{become_subreaper, reap_orphans};
 pub use records::signal_name;
 pub use spec::{
     new_run_id, parse_upstream, resolve_command, Control, NoHooks, PreparedRun, RunHooks, RunSpec,

@@ -58,10 +58,12 @@ pub struct RunOutcome {
 
 pub(super) async fn run(
     host: Arc<Host>,
-    spec: RunSpec,
+    mut spec: RunSpec,
     mut controls: mpsc::Receiver<Control>,
     mut hooks: Box<dyn RunHooks>,
 ) -> RunOutcome {
+    // The one place both the CLI's and the daemon's runs pass: `env` applies to each.
+    spec.env = spec.policy.env.apply(&spec.env);
     let launch_cwd = spec
         .cwd
         .clone()
@@ -178,6 +180,7 @@ fn record_start(host: &Host, spec: &RunSpec, audit: &mut RunAudit) {
         gid,
         user,
         groups: spec.user.as_ref().map(|u| u.groups.clone()),
+        env: crate::policy::env::names(&spec.env),
         extra: spec.start_fields.clone(),
     };
     audit.record(name::AGENTD, None, start.into());

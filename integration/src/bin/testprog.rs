@@ -201,6 +201,18 @@ fn main() {
             }
             0
         }
+        "env" => {
+            // Every variable as the command got it, sorted, one `KEY=VALUE` a line.
+            let mut vars: Vec<String> = std::env::vars_os()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                .collect();
+            vars.sort();
+            for v in vars {
+                println!("{v}");
+            }
+            0
+        }
+        "tty-inject" => tty_inject(),
         "exit" => a(1).parse().unwrap_or(1),
         "kill-self" => {
             let sig = match a(1).as_str() {
@@ -450,4 +462,71 @@ fn main() {
     };
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// In a new session with a fresh pty as its controlling terminal: normal terminal use
+/// (isatty, termios, window size), then the input-injection ioctls, TIOCSTI plain and
+/// with bit 32 set (the kernel truncates the request to 32 bits) and TIOCLINUX paste.
+/// Prints one `name RESULT` word pair each, on one line.
+fn tty_inject() -> i32 {
+    // SAFETY: single-threaded here; the child only makes plain syscalls and exits.
+    let child = unsafe { libc::fork() };
+    if child > 0 {
+        let mut status = 0;
+        // SAFETY: waits for the child forked just above.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        return libc::WEXITSTATUS(status);
+    }
+    // SAFETY: the child is not a group leader, so setsid makes it a session leader;
+    // opening the pty slave without O_NOCTTY then makes it the controlling terminal.
+    let master = unsafe {
+        libc::setsid();
+        libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY)
+    };
+    // SAFETY: master is the fd just opened; ptsname returns a static buffer.
+    let slave = unsafe {
+        libc::grantpt(master);
+        libc::unlockpt(master);
+        let name = libc::ptsname(master);
+        libc::open(name, libc::O_RDWR)
+    };
+    let mut out = Vec::new();
+    // SAFETY: slave is an open fd; the structs are valid for the kernel to fill.
+    unsafe {
+        out.push(format!("isatty {}", libc::isatty(slave)));
+        let mut t: libc::termios = std::mem::zeroed();
+        out.push(format!(
+            "tcgetattr {}",
+            outcome(libc::tcgetattr(slave, &mut t).into())
+        ));
+        out.push(format!(
+            "tcsetattr {}",
+            outcome(libc::tcsetattr(slave, libc::TCSANOW, &t).into())
+        ));
+        let mut ws: libc::winsize = std::mem::zeroed();
+        out.push(format!(
+            "getwinsz {}",
+            outcome(libc::ioctl(slave, libc::TIOCGWINSZ, &mut ws).into())
+        ));
+        ws.ws_row = 40;
+        out.push(format!(
+            "setwinsz {}",
+            outcome(libc::ioctl(slave, libc::TIOCSWINSZ, &ws).into())
+        ));
+        let byte = b'x';
+        let plain = libc::syscall(libc::SYS_ioctl, slave, libc::TIOCSTI, &byte);
+        out.push(format!("tiocsti {}", outcome(plain)));
+        let high = libc::syscall(libc::SYS_ioctl, slave, libc::TIOCSTI | 1 << 32, &byte);
+        out.push(format!("tiocsti-high {}", outcome(high)));
+        let paste = [3u8; 1]; // TIOCL_PASTESEL
+        let linux = libc::syscall(
+            libc::SYS_ioctl,
+            slave,
+            libc::TIOCLINUX | 1 << 32,
+            paste.as_ptr(),
+        );
+        out.push(format!("tioclinux {}", outcome(linux)));
+    }
+    println!("{}", out.join(" "));
+    return_code(0)
 }

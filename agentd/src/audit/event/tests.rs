@@ -37,6 +37,7 @@ pub fn run_start() -> RunStart {
         gid: 1000,
         user: Some("alice".into()),
         groups: Some(vec![1000, 27]),
+        env: vec!["PATH".into(), "HOME".into()],
         extra: Map::new(),
     }
 }

@@ -138,6 +138,7 @@ fn the_schema_has_exactly_the_parsers_keys() {
     assert_eq!(find("#/$defs/exec"), set(EXEC_KEYS));
     assert_eq!(find("#/$defs/net"), set(NET_KEYS));
     assert_eq!(find("#/$defs/budgets"), set(SECTION_KEYS));
+    assert_eq!(find("#/$defs/env"), set(crate::policy::parse::ENV_KEYS));
     assert_eq!(find("#/$defs/pathEntry/anyOf/2"), set(ENTRY_KEYS));
     let mut budget_forms = 0;
     for key in BudgetKey::ALL {
@@ -151,7 +152,7 @@ fn the_schema_has_exactly_the_parsers_keys() {
         budget_forms += 1;
     }
     // Nothing else: a closed object the parser does not know would refuse what it accepts.
-    assert_eq!(objects.len(), 6 + budget_forms, "{objects:?}");
+    assert_eq!(objects.len(), 7 + budget_forms, "{objects:?}");
     assert_eq!(
         SECTION_KEYS.len(),
         BudgetKey::ALL.len() + 2,
