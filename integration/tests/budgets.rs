@@ -228,11 +228,14 @@ fn a_syscall_loop_is_stopped_at_syscalls() {
     assert_status(&o, 137);
     let bytes = std::fs::read(&progress).unwrap_or_else(|e| panic!("read progress: {e}"));
     let done = u64::from_ne_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-    // Start-up syscalls count too, so the loop itself gets a little less than the limit.
+    // Start-up syscalls count too, so the loop itself gets a little less than the limit;
+    // the counter is per CPU and flushed in batches, so the kill fires at most
+    // SYSCALL_FLUSH_BATCH (64) calls per CPU late (README, budgets).
     let tolerance = (LIMIT / 100).max(1000);
+    let late = 64 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     assert!(
-        done <= LIMIT && done + tolerance >= LIMIT,
-        "getpid calls done: {done}, limit {LIMIT}"
+        done <= LIMIT + late && done + tolerance >= LIMIT,
+        "getpid calls done: {done}, limit {LIMIT} (+{late} late at most)"
     );
     let kill = the_record(&sb, "syscalls", "kill");
     assert_eq!(kill["layer"], "bpf");

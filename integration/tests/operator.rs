@@ -28,7 +28,7 @@ budgets:
 
 fn five_error_lines(file: &str) -> Vec<String> {
     [
-        "3:7: unknown mode `strict`, expected `enforce` or `audit`",
+        "3:7: unknown mode `strict`, expected `enforce`, `audit` or `learn`",
         "5:9: expected a list for `fs.read`, found a string",
         "6:3: unknown field `wirte` in `fs`, expected one of `read`, `write`, `deny`, `secret`",
         "8:11: `10.0.0.1/8` has bits set beyond the /8 prefix (did you mean `10.0.0.0/8`?)",
