@@ -364,12 +364,13 @@ struct Layout {
 
 impl Layout {
     fn make(out_dir: &Path, bins: &Bins) -> Result<Self, String> {
+        let outside = outside_tmp(out_dir);
         let l = Self {
             ws: out_dir.join("ws"),
-            bin_dir: out_dir.join("bin"),
-            benchprog: out_dir.join("bin/agentd-benchprog"),
-            mix: out_dir.join("bin/mix.py"),
-            logs: logs_dir(out_dir),
+            bin_dir: outside.join("bin"),
+            benchprog: outside.join("bin/agentd-benchprog"),
+            mix: outside.join("bin/mix.py"),
+            logs: outside.join("logs"),
             scratch: out_dir.join("scratch"),
         };
         // Fresh each time: the workspace, and the runs' audit log.
@@ -395,14 +396,15 @@ impl Layout {
     }
 }
 
-/// agentd refuses an audit log inside a tree the run may write, and the python-agent
-/// preset lets a run write /tmp: a checkout under /tmp (as CI's may be) keeps its bench
-/// logs under /var/tmp instead.
-fn logs_dir(out_dir: &Path) -> PathBuf {
+/// Where the programs and the audit logs go: `out_dir`, unless it is under /tmp (as a
+/// CI checkout may be). The python-agent preset lets a run write /tmp, and agentd refuses
+/// an audit log inside a tree the run may write; firejail's profile mounts /tmp noexec,
+/// so the workload program could not run from there. Those go under /var/tmp instead.
+fn outside_tmp(out_dir: &Path) -> PathBuf {
     if out_dir.starts_with("/tmp") {
-        PathBuf::from("/var/tmp/agentd-bench/logs")
+        PathBuf::from("/var/tmp/agentd-bench")
     } else {
-        out_dir.join("logs")
+        out_dir.to_path_buf()
     }
 }
 
