@@ -399,10 +399,11 @@ impl Layout {
 /// Where the programs and the audit logs go: `out_dir`, unless it is under /tmp (as a
 /// CI checkout may be). The python-agent preset lets a run write /tmp, and agentd refuses
 /// an audit log inside a tree the run may write; firejail's profile mounts /tmp noexec,
-/// so the workload program could not run from there. Those go under /var/tmp instead.
+/// so the workload program could not run from there (and it treats /var/tmp alike). Those
+/// go under /opt/agentd-bench instead.
 fn outside_tmp(out_dir: &Path) -> PathBuf {
     if out_dir.starts_with("/tmp") {
-        PathBuf::from("/var/tmp/agentd-bench")
+        PathBuf::from("/opt/agentd-bench")
     } else {
         out_dir.to_path_buf()
     }
