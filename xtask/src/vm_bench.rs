@@ -51,11 +51,13 @@ pub fn script(root: &Path) -> String {
             "  echo \"R {name} bare $rep $(\"$B\" {args} | two)\"\n  echo \"R {name} agentd $rep $(run \"$B\" {args} | two)\""
         );
     }
-    // Outside any run: the same getpid loop with no run, then while one run sleeps.
+    // Outside any run: the same getpid loop with no run, then while one run sleeps. The
+    // sleeping run is started directly (not through the `run` function, whose subshell
+    // would take the SIGINT that is meant for agentd).
     let _ = writeln!(
         s,
         "  echo \"R outside-getpid none $rep $(\"$B\" getpid {GETPID} | two)\"\n\
-         \x20 run /usr/bin/sleep 100000 & S=$!\n\
+         \x20 \"$A\" run --user root --unsigned-audit --audit /run/vmb/audit.jsonl --policy $P --workspace $W -- /usr/bin/sleep 100000 & S=$!\n\
          \x20 until grep -qsx sleep /proc/[0-9]*/comm; do sleep 0.2; done\n\
          \x20 echo \"R outside-getpid 1-run $rep $(\"$B\" getpid {GETPID} | two)\"\n\
          \x20 kill -INT $S; wait $S"
