@@ -90,8 +90,8 @@ pub fn report(output: &str, kver: &str, out: &Path) -> Result<(), String> {
     for line in output.lines() {
         if let Some(g) = line.strip_prefix("GLOBAL ") {
             globals.push(g.trim().to_owned());
-        } else if line.starts_with("kernel ") && lsms.is_empty() {
-            lsms = line.to_owned();
+        } else if let Some(l) = line.split("; LSMs ").nth(1).filter(|_| lsms.is_empty()) {
+            lsms = format!("LSMs {l}");
         } else if let Some(r) = line.strip_prefix("R ") {
             let f: Vec<&str> = r.split_whitespace().collect();
             let (Some(w), Some(t), Some(ns), Some(cpu)) = (f.first(), f.get(1), f.get(3), f.get(4))
@@ -116,7 +116,7 @@ pub fn report(output: &str, kver: &str, out: &Path) -> Result<(), String> {
     let mut md = format!(
         "# agentd inside the Debian guest (BPF LSM path)\n\n\
          `cargo xtask vm-bench`: Debian's stock kernel {kver} under QEMU (TCG, one vCPU), \
-         booted with the BPF LSM; {lsms}. Bare and agentd in the same boot, {REPS} \
+         booted with the BPF LSM ({lsms}). Bare and agentd in the same boot, {REPS} \
          interleaved repetitions, medians. TCG slows everything, so only the ratios mean \
          anything.\n\n\
          | workload | bare | agentd | ratio | CPU ratio | samples |\n|---|---|---|---|---|---|\n"
