@@ -22,7 +22,9 @@ fi
 mount -t proc proc $R/proc
 mount -t sysfs sys $R/sys
 mount -t devtmpfs dev $R/dev
-mount -t devpts devpts $R/dev/pts 2>/dev/null
+# devtmpfs has no /dev/pts: make it, so ptys (the terminal tests) work in the guest.
+mkdir -p $R/dev/pts
+mount -t devpts -o ptmxmode=0666 devpts $R/dev/pts
 mount -t securityfs securityfs $R/sys/kernel/security
 mount -t bpf bpf $R/sys/fs/bpf
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
