@@ -573,15 +573,18 @@ fn source_file(sb: &Sandbox, name: &str, bytes: usize) -> String {
 
 #[test]
 fn a_sendfile_upload_is_dropped_at_net_egress_bytes() {
-    const FOUR_MIB: usize = 4 << 20;
+    // More than the largest send buffer TCP autotunes to (net.ipv4.tcp_wmem's maximum is
+    // 4 MiB by default): a smaller file can sit whole in the run's own socket buffer, so
+    // sendfile() returns before the kill although nothing past the budget left the run.
+    const SIXTEEN_MIB: usize = 16 << 20;
     let sb = Sandbox::new();
     policy(&sb, "  net_egress_bytes: 1MiB\n");
-    let source = source_file(&sb, "upload-source", FOUR_MIB);
+    let source = source_file(&sb, "upload-source", SIXTEEN_MIB);
     let (listener, addr) = listen();
     let reader = std::thread::spawn(move || count_received(listener));
     let o = sb.run_prog(&["sendfile-upload", &addr, &source]);
     assert_status(&o, 137);
-    assert!(!stdout(&o).contains("sent 4194304"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("sent 16777216"), "{}", stdout(&o));
     let received = reader.join().unwrap_or_else(|_| panic!("reader panicked"));
     assert!(received <= (1 << 20) + (64 << 10), "received {received}");
     let kill = the_record(&sb, "net_egress_bytes", "kill");
