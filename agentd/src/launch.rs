@@ -133,6 +133,10 @@ pub fn spawn<E>(
     let (go_read, go_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
     let parent = nix::unistd::getpid();
+    // Held across fork, so that the daemon's zombie sweeps never reap this leader (its
+    // supervisor waits for it) before it is known. The child never releases it: it
+    // execs or exits.
+    let mut leaders = crate::supervisor::leaders();
     // SAFETY: between fork and exec/_exit the child calls only `child_main`,
     // which makes raw async-signal-safe syscalls on memory prepared before fork.
     match unsafe { nix::unistd::fork() }.map_err(LaunchError::Fork)? {
@@ -144,6 +148,8 @@ pub fn spawn<E>(
             report_and_exit(write_end.as_raw_fd(), stage, errno)
         }
         nix::unistd::ForkResult::Parent { child } => {
+            leaders.insert(child.as_raw());
+            drop(leaders);
             drop(write_end);
             drop(go_read);
             match forked(child) {
@@ -181,6 +187,7 @@ fn read_report(read_end: OwnedFd, child: Pid) -> Result<SpawnOutcome, LaunchErro
     }
     // The child is exiting with 125; reap it so it leaves no zombie.
     let _ = nix::sys::wait::waitpid(child, None);
+    crate::supervisor::forget_leader(child);
     let stage_raw = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let stage = Stage::from_u32(stage_raw).unwrap_or(Stage::Setup);

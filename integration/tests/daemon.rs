@@ -784,3 +784,74 @@ fn sighup_reloads_the_config_without_dropping_runs() {
     let _ = s.read_to_string(&mut got);
     assert!(got.contains("request is longer than 4096 bytes"), "{got}");
 }
+
+/// The parent pid of `pid`, from `/proc/PID/stat`.
+fn ppid_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+}
+
+/// The daemon is its runs' child subreaper: a setsid'd, double-forked descendant is
+/// reparented to the daemon (not init), and when a budget kills the run and the client
+/// returns, neither it nor the command exists any more, not even as a zombie.
+///
+/// An orphan that exits while its run goes on is reaped then, not left a zombie of the
+/// daemon until the run ends.
+#[test]
+fn nothing_of_a_daemon_run_outlives_it_not_even_a_zombie() {
+    let (_g, group) = group("reap");
+    let d = TestDaemon::start(&group);
+    let p = d.policy(
+        "reap.yaml",
+        &policy(&[], None, "budgets:\n  wall_time: 4s\n"),
+    );
+    let mut child = d
+        .client()
+        .args(["run", "--user", "root", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(testprog())
+        .args(["orphan-sleep", "60", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the client: {e}"));
+    let lines = Lines::of(&mut child);
+    let mut pids = Vec::new();
+    for want in ["orphan", "command"] {
+        let line = lines.next(Duration::from_secs(30));
+        let pid: i32 = line
+            .strip_prefix(want)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("expected `{want} PID`, got {line:?}"));
+        pids.push(pid);
+    }
+    // The orphan's parent died: it now belongs to the daemon, the subreaper.
+    assert_eq!(ppid_of(pids[0]), Some(d.pid()), "the orphan's parent");
+    // The orphan exits after 1 s; the daemon reaps it while the command still runs.
+    let reaped_mid_run = (0..150).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !std::path::Path::new(&format!("/proc/{}", pids[0])).exists()
+    });
+    assert!(
+        reaped_mid_run,
+        "the orphan that exited is still there: {:?}",
+        std::fs::read_to_string(format!("/proc/{}/stat", pids[0]))
+    );
+    assert_eq!(ppid_of(pids[1]), Some(d.pid()), "the command runs on");
+    let o = wait_output(child, Duration::from_secs(30));
+    assert_status(&o, 137);
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} of the run still exists after the client returned: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        );
+    }
+    let recs = d.audit();
+    let run = run_id_of(&recs, 0);
+    assert_eq!(records(&recs, &run, "run_end")[0]["killed_by"], "wall_time");
+}

@@ -271,6 +271,9 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     let tokens = tokens::Tokens::open(&config.state_dir, token_secret.as_ref())?;
     let daemon_state_path = config.state_dir.join("daemon.json");
     let previous: Option<state::DaemonState> = state::read_json(&daemon_state_path).ok();
+    // Orphans of the runs come to the daemon, not init, and are reaped (SIGCHLD, and at
+    // each run's teardown), so nothing of a run outlives it, not even a zombie.
+    crate::supervisor::become_subreaper()?;
     let probe = Probe::detect();
     let host = Host::start(HostOptions {
         kind: HostKind::Daemon,
@@ -463,8 +466,12 @@ async fn accept_loop(
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
+    let mut chld = sig(SignalKind::child())?;
     loop {
         tokio::select! {
+            _ = chld.recv() => {
+                crate::supervisor::sweep_run_zombies();
+            }
             conn = listener.accept() => accepted(&daemon, conn, false).await,
             conn = token_listener.accept() => accepted(&daemon, conn, true).await,
             _ = hup.recv() => reload(&daemon, &config_path),

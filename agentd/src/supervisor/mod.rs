@@ -28,7 +28,9 @@ pub mod user;
 use std::sync::Arc;
 
 pub use host::{Host, HostKind, HostOptions};
-pub use reaper::{become_subreaper, reap_orphans};
+pub use reaper::{
+    become_subreaper, forget_leader, leaders, reap_orphans, reap_run, sweep_run_zombies,
+};
 pub use records::signal_name;
 pub use spec::{
     new_run_id, parse_upstream, resolve_command, Control, NoHooks, PreparedRun, RunHooks, RunSpec,

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -316,6 +317,7 @@ impl RunResources {
         }
         self.host.router.unsubscribe(self.cgroup_id);
         self.events = None;
+        let ours = self.cgroups.as_ref().is_some_and(|c| !c.is_foreign());
         let (cgroups, cgroups_removed, cgroup_error) = match self.cgroups.take() {
             Some(c) => {
                 let desc = c.describe();
@@ -326,6 +328,17 @@ impl RunResources {
             }
             None => (None, false, None),
         };
+        // The run's orphans were reparented to agentd (its subreaper) and are dead now:
+        // reap them, so that nothing of the run is left once its end is reported.
+        if ours {
+            let leaf = crate::layers::cgroup::leaf_name(&spec.id);
+            if let (_, true) = super::reap_run(&leaf, Duration::from_secs(2)) {
+                audit.say.line(&format!(
+                    "run {}: processes of the run still exiting after its teardown",
+                    spec.id
+                ));
+            }
+        }
         if let Some(g) = self.guard.take() {
             g.disarm();
         }

@@ -564,8 +564,14 @@ impl Waiter {
                 return Ok(None);
             };
             match nix::sys::wait::waitpid(*pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, c)) => return Ok(Some(Ending::Exited(c))),
-                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(Some(Ending::Signaled(s as i32))),
+                Ok(WaitStatus::Exited(_, c)) => {
+                    super::forget_leader(*pid);
+                    return Ok(Some(Ending::Exited(c)));
+                }
+                Ok(WaitStatus::Signaled(_, s, _)) => {
+                    super::forget_leader(*pid);
+                    return Ok(Some(Ending::Signaled(s as i32)));
+                }
                 Ok(_) => continue,
                 Err(e) => return Err(setup_err(name::AGENTD, format!("waitpid: {e}"))),
             }

@@ -374,8 +374,9 @@ fn main() {
         "orphan-sleep" => {
             // A grandchild in its own session, orphaned by its parent (a daemon the
             // command leaves behind), and the command itself; both print their pid and
-            // sleep.
+            // sleep (the orphan for the second argument's seconds, if given).
             let secs = std::time::Duration::from_secs(a(1).parse().unwrap_or(30));
+            let orphan_secs = a(2).parse().map_or(secs, std::time::Duration::from_secs);
             // SAFETY: the test helper is single-threaded here; the child only calls
             // setsid/fork/_exit and the grandchild carries on as a normal process.
             match unsafe { libc::fork() } {
@@ -389,7 +390,7 @@ fn main() {
                     }
                     println!("orphan {}", std::process::id());
                     let _ = std::io::stdout().flush();
-                    std::thread::sleep(secs);
+                    std::thread::sleep(orphan_secs);
                     0
                 }
                 child if child > 0 => {

@@ -70,7 +70,7 @@ pub fn collect_stale(layout: &CgroupLayout, owner_alive: impl Fn(&str) -> bool) 
 }
 
 /// `agentd-<12 lower-case hex digits>` → the run id.
-fn run_id_of(name: &str) -> Option<&str> {
+pub fn run_id_of(name: &str) -> Option<&str> {
     let id = name.strip_prefix(LEAF_PREFIX)?;
     (id.len() == 12
         && id
