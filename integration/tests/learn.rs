@@ -190,12 +190,30 @@ fn learn_suggest_then_enforce_with_zero_denials() {
         .args(["--run", &learn_run])
         .output()
         .must();
-    // Nothing the run did is denied under it: no allow→deny flip. (Its would_deny
-    // records, now allowed, are the deny→allow ones.)
+    // Nothing the run did is denied under it, and a learn run's would_deny records are
+    // what it was let do: no flip either way.
     assert!(
-        stdout(&replay).contains(" 0 allow→deny"),
+        stdout(&replay).contains(" 0 flip(s): 0 allow→deny, 0 deny→allow"),
         "{}",
         stdout(&replay)
+    );
+    // Under the base policy alone, what the suggestion added is denied again: each of
+    // those is an allow→deny flip, not passed over as "denied then, denied now".
+    let replay_base = sb
+        .agentd()
+        .args(["audit", "replay"])
+        .arg(&log)
+        .arg("--policy")
+        .arg(&base)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .args(["--run", &learn_run])
+        .output()
+        .must();
+    let out_base = stdout(&replay_base);
+    assert!(
+        out_base.contains(" 0 deny→allow") && !out_base.contains(" 0 allow→deny"),
+        "{out_base}"
     );
 
     // Enforced, the same workload runs with zero denials.

@@ -433,14 +433,20 @@ fn unreplayable(r: &Value) -> Option<String> {
     Some(format!("{}/{event}", r["layer"].as_str().unwrap_or("")))
 }
 
-/// The decision a record carried when it was written: deny (incl. would_deny, kill) or allow.
-/// Whether the recorded run denied this subject: for a budget at run end, whether
-/// that budget killed the run.
-fn recorded_deny(r: &Value, subject: &crate::audit::judge::Subject) -> bool {
+/// Whether the recorded run denied this subject: deny, kill, and an audit run's
+/// would_deny (what its policy would have denied); for a budget at run end, whether that
+/// budget killed the run. A learn run denies nothing and judges against no policy of its
+/// own: its would_deny records are what the run was let do, so a policy that allows them
+/// flips nothing, and one that denies them is an allow→deny flip.
+fn recorded_deny(r: &Value, subject: &crate::audit::judge::Subject, learn_run: bool) -> bool {
     if r["event"] == "run_end" {
         return r["killed_by"] == subject.what.as_str();
     }
-    matches!(r["decision"].as_str(), Some("deny" | "would_deny" | "kill"))
+    match r["decision"].as_str() {
+        Some("deny" | "kill") => true,
+        Some("would_deny") => !learn_run,
+        _ => false,
+    }
 }
 
 fn replay(
@@ -456,10 +462,18 @@ fn replay(
     // (direction, kind, subject) -> (count, rule now); direction "not judged" for what
     // the log cannot decide, with the reason.
     let mut flips: BTreeMap<(&'static str, &'static str, String), (u64, String)> = BTreeMap::new();
+    // Runs in mode `learn`, from their run_start records (which come first).
+    let mut learn_runs = std::collections::BTreeSet::new();
     for r in records(file)? {
         if run.is_some_and(|id| r["run"] != id) {
             continue;
         }
+        if r["event"] == "run_start" && r["mode"] == "learn" {
+            if let Some(id) = r["run"].as_str() {
+                learn_runs.insert(id.to_owned());
+            }
+        }
+        let learn_run = r["run"].as_str().is_some_and(|id| learn_runs.contains(id));
         let verdicts = judge.judge_all(&r);
         if verdicts.is_empty() {
             if let Some(what) = unreplayable(&r) {
@@ -475,7 +489,7 @@ fn replay(
                 Verdict::NotJudged(_) => "not judged",
                 v => {
                     judged += 1;
-                    match (recorded_deny(&r, &subject), v.is_deny()) {
+                    match (recorded_deny(&r, &subject, learn_run), v.is_deny()) {
                         (false, true) => "allow→deny",
                         (true, false) => "deny→allow",
                         _ => continue,
