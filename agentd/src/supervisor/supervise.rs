@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,11 +69,10 @@ pub(super) async fn run(
         .clone()
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
-    let handle = match host.audit(&spec.id) {
-        Ok(h) => h,
-        Err(e) => return setup_failed(&spec.id, &e),
+    let mut audit = match open_audit(&host, &spec, launch_cwd) {
+        Ok(a) => a,
+        Err(outcome) => return outcome,
     };
-    let mut audit = RunAudit::new(handle, launch_cwd, say_for(&spec));
     record_start(&host, &spec, &mut audit);
     if audit.failed {
         return RunOutcome {
@@ -120,12 +119,7 @@ pub(super) async fn run(
         Ok(outcome) => outcome,
         Err(e) => {
             audit.say.line(&e.to_string());
-            let end = RunFailed {
-                exit_code: EXIT_SETUP_FAILED,
-                error: e.to_string(),
-                failed_layer: Some(e.layer.into()),
-                errno: None,
-            };
+            let end = run_failed(EXIT_SETUP_FAILED, e.to_string(), &e);
             audit.record(name::AGENTD, None, end.into());
             setup_failed(&spec.id, &e)
         }
@@ -137,6 +131,41 @@ fn say_for(spec: &RunSpec) -> Say {
     match spec.stdio.as_ref().map(|fds| fds[2].try_clone()) {
         Some(Ok(fd)) => Say::Fd(std::fs::File::from(fd)),
         _ => Say::Stderr,
+    }
+}
+
+/// The run's audit, with the directory its relative paths were given in; `Err` is the
+/// outcome of a run whose chain cannot be written (it never starts).
+fn open_audit(host: &Host, spec: &RunSpec, launch_cwd: PathBuf) -> Result<RunAudit, RunOutcome> {
+    let handle = host
+        .audit(&spec.id)
+        .map_err(|e| setup_failed(&spec.id, &e))?;
+    Ok(RunAudit::new(handle, launch_cwd, say_for(spec)))
+}
+
+/// The `run_failed` record of a set-up error `e`, with the exit status the run gets.
+fn run_failed(exit_code: u8, error: String, e: &SetupError) -> RunFailed {
+    RunFailed {
+        exit_code,
+        error,
+        failed_layer: Some(e.layer.into()),
+        errno: None,
+    }
+}
+
+/// Supervises a run that is already going (re-adopted or attached) to its end.
+async fn finish_going(
+    host: &Arc<Host>,
+    spec: &RunSpec,
+    res: RunResources,
+    audit: &mut RunAudit,
+    controls: &mut mpsc::Receiver<Control>,
+    hooks: &mut dyn RunHooks,
+    waiter: Waiter,
+) -> RunOutcome {
+    match finish(host, spec, res, audit, controls, hooks, waiter).await {
+        Ok(o) => o,
+        Err(e) => setup_failed(&spec.id, &e),
     }
 }
 
@@ -287,24 +316,18 @@ pub(super) async fn adopt(
     mut controls: mpsc::Receiver<Control>,
     mut hooks: Box<dyn RunHooks>,
 ) -> RunOutcome {
-    let handle = match host.audit(&spec.id) {
-        Ok(h) => h,
-        Err(e) => return setup_failed(&spec.id, &e),
+    let mut audit = match open_audit(&host, &spec, spec.cwd.clone().unwrap_or_default()) {
+        Ok(a) => a,
+        Err(outcome) => return outcome,
     };
-    let launch_cwd = spec.cwd.clone().unwrap_or_default();
-    let mut audit = RunAudit::new(handle, launch_cwd, say_for(&spec));
     let res = match RunResources::adopt(&host, &spec, &adoption, &mut audit).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(run = %spec.id, "re-adopting the run: {e}");
             // What was re-opened went again on the way out: the run's processes are
             // killed (fail closed), so it ends as a kill.
-            let end = RunFailed {
-                exit_code: EXIT_KILLED,
-                error: format!("re-adoption failed: {e}; the run was killed"),
-                failed_layer: Some(e.layer.into()),
-                errno: None,
-            };
+            let error = format!("re-adoption failed: {e}; the run was killed");
+            let end = run_failed(EXIT_KILLED, error, &e);
             audit.record(name::AGENTD, Some(Decision::Kill), end.into());
             return setup_failed(&spec.id, &e);
         }
@@ -316,20 +339,8 @@ pub(super) async fn adopt(
         },
         None => Waiter::adopted(adoption.pid),
     };
-    match finish(
-        &host,
-        &spec,
-        res,
-        &mut audit,
-        &mut controls,
-        hooks.as_mut(),
-        waiter,
-    )
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => setup_failed(&spec.id, &e),
-    }
+    let hooks = hooks.as_mut();
+    finish_going(&host, &spec, res, &mut audit, &mut controls, hooks, waiter).await
 }
 
 /// Confines an existing workload (`agentd attach`): `cgroups` is its existing v2
@@ -343,23 +354,17 @@ pub(super) async fn attach(
     mut controls: mpsc::Receiver<Control>,
     mut hooks: Box<dyn RunHooks>,
 ) -> RunOutcome {
-    let handle = match host.audit(&spec.id) {
-        Ok(h) => h,
-        Err(e) => return setup_failed(&spec.id, &e),
+    let mut audit = match open_audit(&host, &spec, spec.cwd.clone().unwrap_or_default()) {
+        Ok(a) => a,
+        Err(outcome) => return outcome,
     };
-    let mut audit = RunAudit::new(handle, spec.cwd.clone().unwrap_or_default(), say_for(&spec));
     record_start(&host, &spec, &mut audit);
     let pid = cgroups.pids().first().copied().unwrap_or(0);
     let path = cgroups.identity().path.clone();
     let res = match RunResources::prepare_attached(&host, &spec, cgroups, &mut audit).await {
         Ok(r) => r,
         Err(e) => {
-            let end = RunFailed {
-                exit_code: EXIT_SETUP_FAILED,
-                error: e.to_string(),
-                failed_layer: Some(e.layer.into()),
-                errno: None,
-            };
+            let end = run_failed(EXIT_SETUP_FAILED, e.to_string(), &e);
             audit.record(name::AGENTD, None, end.into());
             return setup_failed(&spec.id, &e);
         }
@@ -392,20 +397,8 @@ pub(super) async fn attach(
         pid: Pid::from_raw(pid as i32),
         cgroup: path,
     };
-    match finish(
-        &host,
-        &spec,
-        res,
-        &mut audit,
-        &mut controls,
-        hooks.as_mut(),
-        waiter,
-    )
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => setup_failed(&spec.id, &e),
-    }
+    let hooks = hooks.as_mut();
+    finish_going(&host, &spec, res, &mut audit, &mut controls, hooks, waiter).await
 }
 
 /// What a re-adopted run was, from the state an earlier daemon kept.
