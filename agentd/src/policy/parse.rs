@@ -890,6 +890,12 @@ fn is_missing(e: &io::Error) -> bool {
 // Network rules: `HOST[:PORT|:LO-HI][/tcp|/udp]`.
 
 fn parse_net_entry(item: &Node) -> R<NetRule> {
+    parse_rule_entry(item, false)
+}
+
+/// A `net.allow`/`net.bind`/`net.after_taint` entry; `ephemeral`: port `0` alone is
+/// accepted (`net.bind`: "whatever port the kernel picks").
+fn parse_rule_entry(item: &Node, ephemeral: bool) -> R<NetRule> {
     let written = match &item.data {
         YamlData::Value(Scalar::String(s)) => s.to_string(),
         // An unquoted `[::1]:443` is read by YAML as a list.
@@ -906,7 +912,8 @@ fn parse_net_entry(item: &Node) -> R<NetRule> {
             )
         }
     };
-    let (host, ports, proto) = parse_net_rule(&written).map_err(|msg| fail_at(item, msg))?;
+    let (host, ports, proto) =
+        parse_net_rule(&written, ephemeral).map_err(|msg| fail_at(item, msg))?;
     Ok(NetRule {
         written,
         host,
@@ -916,9 +923,10 @@ fn parse_net_entry(item: &Node) -> R<NetRule> {
     })
 }
 
-/// A `net.bind` entry: the `net.allow` syntax, but an address (not a domain name).
+/// A `net.bind` entry: the `net.allow` syntax, but an address (not a domain name), and
+/// port `0` (alone) allows a bind to port 0, the port the kernel picks, and no other.
 fn parse_bind_entry(item: &Node) -> R<NetRule> {
-    let rule = parse_net_entry(item)?;
+    let rule = parse_rule_entry(item, true)?;
     if let NetHost::Domain(_) = rule.host {
         return fail(
             item,
@@ -933,14 +941,24 @@ fn parse_bind_entry(item: &Node) -> R<NetRule> {
 
 type NetParts = (NetHost, Option<(u16, u16)>, Option<Proto>);
 
-fn parse_net_rule(rule: &str) -> Result<NetParts, String> {
+fn parse_net_rule(rule: &str, ephemeral: bool) -> Result<NetParts, String> {
     let (rest, proto) = split_proto(rule);
     let (host, port) = split_host_port(rest)?;
     let host = match host {
         HostText::V6(text) => parse_v6(text)?,
         HostText::Other(text) => parse_other_host(text)?,
     };
-    let ports = port.map(parse_ports).transpose()?;
+    let ports = match port {
+        Some("0") if ephemeral => Some((0, 0)),
+        Some(p) => Some(parse_ports(p).map_err(|e| {
+            if ephemeral && p.split('-').any(|n| n == "0") {
+                format!("{e} (port 0 alone means the port the kernel picks, and is not part of a range)")
+            } else {
+                e
+            }
+        })?),
+        None => None,
+    };
     Ok((host, ports, proto))
 }
 
@@ -1271,11 +1289,11 @@ mod tests {
     }
 
     fn net(rule: &str) -> NetParts {
-        parse_net_rule(rule).unwrap()
+        parse_net_rule(rule, false).unwrap()
     }
 
     fn net_err(rule: &str) -> String {
-        parse_net_rule(rule).unwrap_err()
+        parse_net_rule(rule, false).unwrap_err()
     }
 
     fn v4(a: [u8; 4], prefix: u8) -> NetHost {
@@ -1683,6 +1701,26 @@ mod tests {
                 7,
                 "unknown mode `permissive`, expected `enforce`, `audit` or `learn`".into()
             )
+        );
+    }
+
+    #[test]
+    fn net_bind_port_zero_is_the_ephemeral_port_only() {
+        let net = ok("net:\n  bind: [\"127.0.0.1:0/tcp\", \"[::1]:0\"]\n")
+            .net
+            .expect("net");
+        assert_eq!(net.bind[0].ports, Some((0, 0)));
+        assert_eq!(net.bind[0].proto, Some(Proto::Tcp));
+        assert_eq!(net.bind[1].ports, Some((0, 0)));
+        let (_, _, m) = err("net:\n  bind: [\"127.0.0.1:0-80/tcp\"]\n");
+        assert_eq!(
+            m,
+            "invalid port `0`, expected 1 to 65535 (port 0 alone means the port the kernel picks, and is not part of a range)"
+        );
+        // Not in net.allow: no destination has port 0.
+        assert_eq!(
+            net_err("127.0.0.1:0/tcp"),
+            "invalid port `0`, expected 1 to 65535"
         );
     }
 
