@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -838,6 +838,43 @@ fn describe(written: &str, path: &Path) -> String {
     }
 }
 
+/// The refusal of a path that names agentd's own process: `/proc/self` and
+/// `/proc/thread-self` are resolved when the policy is loaded, by agentd, so a rule
+/// there would grant (or deny) `/proc/<agentd's pid>`, never the run's own processes,
+/// whose pids do not exist yet. `canonical` catches symlinks to them (`/dev/fd`).
+fn own_proc_entry(written: &str, expanded: &Path, canonical: Option<&Path>) -> Option<String> {
+    let names = |p: &Path| -> Vec<String> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .take(2)
+            .collect()
+    };
+    let lexical = names(expanded);
+    let via_self = lexical.first().is_some_and(|c| c == "proc")
+        && lexical
+            .get(1)
+            .is_some_and(|c| c == "self" || c == "thread-self");
+    let own_pid = std::process::id().to_string();
+    let via_link = canonical.is_some_and(|c| {
+        let n = names(c);
+        n.first().is_some_and(|c| c == "proc") && n.get(1) == Some(&own_pid)
+    });
+    if !via_self && !via_link {
+        return None;
+    }
+    let shown = if via_self {
+        describe(written, expanded)
+    } else {
+        format!("`{written}` (a link into /proc/self)")
+    };
+    Some(format!(
+        "path {shown} names agentd's own process: /proc/self and /proc/thread-self are resolved once, by agentd, when the policy is loaded, not for each process of the run. Write `/proc` to let the run read /proc, its own processes' entries included, or leave the entry out"
+    ))
+}
+
 /// Resolves symlinks so that the layers see the real object; missing targets are only
 /// allowed when the user said so.
 fn resolve(
@@ -846,8 +883,14 @@ fn resolve(
     optional: bool,
     span: Span,
 ) -> Result<PathRule, String> {
+    if let Some(refusal) = own_proc_entry(&written, &expanded, None) {
+        return Err(refusal);
+    }
     match std::fs::canonicalize(&expanded) {
         Ok(path) => {
+            if let Some(refusal) = own_proc_entry(&written, &expanded, Some(&path)) {
+                return Err(refusal);
+            }
             let is_dir = std::fs::metadata(&path)
                 .map(|m| m.is_dir())
                 .unwrap_or(false);
@@ -1702,6 +1745,37 @@ mod tests {
                 "unknown mode `permissive`, expected `enforce`, `audit` or `learn`".into()
             )
         );
+    }
+
+    #[test]
+    fn paths_under_proc_self_are_refused_with_what_to_write() {
+        let tail = "names agentd's own process: /proc/self and /proc/thread-self are resolved once, by agentd, when the policy is loaded, not for each process of the run. Write `/proc` to let the run read /proc, its own processes' entries included, or leave the entry out";
+        for (body, col, shown) in [
+            ("fs:\n  read: [/proc/self/fd]\n", 10, "`/proc/self/fd`"),
+            (
+                "fs:\n  read: [/usr, /proc/thread-self]\n",
+                16,
+                "`/proc/thread-self`",
+            ),
+            (
+                "fs:\n  deny: [{path: /proc/self/nope, optional: true}]\n",
+                17,
+                "`/proc/self/nope`",
+            ),
+            (
+                "fs:\n  write: [/dev/fd]\n",
+                11,
+                "`/dev/fd` (a link into /proc/self)",
+            ),
+        ] {
+            assert_eq!(
+                err(body),
+                (4, col, format!("path {shown} {tail}")),
+                "{body}"
+            );
+        }
+        // Another process's entry, or /proc itself, is what the user wrote.
+        assert_eq!(ok("fs:\n  read: [/proc, /proc/1]\n").fs.read.len(), 2);
     }
 
     #[test]
