@@ -137,7 +137,7 @@ impl Builder {
             name::LANDLOCK,
             "scoped to the run (connect outside it fails with EPERM); pathname sockets: see `socket: AF_UNIX pathname`",
         );
-        let bind_rest = format!("cgroup/bind4+bind6: every other explicit bind() of a TCP or UDP socket, port 0 included, is {verdict}, audited (the kernel's implicit bind on a first connect/sendto is not a bind)");
+        let bind_rest = format!("cgroup/bind4+bind6: every explicit bind() of a TCP or UDP socket that no net.bind rule allows, port 0 included, is {verdict}, audited (the kernel's implicit bind on a first connect/sendto is not a bind)");
         self.cover(
             "listen() of a never-bound TCP socket",
             name::BPF,
