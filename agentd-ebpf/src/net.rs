@@ -405,11 +405,10 @@ fn decide(req: &Request, v4: bool) -> i32 {
     if !bind && req.port == DNS_PORT && flags & NET_FLAG_DNS_REDIRECT != 0 {
         return REDIRECT;
     }
-    // An explicit UDP bind to port 0 is what many UDP clients do before sendto; it
-    // opens no known port. (A TCP bind to port 0 can be followed by listen: checked.)
-    if bind && proto == NET_PROTO_UDP && req.port == 0 {
-        return ALLOW;
-    }
+    // Every explicit bind is judged, port 0 included: a bind to port 0 is matched only
+    // by a rule whose ports include 0 (`ADDR:0`, "the port the kernel picks", or any
+    // port). The kernel's implicit bind of a socket on its first connect/sendto (or
+    // listen) does not run this hook.
     let table = if bind { TABLE_BIND } else { TABLE_ALLOW };
     if let Some(rules) = lookup(req, slot, v4, table) {
         if matches(rules, req.port, proto) {

@@ -40,6 +40,39 @@ fn policy_check_reports_a_bad_file_with_line_and_column() {
     );
 }
 
+/// `/proc/self` in a policy would be agentd's own pid, resolved at load: `policy check`
+/// and `run` refuse it at its FILE:LINE:COL and say what to write instead; the command
+/// never runs.
+#[test]
+fn a_path_under_proc_self_is_refused_by_check_and_run() {
+    for (read, col, shown) in [
+        ("[/usr, /proc/self/fd]", 16, "`/proc/self/fd`"),
+        (
+            "[/proc/thread-self/status]",
+            10,
+            "`/proc/thread-self/status`",
+        ),
+        ("[/dev/fd]", 10, "`/dev/fd` (a link into /proc/self)"),
+    ] {
+        let sb = Sandbox::new();
+        sb.write_policy(&format!("version: 1\nname: bad\nfs:\n  read: {read}\n"));
+        let want = format!(
+            "{}:4:{col}: path {shown} names agentd's own process: /proc/self and /proc/thread-self are resolved once, by agentd, when the policy is loaded, not for each process of the run. Write `/proc` to let the run read /proc, its own processes' entries included, or leave the entry out",
+            sb.policy_path().display()
+        );
+        let o = agentd(&["policy", "check", &sb.policy_path().display().to_string()]);
+        assert_status(&o, 1);
+        assert_eq!(stdout(&o).trim_end(), want);
+
+        let ran = sb.workspace().join("ran");
+        let o = sb.run(&["/usr/bin/touch", &ran.display().to_string()]);
+        assert_status(&o, 125);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&want), "{err}");
+        assert!(!ran.exists(), "the command ran");
+    }
+}
+
 #[test]
 fn every_shipped_policy_checks_and_explains() {
     let ws = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -445,9 +445,7 @@ fn bind_is_denied_unless_listed() {
     assert_eq!(stdout(&o), format!("bind 127.0.0.1 {denied}: EPERM\n"));
     let o = sb.run_prog(&["bind", "::1", &allowed.to_string(), "tcp"]);
     assert_eq!(stdout(&o), format!("bind ::1 {allowed}: EPERM\n"));
-    // UDP clients' bind to port 0 is allowed; a fixed UDP port is not.
-    let o = sb.run_prog(&["bind", "127.0.0.1", "0", "udp"]);
-    assert_eq!(stdout(&o), "bind 127.0.0.1 0: OK\n");
+    // The rule is TCP only.
     let o = sb.run_prog(&["bind", "127.0.0.1", &allowed.to_string(), "udp"]);
     assert_eq!(stdout(&o), format!("bind 127.0.0.1 {allowed}: EPERM\n"));
     let d = net_denials(&sb.audit());
@@ -455,6 +453,112 @@ fn bind_is_denied_unless_listed() {
     assert_denial(&d[0], "bind", "127.0.0.1", denied, "tcp");
     assert_denial(&d[1], "bind", "::1", allowed, "tcp");
     assert_denial(&d[2], "bind", "127.0.0.1", allowed, "udp");
+}
+
+/// Every explicit bind() of a TCP or UDP socket, IPv4 or IPv6, to a port or to port 0,
+/// to a loopback or the wildcard address, is EPERM with a `denied` record, whether the
+/// policy has a net section without `net.bind` or no net section at all.
+#[test]
+fn every_explicit_bind_is_denied_port_0_included_with_or_without_a_net_section() {
+    if !cgroup_bpf_or_skip("bind_port_0") {
+        return;
+    }
+    let port = {
+        let (_l, p) = listen4();
+        p
+    };
+    for net in ["net:\n  allow: []\n", ""] {
+        let sb = Sandbox::new();
+        net_policy(&sb, "enforce", net);
+        let mut want = Vec::new();
+        let mut args = vec!["bind-each".to_owned()];
+        let mut lines = String::new();
+        for proto in ["tcp", "udp"] {
+            for addr in ["127.0.0.1", "0.0.0.0", "::1", "::"] {
+                for p in [port, 0] {
+                    args.extend([addr.to_owned(), p.to_string(), proto.to_owned()]);
+                    lines.push_str(&format!("bind {addr} {p}: EPERM\n"));
+                    want.push((addr, p, proto));
+                }
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = sb.run_prog(&args);
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), lines, "policy {net:?}");
+        let d = net_denials(&sb.audit());
+        assert_eq!(d.len(), want.len(), "policy {net:?}: {d:?}");
+        for (r, (addr, p, proto)) in d.iter().zip(want) {
+            assert_denial(r, "bind", addr, p, proto);
+        }
+    }
+}
+
+/// The kernel's implicit bind of an unbound UDP socket, on its first sendto or
+/// connect, runs no bind hook: it is not a bind, and the datagram arrives from the
+/// port the kernel picked.
+#[test]
+fn the_kernels_implicit_udp_bind_on_sendto_and_connect_is_not_denied() {
+    if !cgroup_bpf_or_skip("udp_autobind") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let l4 = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("udp: {e}"));
+    let l6 = UdpSocket::bind("[::1]:0").unwrap_or_else(|e| panic!("udp [::1]: {e}"));
+    let p4 = l4.local_addr().map(|a| a.port()).unwrap_or_default();
+    let p6 = l6.local_addr().map(|a| a.port()).unwrap_or_default();
+    net_policy(
+        &sb,
+        "enforce",
+        &format!("net:\n  allow: [\"127.0.0.1:{p4}/udp\", \"[::1]:{p6}/udp\"]\n"),
+    );
+    for (l, addr, port) in [(&l4, "127.0.0.1", p4), (&l6, "::1", p6)] {
+        let o = sb.run_prog(&["udp-send", addr, &port.to_string()]);
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), format!("udp-send {addr} {port}: OK\n"));
+        // The run has ended, so the datagram is already queued.
+        l.set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let mut buf = [0u8; 64];
+        let (n, from) = l
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no datagram from the run to {addr}: {e}"));
+        assert_eq!(&buf[..n], b"agentd-testprog");
+        assert_eq!(from.ip().to_string(), addr);
+        assert_ne!(from.port(), 0);
+        let o = sb.run_prog(&["udp-connect", addr, &port.to_string()]);
+        assert_eq!(stdout(&o), format!("udp-connect {addr} {port}: OK\n"));
+    }
+    assert!(net_denials(&sb.audit()).is_empty());
+}
+
+/// `ADDR:0` in net.bind allows a bind to port 0 (the kernel picks the port) on that
+/// address, and listen; it does not allow a specific port, another address or UDP.
+#[test]
+fn a_bind_rule_for_port_0_allows_the_kernels_port_and_no_other() {
+    if !cgroup_bpf_or_skip("bind_rule_port_0") {
+        return;
+    }
+    let sb = Sandbox::new();
+    net_policy(
+        &sb,
+        "enforce",
+        "net:\n  allow: []\n  bind: [\"127.0.0.1:0/tcp\"]\n",
+    );
+    let o = sb.run_prog(&["bind", "127.0.0.1", "0", "tcp"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "bind 127.0.0.1 0: OK\n");
+    let o = sb.run_prog(&["bind", "127.0.0.1", "12345", "tcp"]);
+    assert_eq!(stdout(&o), "bind 127.0.0.1 12345: EPERM\n");
+    let o = sb.run_prog(&["bind", "::1", "0", "tcp"]);
+    assert_eq!(stdout(&o), "bind ::1 0: EPERM\n");
+    let o = sb.run_prog(&["bind", "127.0.0.1", "0", "udp"]);
+    assert_eq!(stdout(&o), "bind 127.0.0.1 0: EPERM\n");
+    let d = net_denials(&sb.audit());
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_denial(&d[0], "bind", "127.0.0.1", 12345, "tcp");
+    assert_denial(&d[1], "bind", "::1", 0, "tcp");
+    assert_denial(&d[2], "bind", "127.0.0.1", 0, "udp");
 }
 
 #[test]

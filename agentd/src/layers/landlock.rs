@@ -1042,6 +1042,39 @@ mod tests {
         assert_eq!(status, Some(0));
     }
 
+    /// Landlock (ABI 4+) treats port 0 as the eBPF layer does: a bind to port 0 needs a
+    /// rule for port 0, and that rule allows no specific port.
+    #[test]
+    fn tcp_bind_rule_for_port_0_allows_the_kernels_port_only() {
+        let specific = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let req = LandlockRequest {
+            tcp_bind_ports: Some(vec![0]),
+            ..Default::default()
+        };
+        let status = confined(prepare(&req).expect("prepare"), move || {
+            let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+                return 1;
+            };
+            if l.local_addr().map(|a| a.port()).unwrap_or(0) == 0 {
+                return 2;
+            }
+            code(TcpListener::bind(("127.0.0.1", specific)))
+        });
+        assert_eq!(status, Some(libc::EACCES));
+        // A rule for a specific port does not allow port 0.
+        let req = LandlockRequest {
+            tcp_bind_ports: Some(vec![specific]),
+            ..Default::default()
+        };
+        let status = confined(prepare(&req).expect("prepare"), || {
+            code(TcpListener::bind("127.0.0.1:0"))
+        });
+        assert_eq!(status, Some(libc::EACCES));
+    }
+
     #[test]
     fn signal_scope_blocks_signals_to_outside() {
         let scoped = LandlockRequest {

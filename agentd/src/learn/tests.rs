@@ -159,7 +159,13 @@ fn output_parses_as_a_policy() {
     let ws = std::env::temp_dir().join(format!("agentd-learn-unit-{}", std::process::id()));
     std::fs::create_dir_all(&ws).unwrap();
     let ws = std::fs::canonicalize(&ws).unwrap();
-    let o = Observed::collect(&log(ws.to_str().unwrap()), &[], None);
+    // A client that binds port 0 itself becomes `ADDR:0`, which net.bind accepts.
+    let bind0 = rec(
+        "r1",
+        serde_json::json!({"event": "denied", "decision": "would_deny", "op": "bind", "dst": "0.0.0.0", "port": 0, "proto": "udp", "run_slot": 1}),
+    );
+    let l = format!("{}\n{bind0}", log(ws.to_str().unwrap()));
+    let o = Observed::collect(&l, &[], None);
     let s = suggest(&o, &cx());
     let opts = LoadOptions {
         workspace: ws.clone(),
@@ -172,6 +178,12 @@ fn output_parses_as_a_policy() {
         Err(e) => panic!("{}\n{}", e.lines().join("\n"), s.yaml),
     };
     assert!(p.fs.secret.iter().any(|r| r.written == "~/.ssh/id_ed25519"));
+    let bind = &p.net.expect("net").bind;
+    assert_eq!(bind.len(), 1, "{}", s.yaml);
+    assert_eq!(
+        (bind[0].written.as_str(), bind[0].ports),
+        ("0.0.0.0:0/udp", Some((0, 0)))
+    );
 }
 
 #[test]

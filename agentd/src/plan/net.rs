@@ -30,6 +30,7 @@ const HOOKS: &str = "cgroup/connect4+connect6 (TCP, UDP connect), sendmsg4+sendm
 fn ports_text(rule: &NetRule) -> String {
     let ports = match rule.ports {
         None => "any port".to_owned(),
+        Some((0, 0)) => "port 0 (the port the kernel picks, no other)".to_owned(),
         Some((lo, hi)) if lo == hi => format!("port {lo}"),
         Some((lo, hi)) => format!("ports {lo}-{hi}"),
     };
@@ -136,17 +137,26 @@ impl Builder {
             name::LANDLOCK,
             "scoped to the run (connect outside it fails with EPERM); pathname sockets: see `socket: AF_UNIX pathname`",
         );
+        let bind_rest = format!("cgroup/bind4+bind6: every explicit bind() of a TCP or UDP socket that no net.bind rule allows, port 0 included, is {verdict}, audited (the kernel's implicit bind on a first connect/sendto is not a bind)");
+        self.cover(
+            "listen() of a never-bound TCP socket",
+            name::BPF,
+            "NOT stopped: the kernel binds it to a port it picks on every address, and no cgroup or landlock hook runs for that implicit bind",
+        );
         let Some(net) = &policy.net else {
             self.cover(
                 "net (absent)",
                 name::BPF,
-                "connect, sendto and bind are not restricted: the policy has no net section",
+                "connect and sendto are not restricted: the policy has no net section",
             );
+            // Inbound sockets fail closed: no net.bind, no bind.
+            self.cover("net.bind (absent)", name::BPF, bind_rest);
             self.layer(
                 name::BPF,
                 "on",
-                "cgroup/sock_create on the run's cgroup (no net section: addresses unrestricted)",
+                "cgroup/sock_create, bind4+bind6 on the run's cgroup (no net section: addresses unrestricted, every bind denied)",
             );
+            request.bind = Some(Vec::new());
             self.net_request = Some(request);
             return (None, None);
         };
@@ -230,11 +240,7 @@ impl Builder {
                 bind.push(r);
             }
         }
-        self.cover(
-            "net.bind (everything else)",
-            name::BPF,
-            format!("cgroup/bind4+bind6: {verdict}, audited (UDP bind to port 0, what UDP clients do, is allowed)"),
-        );
+        self.cover("net.bind (everything else)", name::BPF, bind_rest);
         self.layer(
             name::BPF,
             "on",
@@ -451,7 +457,7 @@ impl Builder {
         self.cover(
             "net (TCP bind)",
             name::LANDLOCK,
-            "TCP bind denied with EACCES",
+            "every TCP bind denied with EACCES, port 0 included (landlock allows a bind to port 0 only through a rule for port 0); UDP bind is not restricted without cgroup-BPF",
         );
         (tcp_ports(&accepted), Some(Vec::new()))
     }
@@ -573,11 +579,38 @@ mod tests {
     }
 
     #[test]
-    fn without_a_net_section_only_socket_creation_is_checked() {
+    fn without_a_net_section_connect_is_open_and_every_bind_is_denied() {
         let (b, ports) = plan_net("", true);
         assert_eq!(ports, (None, None));
         let req = b.net_request.unwrap();
-        assert!(req.connect.is_none() && req.bind.is_none() && req.domains.is_empty());
+        assert!(req.connect.is_none() && req.domains.is_empty());
+        assert_eq!(req.bind.as_deref().map(<[AddrRule]>::len), Some(0));
+        // A net section without net.bind: the same.
+        let (b, _) = plan_net("net:\n  allow: []\n", true);
+        assert_eq!(
+            b.net_request
+                .unwrap()
+                .bind
+                .as_deref()
+                .map(<[AddrRule]>::len),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_bind_rule_for_port_0_allows_port_0_only() {
+        let (b, _) = plan_net("net:\n  bind: [\"127.0.0.1:0/tcp\"]\n", true);
+        assert!(b.refusals.is_empty(), "{:?}", b.refusals);
+        let bind = b.net_request.unwrap().bind.unwrap();
+        assert_eq!(bind.len(), 1);
+        assert_eq!(bind[0].ports, (0, 0));
+        assert_eq!(bind[0].protos, proto_bits(true, false));
+        assert!(b
+            .coverage
+            .iter()
+            .any(|c| c.rule.starts_with("net.bind 127.0.0.1:0/tcp")
+                && c.how
+                    .contains("port 0 (the port the kernel picks, no other)")));
     }
 
     #[test]

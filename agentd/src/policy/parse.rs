@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -838,6 +838,43 @@ fn describe(written: &str, path: &Path) -> String {
     }
 }
 
+/// The refusal of a path that names agentd's own process: `/proc/self` and
+/// `/proc/thread-self` are resolved when the policy is loaded, by agentd, so a rule
+/// there would grant (or deny) `/proc/<agentd's pid>`, never the run's own processes,
+/// whose pids do not exist yet. `canonical` catches symlinks to them (`/dev/fd`).
+fn own_proc_entry(written: &str, expanded: &Path, canonical: Option<&Path>) -> Option<String> {
+    let names = |p: &Path| -> Vec<String> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .take(2)
+            .collect()
+    };
+    let lexical = names(expanded);
+    let via_self = lexical.first().is_some_and(|c| c == "proc")
+        && lexical
+            .get(1)
+            .is_some_and(|c| c == "self" || c == "thread-self");
+    let own_pid = std::process::id().to_string();
+    let via_link = canonical.is_some_and(|c| {
+        let n = names(c);
+        n.first().is_some_and(|c| c == "proc") && n.get(1) == Some(&own_pid)
+    });
+    if !via_self && !via_link {
+        return None;
+    }
+    let shown = if via_self {
+        describe(written, expanded)
+    } else {
+        format!("`{written}` (a link into /proc/self)")
+    };
+    Some(format!(
+        "path {shown} names agentd's own process: /proc/self and /proc/thread-self are resolved once, by agentd, when the policy is loaded, not for each process of the run. Write `/proc` to let the run read /proc, its own processes' entries included, or leave the entry out"
+    ))
+}
+
 /// Resolves symlinks so that the layers see the real object; missing targets are only
 /// allowed when the user said so.
 fn resolve(
@@ -846,8 +883,14 @@ fn resolve(
     optional: bool,
     span: Span,
 ) -> Result<PathRule, String> {
+    if let Some(refusal) = own_proc_entry(&written, &expanded, None) {
+        return Err(refusal);
+    }
     match std::fs::canonicalize(&expanded) {
         Ok(path) => {
+            if let Some(refusal) = own_proc_entry(&written, &expanded, Some(&path)) {
+                return Err(refusal);
+            }
             let is_dir = std::fs::metadata(&path)
                 .map(|m| m.is_dir())
                 .unwrap_or(false);
@@ -890,6 +933,12 @@ fn is_missing(e: &io::Error) -> bool {
 // Network rules: `HOST[:PORT|:LO-HI][/tcp|/udp]`.
 
 fn parse_net_entry(item: &Node) -> R<NetRule> {
+    parse_rule_entry(item, false)
+}
+
+/// A `net.allow`/`net.bind`/`net.after_taint` entry; `ephemeral`: port `0` alone is
+/// accepted (`net.bind`: "whatever port the kernel picks").
+fn parse_rule_entry(item: &Node, ephemeral: bool) -> R<NetRule> {
     let written = match &item.data {
         YamlData::Value(Scalar::String(s)) => s.to_string(),
         // An unquoted `[::1]:443` is read by YAML as a list.
@@ -906,7 +955,8 @@ fn parse_net_entry(item: &Node) -> R<NetRule> {
             )
         }
     };
-    let (host, ports, proto) = parse_net_rule(&written).map_err(|msg| fail_at(item, msg))?;
+    let (host, ports, proto) =
+        parse_net_rule(&written, ephemeral).map_err(|msg| fail_at(item, msg))?;
     Ok(NetRule {
         written,
         host,
@@ -916,9 +966,10 @@ fn parse_net_entry(item: &Node) -> R<NetRule> {
     })
 }
 
-/// A `net.bind` entry: the `net.allow` syntax, but an address (not a domain name).
+/// A `net.bind` entry: the `net.allow` syntax, but an address (not a domain name), and
+/// port `0` (alone) allows a bind to port 0, the port the kernel picks, and no other.
 fn parse_bind_entry(item: &Node) -> R<NetRule> {
-    let rule = parse_net_entry(item)?;
+    let rule = parse_rule_entry(item, true)?;
     if let NetHost::Domain(_) = rule.host {
         return fail(
             item,
@@ -933,14 +984,24 @@ fn parse_bind_entry(item: &Node) -> R<NetRule> {
 
 type NetParts = (NetHost, Option<(u16, u16)>, Option<Proto>);
 
-fn parse_net_rule(rule: &str) -> Result<NetParts, String> {
+fn parse_net_rule(rule: &str, ephemeral: bool) -> Result<NetParts, String> {
     let (rest, proto) = split_proto(rule);
     let (host, port) = split_host_port(rest)?;
     let host = match host {
         HostText::V6(text) => parse_v6(text)?,
         HostText::Other(text) => parse_other_host(text)?,
     };
-    let ports = port.map(parse_ports).transpose()?;
+    let ports = match port {
+        Some("0") if ephemeral => Some((0, 0)),
+        Some(p) => Some(parse_ports(p).map_err(|e| {
+            if ephemeral && p.split('-').any(|n| n == "0") {
+                format!("{e} (port 0 alone means the port the kernel picks, and is not part of a range)")
+            } else {
+                e
+            }
+        })?),
+        None => None,
+    };
     Ok((host, ports, proto))
 }
 
@@ -1271,11 +1332,11 @@ mod tests {
     }
 
     fn net(rule: &str) -> NetParts {
-        parse_net_rule(rule).unwrap()
+        parse_net_rule(rule, false).unwrap()
     }
 
     fn net_err(rule: &str) -> String {
-        parse_net_rule(rule).unwrap_err()
+        parse_net_rule(rule, false).unwrap_err()
     }
 
     fn v4(a: [u8; 4], prefix: u8) -> NetHost {
@@ -1683,6 +1744,57 @@ mod tests {
                 7,
                 "unknown mode `permissive`, expected `enforce`, `audit` or `learn`".into()
             )
+        );
+    }
+
+    #[test]
+    fn paths_under_proc_self_are_refused_with_what_to_write() {
+        let tail = "names agentd's own process: /proc/self and /proc/thread-self are resolved once, by agentd, when the policy is loaded, not for each process of the run. Write `/proc` to let the run read /proc, its own processes' entries included, or leave the entry out";
+        for (body, col, shown) in [
+            ("fs:\n  read: [/proc/self/fd]\n", 10, "`/proc/self/fd`"),
+            (
+                "fs:\n  read: [/usr, /proc/thread-self]\n",
+                16,
+                "`/proc/thread-self`",
+            ),
+            (
+                "fs:\n  deny: [{path: /proc/self/nope, optional: true}]\n",
+                17,
+                "`/proc/self/nope`",
+            ),
+            (
+                "fs:\n  write: [/dev/fd]\n",
+                11,
+                "`/dev/fd` (a link into /proc/self)",
+            ),
+        ] {
+            assert_eq!(
+                err(body),
+                (4, col, format!("path {shown} {tail}")),
+                "{body}"
+            );
+        }
+        // Another process's entry, or /proc itself, is what the user wrote.
+        assert_eq!(ok("fs:\n  read: [/proc, /proc/1]\n").fs.read.len(), 2);
+    }
+
+    #[test]
+    fn net_bind_port_zero_is_the_ephemeral_port_only() {
+        let net = ok("net:\n  bind: [\"127.0.0.1:0/tcp\", \"[::1]:0\"]\n")
+            .net
+            .expect("net");
+        assert_eq!(net.bind[0].ports, Some((0, 0)));
+        assert_eq!(net.bind[0].proto, Some(Proto::Tcp));
+        assert_eq!(net.bind[1].ports, Some((0, 0)));
+        let (_, _, m) = err("net:\n  bind: [\"127.0.0.1:0-80/tcp\"]\n");
+        assert_eq!(
+            m,
+            "invalid port `0`, expected 1 to 65535 (port 0 alone means the port the kernel picks, and is not part of a range)"
+        );
+        // Not in net.allow: no destination has port 0.
+        assert_eq!(
+            net_err("127.0.0.1:0/tcp"),
+            "invalid port `0`, expected 1 to 65535"
         );
     }
 

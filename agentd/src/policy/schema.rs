@@ -135,7 +135,7 @@ fn net_field(key: &str) -> Value {
         "allow" => reference("netRules", "Destinations the run may connect and send to."),
         "bind" => reference(
             "netRules",
-            "Local addresses, ports and protocols the run may bind (no domain names).",
+            "Local addresses, ports and protocols the run may bind (no domain names; port 0 alone: the port the kernel picks, no other). Every other bind is denied.",
         ),
         "raw" => json!({
             "type": "boolean",

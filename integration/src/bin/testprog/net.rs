@@ -4,7 +4,8 @@
 //! - `connect ADDR PORT`: TCP connect (`ADDR` may be IPv4, IPv6 or `::ffff:a.b.c.d`);
 //! - `udp-send ADDR PORT`: unconnected UDP `sendto` (no explicit bind);
 //! - `udp-connect ADDR PORT`: UDP `connect`;
-//! - `bind ADDR PORT tcp|udp`: bind (and listen, for TCP);
+//! - `bind ADDR PORT tcp|udp`: bind (and listen, for TCP); `bind-each` takes several
+//!   `ADDR PORT tcp|udp` triples, one line each;
 //! - `socket raw|packet|icmp|netlink-route|netlink-audit|tcp|udp`: `socket(2)` only;
 //! - `wait-connect MS ADDR PORT...`: sleeps MS milliseconds, then one TCP connect per
 //!   port, one line each (for overlapping runs);
@@ -17,7 +18,7 @@
 //!   taints the run), then per destination a TCP connect that sends `after\n` on success,
 //!   or an unconnected UDP `sendto`; one line each. `resolve NAME PORT` resolves NAME
 //!   instead (prints the address, or the `EAI_*` name).
-//! - `udp-dns-query ADDR PORT NAME`: an unconnected UDP socket sends a DNS query for
+//! - `udp-dns-query ADDR PORT NAME`: an unconnected UDP socket (no explicit bind) sends a DNS query for
 //!   NAME (type A) with `sendto`, then `recvfrom`s the reply (2 s limit) and prints
 //!   `reply from ADDR PORT` (the source the kernel reports).
 
@@ -28,6 +29,7 @@ pub const COMMANDS: &[&str] = &[
     "udp-send",
     "udp-connect",
     "bind",
+    "bind-each",
     "socket",
     "double-fork-connect",
     "wait-connect",
@@ -151,17 +153,16 @@ fn dns_query(name: &str) -> Vec<u8> {
     q
 }
 
-/// Unconnected UDP: sendto `addr` a query for `name`, then where the reply came from.
+/// Unconnected UDP, bound only by the kernel on the first `sendto` (as glibc's resolver
+/// does): sendto `addr` a query for `name`, then where the reply came from.
 fn udp_dns_query(addr: SocketAddr, name: &str) -> String {
-    let local: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap_or(addr)
-    } else {
-        "[::]:0".parse().unwrap_or(addr)
-    };
-    let sock = match std::net::UdpSocket::bind(local) {
-        Ok(s) => s,
-        Err(e) => return format!("bind {}", errno_name(e.raw_os_error().unwrap_or(0))),
-    };
+    // SAFETY: plain integer arguments.
+    let fd = unsafe { libc::socket(family(&addr), libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return format!("socket {}", errno_name(errno()));
+    }
+    // SAFETY: `fd` is our own socket, owned from here on.
+    let sock = unsafe { <std::net::UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
     if let Err(e) = sock.send_to(&dns_query(name), addr) {
         return format!("sendto {}", errno_name(e.raw_os_error().unwrap_or(0)));
@@ -396,6 +397,22 @@ pub fn run(args: &[String]) -> i32 {
                     }
                 };
                 lines.push(format!("{proto} {ip} {port}: {out}"));
+            }
+            lines.join("\n")
+        }
+        "bind-each" => {
+            let mut lines = Vec::new();
+            for t in args[1..].chunks(3) {
+                let usage = "usage: bind-each ADDR PORT tcp|udp [ADDR PORT tcp|udp]...";
+                let [ip, port, proto] = t else {
+                    eprintln!("{usage}");
+                    return 2;
+                };
+                let Some(addr) = parse(ip, port) else {
+                    eprintln!("{usage}");
+                    return 2;
+                };
+                lines.push(format!("bind {ip} {port}: {}", bind(addr, proto)));
             }
             lines.join("\n")
         }
