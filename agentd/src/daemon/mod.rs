@@ -293,6 +293,8 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     host.bpf()
         .preload(&crate::layers::bpf::progs::all_for(lsm))
         .map_err(|e| crate::supervisor::setup_err(name::BPF, e))?;
+    // Every program is loaded: aya's parse of the kernel BTF is needed no more.
+    crate::layers::bpf::release_kernel_btf();
     let object_id = crate::layers::bpf::pins::object_id(crate::layers::bpf::object());
     let group_gid = nix::unistd::Group::from_name(&config.group)
         .ok()

@@ -32,7 +32,7 @@ mod sys;
 mod unix;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use agentd_common::{names, syscalls::names as syscall_names, EVENTS_RING_BYTES};
 use aya::{maps::MapError, programs::ProgramError, Ebpf, EbpfLoader};
@@ -528,7 +528,6 @@ struct Loaded {
 /// parsing `/sys/kernel/btf/vmlinux` (several MiB) costs tens of milliseconds, and a run
 /// loads the object several times (the start-up probes, then the runtime).
 struct PreparedBtf {
-    btf: aya::Btf,
     offsets: agentd_common::KernelOffsets,
     fs_offsets: Result<agentd_common::fsrules::FsOffsets, String>,
     fs_global: agentd_common::fsrules::FsOffsets,
@@ -540,16 +539,42 @@ struct PreparedBtf {
 
 static PREPARED_BTF: OnceLock<PreparedBtf> = OnceLock::new();
 
-/// The process-wide parsed kernel BTF, handed to aya's `load(hook, &btf)` calls.
+/// aya's parse of the kernel BTF, which loading a tp_btf or LSM program needs (to find
+/// its attach point). It is large (11–13 MiB resident for this kernel's 5.3 MiB file,
+/// measured), so it is parsed on first need and can be released ([`release_kernel_btf`]):
+/// the daemon does once every program is loaded, and a later load parses it again.
+static KERNEL_BTF: Mutex<Option<Arc<aya::Btf>>> = Mutex::new(None);
+
+/// The handle through which programs are loaded with [`KERNEL_BTF`].
 #[derive(Clone, Copy)]
-struct SharedBtf(&'static aya::Btf);
+struct SharedBtf;
 
-impl std::ops::Deref for SharedBtf {
-    type Target = aya::Btf;
-
-    fn deref(&self) -> &aya::Btf {
-        self.0
+impl SharedBtf {
+    fn get(self) -> Result<Arc<aya::Btf>, BpfError> {
+        let mut held = KERNEL_BTF
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(btf) = held.as_ref() {
+            return Ok(Arc::clone(btf));
+        }
+        tracing::debug!("parsing {} for program loads", btf::VMLINUX_BTF);
+        let raw = btf::read_vmlinux()?;
+        let btf = Arc::new(
+            aya::Btf::parse(&raw, aya::Endianness::default())
+                .map_err(|error| BpfError::AyaBtf { error })?,
+        );
+        *held = Some(Arc::clone(&btf));
+        Ok(btf)
     }
+}
+
+/// Drops this process's parse of the kernel BTF (see [`KERNEL_BTF`]).
+pub fn release_kernel_btf() {
+    let released = KERNEL_BTF
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    drop(released);
 }
 
 /// Loaders for the whole process, one per flavour: `EbpfLoader::new()` parses the kernel
@@ -586,8 +611,11 @@ const PROBE_SHRUNK_MAPS: [&str; 19] = [
 
 fn base_loader(prepared: &'static PreparedBtf) -> Mutex<EbpfLoader<'static>> {
     let mut loader = EbpfLoader::new();
+    // No kernel BTF for the object load: aya uses it only for CO-RE relocations, and the
+    // object has none (kernel offsets come in through `.rodata` globals). This also drops
+    // the parse `EbpfLoader::new()` made.
     loader
-        .btf(Some(&prepared.btf))
+        .btf(None)
         .override_global(names::GLOBAL_KERNEL_OFFSETS, &prepared.offsets, true)
         .override_global(
             agentd_common::fsrules::names::GLOBAL_FS_OFFSETS,
@@ -661,7 +689,7 @@ fn load_flavour(ring_bytes: u32, flavour: Flavour<'_>) -> Result<Loaded, BpfErro
         .map_err(|error| BpfError::Object { error })?;
     Ok(Loaded {
         ebpf,
-        btf: SharedBtf(&prepared.btf),
+        btf: SharedBtf,
         fs_offsets: prepared.fs_offsets.clone(),
         unix_offsets: prepared.unix_offsets.clone(),
     })
@@ -685,11 +713,8 @@ fn prepared_btf() -> Result<&'static PreparedBtf, BpfError> {
         .clone()
         .unwrap_or(agentd_common::unix::UnixOffsets::UNSET);
     let fs_ops_prototypes = fsrules::fs_ops_prototypes(&kernel_btf);
-    let btf = aya::Btf::parse(&raw, aya::Endianness::default())
-        .map_err(|error| BpfError::AyaBtf { error })?;
     // A concurrent first call may have won the race; both parsed the same file.
     Ok(PREPARED_BTF.get_or_init(|| PreparedBtf {
-        btf,
         offsets,
         fs_offsets,
         fs_global,

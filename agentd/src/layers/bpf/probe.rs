@@ -44,7 +44,7 @@ pub fn probe_bpf_lsm() -> Result<(), String> {
         let section = section::LSM_FILE_OPEN;
         let lsm: &mut Lsm = program(ebpf, names::PROG_PROBE_LSM_FILE_OPEN, section)?;
         if lsm.fd().is_err() {
-            lsm.load(names::LSM_HOOK_FILE_OPEN, btf)
+            lsm.load(names::LSM_HOOK_FILE_OPEN, &*btf.get()?)
                 .map_err(|error| BpfError::Load { section, error })?;
         }
         let link = lsm
@@ -63,7 +63,7 @@ pub fn probe_tp_btf() -> Result<(), String> {
         let section = section::SCHED_PROCESS_EXEC;
         let tp: &mut BtfTracePoint = program(ebpf, names::PROG_SCHED_PROCESS_EXEC, section)?;
         if tp.fd().is_err() {
-            tp.load(names::TP_SCHED_PROCESS_EXEC, btf)
+            tp.load(names::TP_SCHED_PROCESS_EXEC, &*btf.get()?)
                 .map_err(|error| BpfError::Load { section, error })?;
         }
         let link = tp

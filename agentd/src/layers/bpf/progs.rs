@@ -314,13 +314,13 @@ pub(super) fn ensure_loaded(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result
         Attach::TpBtf(tracepoint) => {
             let prog: &mut BtfTracePoint = program(ebpf, p.name, section)?;
             if prog.fd().is_err() {
-                prog.load(tracepoint, &btf).map_err(load)?;
+                prog.load(tracepoint, &*btf.get()?).map_err(load)?;
             }
         }
         Attach::Lsm(hook) => {
             let prog: &mut Lsm = program(ebpf, p.name, section)?;
             if prog.fd().is_err() {
-                prog.load(hook, &btf).map_err(load)?;
+                prog.load(hook, &*btf.get()?).map_err(load)?;
             }
         }
         Attach::SockAddr => {
