@@ -14,6 +14,21 @@ pub const DENIAL_FLAG_PATH_TRUNCATED: u32 = 1 << 0;
 /// [`DenialEvent::flags`] bit: reading the path from user memory failed; `path` is empty.
 pub const DENIAL_FLAG_PATH_UNREADABLE: u32 = 1 << 1;
 
+/// [`DenialEvent::flags`] bit: a seccomp filter killed the thread in this syscall (reported
+/// by `tp_btf/sched_process_exit`, where the task's `seccomp.mode` is
+/// `SECCOMP_MODE_DEAD`). `errno` is 0, `dirfd` the signal the task exits with (the
+/// low 7 bits of its exit code), `nr` the syscall number as the filter saw it
+/// (`orig_ax`, with [`X32_SYSCALL_BIT`] for an x32 call), `open_flags` 0, no path.
+pub const DENIAL_FLAG_SECCOMP_KILL: u32 = 1 << 2;
+/// [`DenialEvent::flags`] bit, with [`DENIAL_FLAG_SECCOMP_KILL`]: the syscall was a 32-bit
+/// one (`int 0x80`, `TS_COMPAT` set): `nr` is an i386 number.
+pub const DENIAL_FLAG_ABI_I386: u32 = 1 << 3;
+/// [`DenialEvent::flags`] bit, with [`DENIAL_FLAG_SECCOMP_KILL`]: the number carries
+/// [`X32_SYSCALL_BIT`] (the x32 ABI).
+pub const DENIAL_FLAG_ABI_X32: u32 = 1 << 4;
+/// The bit that marks an x32 syscall number (`__X32_SYSCALL_BIT`).
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
 /// `AT_FDCWD` as the kernel passes it in a register.
 pub const DENIAL_AT_FDCWD: i32 = -100;
 

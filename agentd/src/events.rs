@@ -79,6 +79,8 @@ pub enum Event {
         open_flags: u64,
         /// The path argument as passed (a cut one ends in `…`).
         path: String,
+        /// The event's `DENIAL_FLAG_*` bits (a seccomp kill and its ABI).
+        flags: u32,
     },
     /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
     /// network programs.
@@ -276,6 +278,7 @@ fn decode_denial(record: &[u8]) -> Result<Event, DecodeError> {
         dirfd: i32_at(offset_of!(DenialEvent, dirfd))?,
         open_flags: read_u64(record, offset_of!(DenialEvent, open_flags))?,
         path,
+        flags,
     })
 }
 

@@ -82,3 +82,64 @@ fn a_signal_outside_the_run_is_a_landlock_denied_record() {
     assert_eq!(r["arg"], "1");
     assert_eq!(r["signal"], "SIG0");
 }
+
+/// The one `denied` record of a call the seccomp filter killed, after checking that the
+/// process died of SIGSYS without printing.
+fn killed(sb: &Sandbox, args: &[&str]) -> Value {
+    let o = sb.run_prog(args);
+    assert_status(&o, 128 + libc::SIGSYS);
+    let recs = sb.audit();
+    let hits: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["decision"] == "kill")
+        .collect();
+    assert_eq!(hits.len(), 1, "{recs:#?}");
+    let r = hits[0].clone();
+    assert_eq!(r["op"], "syscall", "{r}");
+    assert_eq!(r["layer"], "seccomp", "{r}");
+    assert_eq!(
+        r["rule"],
+        "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)"
+    );
+    assert_eq!(r["signal"], "SIGSYS", "{r}");
+    assert_eq!(r["errno"], Value::Null, "{r}");
+    assert!(r["run"].as_str().is_some_and(|s| s.len() == 12), "{r}");
+    let end = events(&recs, "run_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["signal"], "SIGSYS");
+    let exits = events(&recs, "exit");
+    assert_eq!(exits.len(), 1, "{recs:#?}");
+    assert_eq!(exits[0]["pid"], r["pid"], "{r}");
+    r
+}
+
+#[test]
+fn an_int_0x80_call_killed_by_seccomp_is_a_denied_record() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = killed(&sb, &["int80"]);
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["nr"], 20, "{r}");
+    assert_eq!(r["abi"], "i386", "{r}");
+    assert_eq!(r["pid"], r["tid"], "{r}");
+}
+
+#[test]
+fn an_x32_call_killed_by_seccomp_is_a_denied_record() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = killed(&sb, &["x32"]);
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["nr"], 0x4000_0027, "{r}");
+    assert_eq!(r["abi"], "x32", "{r}");
+}
+
+#[test]
+fn a_killed_thread_that_is_not_the_last_is_named_by_its_tid() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = killed(&sb, &["int80-thread"]);
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["abi"], "i386", "{r}");
+    assert_ne!(r["pid"], r["tid"], "the second thread made the call: {r}");
+}

@@ -281,12 +281,62 @@ pub fn syscall_denial_record(
         op: "syscall".into(),
         syscall: crate::layers::seccomp::syscall_name(syscall),
         nr: syscall,
-        errno: errno.into(),
+        errno: Some(errno.into()),
         rule,
         pid: tgid,
         tid,
+        abi: None,
         arg,
         signal: kill.then(|| signal.to_owned()),
+    };
+    (layer, denied)
+}
+
+/// The record of a thread a seccomp filter killed (the tracker's
+/// `DENIAL_FLAG_SECCOMP_KILL` event): `nr` as the filter saw it, `flags` the event's
+/// ABI bits, `signal` the name of the signal it exits with. agentd's filter kills only
+/// non-native ABIs, so a kill of a native call is named as the process's own filter's.
+pub fn seccomp_kill_record(
+    seccomp: bool,
+    tgid: u32,
+    tid: u32,
+    nr: u32,
+    flags: u32,
+    signal: &str,
+) -> (&'static str, SyscallDenied) {
+    use agentd_common::denials::{DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32};
+    let abi = if flags & DENIAL_FLAG_ABI_I386 != 0 {
+        crate::layers::seccomp::Abi::I386
+    } else if flags & DENIAL_FLAG_ABI_X32 != 0 {
+        crate::layers::seccomp::Abi::X32
+    } else {
+        crate::layers::seccomp::Abi::Native
+    };
+    let (layer, rule) = match abi {
+        crate::layers::seccomp::Abi::Native => (
+            "kernel",
+            "no rule of agentd: a seccomp filter the process installed killed it (agentd's filter kills only non-native syscall ABIs)",
+        ),
+        _ if !seccomp => (
+            "kernel",
+            "no rule of agentd: the run has no seccomp layer; a filter the process installed killed it",
+        ),
+        _ => (
+            "seccomp",
+            "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)",
+        ),
+    };
+    let denied = SyscallDenied {
+        op: "syscall".into(),
+        syscall: crate::layers::seccomp::syscall_name_of(abi, nr),
+        nr,
+        errno: None,
+        rule: rule.into(),
+        pid: tgid,
+        tid,
+        abi: Some(abi.as_str().into()),
+        arg: None,
+        signal: Some(signal.to_owned()),
     };
     (layer, denied)
 }

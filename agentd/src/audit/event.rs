@@ -499,16 +499,21 @@ pub struct SyscallDenied {
     pub syscall: String,
     /// The syscall number.
     pub nr: u32,
-    /// What the process saw: `EPERM`, `ENOSYS`.
-    pub errno: String,
+    /// What the process saw: `EPERM`, `ENOSYS`; `null` when the call killed it (`signal`).
+    pub errno: Option<String>,
     /// The rule that denied it, or why no layer of agentd did.
     pub rule: String,
     pub pid: u32,
     pub tid: u32,
+    /// The syscall table of a call a seccomp filter killed: `i386` (`int 0x80`), `x32`
+    /// or `x86_64`; absent for a refused (not killed) call, always native.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<String>,
     /// The first argument (clone flags as hex, the kill target); absent when not shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg: Option<String>,
-    /// The signal of a refused `kill`/`tkill`/`tgkill`; absent otherwise.
+    /// The signal of a refused `kill`/`tkill`/`tgkill`, or the signal that killed the
+    /// caller (`SIGSYS` from a seccomp filter); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
 }

@@ -126,6 +126,24 @@ impl RunAudit {
                 pid,
                 tgid,
                 nr,
+                dirfd,
+                flags,
+                ..
+            } if flags & agentd_common::denials::DENIAL_FLAG_SECCOMP_KILL != 0 => {
+                let (layer, denied) = crate::audit::denial::seccomp_kill_record(
+                    plan.seccomp,
+                    tgid,
+                    pid,
+                    nr,
+                    flags,
+                    &signal_name(dirfd),
+                );
+                self.record(layer, Some(Decision::Kill), denied.into());
+            }
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
                 errno,
                 dirfd,
                 open_flags,

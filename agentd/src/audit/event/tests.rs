@@ -281,10 +281,11 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 op: "syscall".into(),
                 syscall: "clone".into(),
                 nr: 56,
-                errno: "EPERM".into(),
+                errno: Some("EPERM".into()),
                 rule: "namespace clone is denied (seccomp baseline)".into(),
                 pid: 7,
                 tid: 8,
+                abi: None,
                 arg: Some("0x10000000".into()),
                 signal: None,
             }
