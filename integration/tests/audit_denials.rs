@@ -143,3 +143,47 @@ fn a_killed_thread_that_is_not_the_last_is_named_by_its_tid() {
     assert_eq!(r["abi"], "i386", "{r}");
     assert_ne!(r["pid"], r["tid"], "the second thread made the call: {r}");
 }
+
+#[test]
+fn repeated_clone3_probes_are_one_record_and_a_count() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let o = sb.run_prog(&["threads", "50"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "threads 50\n");
+    let recs = sb.audit();
+    let first: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["syscall"] == "clone3")
+        .collect();
+    assert_eq!(first.len(), 1, "{recs:#?}");
+    let pid = &first[0]["pid"];
+    let reps = events(&recs, "denied_repeated");
+    assert_eq!(reps.len(), 1, "{recs:#?}");
+    let r = reps[0];
+    assert_eq!(r["syscall"], "clone3", "{r}");
+    assert_eq!(r["nr"], 435, "{r}");
+    assert_eq!(r["count"], 50, "{r}");
+    assert_eq!(r["pid"], *pid, "{r}");
+    assert_eq!(r["layer"], "seccomp", "{r}");
+    assert_eq!(r["decision"], "deny", "{r}");
+    assert_eq!(r["errno"], "ENOSYS", "{r}");
+    assert_eq!(r["rule"], first[0]["rule"], "{r}");
+    // Written when the process exited: before its exit record.
+    let exit = events(&recs, "exit");
+    assert_eq!(exit.len(), 1, "{recs:#?}");
+    assert_eq!(exit[0]["pid"], *pid);
+    assert!(
+        r["seq"].as_u64() < exit[0]["seq"].as_u64(),
+        "{r} {}",
+        exit[0]
+    );
+    // run_end counts every denial, the repeats included (Rust's std also reads
+    // /proc/self/maps at the first spawn: a denial of its own).
+    let others = events(&recs, "denied").len() - 1;
+    assert_eq!(
+        events(&recs, "run_end")[0]["denials"],
+        50 + others as u64,
+        "{recs:#?}"
+    );
+}

@@ -172,6 +172,16 @@ fn main() {
             println!("x32: returned {ret}");
             0
         }
+        "threads" => {
+            // N threads, one after the other (each joined before the next): glibc tries
+            // clone3 for each (ENOSYS under the filter), then clone.
+            let n: u32 = a(1).parse().unwrap_or(0);
+            for _ in 0..n {
+                let _ = std::thread::spawn(|| ()).join();
+            }
+            println!("threads {n}");
+            0
+        }
         "int80-thread" => {
             // A second thread makes the i386 call while the main thread waits: the
             // killed thread is not the process's last.

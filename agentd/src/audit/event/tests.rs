@@ -292,6 +292,22 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
             .into(),
         ),
         (
+            "seccomp",
+            Some(Deny),
+            DeniedRepeated {
+                op: "syscall".into(),
+                syscall: "clone3".into(),
+                nr: 435,
+                errno: Some("ENOSYS".into()),
+                rule: "clone3 is denied with ENOSYS, its flags cannot be inspected (seccomp baseline)".into(),
+                pid: 7,
+                count: 50,
+                arg: None,
+                signal: None,
+            }
+            .into(),
+        ),
+        (
             "landlock",
             Some(Deny),
             CommandDenied {
@@ -549,6 +565,7 @@ fn kind(e: &AuditEvent) -> &'static str {
             Denied::ExecIntegrity(_) => "denied/exec_integrity",
             Denied::Dns(_) => "denied/dns",
         },
+        AuditEvent::DeniedRepeated(_) => "denied_repeated",
         AuditEvent::Taint(_) => "taint",
         AuditEvent::EgressBlocked(_) => "egress_blocked",
         AuditEvent::TaintSocketsAborted(_) => "taint_sockets_aborted",
@@ -605,6 +622,7 @@ const KINDS: &[&str] = &[
     "denied/fs_rule",
     "denied/exec_integrity",
     "denied/dns",
+    "denied_repeated",
     "taint",
     "egress_blocked",
     "taint_sockets_aborted",
@@ -753,6 +771,7 @@ fn durable_records_are_the_ones_a_run_must_not_lose() {
                     | "run_end"
                     | "dropped"
                     | "denied"
+                    | "denied_repeated"
                     | "daemon_start"
                     | "daemon_stop"
                     | "daemon_reload"
