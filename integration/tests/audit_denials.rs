@@ -187,3 +187,35 @@ fn repeated_clone3_probes_are_one_record_and_a_count() {
         "{recs:#?}"
     );
 }
+
+#[test]
+fn truncate_of_a_read_only_file_is_a_landlock_denied_record() {
+    let sb = Sandbox::new();
+    let ro = sb.dir.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let f = ro.join("f");
+    std::fs::write(&f, "data").unwrap_or_else(|e| panic!("write: {e}"));
+    let ro = ro.display().to_string();
+    sb.base_policy_with(&[], &[&ro]);
+    let f = f.display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("truncate:{f}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("truncate {f}: EACCES\n"));
+    assert_eq!(std::fs::read(&f).map(|b| b.len()).ok(), Some(4));
+    let recs = sb.audit();
+    // (Rust's std reads /proc/self/maps at start: a denial of its own.)
+    let d: Vec<&Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["path"] != "/proc/self/maps")
+        .collect();
+    assert_eq!(d.len(), 1, "{recs:#?}");
+    let r = d[0];
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(r["op"], "truncate", "{r}");
+    assert_eq!(r["syscall"], "truncate", "{r}");
+    assert_eq!(r["path"], f, "{r}");
+    assert_eq!(r["access"], "write", "{r}");
+    assert_eq!(r["errno"], "EACCES", "{r}");
+    assert_eq!(r["rule"], "not in fs.write", "{r}");
+    assert!(r["pid"].as_u64().is_some_and(|p| p > 1), "{r}");
+}
