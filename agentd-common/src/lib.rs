@@ -372,6 +372,7 @@ mod tests {
             ("net", crate::net::EVENT_KIND_NET),
             ("fs", crate::fsrules::EVENT_KIND_FS),
             ("unix", crate::unix::EVENT_KIND_UNIX),
+            ("refer denial", crate::denials::EVENT_KIND_REFER_DENIAL),
         ];
         for (i, (a, ka)) in kinds.iter().enumerate() {
             assert_ne!(*ka, 0, "{a}: 0 must never be a valid kind");

@@ -188,8 +188,9 @@ fn repeated_clone3_probes_are_one_record_and_a_count() {
     );
 }
 
-#[test]
-fn truncate_of_a_read_only_file_is_a_landlock_denied_record() {
+/// A sandbox whose policy adds `ro/` to fs.read (only), with the file `ro/f` (4 bytes):
+/// (sandbox, ro, ro/f).
+fn read_only_file() -> (Sandbox, String, String) {
     let sb = Sandbox::new();
     let ro = sb.dir.path().join("ro");
     std::fs::create_dir_all(&ro).unwrap_or_else(|e| panic!("mkdir: {e}"));
@@ -197,7 +198,12 @@ fn truncate_of_a_read_only_file_is_a_landlock_denied_record() {
     std::fs::write(&f, "data").unwrap_or_else(|e| panic!("write: {e}"));
     let ro = ro.display().to_string();
     sb.base_policy_with(&[], &[&ro]);
-    let f = f.display().to_string();
+    (sb, ro, f.display().to_string())
+}
+
+#[test]
+fn truncate_of_a_read_only_file_is_a_landlock_denied_record() {
+    let (sb, _, f) = read_only_file();
     let o = sb.run_prog(&["fsops", &format!("truncate:{f}")]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), format!("truncate {f}: EACCES\n"));
@@ -218,4 +224,81 @@ fn truncate_of_a_read_only_file_is_a_landlock_denied_record() {
     assert_eq!(r["errno"], "EACCES", "{r}");
     assert_eq!(r["rule"], "not in fs.write", "{r}");
     assert!(r["pid"].as_u64().is_some_and(|p| p > 1), "{r}");
+}
+
+/// The one `denied` record of `op` (the start-up read of /proc/self/maps aside).
+fn file_denial(recs: &[Value], op: &str) -> Value {
+    let d: Vec<&Value> = events(recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == op)
+        .collect();
+    assert_eq!(d.len(), 1, "{recs:#?}");
+    d[0].clone()
+}
+
+#[test]
+fn a_link_out_of_a_read_only_tree_is_a_landlock_refer_denial() {
+    let (sb, ro, f) = read_only_file();
+    let to = sb.workspace().join("f2").display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("link:{f}:{to}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("link {f}: EXDEV\n"));
+    let r = file_denial(&sb.audit(), "link");
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(r["decision"], "deny", "{r}");
+    assert_eq!(r["syscall"], "link", "{r}");
+    assert_eq!(r["path"], f, "{r}");
+    assert_eq!(r["new_path"], to, "{r}");
+    assert_eq!(r["errno"], "EXDEV", "{r}");
+    assert_eq!(
+        r["rule"],
+        format!("landlock refer: {ro} is not in fs.write (a link or rename to another directory needs LANDLOCK_ACCESS_FS_REFER on both, which fs.write grants)")
+    );
+    assert!(r["pid"].as_u64().is_some_and(|p| p > 1), "{r}");
+}
+
+#[test]
+fn a_rename_across_mounts_is_the_kernels_exdev_not_landlocks() {
+    let sb = Sandbox::new();
+    let other = Tmpfs::mount(&sb.dir.path().join("other"), "1m");
+    let other_dir = other.0.display().to_string();
+    // Both directories writable: only the mount boundary refuses.
+    let policy = std::fs::read_to_string(sb.base_policy(&[]))
+        .unwrap_or_else(|e| panic!("read policy: {e}"))
+        .replace(
+            "write: [\"{workspace}\"]",
+            &format!("write: [\"{{workspace}}\", \"{other_dir}\"]"),
+        );
+    sb.write_policy(&policy);
+    let from = sb.workspace().join("a");
+    std::fs::write(&from, "x").unwrap_or_else(|e| panic!("write: {e}"));
+    let from = from.display().to_string();
+    let to = other.0.join("a").display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("rename:{from}:{to}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("rename {from}: EXDEV\n"));
+    let r = file_denial(&sb.audit(), "rename");
+    assert_eq!(r["layer"], "kernel", "{r}");
+    assert_eq!(r["syscall"], "rename", "{r}");
+    assert_eq!(r["path"], from, "{r}");
+    assert_eq!(r["new_path"], to, "{r}");
+    assert_eq!(r["errno"], "EXDEV", "{r}");
+    assert_eq!(
+        r["rule"],
+        "no rule: the paths are on different mounts (the kernel refuses a link or rename across mounts with EXDEV, before landlock)"
+    );
+}
+
+#[test]
+fn a_rename_out_of_a_read_only_tree_is_a_landlock_eacces_denial() {
+    let (sb, _, f) = read_only_file();
+    let to = sb.workspace().join("f2").display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("rename:{f}:{to}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("rename {f}: EACCES\n"));
+    let r = file_denial(&sb.audit(), "rename");
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(r["errno"], "EACCES", "{r}");
+    assert_eq!(r["rule"], format!("not in fs.write ({f})"), "{r}");
+    assert_eq!(r["new_path"], to, "{r}");
 }

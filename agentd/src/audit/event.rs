@@ -474,6 +474,10 @@ pub struct FileDenied {
     /// `true` when a relative path could not be resolved; absent otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub path_unresolved: bool,
+    /// `link`/`rename`: the second path (the new name), resolved like `path`; absent
+    /// for every other op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -292,6 +292,37 @@ impl RunAudit {
                 );
                 self.record(layer, Some(Decision::Deny), denied.into());
             }
+            Event::ReferDenial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                old_dirfd,
+                new_dirfd,
+                old_path,
+                new_path,
+                ..
+            } => {
+                let call = crate::audit::denial::ReferCall {
+                    shared_mounts: plan.seccomp,
+                    tgid,
+                    tid: pid,
+                    nr,
+                    errno,
+                    old_dirfd,
+                    new_dirfd,
+                    old_path: &old_path,
+                    new_path: &new_path,
+                };
+                let (layer, denied) = crate::audit::denial::refer_denial_record(
+                    judge,
+                    plan.landlock.is_some(),
+                    &self.launch_cwd,
+                    &call,
+                    &errno_name(errno),
+                );
+                self.record(layer, Some(Decision::Deny), denied.into());
+            }
             fs @ Event::Fs { .. } => {
                 if let Some(e) = super::fsrules::audit_record(policy, &fs) {
                     self.entry(e);

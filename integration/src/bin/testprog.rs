@@ -28,6 +28,7 @@ fn errno_name(e: i32) -> &'static str {
         libc::EAGAIN => "EAGAIN",
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EROFS => "EROFS",
+        libc::EXDEV => "EXDEV",
         _ => "OTHER",
     }
 }

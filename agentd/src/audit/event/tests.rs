@@ -236,6 +236,27 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 symlink_target: Some("/etc/real".into()),
                 path_base: Some("launch cwd (process gone)".into()),
                 path_unresolved: false,
+                new_path: None,
+            }
+            .into(),
+        ),
+        (
+            "landlock",
+            Some(Deny),
+            FileDenied {
+                op: "link".into(),
+                path: "/usr/lib/x".into(),
+                errno: "EXDEV".into(),
+                rule: "landlock refer: /usr/lib is not in fs.write".into(),
+                pid: 7,
+                tid: 8,
+                syscall: "link".into(),
+                access: Some("write".into()),
+                path_arg: None,
+                symlink_target: None,
+                path_base: None,
+                path_unresolved: false,
+                new_path: Some("/w/x".into()),
             }
             .into(),
         ),
@@ -255,6 +276,7 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 symlink_target: None,
                 path_base: None,
                 path_unresolved: true,
+                new_path: None,
             }
             .into(),
         ),
