@@ -14,6 +14,30 @@ pub const DENIAL_FLAG_PATH_TRUNCATED: u32 = 1 << 0;
 /// [`DenialEvent::flags`] bit: reading the path from user memory failed; `path` is empty.
 pub const DENIAL_FLAG_PATH_UNREADABLE: u32 = 1 << 1;
 
+/// [`DenialEvent::flags`] bit: a seccomp filter killed the thread in this syscall (reported
+/// by `tp_btf/sched_process_exit`, where the task's `seccomp.mode` is
+/// `SECCOMP_MODE_DEAD`). `errno` is 0, `dirfd` the signal the task exits with (the
+/// low 7 bits of its exit code), `nr` the syscall number as the filter saw it
+/// (`orig_ax`, with [`X32_SYSCALL_BIT`] for an x32 call), `open_flags` 0, no path.
+pub const DENIAL_FLAG_SECCOMP_KILL: u32 = 1 << 2;
+/// [`DenialEvent::flags`] bit, with [`DENIAL_FLAG_SECCOMP_KILL`]: the syscall was a 32-bit
+/// one (`int 0x80`, `TS_COMPAT` set): `nr` is an i386 number.
+pub const DENIAL_FLAG_ABI_I386: u32 = 1 << 3;
+/// [`DenialEvent::flags`] bit, with [`DENIAL_FLAG_SECCOMP_KILL`]: the number carries
+/// [`X32_SYSCALL_BIT`] (the x32 ABI).
+pub const DENIAL_FLAG_ABI_X32: u32 = 1 << 4;
+/// The bit that marks an x32 syscall number (`__X32_SYSCALL_BIT`).
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// [`crate::EventHeader::kind`] of a [`ReferDenialEvent`].
+pub const EVENT_KIND_REFER_DENIAL: u32 = 9;
+
+/// [`ReferDenialEvent::flags`] bits: the old / new path was cut, or unreadable.
+pub const REFER_FLAG_OLD_TRUNCATED: u32 = 1 << 0;
+pub const REFER_FLAG_OLD_UNREADABLE: u32 = 1 << 1;
+pub const REFER_FLAG_NEW_TRUNCATED: u32 = 1 << 2;
+pub const REFER_FLAG_NEW_UNREADABLE: u32 = 1 << 3;
+
 /// `AT_FDCWD` as the kernel passes it in a register.
 pub const DENIAL_AT_FDCWD: i32 = -100;
 
@@ -49,6 +73,23 @@ pub mod nr {
     pub const KILL: u32 = 62;
     pub const TKILL: u32 = 200;
     pub const TGKILL: u32 = 234;
+    /// `link`, `linkat`, `rename`, `renameat`, `renameat2`: two paths, refused with
+    /// `EXDEV` (landlock's `refer`, or two mounts), `EACCES` or `EPERM`. Reported as a
+    /// [`super::ReferDenialEvent`].
+    pub const RENAME: u32 = 82;
+    pub const LINK: u32 = 86;
+    pub const RENAMEAT: u32 = 264;
+    pub const LINKAT: u32 = 265;
+    pub const RENAMEAT2: u32 = 316;
+}
+
+/// Whether `nr` is one of the two-path syscalls of [`ReferDenialEvent`].
+#[inline(always)]
+pub const fn is_refer_nr(nr: u32) -> bool {
+    matches!(
+        nr,
+        nr::RENAME | nr::LINK | nr::RENAMEAT | nr::LINKAT | nr::RENAMEAT2
+    )
 }
 
 /// The x86_64 numbers of the seccomp layer's deny list (`DENIED_SYSCALLS` in agentd's
@@ -87,12 +128,15 @@ pub const DENIAL_SOCK_TYPE_MASK: u64 = 0xf;
 pub const DENIAL_EPERM: i32 = 1;
 pub const DENIAL_EACCES: i32 = 13;
 pub const DENIAL_ENOSYS: i32 = 38;
+pub const DENIAL_EXDEV: i32 = 18;
 
 /// Byte offsets of the argument registers in x86_64 `struct pt_regs` (a fixed ABI:
 /// `arch/x86/include/asm/ptrace.h`): arg0 = di, arg1 = si, arg2 = dx.
 pub const PT_REGS_DI: u32 = 112;
 pub const PT_REGS_SI: u32 = 104;
 pub const PT_REGS_DX: u32 = 96;
+/// arg3 of a syscall (`r10`: the x86-64 syscall ABI passes it there, not in `cx`).
+pub const PT_REGS_R10: u32 = 56;
 /// `orig_ax`: the syscall number, still there at `sys_exit`.
 pub const PT_REGS_ORIG_AX: u32 = 120;
 
@@ -134,6 +178,34 @@ pub struct DenialEvent {
     pub path: [u8; DENIAL_PATH_LEN],
 }
 
+/// A watched process's `link`/`rename` family call failed with `EXDEV`, `EACCES` or
+/// `EPERM`: both paths as the process passed them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReferDenialEvent {
+    /// `kind` is [`EVENT_KIND_REFER_DENIAL`].
+    pub header: crate::EventHeader,
+    /// Syscall number (one of the [`is_refer_nr`] ones).
+    pub nr: u32,
+    /// Positive errno the process saw.
+    pub errno: i32,
+    /// Directory fds of the `*at` variants, else [`DENIAL_AT_FDCWD`].
+    pub old_dirfd: i32,
+    pub new_dirfd: i32,
+    /// `REFER_FLAG_*` bits.
+    pub flags: u32,
+    /// Bytes of each path before the NUL.
+    pub old_len: u32,
+    pub new_len: u32,
+    pub _pad: u32,
+    /// The paths as passed, NUL-terminated (`link(old, new)`, `rename(old, new)`).
+    pub old_path: [u8; DENIAL_PATH_LEN],
+    pub new_path: [u8; DENIAL_PATH_LEN],
+}
+
+/// Size of [`ReferDenialEvent`].
+pub const REFER_DENIAL_EVENT_SIZE: usize = 32 + 32 + 2 * DENIAL_PATH_LEN;
+
 /// Size of [`PendingSyscall`].
 pub const PENDING_SYSCALL_SIZE: usize = 24;
 /// Size of [`DenialEvent`].
@@ -157,6 +229,17 @@ const _: () = {
     assert!(offset_of!(DenialEvent, path_len) == 56);
     assert!(offset_of!(DenialEvent, path) == 64);
     assert!(DENIAL_EVENT_SIZE.is_multiple_of(8));
+    assert!(size_of::<ReferDenialEvent>() == REFER_DENIAL_EVENT_SIZE);
+    assert!(align_of::<ReferDenialEvent>() == 8);
+    assert!(offset_of!(ReferDenialEvent, nr) == 32);
+    assert!(offset_of!(ReferDenialEvent, errno) == 36);
+    assert!(offset_of!(ReferDenialEvent, old_dirfd) == 40);
+    assert!(offset_of!(ReferDenialEvent, new_dirfd) == 44);
+    assert!(offset_of!(ReferDenialEvent, flags) == 48);
+    assert!(offset_of!(ReferDenialEvent, old_len) == 52);
+    assert!(offset_of!(ReferDenialEvent, new_len) == 56);
+    assert!(offset_of!(ReferDenialEvent, old_path) == 64);
+    assert!(offset_of!(ReferDenialEvent, new_path) == 64 + DENIAL_PATH_LEN);
 };
 
 #[cfg(feature = "user")]
@@ -166,6 +249,8 @@ mod user {
     unsafe impl aya::Pod for super::PendingSyscall {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DenialEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReferDenialEvent {}
 }
 
 #[cfg(test)]
@@ -181,5 +266,7 @@ mod tests {
         assert_eq!(offset_of!(DenialEvent, path), 64);
         assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXEC);
         assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXIT);
+        assert_eq!(size_of::<ReferDenialEvent>(), 576);
+        assert_eq!(offset_of!(ReferDenialEvent, new_path), 320);
     }
 }

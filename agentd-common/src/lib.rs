@@ -99,6 +99,12 @@ pub const EXEC_FLAG_PPID_UNREADABLE: u32 = 1 << 2;
 /// [`ExitEvent::flags`] bit: reading the exit code from the task failed; `exit_code` is 0.
 pub const EXIT_FLAG_CODE_UNREADABLE: u32 = 1 << 0;
 
+/// `task_struct.seccomp.mode` of a task a seccomp filter killed (`SECCOMP_MODE_DEAD` in
+/// `kernel/seccomp.c`, Linux 5.17+: `SECCOMP_MODE_FILTER + 1`).
+pub const SECCOMP_MODE_DEAD: i32 = 3;
+/// `thread_info.status` bit of a task in a 32-bit syscall (x86 `TS_COMPAT`).
+pub const TS_COMPAT: u32 = 0x0002;
+
 /// Common first part of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +187,12 @@ pub struct KernelOffsets {
     /// an exit is then reported once per process, when its last thread exits.
     /// 0 on older kernels: an exit is reported when the thread-group leader exits.
     pub exit_has_group_dead: u32,
+    /// `task_struct.seccomp.mode` (an `int`): [`SECCOMP_MODE_DEAD`] once a seccomp filter
+    /// killed the task (`__seccomp_filter` sets it before the fatal `SIGSYS`).
+    pub task_seccomp_mode: u32,
+    /// `task_struct.thread_info.status` (a `u32`): [`TS_COMPAT`] while the task is in a
+    /// 32-bit (`int 0x80`) syscall, still set when a seccomp kill makes it exit.
+    pub task_thread_status: u32,
     /// 1 once the loader has filled this struct. The programs emit nothing while it is 0,
     /// so an object loaded without offsets can never read through zero offsets.
     pub valid: u32,
@@ -198,6 +210,8 @@ impl KernelOffsets {
         signal_group_exit_code: 0,
         binprm_filename: 0,
         exit_has_group_dead: 0,
+        task_seccomp_mode: 0,
+        task_thread_status: 0,
         valid: 0,
     };
 }
@@ -213,7 +227,7 @@ pub const EXEC_EVENT_SIZE: usize = 48 + COMM_LEN + FILENAME_LEN;
 /// Size of [`ExitEvent`] in bytes.
 pub const EXIT_EVENT_SIZE: usize = 40;
 /// Size of [`KernelOffsets`] in bytes.
-pub const KERNEL_OFFSETS_SIZE: usize = 40;
+pub const KERNEL_OFFSETS_SIZE: usize = 48;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -254,7 +268,9 @@ const _: () = {
     assert!(offset_of!(KernelOffsets, signal_group_exit_code) == 24);
     assert!(offset_of!(KernelOffsets, binprm_filename) == 28);
     assert!(offset_of!(KernelOffsets, exit_has_group_dead) == 32);
-    assert!(offset_of!(KernelOffsets, valid) == 36);
+    assert!(offset_of!(KernelOffsets, task_seccomp_mode) == 36);
+    assert!(offset_of!(KernelOffsets, task_thread_status) == 40);
+    assert!(offset_of!(KernelOffsets, valid) == 44);
 
     // The kernel reserves ring-buffer records at 8-byte boundaries.
     assert!(EXEC_EVENT_SIZE.is_multiple_of(8));
@@ -328,7 +344,7 @@ mod tests {
 
     #[test]
     fn kernel_offsets_layout() {
-        assert_eq!(size_of::<KernelOffsets>(), 40);
+        assert_eq!(size_of::<KernelOffsets>(), 48);
         assert_eq!(align_of::<KernelOffsets>(), 4);
         assert_eq!(offset_of!(KernelOffsets, task_real_parent), 0);
         assert_eq!(offset_of!(KernelOffsets, task_tgid), 4);
@@ -339,7 +355,9 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, signal_group_exit_code), 24);
         assert_eq!(offset_of!(KernelOffsets, binprm_filename), 28);
         assert_eq!(offset_of!(KernelOffsets, exit_has_group_dead), 32);
-        assert_eq!(offset_of!(KernelOffsets, valid), 36);
+        assert_eq!(offset_of!(KernelOffsets, task_seccomp_mode), 36);
+        assert_eq!(offset_of!(KernelOffsets, task_thread_status), 40);
+        assert_eq!(offset_of!(KernelOffsets, valid), 44);
         assert_eq!(KernelOffsets::UNSET.valid, 0);
     }
 
@@ -354,6 +372,7 @@ mod tests {
             ("net", crate::net::EVENT_KIND_NET),
             ("fs", crate::fsrules::EVENT_KIND_FS),
             ("unix", crate::unix::EVENT_KIND_UNIX),
+            ("refer denial", crate::denials::EVENT_KIND_REFER_DENIAL),
         ];
         for (i, (a, ka)) in kinds.iter().enumerate() {
             assert_ne!(*ka, 0, "{a}: 0 must never be a valid kind");

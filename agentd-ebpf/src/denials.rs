@@ -14,16 +14,22 @@
 //! Path-less refusals are recognised by number (`failed_plain`): the seccomp deny list
 //! (`EPERM`, `clone3` `ENOSYS`) and the kill family (`EPERM`, landlock's signal scope).
 //! This adds no hook: it is a compare chain on the failed-syscall path only.
+//!
+//! The link/rename family (`failed_refer`) has two paths and fails with `EXDEV` as well
+//! (landlock's `refer` right, or two mounts): a `ReferDenialEvent` with both.
 
 use core::{ffi::c_void, ptr::addr_of_mut};
 
 use agentd_common::{
     denials::seccomp_denied_nr,
     denials::{
-        nr, DenialEvent, PendingSyscall, DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK,
-        DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES, DENIAL_ENOSYS, DENIAL_EPERM,
-        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW,
-        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI,
+        is_refer_nr, nr, DenialEvent, PendingSyscall, ReferDenialEvent, DENIAL_AF_INET,
+        DENIAL_AF_INET6, DENIAL_AF_NETLINK, DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES,
+        DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_PATH_TRUNCATED,
+        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK,
+        EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_R10,
+        PT_REGS_SI, REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_NEW_UNREADABLE, REFER_FLAG_OLD_TRUNCATED,
+        REFER_FLAG_OLD_UNREADABLE,
     },
     EventHeader,
 };
@@ -129,12 +135,112 @@ fn failed_plain(regs: *const u8, id: u32, errno: i32) -> Option<PendingSyscall> 
     })
 }
 
+/// Copies the user string at `src` into `dst` (DENIAL_PATH_LEN bytes); returns its
+/// length and the `truncated` / `unreadable` flag that applies.
+#[inline(always)]
+fn copy_path(dst: *mut u8, src: u64, truncated: u32, unreadable: u32) -> (u32, u32) {
+    // SAFETY: `dst` is DENIAL_PATH_LEN writable bytes of a reserved record; the helper
+    // writes at most that many, NUL-terminated, and tolerates faults on `src`.
+    let copied = unsafe {
+        bpf_probe_read_user_str(
+            dst.cast::<c_void>(),
+            DENIAL_PATH_LEN as u32,
+            src as *const c_void,
+        )
+    };
+    if copied <= 0 {
+        // SAFETY: as above.
+        unsafe { dst.write(0) };
+        return (0, unreadable);
+    }
+    let len = (copied as u32).saturating_sub(1);
+    let flag = if len as usize >= DENIAL_PATH_LEN - 1 {
+        truncated
+    } else {
+        0
+    };
+    (len, flag)
+}
+
+/// A `link`/`rename` family call that failed with EXDEV, EACCES or EPERM: both paths.
+#[inline(always)]
+fn failed_refer(regs: *const u8, id: u32, errno: i32) {
+    if errno != DENIAL_EXDEV && errno != DENIAL_EACCES && errno != DENIAL_EPERM {
+        return;
+    }
+    let Some((cgroup_id, run_slot)) = watched_cgroup() else {
+        return;
+    };
+    // (old dirfd, old path, new dirfd, new path) registers; 0: AT_FDCWD.
+    let (old_dfd, old_reg, new_dfd, new_reg) = match id {
+        nr::LINK | nr::RENAME => (0, PT_REGS_DI, 0, PT_REGS_SI),
+        _ => (PT_REGS_DI, PT_REGS_SI, PT_REGS_DX, PT_REGS_R10),
+    };
+    let dirfd = |r: u32| {
+        if r == 0 {
+            DENIAL_AT_FDCWD
+        } else {
+            reg(regs, r) as i32
+        }
+    };
+    let Some(mut entry) = EVENTS.reserve::<ReferDenialEvent>(0) else {
+        count_drop();
+        return;
+    };
+    let event: *mut ReferDenialEvent = entry.as_mut_ptr();
+    // SAFETY: pointers to the two path arrays of the reserved record.
+    let (old_dst, new_dst) = unsafe {
+        (
+            addr_of_mut!((*event).old_path).cast::<u8>(),
+            addr_of_mut!((*event).new_path).cast::<u8>(),
+        )
+    };
+    let (old_len, f1) = copy_path(
+        old_dst,
+        reg(regs, old_reg),
+        REFER_FLAG_OLD_TRUNCATED,
+        REFER_FLAG_OLD_UNREADABLE,
+    );
+    let (new_len, f2) = copy_path(
+        new_dst,
+        reg(regs, new_reg),
+        REFER_FLAG_NEW_TRUNCATED,
+        REFER_FLAG_NEW_UNREADABLE,
+    );
+    // SAFETY: argument-less helpers.
+    let (pid_tgid, now) = unsafe { (bpf_get_current_pid_tgid(), bpf_ktime_get_ns()) };
+    // SAFETY: plain field writes into the reserved record.
+    unsafe {
+        addr_of_mut!((*event).header).write(EventHeader {
+            kind: EVENT_KIND_REFER_DENIAL,
+            run_slot,
+            tgid: (pid_tgid >> 32) as u32,
+            pid: pid_tgid as u32,
+            cgroup_id,
+            ktime_ns: now,
+        });
+        addr_of_mut!((*event).nr).write(id);
+        addr_of_mut!((*event).errno).write(errno);
+        addr_of_mut!((*event).old_dirfd).write(dirfd(old_dfd));
+        addr_of_mut!((*event).new_dirfd).write(dirfd(new_dfd));
+        addr_of_mut!((*event).flags).write(f1 | f2);
+        addr_of_mut!((*event).old_len).write(old_len);
+        addr_of_mut!((*event).new_len).write(new_len);
+        addr_of_mut!((*event)._pad).write(0);
+    }
+    submit(entry);
+}
+
 /// A syscall of the host failed with `ret` (negative); `regs` are its saved user
 /// registers, `id` its number. Audits it if it is a watched syscall of a watched cgroup
-/// that failed with EACCES or EPERM.
+/// that failed with EACCES or EPERM (EXDEV too for the link/rename family).
 #[inline(always)]
 pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     let errno = -(ret as i32);
+    if is_refer_nr(id) {
+        failed_refer(regs, id, errno);
+        return;
+    }
     if errno != DENIAL_EACCES && errno != DENIAL_EPERM && errno != DENIAL_ENOSYS {
         return;
     }

@@ -14,14 +14,19 @@
 use core::{ffi::c_void, ptr::addr_of_mut};
 
 use agentd_common::{
+    budget::PT_REGS_ORIG_AX_OFFSET,
+    denials::{
+        DenialEvent, DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32, DENIAL_FLAG_PATH_UNREADABLE,
+        DENIAL_FLAG_SECCOMP_KILL, EVENT_KIND_DENIAL, X32_SYSCALL_BIT,
+    },
     EventHeader, ExecEvent, ExitEvent, KernelOffsets, COMM_LEN, EVENT_KIND_EXEC, EVENT_KIND_EXIT,
     EXEC_FLAG_FILENAME_TRUNCATED, EXEC_FLAG_FILENAME_UNREADABLE, EXEC_FLAG_PPID_UNREADABLE,
-    EXIT_FLAG_CODE_UNREADABLE, FILENAME_LEN, SIGNAL_GROUP_EXIT,
+    EXIT_FLAG_CODE_UNREADABLE, FILENAME_LEN, SECCOMP_MODE_DEAD, SIGNAL_GROUP_EXIT, TS_COMPAT,
 };
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_str,
+        bpf_probe_read_kernel_str, bpf_task_pt_regs,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -177,21 +182,42 @@ fn on_exit(ctx: &BtfTracePointContext) {
         return;
     };
     let (tgid, pid) = current_tgid_pid();
-    if offs.exit_has_group_dead != 0 {
+    let task: *const u8 = ctx.arg(EXIT_ARG_TASK);
+    // A thread a seccomp filter killed: the filter set `seccomp.mode` to DEAD before the
+    // fatal SIGSYS; any thread of the process may be the one (not only the last).
+    // SAFETY: task is the tracepoint's `struct task_struct *p`; the offset is from BTF
+    // (0: the kernel has no seccomp), and read_at is fault tolerant.
+    let seccomp_killed = offs.task_seccomp_mode != 0
+        && unsafe { read_at::<i32>(task, offs.task_seccomp_mode) } == Ok(SECCOMP_MODE_DEAD);
+    let process_exit = if offs.exit_has_group_dead != 0 {
         // One record per process: when its last thread exits. (The verifier prunes this
         // branch on kernels without the argument, where reading it would be rejected.)
         let group_dead: u64 = ctx.arg(EXIT_ARG_GROUP_DEAD);
-        if group_dead & 0xff == 0 {
-            return;
-        }
-    } else if pid != tgid {
+        group_dead & 0xff != 0
+    } else {
         // Older kernels: report the thread-group leader's exit.
+        pid == tgid
+    };
+    if !process_exit && !seccomp_killed {
         return;
     }
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;
     };
-    let task: *const u8 = ctx.arg(EXIT_ARG_TASK);
+    let header = EventHeader {
+        kind: EVENT_KIND_EXIT,
+        run_slot,
+        tgid,
+        pid,
+        cgroup_id,
+        ktime_ns: now_ns(),
+    };
+    if seccomp_killed {
+        seccomp_kill(task, &offs, header);
+    }
+    if !process_exit {
+        return;
+    }
 
     let mut flags = 0u32;
     let exit_code = match wait_status(task, &offs) {
@@ -207,17 +233,56 @@ fn on_exit(ctx: &BtfTracePointContext) {
         return;
     };
     entry.write(ExitEvent {
-        header: EventHeader {
-            kind: EVENT_KIND_EXIT,
-            run_slot,
-            tgid,
-            pid,
-            cgroup_id,
-            ktime_ns: now_ns(),
-        },
+        header,
         exit_code,
         flags,
     });
+    submit(entry);
+}
+
+/// The denial record of a thread a seccomp filter killed: the syscall number it was
+/// killed in (`orig_ax` of its saved user registers, which the kill leaves in place), its
+/// ABI (`TS_COMPAT` for `int 0x80`, the x32 bit in the number) and its exit signal.
+#[inline(always)]
+fn seccomp_kill(task: *const u8, offs: &KernelOffsets, header: EventHeader) {
+    // SAFETY: task is the tracepoint's trusted `struct task_struct *`, which is what the
+    // helper takes; it returns the task's user `struct pt_regs *` (or NULL).
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
+    // SAFETY: fault-tolerant reads at BTF-checked offsets (orig_ax is the fixed x86-64
+    // ABI offset the sys_exit program uses too).
+    let nr = unsafe { read_at::<u64>(regs, PT_REGS_ORIG_AX_OFFSET) }.unwrap_or(u64::MAX);
+    // SAFETY: as above.
+    let status = unsafe { read_at::<u32>(task, offs.task_thread_status) }.unwrap_or(0);
+    // SAFETY: as above.
+    let exit_code = unsafe { read_at::<i32>(task, offs.task_exit_code) }.unwrap_or(0);
+    let nr = nr as u32;
+    let mut flags = DENIAL_FLAG_SECCOMP_KILL | DENIAL_FLAG_PATH_UNREADABLE;
+    if offs.task_thread_status != 0 && status & TS_COMPAT != 0 {
+        flags |= DENIAL_FLAG_ABI_I386;
+    } else if nr & X32_SYSCALL_BIT != 0 {
+        flags |= DENIAL_FLAG_ABI_X32;
+    }
+    let Some(mut entry) = EVENTS.reserve::<DenialEvent>(0) else {
+        count_drop();
+        return;
+    };
+    let event: *mut DenialEvent = entry.as_mut_ptr();
+    // SAFETY: plain field writes into the reserved record (no reference to uninitialised
+    // memory is made); the path is left empty.
+    unsafe {
+        addr_of_mut!((*event).header).write(EventHeader {
+            kind: EVENT_KIND_DENIAL,
+            ..header
+        });
+        addr_of_mut!((*event).open_flags).write(0);
+        addr_of_mut!((*event).nr).write(nr);
+        addr_of_mut!((*event).errno).write(0);
+        addr_of_mut!((*event).dirfd).write(exit_code & 0x7f);
+        addr_of_mut!((*event).flags).write(flags);
+        addr_of_mut!((*event).path_len).write(0);
+        addr_of_mut!((*event)._pad).write(0);
+        addr_of_mut!((*event).path).cast::<u8>().write(0);
+    }
     submit(entry);
 }
 

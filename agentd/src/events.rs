@@ -79,6 +79,25 @@ pub enum Event {
         open_flags: u64,
         /// The path argument as passed (a cut one ends in `…`).
         path: String,
+        /// The event's `DENIAL_FLAG_*` bits (a seccomp kill and its ABI).
+        flags: u32,
+    },
+    /// A `link`/`rename` family call that failed with `EXDEV`, `EACCES` or `EPERM`
+    /// (`agentd_common::denials::ReferDenialEvent`).
+    ReferDenial {
+        pid: u32,
+        tgid: u32,
+        cgroup_id: u64,
+        /// x86_64 syscall number.
+        nr: u32,
+        /// Positive errno the process saw.
+        errno: i32,
+        /// Directory fds of the `*at` variants, else `AT_FDCWD`.
+        old_dirfd: i32,
+        new_dirfd: i32,
+        /// The paths as passed (a cut one ends in `…`).
+        old_path: String,
+        new_path: String,
     },
     /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
     /// network programs.
@@ -127,6 +146,7 @@ impl Event {
             Event::Exec { cgroup_id, .. }
             | Event::Exit { cgroup_id, .. }
             | Event::Denial { cgroup_id, .. }
+            | Event::ReferDenial { cgroup_id, .. }
             | Event::Fs { cgroup_id, .. } => *cgroup_id,
             Event::Net(d) => d.cgroup_id,
             Event::Unix(d) => d.cgroup_id,
@@ -140,6 +160,7 @@ impl Event {
             EVENT_KIND_EXEC => decode_exec(record),
             EVENT_KIND_EXIT => decode_exit(record),
             agentd_common::denials::EVENT_KIND_DENIAL => decode_denial(record),
+            agentd_common::denials::EVENT_KIND_REFER_DENIAL => decode_refer_denial(record),
             EVENT_KIND_NET => decode_net(record),
             EVENT_KIND_FS => decode_fs(record),
             agentd_common::unix::EVENT_KIND_UNIX => decode_unix(record),
@@ -276,6 +297,48 @@ fn decode_denial(record: &[u8]) -> Result<Event, DecodeError> {
         dirfd: i32_at(offset_of!(DenialEvent, dirfd))?,
         open_flags: read_u64(record, offset_of!(DenialEvent, open_flags))?,
         path,
+        flags,
+    })
+}
+
+fn decode_refer_denial(record: &[u8]) -> Result<Event, DecodeError> {
+    use agentd_common::denials::{
+        ReferDenialEvent as R, DENIAL_PATH_LEN, EVENT_KIND_REFER_DENIAL, REFER_FLAG_NEW_TRUNCATED,
+        REFER_FLAG_OLD_TRUNCATED,
+    };
+    let header = decode_header(record, EVENT_KIND_REFER_DENIAL, size_of::<R>())?;
+    let i32_at = |o| array(record, o).map(i32::from_ne_bytes);
+    let flags = read_u32(record, offset_of!(R, flags))?;
+    let path = |off: usize, len_off: usize, cut: u32| -> Result<String, DecodeError> {
+        let len = read_u32(record, len_off)?;
+        let raw = bytes(record, off, DENIAL_PATH_LEN)?;
+        let max = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(DENIAL_PATH_LEN - 1);
+        let mut p = c_string(&raw[..max]);
+        if flags & cut != 0 {
+            p.push('…');
+        }
+        Ok(p)
+    };
+    Ok(Event::ReferDenial {
+        pid: header.pid,
+        tgid: header.tgid,
+        cgroup_id: header.cgroup_id,
+        nr: read_u32(record, offset_of!(R, nr))?,
+        errno: i32_at(offset_of!(R, errno))?,
+        old_dirfd: i32_at(offset_of!(R, old_dirfd))?,
+        new_dirfd: i32_at(offset_of!(R, new_dirfd))?,
+        old_path: path(
+            offset_of!(R, old_path),
+            offset_of!(R, old_len),
+            REFER_FLAG_OLD_TRUNCATED,
+        )?,
+        new_path: path(
+            offset_of!(R, new_path),
+            offset_of!(R, new_len),
+            REFER_FLAG_NEW_TRUNCATED,
+        )?,
     })
 }
 

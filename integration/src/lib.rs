@@ -363,3 +363,26 @@ impl Drop for TestGroup {
         let _ = Command::new("groupdel").arg(&self.name).output();
     }
 }
+
+/// A tmpfs the test mounted; unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg(format!("agentd-test-audit-{}", std::process::id()))
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run mount: {e}"));
+        assert_status(&o, 0);
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -82,3 +82,223 @@ fn a_signal_outside_the_run_is_a_landlock_denied_record() {
     assert_eq!(r["arg"], "1");
     assert_eq!(r["signal"], "SIG0");
 }
+
+/// The one `denied` record of a call the seccomp filter killed, after checking that the
+/// process died of SIGSYS without printing.
+fn killed(sb: &Sandbox, args: &[&str]) -> Value {
+    let o = sb.run_prog(args);
+    assert_status(&o, 128 + libc::SIGSYS);
+    let recs = sb.audit();
+    let hits: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["decision"] == "kill")
+        .collect();
+    assert_eq!(hits.len(), 1, "{recs:#?}");
+    let r = hits[0].clone();
+    assert_eq!(r["op"], "syscall", "{r}");
+    assert_eq!(r["layer"], "seccomp", "{r}");
+    assert_eq!(
+        r["rule"],
+        "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)"
+    );
+    assert_eq!(r["signal"], "SIGSYS", "{r}");
+    assert_eq!(r["errno"], Value::Null, "{r}");
+    assert!(r["run"].as_str().is_some_and(|s| s.len() == 12), "{r}");
+    let end = events(&recs, "run_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["signal"], "SIGSYS");
+    let exits = events(&recs, "exit");
+    assert_eq!(exits.len(), 1, "{recs:#?}");
+    assert_eq!(exits[0]["pid"], r["pid"], "{r}");
+    r
+}
+
+#[test]
+fn an_int_0x80_call_killed_by_seccomp_is_a_denied_record() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = killed(&sb, &["int80"]);
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["nr"], 20, "{r}");
+    assert_eq!(r["abi"], "i386", "{r}");
+    assert_eq!(r["pid"], r["tid"], "{r}");
+}
+
+#[test]
+fn an_x32_call_killed_by_seccomp_is_a_denied_record() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = killed(&sb, &["x32"]);
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["nr"], 0x4000_0027, "{r}");
+    assert_eq!(r["abi"], "x32", "{r}");
+}
+
+#[test]
+fn a_killed_thread_that_is_not_the_last_is_named_by_its_tid() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let r = killed(&sb, &["int80-thread"]);
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["abi"], "i386", "{r}");
+    assert_ne!(r["pid"], r["tid"], "the second thread made the call: {r}");
+}
+
+#[test]
+fn repeated_clone3_probes_are_one_record_and_a_count() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let o = sb.run_prog(&["threads", "50"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "threads 50\n");
+    let recs = sb.audit();
+    let first: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denied" && r["syscall"] == "clone3")
+        .collect();
+    assert_eq!(first.len(), 1, "{recs:#?}");
+    let pid = &first[0]["pid"];
+    let reps = events(&recs, "denied_repeated");
+    assert_eq!(reps.len(), 1, "{recs:#?}");
+    let r = reps[0];
+    assert_eq!(r["syscall"], "clone3", "{r}");
+    assert_eq!(r["nr"], 435, "{r}");
+    assert_eq!(r["count"], 50, "{r}");
+    assert_eq!(r["pid"], *pid, "{r}");
+    assert_eq!(r["layer"], "seccomp", "{r}");
+    assert_eq!(r["decision"], "deny", "{r}");
+    assert_eq!(r["errno"], "ENOSYS", "{r}");
+    assert_eq!(r["rule"], first[0]["rule"], "{r}");
+    // Written when the process exited: before its exit record.
+    let exit = events(&recs, "exit");
+    assert_eq!(exit.len(), 1, "{recs:#?}");
+    assert_eq!(exit[0]["pid"], *pid);
+    assert!(
+        r["seq"].as_u64() < exit[0]["seq"].as_u64(),
+        "{r} {}",
+        exit[0]
+    );
+    // run_end counts every denial, the repeats included (Rust's std also reads
+    // /proc/self/maps at the first spawn: a denial of its own).
+    let others = events(&recs, "denied").len() - 1;
+    assert_eq!(
+        events(&recs, "run_end")[0]["denials"],
+        50 + others as u64,
+        "{recs:#?}"
+    );
+}
+
+/// A sandbox whose policy adds `ro/` to fs.read (only), with the file `ro/f` (4 bytes):
+/// (sandbox, ro, ro/f).
+fn read_only_file() -> (Sandbox, String, String) {
+    let sb = Sandbox::new();
+    let ro = sb.dir.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let f = ro.join("f");
+    std::fs::write(&f, "data").unwrap_or_else(|e| panic!("write: {e}"));
+    let ro = ro.display().to_string();
+    sb.base_policy_with(&[], &[&ro]);
+    (sb, ro, f.display().to_string())
+}
+
+#[test]
+fn truncate_of_a_read_only_file_is_a_landlock_denied_record() {
+    let (sb, _, f) = read_only_file();
+    let o = sb.run_prog(&["fsops", &format!("truncate:{f}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("truncate {f}: EACCES\n"));
+    assert_eq!(std::fs::read(&f).map(|b| b.len()).ok(), Some(4));
+    let recs = sb.audit();
+    // (Rust's std reads /proc/self/maps at start: a denial of its own.)
+    let d: Vec<&Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["path"] != "/proc/self/maps")
+        .collect();
+    assert_eq!(d.len(), 1, "{recs:#?}");
+    let r = d[0];
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(r["op"], "truncate", "{r}");
+    assert_eq!(r["syscall"], "truncate", "{r}");
+    assert_eq!(r["path"], f, "{r}");
+    assert_eq!(r["access"], "write", "{r}");
+    assert_eq!(r["errno"], "EACCES", "{r}");
+    assert_eq!(r["rule"], "not in fs.write", "{r}");
+    assert!(r["pid"].as_u64().is_some_and(|p| p > 1), "{r}");
+}
+
+/// The one `denied` record of `op` (the start-up read of /proc/self/maps aside).
+fn file_denial(recs: &[Value], op: &str) -> Value {
+    let d: Vec<&Value> = events(recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == op)
+        .collect();
+    assert_eq!(d.len(), 1, "{recs:#?}");
+    d[0].clone()
+}
+
+#[test]
+fn a_link_out_of_a_read_only_tree_is_a_landlock_refer_denial() {
+    let (sb, ro, f) = read_only_file();
+    let to = sb.workspace().join("f2").display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("link:{f}:{to}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("link {f}: EXDEV\n"));
+    let r = file_denial(&sb.audit(), "link");
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(r["decision"], "deny", "{r}");
+    assert_eq!(r["syscall"], "link", "{r}");
+    assert_eq!(r["path"], f, "{r}");
+    assert_eq!(r["new_path"], to, "{r}");
+    assert_eq!(r["errno"], "EXDEV", "{r}");
+    assert_eq!(
+        r["rule"],
+        format!("landlock refer: {ro} is not in fs.write (a link or rename to another directory needs LANDLOCK_ACCESS_FS_REFER on both, which fs.write grants)")
+    );
+    assert!(r["pid"].as_u64().is_some_and(|p| p > 1), "{r}");
+}
+
+#[test]
+fn a_rename_across_mounts_is_the_kernels_exdev_not_landlocks() {
+    let sb = Sandbox::new();
+    let other = Tmpfs::mount(&sb.dir.path().join("other"), "1m");
+    let other_dir = other.0.display().to_string();
+    // Both directories writable: only the mount boundary refuses.
+    let policy = std::fs::read_to_string(sb.base_policy(&[]))
+        .unwrap_or_else(|e| panic!("read policy: {e}"))
+        .replace(
+            "write: [\"{workspace}\"]",
+            &format!("write: [\"{{workspace}}\", \"{other_dir}\"]"),
+        );
+    sb.write_policy(&policy);
+    let from = sb.workspace().join("a");
+    std::fs::write(&from, "x").unwrap_or_else(|e| panic!("write: {e}"));
+    let from = from.display().to_string();
+    let to = other.0.join("a").display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("rename:{from}:{to}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("rename {from}: EXDEV\n"));
+    let r = file_denial(&sb.audit(), "rename");
+    assert_eq!(r["layer"], "kernel", "{r}");
+    assert_eq!(r["syscall"], "rename", "{r}");
+    assert_eq!(r["path"], from, "{r}");
+    assert_eq!(r["new_path"], to, "{r}");
+    assert_eq!(r["errno"], "EXDEV", "{r}");
+    assert_eq!(
+        r["rule"],
+        "no rule: the paths are on different mounts (the kernel refuses a link or rename across mounts with EXDEV, before landlock)"
+    );
+}
+
+#[test]
+fn a_rename_out_of_a_read_only_tree_is_a_landlock_eacces_denial() {
+    let (sb, _, f) = read_only_file();
+    let to = sb.workspace().join("f2").display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("rename:{f}:{to}")]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), format!("rename {f}: EACCES\n"));
+    let r = file_denial(&sb.audit(), "rename");
+    assert_eq!(r["layer"], "landlock", "{r}");
+    assert_eq!(r["errno"], "EACCES", "{r}");
+    assert_eq!(r["rule"], format!("not in fs.write ({f})"), "{r}");
+    assert_eq!(r["new_path"], to, "{r}");
+}

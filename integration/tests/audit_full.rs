@@ -1,34 +1,10 @@
 //! A full audit filesystem: the run stops (fail closed) and the log written before
 //! still verifies.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use integration::*;
-
-/// A tmpfs the test mounted; unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg(format!("agentd-test-audit-{}", std::process::id()))
-            .arg(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("run mount: {e}"));
-        assert_status(&o, 0);
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn a_full_audit_filesystem_stops_the_run_and_every_record_before_verifies() {

@@ -40,6 +40,11 @@ fn syscall_name(syscall: u32) -> &'static str {
         nr::EXECVE => "execve",
         nr::EXECVEAT => "execveat",
         nr::SOCKET => "socket",
+        nr::LINK => "link",
+        nr::LINKAT => "linkat",
+        nr::RENAME => "rename",
+        nr::RENAMEAT => "renameat",
+        nr::RENAMEAT2 => "renameat2",
         _ => "unknown",
     }
 }
@@ -281,12 +286,62 @@ pub fn syscall_denial_record(
         op: "syscall".into(),
         syscall: crate::layers::seccomp::syscall_name(syscall),
         nr: syscall,
-        errno: errno.into(),
+        errno: Some(errno.into()),
         rule,
         pid: tgid,
         tid,
+        abi: None,
         arg,
         signal: kill.then(|| signal.to_owned()),
+    };
+    (layer, denied)
+}
+
+/// The record of a thread a seccomp filter killed (the tracker's
+/// `DENIAL_FLAG_SECCOMP_KILL` event): `nr` as the filter saw it, `flags` the event's
+/// ABI bits, `signal` the name of the signal it exits with. agentd's filter kills only
+/// non-native ABIs, so a kill of a native call is named as the process's own filter's.
+pub fn seccomp_kill_record(
+    seccomp: bool,
+    tgid: u32,
+    tid: u32,
+    nr: u32,
+    flags: u32,
+    signal: &str,
+) -> (&'static str, SyscallDenied) {
+    use agentd_common::denials::{DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32};
+    let abi = if flags & DENIAL_FLAG_ABI_I386 != 0 {
+        crate::layers::seccomp::Abi::I386
+    } else if flags & DENIAL_FLAG_ABI_X32 != 0 {
+        crate::layers::seccomp::Abi::X32
+    } else {
+        crate::layers::seccomp::Abi::Native
+    };
+    let (layer, rule) = match abi {
+        crate::layers::seccomp::Abi::Native => (
+            "kernel",
+            "no rule of agentd: a seccomp filter the process installed killed it (agentd's filter kills only non-native syscall ABIs)",
+        ),
+        _ if !seccomp => (
+            "kernel",
+            "no rule of agentd: the run has no seccomp layer; a filter the process installed killed it",
+        ),
+        _ => (
+            "seccomp",
+            "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)",
+        ),
+    };
+    let denied = SyscallDenied {
+        op: "syscall".into(),
+        syscall: crate::layers::seccomp::syscall_name_of(abi, nr),
+        nr,
+        errno: None,
+        rule: rule.into(),
+        pid: tgid,
+        tid,
+        abi: Some(abi.as_str().into()),
+        arg: None,
+        signal: Some(signal.to_owned()),
     };
     (layer, denied)
 }
@@ -346,6 +401,147 @@ pub fn denial_record(
         // Honest about the guess: the process may have changed directory before exiting.
         path_base: (base == Base::LaunchCwd).then(|| "launch cwd (process gone)".into()),
         path_unresolved: base == Base::Unresolved,
+        new_path: None,
+    };
+    (layer, denied)
+}
+
+/// What a `link`/`rename` family call passed, for [`refer_denial_record`].
+pub struct ReferCall<'a> {
+    /// The run cannot have made a mount namespace of its own (agentd makes none, and the
+    /// seccomp layer refuses `unshare`/`clone` with `CLONE_NEWNS`): its mounts are
+    /// agentd's, also once the process is gone.
+    pub shared_mounts: bool,
+    pub tgid: u32,
+    pub tid: u32,
+    pub nr: u32,
+    pub errno: i32,
+    pub old_dirfd: i32,
+    pub new_dirfd: i32,
+    pub old_path: &'a str,
+    pub new_path: &'a str,
+}
+
+/// The mount id of directory `dir` as process `tgid` sees it: through its root while it
+/// lives, else (`shared_mounts`: the run cannot have a mount namespace of its own) as
+/// agentd sees it.
+fn mount_id(tgid: u32, dir: &Path, shared_mounts: bool) -> Option<u64> {
+    statx_mnt_id(&format!("/proc/{tgid}/root{}", dir.display()))
+        .or_else(|| shared_mounts.then(|| statx_mnt_id(&dir.display().to_string()))?)
+}
+
+fn statx_mnt_id(path: &str) -> Option<u64> {
+    let p = std::ffi::CString::new(path).ok()?;
+    // SAFETY: an all-zero statx is valid; statx fills it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a writable statx.
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, p.as_ptr(), 0, libc::STATX_MNT_ID, &mut stx) };
+    (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+/// Whether the policy lets the run write under `dir` (`fs.write`), and exec there.
+fn rights(judge: &Judge<'_>, dir: &Path) -> (bool, bool) {
+    let d = dir.display().to_string();
+    let allowed =
+        |rec: serde_json::Value| matches!(judge.judge(&rec), Some((_, Verdict::Allow(_))));
+    (
+        allowed(json!({"event": "denied", "op": "open", "path": d, "access": "write"})),
+        allowed(json!({"event": "exec", "path": d})),
+    )
+}
+
+/// The record of a `link`/`rename` family call that failed with `EXDEV`, `EACCES` or
+/// `EPERM`. `EXDEV` is landlock's only when both directories are on one mount (the
+/// kernel refuses a cross-mount link or rename before any LSM runs) and the policy
+/// explains it: the source directory lacks the `refer` right (only `fs.write` grants it),
+/// or the file would gain `execute` where it goes. Anything else is named as not judged.
+pub fn refer_denial_record(
+    judge: &Judge<'_>,
+    landlock_active: bool,
+    launch_cwd: &Path,
+    call: &ReferCall<'_>,
+    errno: &str,
+) -> (&'static str, FileDenied) {
+    let link = matches!(call.nr, nr::LINK | nr::LINKAT);
+    let op = if link { "link" } else { "rename" };
+    let (old, old_base) = resolve(call.tgid, call.old_dirfd, call.old_path, launch_cwd);
+    let (new, new_base) = resolve(call.tgid, call.new_dirfd, call.new_path, launch_cwd);
+    let old_dir = Path::new(&old).parent().unwrap_or(Path::new("/"));
+    let new_dir = Path::new(&new).parent().unwrap_or(Path::new("/"));
+    let not_judged = |why: &str| ("kernel", format!("not judged: {why}"));
+    let (layer, rule): (&'static str, String) = if old_base != Base::Exact
+        || new_base != Base::Exact
+    {
+        not_judged("a relative path was resolved after the process was gone")
+    } else if !landlock_active {
+        (
+            "kernel",
+            "no rule: the run has no landlock layer; the kernel refused it".into(),
+        )
+    } else if call.errno == libc::EXDEV {
+        let mnt = |d: &Path| mount_id(call.tgid, d, call.shared_mounts);
+        match (mnt(old_dir), mnt(new_dir)) {
+            (Some(a), Some(b)) if a != b => (
+                "kernel",
+                "no rule: the paths are on different mounts (the kernel refuses a link or rename across mounts with EXDEV, before landlock)".into(),
+            ),
+            (Some(_), Some(_)) if old_dir == new_dir => {
+                not_judged("one directory on one mount: landlock's refer check does not apply")
+            }
+            (Some(_), Some(_)) => {
+                let (w_old, x_old) = rights(judge, old_dir);
+                let (w_new, x_new) = rights(judge, new_dir);
+                if !w_old {
+                    (
+                        "landlock",
+                        format!("landlock refer: {} is not in fs.write (a link or rename to another directory needs LANDLOCK_ACCESS_FS_REFER on both, which fs.write grants)", old_dir.display()),
+                    )
+                } else if w_new && x_new && !x_old {
+                    (
+                        "landlock",
+                        format!("landlock refer: the file would gain execute (exec.allow) in {} that it has not in {}", new_dir.display(), old_dir.display()),
+                    )
+                } else {
+                    not_judged("the policy lets landlock allow this on one mount; EXDEV came from elsewhere")
+                }
+            }
+            _ => not_judged("a directory could not be looked up (the process or the path was gone)"),
+        }
+    } else {
+        // EACCES/EPERM: the new name needs fs.write (a make right); a rename also removes
+        // the old one (a remove right).
+        let deny_of = |p: &str| match judge
+            .judge(&json!({"event": "denied", "op": op, "path": p, "access": "write"}))
+        {
+            Some((_, Verdict::Deny(rule))) => Some(format!("{rule} ({p})")),
+            _ => None,
+        };
+        let denied = (!link)
+            .then(|| deny_of(&old))
+            .flatten()
+            .or_else(|| deny_of(&new));
+        match denied {
+            Some(rule) => ("landlock", rule),
+            None => (
+                "kernel",
+                "no rule: the policy allows this access; the kernel refused it (file permissions or another LSM)".into(),
+            ),
+        }
+    };
+    let denied = FileDenied {
+        op: op.into(),
+        path_arg: (call.old_path != old).then(|| call.old_path.to_owned()),
+        path: old,
+        errno: errno.into(),
+        rule,
+        pid: call.tgid,
+        tid: call.tid,
+        syscall: syscall_name(call.nr).into(),
+        access: Some("write".into()),
+        symlink_target: None,
+        path_base: None,
+        path_unresolved: old_base == Base::Unresolved || new_base == Base::Unresolved,
+        new_path: Some(new),
     };
     (layer, denied)
 }

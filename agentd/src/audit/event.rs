@@ -37,6 +37,9 @@ pub enum AuditEvent {
     Exit(Exit),
     /// Something the policy forbids was refused, killed, or (`mode: audit`) let through.
     Denied(Denied),
+    /// A path-less syscall denial that a process met again after its first `denied`
+    /// record: counted, and written once when the process exits or the run ends.
+    DeniedRepeated(DeniedRepeated),
     /// The run read an `fs.secret` (decision `allow`): from now on it is tainted.
     Taint(Taint),
     /// A tainted run's packets were dropped (layer `bpf`, decision `deny`, at its end).
@@ -471,6 +474,10 @@ pub struct FileDenied {
     /// `true` when a relative path could not be resolved; absent otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub path_unresolved: bool,
+    /// `link`/`rename`: the second path (the new name), resolved like `path`; absent
+    /// for every other op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -491,7 +498,7 @@ pub struct SocketDenied {
     pub syscall: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SyscallDenied {
     /// `syscall`.
     pub op: String,
@@ -499,16 +506,42 @@ pub struct SyscallDenied {
     pub syscall: String,
     /// The syscall number.
     pub nr: u32,
-    /// What the process saw: `EPERM`, `ENOSYS`.
-    pub errno: String,
+    /// What the process saw: `EPERM`, `ENOSYS`; `null` when the call killed it (`signal`).
+    pub errno: Option<String>,
     /// The rule that denied it, or why no layer of agentd did.
     pub rule: String,
     pub pid: u32,
     pub tid: u32,
+    /// The syscall table of a call a seccomp filter killed: `i386` (`int 0x80`), `x32`
+    /// or `x86_64`; absent for a refused (not killed) call, always native.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<String>,
     /// The first argument (clone flags as hex, the kill target); absent when not shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg: Option<String>,
-    /// The signal of a refused `kill`/`tkill`/`tgkill`; absent otherwise.
+    /// The signal of a refused `kill`/`tkill`/`tgkill`, or the signal that killed the
+    /// caller (`SIGSYS` from a seccomp filter); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+/// The count of a [`SyscallDenied`] that one process met more than once (the same
+/// record, but for the thread): its fields, and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeniedRepeated {
+    /// `syscall`.
+    pub op: String,
+    pub syscall: String,
+    pub nr: u32,
+    pub errno: Option<String>,
+    pub rule: String,
+    pub pid: u32,
+    /// Times the process was refused this, the first (its `denied` record) included.
+    pub count: u64,
+    /// As in the `denied` record; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// As in the `denied` record; absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
 }
@@ -919,6 +952,7 @@ into_event! {
     Exec => |v| AuditEvent::Exec(v),
     Exit => |v| AuditEvent::Exit(v),
     Denied => |v| AuditEvent::Denied(v),
+    DeniedRepeated => |v| AuditEvent::DeniedRepeated(v),
     FileDenied => |v| AuditEvent::Denied(Denied::File(v)),
     SocketDenied => |v| AuditEvent::Denied(Denied::Socket(v)),
     SyscallDenied => |v| AuditEvent::Denied(Denied::Syscall(v)),
@@ -976,6 +1010,7 @@ impl AuditEvent {
                 | AuditEvent::RunEnd(_)
                 | AuditEvent::Dropped(_)
                 | AuditEvent::Denied(_)
+                | AuditEvent::DeniedRepeated(_)
                 | AuditEvent::DaemonStart(_)
                 | AuditEvent::DaemonStop(_)
                 | AuditEvent::DaemonReload(_)

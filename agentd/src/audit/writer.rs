@@ -609,6 +609,7 @@ mod tests {
             symlink_target: None,
             path_base: None,
             path_unresolved: false,
+            new_path: None,
         };
         assert_eq!(
             a.append("landlock", Some(Decision::Deny), &denied.into())

@@ -219,6 +219,41 @@ pub fn syscall_name(nr: u32) -> String {
         .unwrap_or_else(|| nr.to_string())
 }
 
+/// The syscall table a call went through, as a seccomp-killed call's record names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// x86_64, the only table agentd's filter lets through.
+    Native,
+    /// i386 (`int 0x80` from a 64-bit process).
+    I386,
+    /// x32 (a number with `__X32_SYSCALL_BIT`).
+    X32,
+}
+
+impl Abi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abi::Native => "x86_64",
+            Abi::I386 => "i386",
+            Abi::X32 => "x32",
+        }
+    }
+}
+
+/// The name of syscall `nr` in `abi`'s table (the number when libseccomp does not know
+/// it). An x32 number carries its bit, as the filter saw it.
+pub fn syscall_name_of(abi: Abi, nr: u32) -> String {
+    let arch = match abi {
+        Abi::Native => return syscall_name(nr),
+        Abi::I386 => ScmpArch::X86,
+        Abi::X32 => ScmpArch::X32,
+    };
+    i32::try_from(nr)
+        .ok()
+        .and_then(|n| ScmpSyscall::from(n).get_name_by_arch(arch).ok())
+        .unwrap_or_else(|| nr.to_string())
+}
+
 /// Builds the filter with `denied` syscalls failing with `errno`.
 fn build(denied: &[&str], errno: i32) -> Result<PreparedSeccomp, SeccompError> {
     let mut ctx = build_step(
@@ -587,6 +622,16 @@ mod tests {
             matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
             "{status:?}"
         );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn non_native_names_come_from_their_own_table() {
+        assert_eq!(syscall_name_of(Abi::I386, 20), "getpid");
+        assert_eq!(syscall_name_of(Abi::I386, 26), "ptrace");
+        assert_eq!(syscall_name_of(Abi::X32, 0x4000_0027), "getpid");
+        assert_eq!(syscall_name_of(Abi::Native, 39), "getpid");
+        assert_eq!(syscall_name_of(Abi::I386, 99_999), "99999");
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -1,12 +1,13 @@
 //! A run's side of the audit chain: its handle, the rule that a failed append stops the
 //! run (fail closed), and the translation of kernel events into records.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
 
-use crate::audit::event::{Exec, Exit};
+use crate::audit::event::{DeniedRepeated, Exec, Exit, SyscallDenied};
 use crate::audit::judge::Judge;
 use crate::audit::{AuditEvent, AuditHandle, Decision, Entry};
 use crate::budgets::Notice;
@@ -57,9 +58,23 @@ pub struct RunAudit {
     /// The command starts here; relative denied paths of a process that is already gone
     /// are resolved against it.
     pub launch_cwd: PathBuf,
-    /// Denials recorded so far (`agentd ps`).
+    /// Denials recorded so far (`agentd ps`), repeats included.
     pub denials: u64,
+    /// Path-less syscall denials already written once, by process and record: how often
+    /// each happened since (see [`RunAudit::syscall_denied`]).
+    repeats: HashMap<(u32, SyscallDenied), Repeat>,
 }
+
+/// A path-less syscall denial a process met again.
+struct Repeat {
+    layer: &'static str,
+    /// Times in all, the first (written) one included.
+    count: u64,
+}
+
+/// At most this many distinct (process, denial) pairs are counted at once; past it a
+/// denial is written each time, as before (nothing is lost, the log is only longer).
+const MAX_REPEAT_KEYS: usize = 4096;
 
 impl RunAudit {
     pub fn new(handle: AuditHandle, launch_cwd: PathBuf, say: Say) -> Self {
@@ -69,7 +84,79 @@ impl RunAudit {
             failed: false,
             launch_cwd,
             denials: 0,
+            repeats: HashMap::new(),
         }
+    }
+
+    /// Writes a path-less syscall denial the first time a process meets it; a repeat of
+    /// the same record (the thread aside) is counted and written once, as a
+    /// `denied_repeated` with the total, when the process exits or the run ends
+    /// ([`Self::flush_repeats`]). glibc probes `clone3` at every thread and process it
+    /// makes: without this, each one is an fsync'd record.
+    fn syscall_denied(&mut self, layer: &'static str, decision: Decision, denied: SyscallDenied) {
+        let key = (
+            denied.pid,
+            SyscallDenied {
+                tid: 0,
+                ..denied.clone()
+            },
+        );
+        if let Some(r) = self.repeats.get_mut(&key) {
+            r.count += 1;
+            self.denials += 1;
+            return;
+        }
+        if self.repeats.len() < MAX_REPEAT_KEYS {
+            self.repeats.insert(key, Repeat { layer, count: 1 });
+        }
+        self.record(layer, Some(decision), denied.into());
+    }
+
+    /// Writes the counts of the repeated denials of process `tgid` (every process: `None`)
+    /// and forgets them.
+    pub fn flush_repeats(&mut self, tgid: Option<u32>) {
+        let mut done: Vec<(u32, SyscallDenied)> = self
+            .repeats
+            .keys()
+            .filter(|(pid, _)| tgid.is_none_or(|t| t == *pid))
+            .cloned()
+            .collect();
+        done.sort_by_key(|(pid, d)| (*pid, d.nr));
+        for key in done {
+            let Some(r) = self.repeats.remove(&key) else {
+                continue;
+            };
+            if r.count < 2 {
+                continue;
+            }
+            let d = key.1;
+            let rep = DeniedRepeated {
+                op: d.op,
+                syscall: d.syscall,
+                nr: d.nr,
+                errno: d.errno,
+                rule: d.rule,
+                pid: d.pid,
+                count: r.count,
+                arg: d.arg,
+                signal: d.signal,
+            };
+            // The repeats were counted in `denials` as they happened.
+            if let Err(e) = self
+                .handle
+                .append(r.layer, Some(Decision::Deny), rep.into())
+            {
+                self.append_failed(&e);
+            }
+        }
+    }
+
+    fn append_failed(&mut self, e: &crate::audit::AuditError) {
+        if !self.failed {
+            self.say.line(&format!("audit: {e}; stopping the run"));
+            tracing::error!(run = self.handle.run(), "audit: {e}; stopping the run");
+        }
+        self.failed = true;
     }
 
     /// Appends one record; a failure marks the run failed (the supervisor then kills it).
@@ -81,11 +168,7 @@ impl RunAudit {
             self.denials += 1;
         }
         if let Err(e) = self.handle.append(layer, decision, event) {
-            if !self.failed {
-                self.say.line(&format!("audit: {e}; stopping the run"));
-                tracing::error!(run = self.handle.run(), "audit: {e}; stopping the run");
-            }
-            self.failed = true;
+            self.append_failed(&e);
         }
     }
 
@@ -122,6 +205,24 @@ impl RunAudit {
     /// The record of one kernel event of the run.
     pub fn record_event(&mut self, ev: Event, judge: &Judge<'_>, policy: &Policy, plan: &Plan) {
         match ev {
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                dirfd,
+                flags,
+                ..
+            } if flags & agentd_common::denials::DENIAL_FLAG_SECCOMP_KILL != 0 => {
+                let (layer, denied) = crate::audit::denial::seccomp_kill_record(
+                    plan.seccomp,
+                    tgid,
+                    pid,
+                    nr,
+                    flags,
+                    &signal_name(dirfd),
+                );
+                self.record(layer, Some(Decision::Kill), denied.into());
+            }
             Event::Denial {
                 pid,
                 tgid,
@@ -165,7 +266,7 @@ impl RunAudit {
                     open_flags,
                     &signal_name(dirfd),
                 );
-                self.record(layer, Some(Decision::Deny), denied.into());
+                self.syscall_denied(layer, Decision::Deny, denied);
             }
             Event::Denial {
                 pid,
@@ -188,6 +289,37 @@ impl RunAudit {
                     dirfd,
                     open_flags,
                     &path,
+                );
+                self.record(layer, Some(Decision::Deny), denied.into());
+            }
+            Event::ReferDenial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                old_dirfd,
+                new_dirfd,
+                old_path,
+                new_path,
+                ..
+            } => {
+                let call = crate::audit::denial::ReferCall {
+                    shared_mounts: plan.seccomp,
+                    tgid,
+                    tid: pid,
+                    nr,
+                    errno,
+                    old_dirfd,
+                    new_dirfd,
+                    old_path: &old_path,
+                    new_path: &new_path,
+                };
+                let (layer, denied) = crate::audit::denial::refer_denial_record(
+                    judge,
+                    plan.landlock.is_some(),
+                    &self.launch_cwd,
+                    &call,
+                    &errno_name(errno),
                 );
                 self.record(layer, Some(Decision::Deny), denied.into());
             }
@@ -234,6 +366,7 @@ impl RunAudit {
             Event::Exit {
                 tgid, exit_code, ..
             } => {
+                self.flush_repeats(Some(tgid));
                 let (exit_code, signal) = wait_status(exit_code);
                 let exit = Exit {
                     pid: tgid,

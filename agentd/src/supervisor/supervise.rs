@@ -429,6 +429,8 @@ async fn finish(
     let mut budget_kill = None;
     let report = res.teardown(spec, audit, &mut budget_kill).await;
     let killed_by = killed_by.or(budget_kill);
+    // Processes whose exit record did not come (killed at teardown, lost) end here.
+    audit.flush_repeats(None);
     let code = match (killed_by, ending) {
         (Some(_), _) => EXIT_KILLED,
         // An attached workload is not ours to wait for: its run ends with its cgroup

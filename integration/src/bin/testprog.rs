@@ -28,6 +28,7 @@ fn errno_name(e: i32) -> &'static str {
         libc::EAGAIN => "EAGAIN",
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EROFS => "EROFS",
+        libc::EXDEV => "EXDEV",
         _ => "OTHER",
     }
 }
@@ -159,6 +160,42 @@ fn main() {
                                    // filter is expected to kill the process before it returns.
             unsafe { std::arch::asm!("int 0x80", inout("rax") ret) };
             println!("int80: returned {ret}");
+            0
+        }
+        "x32" => {
+            // x32 getpid (39 | __X32_SYSCALL_BIT); the filter kills before it runs.
+            let mut ret: i64 = 0x4000_0027;
+            // SAFETY: a syscall with no memory arguments; the `syscall` instruction
+            // clobbers rcx and r11.
+            unsafe {
+                std::arch::asm!("syscall", inout("rax") ret, out("rcx") _, out("r11") _);
+            }
+            println!("x32: returned {ret}");
+            0
+        }
+        "threads" => {
+            // N threads, one after the other (each joined before the next): glibc tries
+            // clone3 for each (ENOSYS under the filter), then clone.
+            let n: u32 = a(1).parse().unwrap_or(0);
+            for _ in 0..n {
+                let _ = std::thread::spawn(|| ()).join();
+            }
+            println!("threads {n}");
+            0
+        }
+        "int80-thread" => {
+            // A second thread makes the i386 call while the main thread waits: the
+            // killed thread is not the process's last.
+            println!("tid-parent {}", std::process::id());
+            let _ = std::io::stdout().flush();
+            let t = std::thread::spawn(|| {
+                let mut ret: i64 = 20; // i386 getpid
+                                       // SAFETY: as in `int80`.
+                unsafe { std::arch::asm!("int 0x80", inout("rax") ret) };
+                ret
+            });
+            let ret = t.join().unwrap_or(-1);
+            println!("int80-thread: returned {ret}");
             0
         }
         "deny-loop" => {

@@ -236,6 +236,27 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 symlink_target: Some("/etc/real".into()),
                 path_base: Some("launch cwd (process gone)".into()),
                 path_unresolved: false,
+                new_path: None,
+            }
+            .into(),
+        ),
+        (
+            "landlock",
+            Some(Deny),
+            FileDenied {
+                op: "link".into(),
+                path: "/usr/lib/x".into(),
+                errno: "EXDEV".into(),
+                rule: "landlock refer: /usr/lib is not in fs.write".into(),
+                pid: 7,
+                tid: 8,
+                syscall: "link".into(),
+                access: Some("write".into()),
+                path_arg: None,
+                symlink_target: None,
+                path_base: None,
+                path_unresolved: false,
+                new_path: Some("/w/x".into()),
             }
             .into(),
         ),
@@ -255,6 +276,7 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 symlink_target: None,
                 path_base: None,
                 path_unresolved: true,
+                new_path: None,
             }
             .into(),
         ),
@@ -281,11 +303,28 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 op: "syscall".into(),
                 syscall: "clone".into(),
                 nr: 56,
-                errno: "EPERM".into(),
+                errno: Some("EPERM".into()),
                 rule: "namespace clone is denied (seccomp baseline)".into(),
                 pid: 7,
                 tid: 8,
+                abi: None,
                 arg: Some("0x10000000".into()),
+                signal: None,
+            }
+            .into(),
+        ),
+        (
+            "seccomp",
+            Some(Deny),
+            DeniedRepeated {
+                op: "syscall".into(),
+                syscall: "clone3".into(),
+                nr: 435,
+                errno: Some("ENOSYS".into()),
+                rule: "clone3 is denied with ENOSYS, its flags cannot be inspected (seccomp baseline)".into(),
+                pid: 7,
+                count: 50,
+                arg: None,
                 signal: None,
             }
             .into(),
@@ -548,6 +587,7 @@ fn kind(e: &AuditEvent) -> &'static str {
             Denied::ExecIntegrity(_) => "denied/exec_integrity",
             Denied::Dns(_) => "denied/dns",
         },
+        AuditEvent::DeniedRepeated(_) => "denied_repeated",
         AuditEvent::Taint(_) => "taint",
         AuditEvent::EgressBlocked(_) => "egress_blocked",
         AuditEvent::TaintSocketsAborted(_) => "taint_sockets_aborted",
@@ -604,6 +644,7 @@ const KINDS: &[&str] = &[
     "denied/fs_rule",
     "denied/exec_integrity",
     "denied/dns",
+    "denied_repeated",
     "taint",
     "egress_blocked",
     "taint_sockets_aborted",
@@ -752,6 +793,7 @@ fn durable_records_are_the_ones_a_run_must_not_lose() {
                     | "run_end"
                     | "dropped"
                     | "denied"
+                    | "denied_repeated"
                     | "daemon_start"
                     | "daemon_stop"
                     | "daemon_reload"

@@ -498,6 +498,16 @@ pub fn kernel_offsets(btf: &KernelBtf<'_>) -> Result<KernelOffsets, BtfError> {
     let field =
         |strukt: &str, member: &str, size: u32| btf.member_offset(strukt, member, Some(size));
 
+    // `outer.member.inner`, or 0 when the kernel has no such member (no CONFIG_SECCOMP):
+    // offset 0 of task_struct is thread_info.flags, never either field, so the programs
+    // read 0 as "absent".
+    let nested = |outer: &str, member: &str, inner_struct: &str, inner: &str, size: u32| {
+        let base = btf.member_offset(outer, member, None).ok();
+        let off = btf.member_offset(inner_struct, inner, Some(size)).ok();
+        base.zip(off)
+            .and_then(|(b, o)| b.checked_add(o))
+            .unwrap_or(0)
+    };
     let exec_args = btf.tracepoint_args(agentd_common::names::TP_SCHED_PROCESS_EXEC)?;
     let exec_ok = exec_args.len() == 3
         && exec_args[0] == "struct task_struct *"
@@ -532,6 +542,8 @@ pub fn kernel_offsets(btf: &KernelBtf<'_>) -> Result<KernelOffsets, BtfError> {
         signal_group_exit_code: field("signal_struct", "group_exit_code", INT)?,
         binprm_filename: field("linux_binprm", "filename", PTR)?,
         exit_has_group_dead,
+        task_seccomp_mode: nested("task_struct", "seccomp", "seccomp", "mode", INT),
+        task_thread_status: nested("task_struct", "thread_info", "thread_info", "status", INT),
         valid: 1,
     };
     Ok(offsets)

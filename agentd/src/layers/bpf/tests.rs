@@ -578,6 +578,14 @@ fn object_was_built_with_this_kernel_offsets_layout() {
             "exit_has_group_dead",
             offset_of!(KernelOffsets, exit_has_group_dead),
         ),
+        (
+            "task_seccomp_mode",
+            offset_of!(KernelOffsets, task_seccomp_mode),
+        ),
+        (
+            "task_thread_status",
+            offset_of!(KernelOffsets, task_thread_status),
+        ),
         ("valid", offset_of!(KernelOffsets, valid)),
     ] {
         assert_eq!(
