@@ -293,6 +293,16 @@ impl TestDaemon {
         body.to_owned()
     }
 
+    /// `agentd detach RUN` as root; it must succeed.
+    pub fn detach(&self, run: &str) {
+        let o = self
+            .client()
+            .args(["detach", run])
+            .output()
+            .unwrap_or_else(|e| panic!("agentd detach: {e}"));
+        crate::assert_status(&o, 0);
+    }
+
     /// `agentd ps --json` as root.
     pub fn ps(&self) -> Vec<Value> {
         let o = self
