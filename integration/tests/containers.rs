@@ -350,22 +350,27 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
     assert_eq!(denied[0]["port"], closed);
     assert_eq!(denied[0]["errno"], "EPERM");
     // What `podman exec` started in it is audited by the exec tracker: the shell of
-    // each of the two connects it made while attached (busybox's shell runs nc without
-    // an exec).
-    // The file is the container's busybox as the container names it (or, once the
-    // shell is gone, what it exec'd), never the host's /bin/sh.
+    // each of the two connects it made while attached, and nc, which busybox's shell
+    // runs by exec'ing /proc/self/exe (busybox again, so exec.allow lets it run). The
+    // file is named as the container names it (or, once the process is gone, as it
+    // was exec'd), never as the host's /bin/sh.
     let execs: Vec<&Value> = records(&recs, &run, "exec");
     let shells: Vec<&&Value> = execs
         .iter()
         .filter(|r| r["filename"] == "/bin/sh")
         .collect();
     assert_eq!(shells.len(), 2, "{execs:#?}");
-    assert!(
-        shells
+    for sh in &shells {
+        assert!(
+            sh["path"] == "/bin/busybox" || sh["path"] == "/bin/sh",
+            "{sh:#?}"
+        );
+        let nc: Vec<&&Value> = execs
             .iter()
-            .all(|r| r["path"] == "/bin/busybox" || r["path"] == "/bin/sh"),
-        "{shells:#?}"
-    );
+            .filter(|r| r["ppid"] == sh["pid"] && r["filename"] == "/proc/self/exe")
+            .collect();
+        assert_eq!(nc.len(), 1, "the nc of {sh:#?} in {execs:#?}");
+    }
 
     // Detach: the container runs on, unconfined.
     d.detach(&run);
@@ -394,4 +399,33 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
         d.ps().iter().all(|r| r["run"] != run.as_str())
     });
     assert!(pm.running(&b), "the other container is untouched");
+
+    // An exec budget holds on a container, and its kill step kills the container.
+    let budget = d.policy(
+        "container-execs.yaml",
+        &format!(
+            "version: 1\nname: container-execs\nexec:\n  allow: [\"{root}/bin/busybox\"]\n\
+             attach:\n  best_effort: [fs, syscalls, caps]\nbudgets:\n  execs: 3\n",
+            root = pm.rootfs(&b),
+        ),
+    );
+    let o = attach(
+        &d,
+        &pm,
+        &["--container", &b, "--policy", &budget.display().to_string()],
+    );
+    assert_status(&o, 0);
+    let run = stdout(&o).trim().to_owned();
+    for _ in 0..6 {
+        let _ = pm.podman(&["exec", &b, "/bin/true"]);
+    }
+    wait_for("the run's end", Duration::from_secs(15), || {
+        !records(&d.audit(), &run, "run_end").is_empty()
+    });
+    let recs = d.audit();
+    let end = records(&recs, &run, "run_end");
+    assert_eq!(end[0]["killed_by"], "execs", "{end:#?}");
+    wait_for("the container's end", Duration::from_secs(15), || {
+        !pm.running(&b)
+    });
 }
