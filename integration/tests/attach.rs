@@ -197,11 +197,7 @@ fn attach_by_cgroup_confines_entering_processes_and_detach_frees_them() {
         "a workload that is not attached is unaffected"
     );
 
-    let ps = d.ps();
-    let row = ps
-        .iter()
-        .find(|r| r["run"] == run.as_str())
-        .unwrap_or_else(|| panic!("{ps:#?}"));
+    let row = d.ps_row(&run);
     assert_eq!(row["attached"], format!("cgroup:{}", w.path()));
 
     d.detach(&run);
@@ -363,11 +359,7 @@ fn an_attached_workload_stays_confined_across_a_daemon_crash() {
         connect(&w, closed_port).ends_with(": EPERM\n"),
         "still confined after the crash"
     );
-    let ps = d.ps();
-    let row = ps
-        .iter()
-        .find(|r| r["run"] == run.as_str())
-        .unwrap_or_else(|| panic!("{ps:#?}\n{}", d.log()));
+    let row = d.ps_row(&run);
     assert_eq!(row["adopted"], true);
     assert_eq!(row["attached"], format!("cgroup:{}", w.path()));
     d.detach(&run);

@@ -294,7 +294,7 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
     let closed = acceptor();
     assert_eq!(pm.connect(&a, closed), "rc=0", "before attach");
 
-    let d = TestDaemon::start(&format!("aitg-none-{}", std::process::id()));
+    let mut d = TestDaemon::start(&format!("aitg-none-{}", std::process::id()));
     // Exec integrity holds on the container by inode: its busybox (every applet is a
     // link to it) is the one program it may run.
     let policy = d.policy(
@@ -327,11 +327,7 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
     assert_eq!(pm.connect(&a, open), "rc=0");
     assert_eq!(pm.connect(&b, closed), "rc=0", "a container not attached");
 
-    let ps = d.ps();
-    let row = ps
-        .iter()
-        .find(|r| r["run"] == run.as_str())
-        .unwrap_or_else(|| panic!("{ps:#?}"));
+    let row = d.ps_row(&run);
     assert_eq!(row["attached"], format!("container:{a}"));
 
     let recs = d.audit();
@@ -371,6 +367,14 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
             .collect();
         assert_eq!(nc.len(), 1, "the nc of {sh:#?} in {execs:#?}");
     }
+
+    // A daemon crash: the restarted daemon re-adopts the run; the container stays
+    // confined and listed.
+    d.restart();
+    assert_eq!(pm.connect(&a, closed), EPERM, "after the daemon's restart");
+    let row = d.ps_row(&run);
+    assert_eq!(row["adopted"], true);
+    assert_eq!(row["attached"], format!("container:{a}"));
 
     // Detach: the container runs on, unconfined.
     d.detach(&run);

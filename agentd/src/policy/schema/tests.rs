@@ -348,19 +348,22 @@ fn every_preset_validates() {
 }
 
 /// The ```yaml blocks of a markdown file.
+/// The ```yaml blocks of `md`, without the indentation of their fence (a block in a
+/// list item is indented with it).
 fn yaml_blocks(md: &str) -> Vec<String> {
     let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
+    let mut current: Option<(String, usize)> = None;
     for line in md.lines() {
+        let indent = line.len() - line.trim_start().len();
         match &mut current {
-            None if line.trim_start() == "```yaml" => current = Some(String::new()),
+            None if line.trim_start() == "```yaml" => current = Some((String::new(), indent)),
             None => {}
-            Some(block) if line.trim_start() == "```" => {
+            Some((block, _)) if line.trim_start() == "```" => {
                 blocks.push(std::mem::take(block));
                 current = None;
             }
-            Some(block) => {
-                block.push_str(line);
+            Some((block, fence)) => {
+                block.push_str(line.get((*fence).min(indent)..).unwrap_or_default());
                 block.push('\n');
             }
         }
