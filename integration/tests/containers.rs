@@ -307,6 +307,10 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
         ),
     );
     let policy = policy.display().to_string();
+    // A process `podman exec` left running is not in the init's tree, but it is in the
+    // container's own cgroup: attach takes it without --force.
+    pm.ok(&["exec", "-d", &a, "/bin/sleep", "300"])
+        .unwrap_or_else(|e| panic!("{e}"));
     let o = attach(
         &d,
         &pm,
@@ -334,6 +338,12 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
     let att = records(&recs, &run, "attach");
     assert_eq!(att.len(), 1, "{recs:#?}");
     assert_eq!(att[0]["target"], format!("container:{a}"));
+    assert_eq!(att[0]["forced"], false);
+    assert!(
+        att[0]["processes"].as_u64().is_some_and(|n| n >= 2),
+        "{}",
+        att[0]
+    );
     assert_eq!(
         att[0]["cgroup"],
         format!("/sys/fs/cgroup/unified{}", pm.cgroup_of(&a))
