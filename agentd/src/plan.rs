@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-mod attach;
+pub mod attach;
 mod budgets;
 
 pub use budgets::BudgetPrograms;

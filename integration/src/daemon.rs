@@ -293,6 +293,25 @@ impl TestDaemon {
         body.to_owned()
     }
 
+    /// `agentd detach RUN` as root; it must succeed.
+    pub fn detach(&self, run: &str) {
+        let o = self
+            .client()
+            .args(["detach", run])
+            .output()
+            .unwrap_or_else(|e| panic!("agentd detach: {e}"));
+        crate::assert_status(&o, 0);
+    }
+
+    /// The row of run `run` in `agentd ps --json`; it must be there.
+    pub fn ps_row(&self, run: &str) -> Value {
+        let ps = self.ps();
+        ps.iter()
+            .find(|r| r["run"] == run)
+            .cloned()
+            .unwrap_or_else(|| panic!("no run {run} in {ps:#?}\n{}", self.log()))
+    }
+
     /// `agentd ps --json` as root.
     pub fn ps(&self) -> Vec<Value> {
         let o = self

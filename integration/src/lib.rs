@@ -222,6 +222,42 @@ pub fn events<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["event"] == name).collect()
 }
 
+/// The records of run `run` with `event`.
+pub fn records<'a>(recs: &'a [Value], run: &str, event: &str) -> Vec<&'a Value> {
+    recs.iter()
+        .filter(|r| r["run"] == run && r["event"] == event)
+        .collect()
+}
+
+/// Waits until `f` holds (a record the daemon writes on its own), failing after
+/// `within`.
+pub fn wait_for(what: &str, within: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Accepts one connection and counts what arrives until it ends (or 10 s of silence).
+pub fn count_received(listener: std::net::TcpListener) -> u64 {
+    use std::io::Read;
+    let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
 /// Removes the cgroups of run `run` that an agentd killed with SIGKILL could not
 /// remove itself: `agentd-RUN` beneath this process's own cgroup in every mounted
 /// hierarchy (the same place agentd creates them). Only empty leaves go; a

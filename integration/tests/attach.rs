@@ -139,15 +139,6 @@ fn attached(d: &TestDaemon, args: &[&str]) -> String {
     stdout(&o).trim().to_owned()
 }
 
-fn detach(d: &TestDaemon, run: &str) {
-    let o = d
-        .client()
-        .args(["detach", run])
-        .output()
-        .unwrap_or_else(|e| panic!("agentd detach: {e}"));
-    assert_status(&o, 0);
-}
-
 fn connect(w: &Workload, port: u16) -> String {
     let o = w.exec(&["connect", "127.0.0.1", &port.to_string()]);
     assert!(
@@ -157,20 +148,6 @@ fn connect(w: &Workload, port: u16) -> String {
         stderr(&o)
     );
     stdout(&o)
-}
-
-fn records<'a>(recs: &'a [Value], run: &str, event: &str) -> Vec<&'a Value> {
-    recs.iter()
-        .filter(|r| r["run"] == run && r["event"] == event)
-        .collect()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn listener() -> (TcpListener, u16) {
@@ -220,14 +197,10 @@ fn attach_by_cgroup_confines_entering_processes_and_detach_frees_them() {
         "a workload that is not attached is unaffected"
     );
 
-    let ps = d.ps();
-    let row = ps
-        .iter()
-        .find(|r| r["run"] == run.as_str())
-        .unwrap_or_else(|| panic!("{ps:#?}"));
+    let row = d.ps_row(&run);
     assert_eq!(row["attached"], format!("cgroup:{}", w.path()));
 
-    detach(&d, &run);
+    d.detach(&run);
     wait_for("the run's end", Duration::from_secs(10), || {
         !records(&d.audit(), &run, "run_end").is_empty()
     });
@@ -353,14 +326,14 @@ fn attach_refuses_what_it_must_not_confine() {
             &p,
             "--best-effort=syscalls,caps",
         ],
-        "landlock cannot be applied to running processes",
+        "landlock (fs) cannot be applied to running processes",
     );
     let run = attached(&d, &["--pid", &pid, "--force", "--policy", &p, BEST_EFFORT]);
     wait_for("the attach record", Duration::from_secs(5), || {
         !records(&d.audit(), &run, "attach").is_empty()
     });
     assert_eq!(records(&d.audit(), &run, "attach")[0]["forced"], true);
-    detach(&d, &run);
+    d.detach(&run);
     assert!(w.alive());
 }
 
@@ -386,14 +359,10 @@ fn an_attached_workload_stays_confined_across_a_daemon_crash() {
         connect(&w, closed_port).ends_with(": EPERM\n"),
         "still confined after the crash"
     );
-    let ps = d.ps();
-    let row = ps
-        .iter()
-        .find(|r| r["run"] == run.as_str())
-        .unwrap_or_else(|| panic!("{ps:#?}\n{}", d.log()));
+    let row = d.ps_row(&run);
     assert_eq!(row["adopted"], true);
     assert_eq!(row["attached"], format!("cgroup:{}", w.path()));
-    detach(&d, &run);
+    d.detach(&run);
     wait_for("the run's end", Duration::from_secs(10), || {
         !records(&d.audit(), &run, "run_end").is_empty()
     });
@@ -427,4 +396,191 @@ fn an_exec_budget_holds_on_an_attached_workload_and_its_kill_step_kills_it() {
     let recs = d.audit();
     let end = records(&recs, &run, "run_end");
     assert_eq!(end[0]["killed_by"], "execs", "{end:#?}");
+}
+
+/// The policy's own `attach.best_effort` is honoured without the flag, and said so; a
+/// part it does not name (or that `--best-effort` leaves out, since the flag replaces
+/// the list) is refused by name; an unknown part is an error at its line and column.
+#[test]
+fn attach_honours_the_policys_best_effort_marks() {
+    let d = daemon();
+    let (_closed, closed_port) = listener();
+    let marked = policy(&d, 1, "attach:\n  best_effort: [fs, syscalls, caps]\n");
+    let marked = marked.display().to_string();
+    let w = Workload::new("marks");
+    let o = attach(&d, &["--cgroup", &w.path(), "--policy", &marked]);
+    assert_status(&o, 0);
+    let run = stdout(&o).trim().to_owned();
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "attach: best effort: fs, syscalls, caps (from the policy's attach.best_effort)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("not applied") && err.contains("cannot be applied to running processes"),
+        "{err}"
+    );
+    assert!(connect(&w, closed_port).ends_with(": EPERM\n"));
+    wait_for("the attach record", Duration::from_secs(5), || {
+        !records(&d.audit(), &run, "attach").is_empty()
+    });
+    assert_eq!(
+        records(&d.audit(), &run, "attach")[0]["not_applied"],
+        serde_json::json!(["fs", "syscalls", "caps"])
+    );
+    d.detach(&run);
+
+    // Without the mark, the part is refused by name.
+    let unmarked = policy(&d, 1, "").display().to_string();
+    let o = attach(&d, &["--cgroup", &w.path(), "--policy", &unmarked]);
+    assert_status(&o, 125);
+    assert!(
+        stderr(&o).contains(
+            "agentd: attach: landlock: landlock (fs) cannot be applied to running processes; mark it best effort (`attach: {best_effort: [fs]}` in the policy, or `--best-effort fs`)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // The flag replaces the policy's list.
+    let o = attach(
+        &d,
+        &[
+            "--cgroup",
+            &w.path(),
+            "--policy",
+            &marked,
+            "--best-effort=fs,caps",
+        ],
+    );
+    assert_status(&o, 125);
+    let err = stderr(&o);
+    assert!(
+        err.contains("attach: best effort: fs, caps (from --best-effort")
+            && err.contains("seccomp (syscalls) cannot be applied to running processes"),
+        "{err}"
+    );
+
+    let bad = d.policy(
+        "bad-marks.yaml",
+        "version: 1\nname: t\nattach:\n  best_effort: [fs, network]\n",
+    );
+    let o = attach(
+        &d,
+        &[
+            "--cgroup",
+            &w.path(),
+            "--policy",
+            &bad.display().to_string(),
+        ],
+    );
+    assert_status(&o, 125);
+    assert!(
+        stderr(&o).contains(&format!(
+            "{}:4:21: unknown attach.best_effort part `network`, expected one of `fs`, `syscalls`, `caps`",
+            bad.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        d.ps()
+            .iter()
+            .all(|r| r["attached"] != format!("cgroup:{}", w.path())),
+        "a refused attach leaves no run"
+    );
+}
+
+/// A net-byte budget holds on an attached workload: an upload that enters its cgroup
+/// is killed at the limit, with the whole workload.
+#[test]
+fn a_net_egress_budget_holds_on_an_attached_workload() {
+    const BUDGET: u64 = 1 << 20;
+    let d = daemon();
+    let (listener, port) = listener();
+    let p = policy(
+        &d,
+        port,
+        "attach:\n  best_effort: [fs, syscalls, caps]\nbudgets:\n  net_egress_bytes: 1MiB\n",
+    );
+    let mut w = Workload::new("upload");
+    let run = attached(
+        &d,
+        &["--cgroup", &w.path(), "--policy", &p.display().to_string()],
+    );
+    let reader = std::thread::spawn(move || count_received(listener));
+    let o = w.exec(&[
+        "upload",
+        &format!("127.0.0.1:{port}"),
+        &(10u64 << 20).to_string(),
+    ]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(libc::SIGKILL),
+        "{:?}: {}",
+        o.status,
+        stdout(&o)
+    );
+    let received = reader.join().unwrap_or_else(|_| panic!("reader panicked"));
+    eprintln!("attached upload: the listener received {received} bytes of a {BUDGET} budget");
+    assert!(received <= BUDGET + (64 << 10), "received {received}");
+    wait_for("the run's end", Duration::from_secs(10), || {
+        !records(&d.audit(), &run, "run_end").is_empty()
+    });
+    wait_for("the workload's death", Duration::from_secs(5), || {
+        !w.alive()
+    });
+    let recs = d.audit();
+    let kills: Vec<&Value> = records(&recs, &run, "budget")
+        .into_iter()
+        .filter(|r| r["action"] == "kill")
+        .collect();
+    assert_eq!(kills.len(), 1, "{kills:#?}");
+    assert_eq!(kills[0]["budget"], "net_egress_bytes");
+    assert_eq!(kills[0]["limit"], BUDGET);
+    assert!(
+        kills[0]["used"].as_u64().is_some_and(|u| u > BUDGET),
+        "{}",
+        kills[0]
+    );
+    let end = records(&recs, &run, "run_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["killed_by"], "net_egress_bytes", "{end:#?}");
+}
+
+/// Exec integrity holds on an attached workload: a memfd copy of an allowed program is
+/// not, and the process that enters the cgroup and runs it is killed before it runs.
+#[test]
+fn exec_integrity_holds_on_an_attached_workload() {
+    let d = daemon();
+    let p = policy(&d, 1, "attach:\n  best_effort: [fs, syscalls, caps]\n");
+    let w = Workload::new("memfd");
+    let run = attached(
+        &d,
+        &["--cgroup", &w.path(), "--policy", &p.display().to_string()],
+    );
+    let o = w.exec(&["fexecve-memfd", &testprog().display().to_string()]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(libc::SIGKILL),
+        "{:?}: {}",
+        o.status,
+        stdout(&o)
+    );
+    let exec_denials = |recs: &[Value]| {
+        recs.iter()
+            .filter(|r| r["run"] == run.as_str() && r["event"] == "denied" && r["op"] == "exec")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    wait_for("the denial", Duration::from_secs(5), || {
+        !exec_denials(&d.audit()).is_empty()
+    });
+    let denied = exec_denials(&d.audit());
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["rule"], "not in exec.allow");
+    assert_eq!(denied[0]["name"], "memfd:agentd-copy");
+    assert_eq!(denied[0]["decision"], "kill");
+    d.detach(&run);
 }

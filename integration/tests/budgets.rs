@@ -1,7 +1,7 @@
 //! Budgets: each one stops (or the kernel holds) a real process at its limit, and every
 //! step of the graduated response is audited.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -66,21 +66,6 @@ fn listen() -> (TcpListener, String) {
         .unwrap_or_else(|e| panic!("addr: {e}"))
         .to_string();
     (listener, addr)
-}
-
-/// Accepts one connection and counts what arrives until it ends (or 10 s of silence).
-fn count_received(listener: TcpListener) -> u64 {
-    let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("timeout: {e}"));
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return total,
-            Ok(n) => total += n as u64,
-        }
-    }
 }
 
 fn run_end(sb: &Sandbox) -> Value {

@@ -89,7 +89,11 @@ fn policy_schema_prints_a_draft_2020_12_schema() {
     top.sort_unstable();
     assert_eq!(
         top,
-        ["budgets", "env", "exec", "fs", "mode", "name", "net", "version"]
+        ["attach", "budgets", "env", "exec", "fs", "mode", "name", "net", "version"]
+    );
+    assert_eq!(
+        schema["$defs"]["attach"]["properties"]["best_effort"]["items"]["enum"],
+        serde_json::json!(["fs", "syscalls", "caps"])
     );
 }
 

@@ -119,7 +119,7 @@ fn read_pids(dir: &Path) -> Result<Vec<u32>, AttachError> {
 /// Resolves and checks what to attach: `cgroup` (a v2 directory, absolute or relative
 /// to the mount) or the cgroup of `pid`. Refuses the root cgroup, the cgroup of agentd
 /// (`self_pid`), and, for a pid, a cgroup holding processes outside its tree unless
-/// `force`.
+/// `force` (or, for the init pid of `container`, the cgroup is that container's own).
 pub fn resolve(
     layout: &CgroupLayout,
     cgroup: Option<&str>,
@@ -179,8 +179,13 @@ pub fn resolve(
             pid: self_pid,
         });
     }
+    // A container's own cgroup (its path names a container id) holds the container and
+    // what `podman exec` started in it, which is not in the init's tree but is the
+    // container's all the same. Any other cgroup a pid leads to is checked.
+    let own_container_cgroup =
+        container.is_some() && container::container_id(&dir.display().to_string()).is_some();
     let mut forced = false;
-    if let Some(pid) = pid.filter(|_| cgroup.is_none()) {
+    if let Some(pid) = pid.filter(|_| cgroup.is_none() && !own_container_cgroup) {
         let others = outside_tree(pid, &pids, &parents());
         if !others.is_empty() {
             if !force {

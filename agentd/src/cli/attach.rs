@@ -37,9 +37,10 @@ pub struct AttachArgs {
     #[arg(long)]
     force: bool,
     /// Parts of the policy that cannot be applied to running processes and may be left
-    /// out: fs (landlock), syscalls (seccomp), caps. Comma-separated or repeated.
+    /// out: fs (landlock), syscalls (seccomp), caps, or none. Comma-separated or
+    /// repeated. Replaces the policy's `attach.best_effort` list.
     #[arg(long, value_delimiter = ',')]
-    best_effort: Vec<String>,
+    best_effort: Option<Vec<String>>,
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

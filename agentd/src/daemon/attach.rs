@@ -21,7 +21,7 @@ use super::Daemon;
 use crate::audit::event::Attach;
 use crate::layers::cgroup::RunCgroups;
 use crate::layers::name;
-use crate::plan::Plan;
+use crate::plan::{self, Plan};
 use crate::policy::{self, LoadOptions};
 use crate::supervisor::{self, RunSpec, UserSpec, EXIT_SETUP_FAILED};
 
@@ -72,8 +72,14 @@ pub async fn attach(
         }
     };
     let mut plan = Plan::build(&policy, &daemon.host.probe);
-    let not_applied = plan.for_attach(&req.best_effort);
-    let explained = crate::cli::policy::render(&policy, &plan);
+    let (marks, source) =
+        plan::attach::best_effort(&policy.attach.best_effort, req.best_effort.as_deref());
+    let not_applied = plan.for_attach(&marks);
+    let explained = format!(
+        "{}{}",
+        plan::attach::marks_line(&marks, source),
+        crate::cli::policy::render(&policy, &plan)
+    );
     if send(&mut write, &Response::Message { text: explained })
         .await
         .is_err()

@@ -102,9 +102,10 @@ pub struct AttachRequest {
     #[serde(default)]
     pub force: bool,
     /// Parts that cannot be applied to running processes and may be left out:
-    /// `fs` (landlock), `syscalls` (seccomp), `caps`.
+    /// `fs` (landlock), `syscalls` (seccomp), `caps`. `Some` (`--best-effort`) replaces
+    /// the policy's `attach.best_effort`; `None` keeps it.
     #[serde(default)]
-    pub best_effort: Vec<String>,
+    pub best_effort: Option<Vec<String>>,
 }
 
 /// A `run` request: everything the command needs from the caller's side.

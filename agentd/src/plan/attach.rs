@@ -7,7 +7,8 @@ use super::{Plan, Refusal};
 use crate::layers::name;
 
 /// The parts that cannot be applied to running processes, with the layer of each and
-/// the name a request uses to mark it best effort.
+/// the name `attach.best_effort` (or `--best-effort`) uses to mark it best effort
+/// (`policy::ATTACH_PARTS`, in the same order).
 pub const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("fs", name::LANDLOCK),
     ("syscalls", name::SECCOMP),
@@ -16,6 +17,51 @@ pub const NOT_APPLICABLE: &[(&str, &str)] = &[
 
 /// Why attaching cannot apply a part.
 const WHY: &str = "cannot be applied to running processes";
+
+/// Where the best-effort marks of an attach came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkSource {
+    /// The policy's `attach.best_effort`.
+    Policy,
+    /// `agentd attach --best-effort`, which replaces the policy's list.
+    Flag,
+}
+
+impl MarkSource {
+    /// How the source is named in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            MarkSource::Policy => "the policy's attach.best_effort",
+            MarkSource::Flag => "--best-effort (it replaces the policy's attach.best_effort)",
+        }
+    }
+}
+
+/// The best-effort marks that apply to an attach: `flag` (`--best-effort`; `none` for
+/// no part) when given, else the policy's `attach.best_effort`.
+pub fn best_effort(policy: &[String], flag: Option<&[String]>) -> (Vec<String>, MarkSource) {
+    match flag {
+        Some(parts) => (
+            parts
+                .iter()
+                .filter(|p| p.as_str() != "none" && !p.is_empty())
+                .cloned()
+                .collect(),
+            MarkSource::Flag,
+        ),
+        None => (policy.to_vec(), MarkSource::Policy),
+    }
+}
+
+/// The line `attach` prints before the plan: which marks apply and where they came from.
+pub fn marks_line(parts: &[String], source: MarkSource) -> String {
+    let parts = if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    };
+    format!("attach: best effort: {parts} (from {})\n", source.name())
+}
 
 impl Plan {
     /// Adapts the plan to an attached run: each part in [`NOT_APPLICABLE`] the plan uses
@@ -54,7 +100,7 @@ impl Plan {
                 refused.push(Refusal {
                     layer,
                     reason: format!(
-                        "{layer} {WHY}; mark it best effort (`--best-effort {part}`) to attach without it"
+                        "{layer} ({part}) {WHY}; mark it best effort (`attach: {{best_effort: [{part}]}}` in the policy, or `--best-effort {part}`) to attach without it"
                     ),
                 });
             }
@@ -140,5 +186,35 @@ mod tests {
             .refusals
             .iter()
             .any(|r| r.reason.contains("best effort `network`")));
+    }
+
+    #[test]
+    fn the_parts_are_the_policys_attach_parts() {
+        let names: Vec<&str> = NOT_APPLICABLE.iter().map(|(p, _)| *p).collect();
+        assert_eq!(names, policy::ATTACH_PARTS);
+    }
+
+    #[test]
+    fn the_flag_replaces_the_policys_marks() {
+        let policy = vec!["fs".to_owned(), "caps".to_owned()];
+        assert_eq!(
+            best_effort(&policy, None),
+            (policy.clone(), MarkSource::Policy)
+        );
+        let flag = ["syscalls".to_owned()];
+        assert_eq!(
+            best_effort(&policy, Some(&flag)),
+            (flag.to_vec(), MarkSource::Flag)
+        );
+        assert_eq!(
+            best_effort(&policy, Some(&["none".to_owned()])),
+            (Vec::new(), MarkSource::Flag)
+        );
+        assert_eq!(
+            marks_line(&policy, MarkSource::Policy),
+            "attach: best effort: fs, caps (from the policy's attach.best_effort)\n"
+        );
+        assert!(marks_line(&[], MarkSource::Flag)
+            .starts_with("attach: best effort: none (from --best-effort"));
     }
 }

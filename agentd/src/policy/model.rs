@@ -44,6 +44,22 @@ pub struct Policy {
     /// Which of the caller's environment variables the command gets.
     pub env: EnvPolicy,
     pub budgets: Budgets,
+    /// How `agentd attach` treats the policy (`agentd run` ignores it).
+    pub attach: AttachPolicy,
+}
+
+/// The parts of a policy that only a process can apply to itself, before it runs, and
+/// that `agentd attach` therefore cannot add to a running workload: `fs` (landlock),
+/// `syscalls` (seccomp), `caps` (the capability drop).
+pub const ATTACH_PARTS: &[&str] = &["fs", "syscalls", "caps"];
+
+/// The `attach` section.
+#[derive(Debug, Clone, Default)]
+pub struct AttachPolicy {
+    /// `attach.best_effort`: parts of [`ATTACH_PARTS`] an attach may leave out (it says
+    /// so, and records them as `not_applied`); any other part the policy uses makes
+    /// attach refuse.
+    pub best_effort: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

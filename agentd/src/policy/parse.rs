@@ -27,7 +27,8 @@ pub(super) use env::ENV_KEYS;
 
 use super::env::EnvPolicy;
 use super::model::{
-    Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule, Policy, Proto, Span,
+    AttachPolicy, Budgets, ExecPolicy, FsPolicy, Mode, NetHost, NetPolicy, NetRule, PathRule,
+    Policy, Proto, Span, ATTACH_PARTS,
 };
 
 type Node<'a> = MarkedYaml<'a>;
@@ -38,7 +39,7 @@ pub(super) const VERSION: u32 = 1;
 pub(super) const WORKSPACE: &str = "{workspace}";
 
 pub(super) const TOP_KEYS: &[&str] = &[
-    "version", "name", "mode", "fs", "exec", "net", "env", "budgets",
+    "version", "name", "mode", "fs", "exec", "net", "env", "budgets", "attach",
 ];
 pub(super) const MODES: &[&str] = &["enforce", "audit", "learn"];
 pub(super) const FS_KEYS: &[&str] = &["read", "write", "deny", "secret"];
@@ -55,6 +56,7 @@ pub(super) const NET_KEYS: &[&str] = &[
 /// The values of `net.unix_mediation` and `net.taint_socket_abort`.
 pub(super) const STRICTNESS: &[&str] = &["required", "best_effort"];
 pub(super) const ENTRY_KEYS: &[&str] = &["path", "optional"];
+pub(super) const ATTACH_KEYS: &[&str] = &["best_effort"];
 
 /// What `{workspace}` and `~` expand to.
 #[derive(Debug, Clone)]
@@ -506,6 +508,7 @@ fn parse_policy(doc: &Node, opts: &LoadOptions, errs: &mut Errors) -> Option<Pol
         net: None,
         env: EnvPolicy::default(),
         budgets: Budgets::default(),
+        attach: AttachPolicy::default(),
     };
     for (key, value) in fields(doc, "", TOP_KEYS, errs) {
         match key {
@@ -523,6 +526,7 @@ fn parse_policy(doc: &Node, opts: &LoadOptions, errs: &mut Errors) -> Option<Pol
             "net" => policy.net = Some(parse_net(value, opts, errs)),
             "env" => policy.env = env::parse_env(value, errs),
             "budgets" => policy.budgets = budgets::parse_budgets(value, errs),
+            "attach" => policy.attach = parse_attach(value, errs),
             // `fields` has already left out every key not in TOP_KEYS.
             _ => {}
         }
@@ -634,6 +638,38 @@ fn parse_net(node: &Node, opts: &LoadOptions, errs: &mut Errors) -> NetPolicy {
         }
     }
     net
+}
+
+fn parse_attach(node: &Node, errs: &mut Errors) -> AttachPolicy {
+    let mut attach = AttachPolicy::default();
+    for (_, value) in fields(node, "`attach`", ATTACH_KEYS, errs) {
+        attach.best_effort = each(value, "attach.best_effort", errs, attach_part);
+    }
+    attach
+}
+
+/// One of [`ATTACH_PARTS`].
+fn attach_part(node: &Node) -> R<String> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) if ATTACH_PARTS.contains(&s.as_ref()) => {
+            Ok(s.to_string())
+        }
+        YamlData::Value(Scalar::String(s)) => fail(
+            node,
+            format!(
+                "unknown attach.best_effort part `{s}`, expected one of {}",
+                one_of(ATTACH_PARTS)
+            ),
+        ),
+        _ => fail(
+            node,
+            format!(
+                "expected a part name ({}) in `attach.best_effort`, found {}",
+                one_of(ATTACH_PARTS),
+                kind(node)
+            ),
+        ),
+    }
 }
 
 /// `required` (the default) or `best_effort` for the setting `key`.
@@ -1361,7 +1397,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "p/bad.yaml:3:1: unknown field `foo`, expected one of `version`, `name`, `mode`, \
-             `fs`, `exec`, `net`, `env`, `budgets`"
+             `fs`, `exec`, `net`, `env`, `budgets`, `attach`"
         );
         assert_eq!((e.line(), e.col()), (Some(3), Some(1)));
     }
@@ -1961,6 +1997,30 @@ mod tests {
     }
 
     // --- paths -------------------------------------------------------------------------------
+
+    #[test]
+    fn attach_best_effort_names_the_parts_attach_may_leave_out() {
+        assert!(ok("").attach.best_effort.is_empty());
+        let p = ok("attach:\n  best_effort: [fs, syscalls, caps]\n");
+        assert_eq!(p.attach.best_effort, ["fs", "syscalls", "caps"]);
+        assert!(ok("attach: {}\n").attach.best_effort.is_empty());
+        assert_eq!(
+            err("attach:\n  best_effort: [fs, network]\n"),
+            (
+                4,
+                21,
+                "unknown attach.best_effort part `network`, expected one of `fs`, `syscalls`, `caps`"
+                    .into()
+            )
+        );
+        assert!(err("attach:\n  best_effort: fs\n")
+            .2
+            .contains("expected a list for `attach.best_effort`"));
+        assert!(err("attach:\n  best_effort: [1]\n")
+            .2
+            .contains("expected a part name"));
+        assert_eq!(pos("attach:\n  best: [fs]\n"), (4, 3));
+    }
 
     #[test]
     fn net_unix_paths_and_mediation_knob() {

@@ -16,9 +16,10 @@
 use serde_json::{json, Map, Value};
 
 use super::budget::{Action, BudgetKey, Unit};
+use super::model::ATTACH_PARTS;
 use super::parse::{
-    DURATION_UNITS, ENTRY_KEYS, ENV_KEYS, EXEC_KEYS, FS_KEYS, LONG_FORM_KEYS, MODES, NET_KEYS,
-    SECTION_KEYS, SIZE_UNITS, STRICTNESS, TOP_KEYS, VERSION, WORKSPACE,
+    ATTACH_KEYS, DURATION_UNITS, ENTRY_KEYS, ENV_KEYS, EXEC_KEYS, FS_KEYS, LONG_FORM_KEYS, MODES,
+    NET_KEYS, SECTION_KEYS, SIZE_UNITS, STRICTNESS, TOP_KEYS, VERSION, WORKSPACE,
 };
 
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -47,6 +48,7 @@ pub fn schema() -> Value {
             "net": section("net", NET_KEYS, net_field),
             "env": section("env", ENV_KEYS, env_field),
             "budgets": section("budgets", SECTION_KEYS, budgets_field),
+            "attach": section("attach", ATTACH_KEYS, attach_field),
         },
     })
 }
@@ -102,6 +104,22 @@ fn top_field(key: &str) -> Value {
             "budgets",
             "What the run may consume, and the response when it goes past.",
         ),
+        "attach" => reference(
+            "attach",
+            "How `agentd attach` treats this policy (`agentd run` ignores it).",
+        ),
+        _ => Value::Bool(false),
+    }
+}
+
+fn attach_field(key: &str) -> Value {
+    match key {
+        "best_effort" => json!({
+            "type": "array",
+            "items": {"enum": ATTACH_PARTS},
+            "default": [],
+            "description": "Parts that cannot be applied to running processes and that `agentd attach` may leave out (it says so): fs (landlock), syscalls (seccomp), caps (the capability drop). Attach refuses a policy that uses any other of them. `agentd attach --best-effort` replaces this list.",
+        }),
         _ => Value::Bool(false),
     }
 }

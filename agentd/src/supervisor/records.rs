@@ -399,9 +399,14 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// The exec'd file as the kernel resolved it. `filename` is what was passed to
-/// execve; an absolute one is canonicalized, a relative one is read back from /proc.
+/// execve; an absolute one is canonicalized, unless the process is in another mount
+/// namespace (a container's `/bin/sh` is not the daemon's). That one, and a relative
+/// one, are read back from /proc (as the process's own namespace names the file), or
+/// left as given once the process is gone.
 fn resolve_exec_path(tgid: u32, filename: &str) -> String {
-    if filename.starts_with('/') {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let own_ns = ns(&tgid.to_string()).is_some_and(|n| Some(n) == ns("self"));
+    if filename.starts_with('/') && own_ns {
         if let Ok(p) = std::fs::canonicalize(filename) {
             return p.display().to_string();
         }

@@ -138,6 +138,7 @@ fn the_schema_has_exactly_the_parsers_keys() {
     assert_eq!(find("#/$defs/exec"), set(EXEC_KEYS));
     assert_eq!(find("#/$defs/net"), set(NET_KEYS));
     assert_eq!(find("#/$defs/budgets"), set(SECTION_KEYS));
+    assert_eq!(find("#/$defs/attach"), set(ATTACH_KEYS));
     assert_eq!(find("#/$defs/env"), set(crate::policy::parse::ENV_KEYS));
     assert_eq!(find("#/$defs/pathEntry/anyOf/2"), set(ENTRY_KEYS));
     let mut budget_forms = 0;
@@ -152,7 +153,7 @@ fn the_schema_has_exactly_the_parsers_keys() {
         budget_forms += 1;
     }
     // Nothing else: a closed object the parser does not know would refuse what it accepts.
-    assert_eq!(objects.len(), 7 + budget_forms, "{objects:?}");
+    assert_eq!(objects.len(), 8 + budget_forms, "{objects:?}");
     assert_eq!(
         SECTION_KEYS.len(),
         BudgetKey::ALL.len() + 2,
@@ -170,6 +171,7 @@ fn sample(section: &str, key: &str) -> String {
         ("fs", "deny") => "[\"{workspace}/.git/hooks\"]",
         ("fs", "secret") => "[\"{workspace}/.env\"]",
         ("fs" | "exec", _) => "[/usr, \"{workspace}\", ~, \"~/\", {path: /nope, optional: true}]",
+        ("attach", "best_effort") => "[fs, syscalls, caps, fs]",
         ("net", "raw") => "true",
         ("net", "unix") => "[\"{workspace}/run\"]",
         ("net", "unix_mediation" | "taint_socket_abort") => "best_effort",
@@ -196,13 +198,14 @@ fn policy_with(section: &str, key: &str, value: &str) -> String {
     }
 }
 
-fn sections() -> [(&'static str, &'static [&'static str]); 5] {
+fn sections() -> [(&'static str, &'static [&'static str]); 6] {
     [
         ("", TOP_KEYS),
         ("fs", FS_KEYS),
         ("exec", EXEC_KEYS),
         ("net", NET_KEYS),
         ("budgets", SECTION_KEYS),
+        ("attach", ATTACH_KEYS),
     ]
 }
 
@@ -281,6 +284,9 @@ fn the_schema_and_the_parser_agree_on_values() {
         "budgets:\n  on_exceed: kill\n",
         "budgets:\n  signal: 10\n",
         "budgets:\n  syscalls: 100/1x\n",
+        "attach:\n  best_effort: [network]\n",
+        "attach:\n  best_effort: fs\n",
+        "attach: [fs]\n",
     ];
     for body in bad {
         let src = if body.starts_with("version") || body.starts_with("name") {
@@ -305,6 +311,7 @@ fn the_schema_and_the_parser_agree_on_values() {
         "net:\n  allow: [\"0.0.0.0/0:443/tcp\", \"127.0.0.1:8000-8999/tcp\", \"[::ffff:10.0.0.1]:80\"]\n",
         "fs:\n  read: [\"{workspace}\", \"~\"]\n",
         "mode: enforce\n",
+        "attach:\n  best_effort: []\n",
     ];
     for body in good {
         let src = format!("{HEAD}{body}");
@@ -341,19 +348,22 @@ fn every_preset_validates() {
 }
 
 /// The ```yaml blocks of a markdown file.
+/// The ```yaml blocks of `md`, without the indentation of their fence (a block in a
+/// list item is indented with it).
 fn yaml_blocks(md: &str) -> Vec<String> {
     let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
+    let mut current: Option<(String, usize)> = None;
     for line in md.lines() {
+        let indent = line.len() - line.trim_start().len();
         match &mut current {
-            None if line.trim_start() == "```yaml" => current = Some(String::new()),
+            None if line.trim_start() == "```yaml" => current = Some((String::new(), indent)),
             None => {}
-            Some(block) if line.trim_start() == "```" => {
+            Some((block, _)) if line.trim_start() == "```" => {
                 blocks.push(std::mem::take(block));
                 current = None;
             }
-            Some(block) => {
-                block.push_str(line);
+            Some((block, fence)) => {
+                block.push_str(line.get((*fence).min(indent)..).unwrap_or_default());
                 block.push('\n');
             }
         }
