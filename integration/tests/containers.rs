@@ -70,8 +70,11 @@ impl Podman {
             .lines()
             .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.trim().to_owned()))
             .ok_or("this test has no v1 memory cgroup to put the containers beneath")?;
+        // Tests of this file run at once: each podman gets its own cgroup parent.
+        static INSTANCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parent = format!(
-            "{}/agentd-podman-it-{}",
+            "{}/agentd-podman-it-{}-{n}",
             memory.trim_end_matches('/'),
             std::process::id()
         );
@@ -126,32 +129,7 @@ impl Podman {
 
     /// A rootfs of /bin/busybox and its applets, imported as a local image.
     fn import_busybox(&self) -> Result<(), String> {
-        let root = self.dir.path().join("rootfs");
-        let bin = root.join("bin");
-        std::fs::create_dir_all(&bin).map_err(|e| format!("mkdir: {e}"))?;
-        std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| format!("copy: {e}"))?;
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .map_err(|e| format!("busybox --list: {e}"))?;
-        for applet in stdout(&list)
-            .lines()
-            .filter(|a| !a.is_empty() && *a != "busybox")
-        {
-            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-        }
-        let tar = self.dir.path().join("rootfs.tar");
-        let o = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .map_err(|e| format!("tar: {e}"))?;
-        if !o.status.success() {
-            return Err(format!("tar: {}", stderr(&o)));
-        }
+        let tar = busybox_rootfs_tar(self.dir.path())?;
         self.ok(&["import", &tar.display().to_string(), &self.image])
             .map(|_| ())
     }
@@ -242,6 +220,37 @@ impl Drop for Podman {
         }
         // The image's vfs layers are plain directories in the tempdir, removed with it.
     }
+}
+
+/// A tarball of a rootfs holding /bin/busybox and links for its applets, in `dir`.
+fn busybox_rootfs_tar(dir: &Path) -> Result<std::path::PathBuf, String> {
+    let root = dir.join("rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("mkdir: {e}"))?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| format!("copy: {e}"))?;
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("busybox --list: {e}"))?;
+    for applet in stdout(&list)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let tar = dir.join("rootfs.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .map_err(|e| format!("tar: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("tar: {}", stderr(&o)));
+    }
+    Ok(tar)
 }
 
 /// Says loudly why the test cannot run here (a failure where CI pins podman).
@@ -442,4 +451,113 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
     wait_for("the container's end", Duration::from_secs(15), || {
         !pm.running(&b)
     });
+}
+
+/// Docker is the same code path as podman, resolved through `docker inspect`. It needs a
+/// Docker engine, which this machine kind does not run (only the client is installed):
+/// without one the test skips loudly with the engine's answer, and
+/// `AGENTD_EXPECT_DOCKER=1` makes that a failure.
+#[test]
+fn an_attached_docker_container_is_confined() {
+    require_root();
+    let docker = |args: &[&str]| -> Result<String, String> {
+        let o = Command::new("docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+        if o.status.success() {
+            Ok(stdout(&o).trim().to_owned())
+        } else {
+            Err(format!(
+                "docker {} failed ({:?}): {}",
+                args.join(" "),
+                o.status,
+                stderr(&o).trim()
+            ))
+        }
+    };
+    if let Err(why) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        assert!(
+            expect("AGENTD_EXPECT_DOCKER").as_deref() != Some("1"),
+            "AGENTD_EXPECT_DOCKER=1 but no Docker engine answers: {why}"
+        );
+        eprintln!("SKIP: docker containers: no Docker engine answers: {why}");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("agentd-docker-it-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let tar = busybox_rootfs_tar(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let image = format!("agentd-busybox-it-{}", std::process::id());
+    let name = format!("agentd-it-{}-docker", std::process::id());
+    docker(&["import", &tar.display().to_string(), &image]).unwrap_or_else(|e| panic!("{e}"));
+    /// Removes the container and the image however the test ends.
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+            let _ = Command::new("docker").args(["rmi", "-f", &self.1]).output();
+        }
+    }
+    let _cleanup = Cleanup(name.clone(), image.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        &image,
+        "/bin/sh",
+        "-c",
+        "while true; do sleep 1; done",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let open = acceptor();
+    let closed = acceptor();
+    let connect = |port: u16| {
+        let script = format!("nc 127.0.0.1 {port} </dev/null 2>&1; echo rc=$?");
+        docker(&["exec", &name, "/bin/sh", "-c", &script]).unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(connect(closed), "rc=0", "before attach");
+    let d = TestDaemon::start(&format!("aitg-dock-{}", std::process::id()));
+    let policy = d.policy(
+        "docker.yaml",
+        &format!(
+            "version: 1\nname: docker-it\nnet:\n  allow: [\"127.0.0.1:{open}/tcp\"]\n\
+             attach:\n  best_effort: [fs, syscalls, caps]\n"
+        ),
+    );
+    let o = d
+        .client()
+        .args([
+            "attach",
+            "--container",
+            &name,
+            "--runtime",
+            "docker",
+            "--policy",
+        ])
+        .arg(&policy)
+        .output()
+        .unwrap_or_else(|e| panic!("agentd attach: {e}"));
+    assert_status(&o, 0);
+    let run = stdout(&o).trim().to_owned();
+    assert_eq!(connect(closed), EPERM);
+    assert_eq!(connect(open), "rc=0");
+    assert_eq!(d.ps_row(&run)["attached"], format!("container:{name}"));
+    let recs = d.audit();
+    let denied: Vec<&Value> = records(&recs, &run, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == "connect")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["port"], closed);
+    d.detach(&run);
+    wait_for("the run's end", Duration::from_secs(10), || {
+        !records(&d.audit(), &run, "run_end").is_empty()
+    });
+    assert_eq!(connect(closed), "rc=0", "after detach");
 }

@@ -60,6 +60,10 @@ pub struct RunAudit {
     pub launch_cwd: PathBuf,
     /// Denials recorded so far (`agentd ps`), repeats included.
     pub denials: u64,
+    /// The run is an attached workload, whose processes may live in mount namespaces of
+    /// their own (a container's). A launched run's cannot: the seccomp baseline refuses
+    /// new namespaces, so its exec'd files are named as agentd sees them.
+    pub attached: bool,
     /// Path-less syscall denials already written once, by process and record: how often
     /// each happened since (see [`RunAudit::syscall_denied`]).
     repeats: HashMap<(u32, SyscallDenied), Repeat>,
@@ -84,6 +88,7 @@ impl RunAudit {
             failed: false,
             launch_cwd,
             denials: 0,
+            attached: false,
             repeats: HashMap::new(),
         }
     }
@@ -343,7 +348,7 @@ impl RunAudit {
                     ppid,
                     uid,
                     comm,
-                    path: resolve_exec_path(tgid, &filename),
+                    path: resolve_exec_path(tgid, &filename, self.attached),
                     filename,
                 };
                 self.record(name::BPF, Some(Decision::Allow), exec.into());
@@ -402,10 +407,15 @@ pub fn signal_name(sig: i32) -> String {
 /// execve; an absolute one is canonicalized, unless the process is in another mount
 /// namespace (a container's `/bin/sh` is not the daemon's). That one, and a relative
 /// one, are read back from /proc (as the process's own namespace names the file), or
-/// left as given once the process is gone.
-fn resolve_exec_path(tgid: u32, filename: &str) -> String {
+/// left as given once the process is gone. A process already gone is taken to share
+/// agentd's namespace unless the run is `attached` (see [`RunAudit::attached`]): a
+/// short-lived `python3` of a launched run is still named `/usr/bin/python3.11`.
+fn resolve_exec_path(tgid: u32, filename: &str, attached: bool) -> String {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let own_ns = ns(&tgid.to_string()).is_some_and(|n| Some(n) == ns("self"));
+    let own_ns = match ns(&tgid.to_string()) {
+        Some(theirs) => Some(theirs) == ns("self"),
+        None => !attached,
+    };
     if filename.starts_with('/') && own_ns {
         if let Ok(p) = std::fs::canonicalize(filename) {
             return p.display().to_string();

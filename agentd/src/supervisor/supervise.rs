@@ -332,6 +332,7 @@ pub(super) async fn adopt(
             return setup_failed(&spec.id, &e);
         }
     };
+    audit.attached = res.cgroups.as_ref().is_some_and(|c| c.is_foreign());
     let waiter = match res.cgroups.as_ref().filter(|c| c.is_foreign()) {
         Some(c) => Waiter::Attached {
             pid: Pid::from_raw(adoption.pid as i32),
@@ -358,6 +359,7 @@ pub(super) async fn attach(
         Ok(a) => a,
         Err(outcome) => return outcome,
     };
+    audit.attached = true;
     record_start(&host, &spec, &mut audit);
     let pid = cgroups.pids().first().copied().unwrap_or(0);
     let path = cgroups.identity().path.clone();
