@@ -45,14 +45,31 @@ fn policy_check_reports_a_bad_file_with_line_and_column() {
 /// never runs.
 #[test]
 fn a_path_under_proc_self_is_refused_by_check_and_run() {
+    // A link of the test's own into /proc/self (as /dev/fd is on most hosts; the VM's
+    // minimal /dev has none).
+    let links = tempfile::Builder::new()
+        .prefix("agentd-it-links-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let link = links.path().join("fd");
+    std::os::unix::fs::symlink("/proc/self/fd", &link).unwrap_or_else(|e| panic!("symlink: {e}"));
+    let link = link.display().to_string();
     for (read, col, shown) in [
-        ("[/usr, /proc/self/fd]", 16, "`/proc/self/fd`"),
         (
-            "[/proc/thread-self/status]",
-            10,
-            "`/proc/thread-self/status`",
+            "[/usr, /proc/self/fd]".to_owned(),
+            16,
+            "`/proc/self/fd`".to_owned(),
         ),
-        ("[/dev/fd]", 10, "`/dev/fd` (a link into /proc/self)"),
+        (
+            "[/proc/thread-self/status]".to_owned(),
+            10,
+            "`/proc/thread-self/status`".to_owned(),
+        ),
+        (
+            format!("[\"{link}\"]"),
+            10,
+            format!("`{link}` (a link into /proc/self)"),
+        ),
     ] {
         let sb = Sandbox::new();
         sb.write_policy(&format!("version: 1\nname: bad\nfs:\n  read: {read}\n"));
