@@ -185,9 +185,9 @@ fn on_exit(ctx: &BtfTracePointContext) {
     let task: *const u8 = ctx.arg(EXIT_ARG_TASK);
     // A thread a seccomp filter killed: the filter set `seccomp.mode` to DEAD before the
     // fatal SIGSYS; any thread of the process may be the one (not only the last).
-    // SAFETY: task is the tracepoint's `struct task_struct *p`; the offset is from BTF
-    // (0: the kernel has no seccomp), and read_at is fault tolerant.
     let seccomp_killed = offs.task_seccomp_mode != 0
+        // SAFETY: task is the tracepoint's `struct task_struct *p`; the offset is from BTF
+        // (0: the kernel has no seccomp), and read_at is fault tolerant.
         && unsafe { read_at::<i32>(task, offs.task_seccomp_mode) } == Ok(SECCOMP_MODE_DEAD);
     let process_exit = if offs.exit_has_group_dead != 0 {
         // One record per process: when its last thread exits. (The verifier prunes this

@@ -28,6 +28,25 @@ struct Podman {
     containers: Vec<String>,
 }
 
+/// Runs `cmd` (`tool args…`, stdin closed): its trimmed stdout, or an error naming the
+/// command, its status and its stderr.
+fn ok(cmd: &mut Command, tool: &str, args: &[&str]) -> Result<String, String> {
+    let o = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{tool} {}: {e}", args.join(" ")))?;
+    if o.status.success() {
+        Ok(stdout(&o).trim().to_owned())
+    } else {
+        Err(format!(
+            "{tool} {} failed ({:?}): {}",
+            args.join(" "),
+            o.status,
+            stderr(&o).trim()
+        ))
+    }
+}
+
 impl Podman {
     /// A podman set up for this test, or why it cannot be.
     fn new() -> Result<Self, String> {
@@ -114,17 +133,7 @@ impl Podman {
     }
 
     fn ok(&self, args: &[&str]) -> Result<String, String> {
-        let o = self.podman(args)?;
-        if o.status.success() {
-            Ok(stdout(&o).trim().to_owned())
-        } else {
-            Err(format!(
-                "podman {} failed ({:?}): {}",
-                args.join(" "),
-                o.status,
-                stderr(&o).trim()
-            ))
-        }
+        ok(self.command().args(args), "podman", args)
     }
 
     /// A rootfs of /bin/busybox and its applets, imported as a local image.
@@ -460,23 +469,7 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
 #[test]
 fn an_attached_docker_container_is_confined() {
     require_root();
-    let docker = |args: &[&str]| -> Result<String, String> {
-        let o = Command::new("docker")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-        if o.status.success() {
-            Ok(stdout(&o).trim().to_owned())
-        } else {
-            Err(format!(
-                "docker {} failed ({:?}): {}",
-                args.join(" "),
-                o.status,
-                stderr(&o).trim()
-            ))
-        }
-    };
+    let docker = |args: &[&str]| ok(Command::new("docker").args(args), "docker", args);
     if let Err(why) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
         assert!(
             expect("AGENTD_EXPECT_DOCKER").as_deref() != Some("1"),

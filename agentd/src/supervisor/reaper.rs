@@ -131,15 +131,27 @@ fn run_leaf_in(proc_cgroup: &str) -> Option<String> {
     })
 }
 
-/// Reaps `pid` if it is a zombie now; true when it was reaped (or is already gone).
-fn reap_if_dead(pid: i32) -> bool {
-    matches!(
-        waitpid(
-            Pid::from_raw(pid),
-            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)
-        ),
-        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD)
-    )
+/// What [`reap_if_dead`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reap {
+    /// It was a zombie, and this call reaped it.
+    Reaped,
+    /// It was no longer this process's child (someone else reaped it).
+    Gone,
+    /// It is still running (or exiting).
+    Alive,
+}
+
+/// Reaps `pid` if it is a zombie now.
+fn reap_if_dead(pid: i32) -> Reap {
+    match waitpid(
+        Pid::from_raw(pid),
+        Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+    ) {
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Reap::Reaped,
+        Err(Errno::ECHILD) => Reap::Gone,
+        _ => Reap::Alive,
+    }
 }
 
 /// Reaps the zombies among this process's children that belong to a run, leaders
@@ -152,7 +164,7 @@ pub fn sweep_run_zombies() -> usize {
         .filter(|pid| !leaders.contains(pid))
         .filter(|pid| stat_of(*pid).is_some_and(|(state, _)| state == 'Z'))
         .filter(|pid| run_leaf_of(*pid).is_some())
-        .filter(|pid| reap_if_dead(*pid))
+        .filter(|pid| reap_if_dead(*pid) == Reap::Reaped)
         .count()
 }
 
@@ -172,10 +184,10 @@ pub fn reap_run(leaf: &str, within: Duration) -> (usize, bool) {
                 if leaders.contains(&pid) || run_leaf_of(pid).as_deref() != Some(leaf) {
                     continue;
                 }
-                if reap_if_dead(pid) {
-                    reaped += 1;
-                } else {
-                    left = true;
+                match reap_if_dead(pid) {
+                    Reap::Reaped => reaped += 1,
+                    Reap::Gone => {}
+                    Reap::Alive => left = true,
                 }
             }
         }
