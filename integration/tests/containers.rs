@@ -462,6 +462,91 @@ fn an_attached_podman_container_is_confined_audited_and_ends_with_its_container(
     });
 }
 
+/// The net egress byte budget holds inside a container: `podman exec` streams zeros to a
+/// loopback listener, the container's egress past the limit is dropped in the kernel,
+/// and the budget's kill step ends the run and the container.
+#[test]
+fn a_net_egress_budget_kills_an_attached_container_at_its_limit() {
+    require_root();
+    let mut pm = match Podman::new() {
+        Ok(pm) => pm,
+        Err(why) => return skip(&why),
+    };
+    let c = match pm.run("net") {
+        Ok(c) => c,
+        Err(why) => return skip(&why),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let Ok((mut conn, _)) = listener.accept() else {
+            return 0usize;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let d = TestDaemon::start(&format!("aitg-net-{}", std::process::id()));
+    let policy = d.policy(
+        "container-net.yaml",
+        &format!(
+            "version: 1\nname: container-net\nexec:\n  allow: [\"{root}/bin/busybox\"]\n\
+             net:\n  allow: [\"127.0.0.1:{port}/tcp\"]\n\
+             attach:\n  best_effort: [fs, syscalls, caps]\n\
+             budgets:\n  net_egress_bytes: 1MiB\n",
+            root = pm.rootfs(&c),
+        ),
+    );
+    let o = attach(
+        &d,
+        &pm,
+        &["--container", &c, "--policy", &policy.display().to_string()],
+    );
+    assert_status(&o, 0);
+    let run = stdout(&o).trim().to_owned();
+    // 16 MiB: more than the socket buffers can hold, so nc blocks unless it is killed.
+    let script = format!("head -c 16777216 /dev/zero | nc 127.0.0.1 {port}; echo rc=$?");
+    let mut exec = pm.command();
+    exec.args(["exec", &c, "/bin/sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = exec.spawn().unwrap_or_else(|e| panic!("podman exec: {e}"));
+    wait_for("the run's end", Duration::from_secs(30), || {
+        !records(&d.audit(), &run, "run_end").is_empty()
+    });
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("podman exec: {e}"));
+    assert!(!stdout(&out).contains("rc=0"), "{}", stdout(&out));
+    let received = reader.join().unwrap_or_else(|_| panic!("reader panicked"));
+    assert!(
+        received > 0 && received <= (1 << 20) + (64 << 10),
+        "received {received}; {:#?}",
+        records(&d.audit(), &run, "budget")
+    );
+    let recs = d.audit();
+    let kill: Vec<&Value> = records(&recs, &run, "budget")
+        .into_iter()
+        .filter(|r| r["budget"] == "net_egress_bytes" && r["action"] == "kill")
+        .collect();
+    assert_eq!(kill.len(), 1, "{recs:#?}");
+    assert_eq!(kill[0]["limit"], 1 << 20);
+    let end = records(&recs, &run, "run_end");
+    assert_eq!(end[0]["killed_by"], "net_egress_bytes", "{end:#?}");
+    wait_for("the container's end", Duration::from_secs(15), || {
+        !pm.running(&c)
+    });
+}
+
 /// Docker is the same code path as podman, resolved through `docker inspect`. It needs a
 /// Docker engine, which this machine kind does not run (only the client is installed):
 /// without one the test skips loudly with the engine's answer, and
