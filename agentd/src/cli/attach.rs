@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::client::{socket_path, Connection};
+use super::client::{refused, socket_path, Connection};
 use crate::attach::container::{self, Runtime};
 use crate::daemon::protocol::{AttachRequest, Op, PolicySource, Response};
 use crate::supervisor::EXIT_SETUP_FAILED;
@@ -103,13 +103,7 @@ pub fn attach(args: AttachArgs) -> ExitCode {
                 code,
                 message,
                 layer,
-            })) => {
-                match layer {
-                    Some(l) => eprintln!("agentd: attach: {l}: {message}"),
-                    None => eprintln!("agentd: attach: {message}"),
-                }
-                return ExitCode::from(code);
-            }
+            })) => return refused("agentd: attach", layer.as_deref(), &message, code),
             Ok(Some(Response::Exited { error, .. })) => {
                 return fail(error.unwrap_or_else(|| "the run ended at once".into()))
             }

@@ -163,6 +163,15 @@ impl Connection {
     }
 }
 
+/// Prints the daemon's refusal (`PREFIX: LAYER: MESSAGE`) and returns its exit code.
+pub(super) fn refused(prefix: &str, layer: Option<&str>, message: &str, code: u8) -> ExitCode {
+    match layer {
+        Some(l) => eprintln!("{prefix}: {l}: {message}"),
+        None => eprintln!("{prefix}: {message}"),
+    }
+    ExitCode::from(code)
+}
+
 /// `agentd run` through the daemon: sends `request`, follows the run, exits as it did.
 pub fn run(path: &Path, request: protocol::RunRequest) -> ExitCode {
     let detach = request.detach;
@@ -207,13 +216,7 @@ pub fn run(path: &Path, request: protocol::RunRequest) -> ExitCode {
                 code,
                 message,
                 layer,
-            })) => {
-                match layer {
-                    Some(l) => eprintln!("agentd: {l}: {message}"),
-                    None => eprintln!("agentd: {message}"),
-                }
-                return ExitCode::from(code);
-            }
+            })) => return refused("agentd", layer.as_deref(), &message, code),
             Ok(Some(other)) => tracing::debug!("ignored response: {other:?}"),
             Ok(None) | Err(_) => {
                 // The daemon went away (a restart): follow the same run through the next one.

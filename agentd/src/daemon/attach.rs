@@ -111,27 +111,15 @@ pub async fn attach(
     );
     start_fields.insert("attached".into(), json!(target.described));
     let state = RunState {
-        version: state::STATE_VERSION,
-        id: id.clone(),
-        user: user.clone(),
-        client_pid: peer.pid,
-        pid: None,
-        cgroups: Vec::new(),
-        bpf: crate::layers::bpf::RunBpfState::default(),
-        object_id: daemon.object_id.clone(),
         policy_origin: req.policy.origin.clone(),
         policy_text: req.policy.text.clone(),
         policy_hash: policy.hash.clone(),
         workspace: workspace.clone(),
         home: opts.home.clone(),
         cwd: PathBuf::from("/"),
-        argv: Vec::new(),
-        dns_upstream: Vec::new(),
         detach: true,
-        started_unix_ms: state::now_unix_ms(),
-        budgets: Default::default(),
-        denials: 0,
         attached: Some(target.described.clone()),
+        ..RunState::unstarted(&id, user.clone(), peer.pid, &daemon.object_id)
     };
     let record = Attach {
         target: target.described.clone(),

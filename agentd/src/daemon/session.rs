@@ -339,14 +339,6 @@ fn build_spec(
     );
     start_fields.insert("detached".into(), json!(req.detach));
     let state = RunState {
-        version: state::STATE_VERSION,
-        id: id.clone(),
-        user: user.clone(),
-        client_pid: peer.pid,
-        pid: None,
-        cgroups: Vec::new(),
-        bpf: crate::layers::bpf::RunBpfState::default(),
-        object_id: daemon.object_id.clone(),
         policy_origin: origin,
         policy_text: text,
         policy_hash: policy.hash.clone(),
@@ -356,10 +348,7 @@ fn build_spec(
         argv: req.argv.clone(),
         dns_upstream: req.dns_upstream.clone(),
         detach: req.detach,
-        started_unix_ms: state::now_unix_ms(),
-        budgets: Default::default(),
-        denials: 0,
-        attached: None,
+        ..RunState::unstarted(&id, user.clone(), peer.pid, &daemon.object_id)
     };
     let spec = RunSpec {
         id,

@@ -56,6 +56,36 @@ pub struct RunState {
     pub attached: Option<String>,
 }
 
+impl RunState {
+    /// The state of run `id` before anything of it exists: no pid, cgroups, slot or
+    /// budget progress yet, started now. Callers fill in what the request says.
+    pub fn unstarted(id: &str, user: UserSpec, client_pid: i32, object_id: &str) -> Self {
+        Self {
+            version: STATE_VERSION,
+            id: id.to_owned(),
+            user,
+            client_pid,
+            pid: None,
+            cgroups: Vec::new(),
+            bpf: RunBpfState::default(),
+            object_id: object_id.to_owned(),
+            policy_origin: String::new(),
+            policy_text: String::new(),
+            policy_hash: String::new(),
+            workspace: PathBuf::new(),
+            home: PathBuf::new(),
+            cwd: PathBuf::new(),
+            argv: Vec::new(),
+            dns_upstream: Vec::new(),
+            detach: false,
+            started_unix_ms: now_unix_ms(),
+            budgets: Progress::default(),
+            denials: 0,
+            attached: None,
+        }
+    }
+}
+
 /// The daemon itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonState {
