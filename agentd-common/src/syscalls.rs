@@ -39,5 +39,15 @@ pub const HOOK_EXEC_MAPS: u32 = 1 << 3;
 pub const HOOK_SYSCALL_COUNT: u32 = 1 << 4;
 /// `fs_write_bytes` budget counter.
 pub const HOOK_FS_WRITE_BYTES: u32 = 1 << 5;
+/// Audit and learn modes' file observer: a successful file syscall of a run marked
+/// [`RUN_OBSERVE_FILES`] is reported (a `DenialEvent` with errno 0), so that agentd can
+/// record what the policy's fs rules would have denied.
+pub const HOOK_FS_OBSERVE: u32 = 1 << 6;
 /// Every bit above.
-pub const HOOK_ALL: u32 = (1 << 6) - 1;
+pub const HOOK_ALL: u32 = (1 << 7) - 1;
+
+/// In a `RUN_CGROUPS` value, above the run slot: the run's successful file syscalls are
+/// reported ([`HOOK_FS_OBSERVE`]). Slots stay below `MAX_WATCHED_CGROUPS`.
+pub const RUN_OBSERVE_FILES: u32 = 1 << 31;
+/// The run slot of a `RUN_CGROUPS` value.
+pub const RUN_SLOT_MASK: u32 = RUN_OBSERVE_FILES - 1;

@@ -39,7 +39,7 @@ use aya_ebpf::helpers::{
 };
 
 use crate::{
-    maps::{count_drop, submit, watched_cgroup, EVENTS},
+    maps::{count_drop, observed_cgroup, submit, watched_cgroup, EVENTS},
     syscalls::reg,
 };
 
@@ -257,6 +257,31 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;
     };
+    emit(&pending, errno, cgroup_id, run_slot);
+}
+
+/// A file syscall of the host succeeded (`ret` >= 0): reports it, with errno 0, if the
+/// current task's run is observed (`RUN_OBSERVE_FILES`: audit and learn modes, where
+/// nothing refuses the accesses agentd must record). execve/execveat are left out: the
+/// exec tracker records them, and a successful exec has replaced the memory the path
+/// was in.
+#[inline(always)]
+pub(crate) fn on_observed(regs: *const u8, id: u32) {
+    if id == nr::EXECVE || id == nr::EXECVEAT {
+        return;
+    }
+    let Some(pending) = failed_path_syscall(regs, id) else {
+        return;
+    };
+    let Some((cgroup_id, run_slot)) = observed_cgroup() else {
+        return;
+    };
+    emit(&pending, 0, cgroup_id, run_slot);
+}
+
+/// Writes one `DenialEvent` for `pending` (with its path copied from user memory).
+#[inline(always)]
+fn emit(pending: &PendingSyscall, errno: i32, cgroup_id: u64, run_slot: u32) {
     let Some(mut entry) = EVENTS.reserve::<DenialEvent>(0) else {
         count_drop();
         return;

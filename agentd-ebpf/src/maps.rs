@@ -1,13 +1,16 @@
 //! Maps shared by the program families. Names match `agentd_common::names`.
 
-use agentd_common::{EVENTS_RING_BYTES, EVENTS_WAKE_BYTES, MAX_WATCHED_CGROUPS};
+use agentd_common::{
+    syscalls::{RUN_OBSERVE_FILES, RUN_SLOT_MASK},
+    EVENTS_RING_BYTES, EVENTS_WAKE_BYTES, MAX_WATCHED_CGROUPS,
+};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{ring_buf::RingBufEntry, HashMap, PerCpuArray, RingBuf},
 };
 
-/// v2 cgroup id → run slot. Written by the loader (`watch_cgroup` / `unwatch_cgroup`).
+/// v2 cgroup id → run slot (with `RUN_OBSERVE_FILES` above it). Written by the loader (`watch_cgroup` / `unwatch_cgroup`).
 #[map]
 pub static RUN_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
 
@@ -29,8 +32,18 @@ pub fn watched_cgroup() -> Option<(u64, u32)> {
     // Userspace may delete the entry concurrently, but hash-map values stay valid for
     // the RCU read section the program runs in.
     // SAFETY: the value is a plain u32, copied out immediately.
-    let run_slot = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
-    Some((cgroup_id, run_slot))
+    let value = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
+    Some((cgroup_id, value & RUN_SLOT_MASK))
+}
+
+/// [`watched_cgroup`] for a run whose file syscalls are observed (`RUN_OBSERVE_FILES`).
+#[inline(always)]
+pub fn observed_cgroup() -> Option<(u64, u32)> {
+    // SAFETY: as in watched_cgroup.
+    let cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    // SAFETY: as in watched_cgroup.
+    let value = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
+    (value & RUN_OBSERVE_FILES != 0).then_some((cgroup_id, value & RUN_SLOT_MASK))
 }
 
 /// Commits a reserved `EVENTS` record, waking the reader only if this record made the

@@ -12,8 +12,8 @@ use agentd_common::{
     denials::{PT_REGS_DI, PT_REGS_DX, PT_REGS_SI},
     fsrules::{NR_CREAT, NR_MMAP, NR_MPROTECT, NR_OPEN, NR_OPENAT, NR_OPENAT2, NR_PKEY_MPROTECT},
     syscalls::{
-        HOOK_DENIALS, HOOK_EXEC_MAPS, HOOK_FS_OPEN, HOOK_FS_WRITE_BYTES, HOOK_SYSCALL_COUNT,
-        HOOK_UNIX_CONNECT,
+        HOOK_DENIALS, HOOK_EXEC_MAPS, HOOK_FS_OBSERVE, HOOK_FS_OPEN, HOOK_FS_WRITE_BYTES,
+        HOOK_SYSCALL_COUNT, HOOK_UNIX_CONNECT,
     },
     unix::NR_CONNECT,
 };
@@ -60,6 +60,9 @@ pub fn sys_exit_dispatch(ctx: BtfTracePointContext) -> i32 {
             denials::on_failed(regs, nr as u32, ret);
         }
         return 0;
+    }
+    if hooks & HOOK_FS_OBSERVE != 0 {
+        denials::on_observed(regs, nr as u32);
     }
     match nr {
         NR_OPEN | NR_OPENAT | NR_OPENAT2 | NR_CREAT => {

@@ -76,6 +76,7 @@ fn still_allowed(ctx: &SkBuffContext, cgroup_id: u64) -> bool {
     let Some(slot) = (unsafe { RUN_CGROUPS.get(cgroup_id) }).copied() else {
         return false;
     };
+    let slot = slot & agentd_common::syscalls::RUN_SLOT_MASK;
     let Some(dst) = destination(ctx) else {
         return false;
     };

@@ -248,7 +248,7 @@ impl Builder {
         let how = if enforce {
             "landlock: denied with EACCES"
         } else {
-            "not enforced (mode: audit)"
+            "not enforced (mode: audit): a file access outside them is recorded as would_deny"
         };
         for r in &policy.fs.read {
             self.cover_path("fs.read", r, how);

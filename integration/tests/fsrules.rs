@@ -221,6 +221,41 @@ fn audit_mode_records_would_deny_and_stops_nothing() {
     assert_eq!(denied[0]["path"], typed.as_str(), "{}", denied[0]);
 }
 
+/// In audit mode landlock refuses nothing; the file observer records each access the
+/// fs rules would deny, and none they allow.
+#[test]
+fn audit_mode_records_each_file_access_the_fs_rules_would_deny() {
+    let f = Fixture::new("audit");
+    let o = f.sb.run_prog(&["open", "/etc/hostname"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "open /etc/hostname: OK\n");
+    let notes = s(&f.ws().join("notes.txt"));
+    let o = f.sb.run_prog(&["open", &notes]);
+    assert_status(&o, 0);
+    let recs = f.sb.audit();
+    let landlock: Vec<&serde_json::Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["layer"] == "landlock")
+        .collect();
+    let hostname: Vec<&&serde_json::Value> = landlock
+        .iter()
+        .filter(|r| r["path"] == "/etc/hostname")
+        .collect();
+    assert_eq!(hostname.len(), 1, "{landlock:#?}");
+    let r = hostname[0];
+    assert_eq!(r["decision"], "would_deny", "{r}");
+    assert_eq!(r["would_errno"], "EACCES", "{r}");
+    assert!(r.get("errno").is_none(), "the open succeeded: {r}");
+    assert_eq!(r["op"], "open", "{r}");
+    assert_eq!(r["access"], "read", "{r}");
+    assert_eq!(r["syscall"], "openat", "{r}");
+    assert_eq!(r["rule"], "not in fs.read or fs.write", "{r}");
+    assert!(
+        landlock.iter().all(|r| r["path"] != notes.as_str()),
+        "the workspace is allowed: {landlock:#?}"
+    );
+}
+
 #[test]
 fn policy_explain_says_how_each_inode_rule_is_enforced() {
     let f = Fixture::new("enforce");

@@ -1,10 +1,10 @@
 //! Learn mode and `agentd policy suggest`: a workload runs under `--learn`, the
 //! suggestion is checked, replayed and enforced.
 //!
-//! Today a learn run records every exec, executable mapping, connect, bind, unix socket,
-//! name and budget peak, but not plain file reads and writes (audit mode records no
-//! landlock would-denials yet): the workload's files come from the base policy given to
-//! `--learn --policy BASE`, and the suggestion adds the rest to it (`--base`).
+//! A learn run records every exec, executable mapping, connect, bind, unix socket, name,
+//! budget peak and file access its policy would deny. The workload runs twice: with a
+//! base policy (`--learn --policy BASE`, the suggestion adds the rest to it with
+//! `--base`), and with none (the suggestion alone is the policy).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ fn last_run(records: &[Value]) -> String {
         .to_owned()
 }
 
-/// The files the workload needs, which a learn run does not record yet.
+/// A base with the workload's system files, to which the suggestion adds the rest.
 fn base(sb: &Sandbox) -> PathBuf {
     sb.write_policy(
         "version: 1\nname: learn-base\nfs:\n  read: [/usr, /lib, {path: /lib64, optional: true}, /etc/ld.so.cache, /etc/passwd, /etc/group, {path: /etc/localtime, optional: true}, /etc/hosts, {path: /etc/gitconfig, optional: true}, {path: /etc/locale.alias, optional: true}, {path: /etc/ssl/openssl.cnf, optional: true}, /proc, /dev]\n  write: [\"{workspace}\", /tmp]\nexec:\n  allow: []\nnet:\n  allow: []\n",
@@ -109,6 +109,24 @@ fn http_server() -> u16 {
         }
     });
     port
+}
+
+/// Enforced under the suggestion `policy`, `script` runs with zero denials, and a read
+/// of /etc/shadow, which it never made, is still denied.
+fn enforced_cleanly(sb: &Sandbox, log: &Path, policy: &Path, script: &str) {
+    let o = run(sb, log, Some(policy), false, &["/bin/sh", "-c", script]);
+    let records = read_audit(log);
+    let enforce_run = last_run(&records);
+    assert_eq!(denials(&records, &enforce_run), Vec::<&Value>::new());
+    assert_status(&o, 0);
+    let o = run(
+        sb,
+        log,
+        Some(policy),
+        false,
+        &["/bin/sh", "-c", "cat /etc/shadow"],
+    );
+    assert_ne!(o.status.code(), Some(0));
 }
 
 #[test]
@@ -216,22 +234,7 @@ fn learn_suggest_then_enforce_with_zero_denials() {
         "{out_base}"
     );
 
-    // Enforced, the same workload runs with zero denials.
-    let o = run(&sb, &log, Some(&out), false, &["/bin/sh", "-c", &script]);
-    let records = read_audit(&log);
-    let enforce_run = last_run(&records);
-    assert_eq!(denials(&records, &enforce_run), Vec::<&Value>::new());
-    assert_status(&o, 0);
-
-    // What the workload never did is still denied.
-    let o = run(
-        &sb,
-        &log,
-        Some(&out),
-        false,
-        &["/bin/sh", "-c", "cat /etc/shadow"],
-    );
-    assert_ne!(o.status.code(), Some(0));
+    enforced_cleanly(&sb, &log, &out, &script);
     let o = run(&sb, &log, Some(&out), false, &["/usr/bin/id"]);
     assert_status(&o, 126);
     let other = port.wrapping_add(1);
@@ -254,10 +257,102 @@ fn learn_suggest_then_enforce_with_zero_denials() {
     let _ = std::fs::remove_file(&tmp_file);
 }
 
+/// Without a base policy, a learn run records every file it read or wrote (the file
+/// observer: successful file syscalls judged against the learn preset, which allows
+/// none), and the suggestion alone runs the same workload in enforce mode with zero
+/// denials.
+#[test]
+fn learn_without_a_base_records_the_files_and_enforces_with_zero_denials() {
+    let sb = Sandbox::new();
+    let logs = log_dir();
+    let log = logs.path().join("audit.jsonl");
+    let port = http_server();
+    let tmp_file = format!("/tmp/agentd-learn-it-nobase-{}", std::process::id());
+    let script = workload(&sb, port, &tmp_file);
+
+    let o = run(&sb, &log, None, true, &["/bin/sh", "-c", &script]);
+    assert_status(&o, 0);
+    let records = read_audit(&log);
+    let learn_run = last_run(&records);
+    let files: Vec<&Value> = denials(&records, &learn_run)
+        .into_iter()
+        .filter(|r| r["op"] == "open" && r["layer"] == "landlock")
+        .collect();
+    let read = |p: &str| {
+        files
+            .iter()
+            .any(|r| r["path"] == p && r["access"] == "read" && r["decision"] == "would_deny")
+    };
+    assert!(
+        read("/etc/passwd") || read("/etc/ld.so.cache"),
+        "{files:#?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|r| r["path"] == tmp_file.as_str() && r["access"] == "write"),
+        "the write to {tmp_file}: {files:#?}"
+    );
+
+    let out = sb.dir.path().join("suggested-nobase.yaml");
+    suggest(
+        &sb,
+        &["--from", log.to_str().must(), "--out", out.to_str().must()],
+    );
+    let yaml = std::fs::read_to_string(&out).must();
+    eprintln!("{yaml}");
+    let _ = std::fs::remove_file(&tmp_file);
+    // The write to /tmp is granted (the temp directory).
+    enforced_cleanly(&sb, &log, &out, &script);
+    let _ = std::fs::remove_file(&tmp_file);
+}
+
+/// A learn run that reads an ssh key: the suggestion puts it under fs.secret.
+#[test]
+fn a_learn_run_reading_an_ssh_key_suggests_a_secret() {
+    let sb = Sandbox::new();
+    let logs = log_dir();
+    let log = logs.path().join("audit.jsonl");
+    let home = sb.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).must();
+    let key = home.join(".ssh/id_ed25519");
+    std::fs::write(&key, "not a key\n").must();
+    let mut c = sb.agentd();
+    c.env("HOME", &home)
+        .args(["run", "--standalone", "--learn", "--workspace"])
+        .arg(sb.workspace())
+        .arg("--audit")
+        .arg(&log)
+        .args(["--", "/bin/cat"])
+        .arg(&key);
+    let o = c.output().must();
+    assert_status(&o, 0);
+    let records = read_audit(&log);
+    let run_id = last_run(&records);
+    assert!(
+        denials(&records, &run_id)
+            .iter()
+            .any(|r| r["path"] == key.to_str().must() && r["decision"] == "would_deny"),
+        "{records:#?}"
+    );
+    let o = Command::new(agentd_bin())
+        .current_dir(sb.dir.path())
+        .env("HOME", &home)
+        .args(["policy", "suggest", "--from"])
+        .arg(&log)
+        .arg("--workspace")
+        .arg(sb.workspace())
+        .output()
+        .must();
+    assert_status(&o, 0);
+    let y = stdout(&o);
+    assert_ssh_key_is_a_secret_not_a_read(&y);
+}
+
 #[test]
 fn an_ssh_key_read_is_a_secret_not_a_read() {
     // The record a learn run writes for a file read outside its policy (layer landlock,
-    // `would_deny`), as the fs recorder will: suggest turns it into fs.secret.
+    // `would_deny`): suggest turns it into fs.secret (without a run: any HOME).
     let sb = Sandbox::new();
     let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
     let log = sb.dir.path().join("synthetic.jsonl");
@@ -271,6 +366,11 @@ fn an_ssh_key_read_is_a_secret_not_a_read() {
     std::fs::write(&log, text).must();
     let o = suggest(&sb, &["--from", log.to_str().must()]);
     let y = stdout(&o);
+    assert_ssh_key_is_a_secret_not_a_read(&y);
+}
+
+/// The suggestion lists the SSH key under fs.secret and not under fs.read.
+fn assert_ssh_key_is_a_secret_not_a_read(y: &str) {
     let secret = y.split("  secret:").nth(1).unwrap_or("");
     let read = y
         .split("  read:")

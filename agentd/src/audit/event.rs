@@ -451,7 +451,13 @@ pub struct FileDenied {
     pub op: String,
     /// Absolute (a relative argument resolved against the process's cwd or dirfd).
     pub path: String,
+    /// What the process saw; empty (left out) for a `would_deny` record of an audit or
+    /// learn run, whose call succeeded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub errno: String,
+    /// A `would_deny` record: what enforce mode would have answered (`EACCES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_errno: Option<String>,
     /// The rule that denied it (re-judged under the run's policy), or why none did.
     pub rule: String,
     pub pid: u32,

@@ -63,6 +63,8 @@ pub struct Subject {
 pub struct Judge<'a> {
     policy: &'a Policy,
     implied_exec: Vec<PathBuf>,
+    /// Judge as if the policy were in enforce mode (see [`Judge::as_enforced`]).
+    enforced: bool,
 }
 
 impl<'a> Judge<'a> {
@@ -75,6 +77,17 @@ impl<'a> Judge<'a> {
         Self {
             policy,
             implied_exec,
+            enforced: false,
+        }
+    }
+
+    /// This judge as if the policy were in enforce mode: what an audit or learn run's
+    /// policy would have denied is `Deny`, not `Allow("mode: audit …")`.
+    pub fn as_enforced(&self) -> Judge<'a> {
+        Judge {
+            policy: self.policy,
+            implied_exec: self.implied_exec.clone(),
+            enforced: true,
         }
     }
 
@@ -262,7 +275,7 @@ impl<'a> Judge<'a> {
 
     fn enforce(&self, v: Verdict) -> Verdict {
         match (self.policy.mode, v) {
-            (m, Verdict::Deny(r)) if m.records_only() => {
+            (m, Verdict::Deny(r)) if m.records_only() && !self.enforced => {
                 Verdict::Allow(format!("mode: audit ({r})"))
             }
             (_, v) => v,

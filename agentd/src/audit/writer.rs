@@ -600,6 +600,7 @@ mod tests {
             op: "open".into(),
             path: "/x".into(),
             errno: "EACCES".into(),
+            would_errno: None,
             rule: "not in fs.read".into(),
             pid: 1,
             tid: 1,

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 
-use crate::audit::event::{DeniedRepeated, Exec, Exit, SyscallDenied};
+use crate::audit::event::{DeniedRepeated, Exec, Exit, FileDenied, SyscallDenied};
 use crate::audit::judge::Judge;
 use crate::audit::{AuditEvent, AuditHandle, Decision, Entry};
 use crate::budgets::Notice;
@@ -210,6 +210,61 @@ impl RunAudit {
     /// The record of one kernel event of the run.
     pub fn record_event(&mut self, ev: Event, judge: &Judge<'_>, policy: &Policy, plan: &Plan) {
         match ev {
+            // A file syscall that succeeded in an audit or learn run (the file observer):
+            // a record only if the policy's fs rules would have denied it.
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno: 0,
+                dirfd,
+                open_flags,
+                path,
+                ..
+            } => {
+                let (layer, denied) = crate::audit::denial::denial_record(
+                    &judge.as_enforced(),
+                    true,
+                    &self.launch_cwd,
+                    tgid,
+                    pid,
+                    nr,
+                    "",
+                    dirfd,
+                    open_flags,
+                    &path,
+                );
+                // Landlock judges the file the kernel reached: a path through a
+                // symlinked directory (`/lib` → `usr/lib`) is judged by where it leads.
+                let reached = canonical(Path::new(&denied.path));
+                let allowed_there = reached.as_ref().is_some_and(|real| {
+                    let mut subject =
+                        serde_json::json!({"event": "denied", "op": denied.op, "path": real});
+                    if let Some(a) = &denied.access {
+                        subject["access"] = serde_json::json!(a);
+                    }
+                    judge
+                        .as_enforced()
+                        .judge(&subject)
+                        .is_some_and(|(_, v)| !v.is_deny())
+                });
+                if layer == name::LANDLOCK && !allowed_there {
+                    // Name the file itself (the rule a policy needs), the path as the
+                    // process passed it beside it.
+                    let mut denied = FileDenied {
+                        would_errno: Some("EACCES".into()),
+                        ..denied
+                    };
+                    if let Some(real) = reached.map(|r| r.display().to_string()) {
+                        if real != denied.path {
+                            let typed = std::mem::replace(&mut denied.path, real);
+                            denied.path_arg.get_or_insert(typed);
+                            denied.symlink_target = None;
+                        }
+                    }
+                    self.record(layer, Some(Decision::WouldDeny), denied.into());
+                }
+            }
             Event::Denial {
                 pid,
                 tgid,
@@ -424,4 +479,13 @@ fn resolve_exec_path(tgid: u32, filename: &str, attached: bool) -> String {
     std::fs::read_link(format!("/proc/{tgid}/exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| filename.to_owned())
+}
+
+/// `path` with every symlink resolved; for a file that is gone (unlinked, renamed),
+/// its directory resolved and its name kept. `None` if the directory is gone too.
+fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok().or_else(|| {
+        let dir = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(dir.join(path.file_name()?))
+    })
 }

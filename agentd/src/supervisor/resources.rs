@@ -234,6 +234,7 @@ impl RunResources {
 
     /// Network, inode, exec and unix rules, and the budget counters.
     fn enforce(&mut self, spec: &RunSpec) -> Result<(), SetupError> {
+        let attached = self.is_attached();
         let (Some(run), Some(cgroups)) = (self.bpf.as_mut(), self.cgroups.as_ref()) else {
             return Err(setup_err(name::BPF, "the run has no eBPF slot"));
         };
@@ -252,6 +253,13 @@ impl RunResources {
                 .map_err(|e| setup_err(path.layer(), e))?;
         }
         super::unix::enable(&mut bpf, run, &spec.plan, &spec.policy, cgroups)?;
+        if spec.policy.mode.records_only() && !attached {
+            // Nothing refuses a file access here: its successful file syscalls are
+            // reported, and those the fs rules would deny are recorded as would_deny.
+            // (An attached workload's fs rules are never landlock's: nothing to judge.)
+            bpf.observe_files(run)
+                .map_err(|e| setup_err(name::BPF, e))?;
+        }
         let counters = bpf
             .start_budgets(
                 run,

@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use agentd_common::{
-    budget::SYSCALL_SLOTS, names, net::NET_SLOT_BITS, syscalls::HOOK_DENIALS, MAX_WATCHED_CGROUPS,
+    budget::SYSCALL_SLOTS,
+    names,
+    net::NET_SLOT_BITS,
+    syscalls::{HOOK_DENIALS, HOOK_FS_OBSERVE, RUN_OBSERVE_FILES},
+    MAX_WATCHED_CGROUPS,
 };
 use aya::maps::MapError;
 use serde::{Deserialize, Serialize};
@@ -204,6 +208,24 @@ impl BpfRuntime {
             self.acquire_global(run, &p)?;
         }
         self.enable_syscall_hooks(run, HOOK_DENIALS, "the denial tracker")
+    }
+
+    /// Reports `run`'s successful file syscalls (audit and learn modes): marks its
+    /// `RUN_CGROUPS` entry [`RUN_OBSERVE_FILES`] and turns on [`HOOK_FS_OBSERVE`]. The
+    /// mark lives in the (pinned) map entry, so a re-adopted run keeps it.
+    pub fn observe_files(&mut self, run: &mut RunBpf) -> Result<(), BpfError> {
+        let (cgroup_id, slot) = (run.cgroup_id, run.slot);
+        self.maps
+            .run_cgroups
+            .insert(cgroup_id, slot | RUN_OBSERVE_FILES, 0)
+            .map_err(|error| {
+                map_error(
+                    format!("mark cgroup {cgroup_id} (run slot {slot}) observed in"),
+                    names::MAP_RUN_CGROUPS,
+                    error,
+                )
+            })?;
+        self.enable_syscall_hooks(run, HOOK_FS_OBSERVE, "the file observer")
     }
 
     /// Takes over a registration an earlier daemon made (its maps and links are pinned).
