@@ -9,9 +9,26 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use integration::{agentd_bin, assert_status, read_audit, stdout, Sandbox};
 use serde_json::Value;
+
+#[path = "support/upstream.rs"]
+mod upstream;
+use upstream::Upstream;
+
+/// The name the workload fetches over HTTP, which the test upstream resolves to
+/// 127.0.0.1 (through the run's resolver: port 53 goes to it whatever resolv.conf says).
+const NAME: &str = "svc.learn.test";
+
+/// One upstream DNS server for every run of this binary (`--dns-upstream`).
+fn upstream_port() -> u16 {
+    static UPSTREAM: OnceLock<Upstream> = OnceLock::new();
+    UPSTREAM
+        .get_or_init(|| Upstream::start(&[(NAME, [127, 0, 0, 1])]))
+        .port
+}
 
 /// A directory outside /tmp (which the suggestion may make writable) for the audit log.
 fn log_dir() -> tempfile::TempDir {
@@ -34,6 +51,8 @@ fn run(sb: &Sandbox, log: &Path, policy: Option<&Path>, learn: bool, cmd: &[&str
         .arg(sb.workspace())
         .arg("--audit")
         .arg(log)
+        .arg("--dns-upstream")
+        .arg(format!("127.0.0.1:{}", upstream_port()))
         .arg("--")
         .args(cmd);
     c.output().unwrap_or_else(|e| panic!("run agentd: {e}"))
@@ -89,7 +108,7 @@ fn workload(sb: &Sandbox, port: u16, tmp_file: &str) -> String {
     format!(
         "set -e; cd {ws}; rm -rf .git; git init -q .; git add a.txt; git -c user.name=t -c user.email=t@example.com commit -qm one; \
          /usr/bin/python3 -m unittest discover -s tests -q 2>&1; ls | sort | wc -l; \
-         /usr/bin/python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:{port}/\").status)'; \
+         /usr/bin/python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://{NAME}:{port}/\").status)'; \
          echo x > {tmp_file}",
         ws = ws.display()
     )
@@ -164,6 +183,12 @@ fn learn_suggest_then_enforce_with_zero_denials() {
     eprintln!("{yaml}\n{diff}");
     assert!(
         diff.contains("+ exec.allow: \"/usr/local/bin/git\"") || diff.contains("/bin/git\""),
+        "{diff}"
+    );
+    // The fetch by name: granted by name, and by address because the answer is
+    // loopback (enforce mode's resolver drops private answers no address rule covers).
+    assert!(
+        diff.contains(&format!("+ net.allow: \"{NAME}:{port}/tcp\"")),
         "{diff}"
     );
     assert!(

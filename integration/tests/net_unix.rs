@@ -156,6 +156,26 @@ fn a_net_unix_entry_allows_that_socket_and_nothing_next_to_it() {
 }
 
 #[test]
+fn an_optional_net_unix_socket_that_is_missing_fails_with_enoent_not_a_denial() {
+    // glibc's nscd socket on a host without nscd: the connect reaches the kernel, which
+    // finds nothing (ENOENT, as unconfined); a missing socket no rule names is EPERM.
+    let f = Fixture::new("enforce");
+    let yaml = std::fs::read_to_string(f.sb.policy_path()).unwrap_or_default();
+    let missing = s(&f.outside().join("later.sock"));
+    f.sb.write_policy(&format!(
+        "{yaml}net:\n  unix: [{{path: \"{missing}\", optional: true}}]\n"
+    ));
+    let other = s(&f.outside().join("never.sock"));
+    let o = run(&f, &["unix-connect", &missing, &other]);
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!("connect {missing}: ENOENT\nconnect {other}: EPERM\n")
+    );
+    assert_one_eperm(&f, "connect", &other, "no rule");
+}
+
+#[test]
 fn sendto_a_datagram_socket_outside_is_eperm() {
     let f = Fixture::new("enforce");
     let dgram = s(&f.outside().join("dgram.sock"));

@@ -105,6 +105,14 @@ impl<'a> Judge<'a> {
             };
             return Some((s, self.exec(Path::new(p))));
         }
+        if rec["family"] == "AF_UNIX" {
+            let p = path?;
+            let s = Subject {
+                kind: "unix",
+                what: format!("{op} {p}"),
+            };
+            return Some((s, self.unix(Path::new(p))));
+        }
         if let (Some(p), false) = (path, op.is_empty()) {
             let write = rec["access"].as_str() == Some("write")
                 || matches!(
@@ -314,6 +322,19 @@ impl<'a> Judge<'a> {
         self.enforce(Verdict::Deny("not in fs.write".into()))
     }
 
+    /// A pathname unix socket: under an existing `fs.write` tree, or a `net.unix` rule (an
+    /// optional one that did not exist included: its exact path is let through).
+    fn unix(&self, p: &Path) -> Verdict {
+        if let Some(r) = existing_rules(&self.policy.fs.write).find(|r| covers(r, p)) {
+            return Verdict::Allow(format!("fs.write {}", r.written));
+        }
+        let unix = self.policy.net.as_ref().map(|n| &n.unix[..]).unwrap_or(&[]);
+        if let Some(r) = unix.iter().find(|r| covers(r, p)) {
+            return Verdict::Allow(format!("net.unix {}", r.written));
+        }
+        self.enforce(Verdict::Deny("not in net.unix or fs.write".into()))
+    }
+
     /// `bind`: judged against `net.bind`, else `net.allow`. A domain rule that would match
     /// by port and protocol cannot be judged against a bare address (which name resolved
     /// to it is not in the record).
@@ -517,6 +538,32 @@ mod tests {
             Some(true)
         );
         assert_eq!(v(json!({"event": "checkpoint"})), None);
+    }
+
+    #[test]
+    fn unix_connects_are_judged_against_net_unix_not_fs_read() {
+        let p = policy(
+            "version: 1\nname: t\nfs:\n  read: [/usr]\n  write: [/tmp]\nnet:\n  unix: [{path: /nonexistent/agentd-x.sock, optional: true}]\n",
+        );
+        let j = Judge::new(&p);
+        let q = |path: &str| {
+            j.judge(&json!({"event": "denied", "op": "connect", "family": "AF_UNIX", "path": path}))
+                .unwrap()
+        };
+        let (s, v) = q("/nonexistent/agentd-x.sock");
+        assert_eq!(
+            (s.kind, s.what.as_str()),
+            ("unix", "connect /nonexistent/agentd-x.sock")
+        );
+        assert!(
+            matches!(&v, Verdict::Allow(r) if r.starts_with("net.unix ")),
+            "{v:?}"
+        );
+        assert_eq!(q("/tmp/s.sock").1, Verdict::Allow("fs.write /tmp".into()));
+        assert!(
+            q("/usr/s.sock").1.is_deny(),
+            "fs.read does not let a socket be connected"
+        );
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct RunArgs {
     #[command(flatten)]
     audit_opts: AuditRunArgs,
     /// Upstream DNS server for the run's resolver (IP or IP:PORT; repeatable). Default:
-    /// the nameservers of /etc/resolv.conf. Only used when the policy has domain rules.
+    /// the nameservers of /etc/resolv.conf. Only used when the run has its resolver: the
+    /// policy has domain rules, or `--learn` / `mode: learn`.
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     dns_upstream: Vec<String>,
     /// Run the command as USER[:GROUP] (name or number). As root without sudo this is

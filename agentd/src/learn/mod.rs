@@ -42,6 +42,9 @@ pub struct Observed {
     pub unix: BTreeMap<String, u64>,
     /// Names asked of the resolver, with every address it answered.
     pub names: BTreeMap<String, (u64, BTreeSet<String>)>,
+    /// Private, loopback and link-local addresses among those answers (`dns_answer`
+    /// records): enforce mode's resolver drops them unless an address rule covers them.
+    pub private_answers: BTreeSet<String>,
     /// Budget name → (unit, highest peak or total of any run).
     pub budgets: BTreeMap<String, (String, u64)>,
     /// The longest run, in ms.
@@ -135,6 +138,22 @@ impl Observed {
         if op == "dns_query" {
             if let Some(name) = rec["name"].as_str() {
                 self.names.entry(name.to_owned()).or_default().0 += 1;
+            }
+            return;
+        }
+        if op == "dns_answer" {
+            if let Some(name) = rec["name"].as_str() {
+                let addrs: Vec<String> = rec["addrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                let e = self.names.entry(name.to_owned()).or_default();
+                e.0 += 1;
+                e.1.extend(addrs.iter().cloned());
+                self.private_answers.extend(addrs);
             }
             return;
         }

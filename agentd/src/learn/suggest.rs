@@ -9,7 +9,8 @@
 //! - Writes outside the workspace, the temp directories and the terminal are comments.
 //! - Execs are exact files: a directory would grant every program in it.
 //! - `exec.libraries` stays the default unless a mapping came from elsewhere.
-//! - A destination whose address the resolver gave for a name is granted by name.
+//! - A destination whose address the resolver gave for a name is granted by name; a
+//!   private (loopback, link-local) answer also by address, which the resolver needs.
 //! - Budgets are the observed peak × [`MARGIN`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -377,6 +378,9 @@ fn net_sections(o: &Observed, ws: Option<&Path>, home: &Path) -> [Section; 3] {
     }
     let mut by_rule: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
     let mut named: BTreeSet<&str> = BTreeSet::new();
+    // Address rules a name rule needs: its private answers, which enforce mode's
+    // resolver passes (and its connect hooks allow) only under an address rule.
+    let mut private: BTreeMap<String, (u64, &str)> = BTreeMap::new();
     for ((dst, port, proto), n) in &o.connects {
         let host = match name_of.get(dst.as_str()) {
             Some(name) => {
@@ -389,6 +393,12 @@ fn net_sections(o: &Observed, ws: Option<&Path>, home: &Path) -> [Section; 3] {
         e.0 += n;
         if host != dst {
             e.1.insert(dst.clone());
+            if o.private_answers.contains(dst) {
+                let p = private
+                    .entry(endpoint(dst, *port, proto))
+                    .or_insert((0, host));
+                p.0 += n;
+            }
         }
     }
     let mut allow = Section::default();
@@ -402,6 +412,15 @@ fn net_sections(o: &Observed, ws: Option<&Path>, home: &Path) -> [Section; 3] {
         allow.rules.push(Rule {
             yaml: quote(&rule),
             comment,
+        });
+    }
+    for (rule, (n, name)) in private {
+        allow.rules.push(Rule {
+            yaml: quote(&rule),
+            comment: format!(
+                "{} (a private answer of {name}: the resolver passes it only under an address rule)",
+                events(n)
+            ),
         });
     }
     for (name, (n, _)) in &o.names {

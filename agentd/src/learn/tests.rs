@@ -289,3 +289,50 @@ fn runs_merge_and_run_filters_select() {
     assert!(y.contains("\"/usr/bin/git\"   # 2 events"), "{y}");
     assert!(y.contains("(2 runs, 3 events)"), "{y}");
 }
+
+#[test]
+fn a_private_answer_is_granted_by_name_and_by_address() {
+    // In enforce mode the resolver drops a loopback answer unless an address rule
+    // covers it, so the name rule alone would leave the fetch failing.
+    let lines = [
+        rec(
+            "r1",
+            serde_json::json!({"event": "run_start", "workspace": "/srv/ws", "mode": "learn"}),
+        ),
+        rec(
+            "r1",
+            serde_json::json!({"event": "denied", "decision": "would_deny", "layer": "dns", "op": "dns_query", "name": "local.test", "qtype": "A", "rule": "no rule", "would_rcode": "REFUSED"}),
+        ),
+        rec(
+            "r1",
+            serde_json::json!({"event": "denied", "decision": "would_deny", "layer": "dns", "op": "dns_answer", "name": "local.test", "qtype": "A", "rule": "no rule", "reason": "rebinding", "addrs": ["127.0.0.7"]}),
+        ),
+        rec(
+            "r1",
+            serde_json::json!({"event": "dns", "op": "dns_query", "name": "local.test", "qtype": "A", "rule": "no rule", "addrs": [], "allowed": false, "ttl_s": 60, "rcode": "NOERROR"}),
+        ),
+        rec(
+            "r1",
+            serde_json::json!({"event": "denied", "decision": "would_deny", "op": "connect", "dst": "127.0.0.7", "port": 8081, "proto": "tcp"}),
+        ),
+        rec(
+            "r1",
+            serde_json::json!({"event": "run_end", "elapsed_ms": 10, "budgets": {}}),
+        ),
+    ];
+    let o = Observed::collect(&lines.join("\n"), &[], None);
+    let y = suggest(&o, &cx()).yaml;
+    let allow = y.split("\nnet:").nth(1).unwrap_or("");
+    assert!(
+        allow.contains("\"local.test:8081/tcp\"   # 1 event (by name; resolved to 127.0.0.7)"),
+        "{y}"
+    );
+    assert!(
+        allow.contains("\"127.0.0.7:8081/tcp\"   # 1 event (a private answer of local.test: the resolver passes it only under an address rule)"),
+        "{y}"
+    );
+    assert!(
+        !y.contains("not granted: the resolver was asked for local.test"),
+        "{y}"
+    );
+}

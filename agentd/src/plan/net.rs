@@ -16,7 +16,7 @@ use crate::layers::bpf::{
     compile_net_rules as compile, proto_bits, AddrRule, DomainRule, NetRequest, TAINTED_RULE,
 };
 use crate::layers::name;
-use crate::policy::{NetHost, NetRule, Policy, Proto};
+use crate::policy::{Mode, NetHost, NetRule, Policy, Proto};
 use crate::probe::Probe;
 
 /// What the landlock layer gets: TCP connect ports and TCP bind ports (`None` = any).
@@ -100,6 +100,9 @@ impl Builder {
             connect: None,
             bind: None,
             domains: Vec::new(),
+            // A learn run records every name it asks, with the answers, so that the
+            // suggestion can grant destinations by name.
+            resolver: policy.mode == Mode::Learn,
             taint_check: !policy.fs.secret.is_empty(),
             after_taint: Vec::new(),
             after_taint_domains: Vec::new(),
@@ -201,7 +204,15 @@ impl Builder {
                 }
             }
         }
-        if !request.domains.is_empty() {
+        request.resolver |= !request.domains.is_empty();
+        if request.resolver {
+            if policy.mode == Mode::Learn {
+                self.cover(
+                    "net (DNS names, mode: learn)",
+                    DNS,
+                    "the run's resolver answers every name and records it with its answers (dns and would_deny records), so that `agentd policy suggest` grants destinations by name",
+                );
+            }
             self.cover(
                 "net (DNS, port 53 tcp+udp to any address)",
                 name::BPF,

@@ -200,7 +200,7 @@ impl RunResources {
         spec: &RunSpec,
         audit: &mut RunAudit,
     ) -> Result<(), SetupError> {
-        let Some(req) = spec.plan.net.as_ref().filter(|r| !r.domains.is_empty()) else {
+        let Some(req) = spec.plan.net.as_ref().filter(|r| r.resolver) else {
             return Ok(());
         };
         let slot = self.slot()?;

@@ -64,9 +64,12 @@ pub struct NetRequest {
     pub connect: Option<Vec<AddrRule>>,
     /// bind allow rules; `None` leaves bind unrestricted.
     pub bind: Option<Vec<AddrRule>>,
-    /// Domain rules: when not empty, port-53 traffic goes to the run's resolver, whose
-    /// answers add host entries (`net_dns`).
+    /// Domain rules: the run's resolver answers them and its answers add host entries
+    /// (`net_dns`).
     pub domains: Vec<super::net_dns::DomainRule>,
+    /// The run has its own resolver, to which port-53 traffic goes: when there are
+    /// domain rules, and in `mode: learn` (which records every name asked).
+    pub resolver: bool,
     /// The policy has `fs.secret`: once the run is tainted, connect/sendmsg must also
     /// match `after_taint`.
     pub taint_check: bool,
@@ -93,7 +96,7 @@ impl NetRequest {
         if self.bind.is_some() {
             flags |= NET_FLAG_FILTER_BIND;
         }
-        if !self.domains.is_empty() {
+        if self.resolver {
             flags |= NET_FLAG_DNS_REDIRECT;
         }
         if self.taint_check {
@@ -255,9 +258,7 @@ impl BpfRuntime {
         })?;
         // With DNS redirection, recvmsg4/6 make the resolver's replies show the
         // original destination as their source.
-        let recvmsg = progs::NET_RECVMSG
-            .iter()
-            .filter(|_| !request.domains.is_empty());
+        let recvmsg = progs::NET_RECVMSG.iter().filter(|_| request.resolver);
         for p in progs::NET.iter().chain(recvmsg) {
             self.attach_to_run(run, p, cgroup_dir, &cgroup)?;
         }

@@ -259,7 +259,8 @@ pub struct UnixEntries {
     pub named: Vec<(u32, u64, Vec<u8>, UnixRule)>,
 }
 
-/// The allowed entries of `policy`: every existing `fs.write` and `net.unix` path.
+/// The allowed entries of `policy`: every existing `fs.write` and `net.unix` path, and
+/// the optional `net.unix` sockets that do not exist (see [`add_missing`]).
 pub fn resolve(policy: &Policy) -> Result<UnixEntries, UnixError> {
     let mut out = UnixEntries::default();
     let unix: &[PathRule] = policy.net.as_ref().map(|n| &n.unix[..]).unwrap_or(&[]);
@@ -268,14 +269,15 @@ pub fn resolve(policy: &Policy) -> Result<UnixEntries, UnixError> {
         (UNIX_SOURCE_UNIX, unix),
     ] {
         for (index, rule) in rules.iter().enumerate() {
-            if !rule.exists {
-                continue;
-            }
             let value = UnixRule {
                 source,
                 rule_index: index as u32,
             };
-            add_entry(&mut out, rule, value)?;
+            if rule.exists {
+                add_entry(&mut out, rule, value)?;
+            } else if source == UNIX_SOURCE_UNIX {
+                add_missing(&mut out, rule, value);
+            }
         }
     }
     Ok(out)
@@ -326,6 +328,45 @@ fn add_entry(out: &mut UnixEntries, rule: &PathRule, value: UnixRule) -> Result<
         }
     }
     Ok(())
+}
+
+/// An optional `net.unix` socket that does not exist at run start (glibc's nscd socket
+/// on a host without nscd): its exact path, as written and with its existing ancestor
+/// resolved, passes the string check, so the connect reaches the kernel and fails with
+/// ENOENT as it would unconfined, not with an EPERM denial (the lsm path never sees such a
+/// connect: the lookup fails first). If its directory exists, the socket is also allowed
+/// by directory and name, so one its server creates later is the one allowed.
+fn add_missing(out: &mut UnixEntries, rule: &PathRule, value: UnixRule) {
+    let lexical = lexical_normal(&rule.path);
+    let mut forms = vec![lexical.clone()];
+    if rule.written.starts_with('/') {
+        forms.push(lexical_normal(Path::new(&rule.written)));
+    }
+    let resolved = lexical
+        .ancestors()
+        .find_map(|a| {
+            let rest = lexical.strip_prefix(a).ok()?;
+            Some(std::fs::canonicalize(a).ok()?.join(rest))
+        })
+        .unwrap_or_else(|| lexical.clone());
+    forms.push(resolved.clone());
+    forms.sort();
+    forms.dedup();
+    for form in forms {
+        let bytes = form.as_os_str().as_bytes();
+        if bytes.len() <= UNIX_PATH_MAX {
+            let mut exact = bytes.to_vec();
+            exact.push(0);
+            out.prefixes.push((exact, value));
+        }
+    }
+    if let (Some(dir), Some(name)) = (resolved.parent(), resolved.file_name()) {
+        let name = name.as_bytes();
+        if let (Ok(dmeta), true) = (std::fs::metadata(dir), name.len() < UNIX_NAME_LEN) {
+            out.named
+                .push((kernel_dev(dmeta.dev()), dmeta.ino(), name.to_vec(), value));
+        }
+    }
 }
 
 /// `path` with `.` dropped, `..` applied and repeated `/` collapsed (no symlinks read).
@@ -765,6 +806,39 @@ mod tests {
         assert_eq!(out.named[0].2, b"s.sock".to_vec());
         let dmeta = std::fs::metadata(&root).unwrap();
         assert_eq!(out.named[0].1, dmeta.ino());
+    }
+
+    #[test]
+    fn a_missing_optional_socket_is_its_exact_path_and_name_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let v = UnixRule {
+            source: UNIX_SOURCE_UNIX,
+            rule_index: 0,
+        };
+        let mut out = UnixEntries::default();
+        let mut missing = rule(&root.join("later.sock"));
+        missing.exists = false;
+        add_missing(&mut out, &missing, v);
+        let mut exact = root.join("later.sock").as_os_str().as_bytes().to_vec();
+        exact.push(0);
+        assert_eq!(
+            out.prefixes,
+            vec![(exact, v)],
+            "exact, never a directory prefix"
+        );
+        assert!(out.inodes.is_empty());
+        let dmeta = std::fs::metadata(&root).unwrap();
+        assert_eq!(out.named.len(), 1);
+        assert_eq!(out.named[0].1, dmeta.ino());
+        assert_eq!(out.named[0].2, b"later.sock".to_vec());
+        // Under a directory that does not exist either: the string only.
+        let mut out = UnixEntries::default();
+        let mut deeper = rule(&root.join("no/such.sock"));
+        deeper.exists = false;
+        add_missing(&mut out, &deeper, v);
+        assert_eq!(out.prefixes.len(), 1);
+        assert!(out.named.is_empty());
     }
 
     #[test]

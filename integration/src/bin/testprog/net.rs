@@ -42,6 +42,7 @@ pub fn errno_name(e: i32) -> String {
     match e {
         libc::EPERM => "EPERM".into(),
         libc::EACCES => "EACCES".into(),
+        libc::ENOENT => "ENOENT".into(),
         libc::ECONNREFUSED => "ECONNREFUSED".into(),
         libc::EADDRINUSE => "EADDRINUSE".into(),
         libc::EADDRNOTAVAIL => "EADDRNOTAVAIL".into(),
