@@ -153,6 +153,19 @@ fn metrics_count_exactly_what_the_runs_did() {
         "an ended run has no series: {during}"
     );
     assert!(delta("agentd_audit_append_duration_seconds_count") >= 1.0);
+    assert_eq!(delta("agentd_audit_fsync_failures_total"), 0.0, "{during}");
+    // Ring-buffer drops: exactly what the daemon's `dropped` records counted (none, when
+    // the kernel kept every event of these small runs).
+    let ring_drops: f64 = recs
+        .iter()
+        .filter(|r| r["event"] == "dropped" && r["source"] == "ring buffer")
+        .filter_map(|r| r["count"].as_f64())
+        .sum();
+    assert_eq!(
+        sample(&during, "agentd_ring_buffer_dropped_events_total"),
+        ring_drops,
+        "{during}"
+    );
     // Labels stay bounded: no path or argv in any series.
     assert!(!during.contains("/etc/hostname"), "{during}");
     assert!(!during.contains("deny-flood"), "{during}");
