@@ -26,6 +26,9 @@ pub const DENIAL_FLAG_ABI_I386: u32 = 1 << 3;
 /// [`DenialEvent::flags`] bit, with [`DENIAL_FLAG_SECCOMP_KILL`]: the number carries
 /// [`X32_SYSCALL_BIT`] (the x32 ABI).
 pub const DENIAL_FLAG_ABI_X32: u32 = 1 << 4;
+/// [`DenialEvent::flags`] bit: not a refusal but a file syscall that succeeded in an
+/// observed run (audit and learn modes' file observer, `HOOK_FS_OBSERVE`). `errno` is 0.
+pub const DENIAL_FLAG_OBSERVED: u32 = 1 << 5;
 /// The bit that marks an x32 syscall number (`__X32_SYSCALL_BIT`).
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 

@@ -25,11 +25,11 @@ use agentd_common::{
     denials::{
         is_refer_nr, nr, DenialEvent, PendingSyscall, ReferDenialEvent, DENIAL_AF_INET,
         DENIAL_AF_INET6, DENIAL_AF_NETLINK, DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES,
-        DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_PATH_TRUNCATED,
-        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK,
-        EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, PT_REGS_DI, PT_REGS_DX, PT_REGS_R10,
-        PT_REGS_SI, REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_NEW_UNREADABLE, REFER_FLAG_OLD_TRUNCATED,
-        REFER_FLAG_OLD_UNREADABLE,
+        DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_OBSERVED,
+        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW,
+        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, PT_REGS_DI, PT_REGS_DX,
+        PT_REGS_R10, PT_REGS_SI, REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_NEW_UNREADABLE,
+        REFER_FLAG_OLD_TRUNCATED, REFER_FLAG_OLD_UNREADABLE,
     },
     EventHeader,
 };
@@ -257,10 +257,10 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
         return;
     };
-    emit(&pending, errno, cgroup_id, run_slot);
+    emit(&pending, errno, 0, cgroup_id, run_slot);
 }
 
-/// A file syscall of the host succeeded (`ret` >= 0): reports it, with errno 0, if the
+/// A file syscall of the host succeeded (`ret` >= 0): reports it (`DENIAL_FLAG_OBSERVED`, errno 0) if the
 /// current task's run is observed (`RUN_OBSERVE_FILES`: audit and learn modes, where
 /// nothing refuses the accesses agentd must record). execve/execveat are left out: the
 /// exec tracker records them, and a successful exec has replaced the memory the path
@@ -276,12 +276,13 @@ pub(crate) fn on_observed(regs: *const u8, id: u32) {
     let Some((cgroup_id, run_slot)) = observed_cgroup() else {
         return;
     };
-    emit(&pending, 0, cgroup_id, run_slot);
+    emit(&pending, 0, DENIAL_FLAG_OBSERVED, cgroup_id, run_slot);
 }
 
-/// Writes one `DenialEvent` for `pending` (with its path copied from user memory).
+/// Writes one `DenialEvent` for `pending` (with its path copied from user memory), with
+/// `kind_flags` among its flags.
 #[inline(always)]
-fn emit(pending: &PendingSyscall, errno: i32, cgroup_id: u64, run_slot: u32) {
+fn emit(pending: &PendingSyscall, errno: i32, kind_flags: u32, cgroup_id: u64, run_slot: u32) {
     let Some(mut entry) = EVENTS.reserve::<DenialEvent>(0) else {
         count_drop();
         return;
@@ -331,7 +332,7 @@ fn emit(pending: &PendingSyscall, errno: i32, cgroup_id: u64, run_slot: u32) {
         addr_of_mut!((*event).nr).write(pending.nr);
         addr_of_mut!((*event).errno).write(errno);
         addr_of_mut!((*event).dirfd).write(pending.dirfd);
-        addr_of_mut!((*event).flags).write(flags);
+        addr_of_mut!((*event).flags).write(flags | kind_flags);
         addr_of_mut!((*event).path_len).write(path_len);
         addr_of_mut!((*event)._pad).write(0);
         if copied <= 0 || pathless {

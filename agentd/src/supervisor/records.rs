@@ -17,6 +17,7 @@ use crate::layers::name;
 use crate::net::dns::DnsDecision;
 use crate::plan::{Plan, DNS};
 use crate::policy::Policy;
+use agentd_common::denials::DENIAL_FLAG_OBSERVED;
 
 /// Where the lines agentd prints about a run go: its own stderr (standalone), or the
 /// caller's stderr (the daemon holds the client's descriptor).
@@ -216,12 +217,12 @@ impl RunAudit {
                 pid,
                 tgid,
                 nr,
-                errno: 0,
                 dirfd,
                 open_flags,
                 path,
+                flags,
                 ..
-            } => {
+            } if flags & DENIAL_FLAG_OBSERVED != 0 => {
                 let (layer, denied) = crate::audit::denial::denial_record(
                     &judge.as_enforced(),
                     true,
