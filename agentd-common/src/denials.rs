@@ -206,6 +206,25 @@ pub struct ReferDenialEvent {
     pub new_path: [u8; DENIAL_PATH_LEN],
 }
 
+/// Key of the file observer's `OBSERVED_SEEN` map (kernel side only): a run, an access
+/// and an absolute path it already reported, so that a repeat is not sent again. The
+/// whole path is the key (no hash a crafted path could collide with); the bytes after
+/// the NUL are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObservedKey {
+    pub cgroup_id: u64,
+    /// Syscall number (low 32 bits) and its access bits of `open_flags` (high 32).
+    pub access: u64,
+    pub path: [u8; DENIAL_PATH_LEN],
+}
+
+/// Size of [`ObservedKey`].
+pub const OBSERVED_KEY_SIZE: usize = 16 + DENIAL_PATH_LEN;
+/// `OBSERVED_SEEN` entries (least recently used accesses are forgotten first, and an
+/// ended run's entries age out: cgroup ids are not reused).
+pub const OBSERVED_SEEN_ENTRIES: u32 = 4096;
+
 /// Size of [`ReferDenialEvent`].
 pub const REFER_DENIAL_EVENT_SIZE: usize = 32 + 32 + 2 * DENIAL_PATH_LEN;
 
@@ -232,6 +251,10 @@ const _: () = {
     assert!(offset_of!(DenialEvent, path_len) == 56);
     assert!(offset_of!(DenialEvent, path) == 64);
     assert!(DENIAL_EVENT_SIZE.is_multiple_of(8));
+    assert!(size_of::<ObservedKey>() == OBSERVED_KEY_SIZE);
+    assert!(align_of::<ObservedKey>() == 8);
+    assert!(offset_of!(ObservedKey, access) == 8);
+    assert!(offset_of!(ObservedKey, path) == 16);
     assert!(size_of::<ReferDenialEvent>() == REFER_DENIAL_EVENT_SIZE);
     assert!(align_of::<ReferDenialEvent>() == 8);
     assert!(offset_of!(ReferDenialEvent, nr) == 32);
@@ -271,5 +294,7 @@ mod tests {
         assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXIT);
         assert_eq!(size_of::<ReferDenialEvent>(), 576);
         assert_eq!(offset_of!(ReferDenialEvent, new_path), 320);
+        assert_eq!(size_of::<ObservedKey>(), 272);
+        assert_eq!(offset_of!(ObservedKey, path), 16);
     }
 }

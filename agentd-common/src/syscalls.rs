@@ -23,6 +23,10 @@ pub mod names {
     pub const PROG_SYS_EXIT: &str = "sys_exit_dispatch";
     /// Its kernel tracepoint (`raw_syscalls:sys_exit`).
     pub const TP_SYS_EXIT: &str = "sys_exit";
+    /// `LruHashMap<ObservedKey, u8>`: what the file observer already reported.
+    pub const MAP_OBSERVED_SEEN: &str = "OBSERVED_SEEN";
+    /// `PerCpuArray<ObservedKey>` with one entry: where the observer builds its key.
+    pub const MAP_OBSERVED_SCRATCH: &str = "OBSERVED_SCRATCH";
 }
 
 /// The denial tracker: failed file, exec and socket syscalls (EACCES/EPERM).

@@ -23,25 +23,43 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 use agentd_common::{
     denials::seccomp_denied_nr,
     denials::{
-        is_refer_nr, nr, DenialEvent, PendingSyscall, ReferDenialEvent, DENIAL_AF_INET,
-        DENIAL_AF_INET6, DENIAL_AF_NETLINK, DENIAL_AF_PACKET, DENIAL_AT_FDCWD, DENIAL_EACCES,
-        DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_OBSERVED,
+        is_refer_nr, nr, DenialEvent, ObservedKey, PendingSyscall, ReferDenialEvent,
+        DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK, DENIAL_AF_PACKET, DENIAL_AT_FDCWD,
+        DENIAL_EACCES, DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_OBSERVED,
         DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW,
-        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, PT_REGS_DI, PT_REGS_DX,
-        PT_REGS_R10, PT_REGS_SI, REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_NEW_UNREADABLE,
-        REFER_FLAG_OLD_TRUNCATED, REFER_FLAG_OLD_UNREADABLE,
+        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, OBSERVED_SEEN_ENTRIES,
+        PT_REGS_DI, PT_REGS_DX, PT_REGS_R10, PT_REGS_SI, REFER_FLAG_NEW_TRUNCATED,
+        REFER_FLAG_NEW_UNREADABLE, REFER_FLAG_OLD_TRUNCATED, REFER_FLAG_OLD_UNREADABLE,
     },
     EventHeader,
 };
-use aya_ebpf::helpers::{
-    bpf_probe_read_user,
-    generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str},
+use aya_ebpf::{
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str},
+    },
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
 };
 
 use crate::{
     maps::{count_drop, observed_cgroup, submit, watched_cgroup, EVENTS},
     syscalls::reg,
 };
+
+/// What the file observer already reported: a repeat of the same access to the same
+/// absolute path by the same run is not sent again (a loop of opens would otherwise fill
+/// the ring buffer with copies and crowd out the records of other files).
+#[map]
+static OBSERVED_SEEN: LruHashMap<ObservedKey, u8> =
+    LruHashMap::with_max_entries(OBSERVED_SEEN_ENTRIES, 0);
+/// Per-CPU space for the key (272 bytes do not fit the program's stack budget).
+#[map]
+static OBSERVED_SCRATCH: PerCpuArray<ObservedKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// The `open` flags that change what an open is recorded as (`O_ACCMODE`, `O_CREAT`,
+/// `O_TRUNC`).
+const OBSERVED_OPEN_BITS: u64 = 0o3 | 0o100 | 0o1000;
 
 /// Where a watched syscall keeps (path, dirfd or none, open flags or none); `None` for
 /// every other syscall.
@@ -276,7 +294,57 @@ pub(crate) fn on_observed(regs: *const u8, id: u32) {
     let Some((cgroup_id, run_slot)) = observed_cgroup() else {
         return;
     };
+    if already_reported(&pending, cgroup_id) {
+        return;
+    }
     emit(&pending, 0, DENIAL_FLAG_OBSERVED, cgroup_id, run_slot);
+}
+
+/// Whether the run already reported this access to this absolute path; if not, it is
+/// remembered now. A path that cannot be read, is cut at `DENIAL_PATH_LEN`, or is
+/// relative (its file depends on the working directory) is always reported.
+#[inline(always)]
+fn already_reported(pending: &PendingSyscall, cgroup_id: u64) -> bool {
+    let Some(key) = OBSERVED_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: `key` is this CPU's map value, size_of::<ObservedKey>() bytes, 8-aligned;
+    // plain writes within it. The path is zeroed first: the bytes after the NUL are
+    // part of the key.
+    unsafe {
+        (*key).cgroup_id = cgroup_id;
+        (*key).access = pending.nr as u64 | ((pending.open_flags & OBSERVED_OPEN_BITS) << 32);
+        let words = addr_of_mut!((*key).path).cast::<u64>();
+        let mut i = 0;
+        while i < DENIAL_PATH_LEN / 8 {
+            words.add(i).write(0);
+            i += 1;
+        }
+    }
+    // SAFETY: the helper writes at most DENIAL_PATH_LEN bytes into the key's path,
+    // NUL-terminated, and tolerates faults on the user pointer.
+    let copied = unsafe {
+        bpf_probe_read_user_str(
+            addr_of_mut!((*key).path).cast::<c_void>(),
+            DENIAL_PATH_LEN as u32,
+            pending.path_ptr as *const c_void,
+        )
+    };
+    if copied <= 1 || copied as usize >= DENIAL_PATH_LEN {
+        return false;
+    }
+    // SAFETY: `key` is a live map value that nothing else on this CPU touches while the
+    // program runs; the map helpers copy the key.
+    let key = unsafe { &*key };
+    if key.path[0] != b'/' {
+        return false;
+    }
+    // SAFETY: the value is a plain u8, only tested for presence.
+    if unsafe { OBSERVED_SEEN.get(key) }.is_some() {
+        return true;
+    }
+    let _ = OBSERVED_SEEN.insert(key, 1, 0);
+    false
 }
 
 /// Writes one `DenialEvent` for `pending` (with its path copied from user memory), with

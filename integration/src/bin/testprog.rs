@@ -238,6 +238,26 @@ fn main() {
             }
             0
         }
+        "flood-then-open" => {
+            // N opens of PATH, then one of OTHER; prints how many of each succeeded.
+            let n: u64 = a(1).parse().unwrap_or(0);
+            let open = |p: &std::ffi::CString| {
+                // SAFETY: valid NUL-terminated path; a descriptor we get is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    // SAFETY: closing the descriptor we just opened.
+                    unsafe { libc::close(fd) };
+                }
+                fd >= 0
+            };
+            let (p, other) = (cstr(&a(2)), cstr(&a(3)));
+            let ok = (0..n).filter(|_| open(&p)).count();
+            println!(
+                "opens {n}: OK {ok}; other: {}",
+                if open(&other) { "OK" } else { "failed" }
+            );
+            0
+        }
         "env" => {
             // Every variable as the command got it, sorted, one `KEY=VALUE` a line.
             let mut vars: Vec<String> = std::env::vars_os()

@@ -18,11 +18,13 @@ use aya::Ebpf;
 use super::{map_error, BpfError};
 
 /// Names of every map the object defines (pinned by the daemon, checked by tests).
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 28] = [
     names::MAP_RUN_CGROUPS,
     names::MAP_EVENTS,
     names::MAP_DROPPED,
     syscall_names::MAP_SYSCALL_HOOKS,
+    syscall_names::MAP_OBSERVED_SEEN,
+    syscall_names::MAP_OBSERVED_SCRATCH,
     fs_names::MAP_FS_RULES,
     fs_names::MAP_RUN_TAINT,
     fs_names::MAP_TAINT_EGRESS_DROPS,
@@ -53,7 +55,8 @@ pub type Trie4 = LpmTrie<MapData, [u8; NET_KEY4_LEN], NetRuleSet>;
 pub type Trie6 = LpmTrie<MapData, [u8; NET_KEY6_LEN], NetRuleSet>;
 
 /// The maps userspace reads or writes. The LRU and scratch maps only the programs use
-/// (`NET_DNS_ORIGIN`, `UNIX_REPORTED`, `UNIX_SCRATCH`) stay in the object.
+/// (`NET_DNS_ORIGIN`, `UNIX_REPORTED`, `UNIX_SCRATCH`, `OBSERVED_SEEN`,
+/// `OBSERVED_SCRATCH`) stay in the object.
 pub struct Maps {
     pub run_cgroups: HashMap<MapData, u64, u32>,
     pub dropped: PerCpuArray<MapData, u64>,

@@ -587,8 +587,9 @@ static PROBE_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 
 /// Maps a probe load shrinks to one entry: it never writes them, and the full sizes
 /// (preallocated hash maps among them) cost time for nothing.
-const PROBE_SHRUNK_MAPS: [&str; 19] = [
+const PROBE_SHRUNK_MAPS: [&str; 20] = [
     names::MAP_RUN_CGROUPS,
+    agentd_common::syscalls::names::MAP_OBSERVED_SEEN,
     agentd_common::fsrules::names::MAP_FS_RULES,
     agentd_common::fsrules::names::MAP_RUN_TAINT,
     agentd_common::fsrules::names::MAP_TAINT_EGRESS_DROPS,
