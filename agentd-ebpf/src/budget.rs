@@ -206,10 +206,42 @@ fn count_skb(ctx: &SkBuffContext, egress: bool) -> i32 {
     let past_total = add_and_read(counter, len) > read(limit);
     let past_window = past_window(run, window, len);
     if past_total || past_window {
+        // Segments that carry no data still leave: the resets agentd's abort of the
+        // run's connections sends must reach the peers, and nothing goes with them.
+        if egress && is_tcp_without_payload(ctx) {
+            return SKB_PASS;
+        }
         atomic_add(dropped, 1);
         return SKB_DROP;
     }
     SKB_PASS
+}
+
+/// `IPPROTO_TCP`.
+const IPPROTO_TCP: u8 = 6;
+
+/// Whether the packet (from its IP header on, as cgroup_skb programs see it) is a TCP
+/// segment without payload: an ACK, FIN or RST. Anything that cannot be read, IPv6 with
+/// extension headers included, counts as data.
+#[inline(always)]
+fn is_tcp_without_payload(ctx: &SkBuffContext) -> bool {
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return false;
+    };
+    let (ip_len, proto) = match first >> 4 {
+        4 => (usize::from(first & 0x0f) * 4, ctx.load::<u8>(9)),
+        6 => (40, ctx.load::<u8>(6)),
+        _ => return false,
+    };
+    if proto != Ok(IPPROTO_TCP) || ip_len < 20 {
+        return false;
+    }
+    // The data offset: the high nibble of byte 12 of the TCP header, in 32-bit words.
+    let Ok(off) = ctx.load::<u8>(ip_len + 12) else {
+        return false;
+    };
+    let headers = ip_len + usize::from(off >> 4) * 4;
+    ctx.len() as usize <= headers
 }
 
 /// Adds `value` to the run's `kind` window; SIGKILLs the current process once the

@@ -542,6 +542,14 @@ fn a_net_egress_budget_kills_an_attached_container_at_its_limit() {
     assert_eq!(kill[0]["limit"], 1 << 20);
     let end = records(&recs, &run, "run_end");
     assert_eq!(end[0]["killed_by"], "net_egress_bytes", "{end:#?}");
+    // nc's connection, orphaned by the kill with data still queued, is aborted while the
+    // kernel still drops the run's data (its reset leaves; the queue never does).
+    let abort: Vec<&Value> = records(&recs, &run, "budget")
+        .into_iter()
+        .filter(|r| r["action"] == "abort_sockets")
+        .collect();
+    assert_eq!(abort.len(), 1, "{recs:#?}");
+    assert_eq!(abort[0]["tcp_sockets_aborted"], 1, "{recs:#?}");
     wait_for("the container's end", Duration::from_secs(15), || {
         !pm.running(&c)
     });

@@ -232,10 +232,11 @@ impl Budgets {
         let mut notices = self.sample(cgroups, true);
         if self.net_killed {
             // The processes are gone, but the sockets they closed are orphans that keep
-            // sending what was queued. Stop counting (and dropping) first, so that the
-            // resets the abort sends reach the peers, then abort them at once.
-            self.release();
+            // sending what was queued. Abort them while the kernel still drops the run's
+            // data (its resets, which carry none, still leave), and only then stop
+            // counting: released first, an orphan flushed its queue to the peer.
             let aborted = self.abort_sockets(cgroups);
+            self.release();
             let line = match &aborted {
                 SocketsAborted::Count(n) => {
                     format!("budget: aborted the run's tcp connections ({n})")
