@@ -71,6 +71,13 @@ fn the_first_root_run_makes_the_host_key_and_says_so() {
         stderr(&o)
     );
     let records = sb.audit();
+    // The chain's first record says so too.
+    let genesis = events(&records, "genesis");
+    assert_eq!(genesis.len(), 1);
+    assert_eq!(
+        genesis[0]["signing_key"],
+        json!({"path": secret, "public_key": public_hex, "generated": true})
+    );
     let starts = events(&records, "run_start");
     assert_eq!(starts.len(), 1);
     assert_eq!(starts[0]["signed"], true);

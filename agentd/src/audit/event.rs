@@ -910,6 +910,10 @@ pub struct Genesis {
     pub host: String,
     /// 128 random bits, hex.
     pub file_id: String,
+    /// The key that signs the writer's checkpoints (`generated`: made by this process,
+    /// the host's first signed run); none for an unsigned log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKeyUsed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -321,7 +321,7 @@ impl<'a> Walker<'a> {
         let typed = v.as_ref().and_then(|v| AuditEvent::deserialize(v).ok());
         if first {
             let (host, fid) = match &typed {
-                Some(AuditEvent::Genesis(Genesis { host, file_id })) => {
+                Some(AuditEvent::Genesis(Genesis { host, file_id, .. })) => {
                     (host.as_str(), file_id.as_str())
                 }
                 _ => ("", ""),

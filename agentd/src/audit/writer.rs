@@ -131,6 +131,8 @@ pub struct AuditLog {
     file: File,
     run: String,
     checkpoints: Option<CheckpointPolicy>,
+    /// Named in the genesis record if this writer starts the file.
+    genesis_key: Option<crate::audit::event::SigningKeyUsed>,
     head: Option<Head>,
     /// File length after our last append; if it differs, someone else appended.
     known_len: Option<u64>,
@@ -170,6 +172,7 @@ impl AuditLog {
             file,
             run: run.to_owned(),
             checkpoints: None,
+            genesis_key: None,
             head: None,
             known_len: None,
             since_checkpoint: 0,
@@ -181,6 +184,13 @@ impl AuditLog {
     /// Signs checkpoints with `policy.key` from now on.
     pub fn with_checkpoints(mut self, policy: Option<CheckpointPolicy>) -> Self {
         self.checkpoints = policy;
+        self
+    }
+
+    /// Names `key` (the checkpoints' key) in the genesis record, if this writer starts
+    /// the file.
+    pub fn with_genesis_key(mut self, key: Option<crate::audit::event::SigningKeyUsed>) -> Self {
+        self.genesis_key = key;
         self
     }
 
@@ -501,7 +511,12 @@ impl AuditLog {
                     reason: e.to_string(),
                 })?);
             let prev = chain::genesis_prev(&host, &file_id);
-            let mut fields = AuditEvent::from(Genesis { host, file_id })
+            let genesis = Genesis {
+                host,
+                file_id,
+                signing_key: self.genesis_key.clone(),
+            };
+            let mut fields = AuditEvent::from(genesis)
                 .to_fields()
                 .map_err(AuditError::Encode)?;
             fields.insert("ts".into(), Value::String(rfc3339_now()));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audit::event::{Adopted, AdoptionFailed, ClientGone};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::runs::{DaemonHooks, LiveRun, Phase};
 use super::state::{self, RunState};
@@ -113,25 +113,20 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
         tied_to_agentd: false,
         start_fields: serde_json::Map::new(),
     };
-    let (controls, controls_rx) = mpsc::channel(16);
-    let (phase, _) = watch::channel(Phase::Running { pid });
-    daemon.registry.insert(LiveRun {
-        id: run.id.clone(),
-        uid: run.user.uid,
-        policy: spec.policy.name.clone(),
-        mode: format!("{:?}", spec.policy.mode).to_lowercase(),
-        started: Instant::now()
-            .checked_sub(elapsed)
-            .unwrap_or_else(Instant::now),
-        detach: run.detach,
-        adopted: true,
-        attached: run.attached.clone(),
-        controls: controls.clone(),
-        phase,
-        progress: None,
-        followers: 0,
-        ended_at: None,
-    });
+    let (mut live, controls_rx) = LiveRun::new(
+        &spec,
+        run.user.uid,
+        run.detach,
+        run.attached.clone(),
+        Phase::Running { pid },
+    );
+    // It started before this daemon did.
+    live.started = Instant::now()
+        .checked_sub(elapsed)
+        .unwrap_or_else(Instant::now);
+    live.adopted = true;
+    let controls = live.controls.clone();
+    daemon.registry.insert(live);
     daemon.record(
         None,
         Adopted {

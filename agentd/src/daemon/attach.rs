@@ -6,11 +6,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::json;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
 
 use super::protocol::{AttachRequest, Response};
 use super::runs::{DaemonHooks, LiveRun, Phase};
@@ -145,24 +143,15 @@ pub async fn attach(
         tied_to_agentd: false,
         start_fields,
     };
-    let (controls, controls_rx) = mpsc::channel(16);
-    let (phase, _) = watch::channel(Phase::Preparing);
-    let mut started = phase.subscribe();
-    daemon.registry.insert(LiveRun {
-        id: id.clone(),
-        uid: 0,
-        policy: spec.policy.name.clone(),
-        mode: format!("{:?}", spec.policy.mode).to_lowercase(),
-        started: Instant::now(),
-        detach: true,
-        adopted: false,
-        attached: Some(target.described.clone()),
-        controls,
-        phase,
-        progress: None,
-        followers: 0,
-        ended_at: None,
-    });
+    let (live, controls_rx) = LiveRun::new(
+        &spec,
+        0,
+        true,
+        Some(target.described.clone()),
+        Phase::Preparing,
+    );
+    let mut started = live.phase.subscribe();
+    daemon.registry.insert(live);
     let hooks = DaemonHooks::new(
         Arc::clone(&daemon.registry),
         state::run_path(&daemon.runs_dir(), &id),

@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::protocol::{BudgetUse, Response, RunInfo};
 use super::state::{self, RunState};
-use crate::supervisor::{Control, PreparedRun, RunHooks, RunOutcome, RunProgress, StartedRun};
+use crate::supervisor::{
+    Control, PreparedRun, RunHooks, RunOutcome, RunProgress, RunSpec, StartedRun,
+};
 
 /// How long the end of a run stays known after it (a client that reconnects late).
 pub const FINISHED_KEPT: Duration = Duration::from_secs(600);
@@ -46,6 +48,35 @@ pub struct LiveRun {
 }
 
 impl LiveRun {
+    /// The row of a run of `spec` (by `uid`) that starts now in `phase`, with the
+    /// receiving end of its controls for the supervisor.
+    pub fn new(
+        spec: &RunSpec,
+        uid: u32,
+        detach: bool,
+        attached: Option<String>,
+        phase: Phase,
+    ) -> (Self, mpsc::Receiver<Control>) {
+        let (controls, controls_rx) = mpsc::channel(16);
+        let (phase, _) = watch::channel(phase);
+        let run = LiveRun {
+            id: spec.id.clone(),
+            uid,
+            policy: spec.policy.name.clone(),
+            mode: format!("{:?}", spec.policy.mode).to_lowercase(),
+            started: Instant::now(),
+            detach,
+            adopted: false,
+            attached,
+            controls,
+            phase,
+            progress: None,
+            followers: 0,
+            ended_at: None,
+        };
+        (run, controls_rx)
+    }
+
     pub fn info(&self) -> RunInfo {
         let pid = match &*self.phase.borrow() {
             Phase::Running { pid } => *pid,

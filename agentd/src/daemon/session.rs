@@ -7,13 +7,13 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::protocol::{self, Op, Response, RunRequest};
 use super::runs::{DaemonHooks, LiveRun, Phase};
@@ -188,23 +188,8 @@ async fn run(
         }
     };
     let id = spec.id.clone();
-    let (controls, controls_rx) = mpsc::channel(16);
-    let (phase, _) = watch::channel(Phase::Preparing);
-    daemon.registry.insert(LiveRun {
-        id: id.clone(),
-        uid: peer.uid,
-        policy: spec.policy.name.clone(),
-        mode: format!("{:?}", spec.policy.mode).to_lowercase(),
-        started: Instant::now(),
-        detach,
-        adopted: false,
-        attached: None,
-        controls,
-        phase,
-        progress: None,
-        followers: 0,
-        ended_at: None,
-    });
+    let (live, controls_rx) = LiveRun::new(&spec, peer.uid, detach, None, Phase::Preparing);
+    daemon.registry.insert(live);
     let hooks = DaemonHooks::new(
         Arc::clone(&daemon.registry),
         state::run_path(&daemon.runs_dir(), &id),

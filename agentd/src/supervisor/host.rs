@@ -82,7 +82,8 @@ impl Host {
         let signed = options.checkpoints.is_some();
         let log = AuditLog::open(&options.audit_path, &options.audit_label)
             .map_err(|e| setup_err("audit", e))?
-            .with_checkpoints(options.checkpoints);
+            .with_checkpoints(options.checkpoints)
+            .with_genesis_key(options.signing_key.clone());
         let writer = AuditWriter::spawn(log, options.flush).map_err(|e| setup_err("audit", e))?;
         let host_audit = writer
             .handle(&options.audit_label)

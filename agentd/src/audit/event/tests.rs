@@ -507,7 +507,7 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
             None,
             StaleCgroups { removed: vec!["/sys/fs/cgroup/agentd/old".into()], killed_in: vec![] }.into(),
         ),
-        ("agentd", None, Genesis { host: "machine".into(), file_id: "00".repeat(16) }.into()),
+        ("agentd", None, Genesis { host: "machine".into(), file_id: "00".repeat(16), signing_key: None }.into()),
         ("agentd", None, Checkpoint { key: "aa".repeat(32), sig: "bb".repeat(64), covers_seq: 9 }.into()),
         ("agentd", None, TornTail { bytes: 17, sha256: "cc".repeat(32) }.into()),
         (
