@@ -44,8 +44,8 @@ pub const HOOK_SYSCALL_COUNT: u32 = 1 << 4;
 /// `fs_write_bytes` budget counter.
 pub const HOOK_FS_WRITE_BYTES: u32 = 1 << 5;
 /// Audit and learn modes' file observer: a successful file syscall of a run marked
-/// [`RUN_OBSERVE_FILES`] is reported (a `DenialEvent` with `DENIAL_FLAG_OBSERVED`), so that agentd can
-/// record what the policy's fs rules would have denied.
+/// [`RUN_OBSERVE_FILES`] is reported (a `DenialEvent` with `DENIAL_FLAG_OBSERVED`), so
+/// that agentd can record what the policy's fs rules would have denied.
 pub const HOOK_FS_OBSERVE: u32 = 1 << 6;
 /// Every bit above.
 pub const HOOK_ALL: u32 = (1 << 7) - 1;

@@ -24,9 +24,7 @@ use agentd_common::budget::{
     WINDOW_SYSCALLS,
 };
 use aya_ebpf::{
-    helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_send_signal, bpf_skb_cgroup_id,
-    },
+    helpers::generated::{bpf_ktime_get_ns, bpf_send_signal, bpf_skb_cgroup_id},
     macros::{cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::SkBuffContext,
@@ -34,7 +32,10 @@ use aya_ebpf::{
 
 use agentd_common::denials::PT_REGS_SI;
 
-use crate::{maps::atomic_add, syscalls::reg};
+use crate::{
+    maps::{atomic_add, current_cgroup_id},
+    syscalls::reg,
+};
 
 /// `SIGKILL` (the same number on every Linux architecture).
 const SIGKILL: u32 = 9;
@@ -328,10 +329,4 @@ fn add_and_read(counter: *mut u64, value: u64) -> u64 {
 fn read(ptr: *mut u64) -> u64 {
     // SAFETY: callers pass pointers into live map values.
     unsafe { ptr.read_volatile() }
-}
-
-#[inline(always)]
-fn current_cgroup_id() -> u64 {
-    // SAFETY: argument-less helper, allowed in tracing programs.
-    unsafe { bpf_get_current_cgroup_id() }
 }

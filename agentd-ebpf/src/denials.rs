@@ -278,8 +278,8 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     emit(&pending, errno, 0, cgroup_id, run_slot);
 }
 
-/// A file syscall of the host succeeded (`ret` >= 0): reports it (`DENIAL_FLAG_OBSERVED`, errno 0) if the
-/// current task's run is observed (`RUN_OBSERVE_FILES`: audit and learn modes, where
+/// A file syscall of the host succeeded (`ret` >= 0): reports it (`DENIAL_FLAG_OBSERVED`,
+/// errno 0) if the current task's run is observed (`RUN_OBSERVE_FILES`: audit and learn modes, where
 /// nothing refuses the accesses agentd must record). execve/execveat are left out: the
 /// exec tracker records them, and a successful exec has replaced the memory the path
 /// was in.
@@ -308,9 +308,9 @@ fn already_reported(pending: &PendingSyscall, cgroup_id: u64) -> bool {
     let Some(key) = OBSERVED_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: `key` is this CPU's map value, size_of::<ObservedKey>() bytes, 8-aligned;
-    // plain writes within it. The path is zeroed first: the bytes after the NUL are
-    // part of the key.
+    // The path is zeroed first: the bytes after the NUL are part of the key.
+    // SAFETY: `key` is this CPU's map value (size_of::<ObservedKey>() bytes, 8-aligned);
+    // plain writes within it.
     unsafe {
         (*key).cgroup_id = cgroup_id;
         (*key).access = pending.nr as u64 | ((pending.open_flags & OBSERVED_OPEN_BITS) << 32);

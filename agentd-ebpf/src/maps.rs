@@ -10,7 +10,8 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, HashMap, PerCpuArray, RingBuf},
 };
 
-/// v2 cgroup id → run slot (with `RUN_OBSERVE_FILES` above it). Written by the loader (`watch_cgroup` / `unwatch_cgroup`).
+/// v2 cgroup id → run slot (with `RUN_OBSERVE_FILES` above it). Written by the loader
+/// (`watch_cgroup` / `unwatch_cgroup`); read through [`run_slot`].
 #[map]
 pub static RUN_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
 
@@ -22,27 +23,43 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map]
 pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The `RUN_CGROUPS` value of `cgroup_id`: its run slot, with [`RUN_OBSERVE_FILES`]
+/// above it.
+#[inline(always)]
+fn run_value(cgroup_id: u64) -> Option<u32> {
+    // Userspace may delete the entry concurrently, but hash-map values stay valid for
+    // the RCU read section the program runs in.
+    // SAFETY: the value is a plain u32, copied out immediately.
+    unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()
+}
+
+/// The run slot of `cgroup_id`, if a run watches it.
+#[inline(always)]
+pub fn run_slot(cgroup_id: u64) -> Option<u32> {
+    run_value(cgroup_id).map(|v| v & RUN_SLOT_MASK)
+}
+
+/// The current task's v2 cgroup id.
+#[inline(always)]
+pub fn current_cgroup_id() -> u64 {
+    // SAFETY: bpf_get_current_cgroup_id takes no arguments and only reads current's
+    // css_set; it is allowed in tracing programs.
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() }
+}
+
 /// Returns the run slot of the current task's v2 cgroup if that cgroup is watched, with
 /// the cgroup id.
 #[inline(always)]
 pub fn watched_cgroup() -> Option<(u64, u32)> {
-    // SAFETY: bpf_get_current_cgroup_id takes no arguments and only reads current's
-    // css_set; it is allowed in tracing programs.
-    let cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
-    // Userspace may delete the entry concurrently, but hash-map values stay valid for
-    // the RCU read section the program runs in.
-    // SAFETY: the value is a plain u32, copied out immediately.
-    let value = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
-    Some((cgroup_id, value & RUN_SLOT_MASK))
+    let cgroup_id = current_cgroup_id();
+    Some((cgroup_id, run_slot(cgroup_id)?))
 }
 
 /// [`watched_cgroup`] for a run whose file syscalls are observed (`RUN_OBSERVE_FILES`).
 #[inline(always)]
 pub fn observed_cgroup() -> Option<(u64, u32)> {
-    // SAFETY: as in watched_cgroup.
-    let cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
-    // SAFETY: as in watched_cgroup.
-    let value = unsafe { RUN_CGROUPS.get(cgroup_id) }.copied()?;
+    let cgroup_id = current_cgroup_id();
+    let value = run_value(cgroup_id)?;
     (value & RUN_OBSERVE_FILES != 0).then_some((cgroup_id, value & RUN_SLOT_MASK))
 }
 

@@ -20,7 +20,7 @@ use aya_ebpf::{
 
 use crate::{
     fsrules::RUN_TAINT,
-    maps::{atomic_add, RUN_CGROUPS},
+    maps::{atomic_add, run_slot},
     net::{after_taint_allows, NET_DNS},
 };
 
@@ -72,11 +72,9 @@ struct Destination {
 /// Whether a tainted run may still send this packet.
 #[inline(always)]
 fn still_allowed(ctx: &SkBuffContext, cgroup_id: u64) -> bool {
-    // SAFETY: plain u32 copied out at once.
-    let Some(slot) = (unsafe { RUN_CGROUPS.get(cgroup_id) }).copied() else {
+    let Some(slot) = run_slot(cgroup_id) else {
         return false;
     };
-    let slot = slot & agentd_common::syscalls::RUN_SLOT_MASK;
     let Some(dst) = destination(ctx) else {
         return false;
     };
