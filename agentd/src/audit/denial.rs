@@ -112,11 +112,18 @@ fn normalize(p: &Path) -> PathBuf {
 /// Where `path` really leads when a symlink is on the way (the file itself, or for a
 /// file that does not exist, its directory); `None` when it leads to itself.
 fn symlink_target(path: &Path) -> Option<String> {
-    let real = std::fs::canonicalize(path).ok().or_else(|| {
+    let real = canonical(path)?;
+    (real != path).then(|| real.display().to_string())
+}
+
+/// `path` with every symlink resolved; for a file that does not exist (unlinked,
+/// renamed), its directory resolved and its name kept. `None` if the directory is gone
+/// too.
+pub fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok().or_else(|| {
         let dir = std::fs::canonicalize(path.parent()?).ok()?;
         Some(dir.join(path.file_name()?))
-    })?;
-    (real != path).then(|| real.display().to_string())
+    })
 }
 
 /// The record of a raw inet, packet or netlink `socket(2)` that failed with

@@ -22,6 +22,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -62,7 +63,8 @@ pub struct Subject {
 
 pub struct Judge<'a> {
     policy: &'a Policy,
-    implied_exec: Vec<PathBuf>,
+    /// Shared with [`Judge::as_enforced`] copies.
+    implied_exec: Arc<[PathBuf]>,
     /// Judge as if the policy were in enforce mode (see [`Judge::as_enforced`]).
     enforced: bool,
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 
+use crate::audit::denial::canonical;
 use crate::audit::event::{DeniedRepeated, Exec, Exit, FileDenied, SyscallDenied};
 use crate::audit::judge::Judge;
 use crate::audit::{AuditEvent, AuditHandle, Decision, Entry};
@@ -223,8 +224,9 @@ impl RunAudit {
                 flags,
                 ..
             } if flags & DENIAL_FLAG_OBSERVED != 0 => {
+                let enforced = judge.as_enforced();
                 let (layer, denied) = crate::audit::denial::denial_record(
-                    &judge.as_enforced(),
+                    &enforced,
                     true,
                     &self.launch_cwd,
                     tgid,
@@ -235,36 +237,46 @@ impl RunAudit {
                     open_flags,
                     &path,
                 );
-                // Landlock judges the file the kernel reached: a path through a
-                // symlinked directory (`/lib` → `usr/lib`) is judged by where it leads.
-                let reached = canonical(Path::new(&denied.path));
-                let allowed_there = reached.as_ref().is_some_and(|real| {
-                    let mut subject =
-                        serde_json::json!({"event": "denied", "op": denied.op, "path": real});
-                    if let Some(a) = &denied.access {
-                        subject["access"] = serde_json::json!(a);
-                    }
-                    judge
-                        .as_enforced()
-                        .judge(&subject)
-                        .is_some_and(|(_, v)| !v.is_deny())
-                });
-                if layer == name::LANDLOCK && !allowed_there {
-                    // Name the file itself (the rule a policy needs), the path as the
-                    // process passed it beside it.
-                    let mut denied = FileDenied {
-                        would_errno: Some("EACCES".into()),
-                        ..denied
-                    };
-                    if let Some(real) = reached.map(|r| r.display().to_string()) {
-                        if real != denied.path {
-                            let typed = std::mem::replace(&mut denied.path, real);
-                            denied.path_arg.get_or_insert(typed);
-                            denied.symlink_target = None;
-                        }
-                    }
-                    self.record(layer, Some(Decision::WouldDeny), denied.into());
+                if layer != name::LANDLOCK {
+                    return; // allowed as typed and where it leads
                 }
+                // Landlock judges the file the kernel reached. `denial_record` followed a
+                // symlink only from a path allowed as typed (`symlink_target`: denied
+                // there); a path denied as typed may lead somewhere allowed (`/lib` →
+                // `usr/lib`), so judge where it leads.
+                let reached = match &denied.symlink_target {
+                    Some(target) => Some(PathBuf::from(target)),
+                    None => {
+                        let reached = canonical(Path::new(&denied.path));
+                        let allowed_there = reached.as_ref().is_some_and(|real| {
+                            let mut subject = serde_json::json!(
+                                {"event": "denied", "op": denied.op, "path": real}
+                            );
+                            if let Some(a) = &denied.access {
+                                subject["access"] = serde_json::json!(a);
+                            }
+                            enforced.judge(&subject).is_some_and(|(_, v)| !v.is_deny())
+                        });
+                        if allowed_there {
+                            return;
+                        }
+                        reached
+                    }
+                };
+                // Name the file itself (the rule a policy needs), the path as the
+                // process passed it beside it.
+                let mut denied = FileDenied {
+                    would_errno: Some("EACCES".into()),
+                    ..denied
+                };
+                if let Some(real) = reached.map(|r| r.display().to_string()) {
+                    if real != denied.path {
+                        let typed = std::mem::replace(&mut denied.path, real);
+                        denied.path_arg.get_or_insert(typed);
+                        denied.symlink_target = None;
+                    }
+                }
+                self.record(layer, Some(Decision::WouldDeny), denied.into());
             }
             Event::Denial {
                 pid,
@@ -480,13 +492,4 @@ fn resolve_exec_path(tgid: u32, filename: &str, attached: bool) -> String {
     std::fs::read_link(format!("/proc/{tgid}/exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| filename.to_owned())
-}
-
-/// `path` with every symlink resolved; for a file that is gone (unlinked, renamed),
-/// its directory resolved and its name kept. `None` if the directory is gone too.
-fn canonical(path: &Path) -> Option<PathBuf> {
-    std::fs::canonicalize(path).ok().or_else(|| {
-        let dir = std::fs::canonicalize(path.parent()?).ok()?;
-        Some(dir.join(path.file_name()?))
-    })
 }

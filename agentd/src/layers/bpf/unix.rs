@@ -302,32 +302,46 @@ fn add_entry(out: &mut UnixEntries, rule: &PathRule, value: UnixRule) -> Result<
         }
     }
     for form in forms {
-        let bytes = form.as_os_str().as_bytes();
-        if bytes.len() > UNIX_PATH_MAX {
-            continue;
-        }
-        let mut prefix = bytes.to_vec();
-        if meta.is_dir() {
-            if prefix.last() != Some(&b'/') {
-                prefix.push(b'/');
-            }
-        } else {
-            prefix.push(0);
-        }
-        out.prefixes.push((prefix, value));
+        push_prefix(out, &form, meta.is_dir(), value);
     }
     out.inodes.push((kernel_dev(meta.dev()), meta.ino(), value));
     if !meta.is_dir() {
         if let (Some(dir), Some(name)) = (rule.path.parent(), rule.path.file_name()) {
-            let dmeta = stat(dir)?;
-            let name = name.as_bytes();
-            if name.len() < UNIX_NAME_LEN {
-                out.named
-                    .push((kernel_dev(dmeta.dev()), dmeta.ino(), name.to_vec(), value));
-            }
+            push_named(out, &stat(dir)?, name.as_bytes(), value);
         }
     }
     Ok(())
+}
+
+/// The string check's entry for `form`: `D/` for a directory (its tree), `F\0` for a
+/// socket (exactly it). A form longer than a `sun_path` could hold is left out.
+fn push_prefix(out: &mut UnixEntries, form: &Path, dir: bool, value: UnixRule) {
+    let bytes = form.as_os_str().as_bytes();
+    if bytes.len() > UNIX_PATH_MAX {
+        return;
+    }
+    let mut prefix = bytes.to_vec();
+    if dir {
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+    } else {
+        prefix.push(0);
+    }
+    out.prefixes.push((prefix, value));
+}
+
+/// The socket `name` in the directory `dir_meta` describes (a socket its server
+/// re-creates is still this one).
+fn push_named(out: &mut UnixEntries, dir_meta: &std::fs::Metadata, name: &[u8], value: UnixRule) {
+    if name.len() < UNIX_NAME_LEN {
+        out.named.push((
+            kernel_dev(dir_meta.dev()),
+            dir_meta.ino(),
+            name.to_vec(),
+            value,
+        ));
+    }
 }
 
 /// An optional `net.unix` socket that does not exist at run start (glibc's nscd socket
@@ -353,18 +367,11 @@ fn add_missing(out: &mut UnixEntries, rule: &PathRule, value: UnixRule) {
     forms.sort();
     forms.dedup();
     for form in forms {
-        let bytes = form.as_os_str().as_bytes();
-        if bytes.len() <= UNIX_PATH_MAX {
-            let mut exact = bytes.to_vec();
-            exact.push(0);
-            out.prefixes.push((exact, value));
-        }
+        push_prefix(out, &form, false, value);
     }
     if let (Some(dir), Some(name)) = (resolved.parent(), resolved.file_name()) {
-        let name = name.as_bytes();
-        if let (Ok(dmeta), true) = (std::fs::metadata(dir), name.len() < UNIX_NAME_LEN) {
-            out.named
-                .push((kernel_dev(dmeta.dev()), dmeta.ino(), name.to_vec(), value));
+        if let Ok(dir_meta) = std::fs::metadata(dir) {
+            push_named(out, &dir_meta, name.as_bytes(), value);
         }
     }
 }
