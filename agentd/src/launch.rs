@@ -121,22 +121,30 @@ pub enum LaunchError {
     Report(nix::Error),
 }
 
-/// Forks the child. `forked` runs in the parent with the child's pid while the child
-/// waits just before `execve`: the command starts only once it returned `Ok` (the daemon
-/// writes the run's state file there). Its error stops the child and is returned.
-pub fn spawn<E>(
-    setup: &ChildSetup<'_>,
-    forked: impl FnOnce(Pid) -> Result<(), E>,
-) -> Result<Result<SpawnOutcome, E>, LaunchError> {
+/// A forked child that has set itself up (cgroups, user, capabilities, landlock,
+/// seccomp) and waits for [`Paused::start`] before it execs the command. The parent
+/// finishes the run's setup meanwhile: the child's cgroup join (a kernel RCU grace
+/// period on a host without `favordynmods`, about 10 ms) overlaps the parent's work.
+/// Dropped without `start`, the child exits 125 before exec and is reaped.
+pub struct Paused {
+    child: Pid,
+    go: Option<OwnedFd>,
+    report: Option<OwnedFd>,
+}
+
+/// Forks the child, which sets itself up and waits (see [`Paused`]).
+pub fn fork_paused(setup: &ChildSetup<'_>) -> Result<Paused, LaunchError> {
+    // Held across fork, so that the daemon's zombie sweeps never reap this leader (its
+    // supervisor waits for it) before it is known. The child never releases it: it
+    // execs or exits. Held from before the pipes exist until the parent has closed the
+    // child's ends, so that a concurrent launch never forks a copy of them (which would
+    // keep the report pipe open past this child's exec).
+    let mut leaders = crate::supervisor::leaders();
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
     let (go_read, go_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
     let parent = nix::unistd::getpid();
-    // Held across fork, so that the daemon's zombie sweeps never reap this leader (its
-    // supervisor waits for it) before it is known. The child never releases it: it
-    // execs or exits.
-    let mut leaders = crate::supervisor::leaders();
     // SAFETY: between fork and exec/_exit the child calls only `child_main`,
     // which makes raw async-signal-safe syscalls on memory prepared before fork.
     match unsafe { nix::unistd::fork() }.map_err(LaunchError::Fork)? {
@@ -149,23 +157,47 @@ pub fn spawn<E>(
         }
         nix::unistd::ForkResult::Parent { child } => {
             leaders.insert(child.as_raw());
-            drop(leaders);
             drop(write_end);
             drop(go_read);
-            match forked(child) {
-                Ok(()) => {
-                    // The child waits for this byte; a failed write means it is gone,
-                    // which its report says.
-                    let _ = nix::unistd::write(&go_write, b"g");
-                    drop(go_write);
-                    read_report(read_end, child).map(Ok)
-                }
-                Err(e) => {
-                    // End of file on the go pipe: the child exits 125 before exec.
-                    drop(go_write);
-                    let _ = read_report(read_end, child);
-                    Ok(Err(e))
-                }
+            drop(leaders);
+            Ok(Paused {
+                child,
+                go: Some(go_write),
+                report: Some(read_end),
+            })
+        }
+    }
+}
+
+impl Paused {
+    pub fn pid(&self) -> Pid {
+        self.child
+    }
+
+    /// Lets the child exec the command, and returns how its setup and exec went.
+    pub fn start(mut self) -> Result<SpawnOutcome, LaunchError> {
+        if let Some(go) = self.go.take() {
+            // The child waits for this byte; a failed write means it is gone, which its
+            // report says.
+            let _ = nix::unistd::write(&go, b"g");
+        }
+        match self.report.take() {
+            Some(report) => read_report(report, self.child),
+            None => Ok(SpawnOutcome::Running(self.child)),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // End of file on the go pipe: the child exits 125 before exec; its report (or
+        // the pipe closing) says it is gone, and `read_report` reaps it.
+        drop(self.go.take());
+        if let Some(report) = self.report.take() {
+            if let Ok(SpawnOutcome::Running(pid)) = read_report(report, self.child) {
+                // It exited without a report: reap it here.
+                let _ = nix::sys::wait::waitpid(pid, None);
+                crate::supervisor::forget_leader(pid);
             }
         }
     }

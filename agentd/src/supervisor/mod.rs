@@ -2,8 +2,9 @@
 //! the daemon drive runs through the same code.
 //!
 //! ```text
-//! RunSpec ──prepare──▶ Prepared (cgroups, eBPF slot, resolver, budgets: RunResources)
-//!         ──launch───▶ Launched (the command runs)
+//! RunSpec ──prepare──▶ Prepared (cgroups; the child forked, paused; then eBPF slot,
+//!                      resolver, budgets: RunResources)
+//!         ──launch───▶ Launched (the child's go: the command runs)
 //!         ──supervise▶ Supervised (how it ended)
 //!         ──teardown─▶ the run_end record
 //! ```

@@ -62,7 +62,7 @@ pub fn reap_orphans(within: Duration) -> (usize, bool) {
 /// exit status): the sweeps never reap them.
 static LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-/// The leader set, locked. `launch::spawn` holds it across `fork` and adds the child
+/// The leader set, locked. `launch::fork_paused` holds it across `fork` and adds the child
 /// before letting go, so that no sweep can see a leader it does not know yet.
 pub fn leaders() -> MutexGuard<'static, BTreeSet<i32>> {
     LEADERS

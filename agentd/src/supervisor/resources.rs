@@ -59,9 +59,10 @@ pub struct TeardownReport {
 }
 
 impl RunResources {
-    /// Sets up everything the run needs before its command starts. On error, what was
-    /// set up is undone (by `Drop`) and nothing is left behind.
-    pub async fn prepare(
+    /// The first half of a launched run's setup: the run's cgroups (after collecting
+    /// stale ones) and its pid file. The child can join the cgroups while
+    /// [`Self::confine`] does the rest.
+    pub fn create(
         host: &Arc<Host>,
         spec: &RunSpec,
         audit: &mut RunAudit,
@@ -89,9 +90,20 @@ impl RunResources {
             host.cgroups().mode(),
             cgroups.describe()
         );
-        let mut res = Self::on_cgroups(host, spec, cgroups, audit).await?;
+        let mut res = Self::holding(host, spec, cgroups);
         res.pid_file = Some(PidFile::create(&spec.id).map_err(|e| setup_err(name::AGENTD, e))?);
         Ok(res)
+    }
+
+    /// The second half: the eBPF slot, resolver and rules of the run on its cgroups.
+    /// On error (of either half), what was set up is undone (by `Drop`) and nothing is
+    /// left behind.
+    pub async fn confine(
+        &mut self,
+        spec: &RunSpec,
+        audit: &mut RunAudit,
+    ) -> Result<(), SetupError> {
+        self.register_and_enforce(spec, audit).await
     }
 
     /// Sets up what an attached run needs on an existing cgroup (`agentd attach`):
@@ -114,16 +126,25 @@ impl RunResources {
         cgroups: RunCgroups,
         audit: &mut RunAudit,
     ) -> Result<Self, SetupError> {
-        let cgroup_id = cgroups.cgroup_id();
         let mut res = Self::holding(host, spec, cgroups);
-        res.bpf = Some(
-            host.bpf()
-                .register(cgroup_id, &spec.id)
+        res.register_and_enforce(spec, audit).await?;
+        Ok(res)
+    }
+
+    async fn register_and_enforce(
+        &mut self,
+        spec: &RunSpec,
+        audit: &mut RunAudit,
+    ) -> Result<(), SetupError> {
+        self.bpf = Some(
+            self.host
+                .bpf()
+                .register(self.cgroup_id, &spec.id)
                 .map_err(|e| setup_err(name::BPF, e))?,
         );
-        res.start_resolver(spec, audit).await?;
-        res.enforce(spec)?;
-        Ok(res)
+        self.start_resolver(spec, audit).await?;
+        self.enforce(spec)?;
+        Ok(())
     }
 
     /// Whether this run confines an existing cgroup (`agentd attach`).

@@ -281,8 +281,8 @@ async fn launch_and_wait(
     controls: &mut mpsc::Receiver<Control>,
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, SetupError> {
-    let mut res = RunResources::prepare(host, spec, audit).await?;
-    let outcome = launch(spec, program, &mut res, hooks)?;
+    let mut res = RunResources::create(host, spec, audit)?;
+    let outcome = launch(spec, program, &mut res, audit, hooks).await?;
     let pid = match outcome {
         SpawnOutcome::Running(pid) => pid,
         SpawnOutcome::Failed { stage, errno } => {
@@ -582,16 +582,62 @@ pub const EXIT_STATUS_LOST: u8 = 255;
 
 /// Prepares the child's parts, tells the hooks, arms the guard and forks. Synchronous:
 /// the child's parts hold raw pointers that must not live across an await.
-fn launch(
+/// Forks the child into the run's cgroups, confines the run (eBPF slot, resolver,
+/// rules) while the child sets itself up, and lets it exec once the run is ready.
+async fn launch(
     spec: &RunSpec,
     program: &Path,
     res: &mut RunResources,
+    audit: &mut RunAudit,
     hooks: &mut dyn RunHooks,
 ) -> Result<SpawnOutcome, SetupError> {
-    let parts = prepare_child(spec, program)?;
     let cgroups = res.cgroups()?;
-    let procs_fds = cgroups.procs_fds();
     let v2_leaf = cgroups.identity().path.clone();
+    let cgroup_paths = cgroups
+        .leaves()
+        .map(|l| (l.hierarchy.clone(), l.path.clone()))
+        .collect();
+    // From here on, an error drops `child`: it exits 125 before exec and is reaped.
+    let child = fork_child(spec, program, cgroups)?;
+    res.confine(spec, audit).await?;
+    let prepared = PreparedRun {
+        cgroup_paths,
+        bpf: res
+            .bpf
+            .as_ref()
+            .map(|b| b.state())
+            .ok_or_else(|| setup_err(name::BPF, "the run has no eBPF slot"))?,
+    };
+    hooks.before_start(&prepared).map_err(|e| SetupError {
+        layer: name::AGENTD,
+        source: e,
+    })?;
+    if spec.tied_to_agentd {
+        // From here on, agentd dying (even by SIGKILL) kills the whole run. (Before,
+        // the child dies with agentd by PR_SET_PDEATHSIG, before it execs.)
+        res.guard = Some(
+            crate::run_guard::RunGuard::arm(&v2_leaf)
+                .map_err(|e| setup_err(name::AGENTD, format!("run guard: {e}")))?,
+        );
+    }
+    hooks
+        .forked(child.pid().as_raw() as u32)
+        .map_err(|e| SetupError {
+            layer: name::AGENTD,
+            source: e,
+        })?;
+    child.start().map_err(|e| setup_err(name::AGENTD, e))
+}
+
+/// Forks the run's child (see [`launch::Paused`]). What it needs is built here, before
+/// fork (the child may not allocate), and dropped in the parent once it is forked.
+fn fork_child(
+    spec: &RunSpec,
+    program: &Path,
+    cgroups: &crate::layers::cgroup::RunCgroups,
+) -> Result<launch::Paused, SetupError> {
+    let parts = prepare_child(spec, program)?;
+    let procs_fds = cgroups.procs_fds();
     let stdio = spec
         .stdio
         .as_ref()
@@ -610,34 +656,7 @@ fn launch(
         stdio,
         tied_to_parent: spec.tied_to_agentd,
     };
-    let prepared = PreparedRun {
-        cgroup_paths: cgroups
-            .leaves()
-            .map(|l| (l.hierarchy.clone(), l.path.clone()))
-            .collect(),
-        bpf: res
-            .bpf
-            .as_ref()
-            .map(|b| b.state())
-            .ok_or_else(|| setup_err(name::BPF, "the run has no eBPF slot"))?,
-    };
-    hooks.before_start(&prepared).map_err(|e| SetupError {
-        layer: name::AGENTD,
-        source: e,
-    })?;
-    if spec.tied_to_agentd {
-        // From here on, agentd dying (even by SIGKILL) kills the whole run.
-        res.guard = Some(
-            crate::run_guard::RunGuard::arm(&v2_leaf)
-                .map_err(|e| setup_err(name::AGENTD, format!("run guard: {e}")))?,
-        );
-    }
-    launch::spawn(&setup, |pid| hooks.forked(pid.as_raw() as u32))
-        .map_err(|e| setup_err(name::AGENTD, e))?
-        .map_err(|e| SetupError {
-            layer: name::AGENTD,
-            source: e,
-        })
+    launch::fork_paused(&setup).map_err(|e| setup_err(name::AGENTD, e))
 }
 
 fn report_spawn_failure(

@@ -12,6 +12,7 @@ use agentd_common::{
     syscalls::names as syscall_names,
     unix::{names as unix_names, UnixNamedKey, UnixRule, UNIX_KEY_LEN},
 };
+use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 
@@ -171,4 +172,79 @@ pub fn dup(data: &MapData, name: &'static str) -> Result<MapData, BpfError> {
             }),
         })?;
     MapData::from_fd(fd).map_err(|error| map_error("reopen", name, error))
+}
+
+/// The bytes of `items`, back to back, as the kernel reads them.
+fn bytes_of<T: aya::Pod>(items: &[T]) -> &[u8] {
+    // SAFETY: `Pod` types are plain data with every byte initialised: the kernel structs
+    // of agentd-common carry explicit padding fields, and `lpm_trie::Key` is packed.
+    // The slice covers exactly the memory of `items` and borrows it.
+    unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items)) }
+}
+
+/// Inserts `entries` into `trie` with one `BPF_MAP_UPDATE_BATCH` (a policy's whole allow
+/// list in one call), or one call per entry where the kernel has no batch update for
+/// tries.
+pub fn trie_insert_all<const N: usize, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    entries: &[(Key<[u8; N]>, V)],
+) -> Result<(), aya::maps::MapError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Key<[u8; N]>> = entries.iter().map(|(k, _)| *k).collect();
+    let values: Vec<V> = entries.iter().map(|(_, v)| *v).collect();
+    let fd = aya::maps::IterableMap::map(trie).fd().as_fd();
+    match super::sys::map_update_batch(fd, bytes_of(&keys), bytes_of(&values), entries.len() as u32)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if super::sys::batch_unsupported(&e) => {
+            for (k, v) in entries {
+                trie.insert(k, *v, 0)?;
+            }
+            Ok(())
+        }
+        Err(io_error) => Err(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_batch",
+            io_error,
+        })),
+    }
+}
+
+/// Removes every key of `map` (keys of type `K`, values of type `V`) for which `doomed`
+/// holds; see [`super::sys::map_remove_where`].
+pub fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    doomed: impl Fn(&K) -> bool,
+) -> Result<usize, aya::maps::MapError> {
+    super::sys::map_remove_where(
+        map.fd().as_fd(),
+        std::mem::size_of::<K>(),
+        std::mem::size_of::<V>(),
+        // SAFETY: `bytes` is one key as the kernel wrote it, `size_of::<K>()` long; `K`
+        // is plain data, and the read is unaligned-safe.
+        |bytes| doomed(&unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<K>()) }),
+    )
+    .map_err(|io_error| {
+        aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_batch/delete_batch",
+            io_error,
+        })
+    })
+}
+
+/// [`remove_where`] on a trie.
+pub fn trie_remove_where<const N: usize, V: aya::Pod>(
+    trie: &LpmTrie<MapData, [u8; N], V>,
+    doomed: impl Fn(&Key<[u8; N]>) -> bool,
+) -> Result<usize, aya::maps::MapError> {
+    remove_where::<Key<[u8; N]>, V>(aya::maps::IterableMap::map(trie), doomed)
+}
+
+/// [`remove_where`] on a hash map.
+pub fn hash_remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    doomed: impl Fn(&K) -> bool,
+) -> Result<usize, aya::maps::MapError> {
+    remove_where::<K, V>(aya::maps::IterableMap::map(map), doomed)
 }

@@ -129,37 +129,59 @@ pub struct Entry {
 /// Merges `rules` into trie entries: one per distinct CIDR, carrying every rule whose
 /// CIDR contains it. IPv4 and IPv6 entries are returned together; the caller splits them.
 pub fn compile(rules: &[AddrRule]) -> Result<Vec<Entry>, CompileError> {
+    // Rules by their (masked) CIDR, so that the rules containing a CIDR are found by one
+    // lookup per distinct prefix length rather than by testing every rule: a policy's
+    // 1,000-rule allow list is compiled at each launch.
+    let mut by_cidr: std::collections::HashMap<(IpAddr, u8), Vec<usize>> =
+        std::collections::HashMap::with_capacity(rules.len());
+    let mut prefixes: Vec<(bool, u8)> = Vec::new();
+    for (index, r) in rules.iter().enumerate() {
+        by_cidr
+            .entry((masked(r.addr, r.prefix), r.prefix))
+            .or_default()
+            .push(index);
+        prefixes.push((r.addr.is_ipv4(), r.prefix));
+    }
+    prefixes.sort_unstable();
+    prefixes.dedup();
     let mut cidrs: Vec<(IpAddr, u8)> = rules.iter().map(|r| (r.addr, r.prefix)).collect();
     cidrs.sort();
     cidrs.dedup();
     let mut out = Vec::with_capacity(cidrs.len());
+    let mut applying: Vec<usize> = Vec::new();
     for (addr, prefix) in cidrs {
+        applying.clear();
+        for &(_, p) in prefixes
+            .iter()
+            .filter(|(v4, p)| *v4 == addr.is_ipv4() && *p <= prefix)
+        {
+            if let Some(indices) = by_cidr.get(&(masked(addr, p), p)) {
+                applying.extend(indices.iter().filter(|&&i| {
+                    let r = &rules[i];
+                    contains(r.addr, r.prefix, addr, prefix)
+                }));
+            }
+        }
+        // In policy order, as the programs scan an entry's rules in order.
+        applying.sort_unstable();
+        if applying.len() > NET_RULES_PER_ENTRY {
+            return Err(CompileError::TooManyRules {
+                cidr: format!("{addr}/{prefix}"),
+                count: applying.len(),
+            });
+        }
         let mut set = NetRuleSet::EMPTY;
-        let mut count = 0usize;
-        for (index, r) in rules.iter().enumerate() {
-            if !contains(r.addr, r.prefix, addr, prefix) {
-                continue;
-            }
-            if count == NET_RULES_PER_ENTRY {
-                let total = rules
-                    .iter()
-                    .filter(|r| contains(r.addr, r.prefix, addr, prefix))
-                    .count();
-                return Err(CompileError::TooManyRules {
-                    cidr: format!("{addr}/{prefix}"),
-                    count: total,
-                });
-            }
-            set.rules[count] = NetPortRule {
+        for (slot, &index) in applying.iter().enumerate() {
+            let r = &rules[index];
+            set.rules[slot] = NetPortRule {
                 port_lo: r.ports.0,
                 port_hi: r.ports.1,
                 protos: r.protos,
                 _pad: 0,
                 rule: u16::try_from(index).unwrap_or(u16::MAX),
             };
-            count += 1;
         }
-        set.count = count as u32;
+        set.count = applying.len() as u32;
         out.push(Entry {
             addr,
             prefix,
@@ -167,6 +189,20 @@ pub fn compile(rules: &[AddrRule]) -> Result<Vec<Entry>, CompileError> {
         });
     }
     Ok(out)
+}
+
+/// `addr` with the bits past `prefix` cleared.
+fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & keep).into())
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & keep).into())
+        }
+    }
 }
 
 /// Whether the CIDR `outer/outer_prefix` contains `inner/inner_prefix` (same family).
@@ -229,28 +265,29 @@ impl BpfRuntime {
             let Some(rules) = rules else { continue };
             let (map4, map6) = table.names();
             let entries = compile(rules)?;
+            let mut v4 = Vec::new();
+            let mut v6 = Vec::new();
             for e in entries {
                 match e.addr {
-                    IpAddr::V4(a) => {
-                        let key = key4(slot, a, e.prefix);
-                        table
-                            .trie4(&mut self.maps)
-                            .insert(&key, e.rules, 0)
-                            .map_err(|error| {
-                                map_error(format!("insert {a}/{} into", e.prefix), map4, error)
-                            })?;
-                    }
-                    IpAddr::V6(a) => {
-                        let key = key6(slot, a, e.prefix);
-                        table
-                            .trie6(&mut self.maps)
-                            .insert(&key, e.rules, 0)
-                            .map_err(|error| {
-                                map_error(format!("insert {a}/{} into", e.prefix), map6, error)
-                            })?;
-                    }
+                    IpAddr::V4(a) => v4.push((key4(slot, a, e.prefix), e.rules)),
+                    IpAddr::V6(a) => v6.push((key6(slot, a, e.prefix), e.rules)),
                 }
             }
+            let (n4, n6) = (v4.len(), v6.len());
+            super::maps::trie_insert_all(table.trie4(&mut self.maps), &v4).map_err(|error| {
+                map_error(
+                    format!("insert {n4} entries of slot {slot} into"),
+                    map4,
+                    error,
+                )
+            })?;
+            super::maps::trie_insert_all(table.trie6(&mut self.maps), &v6).map_err(|error| {
+                map_error(
+                    format!("insert {n6} entries of slot {slot} into"),
+                    map6,
+                    error,
+                )
+            })?;
         }
         let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
             path: cgroup_dir.to_path_buf(),
@@ -493,6 +530,77 @@ mod tests {
         assert_eq!(find("0.0.0.0", 0).rules.count, 1);
         // v4 rules never leak into v6 entries.
         assert_eq!(find("::1", 128).rules.count, 1);
+    }
+
+    /// The rules containing each CIDR, found by testing every rule (what `compile`'s
+    /// lookup by prefix length must agree with).
+    fn compile_by_scan(rules: &[AddrRule]) -> Vec<(IpAddr, u8, Vec<u16>)> {
+        let mut cidrs: Vec<(IpAddr, u8)> = rules.iter().map(|r| (r.addr, r.prefix)).collect();
+        cidrs.sort();
+        cidrs.dedup();
+        cidrs
+            .into_iter()
+            .map(|(addr, prefix)| {
+                let applying = rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| contains(r.addr, r.prefix, addr, prefix))
+                    .map(|(i, _)| i as u16)
+                    .collect();
+                (addr, prefix, applying)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compile_finds_the_rules_a_scan_of_every_rule_finds() {
+        let mut rules = Vec::new();
+        for i in 0..400u32 {
+            let (a, b) = ((i * 7) % 5, (i * 13) % 11);
+            let prefix = [8, 16, 24, 32, 32, 20][(i % 6) as usize];
+            rules.push(rule(
+                &format!("10.{a}.{b}.{}", i % 3),
+                prefix,
+                1,
+                1,
+                NET_PROTO_TCP,
+            ));
+        }
+        rules.push(rule("0.0.0.0", 0, 443, 443, NET_PROTO_TCP));
+        rules.push(rule("10.1.2.3", 8, 80, 80, NET_PROTO_TCP));
+        rules.push(rule("::1", 128, 80, 80, NET_PROTO_TCP));
+        rules.push(rule("::", 0, 53, 53, NET_PROTO_UDP));
+        let mut kept = Vec::new();
+        let mut count = std::collections::HashMap::new();
+        for r in rules {
+            // Stay below the per-entry limit: the scan is the reference, not the limit.
+            let n = rules_containing(&kept, &r);
+            let c = count.entry((r.addr, r.prefix)).or_insert(0);
+            if n < NET_RULES_PER_ENTRY && *c < 4 {
+                *c += 1;
+                kept.push(r);
+            }
+        }
+        let compiled: Vec<(IpAddr, u8, Vec<u16>)> = compile(&kept)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let rules = e.rules.rules[..e.rules.count as usize]
+                    .iter()
+                    .map(|r| r.rule)
+                    .collect();
+                (e.addr, e.prefix, rules)
+            })
+            .collect();
+        assert!(compiled.len() > 50);
+        assert_eq!(compiled, compile_by_scan(&kept));
+    }
+
+    fn rules_containing(rules: &[AddrRule], r: &AddrRule) -> usize {
+        rules
+            .iter()
+            .filter(|o| contains(o.addr, o.prefix, r.addr, r.prefix))
+            .count()
     }
 
     #[test]

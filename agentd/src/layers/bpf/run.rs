@@ -365,16 +365,14 @@ impl BpfRuntime {
             );
         }
         let prefix = slot.to_be_bytes();
+        // Batched: a run's 1,000-rule allow list goes in a few calls, whatever the
+        // other runs hold.
         macro_rules! clear_trie {
             ($map:expr, $what:expr) => {{
-                let keys: Vec<_> = $map
-                    .keys()
-                    .filter_map(Result::ok)
-                    .filter(|k| k.prefix_len() >= NET_SLOT_BITS && k.data()[..4] == prefix)
-                    .collect();
-                for k in keys {
-                    ok($what, $map.remove(&k));
-                }
+                let r = super::maps::trie_remove_where(&$map, |k| {
+                    k.prefix_len() >= NET_SLOT_BITS && k.data()[..4] == prefix
+                });
+                ok($what, r.map(|_| ()));
             }};
         }
         clear_trie!(m.net_allow4, "NET_ALLOW4");
@@ -386,14 +384,8 @@ impl BpfRuntime {
         clear_trie!(m.unix_prefixes, "UNIX_PREFIXES");
         macro_rules! clear_by_slot {
             ($map:expr, $what:expr) => {{
-                let keys: Vec<_> = $map
-                    .keys()
-                    .filter_map(Result::ok)
-                    .filter(|k| k.run_slot == slot)
-                    .collect();
-                for k in keys {
-                    ok($what, $map.remove(&k));
-                }
+                let r = super::maps::hash_remove_where(&$map, |k| k.run_slot == slot);
+                ok($what, r.map(|_| ()));
             }};
         }
         clear_by_slot!(m.fs_rules, "FS_RULES");

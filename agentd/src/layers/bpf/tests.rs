@@ -341,7 +341,7 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
         "nothing attached before a run"
     );
     let mut run_a = runtime.register(a.id(), "a").unwrap();
-    let run_b = runtime.register(b.id(), "b").unwrap();
+    let mut run_b = runtime.register(b.id(), "b").unwrap();
     assert_ne!(run_a.slot(), run_b.slot());
     let rule = |port| AddrRule {
         addr: "127.0.0.1".parse().unwrap(),
@@ -355,6 +355,29 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
         ..NetRequest::default()
     };
     runtime.enforce_net(&mut run_a, &a.path, &request).unwrap();
+    // More entries than one batch of the clear's lookup (256) holds, so that releasing
+    // a pages through b's entries and must leave every one of them.
+    let many: Vec<AddrRule> = (0..600u16)
+        .map(|i| AddrRule {
+            addr: std::net::Ipv4Addr::new(10, 9, (i / 250) as u8, (i % 250) as u8).into(),
+            prefix: 32,
+            ports: (443, 443),
+            protos: crate::layers::bpf::proto_bits(true, false),
+            written: format!("10.9.{}.{}:443/tcp", i / 250, i % 250),
+        })
+        .collect();
+    let request_b = NetRequest {
+        connect: Some(many),
+        ..NetRequest::default()
+    };
+    runtime
+        .enforce_net(&mut run_b, &b.path, &request_b)
+        .unwrap();
+    let b_entries = runtime.entries_of(run_b.slot(), b.id());
+    assert!(
+        b_entries >= 602,
+        "600 trie entries, cgroup, NET_RUNS: {b_entries}"
+    );
     let status = runtime.status();
     assert_eq!(status.runs, 2);
     let sys_exit = status
@@ -370,7 +393,11 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
     let (slot_a, slot_b) = (run_a.slot(), run_b.slot());
     runtime.release(run_a, false);
     assert_eq!(runtime.entries_of(slot_a, a.id()), 0);
-    assert!(runtime.entries_of(slot_b, b.id()) > 0, "b is untouched");
+    assert_eq!(
+        runtime.entries_of(slot_b, b.id()),
+        b_entries,
+        "b is untouched"
+    );
     assert_eq!(runtime.status().runs, 1);
     runtime.release(run_b, false);
     assert_eq!(runtime.entries_of(slot_b, b.id()), 0);
