@@ -290,8 +290,10 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     })?;
     // Every program is verified now, once, not at some run's launch.
     let lsm = host.probe.bpf_lsm.available;
+    let unix_cgroup =
+        crate::plan::unix_path(&host.probe) == Some(crate::layers::bpf::UnixPath::Cgroup);
     host.bpf()
-        .preload(&crate::layers::bpf::progs::all_for(lsm))
+        .preload(&crate::layers::bpf::progs::all_for(lsm), unix_cgroup)
         .map_err(|e| crate::supervisor::setup_err(name::BPF, e))?;
     // Every program is loaded: aya's parse of the kernel BTF is needed no more.
     crate::layers::bpf::release_kernel_btf();

@@ -109,6 +109,12 @@ pub enum BpfError {
         /// aya's error.
         error: aya::EbpfError,
     },
+    /// A thread loading programs panicked (a bug; the load is refused).
+    #[error("a program loader thread panicked")]
+    LoaderPanicked,
+    /// The raw-loaded unix-socket programs could not be loaded.
+    #[error("unix-socket programs: {0}")]
+    Unix(Box<unix::UnixError>),
     /// The object lacks a program (build and loader out of step).
     #[error("program {name} missing from the ebpf object")]
     MissingProgram {
@@ -389,13 +395,22 @@ impl BpfRuntime {
         Ok(removed)
     }
 
-    /// Loads the programs of `progs` now (the verifier runs once per runtime), so a
-    /// daemon finds a program the kernel refuses at start-up, not at a run's launch.
-    pub fn preload(&mut self, progs: &[progs::Prog]) -> Result<(), BpfError> {
-        for p in progs {
-            progs::ensure_loaded(&mut self.ebpf, self.btf, p)?;
-        }
-        Ok(())
+    /// Loads the programs of `progs` now (the verifier runs once per runtime), and with
+    /// `unix_cgroup` the raw-loaded unix-socket programs, several at once (see
+    /// [`progs::load_all`]). A daemon finds a program the kernel refuses at start-up,
+    /// not at a run's launch; a standalone run verifies its programs in parallel.
+    pub fn preload(&mut self, progs: &[progs::Prog], unix_cgroup: bool) -> Result<(), BpfError> {
+        let (ebpf, btf, unix) = (&mut self.ebpf, self.btf, &mut self.unix);
+        std::thread::scope(|scope| {
+            let unix = unix_cgroup.then(|| scope.spawn(|| unix.load_cgroup_progs()));
+            let loaded = progs::load_all(ebpf, btf, progs);
+            let unix = match unix.map(|h| h.join()) {
+                None | Some(Ok(Ok(()))) => Ok(()),
+                Some(Ok(Err(e))) => Err(BpfError::Unix(Box::new(e))),
+                Some(Err(_)) => Err(BpfError::LoaderPanicked),
+            };
+            loaded.and(unix)
+        })
     }
 
     /// The pin directory, when this runtime pins.

@@ -308,41 +308,119 @@ impl HeldLink {
 
 /// Loads `p` unless this runtime has already loaded it.
 pub(super) fn ensure_loaded(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result<(), BpfError> {
-    let section = p.section;
-    let load = |error| BpfError::Load { section, error };
-    match p.attach {
-        Attach::TpBtf(tracepoint) => {
-            let prog: &mut BtfTracePoint = program(ebpf, p.name, section)?;
-            if prog.fd().is_err() {
-                prog.load(tracepoint, &*btf.get()?).map_err(load)?;
-            }
-        }
-        Attach::Lsm(hook) => {
-            let prog: &mut Lsm = program(ebpf, p.name, section)?;
-            if prog.fd().is_err() {
-                prog.load(hook, &*btf.get()?).map_err(load)?;
-            }
-        }
-        Attach::SockAddr => {
-            let prog: &mut CgroupSockAddr = program(ebpf, p.name, section)?;
-            if prog.fd().is_err() {
-                prog.load().map_err(load)?;
-            }
-        }
-        Attach::Sock => {
-            let prog: &mut CgroupSock = program(ebpf, p.name, section)?;
-            if prog.fd().is_err() {
-                prog.load().map_err(load)?;
-            }
-        }
-        Attach::Skb(_) => {
-            let prog: &mut CgroupSkb = program(ebpf, p.name, section)?;
-            if prog.fd().is_err() {
-                prog.load().map_err(load)?;
-            }
+    let program = ebpf
+        .program_mut(p.name)
+        .ok_or(BpfError::MissingProgram { name: p.name })?;
+    if program.fd().is_ok() {
+        return Ok(());
+    }
+    let btf = match p.attach {
+        Attach::TpBtf(_) | Attach::Lsm(_) => Some(btf.get()?),
+        _ => None,
+    };
+    load_program(program, p, btf.as_deref())
+}
+
+/// Loads every program of `progs` this runtime has not loaded yet, on several threads:
+/// a load's verifier runs on the CPU of the thread that asked, so separate threads
+/// verify at once (the `sys_exit` program alone takes ~0.2 s).
+pub(super) fn load_all(ebpf: &mut Ebpf, btf: SharedBtf, progs: &[Prog]) -> Result<(), BpfError> {
+    for p in progs {
+        if ebpf.program(p.name).is_none() {
+            return Err(BpfError::MissingProgram { name: p.name });
         }
     }
-    Ok(())
+    let mut work: Vec<(usize, &Prog, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter(|(_, program)| program.fd().is_err())
+        .filter_map(|(name, program)| {
+            let at = progs.iter().position(|p| p.name == name)?;
+            Some((at, &progs[at], program))
+        })
+        .collect();
+    if work.is_empty() {
+        return Ok(());
+    }
+    let btf = if work
+        .iter()
+        .any(|(_, p, _)| matches!(p.attach, Attach::TpBtf(_) | Attach::Lsm(_)))
+    {
+        Some(btf.get()?)
+    } else {
+        None
+    };
+    // Taken from the end: the caller's order is the start order.
+    work.sort_by_key(|(at, _, _)| std::cmp::Reverse(*at));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(work.len());
+    let queue = std::sync::Mutex::new(work);
+    let btf = btf.as_deref();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .pop();
+                    let Some((_, p, program)) = next else {
+                        return Ok(());
+                    };
+                    load_program(program, p, btf)?;
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for w in workers {
+            let r = w.join().unwrap_or(Err(BpfError::LoaderPanicked));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// Loads (verifies) `program`, which is `p`.
+fn load_program(
+    program: &mut aya::programs::Program,
+    p: &Prog,
+    btf: Option<&aya::Btf>,
+) -> Result<(), BpfError> {
+    use aya::programs::Program;
+    let section = p.section;
+    let load = |error| BpfError::Load { section, error };
+    let btf = || {
+        btf.ok_or(BpfError::Load {
+            section,
+            error: aya::programs::ProgramError::UnexpectedProgramType,
+        })
+    };
+    match (p.attach, program) {
+        (Attach::TpBtf(tracepoint), Program::BtfTracePoint(prog)) => {
+            prog.load(tracepoint, btf()?).map_err(load)
+        }
+        (Attach::Lsm(hook), Program::Lsm(prog)) => prog.load(hook, btf()?).map_err(load),
+        (Attach::SockAddr, Program::CgroupSockAddr(prog)) => prog.load().map_err(load),
+        (Attach::Sock, Program::CgroupSock(prog)) => prog.load().map_err(load),
+        (Attach::Skb(_), Program::CgroupSkb(prog)) => prog.load().map_err(load),
+        _ => Err(load(aya::programs::ProgramError::UnexpectedProgramType)),
+    }
+}
+
+/// The programs a run of `plan` attaches on every path: the trackers, and its network
+/// programs. Loaded together before the run starts ([`load_all`]); the rest load on
+/// first use.
+pub fn for_plan(plan: &crate::plan::Plan) -> Vec<Prog> {
+    let mut v: Vec<Prog> = TRACKERS.to_vec();
+    if let Some(net) = &plan.net {
+        v.extend(NET);
+        if net.resolver {
+            v.extend(NET_RECVMSG);
+        }
+    }
+    v
 }
 
 /// Attaches the global program `p` (loading it first if needed).

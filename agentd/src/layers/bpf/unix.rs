@@ -163,26 +163,43 @@ impl UnixState {
 
     /// The two cgroup programs, loaded with raw `bpf(2)` on first use.
     fn cgroup_progs(&mut self) -> Result<&[OwnedFd; 2], UnixError> {
-        if self.cgroup_progs.is_none() {
-            let insns = relocated(
-                &self.map_fds,
-                &[names::PROG_CGROUP_CONNECT, names::PROG_CGROUP_SENDMSG],
-            )?;
-            let [connect, sendmsg] = CGROUP_PROGS;
-            let (Some(c), Some(s)) = (insns.first(), insns.get(1)) else {
-                return Err(UnixError::Object {
-                    section: section::CGROUP_CONNECT,
-                    reason: "relocation returned fewer programs than asked for".into(),
-                });
-            };
-            let c = load_sock_addr(c, connect.0, connect.1, connect.2)?;
-            let s = load_sock_addr(s, sendmsg.0, sendmsg.1, sendmsg.2)?;
-            self.cgroup_progs = Some([c, s]);
-        }
+        self.load_cgroup_progs()?;
         self.cgroup_progs.as_ref().ok_or(UnixError::Object {
             section: section::CGROUP_CONNECT,
             reason: "not loaded".into(),
         })
+    }
+
+    /// Loads the two cgroup programs unless loaded: both at once, on two threads (their
+    /// verifier runs take ~0.1 s each).
+    pub(super) fn load_cgroup_progs(&mut self) -> Result<(), UnixError> {
+        if self.cgroup_progs.is_some() {
+            return Ok(());
+        }
+        let insns = relocated(
+            &self.map_fds,
+            &[names::PROG_CGROUP_CONNECT, names::PROG_CGROUP_SENDMSG],
+        )?;
+        let [connect, sendmsg] = CGROUP_PROGS;
+        let (Some(c), Some(s)) = (insns.first(), insns.get(1)) else {
+            return Err(UnixError::Object {
+                section: section::CGROUP_CONNECT,
+                reason: "relocation returned fewer programs than asked for".into(),
+            });
+        };
+        let (c, s) = std::thread::scope(|scope| {
+            let s = scope.spawn(|| load_sock_addr(s, sendmsg.0, sendmsg.1, sendmsg.2));
+            let c = load_sock_addr(c, connect.0, connect.1, connect.2);
+            let s = s.join().unwrap_or_else(|_| {
+                Err(UnixError::Object {
+                    section: section::CGROUP_SENDMSG,
+                    reason: "the loader thread panicked".into(),
+                })
+            });
+            (c, s)
+        });
+        self.cgroup_progs = Some([c?, s?]);
+        Ok(())
     }
 }
 
