@@ -29,6 +29,10 @@ pub const DENIAL_FLAG_ABI_X32: u32 = 1 << 4;
 /// [`DenialEvent::flags`] bit: not a refusal but a file syscall that succeeded in an
 /// observed run (audit and learn modes' file observer, `HOOK_FS_OBSERVE`). `errno` is 0.
 pub const DENIAL_FLAG_OBSERVED: u32 = 1 << 5;
+/// [`DenialEvent::flags`] bit: the path is relative and `base` holds the directory it was
+/// resolved against (the cwd, or `dirfd`'s directory), walked in the kernel during the
+/// call. Without it a relative path's directory is unknown.
+pub const DENIAL_FLAG_BASE: u32 = 1 << 6;
 /// The bit that marks an x32 syscall number (`__X32_SYSCALL_BIT`).
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
@@ -40,6 +44,14 @@ pub const REFER_FLAG_OLD_TRUNCATED: u32 = 1 << 0;
 pub const REFER_FLAG_OLD_UNREADABLE: u32 = 1 << 1;
 pub const REFER_FLAG_NEW_TRUNCATED: u32 = 1 << 2;
 pub const REFER_FLAG_NEW_UNREADABLE: u32 = 1 << 3;
+/// [`ReferDenialEvent::flags`] bits: the old / new path is relative and its `*_base` holds
+/// the directory it was resolved against (as [`DENIAL_FLAG_BASE`]).
+pub const REFER_FLAG_OLD_BASE: u32 = 1 << 4;
+pub const REFER_FLAG_NEW_BASE: u32 = 1 << 5;
+
+/// Most steps (path components plus mount crossings) of the kernel's walk from a base
+/// directory up to the task's root; a deeper directory is left unknown.
+pub const BASE_MAX_STEPS: u32 = 32;
 
 /// `AT_FDCWD` as the kernel passes it in a register.
 pub const DENIAL_AT_FDCWD: i32 = -100;
@@ -176,9 +188,14 @@ pub struct DenialEvent {
     pub flags: u32,
     /// Bytes of `path` before the NUL.
     pub path_len: u32,
-    pub _pad: u32,
+    /// With [`DENIAL_FLAG_BASE`]: bytes of `base` used.
+    pub base_len: u32,
     /// The path argument as the process passed it, NUL-terminated.
     pub path: [u8; DENIAL_PATH_LEN],
+    /// With [`DENIAL_FLAG_BASE`]: the base directory's components from the innermost
+    /// out, each NUL-terminated (`ro\0w\0` is `/w/ro`; empty is `/`), as the task's root
+    /// sees it.
+    pub base: [u8; DENIAL_PATH_LEN],
 }
 
 /// A watched process's `link`/`rename` family call failed with `EXDEV`, `EACCES` or
@@ -200,10 +217,16 @@ pub struct ReferDenialEvent {
     /// Bytes of each path before the NUL.
     pub old_len: u32,
     pub new_len: u32,
+    /// With [`REFER_FLAG_OLD_BASE`] / [`REFER_FLAG_NEW_BASE`]: bytes of each base used.
+    pub old_base_len: u32,
+    pub new_base_len: u32,
     pub _pad: u32,
     /// The paths as passed, NUL-terminated (`link(old, new)`, `rename(old, new)`).
     pub old_path: [u8; DENIAL_PATH_LEN],
     pub new_path: [u8; DENIAL_PATH_LEN],
+    /// The base directory of each relative path, encoded as [`DenialEvent::base`].
+    pub old_base: [u8; DENIAL_PATH_LEN],
+    pub new_base: [u8; DENIAL_PATH_LEN],
 }
 
 /// Key of the file observer's `OBSERVED_SEEN` map (kernel side only): a run, an access
@@ -226,12 +249,12 @@ pub const OBSERVED_KEY_SIZE: usize = 16 + DENIAL_PATH_LEN;
 pub const OBSERVED_SEEN_ENTRIES: u32 = 4096;
 
 /// Size of [`ReferDenialEvent`].
-pub const REFER_DENIAL_EVENT_SIZE: usize = 32 + 32 + 2 * DENIAL_PATH_LEN;
+pub const REFER_DENIAL_EVENT_SIZE: usize = 32 + 40 + 4 * DENIAL_PATH_LEN;
 
 /// Size of [`PendingSyscall`].
 pub const PENDING_SYSCALL_SIZE: usize = 24;
 /// Size of [`DenialEvent`].
-pub const DENIAL_EVENT_SIZE: usize = 32 + 32 + DENIAL_PATH_LEN;
+pub const DENIAL_EVENT_SIZE: usize = 32 + 32 + 2 * DENIAL_PATH_LEN;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -249,7 +272,9 @@ const _: () = {
     assert!(offset_of!(DenialEvent, dirfd) == 48);
     assert!(offset_of!(DenialEvent, flags) == 52);
     assert!(offset_of!(DenialEvent, path_len) == 56);
+    assert!(offset_of!(DenialEvent, base_len) == 60);
     assert!(offset_of!(DenialEvent, path) == 64);
+    assert!(offset_of!(DenialEvent, base) == 64 + DENIAL_PATH_LEN);
     assert!(DENIAL_EVENT_SIZE.is_multiple_of(8));
     assert!(size_of::<ObservedKey>() == OBSERVED_KEY_SIZE);
     assert!(align_of::<ObservedKey>() == 8);
@@ -264,8 +289,12 @@ const _: () = {
     assert!(offset_of!(ReferDenialEvent, flags) == 48);
     assert!(offset_of!(ReferDenialEvent, old_len) == 52);
     assert!(offset_of!(ReferDenialEvent, new_len) == 56);
-    assert!(offset_of!(ReferDenialEvent, old_path) == 64);
-    assert!(offset_of!(ReferDenialEvent, new_path) == 64 + DENIAL_PATH_LEN);
+    assert!(offset_of!(ReferDenialEvent, old_base_len) == 60);
+    assert!(offset_of!(ReferDenialEvent, new_base_len) == 64);
+    assert!(offset_of!(ReferDenialEvent, old_path) == 72);
+    assert!(offset_of!(ReferDenialEvent, new_path) == 72 + DENIAL_PATH_LEN);
+    assert!(offset_of!(ReferDenialEvent, old_base) == 72 + 2 * DENIAL_PATH_LEN);
+    assert!(offset_of!(ReferDenialEvent, new_base) == 72 + 3 * DENIAL_PATH_LEN);
 };
 
 #[cfg(feature = "user")]
@@ -288,12 +317,14 @@ mod tests {
     #[test]
     fn denial_layouts() {
         assert_eq!(size_of::<PendingSyscall>(), 24);
-        assert_eq!(size_of::<DenialEvent>(), 320);
+        assert_eq!(size_of::<DenialEvent>(), 576);
+        assert_eq!(offset_of!(DenialEvent, base), 320);
         assert_eq!(offset_of!(DenialEvent, path), 64);
         assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXEC);
         assert_ne!(EVENT_KIND_DENIAL, crate::EVENT_KIND_EXIT);
-        assert_eq!(size_of::<ReferDenialEvent>(), 576);
-        assert_eq!(offset_of!(ReferDenialEvent, new_path), 320);
+        assert_eq!(size_of::<ReferDenialEvent>(), 1096);
+        assert_eq!(offset_of!(ReferDenialEvent, new_path), 328);
+        assert_eq!(offset_of!(ReferDenialEvent, new_base), 840);
         assert_eq!(size_of::<ObservedKey>(), 272);
         assert_eq!(offset_of!(ObservedKey, path), 16);
     }

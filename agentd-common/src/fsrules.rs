@@ -277,6 +277,22 @@ pub struct FsOffsets {
     pub vma_vm_file: u32,
     /// `vm_area_struct.vm_end`.
     pub vma_vm_end: u32,
+    /// `task_struct.fs` (a `struct fs_struct *`).
+    pub task_fs: u32,
+    /// `fs_struct.root` (a `struct path`): where the task's `/` is.
+    pub fs_root: u32,
+    /// `fs_struct.pwd` (a `struct path`): the task's working directory.
+    pub fs_pwd: u32,
+    /// `path.mnt` (a `struct vfsmount *`).
+    pub path_mnt: u32,
+    /// `mount.mnt`: where the `struct vfsmount` sits inside its `struct mount`.
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent` (a `struct mount *`; the mount itself at the top).
+    pub mount_mnt_parent: u32,
+    /// `mount.mnt_mountpoint` (a `struct dentry *` in the parent mount).
+    pub mount_mnt_mountpoint: u32,
+    /// `vfsmount.mnt_root` (a `struct dentry *`).
+    pub vfsmount_mnt_root: u32,
     /// 1 once the loader filled this struct; the programs do nothing while it is 0.
     pub valid: u32,
 }
@@ -303,6 +319,14 @@ impl FsOffsets {
         regs_r8: 0,
         vma_vm_file: 0,
         vma_vm_end: 0,
+        task_fs: 0,
+        fs_root: 0,
+        fs_pwd: 0,
+        path_mnt: 0,
+        mount_mnt: 0,
+        mount_mnt_parent: 0,
+        mount_mnt_mountpoint: 0,
+        vfsmount_mnt_root: 0,
         valid: 0,
     };
 }
@@ -325,7 +349,7 @@ pub const TAINT_STATE_SIZE: usize = 16;
 /// Size of [`FsEvent`].
 pub const FS_EVENT_SIZE: usize = 72 + FS_NAME_LEN + FS_PATH_LEN;
 /// Size of [`FsOffsets`].
-pub const FS_OFFSETS_SIZE: usize = 80;
+pub const FS_OFFSETS_SIZE: usize = 112;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -362,7 +386,9 @@ const _: () = {
     assert!(offset_of!(FsOffsets, regs_r8) == 64);
     assert!(offset_of!(FsOffsets, vma_vm_file) == 68);
     assert!(offset_of!(FsOffsets, vma_vm_end) == 72);
-    assert!(offset_of!(FsOffsets, valid) == 76);
+    assert!(offset_of!(FsOffsets, task_fs) == 76);
+    assert!(offset_of!(FsOffsets, vfsmount_mnt_root) == 104);
+    assert!(offset_of!(FsOffsets, valid) == 108);
 };
 
 #[cfg(feature = "user")]
@@ -417,7 +443,7 @@ mod tests {
 
     #[test]
     fn fs_offsets_layout() {
-        assert_eq!(size_of::<FsOffsets>(), 80);
+        assert_eq!(size_of::<FsOffsets>(), 112);
         assert_eq!(offset_of!(FsOffsets, regs_orig_ax), 48);
         assert_eq!(offset_of!(FsOffsets, binprm_file), 52);
         assert_eq!(offset_of!(FsOffsets, regs_dx), 56);
@@ -425,7 +451,15 @@ mod tests {
         assert_eq!(offset_of!(FsOffsets, regs_r8), 64);
         assert_eq!(offset_of!(FsOffsets, vma_vm_file), 68);
         assert_eq!(offset_of!(FsOffsets, vma_vm_end), 72);
-        assert_eq!(offset_of!(FsOffsets, valid), 76);
+        assert_eq!(offset_of!(FsOffsets, task_fs), 76);
+        assert_eq!(offset_of!(FsOffsets, fs_root), 80);
+        assert_eq!(offset_of!(FsOffsets, fs_pwd), 84);
+        assert_eq!(offset_of!(FsOffsets, path_mnt), 88);
+        assert_eq!(offset_of!(FsOffsets, mount_mnt), 92);
+        assert_eq!(offset_of!(FsOffsets, mount_mnt_parent), 96);
+        assert_eq!(offset_of!(FsOffsets, mount_mnt_mountpoint), 100);
+        assert_eq!(offset_of!(FsOffsets, vfsmount_mnt_root), 104);
+        assert_eq!(offset_of!(FsOffsets, valid), 108);
         assert_eq!(FsOffsets::UNSET.valid, 0);
     }
 

@@ -25,11 +25,12 @@ use agentd_common::{
     denials::{
         is_refer_nr, nr, DenialEvent, ObservedKey, PendingSyscall, ReferDenialEvent,
         DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK, DENIAL_AF_PACKET, DENIAL_AT_FDCWD,
-        DENIAL_EACCES, DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_OBSERVED,
-        DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW,
-        DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, OBSERVED_SEEN_ENTRIES,
-        PT_REGS_DI, PT_REGS_DX, PT_REGS_R10, PT_REGS_SI, REFER_FLAG_NEW_TRUNCATED,
-        REFER_FLAG_NEW_UNREADABLE, REFER_FLAG_OLD_TRUNCATED, REFER_FLAG_OLD_UNREADABLE,
+        DENIAL_EACCES, DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_BASE,
+        DENIAL_FLAG_OBSERVED, DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE,
+        DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL,
+        EVENT_KIND_REFER_DENIAL, OBSERVED_SEEN_ENTRIES, PT_REGS_DI, PT_REGS_DX, PT_REGS_R10,
+        PT_REGS_SI, REFER_FLAG_NEW_BASE, REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_NEW_UNREADABLE,
+        REFER_FLAG_OLD_BASE, REFER_FLAG_OLD_TRUNCATED, REFER_FLAG_OLD_UNREADABLE,
     },
     EventHeader,
 };
@@ -43,6 +44,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    base_dir::write_base,
     maps::{count_drop, observed_cgroup, submit, watched_cgroup, EVENTS},
     syscalls::reg,
 };
@@ -180,6 +182,21 @@ fn copy_path(dst: *mut u8, src: u64, truncated: u32, unreadable: u32) -> (u32, u
     (len, flag)
 }
 
+/// For a relative path copied to `path` (`len` bytes), the directory it was resolved
+/// against, walked now (during the call) into `base`: its length and `flag`, or (0, 0)
+/// when the path is absolute, empty, or the directory cannot be told.
+#[inline(always)]
+fn base_of(path: *const u8, len: u32, dirfd: i32, base: *mut u8, flag: u32) -> (u32, u32) {
+    // SAFETY: `path` is the first byte of a path field of the reserved record.
+    if len == 0 || unsafe { path.read() } == b'/' {
+        return (0, 0);
+    }
+    match write_base(dirfd, base) {
+        used if used >= 0 => (used as u32, flag),
+        _ => (0, 0),
+    }
+}
+
 /// A `link`/`rename` family call that failed with EXDEV, EACCES or EPERM: both paths.
 #[inline(always)]
 fn failed_refer(regs: *const u8, id: u32, errno: i32) {
@@ -225,6 +242,27 @@ fn failed_refer(regs: *const u8, id: u32, errno: i32) {
         REFER_FLAG_NEW_TRUNCATED,
         REFER_FLAG_NEW_UNREADABLE,
     );
+    // SAFETY: pointers to the two base arrays of the reserved record.
+    let (old_base, new_base) = unsafe {
+        (
+            addr_of_mut!((*event).old_base).cast::<u8>(),
+            addr_of_mut!((*event).new_base).cast::<u8>(),
+        )
+    };
+    let (old_base_len, b1) = base_of(
+        old_dst,
+        old_len,
+        dirfd(old_dfd),
+        old_base,
+        REFER_FLAG_OLD_BASE,
+    );
+    let (new_base_len, b2) = base_of(
+        new_dst,
+        new_len,
+        dirfd(new_dfd),
+        new_base,
+        REFER_FLAG_NEW_BASE,
+    );
     // SAFETY: argument-less helpers.
     let (pid_tgid, now) = unsafe { (bpf_get_current_pid_tgid(), bpf_ktime_get_ns()) };
     // SAFETY: plain field writes into the reserved record.
@@ -241,9 +279,11 @@ fn failed_refer(regs: *const u8, id: u32, errno: i32) {
         addr_of_mut!((*event).errno).write(errno);
         addr_of_mut!((*event).old_dirfd).write(dirfd(old_dfd));
         addr_of_mut!((*event).new_dirfd).write(dirfd(new_dfd));
-        addr_of_mut!((*event).flags).write(f1 | f2);
+        addr_of_mut!((*event).flags).write(f1 | f2 | b1 | b2);
         addr_of_mut!((*event).old_len).write(old_len);
         addr_of_mut!((*event).new_len).write(new_len);
+        addr_of_mut!((*event).old_base_len).write(old_base_len);
+        addr_of_mut!((*event).new_base_len).write(new_base_len);
         addr_of_mut!((*event)._pad).write(0);
     }
     submit(entry);
@@ -384,6 +424,18 @@ fn emit(pending: &PendingSyscall, errno: i32, kind_flags: u32, cgroup_id: u64, r
         };
         (len, truncated)
     };
+    let (base_len, based) = if pathless {
+        (0, 0)
+    } else {
+        // SAFETY: pointers to the path and base arrays of the reserved record.
+        let (path, base) = unsafe {
+            (
+                addr_of_mut!((*event).path).cast::<u8>(),
+                addr_of_mut!((*event).base).cast::<u8>(),
+            )
+        };
+        base_of(path, path_len, pending.dirfd, base, DENIAL_FLAG_BASE)
+    };
     // SAFETY: argument-less helpers.
     let (pid_tgid, now) = unsafe { (bpf_get_current_pid_tgid(), bpf_ktime_get_ns()) };
     // SAFETY: plain field writes into the reserved record.
@@ -400,9 +452,9 @@ fn emit(pending: &PendingSyscall, errno: i32, kind_flags: u32, cgroup_id: u64, r
         addr_of_mut!((*event).nr).write(pending.nr);
         addr_of_mut!((*event).errno).write(errno);
         addr_of_mut!((*event).dirfd).write(pending.dirfd);
-        addr_of_mut!((*event).flags).write(flags | kind_flags);
+        addr_of_mut!((*event).flags).write(flags | kind_flags | based);
         addr_of_mut!((*event).path_len).write(path_len);
-        addr_of_mut!((*event)._pad).write(0);
+        addr_of_mut!((*event).base_len).write(base_len);
         if copied <= 0 || pathless {
             addr_of_mut!((*event).path).cast::<u8>().write(0);
         }

@@ -29,6 +29,7 @@
 // Inline BPF assembly (one atomic add, see maps::atomic_add); this crate builds with nightly.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod base_dir;
 mod budget;
 mod denials;
 mod exec_integrity;

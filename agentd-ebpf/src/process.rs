@@ -280,7 +280,7 @@ fn seccomp_kill(task: *const u8, offs: &KernelOffsets, header: EventHeader) {
         addr_of_mut!((*event).dirfd).write(exit_code & 0x7f);
         addr_of_mut!((*event).flags).write(flags);
         addr_of_mut!((*event).path_len).write(0);
-        addr_of_mut!((*event)._pad).write(0);
+        addr_of_mut!((*event).base_len).write(0);
         addr_of_mut!((*event).path).cast::<u8>().write(0);
     }
     submit(entry);

@@ -79,6 +79,9 @@ pub enum Event {
         open_flags: u64,
         /// The path argument as passed (a cut one ends in `…`).
         path: String,
+        /// For a relative `path`: the absolute directory it was resolved against, taken in
+        /// the kernel during the call; `None` when it could not be told.
+        base: Option<String>,
         /// The event's `DENIAL_FLAG_*` bits (a seccomp kill and its ABI).
         flags: u32,
     },
@@ -98,6 +101,9 @@ pub enum Event {
         /// The paths as passed (a cut one ends in `…`).
         old_path: String,
         new_path: String,
+        /// As [`Event::Denial`]'s `base`, for each path.
+        old_base: Option<String>,
+        new_base: Option<String>,
     },
     /// A socket operation denied (or, in audit mode, would-be denied) by the cgroup
     /// network programs.
@@ -274,7 +280,8 @@ fn decode_exit(record: &[u8]) -> Result<Event, DecodeError> {
 
 fn decode_denial(record: &[u8]) -> Result<Event, DecodeError> {
     use agentd_common::denials::{
-        DenialEvent, DENIAL_FLAG_PATH_TRUNCATED, DENIAL_PATH_LEN, EVENT_KIND_DENIAL,
+        DenialEvent, DENIAL_FLAG_BASE, DENIAL_FLAG_PATH_TRUNCATED, DENIAL_PATH_LEN,
+        EVENT_KIND_DENIAL,
     };
     let header = decode_header(record, EVENT_KIND_DENIAL, size_of::<DenialEvent>())?;
     let i32_at = |o| array(record, o).map(i32::from_ne_bytes);
@@ -297,14 +304,20 @@ fn decode_denial(record: &[u8]) -> Result<Event, DecodeError> {
         dirfd: i32_at(offset_of!(DenialEvent, dirfd))?,
         open_flags: read_u64(record, offset_of!(DenialEvent, open_flags))?,
         path,
+        base: base_dir(
+            record,
+            flags & DENIAL_FLAG_BASE != 0,
+            offset_of!(DenialEvent, base),
+            offset_of!(DenialEvent, base_len),
+        )?,
         flags,
     })
 }
 
 fn decode_refer_denial(record: &[u8]) -> Result<Event, DecodeError> {
     use agentd_common::denials::{
-        ReferDenialEvent as R, DENIAL_PATH_LEN, EVENT_KIND_REFER_DENIAL, REFER_FLAG_NEW_TRUNCATED,
-        REFER_FLAG_OLD_TRUNCATED,
+        ReferDenialEvent as R, DENIAL_PATH_LEN, EVENT_KIND_REFER_DENIAL, REFER_FLAG_NEW_BASE,
+        REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_OLD_BASE, REFER_FLAG_OLD_TRUNCATED,
     };
     let header = decode_header(record, EVENT_KIND_REFER_DENIAL, size_of::<R>())?;
     let i32_at = |o| array(record, o).map(i32::from_ne_bytes);
@@ -339,7 +352,50 @@ fn decode_refer_denial(record: &[u8]) -> Result<Event, DecodeError> {
             offset_of!(R, new_len),
             REFER_FLAG_NEW_TRUNCATED,
         )?,
+        old_base: base_dir(
+            record,
+            flags & REFER_FLAG_OLD_BASE != 0,
+            offset_of!(R, old_base),
+            offset_of!(R, old_base_len),
+        )?,
+        new_base: base_dir(
+            record,
+            flags & REFER_FLAG_NEW_BASE != 0,
+            offset_of!(R, new_base),
+            offset_of!(R, new_base_len),
+        )?,
     })
+}
+
+/// A base directory the kernel walked (`DenialEvent::base`: components from the
+/// innermost out, each NUL-terminated) as an absolute path; `None` without its flag.
+fn base_dir(
+    record: &[u8],
+    present: bool,
+    offset: usize,
+    len_offset: usize,
+) -> Result<Option<String>, DecodeError> {
+    use agentd_common::denials::DENIAL_PATH_LEN;
+    if !present {
+        return Ok(None);
+    }
+    let used = usize::try_from(read_u32(record, len_offset)?)
+        .unwrap_or(usize::MAX)
+        .min(DENIAL_PATH_LEN);
+    let raw = bytes(record, offset, DENIAL_PATH_LEN)?;
+    let mut path = String::new();
+    for name in raw[..used]
+        .split(|&b| b == 0)
+        .rev()
+        .filter(|n| !n.is_empty())
+    {
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(name));
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    Ok(Some(path))
 }
 
 fn decode_net(record: &[u8]) -> Result<Event, DecodeError> {
@@ -510,6 +566,48 @@ mod tests {
         // Invalid UTF-8 is replaced, not rejected.
         record[offset_of!(ExecEvent, filename)] = 0xff;
         assert!(Event::from_record(&record).is_ok());
+    }
+
+    #[test]
+    fn a_denial_carries_the_base_directory_the_kernel_walked() {
+        use agentd_common::denials::{
+            DenialEvent, DENIAL_AT_FDCWD, DENIAL_FLAG_BASE, DENIAL_PATH_LEN, EVENT_KIND_DENIAL,
+        };
+        let mut raw = DenialEvent {
+            header: header(EVENT_KIND_DENIAL),
+            open_flags: 0,
+            nr: agentd_common::denials::nr::UNLINK,
+            errno: 13,
+            dirfd: DENIAL_AT_FDCWD,
+            flags: DENIAL_FLAG_BASE,
+            path_len: 1,
+            base_len: 0,
+            path: [0; DENIAL_PATH_LEN],
+            base: [0; DENIAL_PATH_LEN],
+        };
+        raw.path[0] = b'f';
+        // Innermost first, NUL after each: `ro\0w\0` is /w/ro.
+        raw.base[..5].copy_from_slice(b"ro\0w\0");
+        let base_of = |raw: &DenialEvent| match Event::from_record(&to_bytes(raw)).unwrap() {
+            Event::Denial { base, path, .. } => {
+                assert_eq!(path, "f");
+                base
+            }
+            other => panic!("not a denial: {other:?}"),
+        };
+        raw.base_len = 5;
+        assert_eq!(base_of(&raw).as_deref(), Some("/w/ro"));
+        // No components: the walk started at the root.
+        raw.base_len = 0;
+        assert_eq!(base_of(&raw).as_deref(), Some("/"));
+        // Without the flag the directory is unknown, whatever the bytes say.
+        raw.base_len = 5;
+        raw.flags = 0;
+        assert_eq!(base_of(&raw), None);
+        // An absurd length is bounded by the field.
+        raw.flags = DENIAL_FLAG_BASE;
+        raw.base_len = u32::MAX;
+        assert_eq!(base_of(&raw).as_deref(), Some("/w/ro"));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! layer, the rule, the errno the process saw and its pid: the seccomp deny list,
 //! namespace `clone`, `clone3`, and signals outside the run (landlock's signal scope).
 
+use std::path::Path;
+
 use integration::*;
 use serde_json::Value;
 
@@ -301,4 +303,168 @@ fn a_rename_out_of_a_read_only_tree_is_a_landlock_eacces_denial() {
     assert_eq!(r["errno"], "EACCES", "{r}");
     assert_eq!(r["rule"], format!("not in fs.write ({f})"), "{r}");
     assert_eq!(r["new_path"], to, "{r}");
+}
+
+// --- a relative path is resolved against its directory at the time of the call --------
+
+/// The `denied` records of `op`, the start-up read of /proc/self/maps aside.
+fn file_denials(recs: &[Value], op: &str) -> Vec<Value> {
+    events(recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == op && r["path"] != "/proc/self/maps")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_relative_path_is_resolved_in_the_kernel_against_the_cwd_or_dirfd_of_the_call() {
+    let (sb, ro, f) = read_only_file();
+    // Each call is followed by a chdir elsewhere and the process exits at once, so only
+    // the directory taken during the call can name the file.
+    let o = sb.run_prog(&[
+        "fsops",
+        &format!("chdir:{ro}"),
+        "unlink:f",
+        "chdir:/",
+        &format!("dirfd:{ro}"),
+        "unlinkat:f",
+        &format!("chdir:{ro}"),
+        &format!("rename:f:{}", sb.workspace().join("f2").display()),
+        "chdir:/",
+    ]);
+    assert_status(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "chdir {ro}: OK\nunlink f: EACCES\nchdir /: OK\ndirfd {ro}: OK\nunlinkat f: EACCES\n\
+             chdir {ro}: OK\nrename f: EACCES\nchdir /: OK\n"
+        )
+    );
+    let recs = sb.audit();
+    let unlinks = file_denials(&recs, "unlink");
+    assert_eq!(unlinks.len(), 2, "{recs:#?}");
+    for (r, syscall) in unlinks.iter().zip(["unlink", "unlinkat"]) {
+        assert_eq!(r["syscall"], syscall, "{r}");
+        assert_eq!(r["path"], f, "{r}");
+        assert_eq!(r["path_arg"], "f", "{r}");
+        assert_eq!(r["layer"], "landlock", "{r}");
+        assert_eq!(r["rule"], "not in fs.write", "{r}");
+        assert_eq!(r["errno"], "EACCES", "{r}");
+        assert!(r.get("path_unresolved").is_none(), "{r}");
+    }
+    let rename = file_denials(&recs, "rename");
+    assert_eq!(rename.len(), 1, "{recs:#?}");
+    assert_eq!(rename[0]["path"], f, "{}", rename[0]);
+    assert_eq!(rename[0]["layer"], "landlock", "{}", rename[0]);
+    assert_eq!(
+        rename[0]["rule"],
+        format!("not in fs.write ({f})"),
+        "{}",
+        rename[0]
+    );
+}
+
+#[test]
+fn a_relative_path_refused_by_file_mode_is_the_kernels_in_the_directory_of_the_call() {
+    // The issue's example: a directory inside fs.write that is read-only by its mode.
+    // The agent is uid 0 without CAP_DAC_OVERRIDE, so the kernel refuses the unlink.
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let ro = sb.workspace().join("ro");
+    std::fs::create_dir_all(&ro).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    std::fs::write(ro.join("f"), "x").unwrap_or_else(|e| panic!("write: {e}"));
+    set_mode(&ro, 0o555);
+    let ro = ro.display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("chdir:{ro}"), "unlink:f", "chdir:/"]);
+    set_mode(Path::new(&ro), 0o755);
+    assert_eq!(
+        stdout(&o),
+        format!("chdir {ro}: OK\nunlink f: EACCES\nchdir /: OK\n")
+    );
+    let r = &file_denials(&sb.audit(), "unlink")[..];
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0]["path"], format!("{ro}/f"), "{}", r[0]);
+    assert_eq!(r[0]["layer"], "kernel", "{}", r[0]);
+    assert_eq!(
+        r[0]["rule"],
+        "no rule: the policy allows this access; the kernel refused it (file permissions or another LSM)"
+    );
+}
+
+#[test]
+fn a_relative_path_whose_directory_is_too_deep_is_unresolved_and_not_judged() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    // Deeper than the kernel walk's 32 steps, outside the policy.
+    let mut deep = sb.dir.path().join("deep");
+    for i in 0..40 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    std::fs::write(deep.join("x"), "x").unwrap_or_else(|e| panic!("write: {e}"));
+    let deep = deep.display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("chdir:{deep}"), "open:x"]);
+    assert_eq!(stdout(&o), format!("chdir {deep}: OK\nopen x: EACCES\n"));
+    let r = &file_denials(&sb.audit(), "open")[..];
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0]["path"], "x", "{}", r[0]);
+    assert_eq!(r[0]["path_unresolved"], true, "{}", r[0]);
+    assert_eq!(r[0]["layer"], "kernel", "{}", r[0]);
+    assert_eq!(
+        r[0]["rule"],
+        "not judged: a relative path whose directory the kernel could not tell"
+    );
+    assert_eq!(r[0]["errno"], "EACCES", "{}", r[0]);
+}
+
+#[test]
+fn audit_mode_names_a_relative_write_by_the_directory_of_the_call() {
+    let (sb, ro, f) = read_only_file();
+    let policy = std::fs::read_to_string(sb.policy_path())
+        .unwrap_or_else(|e| panic!("read policy: {e}"))
+        .replace("name: it\n", "name: it\nmode: audit\n");
+    sb.write_policy(&policy);
+    let o = sb.run_prog(&["fsops", &format!("chdir:{ro}"), "truncate:f", "chdir:/"]);
+    assert_eq!(
+        stdout(&o),
+        format!("chdir {ro}: OK\ntruncate f: OK\nchdir /: OK\n")
+    );
+    let recs = sb.audit();
+    let would: Vec<&Value> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == "truncate" && r["decision"] == "would_deny")
+        .collect();
+    assert_eq!(would.len(), 1, "{recs:#?}");
+    assert_eq!(would[0]["path"], f, "{}", would[0]);
+    assert_eq!(would[0]["path_arg"], "f", "{}", would[0]);
+    assert_eq!(would[0]["rule"], "not in fs.write", "{}", would[0]);
+}
+
+#[test]
+fn a_relative_path_on_another_mount_is_named_through_its_mount_point() {
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    // A tmpfs outside the policy: the kernel's walk crosses from its root to the
+    // directory it is mounted on.
+    let other = Tmpfs::mount(&sb.dir.path().join("other"), "1m");
+    let sub = other.0.join("sub");
+    std::fs::create_dir_all(&sub).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    std::fs::write(sub.join("x"), "x").unwrap_or_else(|e| panic!("write: {e}"));
+    let sub = sub.display().to_string();
+    let o = sb.run_prog(&["fsops", &format!("chdir:{sub}"), "open:x", "chdir:/"]);
+    assert_eq!(
+        stdout(&o),
+        format!("chdir {sub}: OK\nopen x: EACCES\nchdir /: OK\n")
+    );
+    let r = &file_denials(&sb.audit(), "open")[..];
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0]["path"], format!("{sub}/x"), "{}", r[0]);
+    assert_eq!(r[0]["layer"], "landlock", "{}", r[0]);
+    assert_eq!(r[0]["rule"], "not in fs.read or fs.write", "{}", r[0]);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }

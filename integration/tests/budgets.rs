@@ -203,6 +203,13 @@ fn a_sleep_is_stopped_at_wall_time() {
     assert!(err.contains("agentd: wall_time  500ms"), "{err}");
 }
 
+/// How many calls past a `syscalls` kill step a process may still make: the counter is
+/// per CPU and flushed every SYSCALL_FLUSH_BATCH (64) calls, so each CPU the run used can
+/// hold a partial batch the kernel has not judged yet (README, budgets).
+fn syscall_kill_late_at_most() -> u64 {
+    64 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
 #[test]
 fn a_syscall_loop_is_stopped_at_syscalls() {
     const LIMIT: u64 = 200_000;
@@ -217,7 +224,7 @@ fn a_syscall_loop_is_stopped_at_syscalls() {
     // the counter is per CPU and flushed in batches, so the kill fires at most
     // SYSCALL_FLUSH_BATCH (64) calls per CPU late (README, budgets).
     let tolerance = (LIMIT / 100).max(1000);
-    let late = 64 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let late = syscall_kill_late_at_most();
     assert!(
         done <= LIMIT + late && done + tolerance >= LIMIT,
         "getpid calls done: {done}, limit {LIMIT} (+{late} late at most)"
@@ -534,11 +541,13 @@ fn a_syscall_burst_is_stopped_by_the_kernel_window_at_the_rate() {
     assert_status(&o, 137);
     let bytes = std::fs::read(&progress).unwrap_or_else(|e| panic!("read progress: {e}"));
     let done = u64::from_ne_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-    // Start-up syscalls are in the window too; the kernel adds whole batches of 64 per CPU.
+    // Start-up syscalls are in the window too; the kernel adds whole batches of 64 per CPU,
+    // so a loop that moved between CPUs may run up to a partial batch per CPU past it.
     let tolerance = (LIMIT / 100).max(1000);
+    let late = syscall_kill_late_at_most();
     assert!(
-        done <= LIMIT && done + tolerance >= LIMIT,
-        "getpid calls done: {done}, rate limit {LIMIT}/10s"
+        done <= LIMIT + late && done + tolerance >= LIMIT,
+        "getpid calls done: {done}, rate limit {LIMIT}/10s (+{late} late at most)"
     );
     let kill = the_record(&sb, "syscalls", "kill");
     assert_eq!(kill["layer"], "bpf");

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::event::{FileDenied, SocketDenied, SyscallDenied};
 use super::judge::{Judge, Verdict};
-use agentd_common::denials::{nr, DENIAL_AT_FDCWD};
+use agentd_common::denials::nr;
 
 /// What the process tried, as the audit record names it.
 pub fn op_name(syscall: u32) -> &'static str {
@@ -65,32 +65,25 @@ fn access(op: &str, open_flags: u64) -> Option<&'static str> {
 /// How a relative path was made absolute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Base {
-    /// Absolute already, or resolved through the live process's /proc entry.
+    /// Absolute already, or joined to the directory the kernel walked during the call.
     Exact,
-    /// The process was gone; resolved against the cwd the command was launched in.
-    LaunchCwd,
-    /// Not resolvable (a dirfd of a process that is gone).
+    /// Relative, and the kernel could not tell its directory: kept as passed.
     Unresolved,
 }
 
-/// An absolute path for `path` as the process passed it, resolving a relative one against
-/// its cwd or `dirfd` (read from /proc while the process still exists).
-fn resolve(tgid: u32, dirfd: i32, path: &str, launch_cwd: &Path) -> (String, Base) {
+/// An absolute path for `path` as the process passed it: a relative one joined to `base`,
+/// the directory (cwd or `dirfd`'s) the kernel walked during the call. Never resolved
+/// later through /proc: the process may have changed directory, or exited, by then.
+fn resolve(path: &str, base: Option<&str>) -> (String, Base) {
     if path.starts_with('/') {
         return (path.to_owned(), Base::Exact);
     }
-    let base = if dirfd == DENIAL_AT_FDCWD {
-        std::fs::read_link(format!("/proc/{tgid}/cwd"))
-    } else {
-        std::fs::read_link(format!("/proc/{tgid}/fd/{dirfd}"))
-    };
     match base {
-        Ok(b) => (normalize(&b.join(path)).display().to_string(), Base::Exact),
-        Err(_) if dirfd == DENIAL_AT_FDCWD => (
-            normalize(&launch_cwd.join(path)).display().to_string(),
-            Base::LaunchCwd,
+        Some(dir) => (
+            normalize(&Path::new(dir).join(path)).display().to_string(),
+            Base::Exact,
         ),
-        Err(_) => (path.to_owned(), Base::Unresolved),
+        None => (path.to_owned(), Base::Unresolved),
     }
 }
 
@@ -358,17 +351,16 @@ pub fn seccomp_kill_record(
 pub fn denial_record(
     judge: &Judge<'_>,
     landlock_active: bool,
-    launch_cwd: &Path,
     tgid: u32,
     tid: u32,
     syscall: u32,
     errno: &str,
-    dirfd: i32,
     open_flags: u64,
     path: &str,
+    base: Option<&str>,
 ) -> (&'static str, FileDenied) {
     let op = op_name(syscall);
-    let (resolved, base) = resolve(tgid, dirfd, path, launch_cwd);
+    let (resolved, base) = resolve(path, base);
     let access = access(op, open_flags);
     let mut subject = json!({"event": "denied", "op": op, "path": resolved});
     if let Some(a) = access {
@@ -378,8 +370,12 @@ pub fn denial_record(
     // does not allow is denied even though the path as typed is allowed: judge the
     // target too (resolved now, after the fact).
     let mut target = None;
-    let mut verdict = judge.judge(&subject).map(|(_, v)| v);
-    if !matches!(verdict, Some(Verdict::Deny(_))) {
+    let mut verdict = if base == Base::Exact {
+        judge.judge(&subject).map(|(_, v)| v)
+    } else {
+        None
+    };
+    if base == Base::Exact && !matches!(verdict, Some(Verdict::Deny(_))) {
         if let Some(real) = symlink_target(Path::new(&resolved)) {
             let mut by_target = subject.clone();
             by_target["path"] = json!(real);
@@ -388,6 +384,10 @@ pub fn denial_record(
         }
     }
     let (layer, rule) = match verdict {
+        _ if base == Base::Unresolved => (
+            "kernel",
+            "not judged: a relative path whose directory the kernel could not tell".to_owned(),
+        ),
         Some(Verdict::Deny(rule)) if landlock_active => ("landlock", rule),
         _ => (
             "kernel",
@@ -406,8 +406,6 @@ pub fn denial_record(
         syscall: syscall_name(syscall).into(),
         access: access.map(str::to_owned),
         symlink_target: target,
-        // Honest about the guess: the process may have changed directory before exiting.
-        path_base: (base == Base::LaunchCwd).then(|| "launch cwd (process gone)".into()),
         path_unresolved: base == Base::Unresolved,
         new_path: None,
     };
@@ -424,10 +422,11 @@ pub struct ReferCall<'a> {
     pub tid: u32,
     pub nr: u32,
     pub errno: i32,
-    pub old_dirfd: i32,
-    pub new_dirfd: i32,
     pub old_path: &'a str,
     pub new_path: &'a str,
+    /// The directories the kernel resolved relative paths against (see [`resolve`]).
+    pub old_base: Option<&'a str>,
+    pub new_base: Option<&'a str>,
 }
 
 /// The mount id of directory `dir` as process `tgid` sees it: through its root while it
@@ -466,21 +465,20 @@ fn rights(judge: &Judge<'_>, dir: &Path) -> (bool, bool) {
 pub fn refer_denial_record(
     judge: &Judge<'_>,
     landlock_active: bool,
-    launch_cwd: &Path,
     call: &ReferCall<'_>,
     errno: &str,
 ) -> (&'static str, FileDenied) {
     let link = matches!(call.nr, nr::LINK | nr::LINKAT);
     let op = if link { "link" } else { "rename" };
-    let (old, old_base) = resolve(call.tgid, call.old_dirfd, call.old_path, launch_cwd);
-    let (new, new_base) = resolve(call.tgid, call.new_dirfd, call.new_path, launch_cwd);
+    let (old, old_base) = resolve(call.old_path, call.old_base);
+    let (new, new_base) = resolve(call.new_path, call.new_base);
     let old_dir = Path::new(&old).parent().unwrap_or(Path::new("/"));
     let new_dir = Path::new(&new).parent().unwrap_or(Path::new("/"));
     let not_judged = |why: &str| ("kernel", format!("not judged: {why}"));
     let (layer, rule): (&'static str, String) = if old_base != Base::Exact
         || new_base != Base::Exact
     {
-        not_judged("a relative path was resolved after the process was gone")
+        not_judged("a relative path whose directory the kernel could not tell")
     } else if !landlock_active {
         (
             "kernel",
@@ -548,7 +546,6 @@ pub fn refer_denial_record(
         syscall: syscall_name(call.nr).into(),
         access: Some("write".into()),
         symlink_target: None,
-        path_base: None,
         path_unresolved: old_base == Base::Unresolved || new_base == Base::Unresolved,
         new_path: Some(new),
     };

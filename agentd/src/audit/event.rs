@@ -473,10 +473,6 @@ pub struct FileDenied {
     /// Where a symlink on the way leads; absent when none does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symlink_target: Option<String>,
-    /// `launch cwd (process gone)` when a relative path was resolved against the cwd
-    /// the command started in; absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_base: Option<String>,
     /// `true` when a relative path could not be resolved; absent otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub path_unresolved: bool,

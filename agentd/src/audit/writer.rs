@@ -623,7 +623,6 @@ mod tests {
             access: None,
             path_arg: None,
             symlink_target: None,
-            path_base: None,
             path_unresolved: false,
             new_path: None,
         };

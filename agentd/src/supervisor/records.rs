@@ -218,9 +218,9 @@ impl RunAudit {
                 pid,
                 tgid,
                 nr,
-                dirfd,
                 open_flags,
                 path,
+                base,
                 flags,
                 ..
             } if flags & DENIAL_FLAG_OBSERVED != 0 => {
@@ -228,14 +228,13 @@ impl RunAudit {
                 let (layer, denied) = crate::audit::denial::denial_record(
                     &enforced,
                     true,
-                    &self.launch_cwd,
                     tgid,
                     pid,
                     nr,
                     "",
-                    dirfd,
                     open_flags,
                     &path,
+                    base.as_deref(),
                 );
                 if layer != name::LANDLOCK {
                     return; // allowed as typed and where it leads
@@ -346,22 +345,21 @@ impl RunAudit {
                 tgid,
                 nr,
                 errno,
-                dirfd,
                 open_flags,
                 path,
+                base,
                 ..
             } => {
                 let (layer, denied) = crate::audit::denial::denial_record(
                     judge,
                     plan.landlock.is_some(),
-                    &self.launch_cwd,
                     tgid,
                     pid,
                     nr,
                     &errno_name(errno),
-                    dirfd,
                     open_flags,
                     &path,
+                    base.as_deref(),
                 );
                 self.record(layer, Some(Decision::Deny), denied.into());
             }
@@ -370,10 +368,10 @@ impl RunAudit {
                 tgid,
                 nr,
                 errno,
-                old_dirfd,
-                new_dirfd,
                 old_path,
                 new_path,
+                old_base,
+                new_base,
                 ..
             } => {
                 let call = crate::audit::denial::ReferCall {
@@ -382,15 +380,14 @@ impl RunAudit {
                     tid: pid,
                     nr,
                     errno,
-                    old_dirfd,
-                    new_dirfd,
                     old_path: &old_path,
                     new_path: &new_path,
+                    old_base: old_base.as_deref(),
+                    new_base: new_base.as_deref(),
                 };
                 let (layer, denied) = crate::audit::denial::refer_denial_record(
                     judge,
                     plan.landlock.is_some(),
-                    &self.launch_cwd,
                     &call,
                     &errno_name(errno),
                 );

@@ -235,7 +235,6 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 access: Some("read".into()),
                 path_arg: Some("../etc/hostname".into()),
                 symlink_target: Some("/etc/real".into()),
-                path_base: Some("launch cwd (process gone)".into()),
                 path_unresolved: false,
                 new_path: None,
             }
@@ -256,7 +255,6 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 access: Some("write".into()),
                 path_arg: None,
                 symlink_target: None,
-                path_base: None,
                 path_unresolved: false,
                 new_path: Some("/w/x".into()),
             }
@@ -277,7 +275,6 @@ pub fn samples() -> Vec<(&'static str, Option<Decision>, AuditEvent)> {
                 access: None,
                 path_arg: None,
                 symlink_target: None,
-                path_base: None,
                 path_unresolved: true,
                 new_path: None,
             }

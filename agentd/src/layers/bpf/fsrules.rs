@@ -256,6 +256,15 @@ pub fn fs_offsets(btf: &KernelBtf<'_>) -> Result<FsOffsets, BtfError> {
         regs_r8: field("pt_regs", "r8", Some(8))?,
         vma_vm_file: field("vm_area_struct", "vm_file", Some(PTR))?,
         vma_vm_end: field("vm_area_struct", "vm_end", None)?,
+        // The walk to a relative path's base directory (agentd-ebpf/src/base_dir.rs).
+        task_fs: field("task_struct", "fs", Some(PTR))?,
+        fs_root: field("fs_struct", "root", Some(16))?,
+        fs_pwd: field("fs_struct", "pwd", Some(16))?,
+        path_mnt: field("path", "mnt", Some(PTR))?,
+        mount_mnt: field("mount", "mnt", None)?,
+        mount_mnt_parent: field("mount", "mnt_parent", Some(PTR))?,
+        mount_mnt_mountpoint: field("mount", "mnt_mountpoint", Some(PTR))?,
+        vfsmount_mnt_root: field("vfsmount", "mnt_root", Some(PTR))?,
         valid: 1,
     })
 }

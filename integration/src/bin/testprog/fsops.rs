@@ -1,7 +1,10 @@
 //! `fsops OP:PATH[:PATH2] ...`: path operations, one after the other, each printing
 //! `OP PATH: OUTCOME` (`OK` or the errno name). OPs: unlink, rmdir, rename (PATH to
 //! PATH2), link (PATH2 becomes a hard link to PATH), truncate (to 0 bytes), chmod (0600),
-//! mkdir, symlink (PATH2 becomes a symlink to PATH), create (O_CREAT|O_EXCL).
+//! mkdir, symlink (PATH2 becomes a symlink to PATH), create (O_CREAT|O_EXCL), open
+//! (O_RDONLY), chdir,
+//! dirfd (opens the directory PATH for the `*at` ops after it), unlinkat and renameat
+//! (relative to that directory fd).
 
 use std::ffi::CString;
 use std::io::Write;
@@ -9,6 +12,7 @@ use std::io::Write;
 use super::{errno_name, last_errno};
 
 pub fn run(args: &[String]) -> i32 {
+    let mut dirfd = libc::AT_FDCWD;
     for spec in args.iter().skip(1) {
         let mut parts = spec.splitn(3, ':');
         let op = parts.next().unwrap_or_default();
@@ -27,6 +31,23 @@ pub fn run(args: &[String]) -> i32 {
                 "chmod" => libc::chmod(p.as_ptr(), 0o600),
                 "mkdir" => libc::mkdir(p.as_ptr(), 0o755),
                 "symlink" => libc::symlink(p.as_ptr(), q.as_ptr()),
+                "chdir" => libc::chdir(p.as_ptr()),
+                "open" => {
+                    let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    fd.min(0)
+                }
+                "dirfd" => {
+                    dirfd = libc::open(
+                        p.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    );
+                    dirfd.min(0)
+                }
+                "unlinkat" => libc::unlinkat(dirfd, p.as_ptr(), 0),
+                "renameat" => libc::renameat(dirfd, p.as_ptr(), dirfd, q.as_ptr()),
                 "create" => {
                     let fd = libc::open(
                         p.as_ptr(),
