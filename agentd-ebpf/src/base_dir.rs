@@ -4,8 +4,9 @@
 //! then.
 //!
 //! The walk goes from that `(vfsmount, dentry)` up `d_parent`, crossing into the parent
-//! mount at each mount root, until it reaches the task's root (`fs->root`) or the top of
-//! its mount tree. Each dentry's name is copied into a per-CPU scratch buffer, innermost
+//! mount at each mount root, until it reaches the task's root (`fs->root`); a directory
+//! it cannot reach the root from (a detached mount, outside a chroot) is unknown. Each
+//! dentry's name is copied into a per-CPU scratch buffer, innermost
 //! first, NUL after each. It runs only for a refused (or, in observed runs, recorded) call
 //! whose path is relative, never on the host's common path.
 
@@ -157,7 +158,10 @@ unsafe fn step_on(offs: &FsOffsets, state: *mut Scratch) -> Option<u32> {
             let mount = vfs.wrapping_sub(offs.mount_mnt as usize);
             let parent = read_at::<*const u8>(mount, offs.mount_mnt_parent).ok()?;
             if parent == mount || parent.is_null() {
-                return Some(REACHED); // the top of the mount tree
+                // The top of the mount tree without passing the task's root: a detached
+                // (lazily unmounted) mount, or a directory outside the root. No path
+                // the task could name.
+                return Some(FAILED);
             }
             (*state).dentry = read_at::<u64>(mount, offs.mount_mnt_mountpoint).ok()?;
             (*state).vfs = parent.wrapping_add(offs.mount_mnt as usize) as u64;
@@ -165,7 +169,8 @@ unsafe fn step_on(offs: &FsOffsets, state: *mut Scratch) -> Option<u32> {
         }
         let up = read_at::<u64>(dentry, offs.dentry_d_parent).ok()?;
         if up == dentry as u64 {
-            return Some(REACHED); // a filesystem's own root
+            // A filesystem root that is not its mount's root: a disconnected dentry.
+            return Some(FAILED);
         }
         let name = read_at::<*const u8>(dentry, offs.dentry_d_name_name).ok()?;
         let used = (*state).used;

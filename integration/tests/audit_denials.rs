@@ -463,6 +463,52 @@ fn a_relative_path_on_another_mount_is_named_through_its_mount_point() {
     assert_eq!(r[0]["rule"], "not in fs.read or fs.write", "{}", r[0]);
 }
 
+#[test]
+fn a_relative_path_in_a_detached_mount_is_unresolved_not_guessed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let sb = Sandbox::new();
+    sb.base_policy(&[]);
+    let mnt = Tmpfs::mount(&sb.dir.path().join("gone"), "1m");
+    std::fs::write(mnt.0.join("x"), "x").unwrap_or_else(|e| panic!("write: {e}"));
+    let dir = mnt.0.display().to_string();
+    let go = sb.workspace().join("go");
+    let prog = testprog().display().to_string();
+    let mut child = sb
+        .run_cmd(&[
+            &prog,
+            "fsops",
+            &format!("chdir:{dir}"),
+            &format!("wait:{}", go.display()),
+            "open:x",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn agentd: {e}"));
+    let mut out = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut first = String::new();
+    out.read_line(&mut first)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(first, format!("chdir {dir}: OK\n"));
+    // Lazily unmounted while the process is inside: its cwd no longer leads to `/`.
+    let o = std::process::Command::new("umount")
+        .args(["-l", &dir])
+        .output()
+        .unwrap_or_else(|e| panic!("umount: {e}"));
+    assert_status(&o, 0);
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("write: {e}"));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap_or_else(|e| panic!("read: {e}"));
+    let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(rest, format!("wait {}: OK\nopen x: EACCES\n", go.display()));
+    let r = &file_denials(&sb.audit(), "open")[..];
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0]["path"], "x", "{}", r[0]);
+    assert_eq!(r[0]["path_unresolved"], true, "{}", r[0]);
+    assert_eq!(r[0]["layer"], "kernel", "{}", r[0]);
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -2,7 +2,7 @@
 //! `OP PATH: OUTCOME` (`OK` or the errno name). OPs: unlink, rmdir, rename (PATH to
 //! PATH2), link (PATH2 becomes a hard link to PATH), truncate (to 0 bytes), chmod (0600),
 //! mkdir, symlink (PATH2 becomes a symlink to PATH), create (O_CREAT|O_EXCL), open
-//! (O_RDONLY), chdir,
+//! (O_RDONLY), chdir, wait (until PATH exists),
 //! dirfd (opens the directory PATH for the `*at` ops after it), unlinkat and renameat
 //! (relative to that directory fd).
 
@@ -32,6 +32,18 @@ pub fn run(args: &[String]) -> i32 {
                 "mkdir" => libc::mkdir(p.as_ptr(), 0o755),
                 "symlink" => libc::symlink(p.as_ptr(), q.as_ptr()),
                 "chdir" => libc::chdir(p.as_ptr()),
+                "wait" => {
+                    // Until the test creates PATH (at most 20 s): a point to act between ops.
+                    let mut rc = -1;
+                    for _ in 0..2000 {
+                        if std::path::Path::new(path).exists() {
+                            rc = 0;
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    rc
+                }
                 "open" => {
                     let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
                     if fd >= 0 {
