@@ -144,6 +144,11 @@ pub const DENIAL_EPERM: i32 = 1;
 pub const DENIAL_EACCES: i32 = 13;
 pub const DENIAL_ENOSYS: i32 = 38;
 pub const DENIAL_EXDEV: i32 = 18;
+/// A write to a read-only mount: agentd's own files, bind-mounted read-only in the run's
+/// mount namespace (`layers::protect`).
+pub const DENIAL_EROFS: i32 = 30;
+/// An unlink or rename of a mount point (the same protected files and their directories).
+pub const DENIAL_EBUSY: i32 = 16;
 
 /// Byte offsets of the argument registers in x86_64 `struct pt_regs` (a fixed ABI:
 /// `arch/x86/include/asm/ptrace.h`): arg0 = di, arg1 = si, arg2 = dx.

@@ -25,12 +25,13 @@ use agentd_common::{
     denials::{
         is_refer_nr, nr, DenialEvent, ObservedKey, PendingSyscall, ReferDenialEvent,
         DENIAL_AF_INET, DENIAL_AF_INET6, DENIAL_AF_NETLINK, DENIAL_AF_PACKET, DENIAL_AT_FDCWD,
-        DENIAL_EACCES, DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EXDEV, DENIAL_FLAG_BASE,
-        DENIAL_FLAG_OBSERVED, DENIAL_FLAG_PATH_TRUNCATED, DENIAL_FLAG_PATH_UNREADABLE,
-        DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK, EVENT_KIND_DENIAL,
-        EVENT_KIND_REFER_DENIAL, OBSERVED_SEEN_ENTRIES, PT_REGS_DI, PT_REGS_DX, PT_REGS_R10,
-        PT_REGS_SI, REFER_FLAG_NEW_BASE, REFER_FLAG_NEW_TRUNCATED, REFER_FLAG_NEW_UNREADABLE,
-        REFER_FLAG_OLD_BASE, REFER_FLAG_OLD_TRUNCATED, REFER_FLAG_OLD_UNREADABLE,
+        DENIAL_EACCES, DENIAL_EBUSY, DENIAL_ENOSYS, DENIAL_EPERM, DENIAL_EROFS, DENIAL_EXDEV,
+        DENIAL_FLAG_BASE, DENIAL_FLAG_OBSERVED, DENIAL_FLAG_PATH_TRUNCATED,
+        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_PATH_LEN, DENIAL_SOCK_RAW, DENIAL_SOCK_TYPE_MASK,
+        EVENT_KIND_DENIAL, EVENT_KIND_REFER_DENIAL, OBSERVED_SEEN_ENTRIES, PT_REGS_DI, PT_REGS_DX,
+        PT_REGS_R10, PT_REGS_SI, REFER_FLAG_NEW_BASE, REFER_FLAG_NEW_TRUNCATED,
+        REFER_FLAG_NEW_UNREADABLE, REFER_FLAG_OLD_BASE, REFER_FLAG_OLD_TRUNCATED,
+        REFER_FLAG_OLD_UNREADABLE,
     },
     EventHeader,
 };
@@ -200,7 +201,12 @@ fn base_of(path: *const u8, len: u32, dirfd: i32, base: *mut u8, flag: u32) -> (
 /// A `link`/`rename` family call that failed with EXDEV, EACCES or EPERM: both paths.
 #[inline(always)]
 fn failed_refer(regs: *const u8, id: u32, errno: i32) {
-    if errno != DENIAL_EXDEV && errno != DENIAL_EACCES && errno != DENIAL_EPERM {
+    if errno != DENIAL_EXDEV
+        && errno != DENIAL_EACCES
+        && errno != DENIAL_EPERM
+        && errno != DENIAL_EBUSY
+        && errno != DENIAL_EROFS
+    {
         return;
     }
     let Some((cgroup_id, run_slot)) = watched_cgroup() else {
@@ -299,11 +305,19 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
         failed_refer(regs, id, errno);
         return;
     }
-    if errno != DENIAL_EACCES && errno != DENIAL_EPERM && errno != DENIAL_ENOSYS {
+    if errno != DENIAL_EACCES
+        && errno != DENIAL_EPERM
+        && errno != DENIAL_ENOSYS
+        && errno != DENIAL_EROFS
+        && errno != DENIAL_EBUSY
+    {
         return;
     }
     let pending = if errno == DENIAL_ENOSYS {
         failed_plain(regs, id, errno)
+    } else if errno == DENIAL_EROFS || errno == DENIAL_EBUSY {
+        // Only a path can be one of agentd's protected files; userspace keeps those.
+        failed_path_syscall(regs, id)
     } else {
         failed_path_syscall(regs, id)
             .or_else(|| failed_socket(regs, id))

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use crate::layers::caps::PreparedCaps;
 use crate::layers::landlock::PreparedLandlock;
 use crate::layers::name;
+use crate::layers::protect::PreparedProtect;
 use crate::layers::seccomp::PreparedSeccomp;
 use crate::supervisor::user::PreparedUser;
 
@@ -28,6 +29,7 @@ pub enum Stage {
     Exec = 6,
     User = 7,
     Cwd = 8,
+    Mounts = 9,
 }
 
 impl Stage {
@@ -41,6 +43,7 @@ impl Stage {
             6 => Self::Exec,
             7 => Self::User,
             8 => Self::Cwd,
+            9 => Self::Mounts,
             _ => return None,
         })
     }
@@ -55,6 +58,7 @@ impl Stage {
             Self::Exec => name::EXEC,
             Self::User => name::USER,
             Self::Cwd => name::EXEC,
+            Self::Mounts => name::MOUNTS,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct ChildSetup<'a> {
     pub umask: Option<libc::mode_t>,
     pub landlock: Option<&'a PreparedLandlock>,
     pub seccomp: Option<&'a PreparedSeccomp>,
+    /// agentd's own files, read-only to the run (a mount namespace of its own).
+    pub protect: Option<&'a PreparedProtect>,
     /// Descriptors that become the command's stdin, stdout and stderr.
     pub stdio: Option<[RawFd; 3]>,
     /// The command dies with agentd (`PR_SET_PDEATHSIG`). Off for the daemon's runs,
@@ -282,6 +288,12 @@ fn child_main(
         // SAFETY: writing a static 1-byte buffer to an fd opened by the parent.
         if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
             return (Stage::Cgroup, errno());
+        }
+    }
+    // Mounting needs CAP_SYS_ADMIN, so before any capability is dropped.
+    if let Some(protect) = setup.protect {
+        if let Err(e) = protect.apply_in_child() {
+            return (Stage::Mounts, e);
         }
     }
     // The bounding set needs CAP_SETPCAP and the user switch CAP_SETUID/CAP_SETGID, so:

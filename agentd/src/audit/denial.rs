@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::event::{FileDenied, SocketDenied, SyscallDenied};
 use super::judge::{Judge, Verdict};
+use crate::layers::protect::ProtectPlan;
 use agentd_common::denials::nr;
 
 /// What the process tried, as the audit record names it.
@@ -410,6 +411,82 @@ pub fn denial_record(
         new_path: None,
     };
     (layer, denied)
+}
+
+/// The record of a call refused with `EROFS` or `EBUSY` on one of agentd's own files
+/// (or a directory held above one), which are read-only to the run
+/// (`layers::protect`); `None` for any other read-only mount or busy mount point.
+#[allow(clippy::too_many_arguments)]
+pub fn protected_denial_record(
+    protect: &ProtectPlan,
+    tgid: u32,
+    tid: u32,
+    syscall: u32,
+    errno: &str,
+    open_flags: u64,
+    path: &str,
+    base: Option<&str>,
+) -> Option<FileDenied> {
+    let (resolved, base) = resolve(path, base);
+    if base != Base::Exact {
+        return None;
+    }
+    let real = canonical(Path::new(&resolved))?;
+    let rule = protect.rule_for(&real)?;
+    let op = op_name(syscall);
+    Some(FileDenied {
+        op: op.into(),
+        path_arg: (path != real.as_os_str()).then(|| path.to_owned()),
+        path: real.display().to_string(),
+        errno: errno.into(),
+        would_errno: None,
+        rule,
+        pid: tgid,
+        tid,
+        syscall: syscall_name(syscall).into(),
+        access: access(op, open_flags).map(str::to_owned),
+        symlink_target: None,
+        path_unresolved: false,
+        new_path: None,
+    })
+}
+
+/// [`protected_denial_record`] for a `link`/`rename` family call: the protected one of
+/// its two paths.
+pub fn protected_refer_record(
+    protect: &ProtectPlan,
+    tgid: u32,
+    tid: u32,
+    syscall: u32,
+    errno: &str,
+    paths: [&str; 2],
+    bases: [Option<&str>; 2],
+) -> Option<FileDenied> {
+    let link = matches!(syscall, nr::LINK | nr::LINKAT);
+    let resolved = |i: usize| {
+        let (p, base) = resolve(paths[i], bases[i]);
+        (base == Base::Exact).then_some(p)
+    };
+    let (old, new) = (resolved(0), resolved(1));
+    let hit = [&old, &new].into_iter().flatten().find_map(|p| {
+        let real = canonical(Path::new(p))?;
+        protect.rule_for(&real).map(|rule| (real, rule))
+    })?;
+    Some(FileDenied {
+        op: if link { "link" } else { "rename" }.into(),
+        path_arg: None,
+        path: old.unwrap_or_else(|| paths[0].to_owned()),
+        errno: errno.into(),
+        would_errno: None,
+        rule: format!("{} ({})", hit.1, hit.0.display()),
+        pid: tgid,
+        tid,
+        syscall: syscall_name(syscall).into(),
+        access: Some("write".into()),
+        symlink_target: None,
+        path_unresolved: false,
+        new_path: Some(new.unwrap_or_else(|| paths[1].to_owned())),
+    })
 }
 
 /// What a `link`/`rename` family call passed, for [`refer_denial_record`].

@@ -1,6 +1,7 @@
 //! `agentd run`: parse the arguments, build the run's spec, hand it to the supervisor
 //! (in this process: standalone), print what happened and exit as the command did.
 
+use crate::layers::protect::ProtectedFile;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -147,6 +148,20 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     let program =
         supervisor::resolve_command(&args.cmd[0], std::env::var_os("PATH").as_ref(), &cwd);
     let id = supervisor::new_run_id();
+    let mut protect: Vec<ProtectedFile> = args
+        .policy
+        .iter()
+        .map(|p| ProtectedFile {
+            path: p.clone(),
+            what: "policy",
+        })
+        .collect();
+    if let Some(key) = &audit_setup.signing_key {
+        protect.push(ProtectedFile {
+            path: PathBuf::from(&key.path),
+            what: "signing key",
+        });
+    }
     let spec = RunSpec {
         id: id.clone(),
         policy,
@@ -169,6 +184,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
         stdio: None,
         tied_to_agentd: true,
         start_fields: serde_json::Map::new(),
+        protect,
     };
     let host_options = HostOptions {
         kind: HostKind::Standalone,

@@ -112,6 +112,8 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
         stdio: None,
         tied_to_agentd: false,
         start_fields: serde_json::Map::new(),
+        // The run is already running: its mounts, if any, were made at its launch.
+        protect: Vec::new(),
     };
     let (mut live, controls_rx) = LiveRun::new(
         &spec,

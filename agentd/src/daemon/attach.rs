@@ -142,6 +142,8 @@ pub async fn attach(
         stdio: None,
         tied_to_agentd: false,
         start_fields,
+        // A running workload cannot be given a mount namespace.
+        protect: Vec::new(),
     };
     let (live, controls_rx) = LiveRun::new(
         &spec,

@@ -81,6 +81,8 @@ pub struct Daemon {
     adopted: std::sync::atomic::AtomicUsize,
     audit: Mutex<AuditHandle>,
     pub tokens: tokens::Tokens,
+    /// The daemon's config and signing key: read-only to every run (`layers::protect`).
+    pub protected: Vec<crate::layers::protect::ProtectedFile>,
 }
 
 impl Daemon {
@@ -309,6 +311,19 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         );
     }
     let audit = host.audit("daemon")?;
+    let mut protected = Vec::new();
+    if config_path.exists() {
+        protected.push(crate::layers::protect::ProtectedFile {
+            path: config_path.clone(),
+            what: "config",
+        });
+    }
+    if let Some(key) = &host.signing_key {
+        protected.push(crate::layers::protect::ProtectedFile {
+            path: PathBuf::from(&key.path),
+            what: "signing key",
+        });
+    }
     let daemon = Arc::new(Daemon {
         config: Mutex::new(config.clone()),
         host: Arc::clone(&host),
@@ -321,6 +336,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         adopted: std::sync::atomic::AtomicUsize::new(0),
         audit: Mutex::new(audit),
         tokens,
+        protected,
     });
     // Re-adopt before anything is read from the ring, so what it kept reaches its runs.
     let report = adopt::adopt_all(&daemon, &config).await;

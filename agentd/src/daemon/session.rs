@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -323,6 +323,16 @@ fn build_spec(
         json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}),
     );
     start_fields.insert("detached".into(), json!(req.detach));
+    // The policy file the client read, where the daemon sees it too (same path: the
+    // client's request names it as the caller sees it).
+    let mut protect = daemon.protected.clone();
+    let origin_path = Path::new(&origin);
+    if origin_path.is_absolute() && origin_path.is_file() {
+        protect.push(crate::layers::protect::ProtectedFile {
+            path: origin_path.to_path_buf(),
+            what: "policy",
+        });
+    }
     let state = RunState {
         policy_origin: origin,
         policy_text: text,
@@ -350,6 +360,7 @@ fn build_spec(
         stdio: Some(stdio),
         tied_to_agentd: false,
         start_fields,
+        protect,
     };
     Ok((spec, state))
 }

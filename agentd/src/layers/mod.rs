@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod caps;
 pub mod cgroup;
 pub mod landlock;
+pub mod protect;
 pub mod seccomp;
 #[cfg(test)]
 mod test_support;
@@ -27,4 +28,6 @@ pub mod name {
     pub const LSM: &str = "lsm";
     /// Inode rules enforced by the tracepoint fallback (SIGKILL).
     pub const TRACEPOINT: &str = "tracepoint";
+    /// The run's mount namespace: agentd's own files read-only to the run.
+    pub const MOUNTS: &str = "mounts";
 }

@@ -15,6 +15,7 @@ use crate::budgets::Notice;
 use crate::events::Event;
 use crate::layers::bpf::dns_record;
 use crate::layers::name;
+use crate::layers::protect::ProtectPlan;
 use crate::net::dns::DnsDecision;
 use crate::plan::{Plan, DNS};
 use crate::policy::Policy;
@@ -63,9 +64,13 @@ pub struct RunAudit {
     /// Denials recorded so far (`agentd ps`), repeats included.
     pub denials: u64,
     /// The run is an attached workload, whose processes may live in mount namespaces of
-    /// their own (a container's). A launched run's cannot: the seccomp baseline refuses
-    /// new namespaces, so its exec'd files are named as agentd sees them.
+    /// their own (a container's). A launched run's is agentd's, or agentd's copy with its
+    /// own files bind-mounted read-only (`layers::protect`; the seccomp baseline refuses
+    /// any other), so its exec'd files are named as agentd sees them.
     pub attached: bool,
+    /// agentd's own files that are read-only to the run: their refusals (`EROFS`,
+    /// `EBUSY`) are denials.
+    pub protect: ProtectPlan,
     /// Path-less syscall denials already written once, by process and record: how often
     /// each happened since (see [`RunAudit::syscall_denied`]).
     repeats: HashMap<(u32, SyscallDenied), Repeat>,
@@ -91,6 +96,7 @@ impl RunAudit {
             launch_cwd,
             denials: 0,
             attached: false,
+            protect: ProtectPlan::default(),
             repeats: HashMap::new(),
         }
     }
@@ -349,6 +355,31 @@ impl RunAudit {
                 path,
                 base,
                 ..
+            } if errno == libc::EROFS || errno == libc::EBUSY => {
+                // A refusal of one of agentd's protected files; any other read-only
+                // mount or busy mount point is not the run's policy at work.
+                if let Some(denied) = crate::audit::denial::protected_denial_record(
+                    &self.protect,
+                    tgid,
+                    pid,
+                    nr,
+                    &errno_name(errno),
+                    open_flags,
+                    &path,
+                    base.as_deref(),
+                ) {
+                    self.record(name::MOUNTS, Some(Decision::Deny), denied.into());
+                }
+            }
+            Event::Denial {
+                pid,
+                tgid,
+                nr,
+                errno,
+                open_flags,
+                path,
+                base,
+                ..
             } => {
                 let (layer, denied) = crate::audit::denial::denial_record(
                     judge,
@@ -374,6 +405,28 @@ impl RunAudit {
                 new_base,
                 ..
             } => {
+                // A protected file is a mount point: moving it is EBUSY in its directory
+                // and EXDEV out of it.
+                let protected = matches!(errno, libc::EROFS | libc::EBUSY | libc::EXDEV)
+                    .then(|| {
+                        crate::audit::denial::protected_refer_record(
+                            &self.protect,
+                            tgid,
+                            pid,
+                            nr,
+                            &errno_name(errno),
+                            [&old_path, &new_path],
+                            [old_base.as_deref(), new_base.as_deref()],
+                        )
+                    })
+                    .flatten();
+                if let Some(denied) = protected {
+                    self.record(name::MOUNTS, Some(Decision::Deny), denied.into());
+                    return;
+                }
+                if errno == libc::EROFS || errno == libc::EBUSY {
+                    return; // another read-only mount or mount point: not the policy
+                }
                 let call = crate::audit::denial::ReferCall {
                     shared_mounts: plan.seccomp,
                     tgid,
@@ -477,10 +530,11 @@ pub fn signal_name(sig: i32) -> String {
 /// short-lived `python3` of a launched run is still named `/usr/bin/python3.11`.
 fn resolve_exec_path(tgid: u32, filename: &str, attached: bool) -> String {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let own_ns = match ns(&tgid.to_string()) {
-        Some(theirs) => Some(theirs) == ns("self"),
-        None => !attached,
-    };
+    let own_ns = !attached
+        || match ns(&tgid.to_string()) {
+            Some(theirs) => Some(theirs) == ns("self"),
+            None => false,
+        };
     if filename.starts_with('/') && own_ns {
         if let Ok(p) = std::fs::canonicalize(filename) {
             return p.display().to_string();

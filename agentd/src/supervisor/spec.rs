@@ -10,6 +10,7 @@ use crate::plan::Plan;
 use crate::policy::Policy;
 
 use super::user::UserSpec;
+use crate::layers::protect::{ProtectError, ProtectPlan, ProtectedFile};
 
 /// Everything a run needs before it starts. Built by the CLI (standalone) or by the
 /// daemon from a client's request.
@@ -43,6 +44,17 @@ pub struct RunSpec {
     pub tied_to_agentd: bool,
     /// Extra fields for `run_start` (the daemon adds the client's identity).
     pub start_fields: serde_json::Map<String, serde_json::Value>,
+    /// agentd's own files (policy, config, signing key): read-only to the run where it
+    /// could write them (`layers::protect`).
+    pub protect: Vec<ProtectedFile>,
+}
+
+impl RunSpec {
+    /// Which of [`RunSpec::protect`] the run could write, and the mounts that stop it.
+    pub fn protect_plan(&self) -> Result<ProtectPlan, ProtectError> {
+        let all_writable = self.plan.landlock.is_none();
+        ProtectPlan::build(&self.protect, &self.plan.writable_roots, all_writable)
+    }
 }
 
 /// What a supervisor is told to do while the run goes on.

@@ -140,7 +140,10 @@ fn open_audit(host: &Host, spec: &RunSpec, launch_cwd: PathBuf) -> Result<RunAud
     let handle = host
         .audit(&spec.id)
         .map_err(|e| setup_failed(&spec.id, &e))?;
-    Ok(RunAudit::new(handle, launch_cwd, say_for(spec)))
+    let mut audit = RunAudit::new(handle, launch_cwd, say_for(spec));
+    // (A plan that cannot be built stops the launch itself, at the mounts layer.)
+    audit.protect = spec.protect_plan().unwrap_or_default();
+    Ok(audit)
 }
 
 /// The `run_failed` record of a set-up error `e`, with the exit status the run gets.
@@ -226,6 +229,7 @@ struct ChildParts {
     user: Option<super::user::PreparedUser>,
     landlock: Option<landlock::PreparedLandlock>,
     seccomp: Option<seccomp::PreparedSeccomp>,
+    protect: Option<crate::layers::protect::PreparedProtect>,
 }
 
 fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupError> {
@@ -242,6 +246,14 @@ fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupErro
         Some(seccomp::prepare().map_err(|e| setup_err(name::SECCOMP, e))?)
     } else {
         None
+    };
+    let protect = spec
+        .protect_plan()
+        .map_err(|e| setup_err(name::MOUNTS, e))?;
+    let protect = if protect.is_empty() {
+        None
+    } else {
+        Some(protect.prepare().map_err(|e| setup_err(name::MOUNTS, e))?)
     };
     let program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| setup_err(name::EXEC, "command path contains a NUL byte"))?;
@@ -265,6 +277,7 @@ fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupErro
         user: spec.user.as_ref().map(super::user::UserSpec::prepare),
         landlock,
         seccomp,
+        protect,
     })
 }
 
@@ -662,6 +675,7 @@ fn fork_child(
         umask: spec.umask.map(|m| m as libc::mode_t),
         landlock: parts.landlock.as_ref(),
         seccomp: parts.seccomp.as_ref(),
+        protect: parts.protect.as_ref(),
         stdio,
         tied_to_parent: spec.tied_to_agentd,
     };

@@ -29,6 +29,7 @@ fn errno_name(e: i32) -> &'static str {
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EROFS => "EROFS",
         libc::EXDEV => "EXDEV",
+        libc::EBUSY => "EBUSY",
         _ => "OTHER",
     }
 }
