@@ -115,7 +115,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, token_only: bool) {
         } => daemon.create_token(&peer, &run, allow, ttl_secs),
         Op::TokenRevoke { id } => daemon.revoke_token(&peer, &id),
         Op::Attach(r) => return super::attach::attach(daemon, peer, r, write).await,
-        Op::Detach { run } => control(&daemon, &peer, &run, Control::Detach, "detach").await,
+        Op::Detach { run } => detach(&daemon, &peer, &run).await,
     };
     let _ = send(&mut write, &reply).await;
 }
@@ -158,6 +158,42 @@ pub(super) async fn control(
             Err(_) => error(1, format!("run `{run}` has ended")),
         },
         Err(e) => error(1, e),
+    }
+}
+
+/// How long `detach` waits for the run's teardown before it answers anyway.
+const DETACH_WITHIN: Duration = Duration::from_secs(30);
+
+/// `detach`: asks the run to let go of its workload, and answers `done` only once the
+/// run has ended, so that when `agentd detach` returns every program and map entry the
+/// attach added is gone and the run is no longer listed by `ps`.
+async fn detach(daemon: &Daemon, peer: &Peer, run: &str) -> Response {
+    let mut phase = {
+        let runs = daemon.registry.lock();
+        match runs.get(run) {
+            Some(r) if r.is_live() && (peer.uid == 0 || r.uid == peer.uid) => r.phase.subscribe(),
+            _ => return error(1, format!("no run `{run}` of yours")),
+        }
+    };
+    let reply = control(daemon, peer, run, Control::Detach, "detach").await;
+    if !matches!(reply, Response::Done { .. }) {
+        return reply;
+    }
+    let ended = tokio::time::timeout(
+        DETACH_WITHIN,
+        phase.wait_for(|p| matches!(p, Phase::Ended(_))),
+    )
+    .await;
+    match ended {
+        // A closed channel means the row is gone, which is an end too.
+        Ok(_) => reply,
+        Err(_) => error(
+            1,
+            format!(
+                "run `{run}` was asked to detach but had not ended after {}s; `agentd ps` shows whether it still holds the workload",
+                DETACH_WITHIN.as_secs()
+            ),
+        ),
     }
 }
 
