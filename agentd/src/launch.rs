@@ -81,6 +81,8 @@ pub struct ChildSetup<'a> {
     pub seccomp: Option<&'a PreparedSeccomp>,
     /// agentd's own files, read-only to the run (a mount namespace of its own).
     pub protect: Option<&'a PreparedProtect>,
+    /// The run's private /proc (`layers::procfs`), in that same mount namespace.
+    pub proc: Option<&'a crate::layers::procfs::PreparedProc>,
     /// Descriptors that become the command's stdin, stdout and stderr.
     pub stdio: Option<[RawFd; 3]>,
     /// The command dies with agentd (`PR_SET_PDEATHSIG`). Off for the daemon's runs,
@@ -291,6 +293,16 @@ fn child_main(
         }
     }
     // Mounting needs CAP_SYS_ADMIN, so before any capability is dropped.
+    if setup.protect.is_some() || setup.proc.is_some() {
+        if let Err(e) = crate::layers::protect::enter_namespace() {
+            return (Stage::Mounts, e);
+        }
+    }
+    if let Some(proc) = setup.proc {
+        if let Err(e) = proc.apply_in_child() {
+            return (Stage::Mounts, e);
+        }
+    }
     if let Some(protect) = setup.protect {
         if let Err(e) = protect.apply_in_child() {
             return (Stage::Mounts, e);

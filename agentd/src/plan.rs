@@ -73,6 +73,9 @@ pub struct Plan {
     pub unix: Option<crate::layers::bpf::UnixPath>,
     /// Paths the run may write (resolved), for checks such as "the audit log is not writable by the run".
     pub writable_roots: Vec<PathBuf>,
+    /// A launched run sees a private /proc that shows only its own processes
+    /// (`layers::procfs`); set with landlock in enforce mode.
+    pub private_proc: bool,
 }
 
 impl Plan {
@@ -84,6 +87,7 @@ impl Plan {
         let enforce = policy.mode == Mode::Enforce;
         b.caps(enforce);
         b.landlock(policy, probe, enforce);
+        b.private_proc(policy, probe);
         b.seccomp(probe, enforce);
         b.fs_rules(policy, probe, enforce);
         b.exec_integrity(policy, probe, enforce);
@@ -105,6 +109,7 @@ impl Plan {
             },
             net: b.net_request,
             unix: b.unix,
+            private_proc: b.private_proc,
             budget_programs,
             writable_roots: policy
                 .fs
@@ -135,6 +140,7 @@ struct Builder {
     fs_rules: Option<FsPath>,
     exec_integrity: Option<FsPath>,
     unix: Option<crate::layers::bpf::UnixPath>,
+    private_proc: bool,
 }
 
 impl Builder {
@@ -340,6 +346,54 @@ impl Builder {
             scope_abstract_unix: true,
             scope_signal: true,
         });
+    }
+
+    /// Processes outside the run are hidden from it by a private /proc, which takes
+    /// landlock's domain (the ptrace check that `hidepid=invisible` applies) and so only
+    /// comes with it. Inode rules cannot name entries of a procfs instance that does
+    /// not exist yet: such a rule is refused.
+    fn private_proc(&mut self, policy: &Policy, probe: &Probe) {
+        if self.landlock.is_none() {
+            return;
+        }
+        if !probe.private_proc.available {
+            self.refuse(
+                name::MOUNTS,
+                format!(
+                    "a private /proc (hidepid=invisible) cannot be mounted: {}",
+                    probe.private_proc.detail
+                ),
+            );
+            return;
+        }
+        for (section, rules) in [
+            ("fs.deny", &policy.fs.deny),
+            ("fs.secret", &policy.fs.secret),
+        ] {
+            for r in rules
+                .iter()
+                .filter(|r| crate::layers::procfs::is_under_proc(&r.path))
+            {
+                self.refuse(
+                    name::MOUNTS,
+                    format!(
+                        "{section} {} (line {}): the run sees a private /proc of its own, whose files cannot be named by inode before it exists; leave the entry out (the run's /proc shows only its own processes, and only what fs.read grants is readable)",
+                        r.written, r.span.line
+                    ),
+                );
+            }
+        }
+        self.private_proc = true;
+        self.layer(
+            name::MOUNTS,
+            "on",
+            "a private /proc (hidepid=invisible): processes outside the run are not there",
+        );
+        self.cover(
+            "processes outside the run",
+            name::MOUNTS,
+            "invisible in the run's own /proc (hidepid=invisible, with landlock's ptrace scope): their cmdline, environ, maps, mem and fd cannot be read; /proc/sys and the other kernel tunables are read-only",
+        );
     }
 
     fn cover_path(&mut self, section: &str, r: &crate::policy::PathRule, how: &str) {

@@ -57,6 +57,9 @@ pub struct Probe {
     /// `SOCK_DESTROY` over `NETLINK_SOCK_DIAG` (`CONFIG_INET_DIAG_DESTROY`): aborting a
     /// tainted or over-budget run's TCP sockets so queued data never leaves.
     pub sock_destroy: Feature,
+    /// A new procfs instance with `hidepid=invisible` (`layers::procfs`): a launched
+    /// run's private /proc.
+    pub private_proc: Feature,
     pub cgroups: CgroupInfo,
 }
 
@@ -83,6 +86,11 @@ impl Probe {
                 "SECCOMP_RET_USER_NOTIF",
             )),
             sock_destroy: Feature::from_result(crate::budgets::sockets::probe_destroy()),
+            private_proc: Feature::from_result(
+                crate::layers::procfs::PrivateProc::create()
+                    .map(|_| "fsopen(proc) with hidepid=invisible, fsmount".to_owned())
+                    .map_err(|e| e.to_string()),
+            ),
             cgroups,
         };
         // What the probes loaded goes now: a run loads its own runtime.
@@ -110,6 +118,7 @@ pub(crate) fn all_available() -> Probe {
         seccomp_filter: on(),
         seccomp_user_notif: on(),
         sock_destroy: on(),
+        private_proc: on(),
         cgroups: CgroupInfo {
             mode: "test".into(),
             v2_mount: None,

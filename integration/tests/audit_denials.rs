@@ -490,11 +490,23 @@ fn a_relative_path_in_a_detached_mount_is_unresolved_not_guessed() {
     out.read_line(&mut first)
         .unwrap_or_else(|e| panic!("read: {e}"));
     assert_eq!(first, format!("chdir {dir}: OK\n"));
-    // Lazily unmounted while the process is inside: its cwd no longer leads to `/`.
-    let o = std::process::Command::new("umount")
-        .args(["-l", &dir])
+    // Lazily unmounted while the process is inside: its cwd no longer leads to `/`. The
+    // run has a mount namespace of its own (its private /proc), so the unmount is made
+    // there; the run's process is agentd's only child.
+    let agentd = child.id();
+    let tasks = std::fs::read_dir(format!("/proc/{agentd}/task"))
+        .unwrap_or_else(|e| panic!("tasks of {agentd}: {e}"));
+    let children: String = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .collect();
+    let run = children
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("agentd {agentd} has no child"));
+    let o = std::process::Command::new("nsenter")
+        .args(["-t", run, "-m", "umount", "-l", &dir])
         .output()
-        .unwrap_or_else(|e| panic!("umount: {e}"));
+        .unwrap_or_else(|e| panic!("nsenter umount: {e}"));
     assert_status(&o, 0);
     std::fs::write(&go, "").unwrap_or_else(|e| panic!("write: {e}"));
     let mut rest = String::new();

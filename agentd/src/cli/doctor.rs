@@ -36,7 +36,7 @@ pub fn doctor(json: bool) -> ExitCode {
     } else {
         "not used: tracepoint fallback instead"
     };
-    let rows: [(&str, &Feature, &str); 9] = [
+    let rows: [(&str, &Feature, &str); 10] = [
         ("bpf-lsm", &p.bpf_lsm, lsm_use),
         ("tp_btf", &p.tp_btf, "exec/exit tracking per run"),
         (
@@ -68,6 +68,11 @@ pub fn doctor(json: bool) -> ExitCode {
             "sock-destroy",
             &p.sock_destroy,
             "abort tainted/over-budget runs' TCP sockets",
+        ),
+        (
+            "private-proc",
+            &p.private_proc,
+            "a run's own /proc: processes outside it hidden",
         ),
         ("cgroups", &cg, "run identity (v2) and memory/pids limits"),
     ];

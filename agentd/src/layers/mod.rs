@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod caps;
 pub mod cgroup;
 pub mod landlock;
+pub mod procfs;
 pub mod protect;
 pub mod seccomp;
 #[cfg(test)]

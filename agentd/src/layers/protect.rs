@@ -158,33 +158,10 @@ pub struct PreparedProtect {
 }
 
 impl PreparedProtect {
-    /// In the child, before the capability drop (mounting needs CAP_SYS_ADMIN): a mount
-    /// namespace of its own, then the bind mounts. Raw syscalls only. Returns the errno
-    /// of the first call that failed.
+    /// In the child, inside its own mount namespace ([`enter_namespace`]), before the
+    /// capability drop (mounting needs CAP_SYS_ADMIN): the bind mounts. Raw syscalls
+    /// only. Returns the errno of the first call that failed.
     pub fn apply_in_child(&self) -> Result<(), i32> {
-        let errno = || {
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        };
-        // SAFETY: unshare takes a flag set.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-            return Err(errno());
-        }
-        // Slave every mount: the host's later mounts still show, ours never go back.
-        // SAFETY: mount(2) with a static path and NULL source/type/data.
-        if unsafe {
-            libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
-            )
-        } != 0
-        {
-            return Err(errno());
-        }
         for dir in &self.dirs {
             // Recursive: mounts below the directory stay visible through it.
             bind(dir, libc::MS_REC, 0)?;
@@ -196,9 +173,37 @@ impl PreparedProtect {
     }
 }
 
+/// In the child: a mount namespace of its own (a copy of agentd's), every mount slaved
+/// so the host's later mounts still show and the run's never go back. Raw syscalls only.
+pub fn enter_namespace() -> Result<(), i32> {
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    // SAFETY: unshare takes a flag set.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(errno());
+    }
+    // SAFETY: mount(2) with a static path and NULL source/type/data.
+    if unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+    } != 0
+    {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 /// Binds `path` onto itself (`bind_flags`: `MS_REC` or 0), then, with `remount_flags`,
 /// remounts that bind with them (`MS_RDONLY`).
-fn bind(
+pub(super) fn bind(
     path: &CString,
     bind_flags: libc::c_ulong,
     remount_flags: libc::c_ulong,

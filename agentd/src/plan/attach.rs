@@ -129,6 +129,11 @@ impl Plan {
         if skipped.contains(&name::LANDLOCK) {
             self.landlock = None;
         }
+        // A running workload cannot be given a mount namespace.
+        self.private_proc = false;
+        self.layers.retain(|l| l.layer != name::MOUNTS);
+        self.coverage.retain(|c| c.layer != name::MOUNTS);
+        self.refusals.retain(|r| r.layer != name::MOUNTS);
         if skipped.contains(&name::SECCOMP) {
             self.seccomp = false;
         }
@@ -186,6 +191,35 @@ mod tests {
             .refusals
             .iter()
             .any(|r| r.reason.contains("best effort `network`")));
+    }
+
+    /// A launched run gets a private /proc with landlock; an attached one cannot (and an
+    /// inode rule under /proc, refused for a launch, is no reason to refuse an attach).
+    #[test]
+    fn the_private_proc_is_for_launched_runs_in_enforce_mode() {
+        let deny = "version: 1\nname: t\nfs:\n  read: [/usr, /proc]\n  deny: [/proc/kallsyms]\n";
+        let mut p = plan(deny);
+        if !p.private_proc {
+            eprintln!(
+                "SKIP: landlock or a private /proc unavailable: {:?}",
+                p.refusals
+            );
+            return;
+        }
+        assert!(p
+            .refusals
+            .iter()
+            .any(|r| r.layer == name::MOUNTS
+                && r.reason.starts_with("fs.deny /proc/kallsyms (line 5)")));
+        p.for_attach(&["fs".into(), "syscalls".into(), "caps".into()]);
+        assert!(!p.private_proc);
+        assert!(
+            p.refusals.iter().all(|r| r.layer != name::MOUNTS),
+            "{:?}",
+            p.refusals
+        );
+        let audit = plan("version: 1\nname: t\nmode: audit\nfs:\n  read: [/usr, /proc]\n");
+        assert!(!audit.private_proc);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::audit::judge::Judge;
 use crate::audit::Decision;
 use crate::budgets;
 use crate::launch::{self, CStrArray, ChildSetup, SpawnOutcome, Stage};
+use crate::layers::procfs::{PreparedProc, PrivateProc};
 use crate::layers::{caps, landlock, name, seccomp};
 use crate::net::dns::DnsDecision;
 
@@ -230,6 +231,9 @@ struct ChildParts {
     landlock: Option<landlock::PreparedLandlock>,
     seccomp: Option<seccomp::PreparedSeccomp>,
     protect: Option<crate::layers::protect::PreparedProtect>,
+    /// Kept open until the child is forked: it moves this mount over its /proc.
+    _private_proc: Option<PrivateProc>,
+    proc: Option<PreparedProc>,
 }
 
 fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupError> {
@@ -238,8 +242,29 @@ fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupErro
     } else {
         None
     };
-    let landlock = match &spec.plan.landlock {
-        Some(req) => Some(landlock::prepare(req).map_err(|e| setup_err(name::LANDLOCK, e))?),
+    // The private /proc comes first: landlock's rules under /proc are opened in it.
+    let private_proc = if spec.plan.private_proc {
+        Some(PrivateProc::create().map_err(|e| setup_err(name::MOUNTS, e))?)
+    } else {
+        None
+    };
+    let landlock = match (&spec.plan.landlock, &private_proc) {
+        (Some(req), Some(proc)) => {
+            let mut req = req.clone();
+            for paths in [&mut req.read, &mut req.write, &mut req.exec] {
+                for p in paths.iter_mut() {
+                    *p = proc.reach(p);
+                }
+            }
+            Some(landlock::prepare(&req).map_err(|e| setup_err(name::LANDLOCK, e))?)
+        }
+        (Some(req), None) => {
+            Some(landlock::prepare(req).map_err(|e| setup_err(name::LANDLOCK, e))?)
+        }
+        (None, _) => None,
+    };
+    let proc = match &private_proc {
+        Some(p) => Some(p.prepare().map_err(|e| setup_err(name::MOUNTS, e))?),
         None => None,
     };
     let seccomp = if spec.plan.seccomp {
@@ -278,6 +303,8 @@ fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupErro
         landlock,
         seccomp,
         protect,
+        _private_proc: private_proc,
+        proc,
     })
 }
 
@@ -676,6 +703,7 @@ fn fork_child(
         landlock: parts.landlock.as_ref(),
         seccomp: parts.seccomp.as_ref(),
         protect: parts.protect.as_ref(),
+        proc: parts.proc.as_ref(),
         stdio,
         tied_to_parent: spec.tied_to_agentd,
     };
