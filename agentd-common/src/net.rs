@@ -108,11 +108,18 @@ pub const NET_OP_SENDMSG: u32 = 2;
 pub const NET_OP_BIND: u32 = 3;
 /// [`NetEvent::op`]: `socket(2)`.
 pub const NET_OP_SOCKET: u32 = 4;
+/// [`NetEvent::op`]: `listen(2)` of a TCP socket the run never bound, which the kernel
+/// binds itself to a port it picks on the wildcard address (no cgroup hook sees that
+/// bind): judged after the call, as a bind of the wildcard address to port 0.
+pub const NET_OP_LISTEN: u32 = 5;
 
 /// [`NetEvent::verdict`]: the call failed with `EPERM`.
 pub const NET_VERDICT_DENY: u32 = 1;
 /// [`NetEvent::verdict`]: `mode: audit`; the call went through.
 pub const NET_VERDICT_WOULD_DENY: u32 = 2;
+/// [`NetEvent::verdict`]: the call had succeeded; the process was killed (`SIGKILL`)
+/// on its way back to user space ([`NET_OP_LISTEN`]).
+pub const NET_VERDICT_KILL: u32 = 3;
 
 /// [`NetEvent::reason`]: no allow rule matches the address, port and protocol.
 pub const NET_REASON_NO_RULE: u32 = 1;

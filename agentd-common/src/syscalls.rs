@@ -47,8 +47,11 @@ pub const HOOK_FS_WRITE_BYTES: u32 = 1 << 5;
 /// [`RUN_OBSERVE_FILES`] is reported (a `DenialEvent` with `DENIAL_FLAG_OBSERVED`), so
 /// that agentd can record what the policy's fs rules would have denied.
 pub const HOOK_FS_OBSERVE: u32 = 1 << 6;
+/// `net.bind` on `listen()`: a successful listen of a TCP socket the kernel bound
+/// itself is killed unless a `net.bind` rule allows the wildcard address, port 0.
+pub const HOOK_LISTEN: u32 = 1 << 7;
 /// Every bit above.
-pub const HOOK_ALL: u32 = (1 << 7) - 1;
+pub const HOOK_ALL: u32 = (1 << 8) - 1;
 
 /// In a `RUN_CGROUPS` value, above the run slot: the run's successful file syscalls are
 /// reported ([`HOOK_FS_OBSERVE`]). Slots stay below `MAX_WATCHED_CGROUPS`.

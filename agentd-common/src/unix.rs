@@ -106,6 +106,8 @@ pub const EVENT_KIND_UNIX: u32 = 6;
 
 /// x86-64 `connect(2)`.
 pub const NR_CONNECT: u64 = 42;
+/// `listen(2)` on x86-64: the kernel's own bind of a never-bound socket (see `net`).
+pub const NR_LISTEN: u64 = 50;
 
 /// Value of the prefix, inode and named maps.
 #[repr(C)]
@@ -217,6 +219,9 @@ pub struct UnixOffsets {
     pub valid: u32,
     /// `bpf_sock_addr_kern.sk`.
     pub sa_kern_sk: u32,
+    /// `sock.sk_userlocks` (a u8: `SOCK_BINDADDR_LOCK`, `SOCK_BINDPORT_LOCK`), which
+    /// tells an explicit bind from the kernel's own on `listen()` (see `net`).
+    pub sock_userlocks: u32,
 }
 
 impl UnixOffsets {
@@ -240,6 +245,7 @@ impl UnixOffsets {
         vfsmount_root: 0,
         valid: 0,
         sa_kern_sk: 0,
+        sock_userlocks: 0,
     };
 }
 
@@ -252,7 +258,7 @@ pub const UNIX_LPM_KEY_SIZE: usize = 4 + UNIX_KEY_LEN;
 /// Size of [`UnixEvent`].
 pub const UNIX_EVENT_SIZE: usize = 64 + 112;
 /// Size of [`UnixOffsets`].
-pub const UNIX_OFFSETS_SIZE: usize = 72;
+pub const UNIX_OFFSETS_SIZE: usize = 76;
 
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
@@ -308,7 +314,8 @@ mod tests {
         assert_eq!(size_of::<UnixLpmKey>(), 120);
         assert_eq!(size_of::<UnixEvent>(), 176);
         assert_eq!(offset_of!(UnixEvent, path), 64);
-        assert_eq!(size_of::<UnixOffsets>(), 72);
+        assert_eq!(size_of::<UnixOffsets>(), 76);
+        assert_eq!(offset_of!(UnixOffsets, sock_userlocks), 72);
         assert_eq!(UnixOffsets::UNSET.valid, 0);
     }
 

@@ -28,16 +28,18 @@ use agentd_common::{
         NetDnsOrigin, NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET,
         NET_DNS_ORIGIN_ENTRIES, NET_FLAG_AUDIT_ONLY, NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND,
         NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_FLAG_TAINT_CHECK, NET_KEY4_LEN,
-        NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG, NET_OP_SOCKET,
-        NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO,
-        NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_DENY,
-        NET_VERDICT_WOULD_DENY,
+        NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_LISTEN, NET_OP_SENDMSG,
+        NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NO_RULE, NET_REASON_NO_RUN,
+        NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY, NET_SLOT_BITS,
+        NET_VERDICT_DENY, NET_VERDICT_KILL, NET_VERDICT_WOULD_DENY,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_addr},
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_send_signal,
+    },
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{
         lpm_trie::{Key, LpmTrie},
@@ -47,8 +49,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    fsrules::RUN_TAINT,
+    fsrules::{fd_file, AGENTD_FS_OFFSETS, RUN_TAINT},
+    kernel::read_at,
     maps::{count_drop, submit, watched_cgroup, EVENTS},
+    unix::AGENTD_UNIX_OFFSETS,
 };
 
 /// Run slot + IPv4 address → rules for connect/sendmsg.
@@ -565,11 +569,99 @@ fn on_sock_create(ctx: &SockContext) -> i32 {
 /// Reports the denial and returns the verdict: `DENY`, or `ALLOW` in audit mode.
 #[inline(always)]
 fn deny(req: &Request, reason: u32, cgroup_id: u64, slot: u32, flags: u32) -> i32 {
+    report(req, reason, cgroup_id, slot, flags, NET_VERDICT_DENY)
+}
+
+/// `SOCK_BINDADDR_LOCK | SOCK_BINDPORT_LOCK` of `sk_userlocks`: a `bind()` named an
+/// address or a port. The kernel's own bind on `listen()` (`inet_autobind`) sets
+/// neither.
+const SOCK_BIND_LOCKS: u8 = 4 | 8;
+const SOCK_STREAM: u32 = 1;
+const SIGKILL: u32 = 9;
+
+/// After a successful `listen(fd)` of a process of a run that judges binds: a TCP
+/// socket with no bind lock was never bound with an address or a port, so the kernel
+/// bound it to a port it picked on the wildcard address, which no bind hook saw. It
+/// is judged as a bind of the wildcard address to port 0 (what `bind(0.0.0.0:0)`
+/// would have been), and, unless a `net.bind` rule allows that, reported and the
+/// process killed on its way back to user space (audit mode: reported only).
+#[inline(never)]
+pub(crate) fn on_listened(fd: u64) {
+    let Some((cgroup_id, slot)) = watched_cgroup() else {
+        return;
+    };
+    // SAFETY: plain u32 copied out at once.
+    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
+        return;
+    };
+    if flags & NET_FLAG_FILTER_BIND == 0 {
+        return;
+    }
+    let fs = AGENTD_FS_OFFSETS.load();
+    let offs = AGENTD_UNIX_OFFSETS.load();
+    if fs.valid == 0 || offs.valid == 0 {
+        return;
+    }
+    let Some(file) = fd_file(&fs, fd) else {
+        return;
+    };
+    // listen() succeeded on this fd, so it is a socket: private_data is its `struct
+    // socket *`. Every read below is fault tolerant.
+    // SAFETY: BTF offsets, bpf_probe_read_kernel.
+    let (family, locks) = unsafe {
+        let Ok(sock) = read_at::<*const u8>(file, offs.file_private_data) else {
+            return;
+        };
+        let Ok(sk) = read_at::<*const u8>(sock, offs.socket_sk) else {
+            return;
+        };
+        let Ok(family) = read_at::<u16>(sk, offs.sock_family) else {
+            return;
+        };
+        let Ok(locks) = read_at::<u8>(sk, offs.sock_userlocks) else {
+            return;
+        };
+        (u32::from(family), locks)
+    };
+    if (family != AF_INET && family != AF_INET6) || locks & SOCK_BIND_LOCKS != 0 {
+        return;
+    }
+    let req = Request {
+        op: NET_OP_LISTEN,
+        family,
+        sock_type: SOCK_STREAM,
+        protocol: IPPROTO_TCP,
+        port: 0,
+        addr: [0; 16],
+    };
+    if let Some(rules) = lookup(&req, slot, family == AF_INET, TABLE_BIND) {
+        if matches(rules, 0, NET_PROTO_TCP) {
+            return;
+        }
+    }
+    report(
+        &req,
+        NET_REASON_NO_RULE,
+        cgroup_id,
+        slot,
+        flags,
+        NET_VERDICT_KILL,
+    );
+    if flags & NET_FLAG_AUDIT_ONLY == 0 {
+        // SAFETY: signals the current thread group, the process that listened.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+}
+
+/// Reports a denial (`enforced`: the verdict outside audit mode) and returns what the
+/// cgroup hooks return: `DENY`, or `ALLOW` in audit mode.
+#[inline(always)]
+fn report(req: &Request, reason: u32, cgroup_id: u64, slot: u32, flags: u32, enforced: u32) -> i32 {
     let audit_only = flags & NET_FLAG_AUDIT_ONLY != 0;
     let verdict = if audit_only {
         NET_VERDICT_WOULD_DENY
     } else {
-        NET_VERDICT_DENY
+        enforced
     };
     match EVENTS.reserve::<NetEvent>(0) {
         Some(mut entry) => {

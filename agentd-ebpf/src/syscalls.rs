@@ -13,9 +13,9 @@ use agentd_common::{
     fsrules::{NR_CREAT, NR_MMAP, NR_MPROTECT, NR_OPEN, NR_OPENAT, NR_OPENAT2, NR_PKEY_MPROTECT},
     syscalls::{
         HOOK_DENIALS, HOOK_EXEC_MAPS, HOOK_FS_OBSERVE, HOOK_FS_OPEN, HOOK_FS_WRITE_BYTES,
-        HOOK_SYSCALL_COUNT, HOOK_UNIX_CONNECT,
+        HOOK_LISTEN, HOOK_SYSCALL_COUNT, HOOK_UNIX_CONNECT,
     },
-    unix::NR_CONNECT,
+    unix::{NR_CONNECT, NR_LISTEN},
 };
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
@@ -24,7 +24,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    budget, denials, exec_integrity, fsrules, fsrules::AGENTD_FS_OFFSETS, kernel::read_at, unix,
+    budget, denials, exec_integrity, fsrules, fsrules::AGENTD_FS_OFFSETS, kernel::read_at, net,
+    unix,
 };
 
 /// The enabled `HOOK_*` bits (entry 0), written by the loader.
@@ -73,6 +74,11 @@ pub fn sys_exit_dispatch(ctx: BtfTracePointContext) -> i32 {
         NR_CONNECT => {
             if hooks & HOOK_UNIX_CONNECT != 0 && ret == 0 {
                 unix::on_connected(reg(regs, PT_REGS_DI));
+            }
+        }
+        NR_LISTEN => {
+            if hooks & HOOK_LISTEN != 0 && ret == 0 {
+                net::on_listened(reg(regs, PT_REGS_DI));
             }
         }
         NR_MMAP => {

@@ -69,7 +69,7 @@ static UNIX_SCRATCH: PerCpuArray<UnixScratch> = PerCpuArray::with_max_entries(1,
 
 /// Offsets from the loader (`.rodata`).
 #[unsafe(no_mangle)]
-static AGENTD_UNIX_OFFSETS: Global<UnixOffsets> = Global::new(UnixOffsets::UNSET);
+pub(crate) static AGENTD_UNIX_OFFSETS: Global<UnixOffsets> = Global::new(UnixOffsets::UNSET);
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;

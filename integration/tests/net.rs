@@ -561,6 +561,94 @@ fn a_bind_rule_for_port_0_allows_the_kernels_port_and_no_other() {
     assert_denial(&d[2], "bind", "127.0.0.1", 0, "udp");
 }
 
+/// `listen()` of a TCP socket that was never bound makes the kernel bind it to a port
+/// it picks on the wildcard address, which no bind hook sees. It is judged after the
+/// call as a bind of the wildcard address to port 0: without a `net.bind` rule for that,
+/// the process is killed (SIGKILL) on its way back from listen() and the record says so;
+/// with one, it listens; in audit mode it is a would_deny and the process lives.
+#[test]
+fn listen_on_a_socket_never_bound_is_judged_as_a_bind_of_port_0() {
+    if !cgroup_bpf_or_skip("listen_unbound") {
+        return;
+    }
+    for net in ["net:\n  allow: []\n", ""] {
+        let sb = Sandbox::new();
+        net_policy(&sb, "enforce", net);
+        for family in ["v4", "v6"] {
+            let o = sb.run_prog(&["listen-unbound", family]);
+            assert_status(&o, 128 + libc::SIGKILL);
+            assert_eq!(
+                stdout(&o),
+                "",
+                "policy {net:?}: the process must not survive listen()"
+            );
+        }
+        let d = net_denials(&sb.audit());
+        assert_eq!(d.len(), 2, "policy {net:?}: {d:#?}");
+        for (r, dst) in d.iter().zip(["0.0.0.0", "::"]) {
+            assert_eq!(r["op"], "listen", "{r}");
+            assert_eq!(r["decision"], "kill", "{r}");
+            assert_eq!(r["dst"], dst, "{r}");
+            assert_eq!(r["port"], 0, "{r}");
+            assert_eq!(r["proto"], "tcp", "{r}");
+            assert_eq!(r["signal"], "SIGKILL", "{r}");
+            assert_eq!(r["errno"], Value::Null, "{r}");
+            assert!(
+                r["rule"].as_str().is_some_and(
+                    |s| s.starts_with("no net.bind rule allows the wildcard address, port 0")
+                ),
+                "{r}"
+            );
+            assert!(r["pid"].as_u64().is_some_and(|p| p > 0), "{r}");
+        }
+        let ends = events(&sb.audit(), "run_end").len();
+        assert_eq!(ends, 2);
+    }
+
+    // A rule for the wildcard address and port 0 allows it (and explicit binds of it).
+    let sb = Sandbox::new();
+    net_policy(
+        &sb,
+        "enforce",
+        "net:\n  allow: []\n  bind: [\"0.0.0.0:0/tcp\", \"[::]:0/tcp\"]\n",
+    );
+    for family in ["v4", "v6"] {
+        let o = sb.run_prog(&["listen-unbound", family]);
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), format!("listen-unbound {family}: OK\n"));
+    }
+    let o = sb.run_prog(&["bind", "0.0.0.0", "0", "tcp"]);
+    assert_eq!(stdout(&o), "bind 0.0.0.0 0: OK\n");
+    assert!(net_denials(&sb.audit()).is_empty());
+
+    // An explicit bind to an allowed address is not the kernel's bind: its listen stays.
+    let sb = Sandbox::new();
+    net_policy(
+        &sb,
+        "enforce",
+        "net:\n  allow: []\n  bind: [\"127.0.0.1:0/tcp\"]\n",
+    );
+    let o = sb.run_prog(&["bind", "127.0.0.1", "0", "tcp"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "bind 127.0.0.1 0: OK\n");
+    assert!(net_denials(&sb.audit()).is_empty());
+
+    // Audit mode: reported as what enforce mode would do, and the process lives.
+    let sb = Sandbox::new();
+    net_policy(&sb, "audit", "net:\n  allow: []\n");
+    let o = sb.run_prog(&["listen-unbound", "v4"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "listen-unbound v4: OK\n");
+    let d: Vec<Value> = events(&sb.audit(), "denied")
+        .into_iter()
+        .filter(|r| r["op"] == "listen")
+        .cloned()
+        .collect();
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0]["decision"], "would_deny", "{}", d[0]);
+    assert_eq!(d[0]["would_signal"], "SIGKILL", "{}", d[0]);
+}
+
 #[test]
 fn without_a_net_section_connect_is_not_restricted() {
     if !cgroup_bpf_or_skip("no_net") {

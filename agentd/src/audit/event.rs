@@ -559,7 +559,7 @@ pub struct CommandDenied {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetDenied {
-    /// `connect`, `sendmsg`, `bind` or `socket`.
+    /// `connect`, `sendmsg`, `bind`, `socket` or `listen`.
     pub op: String,
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
     pub proto: String,
@@ -582,6 +582,13 @@ pub struct NetDenied {
     /// What enforce mode would have returned; `would_deny` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would_errno: Option<String>,
+    /// `SIGKILL` for `listen` (the call had succeeded; the process was killed on its
+    /// way back, `errno` is null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// What enforce mode would have done instead: `SIGKILL`; `would_deny` of `listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

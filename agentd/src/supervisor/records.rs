@@ -481,6 +481,8 @@ impl RunAudit {
             Event::Net(denial) => {
                 let decision = if denial.would_deny {
                     Decision::WouldDeny
+                } else if denial.killed {
+                    Decision::Kill
                 } else {
                     Decision::Deny
                 };

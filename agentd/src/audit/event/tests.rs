@@ -108,6 +108,8 @@ fn net(would_deny: bool, addr: bool) -> NetDenied {
         family: (!addr).then(|| "AF_INET".into()),
         sock_type: (!addr).then(|| "SOCK_RAW".into()),
         would_errno: would_deny.then(|| "EPERM".into()),
+        signal: None,
+        would_signal: None,
     }
 }
 

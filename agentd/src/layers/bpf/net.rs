@@ -13,11 +13,12 @@ use std::path::Path;
 use agentd_common::net::{
     names as net_names, NetEvent, NetPortRule, NetRuleSet, NET_FLAG_AUDIT_ONLY,
     NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
-    NET_FLAG_TAINT_CHECK, NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_SENDMSG,
-    NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK, NET_REASON_NO_RULE,
-    NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED, NET_RULES_PER_ENTRY,
-    NET_SLOT_BITS, NET_VERDICT_WOULD_DENY,
+    NET_FLAG_TAINT_CHECK, NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_LISTEN,
+    NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK,
+    NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED,
+    NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_KILL, NET_VERDICT_WOULD_DENY,
 };
+use agentd_common::syscalls::HOOK_LISTEN;
 use agentd_common::EventHeader;
 use aya::maps::lpm_trie::Key;
 use core::mem::offset_of;
@@ -306,7 +307,13 @@ impl BpfRuntime {
                 net_names::MAP_NET_RUNS,
                 error,
             )
-        })
+        })?;
+        if flags & NET_FLAG_FILTER_BIND != 0 {
+            // The kernel's own bind on listen() runs no cgroup hook: the sys_exit
+            // program judges it after the call.
+            self.enable_syscall_hooks(run, HOOK_LISTEN, "the listen() check of net.bind")?;
+        }
+        Ok(())
     }
 }
 
@@ -360,6 +367,8 @@ pub struct NetDenial {
     pub cgroup_id: u64,
     pub op: u32,
     pub would_deny: bool,
+    /// The call had succeeded and the process was killed (`listen`).
+    pub killed: bool,
     pub reason: u32,
     pub family: u32,
     pub sock_type: u32,
@@ -370,6 +379,9 @@ pub struct NetDenial {
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
+
+/// The `rule` of a killed `listen()`.
+pub const LISTEN_RULE: &str = "no net.bind rule allows the wildcard address, port 0: listen() on a socket never bound, which the kernel binds to a port it picks";
 
 /// The `rule` of a denial because the run is tainted (audit records, the resolver).
 pub const TAINTED_RULE: &str = "tainted: no after_taint rule";
@@ -392,6 +404,7 @@ impl NetDenial {
             cgroup_id: header.cgroup_id,
             op: u32_at(offset_of!(NetEvent, op))?,
             would_deny: u32_at(offset_of!(NetEvent, verdict))? == NET_VERDICT_WOULD_DENY,
+            killed: u32_at(offset_of!(NetEvent, verdict))? == NET_VERDICT_KILL,
             reason: u32_at(offset_of!(NetEvent, reason))?,
             family: u32_at(offset_of!(NetEvent, family))?,
             sock_type: u32_at(offset_of!(NetEvent, sock_type))?,
@@ -401,13 +414,14 @@ impl NetDenial {
         })
     }
 
-    /// `connect`, `sendmsg`, `bind` or `socket`.
+    /// `connect`, `sendmsg`, `bind`, `socket` or `listen`.
     pub fn op_name(&self) -> &'static str {
         match self.op {
             NET_OP_CONNECT => "connect",
             NET_OP_SENDMSG => "sendmsg",
             NET_OP_BIND => "bind",
             NET_OP_SOCKET => "socket",
+            NET_OP_LISTEN => "listen",
             _ => "unknown",
         }
     }
@@ -438,6 +452,9 @@ impl NetDenial {
     }
 
     fn rule(&self) -> &'static str {
+        if self.op == NET_OP_LISTEN {
+            return LISTEN_RULE;
+        }
         match self.reason {
             NET_REASON_NO_RULE => "no rule",
             NET_REASON_NO_RUN => "no rule (cgroup not registered with a run)",
@@ -457,7 +474,7 @@ impl NetDenial {
             proto: self.proto_name(),
             rule: self.rule().into(),
             // The process saw no error when the run only audits.
-            errno: (!self.would_deny).then(|| "EPERM".into()),
+            errno: (!self.would_deny && !self.killed).then(|| "EPERM".into()),
             pid: self.tgid,
             tid: self.pid,
             run_slot: self.run_slot,
@@ -465,7 +482,9 @@ impl NetDenial {
             port: addr.map(|_| self.port),
             family: addr.is_none().then(|| family_name(self.family)),
             sock_type: addr.is_none().then(|| type_name(self.sock_type)),
-            would_errno: self.would_deny.then(|| "EPERM".into()),
+            would_errno: (self.would_deny && self.op != NET_OP_LISTEN).then(|| "EPERM".into()),
+            signal: self.killed.then(|| "SIGKILL".into()),
+            would_signal: (self.would_deny && self.op == NET_OP_LISTEN).then(|| "SIGKILL".into()),
         }
     }
 }
@@ -504,6 +523,37 @@ mod tests {
             protos,
             written: format!("{addr}/{prefix}:{lo}-{hi}"),
         }
+    }
+
+    #[test]
+    fn a_killed_listen_names_the_signal_and_no_errno() {
+        let mut d = NetDenial {
+            pid: 8,
+            tgid: 7,
+            run_slot: 1,
+            cgroup_id: 2,
+            op: NET_OP_LISTEN,
+            would_deny: false,
+            killed: true,
+            reason: NET_REASON_NO_RULE,
+            family: AF_INET6,
+            sock_type: 1,
+            protocol: 6,
+            port: 0,
+            addr: [0; 16],
+        };
+        let e = d.audit_event();
+        assert_eq!(e.op, "listen");
+        assert_eq!(e.rule, LISTEN_RULE);
+        assert_eq!(e.errno, None);
+        assert_eq!(e.signal.as_deref(), Some("SIGKILL"));
+        assert_eq!(e.dst.as_deref(), Some("::"));
+        assert_eq!(e.port, Some(0));
+        d.killed = false;
+        d.would_deny = true;
+        let e = d.audit_event();
+        assert_eq!((e.errno, e.signal, e.would_errno), (None, None, None));
+        assert_eq!(e.would_signal.as_deref(), Some("SIGKILL"));
     }
 
     #[test]

@@ -258,6 +258,7 @@ pub(super) fn unix_offsets(btf: &KernelBtf<'_>) -> Result<UnixOffsets, BtfError>
         vfsmount_root: field("vfsmount", "mnt_root", Some(PTR))?,
         valid: 1,
         sa_kern_sk: field("bpf_sock_addr_kern", "sk", Some(PTR))?,
+        sock_userlocks: field("sock", "sk_userlocks", Some(1))?,
     })
 }
 

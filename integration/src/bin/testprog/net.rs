@@ -31,6 +31,7 @@ pub const COMMANDS: &[&str] = &[
     "bind",
     "bind-each",
     "socket",
+    "listen-unbound",
     "double-fork-connect",
     "wait-connect",
     "resolve-connect",
@@ -343,6 +344,23 @@ pub fn run(args: &[String]) -> i32 {
     let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     let line = match a(0) {
         "socket" => format!("socket {}: {}", a(1), socket(a(1))),
+        // listen() on a TCP socket never bound: the kernel binds it itself.
+        "listen-unbound" => {
+            let family = if a(1) == "v6" {
+                libc::AF_INET6
+            } else {
+                libc::AF_INET
+            };
+            // SAFETY: plain integer arguments.
+            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                format!("socket {}", errno_name(errno()))
+            } else {
+                // SAFETY: our own socket.
+                let rc = unsafe { libc::listen(fd, 1) };
+                format!("listen-unbound {}: {}", a(1), outcome(rc))
+            }
+        }
         "resolve-connect" => {
             let resolved = resolve4(a(1));
             let mut out = format!(
