@@ -49,10 +49,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    fsrules::{fd_file, AGENTD_FS_OFFSETS, RUN_TAINT},
+    fsrules::{AGENTD_FS_OFFSETS, RUN_TAINT},
     kernel::read_at,
     maps::{count_drop, submit, watched_cgroup, EVENTS},
-    unix::AGENTD_UNIX_OFFSETS,
+    unix::{fd_sock, AGENTD_UNIX_OFFSETS},
 };
 
 /// Run slot + IPv4 address → rules for connect/sendmsg.
@@ -602,27 +602,15 @@ pub(crate) fn on_listened(fd: u64) {
     if fs.valid == 0 || offs.valid == 0 {
         return;
     }
-    let Some(file) = fd_file(&fs, fd) else {
+    // listen() succeeded on this fd, so it is a socket.
+    let Some((sk, family)) = fd_sock(&fs, &offs, fd) else {
         return;
     };
-    // listen() succeeded on this fd, so it is a socket: private_data is its `struct
-    // socket *`. Every read below is fault tolerant.
-    // SAFETY: BTF offsets, bpf_probe_read_kernel.
-    let (family, locks) = unsafe {
-        let Ok(sock) = read_at::<*const u8>(file, offs.file_private_data) else {
-            return;
-        };
-        let Ok(sk) = read_at::<*const u8>(sock, offs.socket_sk) else {
-            return;
-        };
-        let Ok(family) = read_at::<u16>(sk, offs.sock_family) else {
-            return;
-        };
-        let Ok(locks) = read_at::<u8>(sk, offs.sock_userlocks) else {
-            return;
-        };
-        (u32::from(family), locks)
+    // SAFETY: a BTF offset, bpf_probe_read_kernel (fault tolerant).
+    let Ok(locks) = (unsafe { read_at::<u8>(sk, offs.sock_userlocks) }) else {
+        return;
     };
+    let family = u32::from(family);
     if (family != AF_INET && family != AF_INET6) || locks & SOCK_BIND_LOCKS != 0 {
         return;
     }

@@ -345,6 +345,20 @@ unsafe fn write_decision(event: *mut UnixEvent, slot: u32, cgroup_id: u64, d: De
     }
 }
 
+/// The `struct sock *` of socket `fd` of the current task, and its family; for an fd a
+/// socket call just succeeded on (its file's private_data is its `struct socket *`).
+#[inline(always)]
+pub(crate) fn fd_sock(fs: &FsOffsets, offs: &UnixOffsets, fd: u64) -> Option<(*const u8, u16)> {
+    let file = fd_file(fs, fd)?;
+    // SAFETY: BTF offsets, bpf_probe_read_kernel: every read is fault tolerant.
+    unsafe {
+        let sock = read_at::<*const u8>(file, offs.file_private_data).ok()?;
+        let sk = read_at::<*const u8>(sock, offs.socket_sk).ok()?;
+        let family = read_at::<u16>(sk, offs.sock_family).ok()?;
+        Some((sk, family))
+    }
+}
+
 /// A mediated run's `connect(fd, ...)` succeeded: kill the process if `fd` is an AF_UNIX
 /// socket whose peer is outside the allowed inodes. Called from the `tp_btf/sys_exit`
 /// dispatcher (`syscalls.rs`).
@@ -358,31 +372,19 @@ pub(crate) fn on_connected(fd: u64) {
     let Some((cgroup_id, slot, flags)) = mediated_run() else {
         return;
     };
-    let Some(file) = fd_file(&fs, fd) else {
+    // connect() succeeded on this fd, so it is a socket.
+    let Some((sk, family)) = fd_sock(&fs, &offs, fd) else {
         return;
     };
-    // connect() succeeded on this fd, so it is a socket: private_data is its
-    // `struct socket *`. Every read below is fault tolerant.
-    // SAFETY: BTF offsets, bpf_probe_read_kernel.
-    let peer = unsafe {
-        let Ok(sock) = read_at::<*const u8>(file, offs.file_private_data) else {
-            return;
-        };
-        let Ok(sk) = read_at::<*const u8>(sock, offs.socket_sk) else {
-            return;
-        };
-        let Ok(family) = read_at::<u16>(sk, offs.sock_family) else {
-            return;
-        };
-        if family != AF_UNIX {
-            return;
-        }
-        // `struct unix_sock` starts with its `struct sock`.
-        let Ok(peer) = read_at::<*const u8>(sk, offs.unix_peer) else {
-            return;
-        };
-        (peer, sk)
+    if family != AF_UNIX {
+        return;
+    }
+    // `struct unix_sock` starts with its `struct sock`.
+    // SAFETY: a BTF offset, bpf_probe_read_kernel (fault tolerant).
+    let Ok(peer) = (unsafe { read_at::<*const u8>(sk, offs.unix_peer) }) else {
+        return;
     };
+    let peer = (peer, sk);
     let (peer, sk) = peer;
     if peer.is_null() {
         return;
