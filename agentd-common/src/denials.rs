@@ -33,6 +33,11 @@ pub const DENIAL_FLAG_OBSERVED: u32 = 1 << 5;
 /// resolved against (the cwd, or `dirfd`'s directory), walked in the kernel during the
 /// call. Without it a relative path's directory is unknown.
 pub const DENIAL_FLAG_BASE: u32 = 1 << 6;
+/// [`DenialEvent::flags`] bit: a non-native syscall (with [`DENIAL_FLAG_ABI_I386`] or
+/// [`DENIAL_FLAG_ABI_X32`]) of a run without agentd's seccomp filter, seen by the
+/// `sys_exit` program ([`crate::syscalls::HOOK_COMPAT`]) after the call. `dirfd` is the
+/// signal it was killed with (`SIGKILL`), 0 when the run only audits; `errno` 0; no path.
+pub const DENIAL_FLAG_COMPAT_CALL: u32 = 1 << 7;
 /// The bit that marks an x32 syscall number (`__X32_SYSCALL_BIT`).
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 

@@ -50,8 +50,14 @@ pub const HOOK_FS_OBSERVE: u32 = 1 << 6;
 /// `net.bind` on `listen()`: a successful listen of a TCP socket the kernel bound
 /// itself is killed unless a `net.bind` rule allows the wildcard address, port 0.
 pub const HOOK_LISTEN: u32 = 1 << 7;
+/// Non-native syscall ABIs in a run without agentd's seccomp filter (an attached
+/// workload, `mode: audit`): an `int 0x80` or x32 call, whose number the other hooks
+/// would misread as a native one, is reported and (unless the run only audits, marked
+/// [`RUN_OBSERVE_FILES`]) killed after the call. It costs every syscall on the host one
+/// load of the task's `thread_info.status` while such a run is live.
+pub const HOOK_COMPAT: u32 = 1 << 8;
 /// Every bit above.
-pub const HOOK_ALL: u32 = (1 << 8) - 1;
+pub const HOOK_ALL: u32 = (1 << 9) - 1;
 
 /// In a `RUN_CGROUPS` value, above the run slot: the run's successful file syscalls are
 /// reported ([`HOOK_FS_OBSERVE`]). Slots stay below `MAX_WATCHED_CGROUPS`.

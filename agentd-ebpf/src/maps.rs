@@ -26,7 +26,7 @@ pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// The `RUN_CGROUPS` value of `cgroup_id`: its run slot, with [`RUN_OBSERVE_FILES`]
 /// above it.
 #[inline(always)]
-fn run_value(cgroup_id: u64) -> Option<u32> {
+pub fn run_value(cgroup_id: u64) -> Option<u32> {
     // Userspace may delete the entry concurrently, but hash-map values stay valid for
     // the RCU read section the program runs in.
     // SAFETY: the value is a plain u32, copied out immediately.

@@ -16,17 +16,19 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 use agentd_common::{
     budget::PT_REGS_ORIG_AX_OFFSET,
     denials::{
-        DenialEvent, DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32, DENIAL_FLAG_PATH_UNREADABLE,
-        DENIAL_FLAG_SECCOMP_KILL, EVENT_KIND_DENIAL, X32_SYSCALL_BIT,
+        DenialEvent, DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32, DENIAL_FLAG_COMPAT_CALL,
+        DENIAL_FLAG_PATH_UNREADABLE, DENIAL_FLAG_SECCOMP_KILL, EVENT_KIND_DENIAL, X32_SYSCALL_BIT,
     },
+    syscalls::{RUN_OBSERVE_FILES, RUN_SLOT_MASK},
     EventHeader, ExecEvent, ExitEvent, KernelOffsets, COMM_LEN, EVENT_KIND_EXEC, EVENT_KIND_EXIT,
     EXEC_FLAG_FILENAME_TRUNCATED, EXEC_FLAG_FILENAME_UNREADABLE, EXEC_FLAG_PPID_UNREADABLE,
     EXIT_FLAG_CODE_UNREADABLE, FILENAME_LEN, SECCOMP_MODE_DEAD, SIGNAL_GROUP_EXIT, TS_COMPAT,
 };
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_str, bpf_task_pt_regs,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_send_signal,
+        bpf_task_pt_regs,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -34,7 +36,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{offsets, read_at},
-    maps::{count_drop, submit, watched_cgroup, EVENTS},
+    maps::{count_drop, current_cgroup_id, run_value, submit, watched_cgroup, EVENTS},
 };
 
 /// Argument positions (the hidden `void *__data` is not counted).
@@ -262,6 +264,12 @@ fn seccomp_kill(task: *const u8, offs: &KernelOffsets, header: EventHeader) {
     } else if nr & X32_SYSCALL_BIT != 0 {
         flags |= DENIAL_FLAG_ABI_X32;
     }
+    syscall_event(header, nr, flags, exit_code & 0x7f);
+}
+
+/// A path-less `DenialEvent` of syscall `nr` with `flags`; `dirfd` carries `signal`.
+#[inline(always)]
+fn syscall_event(header: EventHeader, nr: u32, flags: u32, signal: i32) {
     let Some(mut entry) = EVENTS.reserve::<DenialEvent>(0) else {
         count_drop();
         return;
@@ -277,13 +285,76 @@ fn seccomp_kill(task: *const u8, offs: &KernelOffsets, header: EventHeader) {
         addr_of_mut!((*event).open_flags).write(0);
         addr_of_mut!((*event).nr).write(nr);
         addr_of_mut!((*event).errno).write(0);
-        addr_of_mut!((*event).dirfd).write(exit_code & 0x7f);
+        addr_of_mut!((*event).dirfd).write(signal);
         addr_of_mut!((*event).flags).write(flags);
         addr_of_mut!((*event).path_len).write(0);
         addr_of_mut!((*event).base_len).write(0);
         addr_of_mut!((*event).path).cast::<u8>().write(0);
     }
     submit(entry);
+}
+
+const SIGKILL: u32 = 9;
+
+/// `HOOK_COMPAT`: the ABI flag of the current syscall (`nr` is `orig_ax`) if it is not a
+/// native one (the x32 bit in the number, or `TS_COMPAT` for `int 0x80`), else 0.
+#[inline(always)]
+pub(crate) fn compat_abi(nr: u64) -> u32 {
+    if nr <= u64::from(u32::MAX) && nr as u32 & X32_SYSCALL_BIT != 0 {
+        return DENIAL_FLAG_ABI_X32;
+    }
+    let Some(offs) = offsets() else {
+        return 0;
+    };
+    if offs.task_thread_status == 0 {
+        return 0;
+    }
+    // SAFETY: argument-less helper; current's task_struct as a BTF pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: a direct BTF load at an offset from the running kernel's BTF (frozen
+    // .rodata), which the verifier checks and the JIT makes fault tolerant.
+    let status = unsafe {
+        task.byte_add(offs.task_thread_status as usize)
+            .cast::<u32>()
+            .read_volatile()
+    };
+    if status & TS_COMPAT != 0 {
+        DENIAL_FLAG_ABI_I386
+    } else {
+        0
+    }
+}
+
+/// A non-native syscall (`abi`: its `DENIAL_FLAG_ABI_*`) of a process of a run: it is
+/// reported and, unless the run only audits (`RUN_OBSERVE_FILES`), the process is
+/// killed on its way back. The other hooks never see it (its number is not a native one).
+#[inline(never)]
+pub(crate) fn on_compat_call(nr: u64, abi: u32) {
+    let cgroup_id = current_cgroup_id();
+    let Some(value) = run_value(cgroup_id) else {
+        return;
+    };
+    let audit = value & RUN_OBSERVE_FILES != 0;
+    let (tgid, pid) = current_tgid_pid();
+    let header = EventHeader {
+        kind: EVENT_KIND_DENIAL,
+        run_slot: value & RUN_SLOT_MASK,
+        tgid,
+        pid,
+        cgroup_id,
+        ktime_ns: now_ns(),
+    };
+    let flags = DENIAL_FLAG_COMPAT_CALL | DENIAL_FLAG_PATH_UNREADABLE | abi;
+    syscall_event(
+        header,
+        nr as u32,
+        flags,
+        if audit { 0 } else { SIGKILL as i32 },
+    );
+    if !audit {
+        // SAFETY: signals the current thread group, the process that made the call.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
 }
 
 /// The status `wait4` will report for this process, as `wait_task_zombie` computes it:

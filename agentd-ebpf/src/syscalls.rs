@@ -12,8 +12,8 @@ use agentd_common::{
     denials::{PT_REGS_DI, PT_REGS_DX, PT_REGS_SI},
     fsrules::{NR_CREAT, NR_MMAP, NR_MPROTECT, NR_OPEN, NR_OPENAT, NR_OPENAT2, NR_PKEY_MPROTECT},
     syscalls::{
-        HOOK_DENIALS, HOOK_EXEC_MAPS, HOOK_FS_OBSERVE, HOOK_FS_OPEN, HOOK_FS_WRITE_BYTES,
-        HOOK_LISTEN, HOOK_SYSCALL_COUNT, HOOK_UNIX_CONNECT,
+        HOOK_COMPAT, HOOK_DENIALS, HOOK_EXEC_MAPS, HOOK_FS_OBSERVE, HOOK_FS_OPEN,
+        HOOK_FS_WRITE_BYTES, HOOK_LISTEN, HOOK_SYSCALL_COUNT, HOOK_UNIX_CONNECT,
     },
     unix::{NR_CONNECT, NR_LISTEN},
 };
@@ -25,7 +25,7 @@ use aya_ebpf::{
 
 use crate::{
     budget, denials, exec_integrity, fsrules, fsrules::AGENTD_FS_OFFSETS, kernel::read_at, net,
-    unix,
+    process, unix,
 };
 
 /// The enabled `HOOK_*` bits (entry 0), written by the loader.
@@ -55,6 +55,14 @@ pub fn sys_exit_dispatch(ctx: BtfTracePointContext) -> i32 {
     };
     if hooks & HOOK_SYSCALL_COUNT != 0 {
         budget::count_syscall();
+    }
+    // A non-native call's number is not a native one: no hook below may read it as such.
+    if hooks & HOOK_COMPAT != 0 {
+        let abi = process::compat_abi(nr);
+        if abi != 0 {
+            process::on_compat_call(nr, abi);
+            return 0;
+        }
     }
     if ret < 0 {
         if hooks & HOOK_DENIALS != 0 {

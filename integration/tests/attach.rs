@@ -584,3 +584,45 @@ fn exec_integrity_holds_on_an_attached_workload() {
     assert_eq!(denied[0]["decision"], "kill");
     d.detach(&run);
 }
+
+/// An attached workload has no seccomp filter of agentd's, so an `int 0x80` call reaches
+/// the sys_exit program with an i386 number its hooks would misread as a native one
+/// (20 is getpid there, fstat natively). It is killed after the call and named in a
+/// `denied` record; native calls go on, and after detach nothing is killed.
+#[test]
+fn a_non_native_syscall_of_an_attached_workload_is_killed_after_the_call() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = daemon();
+    let p = policy(&d, 1, "").display().to_string();
+    let w = Workload::new("compat");
+    let o = attach(&d, &["--cgroup", &w.path(), "--policy", &p, BEST_EFFORT]);
+    assert_status(&o, 0);
+    let run = stdout(&o).trim().to_owned();
+    let o = w.exec(&["int80"]);
+    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{o:?}");
+    assert_eq!(stdout(&o), "", "the process must not run on after the call");
+    let denied = || -> Vec<serde_json::Value> {
+        records(&d.audit(), &run, "denied")
+            .into_iter()
+            .filter(|r| r["op"] == "syscall")
+            .cloned()
+            .collect()
+    };
+    wait_for("the denial", Duration::from_secs(5), || {
+        !denied().is_empty()
+    });
+    let r = &denied()[0];
+    assert_eq!(r["layer"], "tracepoint", "{r}");
+    assert_eq!(r["decision"], "kill", "{r}");
+    assert_eq!(r["syscall"], "getpid", "{r}");
+    assert_eq!(r["nr"], 20, "{r}");
+    assert_eq!(r["abi"], "i386", "{r}");
+    assert_eq!(r["signal"], "SIGKILL", "{r}");
+    assert_eq!(r["errno"], serde_json::Value::Null, "{r}");
+    assert!(r["pid"].as_u64().is_some_and(|p| p > 0), "{r}");
+    assert_status(&w.exec(&["exit", "0"]), 0);
+    d.detach(&run);
+    let o = w.exec(&["int80"]);
+    assert_status(&o, 0);
+    assert!(stdout(&o).starts_with("int80: returned "), "{}", stdout(&o));
+}

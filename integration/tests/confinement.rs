@@ -141,6 +141,40 @@ fn an_int_0x80_syscall_is_killed_with_sigsys() {
     assert_eq!(end[0]["status"], 159);
 }
 
+/// `mode: audit` applies no seccomp filter, so an `int 0x80` call goes through; the
+/// sys_exit program names it as what enforce mode would have killed.
+#[test]
+fn an_int_0x80_syscall_in_audit_mode_is_a_would_deny() {
+    let sb = Sandbox::new();
+    let prog = testprog().display().to_string();
+    let dir = testprog()
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    sb.write_policy(&format!(
+        "version: 1\nname: it\nmode: audit\nfs:\n  read: [/usr, /lib, \"{dir}\"]\nexec:\n  allow: [\"{prog}\"]\n"
+    ));
+    let o = sb.run_prog(&["int80"]);
+    assert_status(&o, 0);
+    assert!(stdout(&o).starts_with("int80: returned "), "{}", stdout(&o));
+    let recs = sb.audit();
+    let d: Vec<_> = events(&recs, "denied")
+        .into_iter()
+        .filter(|r| r["op"] == "syscall")
+        .collect();
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0]["decision"], "would_deny", "{}", d[0]);
+    assert_eq!(d[0]["layer"], "tracepoint", "{}", d[0]);
+    assert_eq!(d[0]["syscall"], "getpid", "{}", d[0]);
+    assert_eq!(d[0]["abi"], "i386", "{}", d[0]);
+    assert_eq!(d[0]["signal"], serde_json::Value::Null, "{}", d[0]);
+    assert_eq!(
+        d[0]["rule"], "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)",
+        "{}",
+        d[0]
+    );
+}
+
 #[test]
 fn capabilities_are_gone_and_no_new_privs_is_set() {
     let sb = Sandbox::new();

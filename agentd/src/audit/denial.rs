@@ -327,10 +327,7 @@ pub fn seccomp_kill_record(
             "kernel",
             "no rule of agentd: the run has no seccomp layer; a filter the process installed killed it",
         ),
-        _ => (
-            "seccomp",
-            "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)",
-        ),
+        _ => ("seccomp", SECCOMP_ABI_RULE),
     };
     let denied = SyscallDenied {
         op: "syscall".into(),
@@ -346,6 +343,43 @@ pub fn seccomp_kill_record(
     };
     (layer, denied)
 }
+
+/// The record of a non-native syscall (`int 0x80`, x32) the `sys_exit` program saw in a
+/// run without agentd's seccomp filter (`DENIAL_FLAG_COMPAT_CALL`): killed after the call
+/// (`killed`), or only reported where the run audits.
+pub fn compat_call_record(tgid: u32, tid: u32, nr: u32, flags: u32, killed: bool) -> SyscallDenied {
+    use agentd_common::denials::DENIAL_FLAG_ABI_X32;
+    let abi = if flags & DENIAL_FLAG_ABI_X32 != 0 {
+        crate::layers::seccomp::Abi::X32
+    } else {
+        crate::layers::seccomp::Abi::I386
+    };
+    SyscallDenied {
+        op: "syscall".into(),
+        syscall: crate::layers::seccomp::syscall_name_of(abi, nr),
+        nr,
+        errno: None,
+        // In audit mode, what enforce mode's seccomp filter would have done.
+        rule: if killed {
+            COMPAT_CALL_RULE
+        } else {
+            SECCOMP_ABI_RULE
+        }
+        .into(),
+        pid: tgid,
+        tid,
+        abi: Some(abi.as_str().into()),
+        arg: None,
+        signal: killed.then(|| "SIGKILL".into()),
+    }
+}
+
+/// The `rule` of a non-native call agentd's seccomp filter kills.
+pub const SECCOMP_ABI_RULE: &str =
+    "non-native syscall ABI (int 0x80, x32) kills the process (seccomp baseline)";
+
+/// The `rule` of [`compat_call_record`] for a killed call.
+pub const COMPAT_CALL_RULE: &str = "non-native syscall ABI (int 0x80, x32) in a run without agentd's seccomp filter: the process is killed (SIGKILL) after the call, which the kernel has made";
 
 /// The record's layer and fields.
 #[allow(clippy::too_many_arguments)]

@@ -20,6 +20,7 @@ use crate::net::dns::DnsDecision;
 use crate::plan::{Plan, DNS};
 use crate::policy::Policy;
 use agentd_common::denials::DENIAL_FLAG_OBSERVED;
+use agentd_common::denials::{DENIAL_FLAG_COMPAT_CALL, DENIAL_FLAG_SECCOMP_KILL};
 
 /// Where the lines agentd prints about a run go: its own stderr (standalone), or the
 /// caller's stderr (the daemon holds the client's descriptor).
@@ -290,16 +291,29 @@ impl RunAudit {
                 dirfd,
                 flags,
                 ..
-            } if flags & agentd_common::denials::DENIAL_FLAG_SECCOMP_KILL != 0 => {
-                let (layer, denied) = crate::audit::denial::seccomp_kill_record(
-                    plan.seccomp,
-                    tgid,
-                    pid,
-                    nr,
-                    flags,
-                    &signal_name(dirfd),
-                );
-                self.record(layer, Some(Decision::Kill), denied.into());
+            } if flags & (DENIAL_FLAG_COMPAT_CALL | DENIAL_FLAG_SECCOMP_KILL) != 0 => {
+                if flags & DENIAL_FLAG_COMPAT_CALL != 0 {
+                    // dirfd: the signal it was killed with, 0 where the run only audits.
+                    let killed = dirfd != 0;
+                    let denied =
+                        crate::audit::denial::compat_call_record(tgid, pid, nr, flags, killed);
+                    let decision = if killed {
+                        Decision::Kill
+                    } else {
+                        Decision::WouldDeny
+                    };
+                    self.record(name::TRACEPOINT, Some(decision), denied.into());
+                } else {
+                    let (layer, denied) = crate::audit::denial::seccomp_kill_record(
+                        plan.seccomp,
+                        tgid,
+                        pid,
+                        nr,
+                        flags,
+                        &signal_name(dirfd),
+                    );
+                    self.record(layer, Some(Decision::Kill), denied.into());
+                }
             }
             Event::Denial {
                 pid,

@@ -281,6 +281,14 @@ impl RunResources {
             bpf.observe_files(run)
                 .map_err(|e| setup_err(name::BPF, e))?;
         }
+        // Without agentd's seccomp filter, an int 0x80 or x32 call reaches the sys_exit
+        // program with a number the other hooks would misread: an attached workload's is
+        // killed after the call, an audit-mode run's (observed, above) only reported.
+        // (An attached workload in audit mode is neither: nothing of it is killed.)
+        if !spec.plan.seccomp && attached != spec.policy.mode.records_only() {
+            bpf.watch_compat_calls(run)
+                .map_err(|e| setup_err(name::BPF, e))?;
+        }
         let counters = bpf
             .start_budgets(
                 run,

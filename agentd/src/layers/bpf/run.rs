@@ -8,7 +8,7 @@ use agentd_common::{
     budget::SYSCALL_SLOTS,
     names,
     net::NET_SLOT_BITS,
-    syscalls::{HOOK_DENIALS, HOOK_FS_OBSERVE, RUN_OBSERVE_FILES},
+    syscalls::{HOOK_COMPAT, HOOK_DENIALS, HOOK_FS_OBSERVE, RUN_OBSERVE_FILES},
     MAX_WATCHED_CGROUPS,
 };
 use aya::maps::MapError;
@@ -226,6 +226,13 @@ impl BpfRuntime {
                 )
             })?;
         self.enable_syscall_hooks(run, HOOK_FS_OBSERVE, "the file observer")
+    }
+
+    /// Reports (and, unless the run is observed as in audit mode, kills) `run`'s
+    /// non-native syscalls: for runs without agentd's seccomp filter, whose int 0x80 and
+    /// x32 numbers the other hooks would otherwise misread as native ones.
+    pub fn watch_compat_calls(&mut self, run: &mut RunBpf) -> Result<(), BpfError> {
+        self.enable_syscall_hooks(run, HOOK_COMPAT, "the non-native syscall check")
     }
 
     /// Takes over a registration an earlier daemon made (its maps and links are pinned).
