@@ -8,11 +8,43 @@ use std::process::{Child, Command, Output};
 use integration::daemon::TestDaemon;
 use integration::{assert_status, stderr, stdout, testprog, Sandbox, TestUser};
 
+/// The user the run and the outside process share: one this test creates, or `nobody`
+/// where /etc is read-only (the test VM mounts the host's root read-only).
+struct Who {
+    name: String,
+    uid: u32,
+    gid: u32,
+    _created: Option<TestUser>,
+}
+
+impl Who {
+    fn new(tag: &str) -> Self {
+        // SAFETY: a NUL-terminated path; access(2) only reads it.
+        let writable = unsafe { libc::access(c"/etc/passwd".as_ptr(), libc::W_OK) } == 0;
+        if !writable {
+            eprintln!("NOTE: /etc is read-only here: the run and the outside process are `nobody`");
+            return Self {
+                name: "nobody".into(),
+                uid: 65534,
+                gid: 65534,
+                _created: None,
+            };
+        }
+        let user = TestUser::create(tag, &[]);
+        Self {
+            name: user.name.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            _created: Some(user),
+        }
+    }
+}
+
 /// A process of `user`, outside any run, killed on drop.
 struct Outside(Child);
 
 impl Outside {
-    fn start(user: &TestUser) -> Self {
+    fn start(user: &Who) -> Self {
         let child = Command::new("sleep")
             .arg("120")
             .uid(user.uid)
@@ -66,7 +98,7 @@ fn assert_private(o: &Output, other: u32) {
 
 #[test]
 fn a_run_sees_only_its_own_processes_in_proc() {
-    let user = TestUser::create("proc", &[]);
+    let user = Who::new("proc");
     let outside = Outside::start(&user);
     let other = outside.0.id();
     let prog = testprog().display().to_string();
@@ -111,7 +143,7 @@ fn a_run_sees_only_its_own_processes_in_proc() {
 #[test]
 fn through_the_daemon_a_run_sees_only_its_own_processes_too() {
     let d = TestDaemon::start(&format!("aitg-proc-{}", std::process::id()));
-    let user = TestUser::create("procd", &[]);
+    let user = Who::new("procd");
     let outside = Outside::start(&user);
     let other = outside.0.id();
     let sb = Sandbox::new();

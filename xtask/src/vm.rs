@@ -40,6 +40,8 @@ const VM_SUITE: &[&str] = &[
     "exec_integrity",
     "net_unix",
     "syscall_hooks",
+    // The private /proc: landlock's ptrace scope and hidepid on the distribution kernel.
+    "procfs",
 ];
 /// Tests of the VM suite whose outcome does not depend on the kernel (policy parsing,
 /// exit-code plumbing): the host suite covers them, and under TCG each costs seconds.
@@ -52,6 +54,9 @@ const VM_SKIP: &[&str] = &[
     // Tens of thousands of opens cost minutes under TCG; the program that dedupes them
     // is the one every fsrules test loads (the verifier's verdict is the kernel part).
     "audit_mode_records_a_repeated_file_access_once_and_loses_nothing_after_it",
+    // The daemon's launch runs the standalone's child code; its start verifies every
+    // program, minutes under TCG.
+    "through_the_daemon_a_run_sees_only_its_own_processes_too",
 ];
 /// Whole-VM time limit: boot (~10 s under TCG) plus the suite at 5-10x native cost.
 /// One vCPU: with two, TCG mishandled the kernel's int3-based code patching when a
