@@ -123,6 +123,35 @@ pub async fn abort_tainted_sockets(cgroups: &crate::layers::cgroup::RunCgroups) 
     (entry, ok)
 }
 
+/// The name of inode (`dev`, `ino`) that the kernel gave (`bpf_d_path`), as agentd's root
+/// sees it. The kernel resolves against the task's root, and a file the run did not
+/// open itself (a descriptor handed in, as its stdin) is on a mount of agentd's
+/// namespace, which a run in a mount namespace of its own does not reach from its root:
+/// the kernel then names it from the top of agentd's namespace (`/newroot/tmp/f` where
+/// agentd runs chrooted in `/newroot`). Kept: the kernel's name if it leads to that
+/// inode, else the longest of its suffixes that does, else the kernel's as it came.
+fn seen_from_agentd(path: &str, dev: u32, ino: u64) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let is_it = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.ino() == ino && agentd_common::fsrules::kernel_dev(m.dev()) == dev)
+    };
+    let kernel = Path::new(path);
+    if !kernel.is_absolute() || is_it(kernel) {
+        return path.to_owned();
+    }
+    let parts: Vec<_> = kernel.components().skip(1).collect();
+    for skip in 1..parts.len() {
+        let candidate: PathBuf = std::iter::once(std::path::Component::RootDir)
+            .chain(parts[skip..].iter().copied())
+            .collect();
+        if is_it(&candidate) {
+            return candidate.display().to_string();
+        }
+    }
+    path.to_owned()
+}
+
 /// The audit record of an `Event::Fs`: the resolved path, the rule as written, the layer
 /// that decided and what the process saw.
 pub fn audit_record(policy: &Policy, ev: &Event) -> Option<Entry> {
@@ -150,6 +179,9 @@ pub fn audit_record(policy: &Policy, ev: &Event) -> Option<Entry> {
     } else {
         FsPath::Tracepoint.layer()
     };
+    let kernel_path = &kernel_path
+        .as_deref()
+        .map(|p| seen_from_agentd(p, *dev, *ino));
     // Exec integrity has no rule (nothing matched) and so no `rule_path`.
     let (op, path, rule, rule_path) = match *rule_kind {
         FS_EVENT_EXEC_OUTSIDE | FS_EVENT_MMAP_OUTSIDE | FS_EVENT_MPROTECT_OUTSIDE => {
@@ -294,4 +326,27 @@ fn exec_path(
     kernel_path
         .clone()
         .or_else(|| located().map(|p| p.display().to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_name_from_the_top_of_agentds_namespace_is_cut_to_the_one_agentd_sees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("id");
+        std::fs::write(&file, "x").unwrap();
+        let m = std::fs::metadata(&file).unwrap();
+        let (dev, ino) = (agentd_common::fsrules::kernel_dev(m.dev()), m.ino());
+        let seen = file.display().to_string();
+        assert_eq!(seen_from_agentd(&seen, dev, ino), seen);
+        let from_top = format!("/newroot{seen}");
+        assert_eq!(seen_from_agentd(&from_top, dev, ino), seen);
+        // No suffix is that inode: the kernel's name stays.
+        assert_eq!(seen_from_agentd(&from_top, dev, ino + 1), from_top);
+        assert_eq!(seen_from_agentd("relative/id", dev, ino), "relative/id");
+    }
 }
