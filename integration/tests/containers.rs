@@ -9,6 +9,9 @@
 //!
 //! Where podman, runc or a static busybox is missing, or a container cannot start, the
 //! test skips loudly with the reason; `AGENTD_EXPECT_PODMAN=1` makes that a failure.
+//! The Docker test starts a Docker engine of its own (`Dockerd`: socket, data and exec
+//! roots in a temporary directory, no bridge or firewall rules, the same cgroup
+//! placement); `AGENTD_EXPECT_DOCKER=1` makes its absence a failure.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -555,22 +558,179 @@ fn a_net_egress_budget_kills_an_attached_container_at_its_limit() {
     });
 }
 
-/// Docker is the same code path as podman, resolved through `docker inspect`. It needs a
-/// Docker engine, which this machine kind does not run (only the client is installed):
-/// without one the test skips loudly with the engine's answer, and
-/// `AGENTD_EXPECT_DOCKER=1` makes that a failure.
+/// A Docker engine of this test's own: `dockerd` with its socket, data and exec roots in
+/// a temporary directory, no bridge, firewall or forwarding changes (containers use the
+/// host's network), the cgroupfs driver with every container's cgroups beneath a parent
+/// under this test's own v1 memory cgroup. Stopped (SIGTERM, which stops the containerd
+/// it started too) and its cgroups removed on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    parent: String,
+}
+
+impl Dockerd {
+    fn start() -> Result<Self, String> {
+        match Command::new("dockerd").arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Err(format!("`dockerd --version` failed: {}", stderr(&o))),
+            Err(e) => return Err(format!("dockerd: {e} (install docker.io)")),
+        }
+        let memory = std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.trim().to_owned()))
+            .ok_or("this test has no v1 memory cgroup to put the containers beneath")?;
+        let parent = format!(
+            "{}/agentd-docker-it-{}",
+            memory.trim_end_matches('/'),
+            std::process::id()
+        );
+        // Short: containerd's sockets live below the exec root.
+        let dir = tempfile::Builder::new()
+            .prefix("agentd-dk-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("dockerd.log")).map_err(|e| format!("log: {e}"))?;
+        let err = log.try_clone().map_err(|e| format!("log: {e}"))?;
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+                "--storage-driver=vfs",
+                "--exec-opt",
+                "native.cgroupdriver=cgroupfs",
+                "--containerd-namespace",
+                "agentd-it",
+            ])
+            .arg(format!("--cgroup-parent={parent}"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("dockerd: {e}"))?;
+        let engine = Self { dir, child, parent };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match engine.docker(&["info", "--format", "{{.ServerVersion}}"]) {
+                Ok(_) => return Ok(engine),
+                Err(why) if std::time::Instant::now() > deadline => {
+                    let log = std::fs::read_to_string(engine.dir.path().join("dockerd.log"))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    return Err(format!(
+                        "dockerd did not answer in 60 s: {why}; log: {tail:?}"
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Points `c` (docker, or the agentd client that runs `docker inspect`) at it.
+    fn env(&self, c: &mut Command) {
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.dir.path().join("docker.sock").display()),
+        );
+    }
+
+    fn docker(&self, args: &[&str]) -> Result<String, String> {
+        let mut c = Command::new("docker");
+        self.env(&mut c);
+        ok(c.args(args), "docker", args)
+    }
+
+    /// The host path of container `name`'s root filesystem: the vfs layer directory whose
+    /// `bin/busybox` is the inode the container's init sees as its own.
+    fn rootfs(&self, name: &str) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let pid = self
+            .docker(&["inspect", "--format", "{{.State.Pid}}", name])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let theirs = std::fs::metadata(format!("/proc/{pid}/root/bin/busybox"))
+            .unwrap_or_else(|e| panic!("the container's busybox: {e}"));
+        let layers = self.dir.path().join("root/vfs/dir");
+        std::fs::read_dir(&layers)
+            .unwrap_or_else(|e| panic!("{}: {e}", layers.display()))
+            .flatten()
+            .map(|l| l.path())
+            .find(|l| {
+                std::fs::metadata(l.join("bin/busybox"))
+                    .is_ok_and(|m| m.dev() == theirs.dev() && m.ino() == theirs.ino())
+            })
+            .unwrap_or_else(|| panic!("no vfs layer of {} holds its busybox", name))
+            .display()
+            .to_string()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // Its containers first, so that nothing of theirs outlives the engine.
+        if let Ok(ids) = self.docker(&["ps", "-aq"]) {
+            for id in ids.lines() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        // SAFETY: kill(2) of the dockerd this test started, by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // dockerd binds the host's network namespace here and leaves it at exit.
+        let netns = std::ffi::CString::new(
+            self.dir
+                .path()
+                .join("exec/netns/default")
+                .display()
+                .to_string(),
+        )
+        .unwrap_or_default();
+        // SAFETY: umount2 of a NUL-terminated path below this test's own directory.
+        unsafe { libc::umount2(netns.as_ptr(), libc::MNT_DETACH) };
+        if let Ok(mounts) = std::fs::read_dir("/sys/fs/cgroup") {
+            for m in mounts.flatten() {
+                let _ = std::fs::remove_dir(m.path().join(self.parent.trim_start_matches('/')));
+            }
+        }
+    }
+}
+
+/// Docker is the same code path as podman, resolved through `docker inspect`, here
+/// against a Docker engine the test starts itself. Where none can start, the test skips
+/// loudly with the reason, and `AGENTD_EXPECT_DOCKER=1` makes that a failure.
 #[test]
 fn an_attached_docker_container_is_confined() {
     require_root();
-    let docker = |args: &[&str]| ok(Command::new("docker").args(args), "docker", args);
-    if let Err(why) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
-        assert!(
-            expect("AGENTD_EXPECT_DOCKER").as_deref() != Some("1"),
-            "AGENTD_EXPECT_DOCKER=1 but no Docker engine answers: {why}"
-        );
-        eprintln!("SKIP: docker containers: no Docker engine answers: {why}");
-        return;
-    }
+    let engine = match Dockerd::start() {
+        Ok(e) => e,
+        Err(why) => {
+            assert!(
+                expect("AGENTD_EXPECT_DOCKER").as_deref() != Some("1"),
+                "AGENTD_EXPECT_DOCKER=1 but no Docker engine can run here: {why}"
+            );
+            eprintln!("SKIP: docker containers: {why}");
+            return;
+        }
+    };
+    let docker = |args: &[&str]| engine.docker(args);
     let dir = tempfile::Builder::new()
         .prefix("agentd-docker-it-")
         .tempdir()
@@ -579,15 +739,6 @@ fn an_attached_docker_container_is_confined() {
     let image = format!("agentd-busybox-it-{}", std::process::id());
     let name = format!("agentd-it-{}-docker", std::process::id());
     docker(&["import", &tar.display().to_string(), &image]).unwrap_or_else(|e| panic!("{e}"));
-    /// Removes the container and the image however the test ends.
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-            let _ = Command::new("docker").args(["rmi", "-f", &self.1]).output();
-        }
-    }
-    let _cleanup = Cleanup(name.clone(), image.clone());
     docker(&[
         "run",
         "-d",
@@ -609,15 +760,19 @@ fn an_attached_docker_container_is_confined() {
     };
     assert_eq!(connect(closed), "rc=0", "before attach");
     let d = TestDaemon::start(&format!("aitg-dock-{}", std::process::id()));
+    // As for podman: the container's busybox (every applet links to it) may run.
     let policy = d.policy(
         "docker.yaml",
         &format!(
-            "version: 1\nname: docker-it\nnet:\n  allow: [\"127.0.0.1:{open}/tcp\"]\n\
-             attach:\n  best_effort: [fs, syscalls, caps]\n"
+            "version: 1\nname: docker-it\nexec:\n  allow: [\"{root}/bin/busybox\"]\n\
+             net:\n  allow: [\"127.0.0.1:{open}/tcp\"]\n\
+             attach:\n  best_effort: [fs, syscalls, caps]\n",
+            root = engine.rootfs(&name),
         ),
     );
-    let o = d
-        .client()
+    let mut client = d.client();
+    engine.env(&mut client);
+    let o = client
         .args([
             "attach",
             "--container",

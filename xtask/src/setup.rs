@@ -27,6 +27,8 @@ const APT_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "busybox-static",
+    // ... and a Docker engine the test starts itself (dockerd; the containerd it runs).
+    "docker.io",
 ];
 
 pub fn nightly() -> String {
