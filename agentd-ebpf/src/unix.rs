@@ -384,8 +384,6 @@ pub(crate) fn on_connected(fd: u64) {
     let Ok(peer) = (unsafe { read_at::<*const u8>(sk, offs.unix_peer) }) else {
         return;
     };
-    let peer = (peer, sk);
-    let (peer, sk) = peer;
     if peer.is_null() {
         return;
     }

@@ -298,6 +298,18 @@ pub fn syscall_denial_record(
     (layer, denied)
 }
 
+/// The syscall table a `DenialEvent`'s ABI bits name (none: the native one).
+fn abi_of(flags: u32) -> crate::layers::seccomp::Abi {
+    use agentd_common::denials::{DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32};
+    if flags & DENIAL_FLAG_ABI_I386 != 0 {
+        crate::layers::seccomp::Abi::I386
+    } else if flags & DENIAL_FLAG_ABI_X32 != 0 {
+        crate::layers::seccomp::Abi::X32
+    } else {
+        crate::layers::seccomp::Abi::Native
+    }
+}
+
 /// The record of a thread a seccomp filter killed (the tracker's
 /// `DENIAL_FLAG_SECCOMP_KILL` event): `nr` as the filter saw it, `flags` the event's
 /// ABI bits, `signal` the name of the signal it exits with. agentd's filter kills only
@@ -310,14 +322,7 @@ pub fn seccomp_kill_record(
     flags: u32,
     signal: &str,
 ) -> (&'static str, SyscallDenied) {
-    use agentd_common::denials::{DENIAL_FLAG_ABI_I386, DENIAL_FLAG_ABI_X32};
-    let abi = if flags & DENIAL_FLAG_ABI_I386 != 0 {
-        crate::layers::seccomp::Abi::I386
-    } else if flags & DENIAL_FLAG_ABI_X32 != 0 {
-        crate::layers::seccomp::Abi::X32
-    } else {
-        crate::layers::seccomp::Abi::Native
-    };
+    let abi = abi_of(flags);
     let (layer, rule) = match abi {
         crate::layers::seccomp::Abi::Native => (
             "kernel",
@@ -348,12 +353,7 @@ pub fn seccomp_kill_record(
 /// run without agentd's seccomp filter (`DENIAL_FLAG_COMPAT_CALL`): killed after the call
 /// (`killed`), or only reported where the run audits.
 pub fn compat_call_record(tgid: u32, tid: u32, nr: u32, flags: u32, killed: bool) -> SyscallDenied {
-    use agentd_common::denials::DENIAL_FLAG_ABI_X32;
-    let abi = if flags & DENIAL_FLAG_ABI_X32 != 0 {
-        crate::layers::seccomp::Abi::X32
-    } else {
-        crate::layers::seccomp::Abi::I386
-    };
+    let abi = abi_of(flags);
     SyscallDenied {
         op: "syscall".into(),
         syscall: crate::layers::seccomp::syscall_name_of(abi, nr),

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use super::landlock::LandlockRequest;
+
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
@@ -110,16 +112,27 @@ impl PrivateProc {
     }
 
     /// The child's part, prepared: which read-only binds exist in this instance.
-    pub fn prepare(&self) -> Result<PreparedProc, ProcError> {
+    pub fn prepare(&self) -> PreparedProc {
         let read_only = READ_ONLY
             .iter()
             .filter(|e| self.reach(&Path::new("/proc").join(e)).exists())
             .filter_map(|e| CString::new(format!("/proc/{e}").as_bytes()).ok())
             .collect();
-        Ok(PreparedProc {
+        PreparedProc {
             mount: self.mount.as_raw_fd(),
             read_only,
-        })
+        }
+    }
+
+    /// `req` with its paths under `/proc` reached in this instance ([`Self::reach`]).
+    pub fn landlock_request(&self, req: &LandlockRequest) -> LandlockRequest {
+        let mut req = req.clone();
+        for paths in [&mut req.read, &mut req.write, &mut req.exec] {
+            for p in paths.iter_mut() {
+                *p = self.reach(p);
+            }
+        }
+        req
     }
 }
 
@@ -188,7 +201,7 @@ mod tests {
             .unwrap()
             .dev();
         assert_ne!(ours, std::fs::metadata("/proc").unwrap().dev());
-        let prepared = proc.prepare().unwrap();
+        let prepared = proc.prepare();
         assert!(prepared
             .read_only
             .iter()

@@ -248,25 +248,17 @@ fn prepare_child(spec: &RunSpec, program: &Path) -> Result<ChildParts, SetupErro
     } else {
         None
     };
-    let landlock = match (&spec.plan.landlock, &private_proc) {
-        (Some(req), Some(proc)) => {
-            let mut req = req.clone();
-            for paths in [&mut req.read, &mut req.write, &mut req.exec] {
-                for p in paths.iter_mut() {
-                    *p = proc.reach(p);
-                }
-            }
+    let landlock = match &spec.plan.landlock {
+        Some(req) => {
+            let req = match &private_proc {
+                Some(proc) => std::borrow::Cow::Owned(proc.landlock_request(req)),
+                None => std::borrow::Cow::Borrowed(req),
+            };
             Some(landlock::prepare(&req).map_err(|e| setup_err(name::LANDLOCK, e))?)
         }
-        (Some(req), None) => {
-            Some(landlock::prepare(req).map_err(|e| setup_err(name::LANDLOCK, e))?)
-        }
-        (None, _) => None,
-    };
-    let proc = match &private_proc {
-        Some(p) => Some(p.prepare().map_err(|e| setup_err(name::MOUNTS, e))?),
         None => None,
     };
+    let proc = private_proc.as_ref().map(PrivateProc::prepare);
     let seccomp = if spec.plan.seccomp {
         Some(seccomp::prepare().map_err(|e| setup_err(name::SECCOMP, e))?)
     } else {
