@@ -111,10 +111,14 @@ pub fn measure(e: &Env, testprog: &Path, p: &Params) -> Result<Results, String> 
         ),
     )
     .map_err(|err| format!("write {}: {err}", policy.display()))?;
-    let prefix = e.agentd.daemon_run_argv(&socket, &policy, &e.ws);
+    let prefix = e.agentd.daemon_run_argv(&policy, &e.ws);
+    let (var, value) = crate::bench_tools::Agentd::daemon_env(&socket);
     let client = |argv: &[&str]| {
         let mut c = Command::new(&prefix[0]);
-        c.args(&prefix[1..]).args(argv).current_dir(&e.ws);
+        c.args(&prefix[1..])
+            .args(argv)
+            .current_dir(&e.ws)
+            .env(&var, &value);
         c
     };
     let mut sleepers: Vec<Child> = Vec::new();

@@ -16,6 +16,8 @@ pub struct Tool {
     pub name: &'static str,
     /// What comes before the workload's argv.
     pub prefix: Vec<OsString>,
+    /// Environment it is started with (not a wrapper: no exec more than the tool's own).
+    pub env: Vec<(OsString, OsString)>,
     /// The confinement it applies, for results.md.
     pub settings: String,
     /// A helper that must outlive every run through this tool (the daemon); dropped last.
@@ -27,7 +29,7 @@ impl Tool {
     pub fn command(&self, ws: &Path, argv: &[OsString]) -> Command {
         let mut all = self.prefix.iter().chain(argv);
         let mut c = Command::new(all.next().unwrap_or(&OsString::new()));
-        c.args(all).current_dir(ws);
+        c.args(all).current_dir(ws).envs(self.env.iter().cloned());
         c
     }
 }
@@ -110,17 +112,19 @@ impl Agentd {
         v
     }
 
-    /// A run through the daemon listening on `socket`: everything up to and including
-    /// `--` (the client is told the socket by `env`, so the prefix is one argv).
-    pub fn daemon_run_argv(&self, socket: &Path, policy: &Path, ws: &Path) -> Vec<OsString> {
-        let mut socket_var = OsString::from("AGENTD_SOCKET=");
-        socket_var.push(socket);
-        let mut v: Vec<OsString> = vec!["/usr/bin/env".into(), socket_var];
-        v.extend([self.bin.clone().into(), "run".into()]);
+    /// A run through a daemon: everything up to and including `--`. The client finds
+    /// the daemon's socket in its environment ([`Self::daemon_env`]).
+    pub fn daemon_run_argv(&self, policy: &Path, ws: &Path) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![self.bin.clone().into(), "run".into()];
         v.extend(["--user".into(), "root".into()]);
         v.extend(["--policy".into(), policy.into()]);
         v.extend(["--workspace".into(), ws.into(), "--".into()]);
         v
+    }
+
+    /// `AGENTD_SOCKET=socket`: tells the client where the daemon listens.
+    pub fn daemon_env(socket: &Path) -> (OsString, OsString) {
+        ("AGENTD_SOCKET".into(), socket.into())
     }
 
     /// [`Self::run_argv`] as a `Command`; add the confined command with `.arg(..)`.
@@ -142,6 +146,7 @@ fn bare(_: &Env) -> Result<Setup, String> {
     Ok(Setup::Ready(Tool {
         name: "bare",
         prefix: Vec::new(),
+        env: Vec::new(),
         settings: "no confinement".into(),
         _service: None,
     }))
@@ -151,6 +156,7 @@ fn env(_: &Env) -> Result<Setup, String> {
     Ok(Setup::Ready(Tool {
         name: "env",
         prefix: vec!["/usr/bin/env".into()],
+        env: Vec::new(),
         settings: "`/usr/bin/env`: a no-op wrapper (one more exec); its ratio is the noise".into(),
         _service: None,
     }))
@@ -162,6 +168,7 @@ fn agentd_standalone(e: &Env) -> Result<Setup, String> {
         prefix: e
             .agentd
             .run_argv(&e.policy, &e.logs.join("runs.jsonl"), Some(&e.ws)),
+        env: Vec::new(),
         settings: format!(
             "`agentd run --policy {}`: policies/python-agent.yaml (landlock fs read/write, \
              exec allow list, seccomp, capabilities dropped, no_new_privs, cgroup budgets) \
@@ -189,7 +196,8 @@ fn agentd_daemon(e: &Env) -> Result<Setup, String> {
     let (service, socket) = start_daemon(e)?;
     Ok(Setup::Ready(Tool {
         name: "agentd daemon",
-        prefix: e.agentd.daemon_run_argv(&socket, &e.policy, &e.ws),
+        prefix: e.agentd.daemon_run_argv(&e.policy, &e.ws),
+        env: vec![Agentd::daemon_env(&socket)],
         settings: format!(
             "`agentd run --policy {}` through `agentd daemon` (its socket in {}): the same \
              policy as `agentd`; the daemon loaded and verified the programs once, each run \
@@ -288,6 +296,7 @@ fn bwrap(e: &Env) -> Result<Setup, String> {
             shown(&p)
         ),
         prefix: p,
+        env: Vec::new(),
         _service: None,
     }))
 }
@@ -338,6 +347,7 @@ fn firejail(e: &Env) -> Result<Setup, String> {
             shown(&p)
         ),
         prefix: p,
+        env: Vec::new(),
         _service: None,
     }))
 }

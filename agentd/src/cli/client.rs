@@ -436,7 +436,10 @@ pub fn status(json: bool) -> ExitCode {
                 let progs: Vec<String> = s
                     .programs
                     .iter()
-                    .map(|(p, n)| format!("{p} ({n})"))
+                    .map(|(p, n)| match n {
+                        0 => format!("{p} (idle, lingering)"),
+                        n => format!("{p} ({n})"),
+                    })
                     .collect();
                 println!(
                     "  programs         {}",

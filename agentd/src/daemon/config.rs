@@ -12,6 +12,8 @@
 //! pin_root: /sys/fs/bpf/agentd      # bpffs (mounted if it is not)
 //! max_request_bytes: 1048576
 //! client_grace_secs: 10             # how long a re-adopted run waits for its client
+//! programs_linger_ms: 2000          # global programs stay attached this long after
+//!                                   # their last run (0: detach with it)
 //! log: info                         # tracing filter (AGENTD_LOG overrides)
 //! metrics: 127.0.0.1:9464           # Prometheus endpoint (default: none)
 //! ```
@@ -37,6 +39,9 @@ pub struct Config {
     pub pin_root: PathBuf,
     pub max_request_bytes: usize,
     pub client_grace_secs: u64,
+    /// How long a global program (the tracepoint hooks) stays attached after the last
+    /// run that needed it ended: a launch within it skips a detach and re-attach.
+    pub programs_linger_ms: u64,
     pub log: String,
     /// Where `/metrics` is served (Prometheus text format); `None`: nowhere.
     pub metrics: Option<std::net::SocketAddr>,
@@ -55,6 +60,7 @@ impl Default for Config {
             pin_root: PathBuf::from("/sys/fs/bpf/agentd"),
             max_request_bytes: super::protocol::DEFAULT_MAX_REQUEST,
             client_grace_secs: 10,
+            programs_linger_ms: 2000,
             log: "info".into(),
             metrics: None,
         }
@@ -89,6 +95,7 @@ const KEYS: &[&str] = &[
     "pin_root",
     "max_request_bytes",
     "client_grace_secs",
+    "programs_linger_ms",
     "log",
     "metrics",
 ];
@@ -188,6 +195,14 @@ impl Config {
                     format!("`{name}`: expected a positive integer"),
                 )),
             };
+            let count = || match &value.data {
+                YamlData::Value(Scalar::Integer(n)) if *n >= 0 => Ok(*n as u64),
+                _ => Err(invalid(
+                    vl,
+                    vc,
+                    format!("`{name}`: expected a whole number, 0 or more"),
+                )),
+            };
             match name {
                 "socket" => cfg.socket = path()?,
                 "token_socket" => cfg.token_socket = path()?,
@@ -213,6 +228,7 @@ impl Config {
                     cfg.max_request_bytes = usize::try_from(number()?).unwrap_or(usize::MAX)
                 }
                 "client_grace_secs" => cfg.client_grace_secs = number()?,
+                "programs_linger_ms" => cfg.programs_linger_ms = count()?,
                 "metrics" => {
                     cfg.metrics = Some(string()?.parse().map_err(|e| {
                         invalid(
@@ -276,7 +292,7 @@ mod tests {
         };
         assert_eq!(
             e("socket: /s\nsockets: /t\n"),
-            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `token_socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `log`, `metrics`)"
+            "c.yaml:2:1: unknown setting `sockets` (expected one of `socket`, `token_socket`, `group`, `state_dir`, `audit`, `signing_key`, `unsigned_audit`, `pin_root`, `max_request_bytes`, `client_grace_secs`, `programs_linger_ms`, `log`, `metrics`)"
         );
         assert_eq!(
             e("socket: relative\n"),
@@ -291,6 +307,12 @@ mod tests {
             e("metrics: localhost\n"),
             "c.yaml:1:10: `metrics`: expected ADDRESS:PORT (e.g. 127.0.0.1:9464): invalid socket address syntax"
         );
+        assert_eq!(
+            e("programs_linger_ms: soon\n"),
+            "c.yaml:1:21: `programs_linger_ms`: expected a whole number, 0 or more"
+        );
+        let c = Config::parse("programs_linger_ms: 0\n", Path::new("c.yaml")).unwrap();
+        assert_eq!(c.programs_linger_ms, 0);
         let c = Config::parse("metrics: 127.0.0.1:9464\n", Path::new("c.yaml")).unwrap();
         assert_eq!(c.metrics, Some(([127, 0, 0, 1], 9464).into()));
     }

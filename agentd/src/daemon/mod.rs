@@ -297,6 +297,8 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     host.bpf()
         .preload(&crate::layers::bpf::progs::all_for(lsm), unix_cgroup)
         .map_err(|e| crate::supervisor::setup_err(name::BPF, e))?;
+    host.bpf()
+        .set_programs_linger(Duration::from_millis(config.programs_linger_ms));
     // Every program is loaded: aya's parse of the kernel BTF is needed no more.
     crate::layers::bpf::release_kernel_btf();
     let object_id = crate::layers::bpf::pins::object_id(crate::layers::bpf::object());
@@ -403,7 +405,25 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     );
     spawn_heartbeat(Arc::clone(&daemon), daemon_state_path.clone(), now);
     spawn_heap_trim();
+    spawn_program_reaper(Arc::clone(&daemon));
     accept_loop(daemon, listener, token_listener, config_path).await
+}
+
+/// How often the daemon looks for global programs whose linger has passed.
+const REAP_PROGRAMS_EVERY: Duration = Duration::from_millis(250);
+
+/// Detaches the global programs no run has held for `programs_linger_ms`.
+fn spawn_program_reaper(daemon: Arc<Daemon>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REAP_PROGRAMS_EVERY);
+        loop {
+            tick.tick().await;
+            let detached = daemon.host.bpf().reap_idle_programs(false);
+            if !detached.is_empty() {
+                tracing::debug!("detached idle programs: {}", detached.join(", "));
+            }
+        }
+    });
 }
 
 /// How often the daemon gives its heap's free pages back to the kernel.
@@ -576,6 +596,11 @@ fn reload(daemon: &Daemon, path: &Path) {
             }
             cfg.max_request_bytes = new.max_request_bytes;
             cfg.client_grace_secs = new.client_grace_secs;
+            cfg.programs_linger_ms = new.programs_linger_ms;
+            daemon
+                .host
+                .bpf()
+                .set_programs_linger(Duration::from_millis(new.programs_linger_ms));
             cfg.log = new.log.clone();
             drop(cfg);
             daemon.record(
@@ -604,6 +629,8 @@ fn stop(daemon: &Daemon, why: &str) -> Result<(), DaemonError> {
             runs_left_running: daemon.registry.live(),
         },
     );
+    // What no run holds goes now: nothing would detach it once the daemon is gone.
+    daemon.host.bpf().reap_idle_programs(true);
     if let Err(e) = daemon.host.finish_audit() {
         tracing::error!("audit: {e}");
     }

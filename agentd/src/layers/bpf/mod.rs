@@ -478,6 +478,18 @@ impl BpfRuntime {
         Ok(per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n)))
     }
 
+    /// How long a global program no run holds stays attached before it is detached
+    /// (see [`progs::Globals`]); zero, the default, detaches it with its last run.
+    pub fn set_programs_linger(&mut self, linger: std::time::Duration) {
+        self.globals.set_linger(linger);
+    }
+
+    /// Detaches the global programs whose linger has passed (`all_idle`: every one no
+    /// run holds). Returns their names.
+    pub fn reap_idle_programs(&mut self, all_idle: bool) -> Vec<&'static str> {
+        self.globals.reap(std::time::Instant::now(), all_idle)
+    }
+
     /// What the runtime holds now, for `agentd status` and the tests: runs, global
     /// programs with the runs holding each, and the hook bits on.
     pub fn status(&self) -> RuntimeStatus {
@@ -523,7 +535,8 @@ impl BpfRuntime {
 pub struct RuntimeStatus {
     /// Registered runs.
     pub runs: usize,
-    /// Attached global programs and how many runs hold each.
+    /// Attached global programs and how many runs hold each (0: lingering, see
+    /// [`BpfRuntime::set_programs_linger`]).
     pub globals: Vec<(String, u32)>,
     /// `SYSCALL_HOOKS` bits.
     pub hook_bits: u32,

@@ -406,6 +406,74 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
     assert_eq!(status.hook_bits, 0);
 }
 
+/// With a linger, a global program no run holds stays attached (0 runs) until the
+/// linger has passed, a run registered meanwhile takes it over as it is, and the
+/// daemon's stop (`all_idle`) detaches what is idle at once.
+#[test]
+fn idle_global_programs_linger_then_go() {
+    if !privileged("idle_global_programs_linger_then_go") {
+        return;
+    }
+    let a = TestCgroup::create().unwrap();
+    let mut runtime = BpfRuntime::load().unwrap();
+    runtime.set_programs_linger(std::time::Duration::from_millis(300));
+    let sys_exit = |rt: &BpfRuntime| {
+        rt.status()
+            .globals
+            .iter()
+            .find(|(n, _)| n == agentd_common::syscalls::names::PROG_SYS_EXIT)
+            .map(|(_, runs)| *runs)
+    };
+    let run = runtime.register(a.id(), "a").unwrap();
+    assert_eq!(sys_exit(&runtime), Some(1));
+    runtime.release(run, false);
+    assert_eq!(sys_exit(&runtime), Some(0), "lingering, held by no run");
+    assert_eq!(runtime.status().hook_bits, 0, "no run's hooks are on");
+    assert!(runtime.reap_idle_programs(false).is_empty(), "too soon");
+    let run = runtime.register(a.id(), "a").unwrap();
+    assert_eq!(
+        sys_exit(&runtime),
+        Some(1),
+        "taken over, not attached again"
+    );
+    runtime.release(run, false);
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    // The runtime's rings hold the exec/exit trackers' link fds: count the raw
+    // tracepoint links this process holds before and after the reap.
+    let links = || {
+        std::fs::read_dir("/proc/self/fdinfo")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| {
+                    t.contains("link_type:\ttracing") || t.contains("link_type:\traw_tracepoint")
+                })
+            })
+            .count()
+    };
+    let before = links();
+    let reaped = runtime.reap_idle_programs(false);
+    assert!(
+        reaped.contains(&agentd_common::syscalls::names::PROG_SYS_EXIT),
+        "{reaped:?}"
+    );
+    assert!(
+        runtime.status().globals.is_empty(),
+        "{:?}",
+        runtime.status()
+    );
+    assert!(links() < before, "the links are closed: {before} before");
+    let run = runtime.register(a.id(), "a").unwrap();
+    runtime.release(run, false);
+    assert_eq!(sys_exit(&runtime), Some(0));
+    runtime.reap_idle_programs(true);
+    assert!(
+        runtime.status().globals.is_empty(),
+        "{:?}",
+        runtime.status()
+    );
+}
+
 /// A pinned runtime leaves its maps and global links in bpffs when it goes (the daemon
 /// restarting): the next runtime on the same directory reuses the maps, adopts the run
 /// and its links, and releasing the run removes its pins.
