@@ -95,7 +95,7 @@ pub(crate) fn count_syscall() {
 /// of a `fallocate` that allocates, the `length` of a `truncate`/`ftruncate`. Called from
 /// the `tp_btf/sys_exit` dispatcher, so a call that crosses the kill step has already
 /// happened: its process gets SIGKILL on return, and the call is noted for the record.
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn count_written(regs: *const u8, nr: u64, ret: i64) {
     let bytes = match nr {
         NR_FALLOCATE => {

@@ -298,7 +298,7 @@ fn failed_refer(regs: *const u8, id: u32, errno: i32) {
 /// A syscall of the host failed with `ret` (negative); `regs` are its saved user
 /// registers, `id` its number. Audits it if it is a watched syscall of a watched cgroup
 /// that failed with EACCES or EPERM (EXDEV too for the link/rename family).
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
     let errno = -(ret as i32);
     if is_refer_nr(id) {
@@ -337,7 +337,7 @@ pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
 /// nothing refuses the accesses agentd must record). execve/execveat are left out: the
 /// exec tracker records them, and a successful exec has replaced the memory the path
 /// was in.
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn on_observed(regs: *const u8, id: u32) {
     if id == nr::EXECVE || id == nr::EXECVEAT {
         return;

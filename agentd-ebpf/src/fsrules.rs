@@ -78,7 +78,7 @@ pub fn fs_lsm_file_open(ctx: LsmContext) -> i32 {
 /// A watched process's open/openat/openat2/creat returned `fd`: kill it if the file
 /// is denied (and taint the run if it is a secret). Called from the `tp_btf/sys_exit`
 /// dispatcher; the SIGKILL lands before the process returns to user space.
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn on_opened(fd: u64) {
     let offs = AGENTD_FS_OFFSETS.load();
     if offs.valid == 0 {

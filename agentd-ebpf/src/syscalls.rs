@@ -6,6 +6,12 @@
 //! helpers and map lookups come only once a hook's syscall matched. Each hook reads what
 //! it needs from the saved user registers: a syscall leaves its argument registers as the
 //! process passed them (only `ax` carries the result).
+//!
+//! The larger hooks are BPF subprograms (`#[inline(never)]`), not inlined: each keeps its
+//! stack frame out of the dispatcher's, so that the deepest call chain (`on_mprotected`
+//! then the global `agentd_mprotect_step`) fits the verifier's 512 bytes, and the
+//! verifier drops a hook's internal states when it returns. Calling one costs a few
+//! instructions, and only once its syscall matched.
 
 use agentd_common::{
     budget::PT_REGS_ORIG_AX_OFFSET,

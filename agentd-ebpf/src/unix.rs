@@ -362,7 +362,7 @@ pub(crate) fn fd_sock(fs: &FsOffsets, offs: &UnixOffsets, fd: u64) -> Option<(*c
 /// A mediated run's `connect(fd, ...)` succeeded: kill the process if `fd` is an AF_UNIX
 /// socket whose peer is outside the allowed inodes. Called from the `tp_btf/sys_exit`
 /// dispatcher (`syscalls.rs`).
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn on_connected(fd: u64) {
     let fs = AGENTD_FS_OFFSETS.load();
     let offs = AGENTD_UNIX_OFFSETS.load();

@@ -13,7 +13,10 @@
 use std::{
     fs::{File, OpenOptions},
     io,
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        unix::process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
@@ -404,6 +407,37 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
     let status = runtime.status();
     assert!(status.globals.is_empty(), "{status:?}");
     assert_eq!(status.hook_bits, 0);
+}
+
+/// The one `sys_exit` program is verified within a bounded amount of the verifier's
+/// work: its instruction count after verification (`verified_insns`), which is what
+/// every standalone launch waits for. It was 240k while the mprotect check's loop body
+/// was inlined; the global `agentd_mprotect_step` brought it to about 45k.
+#[test]
+fn the_sys_exit_program_verifies_within_its_budget() {
+    if !privileged("the_sys_exit_program_verifies_within_its_budget") {
+        return;
+    }
+    let mut runtime = BpfRuntime::load().unwrap();
+    runtime.preload(&[progs::SYS_EXIT], false).unwrap();
+    let fd = runtime
+        .ebpf
+        .program(agentd_common::syscalls::names::PROG_SYS_EXIT)
+        .unwrap()
+        .fd()
+        .unwrap()
+        .as_fd()
+        .as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let verified: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("verified_insns:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    assert!(
+        verified < 80_000,
+        "sys_exit took {verified} verified instructions"
+    );
 }
 
 /// With a linger, a global program no run holds stays attached (0 runs) until the
