@@ -192,7 +192,10 @@ pub fn markdown(r: &Results) -> String {
          tests, other root tests that attach BPF programs), so absolute times are noise; the \
          `env` column (a no-op wrapper) shows how much. Ratios in one run are what count. \
          Every tool runs the same programs with the same arguments on the same files, and \
-         no tool gets a warm-up: the first repetition counts for all.\n",
+         no tool gets a warm-up: the first repetition counts for all. After each \
+         measurement through the daemon, the next tool waits until the daemon's global \
+         programs, which linger for `programs_linger_ms` (2 s) after its last run, are \
+         detached: no other tool is measured while they cost the host.\n",
         r.mode,
         r.date,
         r.build,
@@ -293,7 +296,9 @@ pub fn markdown(r: &Results) -> String {
         md.push_str(&format!(
             "\n## Launch latency: {}\n\n![launch latency](launch.png)\n\n\
              Spawn to exit of the tool running /usr/bin/true, measured from outside; every \
-             launch counts in the percentiles.\n\n\
+             launch counts in the percentiles. Within a repetition each tool's launches \
+             follow one another: the daemon's first one attaches its global programs, the \
+             next ones find them lingering, as back-to-back launches do.\n\n\
              | tool | p50 | p99 | min | ratio p50 | ratio p99 | launches |\n|---|---|---|---|---|---|---|\n",
             w.title
         ));

@@ -20,8 +20,50 @@ pub struct Tool {
     pub env: Vec<(OsString, OsString)>,
     /// The confinement it applies, for results.md.
     pub settings: String,
+    /// What must be idle again before another tool is measured (the daemon's lingering
+    /// global programs, which every syscall of the host pays while they are attached).
+    pub settle: Option<Settle>,
     /// A helper that must outlive every run through this tool (the daemon); dropped last.
     pub _service: Option<Service>,
+}
+
+/// A daemon whose global programs linger after its last run (`programs_linger_ms`).
+pub struct Settle {
+    pub bin: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Settle {
+    /// Waits (up to 10 s) until `agentd status` lists no attached global program.
+    pub fn wait(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = util::output(
+                Command::new(&self.bin)
+                    .args(["status", "--json"])
+                    .env("AGENTD_SOCKET", &self.socket),
+            )
+            .unwrap_or_default();
+            let idle = serde_json::from_str::<serde_json::Value>(&status)
+                .ok()
+                .and_then(|v| {
+                    v.get("programs")
+                        .and_then(|p| p.as_array())
+                        .map(Vec::is_empty)
+                })
+                .unwrap_or(false);
+            if idle {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the daemon at {} still has programs attached 10 s after its runs: {status}",
+                    self.socket.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Tool {
@@ -148,6 +190,7 @@ fn bare(_: &Env) -> Result<Setup, String> {
         prefix: Vec::new(),
         env: Vec::new(),
         settings: "no confinement".into(),
+        settle: None,
         _service: None,
     }))
 }
@@ -158,6 +201,7 @@ fn env(_: &Env) -> Result<Setup, String> {
         prefix: vec!["/usr/bin/env".into()],
         env: Vec::new(),
         settings: "`/usr/bin/env`: a no-op wrapper (one more exec); its ratio is the noise".into(),
+        settle: None,
         _service: None,
     }))
 }
@@ -177,6 +221,7 @@ fn agentd_standalone(e: &Env) -> Result<Setup, String> {
              hash-chained audit log",
             e.policy.display()
         ),
+        settle: None,
         _service: None,
     }))
 }
@@ -205,6 +250,10 @@ fn agentd_daemon(e: &Env) -> Result<Setup, String> {
             e.policy.display(),
             socket.display()
         ),
+        settle: Some(Settle {
+            bin: e.agentd.bin.clone(),
+            socket: socket.clone(),
+        }),
         _service: Some(service),
     }))
 }
@@ -297,6 +346,7 @@ fn bwrap(e: &Env) -> Result<Setup, String> {
         ),
         prefix: p,
         env: Vec::new(),
+        settle: None,
         _service: None,
     }))
 }
@@ -348,6 +398,7 @@ fn firejail(e: &Env) -> Result<Setup, String> {
         ),
         prefix: p,
         env: Vec::new(),
+        settle: None,
         _service: None,
     }))
 }

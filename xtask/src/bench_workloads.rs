@@ -106,17 +106,22 @@ impl Runner<'_> {
                             let (wall, cpu) = self.timed_loop(tools[t].command(self.ws, argv))?;
                             cells[w][t].wall.push(wall / *ops as f64);
                             cells[w][t].cpu.push(cpu / *ops as f64);
+                            settle(&tools[t])?;
                         }
                         w += 1;
                     }
                     Kind::Launch { count } => {
                         let per_rep = (*count).div_ceil(self.reps).max(1);
                         let argv = [OsString::from("/usr/bin/true")];
-                        for _ in 0..per_rep {
-                            for &t in &order {
+                        // A tool's launches of a repetition go one after another (the
+                        // daemon's first one attaches its programs, the rest find them
+                        // lingering), then its programs go before the next tool launches.
+                        for &t in &order {
+                            for _ in 0..per_rep {
                                 let ns = self.launch(tools[t].command(self.ws, &argv))?;
                                 cells[w][t].wall.push(ns);
                             }
+                            settle(&tools[t])?;
                         }
                         w += 1;
                     }
@@ -129,7 +134,7 @@ impl Runner<'_> {
                             })
                             .collect();
                         for &t in &order {
-                            let _sleepers = if tools[t].prefix.is_empty() {
+                            let sleepers = if tools[t].prefix.is_empty() {
                                 None
                             } else {
                                 Some(Sleepers::start(&tools[t], *runs, self.ws)?)
@@ -142,6 +147,8 @@ impl Runner<'_> {
                                     cells[i][t].cpu.push(cpu / *ops as f64);
                                 }
                             }
+                            drop(sleepers);
+                            settle(&tools[t])?;
                         }
                         w += group.len();
                     }
@@ -386,4 +393,13 @@ fn has_sleep_descendant(procs: &[(u32, u32, String)], root: u32) -> bool {
         }
     }
     false
+}
+
+/// Waits until what `tool` left attached for the host (the daemon's lingering programs)
+/// is gone, so that the next tool is not measured with it.
+fn settle(tool: &Tool) -> Result<(), String> {
+    match &tool.settle {
+        Some(s) => s.wait(),
+        None => Ok(()),
+    }
 }
