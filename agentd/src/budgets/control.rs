@@ -34,8 +34,42 @@ impl PidFile {
         }
         std::fs::write(&path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("write {}: {e}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            let removed = sweep_stale(dir);
+            if removed > 0 {
+                tracing::debug!("removed {removed} stale pid file(s) in {}", dir.display());
+            }
+        }
         Ok(Self { path })
     }
+}
+
+/// Removes the pid files in `dir` whose pid is no live agentd: left by runs whose agentd
+/// was killed (SIGKILL skips the drop that removes them). `signal_run` already refuses
+/// them; this keeps them from piling up. A file that does not hold a pid is left alone.
+/// Returns how many were removed.
+fn sweep_stale(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "pid") || !e.file_type().is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_agentd(pid) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 impl Drop for PidFile {
@@ -92,4 +126,30 @@ fn is_agentd(pid: i32) -> bool {
 
 fn file_name(p: &Path) -> Option<&std::ffi::OsStr> {
     p.file_name()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A pid file of a process that is gone goes; this agentd's own, a file that holds
+    /// no pid, and other files stay.
+    #[test]
+    fn stale_pid_files_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let file = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        file("dead.pid", format!("{dead}\n"));
+        file("live.pid", format!("{}\n", std::process::id()));
+        file("garbage.pid", "not a pid\n".into());
+        file("notes.txt", format!("{dead}\n"));
+        assert_eq!(sweep_stale(dir.path()), 1);
+        assert!(!dir.path().join("dead.pid").exists());
+        for kept in ["live.pid", "garbage.pid", "notes.txt"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+    }
 }
