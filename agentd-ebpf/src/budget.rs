@@ -33,12 +33,11 @@ use aya_ebpf::{
 use agentd_common::denials::PT_REGS_SI;
 
 use crate::{
+    kernel::SIGKILL,
     maps::{atomic_add, current_cgroup_id},
     syscalls::reg,
 };
 
-/// `SIGKILL` (the same number on every Linux architecture).
-const SIGKILL: u32 = 9;
 /// cgroup_skb verdicts.
 const SKB_PASS: i32 = 1;
 const SKB_DROP: i32 = 0;

@@ -36,9 +36,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    fsrules::{emit_with, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES, SIGKILL},
+    fsrules::{emit_with, fd_file, Found, Verdict, AGENTD_FS_OFFSETS, EACCES},
     inode_walk::walk_ancestors,
-    kernel::read_at,
+    kernel::{read_at, SIGKILL},
     maps::watched_cgroup,
 };
 

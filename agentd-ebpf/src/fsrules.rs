@@ -35,7 +35,7 @@ use aya_ebpf::{
 
 use crate::{
     inode_walk::walk_ancestors,
-    kernel::read_at,
+    kernel::{read_at, SIGKILL},
     maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
@@ -52,7 +52,6 @@ pub static RUN_TAINT: HashMap<u64, TaintState> = HashMap::with_max_entries(MAX_W
 pub(crate) static AGENTD_FS_OFFSETS: Global<FsOffsets> = Global::new(FsOffsets::UNSET);
 
 pub(crate) const EACCES: i32 = 13;
-pub(crate) const SIGKILL: u32 = 9;
 
 /// `file_open(struct file *file)`; the last argument is the previous LSM's verdict.
 #[lsm(hook = "file_open")]

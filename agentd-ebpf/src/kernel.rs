@@ -9,6 +9,9 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, Global};
 #[unsafe(no_mangle)]
 static AGENTD_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
 
+/// `SIGKILL` (the same number on every Linux architecture), for `bpf_send_signal`.
+pub(crate) const SIGKILL: u32 = 9;
+
 /// The offsets, or `None` if the loader did not provide them.
 #[inline(always)]
 pub fn offsets() -> Option<KernelOffsets> {

@@ -50,7 +50,7 @@ use aya_ebpf::{
 
 use crate::{
     fsrules::{AGENTD_FS_OFFSETS, RUN_TAINT},
-    kernel::read_at,
+    kernel::{read_at, SIGKILL},
     maps::{count_drop, submit, watched_cgroup, EVENTS},
     unix::{fd_sock, AGENTD_UNIX_OFFSETS},
 };
@@ -577,7 +577,6 @@ fn deny(req: &Request, reason: u32, cgroup_id: u64, slot: u32, flags: u32) -> i3
 /// neither.
 const SOCK_BIND_LOCKS: u8 = 4 | 8;
 const SOCK_STREAM: u32 = 1;
-const SIGKILL: u32 = 9;
 
 /// After a successful `listen(fd)` of a process of a run that judges binds: a TCP
 /// socket with no bind lock was never bound with an address or a port, so the kernel

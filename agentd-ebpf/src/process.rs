@@ -35,7 +35,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{offsets, read_at},
+    kernel::{offsets, read_at, SIGKILL},
     maps::{count_drop, current_cgroup_id, run_value, submit, watched_cgroup, EVENTS},
 };
 
@@ -293,8 +293,6 @@ fn syscall_event(header: EventHeader, nr: u32, flags: u32, signal: i32) {
     }
     submit(entry);
 }
-
-const SIGKILL: u32 = 9;
 
 /// `HOOK_COMPAT`: the ABI flag of the current syscall (`nr` is `orig_ax`) if it is not a
 /// native one (the x32 bit in the number, or `TS_COMPAT` for `int 0x80`), else 0.

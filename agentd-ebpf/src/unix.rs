@@ -43,7 +43,7 @@ use aya_ebpf::{
 use crate::{
     fsrules::{fd_file, AGENTD_FS_OFFSETS},
     inode_walk::dentry_id,
-    kernel::read_at,
+    kernel::{read_at, SIGKILL},
     maps::{count_drop, submit, watched_cgroup, EVENTS},
 };
 
@@ -74,7 +74,6 @@ pub(crate) static AGENTD_UNIX_OFFSETS: Global<UnixOffsets> = Global::new(UnixOff
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const EPERM: i32 = 1;
-const SIGKILL: u32 = 9;
 const AF_UNIX: u16 = 1;
 
 #[cgroup_sock_addr(connect4)]
