@@ -132,14 +132,24 @@ pub(super) fn error(code: u8, message: impl Into<String>) -> Response {
     }
 }
 
-/// A run the peer may act on: its own (root: any).
-fn find_run(daemon: &Daemon, peer: &Peer, run: &str) -> Result<mpsc::Sender<Control>, String> {
+/// `what` of a live run the peer may act on: its own (root: any).
+fn owned_run<T>(
+    daemon: &Daemon,
+    peer: &Peer,
+    run: &str,
+    what: impl FnOnce(&LiveRun) -> T,
+) -> Result<T, String> {
     let runs = daemon.registry.lock();
     match runs.get(run) {
-        Some(r) if r.is_live() && (peer.uid == 0 || r.uid == peer.uid) => Ok(r.controls.clone()),
+        Some(r) if r.is_live() && (peer.uid == 0 || r.uid == peer.uid) => Ok(what(r)),
         // Someone else's run is reported as unknown: its existence is not the peer's to know.
         _ => Err(format!("no run `{run}` of yours")),
     }
+}
+
+/// The control channel of a run the peer may act on.
+fn find_run(daemon: &Daemon, peer: &Peer, run: &str) -> Result<mpsc::Sender<Control>, String> {
+    owned_run(daemon, peer, run, |r| r.controls.clone())
 }
 
 pub(super) async fn control(
@@ -168,12 +178,9 @@ const DETACH_WITHIN: Duration = Duration::from_secs(30);
 /// run has ended, so that when `agentd detach` returns every program and map entry the
 /// attach added is gone and the run is no longer listed by `ps`.
 async fn detach(daemon: &Daemon, peer: &Peer, run: &str) -> Response {
-    let mut phase = {
-        let runs = daemon.registry.lock();
-        match runs.get(run) {
-            Some(r) if r.is_live() && (peer.uid == 0 || r.uid == peer.uid) => r.phase.subscribe(),
-            _ => return error(1, format!("no run `{run}` of yours")),
-        }
+    let mut phase = match owned_run(daemon, peer, run, |r| r.phase.subscribe()) {
+        Ok(phase) => phase,
+        Err(e) => return error(1, e),
     };
     let reply = control(daemon, peer, run, Control::Detach, "detach").await;
     if !matches!(reply, Response::Done { .. }) {
