@@ -493,14 +493,11 @@ impl RunAudit {
                 );
             }
             Event::Net(denial) => {
-                let decision = if denial.would_deny {
-                    Decision::WouldDeny
-                } else if denial.killed {
-                    Decision::Kill
-                } else {
-                    Decision::Deny
-                };
-                self.record(name::BPF, Some(decision), denial.audit_event().into());
+                self.record(
+                    name::BPF,
+                    Some(denial.decision()),
+                    denial.audit_event().into(),
+                );
             }
             Event::Exit {
                 tgid, exit_code, ..

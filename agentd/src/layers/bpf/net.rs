@@ -366,9 +366,9 @@ pub struct NetDenial {
     pub run_slot: u32,
     pub cgroup_id: u64,
     pub op: u32,
-    pub would_deny: bool,
-    /// The call had succeeded and the process was killed (`listen`).
-    pub killed: bool,
+    /// `NET_VERDICT_*`: denied, killed (`listen`: the call had succeeded) or, in audit
+    /// mode, would have been denied.
+    pub verdict: u32,
     pub reason: u32,
     pub family: u32,
     pub sock_type: u32,
@@ -403,8 +403,7 @@ impl NetDenial {
             run_slot: header.run_slot,
             cgroup_id: header.cgroup_id,
             op: u32_at(offset_of!(NetEvent, op))?,
-            would_deny: u32_at(offset_of!(NetEvent, verdict))? == NET_VERDICT_WOULD_DENY,
-            killed: u32_at(offset_of!(NetEvent, verdict))? == NET_VERDICT_KILL,
+            verdict: u32_at(offset_of!(NetEvent, verdict))?,
             reason: u32_at(offset_of!(NetEvent, reason))?,
             family: u32_at(offset_of!(NetEvent, family))?,
             sock_type: u32_at(offset_of!(NetEvent, sock_type))?,
@@ -412,6 +411,27 @@ impl NetDenial {
             port: u32_at(offset_of!(NetEvent, port))? as u16,
             addr,
         })
+    }
+
+    /// Audit mode: the process saw nothing; enforce mode would have refused it.
+    pub fn would_deny(&self) -> bool {
+        self.verdict == NET_VERDICT_WOULD_DENY
+    }
+
+    /// The call had succeeded and the process was killed (`listen`).
+    pub fn killed(&self) -> bool {
+        self.verdict == NET_VERDICT_KILL
+    }
+
+    /// `deny`, `kill` or `would_deny` as an audit decision.
+    pub fn decision(&self) -> crate::audit::Decision {
+        if self.would_deny() {
+            crate::audit::Decision::WouldDeny
+        } else if self.killed() {
+            crate::audit::Decision::Kill
+        } else {
+            crate::audit::Decision::Deny
+        }
     }
 
     /// `connect`, `sendmsg`, `bind`, `socket` or `listen`.
@@ -474,7 +494,7 @@ impl NetDenial {
             proto: self.proto_name(),
             rule: self.rule().into(),
             // The process saw no error when the run only audits.
-            errno: (!self.would_deny && !self.killed).then(|| "EPERM".into()),
+            errno: (!self.would_deny() && !self.killed()).then(|| "EPERM".into()),
             pid: self.tgid,
             tid: self.pid,
             run_slot: self.run_slot,
@@ -482,9 +502,9 @@ impl NetDenial {
             port: addr.map(|_| self.port),
             family: addr.is_none().then(|| family_name(self.family)),
             sock_type: addr.is_none().then(|| type_name(self.sock_type)),
-            would_errno: (self.would_deny && self.op != NET_OP_LISTEN).then(|| "EPERM".into()),
-            signal: self.killed.then(|| "SIGKILL".into()),
-            would_signal: (self.would_deny && self.op == NET_OP_LISTEN).then(|| "SIGKILL".into()),
+            would_errno: (self.would_deny() && self.op != NET_OP_LISTEN).then(|| "EPERM".into()),
+            signal: self.killed().then(|| "SIGKILL".into()),
+            would_signal: (self.would_deny() && self.op == NET_OP_LISTEN).then(|| "SIGKILL".into()),
         }
     }
 }
@@ -533,8 +553,7 @@ mod tests {
             run_slot: 1,
             cgroup_id: 2,
             op: NET_OP_LISTEN,
-            would_deny: false,
-            killed: true,
+            verdict: NET_VERDICT_KILL,
             reason: NET_REASON_NO_RULE,
             family: AF_INET6,
             sock_type: 1,
@@ -549,8 +568,7 @@ mod tests {
         assert_eq!(e.signal.as_deref(), Some("SIGKILL"));
         assert_eq!(e.dst.as_deref(), Some("::"));
         assert_eq!(e.port, Some(0));
-        d.killed = false;
-        d.would_deny = true;
+        d.verdict = NET_VERDICT_WOULD_DENY;
         let e = d.audit_event();
         assert_eq!((e.errno, e.signal, e.would_errno), (None, None, None));
         assert_eq!(e.would_signal.as_deref(), Some("SIGKILL"));
@@ -706,7 +724,7 @@ mod tests {
         assert_eq!(v["rule"], "no rule");
         assert_eq!(v["errno"], "EPERM");
         assert_eq!(v["pid"], 42);
-        assert!(!d.would_deny);
+        assert!(!d.would_deny());
         assert!(crate::events::Event::from_record(&bytes[..70]).is_err());
     }
 
