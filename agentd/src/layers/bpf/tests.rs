@@ -328,6 +328,15 @@ fn multi_threaded_process_reports_one_exit() {
     });
 }
 
+/// The runs holding the `sys_exit` program (`None`: it is not attached).
+fn sys_exit_runs(status: &RuntimeStatus) -> Option<u32> {
+    status
+        .globals
+        .iter()
+        .find(|(n, _)| n == agentd_common::syscalls::names::PROG_SYS_EXIT)
+        .map(|(_, runs)| *runs)
+}
+
 /// One runtime serves several runs: each gets its own slot, the global programs are
 /// attached once and stay while any run needs them, and releasing a run removes every
 /// entry it made (net tries included) and, with the last run, every global program.
@@ -383,12 +392,7 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
     );
     let status = runtime.status();
     assert_eq!(status.runs, 2);
-    let sys_exit = status
-        .globals
-        .iter()
-        .find(|(n, _)| n == agentd_common::syscalls::names::PROG_SYS_EXIT)
-        .map(|(_, refs)| *refs);
-    assert_eq!(sys_exit, Some(2), "{status:?}");
+    assert_eq!(sys_exit_runs(&status), Some(2), "{status:?}");
     assert!(
         runtime.entries_of(run_a.slot(), a.id()) >= 3,
         "cgroup, NET_RUNS, a trie entry"
@@ -451,13 +455,7 @@ fn idle_global_programs_linger_then_go() {
     let a = TestCgroup::create().unwrap();
     let mut runtime = BpfRuntime::load().unwrap();
     runtime.set_programs_linger(std::time::Duration::from_millis(300));
-    let sys_exit = |rt: &BpfRuntime| {
-        rt.status()
-            .globals
-            .iter()
-            .find(|(n, _)| n == agentd_common::syscalls::names::PROG_SYS_EXIT)
-            .map(|(_, runs)| *runs)
-    };
+    let sys_exit = |rt: &BpfRuntime| sys_exit_runs(&rt.status());
     let run = runtime.register(a.id(), "a").unwrap();
     assert_eq!(sys_exit(&runtime), Some(1));
     runtime.release(run, false);
