@@ -9,6 +9,7 @@ mod budgets;
 mod cli;
 mod daemon;
 mod events;
+mod heap;
 mod launch;
 mod layers;
 mod learn;

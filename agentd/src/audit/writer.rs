@@ -226,6 +226,12 @@ impl AuditLog {
         r
     }
 
+    /// Lets go of the encoding buffer a large batch grew (the writer calls this once a
+    /// burst has drained).
+    pub fn shrink_buffers(&mut self) {
+        self.scratch = Vec::new();
+    }
+
     fn append_batch_into(
         &mut self,
         buf: &mut Vec<u8>,

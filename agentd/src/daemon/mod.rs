@@ -194,6 +194,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 /// `agentd daemon [--config FILE]`.
 pub fn main(config_path: Option<PathBuf>, metrics: Option<std::net::SocketAddr>) -> ExitCode {
+    crate::heap::single_arena();
     let explicit = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let config = match Config::load(&path, explicit) {
@@ -434,23 +435,15 @@ const HEAP_TRIM_EVERY: Duration = Duration::from_secs(10);
 /// stay in the daemon's RSS for good (about 8 MiB after start-up, measured). Trimming
 /// once now and then every [`HEAP_TRIM_EVERY`] costs a walk of the arenas' free lists.
 fn spawn_heap_trim() {
-    trim_heap();
+    crate::heap::trim();
     tokio::spawn(async {
         let mut tick = tokio::time::interval(HEAP_TRIM_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            trim_heap();
+            crate::heap::trim();
         }
     });
-}
-
-fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks glibc's own arenas, under their locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// The key that signs the daemon's chain: the configured file; when that is the host
