@@ -19,11 +19,12 @@ use core::ptr::addr_of_mut;
 use agentd_common::{
     fsrules::{FsOffsets, FsRuleKey},
     unix::{
-        UnixEvent, UnixNamedKey, UnixOffsets, UnixRule, UnixScratch, EVENT_KIND_UNIX,
-        UNIX_ACTION_DENY, UNIX_ACTION_KILL, UNIX_ACTION_WOULD_DENY, UNIX_FLAG_AUDIT_ONLY,
-        UNIX_KEY_LEN, UNIX_LAYER_CGROUP, UNIX_LAYER_LSM, UNIX_LAYER_TRACEPOINT, UNIX_MAX_DEPTH,
-        UNIX_MAX_ENTRIES, UNIX_NAME_LEN, UNIX_OP_CONNECT, UNIX_OP_SENDMSG, UNIX_PATH_MAX,
-        UNIX_REASON_NOT_CANONICAL, UNIX_REASON_NO_RULE, UNIX_REASON_NO_RUN, UNIX_REASON_UNREADABLE,
+        path_not_canonical, UnixEvent, UnixNamedKey, UnixOffsets, UnixRule, UnixScratch,
+        EVENT_KIND_UNIX, UNIX_ACTION_DENY, UNIX_ACTION_KILL, UNIX_ACTION_WOULD_DENY,
+        UNIX_FLAG_AUDIT_ONLY, UNIX_KEY_LEN, UNIX_LAYER_CGROUP, UNIX_LAYER_LSM,
+        UNIX_LAYER_TRACEPOINT, UNIX_MAX_DEPTH, UNIX_MAX_ENTRIES, UNIX_NAME_LEN, UNIX_OP_CONNECT,
+        UNIX_OP_SENDMSG, UNIX_PATH_MAX, UNIX_PATH_WORDS, UNIX_REASON_NOT_CANONICAL,
+        UNIX_REASON_NO_RULE, UNIX_REASON_NO_RUN, UNIX_REASON_UNREADABLE,
     },
     EventHeader, MAX_WATCHED_CGROUPS,
 };
@@ -188,18 +189,9 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
     // whole area is scanned, with no exit at `len`: everything past the NUL is zero
     // (never a `/`), and an exit per length would make the verifier walk the rest of
     // the program once per possible length (it cost ~200 ms of every run's start-up).
-    let mut bad = u32::from(data[4] != b'/');
-    for i in 0..UNIX_PATH_MAX {
-        let c0 = data[4 + i];
-        let c1 = data[5 + i];
-        let c2 = data[6 + i];
-        let c3 = data[7 + i];
-        let end2 = c2 == b'/' || c2 == 0;
-        let end3 = c3 == b'/' || c3 == 0;
-        let dots = c1 == b'.' && (end2 || (c2 == b'.' && end3));
-        bad |= u32::from(c0 == b'/' && (c1 == b'/' || c1 == 0 || dots));
-    }
-    let canonical = bad == 0;
+    // The scan is word-at-a-time and branch-free: a compare per byte made each program
+    // 56k verified instructions, now about 10k.
+    let canonical = agentd_unix_path_bad() == 0;
     if !canonical {
         return report(
             ctx,
@@ -235,6 +227,29 @@ fn cgroup_check(ctx: *const u8, op: u32) -> i32 {
         scratch,
         len as u32,
     )
+}
+
+/// Whether this CPU's scratch path (`UNIX_SCRATCH`) is not canonical (1) or is (0),
+/// by [`path_not_canonical`]; 0 if the scratch cannot be had (the caller has it).
+///
+/// Global (exported, so its BTF linkage is global): the kernel verifies it once, on its
+/// own, not once per path of each caller through it.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn agentd_unix_path_bad() -> u32 {
+    let Some(scratch) = UNIX_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let mut words = [0u64; UNIX_PATH_WORDS];
+    // SAFETY: this CPU's map value; the path area is UNIX_PATH_WORDS * 8 bytes after the
+    // 4-byte slot, read unaligned.
+    unsafe {
+        let area = addr_of_mut!((*scratch).lpm.data).cast::<u8>().add(4);
+        for (k, w) in words.iter_mut().enumerate() {
+            *w = area.add(8 * k).cast::<u64>().read_unaligned();
+        }
+    }
+    u32::from(path_not_canonical(&words))
 }
 
 /// Records a cgroup-layer denial and returns the verdict (`ALLOW` in audit mode).

@@ -432,16 +432,39 @@ fn the_sys_exit_program_verifies_within_its_budget() {
         .unwrap()
         .as_fd()
         .as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
-    let verified: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("verified_insns:"))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap();
+    let verified = verified_insns(fd);
     assert!(
         verified < 80_000,
         "sys_exit took {verified} verified instructions"
     );
+}
+
+/// The cgroup fallback's unix programs check the path word by word, without a branch per
+/// byte: each verifies in about 10k instructions (56k with a compare per byte).
+#[test]
+fn the_unix_cgroup_programs_verify_within_their_budget() {
+    if !privileged("the_unix_cgroup_programs_verify_within_their_budget") {
+        return;
+    }
+    let mut runtime = BpfRuntime::load().unwrap();
+    runtime.preload(&[], true).unwrap();
+    let progs = runtime.unix.loaded_cgroup_progs().unwrap();
+    for prog in progs {
+        let verified = verified_insns(prog.as_raw_fd());
+        assert!(
+            verified < 20_000,
+            "a unix cgroup program took {verified} verified instructions"
+        );
+    }
+}
+
+/// `verified_insns` of the program behind `fd` of this process.
+fn verified_insns(fd: std::os::fd::RawFd) -> u64 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("verified_insns:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap()
 }
 
 /// With a linger, a global program no run holds stays attached (0 runs) until the

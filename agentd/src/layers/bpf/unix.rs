@@ -161,6 +161,12 @@ impl UnixState {
         }
     }
 
+    /// The two cgroup programs, when loaded (for the tests that read their verifier cost).
+    #[cfg(test)]
+    pub(super) fn loaded_cgroup_progs(&self) -> Option<&[OwnedFd; 2]> {
+        self.cgroup_progs.as_ref()
+    }
+
     /// The two cgroup programs, loaded with raw `bpf(2)` on first use.
     fn cgroup_progs(&mut self) -> Result<&[OwnedFd; 2], UnixError> {
         self.load_cgroup_progs()?;
