@@ -211,6 +211,37 @@ pub fn trie_insert_all<const N: usize, V: aya::Pod>(
     }
 }
 
+/// Removes `keys` from `trie` with one `BPF_MAP_DELETE_BATCH`. Where the kernel has no
+/// batch delete for tries, or a key is missing (the batch stops at it), the rest go one
+/// call per key, and a missing key is no error.
+pub fn trie_remove_keys<const N: usize, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    keys: &[Key<[u8; N]>],
+) -> Result<(), aya::maps::MapError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let fd = aya::maps::IterableMap::map(trie).fd().as_fd();
+    match super::sys::map_delete_batch(fd, bytes_of(keys), keys.len() as u32) {
+        Ok(()) => Ok(()),
+        Err(e) if super::sys::batch_unsupported(&e) || e.raw_os_error() == Some(libc::ENOENT) => {
+            for k in keys {
+                match trie.remove(k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(aya::maps::MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Err(io_error) => Err(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_batch",
+            io_error,
+        })),
+    }
+}
+
 /// Removes every key of `map` (keys of type `K`, values of type `V`) for which `doomed`
 /// holds; see [`super::sys::map_remove_where`].
 pub fn remove_where<K: aya::Pod, V: aya::Pod>(

@@ -254,6 +254,10 @@ impl BpfRuntime {
         request: &NetRequest,
     ) -> Result<(), BpfError> {
         let slot = run.slot();
+        if request.resolver {
+            // Its resolver adds host entries as names resolve: the release scans.
+            run.net_keys = None;
+        }
         let tables = [
             (request.connect.as_deref(), NetTable::Allow),
             (request.bind.as_deref(), NetTable::Bind),
@@ -275,6 +279,15 @@ impl BpfRuntime {
                 }
             }
             let (n4, n6) = (v4.len(), v6.len());
+            // Recorded before the insert: a batch that fails part way leaves the entries
+            // before the failing one, which the release must remove too.
+            if let Some(keys) = run.net_keys.as_mut() {
+                keys.0.push((
+                    table,
+                    v4.iter().map(|(k, _)| *k).collect(),
+                    v6.iter().map(|(k, _)| *k).collect(),
+                ));
+            }
             super::maps::trie_insert_all(table.trie4(&mut self.maps), &v4).map_err(|error| {
                 map_error(
                     format!("insert {n4} entries of slot {slot} into"),
@@ -319,7 +332,7 @@ impl BpfRuntime {
 
 /// The three rule tables, each an IPv4 and an IPv6 trie.
 #[derive(Debug, Clone, Copy)]
-enum NetTable {
+pub(super) enum NetTable {
     /// connect/sendmsg allow rules.
     Allow,
     /// bind allow rules.
@@ -329,7 +342,7 @@ enum NetTable {
 }
 
 impl NetTable {
-    fn names(self) -> (&'static str, &'static str) {
+    pub(super) fn names(self) -> (&'static str, &'static str) {
         match self {
             NetTable::Allow => (net_names::MAP_NET_ALLOW4, net_names::MAP_NET_ALLOW6),
             NetTable::Bind => (net_names::MAP_NET_BIND4, net_names::MAP_NET_BIND6),
@@ -337,7 +350,7 @@ impl NetTable {
         }
     }
 
-    fn trie4(self, maps: &mut super::maps::Maps) -> &mut super::maps::Trie4 {
+    pub(super) fn trie4(self, maps: &mut super::maps::Maps) -> &mut super::maps::Trie4 {
         match self {
             NetTable::Allow => &mut maps.net_allow4,
             NetTable::Bind => &mut maps.net_bind4,
@@ -345,7 +358,7 @@ impl NetTable {
         }
     }
 
-    fn trie6(self, maps: &mut super::maps::Maps) -> &mut super::maps::Trie6 {
+    pub(super) fn trie6(self, maps: &mut super::maps::Maps) -> &mut super::maps::Trie6 {
         match self {
             NetTable::Allow => &mut maps.net_allow6,
             NetTable::Bind => &mut maps.net_bind6,

@@ -11,7 +11,7 @@ use agentd_common::{
     syscalls::{HOOK_COMPAT, HOOK_DENIALS, HOOK_FS_OBSERVE, RUN_OBSERVE_FILES},
     MAX_WATCHED_CGROUPS,
 };
-use aya::maps::MapError;
+use aya::maps::{lpm_trie::Key, MapError};
 use serde::{Deserialize, Serialize};
 
 use super::progs::{self, HeldLink, Prog};
@@ -110,7 +110,29 @@ pub struct RunBpf {
     links: Vec<HeldLink>,
     /// Where its links are pinned (the daemon).
     pin_dir: Option<PathBuf>,
+    /// The keys it put into the net rule tries, so that its release removes exactly
+    /// those instead of scanning every run's entries. `None` when they are not all
+    /// known: a re-adopted run, or one whose resolver adds host entries as it goes.
+    pub(super) net_keys: Option<NetKeys>,
 }
+
+/// A run's keys in the net rule tries, by table.
+#[derive(Default)]
+pub(super) struct NetKeys(pub(super) Vec<(super::net::NetTable, Vec<NetKey4>, Vec<NetKey6>)>);
+
+impl std::fmt::Debug for NetKeys {
+    /// The counts (aya's trie keys have no `Debug`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        for (table, v4, v6) in &self.0 {
+            list.entry(&(table, v4.len(), v6.len()));
+        }
+        list.finish()
+    }
+}
+
+type NetKey4 = Key<[u8; agentd_common::net::NET_KEY4_LEN]>;
+type NetKey6 = Key<[u8; agentd_common::net::NET_KEY6_LEN]>;
 
 /// What a restarted daemon needs to take a run's registration over.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +206,7 @@ impl BpfRuntime {
             syscall_slot: None,
             links: Vec::new(),
             pin_dir,
+            net_keys: Some(NetKeys::default()),
         };
         if let Err(e) = self.start_watching(&mut run) {
             self.release(run, false);
@@ -248,6 +271,7 @@ impl BpfRuntime {
             syscall_slot: state.syscall_slot,
             links: Vec::new(),
             pin_dir: state.pin_dir.clone(),
+            net_keys: None,
         };
         for name in &state.globals {
             let Some(p) = global_by_name(name) else {
@@ -321,6 +345,7 @@ impl BpfRuntime {
             syscall_slot,
             links,
             pin_dir,
+            net_keys,
         } = run;
         for link in links {
             link.release();
@@ -328,7 +353,7 @@ impl BpfRuntime {
         if let Some(dir) = &pin_dir {
             remove_pin_dir(dir);
         }
-        self.clear_entries(slot, cgroup_id, syscall_slot, keep_taint);
+        self.clear_entries(slot, cgroup_id, syscall_slot, keep_taint, net_keys);
         self.hooks.release(hooks);
         if let Err(e) = self.write_hooks() {
             tracing::warn!("releasing run slot {slot}: {e}");
@@ -346,6 +371,7 @@ impl BpfRuntime {
         cgroup_id: u64,
         syscall_slot: Option<u32>,
         keep_taint: bool,
+        net_keys: Option<NetKeys>,
     ) {
         let m = &mut self.maps;
         let ok = |what: &str, r: Result<(), MapError>| match r {
@@ -382,12 +408,25 @@ impl BpfRuntime {
                 ok($what, r.map(|_| ()));
             }};
         }
-        clear_trie!(m.net_allow4, "NET_ALLOW4");
-        clear_trie!(m.net_allow6, "NET_ALLOW6");
-        clear_trie!(m.net_bind4, "NET_BIND4");
-        clear_trie!(m.net_bind6, "NET_BIND6");
-        clear_trie!(m.net_taint4, "NET_TAINT4");
-        clear_trie!(m.net_taint6, "NET_TAINT6");
+        match net_keys {
+            // The keys it wrote, and only those: no scan of the other runs' entries (a
+            // scan of a trie walks it once per key it returns).
+            Some(NetKeys(tables)) => {
+                for (table, v4, v6) in tables {
+                    let (name4, name6) = table.names();
+                    ok(name4, super::maps::trie_remove_keys(table.trie4(m), &v4));
+                    ok(name6, super::maps::trie_remove_keys(table.trie6(m), &v6));
+                }
+            }
+            None => {
+                clear_trie!(m.net_allow4, "NET_ALLOW4");
+                clear_trie!(m.net_allow6, "NET_ALLOW6");
+                clear_trie!(m.net_bind4, "NET_BIND4");
+                clear_trie!(m.net_bind6, "NET_BIND6");
+                clear_trie!(m.net_taint4, "NET_TAINT4");
+                clear_trie!(m.net_taint6, "NET_TAINT6");
+            }
+        }
         clear_trie!(m.unix_prefixes, "UNIX_PREFIXES");
         macro_rules! clear_by_slot {
             ($map:expr, $what:expr) => {{
