@@ -164,6 +164,9 @@ pub const PT_REGS_DX: u32 = 96;
 pub const PT_REGS_R10: u32 = 56;
 /// `orig_ax`: the syscall number, still there at `sys_exit`.
 pub const PT_REGS_ORIG_AX: u32 = 120;
+/// `ax`: the syscall's result, which a seccomp `ERRNO` action sets before the syscall is
+/// skipped (read back by the `__secure_computing` exit).
+pub const PT_REGS_AX: u32 = 80;
 
 /// What the denial tracker reads back from a failed syscall's saved registers (an
 /// eBPF-side value; its layout is pinned like the boundary structs').

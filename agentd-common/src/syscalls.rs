@@ -29,6 +29,78 @@ pub mod names {
     pub const MAP_OBSERVED_SCRATCH: &str = "OBSERVED_SCRATCH";
 }
 
+/// Where trampoline programs attach (kernels with BPF LSM), the denial tracker and the
+/// `listen()` check need no `raw_syscalls` program: `fexit` programs on the entry points
+/// of the syscalls they watch see the same result and the same saved registers, and
+/// cost only those syscalls, not every syscall of every process on the host.
+///
+/// Each x86-64 syscall entry point `__x64_sys_<name>(const struct pt_regs *regs)` takes
+/// the user registers and returns the syscall's result. A syscall agentd's seccomp
+/// filter refuses never reaches its entry point: the exit of `__secure_computing`
+/// (which runs only for tasks under a seccomp filter) sees those.
+pub mod exits {
+    /// One syscall exit of the denial tracker.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct SyscallExit {
+        /// The program's name in the object.
+        pub prog: &'static str,
+        /// The kernel function it attaches to.
+        pub function: &'static str,
+        /// `fexit/<function>`, for messages.
+        pub section: &'static str,
+        /// The syscall's x86-64 number.
+        pub nr: u32,
+    }
+
+    macro_rules! exits {
+        ($($prog:literal, $function:literal, $nr:expr;)*) => {
+            [$(SyscallExit {
+                prog: $prog,
+                function: $function,
+                section: concat!("fexit/", $function),
+                nr: $nr,
+            }),*]
+        };
+    }
+
+    /// The denial tracker's exits: the syscalls whose failures [`crate::denials`]
+    /// reports other than through seccomp.
+    pub const DENIAL_EXITS: [SyscallExit; 21] = {
+        use crate::denials::nr;
+        exits! {
+            "exit_open", "__x64_sys_open", nr::OPEN;
+            "exit_creat", "__x64_sys_creat", nr::CREAT;
+            "exit_truncate", "__x64_sys_truncate", nr::TRUNCATE;
+            "exit_mkdir", "__x64_sys_mkdir", nr::MKDIR;
+            "exit_rmdir", "__x64_sys_rmdir", nr::RMDIR;
+            "exit_unlink", "__x64_sys_unlink", nr::UNLINK;
+            "exit_execve", "__x64_sys_execve", nr::EXECVE;
+            "exit_openat", "__x64_sys_openat", nr::OPENAT;
+            "exit_mkdirat", "__x64_sys_mkdirat", nr::MKDIRAT;
+            "exit_unlinkat", "__x64_sys_unlinkat", nr::UNLINKAT;
+            "exit_execveat", "__x64_sys_execveat", nr::EXECVEAT;
+            "exit_openat2", "__x64_sys_openat2", nr::OPENAT2;
+            "exit_socket", "__x64_sys_socket", nr::SOCKET;
+            "exit_kill", "__x64_sys_kill", nr::KILL;
+            "exit_tkill", "__x64_sys_tkill", nr::TKILL;
+            "exit_tgkill", "__x64_sys_tgkill", nr::TGKILL;
+            "exit_rename", "__x64_sys_rename", nr::RENAME;
+            "exit_link", "__x64_sys_link", nr::LINK;
+            "exit_renameat", "__x64_sys_renameat", nr::RENAMEAT;
+            "exit_linkat", "__x64_sys_linkat", nr::LINKAT;
+            "exit_renameat2", "__x64_sys_renameat2", nr::RENAMEAT2;
+        }
+    };
+    /// The exit of the seccomp filter's check: syscalls the filter refused.
+    pub const PROG_SECCOMP_EXIT: &str = "exit_seccomp";
+    pub const SECCOMP_FUNCTION: &str = "__secure_computing";
+    pub const SECCOMP_SECTION: &str = "fexit/__secure_computing";
+    /// The `listen()` check of `net.bind` ([`super::HOOK_LISTEN`]).
+    pub const PROG_LISTEN_EXIT: &str = "exit_listen";
+    pub const LISTEN_FUNCTION: &str = "__x64_sys_listen";
+    pub const LISTEN_SECTION: &str = "fexit/__x64_sys_listen";
+}
+
 /// The denial tracker: failed file, exec and socket syscalls (EACCES/EPERM).
 pub const HOOK_DENIALS: u32 = 1 << 0;
 /// `fs.deny` / `fs.secret` fallback: a successful open of a denied inode is killed.

@@ -1,7 +1,8 @@
 //! Denial tracker: file and exec syscalls of watched cgroups that fail with `EACCES` or
 //! `EPERM` (what landlock answers), with the path the process passed.
 //!
-//! Called from the `tp_btf/sys_exit` dispatcher (`syscalls.rs`) for every failed syscall.
+//! Called from the `tp_btf/sys_exit` dispatcher (`syscalls.rs`) for every failed syscall,
+//! or, where trampolines attach, from the `fexit` programs of `syscall_exits.rs`.
 //! The syscall number (`orig_ax`) and the arguments are read back from the saved user
 //! registers, which a failed syscall leaves as they were; the path is copied from user
 //! memory, still mapped since the syscall failed. A full ring buffer is counted in
@@ -300,6 +301,13 @@ fn failed_refer(regs: *const u8, id: u32, errno: i32) {
 /// that failed with EACCES or EPERM (EXDEV too for the link/rename family).
 #[inline(never)]
 pub(crate) fn on_failed(regs: *const u8, id: u32, ret: i64) {
+    judge_failed(regs, id, ret);
+}
+
+/// [`on_failed`], inlined: where `id` is a constant (each syscall's `fexit` program,
+/// `syscall_exits.rs`), only that syscall's branch is left for the verifier to check.
+#[inline(always)]
+pub(crate) fn judge_failed(regs: *const u8, id: u32, ret: i64) {
     let errno = -(ret as i32);
     if is_refer_nr(id) {
         failed_refer(regs, id, errno);

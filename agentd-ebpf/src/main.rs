@@ -6,6 +6,8 @@
 //!   exec and exit of processes in watched cgroups through the `EVENTS` ring buffer;
 //! - [`syscalls`]: the one `tp_btf/sys_exit` program, which calls the per-syscall checks
 //!   of the modules below (only the enabled ones);
+//! - [`syscall_exits`]: where trampolines attach, `fexit` programs on the watched
+//!   syscalls instead of the dispatcher's denial tracker and `listen()` check;
 //! - [`denials`]: the denial tracker (failed file, exec and socket syscalls);
 //! - [`budget`]: per-run budget counters (syscalls and written bytes from the `sys_exit`
 //!   dispatcher, `cgroup_skb/egress|ingress`, and the exec count the tracker feeds);
@@ -41,6 +43,7 @@ mod maps;
 mod net;
 mod probe;
 mod process;
+mod syscall_exits;
 mod syscalls;
 mod taint_egress;
 mod unix;

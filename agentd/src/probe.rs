@@ -44,6 +44,9 @@ pub struct CgroupInfo {
 pub struct Probe {
     pub kernel: String,
     pub bpf_lsm: Feature,
+    /// `fexit` programs (trampolines): the denial tracker's syscall exits, which spare
+    /// the host the `raw_syscalls` program.
+    pub fexit: Feature,
     pub tp_btf: Feature,
     pub cgroup_bpf: Feature,
     /// cgroup `connect_unix` + `sendmsg_unix` (Linux 6.7+), loaded with raw bpf(2):
@@ -70,6 +73,9 @@ impl Probe {
         let probe = Self {
             kernel: kernel_release(),
             bpf_lsm: Feature::from_result(probe_bpf_lsm()),
+            fexit: Feature::from_result(
+                bpf::probe_fexit().map(|section| format!("{section} loads and attaches")),
+            ),
             tp_btf: Feature::from_result(
                 bpf::probe_tp_btf().map(|()| "sched_process_exec/exit attach".to_owned()),
             ),
@@ -110,6 +116,7 @@ pub(crate) fn all_available() -> Probe {
     Probe {
         kernel: "test".into(),
         bpf_lsm: on(),
+        fexit: on(),
         tp_btf: on(),
         cgroup_bpf: on(),
         cgroup_unix: on(),

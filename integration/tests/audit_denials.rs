@@ -492,7 +492,9 @@ fn a_relative_path_in_a_detached_mount_is_unresolved_not_guessed() {
     assert_eq!(first, format!("chdir {dir}: OK\n"));
     // Lazily unmounted while the process is inside: its cwd no longer leads to `/`. The
     // run has a mount namespace of its own (its private /proc), so the unmount is made
-    // there; the run's process is agentd's only child.
+    // there; the run's process is agentd's only child. `-r`: in the run's root, which in
+    // the VM is a chroot (without it, setns leaves the namespace's own root, where the
+    // path does not exist).
     let agentd = child.id();
     let tasks = std::fs::read_dir(format!("/proc/{agentd}/task"))
         .unwrap_or_else(|e| panic!("tasks of {agentd}: {e}"));
@@ -504,7 +506,7 @@ fn a_relative_path_in_a_detached_mount_is_unresolved_not_guessed() {
         .next()
         .unwrap_or_else(|| panic!("agentd {agentd} has no child"));
     let o = std::process::Command::new("nsenter")
-        .args(["-t", run, "-m", "umount", "-l", &dir])
+        .args(["-t", run, "-m", "-r", "umount", "-l", &dir])
         .output()
         .unwrap_or_else(|e| panic!("nsenter umount: {e}"));
     assert_status(&o, 0);

@@ -164,6 +164,9 @@ fn doctor_matches_the_kernel() {
     if let Some(want) = expect("AGENTD_EXPECT_BPF_LSM") {
         assert_eq!(d["bpf_lsm"]["available"], want == "1", "{}", d["bpf_lsm"]);
     }
+    if let Some(want) = expect("AGENTD_EXPECT_FEXIT") {
+        assert_eq!(d["fexit"]["available"], want == "1", "{}", d["fexit"]);
+    }
     if let Some(want) = expect("AGENTD_EXPECT_TP_BTF") {
         assert_eq!(d["tp_btf"]["available"], want == "1", "{}", d["tp_btf"]);
     }

@@ -40,6 +40,8 @@ const VM_SUITE: &[&str] = &[
     "exec_integrity",
     "net_unix",
     "syscall_hooks",
+    // The denial tracker's records from the syscall exits (fexit) instead of sys_exit.
+    "audit_denials",
     // The private /proc: landlock's ptrace scope and hidepid on the distribution kernel.
     "procfs",
 ];
@@ -456,7 +458,7 @@ fn run_script(root: &Path, tests: &[PathBuf]) -> String {
         root.display()
     ));
     // What this kernel must support: the LSM path loads here.
-    s.push_str("export AGENTD_EXPECT_BPF_LSM=1 AGENTD_EXPECT_TP_BTF=1 AGENTD_EXPECT_CGROUP_BPF=1 AGENTD_EXPECT_CGROUP_MODE=v2 AGENTD_EXPECT_SOCK_DESTROY=1\n");
+    s.push_str("export AGENTD_EXPECT_BPF_LSM=1 AGENTD_EXPECT_FEXIT=1 AGENTD_EXPECT_TP_BTF=1 AGENTD_EXPECT_CGROUP_BPF=1 AGENTD_EXPECT_CGROUP_MODE=v2 AGENTD_EXPECT_SOCK_DESTROY=1\n");
     s.push_str("\"$AGENTD_BIN\" doctor || exit 91\nrc=0\n");
     let skips: String = VM_SKIP
         .iter()

@@ -36,8 +36,14 @@ pub fn doctor(json: bool) -> ExitCode {
     } else {
         "not used: tracepoint fallback instead"
     };
-    let rows: [(&str, &Feature, &str); 10] = [
+    let fexit_use = if p.fexit.available {
+        "denial tracker, listen check (syscall exits)"
+    } else {
+        "not used: tp_btf/sys_exit instead"
+    };
+    let rows: [(&str, &Feature, &str); 11] = [
         ("bpf-lsm", &p.bpf_lsm, lsm_use),
+        ("fexit", &p.fexit, fexit_use),
         ("tp_btf", &p.tp_btf, "exec/exit tracking per run"),
         (
             "cgroup-bpf",

@@ -295,9 +295,12 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     let lsm = host.probe.bpf_lsm.available;
     let unix_cgroup =
         crate::plan::unix_path(&host.probe) == Some(crate::layers::bpf::UnixPath::Cgroup);
-    host.bpf()
-        .preload(&crate::layers::bpf::progs::all_for(lsm), unix_cgroup)
-        .map_err(|e| crate::supervisor::setup_err(name::BPF, e))?;
+    {
+        let mut bpf = host.bpf();
+        let progs = crate::layers::bpf::progs::all_for(lsm, bpf.syscall_exits());
+        bpf.preload(&progs, unix_cgroup)
+            .map_err(|e| crate::supervisor::setup_err(name::BPF, e))?;
+    }
     host.bpf()
         .set_programs_linger(Duration::from_millis(config.programs_linger_ms));
     // Every program is loaded: aya's parse of the kernel BTF is needed no more.

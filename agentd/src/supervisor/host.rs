@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::audit::dropped::DropReporter;
 use crate::audit::{AuditHandle, AuditLog, AuditWriter, CheckpointPolicy, Flush};
-use crate::layers::bpf::{BpfRuntime, LoadOptions};
+use crate::layers::bpf::{progs::SyscallExits, BpfRuntime, LoadOptions};
 use crate::layers::cgroup::{self, CgroupLayout, CgroupManager};
 use crate::layers::name;
 use crate::probe::Probe;
@@ -72,9 +72,15 @@ impl Host {
             .clone()
             .ok_or_else(|| setup_err(name::CGROUP, "cgroup layout unknown"))?;
         let cgroups = cgroup::manager_for(&layout).map_err(|e| setup_err(name::CGROUP, e))?;
+        let syscall_exits = if options.probe.fexit.available {
+            SyscallExits::FExit
+        } else {
+            SyscallExits::Tracepoint
+        };
         let mut runtime = BpfRuntime::load_with(&LoadOptions {
             pin_root: options.pin_root.clone(),
             ring_bytes: 0,
+            syscall_exits,
         })
         .map_err(|e| setup_err(name::BPF, e))?;
         let stream = runtime.take_events().map_err(|e| setup_err(name::BPF, e))?;

@@ -316,12 +316,12 @@ async fn launch_and_wait(
     // The programs every run of this plan attaches, verified together (a no-op where
     // the daemon loaded everything at its start).
     let unix_cgroup = spec.plan.unix == Some(crate::layers::bpf::UnixPath::Cgroup);
-    host.bpf()
-        .preload(
-            &crate::layers::bpf::progs::for_plan(&spec.plan),
-            unix_cgroup,
-        )
-        .map_err(|e| setup_err(name::BPF, e))?;
+    {
+        let mut bpf = host.bpf();
+        let progs = crate::layers::bpf::progs::for_plan(&spec.plan, bpf.syscall_exits());
+        bpf.preload(&progs, unix_cgroup)
+            .map_err(|e| setup_err(name::BPF, e))?;
+    }
     let mut res = RunResources::create(host, spec, audit)?;
     let outcome = launch(spec, program, &mut res, audit, hooks).await?;
     let pid = match outcome {

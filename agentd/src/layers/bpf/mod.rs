@@ -34,7 +34,11 @@ mod unix;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use agentd_common::{names, syscalls::names as syscall_names, EVENTS_RING_BYTES};
+use agentd_common::{
+    names,
+    syscalls::{names as syscall_names, HOOK_DENIALS, HOOK_LISTEN},
+    EVENTS_RING_BYTES,
+};
 use aya::{maps::MapError, programs::ProgramError, Ebpf, EbpfLoader};
 
 pub use btf::BtfError;
@@ -44,7 +48,7 @@ pub use net::{
     compile as compile_net_rules, proto_bits, AddrRule, NetDenial, NetRequest, TAINTED_RULE,
 };
 pub use net_dns::{dns_record, DnsAllowMap, DnsRules, DomainRule};
-pub use probe::{end_probes, probe_bpf_lsm, probe_cgroup_bpf, probe_tp_btf};
+pub use probe::{end_probes, probe_bpf_lsm, probe_cgroup_bpf, probe_fexit, probe_tp_btf};
 pub use probe_unix::probe_cgroup_unix_connect;
 pub use ring::EventStream;
 pub use run::{RunBpf, RunBpfState};
@@ -281,6 +285,8 @@ pub struct BpfRuntime {
     slots: run::Slots,
     /// Global programs attached for runs.
     globals: progs::Globals,
+    /// How the denial tracker and the `listen()` check see syscall returns.
+    exits: progs::SyscallExits,
     /// Where programs, links and maps are pinned (the daemon); `None`: nothing is.
     pins: Option<pins::PinDir>,
     /// Hook bits a pinned `SYSCALL_HOOKS` held at load (runs of an earlier daemon):
@@ -298,6 +304,9 @@ pub struct LoadOptions {
     pub pin_root: Option<PathBuf>,
     /// Size of the `EVENTS` ring (a power-of-two number of pages); 0: the default.
     pub ring_bytes: u32,
+    /// `FExit` where the probe found that trampoline programs attach: the denial
+    /// tracker then costs the host no `raw_syscalls` program.
+    pub syscall_exits: progs::SyscallExits,
 }
 
 impl BpfRuntime {
@@ -312,8 +321,8 @@ impl BpfRuntime {
     #[cfg(test)]
     fn load_with_ring(ring_bytes: u32) -> Result<Self, BpfError> {
         Self::load_with(&LoadOptions {
-            pin_root: None,
             ring_bytes,
+            ..LoadOptions::default()
         })
     }
 
@@ -350,6 +359,7 @@ impl BpfRuntime {
             hooks: run::HookRefs::default(),
             slots: run::Slots::default(),
             globals: progs::Globals::default(),
+            exits: options.syscall_exits,
             pins,
             inherited_hooks,
             ebpf,
@@ -430,15 +440,33 @@ impl BpfRuntime {
         })
     }
 
-    /// Turns on the `HOOK_*` checks in `bits` in the `sys_exit` program for `run` (see
-    /// `agentd_common::syscalls`); they stay on while any run holds them. `what` names
-    /// them in an error.
+    /// Turns on the `HOOK_*` checks in `bits` for `run` (see `agentd_common::syscalls`);
+    /// they stay on while any run holds them. With [`progs::SyscallExits::FExit`], the
+    /// denial tracker and the `listen()` check are the syscall exits' `fexit` programs;
+    /// the other checks (and both, on the fallback) are the `sys_exit` program's, which
+    /// a run attaches only when it needs one. `what` names them in an error.
     fn enable_syscall_hooks(
         &mut self,
         run: &mut RunBpf,
         bits: u32,
         what: &str,
     ) -> Result<(), BpfError> {
+        let mut bits = bits;
+        if self.exits == progs::SyscallExits::FExit {
+            if bits & HOOK_DENIALS != 0 {
+                for p in progs::denial_exits() {
+                    self.acquire_global(run, &p)?;
+                }
+            }
+            if bits & HOOK_LISTEN != 0 {
+                self.acquire_global(run, &progs::LISTEN_EXIT)?;
+            }
+            bits &= !(HOOK_DENIALS | HOOK_LISTEN);
+        }
+        if bits == 0 {
+            return Ok(());
+        }
+        self.acquire_global(run, &progs::SYS_EXIT)?;
         let new = bits & !run.hooks;
         self.hooks.acquire(new);
         if let Err(error) = self.write_hooks() {
@@ -476,6 +504,11 @@ impl BpfRuntime {
             .get(&0, 0)
             .map_err(|error| map_error("read", names::MAP_DROPPED, error))?;
         Ok(per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n)))
+    }
+
+    /// How the denial tracker and the `listen()` check see syscall returns.
+    pub fn syscall_exits(&self) -> progs::SyscallExits {
+        self.exits
     }
 
     /// How long a global program no run holds stays attached before it is detached

@@ -6,7 +6,7 @@
 use std::{fs::File, path::Path, sync::Mutex};
 
 use agentd_common::names;
-use aya::programs::{links::CgroupAttachMode, BtfTracePoint, CgroupSockAddr, Lsm};
+use aya::programs::{links::CgroupAttachMode, BtfTracePoint, CgroupSockAddr, FExit, Lsm};
 
 use super::{load_probe_object, program, section, BpfError, Loaded};
 
@@ -52,6 +52,32 @@ pub fn probe_bpf_lsm() -> Result<(), String> {
             .map_err(|error| BpfError::Attach { section, error })?;
         lsm.detach(link)
             .map_err(|error| BpfError::Detach { section, error })
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Loads the real `openat` syscall exit of the denial tracker (with this kernel's
+/// offsets) and attaches it, then detaches it: whether trampoline programs work here
+/// (BPF LSM needs them too, but a kernel can allow one and refuse the other) and the
+/// syscall entry points are where the exits expect them. Returns the section.
+pub fn probe_fexit() -> Result<&'static str, String> {
+    let exit = agentd_common::syscalls::exits::DENIAL_EXITS
+        .iter()
+        .find(|e| e.nr == agentd_common::denials::nr::OPENAT)
+        .ok_or_else(|| "no openat exit in the table".to_owned())?;
+    with_probe_object(|Loaded { ebpf, btf, .. }| {
+        let section = exit.section;
+        let prog: &mut FExit = program(ebpf, exit.prog, section)?;
+        if prog.fd().is_err() {
+            prog.load(exit.function, &*btf.get()?)
+                .map_err(|error| BpfError::Load { section, error })?;
+        }
+        let link = prog
+            .attach()
+            .map_err(|error| BpfError::Attach { section, error })?;
+        prog.detach(link)
+            .map_err(|error| BpfError::Detach { section, error })?;
+        Ok(section)
     })
     .map_err(|e| e.to_string())
 }

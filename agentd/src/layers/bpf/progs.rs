@@ -1,7 +1,7 @@
 //! The programs of the object as data: which kind each is, where it attaches, and the
 //! two ways a program is attached.
 //!
-//! - **Global** programs (tracepoints, BPF LSM hooks) see every task of the host and
+//! - **Global** programs (tracepoints, BPF LSM hooks, `fexit` programs) see every task of the host and
 //!   filter by cgroup themselves. They are attached while at least one run needs them
 //!   and detached when the last such run ends ([`Globals`]), so a runtime with no run
 //!   costs the host nothing, and fifty runs cost what one does.
@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 
 use agentd_common::{
     budget::names as budget_names, fsrules::names as fs_names, names, net::names as net_names,
-    syscalls::names as syscall_names, unix::names as unix_names,
+    syscalls::exits, syscalls::names as syscall_names, unix::names as unix_names,
 };
 use aya::programs::{
     cgroup_skb::CgroupSkbAttachType, links::CgroupAttachMode, links::FdLink, links::PinnedLink,
-    BtfTracePoint, CgroupSkb, CgroupSock, CgroupSockAddr, Lsm,
+    BtfTracePoint, CgroupSkb, CgroupSock, CgroupSockAddr, FExit, Lsm,
 };
 use aya::Ebpf;
 
@@ -36,6 +36,8 @@ pub enum Attach {
     TpBtf(&'static str),
     /// `lsm/<hook>`: global.
     Lsm(&'static str),
+    /// `fexit` on the kernel function named: global.
+    FExit(&'static str),
     /// `cgroup/connect4` and friends: per run cgroup.
     SockAddr,
     /// `cgroup/sock_create`: per run cgroup.
@@ -103,9 +105,43 @@ pub const TP_EXEC_CHECK: Prog = prog(
     Attach::TpBtf(fs_names::TP_SCHED_PROCESS_EXEC),
 );
 
-/// What every run needs: the exec and exit trackers and the `sys_exit` program (its
-/// denial tracker is on for every run).
-pub const TRACKERS: [Prog; 3] = [SCHED_PROCESS_EXEC, SCHED_PROCESS_EXIT, SYS_EXIT];
+/// What every run needs: the exec and exit trackers. The denial tracker, also on for
+/// every run, is the `sys_exit` program's or [`denial_exits`]'s ([`SyscallExits`]).
+pub const TRACKERS: [Prog; 2] = [SCHED_PROCESS_EXEC, SCHED_PROCESS_EXIT];
+
+/// How the denial tracker and the `listen()` check see a syscall return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyscallExits {
+    /// The one `tp_btf/sys_exit` program: every syscall of the host takes the slow
+    /// path while it is attached.
+    #[default]
+    Tracepoint,
+    /// `fexit` programs on the watched syscalls ([`denial_exits`], [`LISTEN_EXIT`]),
+    /// where trampoline programs attach.
+    FExit,
+}
+
+/// The denial tracker's `fexit` programs: one per watched syscall, and the seccomp
+/// filter's.
+pub fn denial_exits() -> Vec<Prog> {
+    let mut v: Vec<Prog> = exits::DENIAL_EXITS
+        .iter()
+        .map(|e| prog(e.prog, e.section, Attach::FExit(e.function)))
+        .collect();
+    v.push(prog(
+        exits::PROG_SECCOMP_EXIT,
+        exits::SECCOMP_SECTION,
+        Attach::FExit(exits::SECCOMP_FUNCTION),
+    ));
+    v
+}
+
+/// The `listen()` check's `fexit` program.
+pub const LISTEN_EXIT: Prog = prog(
+    exits::PROG_LISTEN_EXIT,
+    exits::LISTEN_SECTION,
+    Attach::FExit(exits::LISTEN_FUNCTION),
+);
 
 /// The BPF LSM inode-rule programs: `file_open`, then the path operations.
 pub fn lsm_fs_rules() -> Vec<Prog> {
@@ -230,9 +266,17 @@ pub const TAINT_EGRESS: Prog = prog(
 );
 
 /// Every program a daemon may need, verified once at its start: the global programs of
-/// the fallback paths (with `lsm`, the BPF LSM ones instead) and the cgroup programs.
-pub fn all_for(lsm: bool) -> Vec<Prog> {
+/// the fallback paths (with `lsm`, the BPF LSM ones instead; with `exits`, the syscall
+/// exits' `fexit` programs too) and the cgroup programs.
+pub fn all_for(lsm: bool, exits: SyscallExits) -> Vec<Prog> {
     let mut v: Vec<Prog> = TRACKERS.to_vec();
+    // Still needed by the hooks the exits do not replace (budgets, the audit mode's
+    // observer, runs without agentd's seccomp filter).
+    v.push(SYS_EXIT);
+    if exits == SyscallExits::FExit {
+        v.extend(denial_exits());
+        v.push(LISTEN_EXIT);
+    }
     v.extend(NET);
     v.extend(NET_RECVMSG);
     v.extend(BUDGET_SKB);
@@ -315,7 +359,7 @@ pub(super) fn ensure_loaded(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result
         return Ok(());
     }
     let btf = match p.attach {
-        Attach::TpBtf(_) | Attach::Lsm(_) => Some(btf.get()?),
+        Attach::TpBtf(_) | Attach::Lsm(_) | Attach::FExit(_) => Some(btf.get()?),
         _ => None,
     };
     load_program(program, p, btf.as_deref())
@@ -341,10 +385,12 @@ pub(super) fn load_all(ebpf: &mut Ebpf, btf: SharedBtf, progs: &[Prog]) -> Resul
     if work.is_empty() {
         return Ok(());
     }
-    let btf = if work
-        .iter()
-        .any(|(_, p, _)| matches!(p.attach, Attach::TpBtf(_) | Attach::Lsm(_)))
-    {
+    let btf = if work.iter().any(|(_, p, _)| {
+        matches!(
+            p.attach,
+            Attach::TpBtf(_) | Attach::Lsm(_) | Attach::FExit(_)
+        )
+    }) {
         Some(btf.get()?)
     } else {
         None
@@ -402,6 +448,9 @@ fn load_program(
             prog.load(tracepoint, btf()?).map_err(load)
         }
         (Attach::Lsm(hook), Program::Lsm(prog)) => prog.load(hook, btf()?).map_err(load),
+        (Attach::FExit(function), Program::FExit(prog)) => {
+            prog.load(function, btf()?).map_err(load)
+        }
         (Attach::SockAddr, Program::CgroupSockAddr(prog)) => prog.load().map_err(load),
         (Attach::Sock, Program::CgroupSock(prog)) => prog.load().map_err(load),
         (Attach::Skb(_), Program::CgroupSkb(prog)) => prog.load().map_err(load),
@@ -409,11 +458,15 @@ fn load_program(
     }
 }
 
-/// The programs a run of `plan` attaches on every path: the trackers, and its network
-/// programs. Loaded together before the run starts ([`load_all`]); the rest load on
-/// first use.
-pub fn for_plan(plan: &crate::plan::Plan) -> Vec<Prog> {
+/// The programs a run of `plan` attaches on every path: the trackers, the denial
+/// tracker's syscall exits, and its network programs. Loaded together before the run
+/// starts ([`load_all`]); the rest load on first use.
+pub fn for_plan(plan: &crate::plan::Plan, exits: SyscallExits) -> Vec<Prog> {
     let mut v: Vec<Prog> = TRACKERS.to_vec();
+    match exits {
+        SyscallExits::Tracepoint => v.push(SYS_EXIT),
+        SyscallExits::FExit => v.extend(denial_exits()),
+    }
     if let Some(net) = &plan.net {
         v.extend(NET);
         if net.resolver {
@@ -438,6 +491,11 @@ fn attach_global(ebpf: &mut Ebpf, btf: SharedBtf, p: &Prog) -> Result<FdLink, Bp
         }
         Attach::Lsm(_) => {
             let prog: &mut Lsm = program(ebpf, p.name, section)?;
+            let id = prog.attach().map_err(attach)?;
+            Ok(prog.take_link(id).map_err(attach)?.into())
+        }
+        Attach::FExit(_) => {
+            let prog: &mut FExit = program(ebpf, p.name, section)?;
             let id = prog.attach().map_err(attach)?;
             Ok(prog.take_link(id).map_err(attach)?.into())
         }
@@ -486,7 +544,9 @@ pub(super) fn attach_cgroup(
                 .map_err(attach)?;
             FdLink::try_from(prog.take_link(id).map_err(attach)?).map_err(fd_link)?
         }
-        Attach::TpBtf(_) | Attach::Lsm(_) => return Err(BpfError::NotCgroup { section }),
+        Attach::TpBtf(_) | Attach::Lsm(_) | Attach::FExit(_) => {
+            return Err(BpfError::NotCgroup { section })
+        }
     };
     Ok(HeldLink::Owned(link))
 }
@@ -615,5 +675,54 @@ impl Globals {
     /// pinned stays attached for the next daemon).
     pub fn keep_pinned(&mut self) {
         self.attached.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The syscall exits the loader attaches are `fexit` programs of the object, one per
+    /// kernel function: the eBPF side's list and `DENIAL_EXITS` agree.
+    #[test]
+    fn every_syscall_exit_is_an_fexit_program_of_the_object() {
+        if super::super::object().is_empty() {
+            eprintln!("SKIP: built without the eBPF object (AYA_BUILD_SKIP=1)");
+            return;
+        }
+        let obj = aya_obj::Object::parse(super::super::object())
+            .unwrap_or_else(|e| panic!("parse the object: {e}"));
+        let mut exits = denial_exits();
+        exits.push(LISTEN_EXIT);
+        let mut functions: Vec<&str> = Vec::new();
+        for p in &exits {
+            let program = obj
+                .programs
+                .get(p.name)
+                .unwrap_or_else(|| panic!("{} missing from the object", p.name));
+            assert!(
+                matches!(
+                    program.section,
+                    aya_obj::ProgramSection::FExit { sleepable: false }
+                ),
+                "{}: {:?}",
+                p.name,
+                program.section
+            );
+            let Attach::FExit(function) = p.attach else {
+                panic!("{p:?}");
+            };
+            assert_eq!(p.section, format!("fexit/{function}"));
+            functions.push(function);
+        }
+        let n = functions.len();
+        functions.sort_unstable();
+        functions.dedup();
+        assert_eq!(functions.len(), n, "a kernel function twice: {functions:?}");
+        // The fallback's programs stay what they were; the exits come only with FExit.
+        assert!(!all_for(false, SyscallExits::Tracepoint)
+            .iter()
+            .any(|p| matches!(p.attach, Attach::FExit(_))));
+        assert!(all_for(true, SyscallExits::FExit).contains(&LISTEN_EXIT));
     }
 }

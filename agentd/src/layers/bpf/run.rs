@@ -171,11 +171,12 @@ impl RunBpf {
 fn global_by_name(name: &str) -> Option<Prog> {
     progs::TRACKERS
         .iter()
-        .chain(std::iter::once(&progs::TP_EXEC_CHECK))
+        .chain([progs::SYS_EXIT, progs::LISTEN_EXIT, progs::TP_EXEC_CHECK].iter())
         .chain(progs::LSM_EXEC.iter())
         .chain(progs::LSM_UNIX.iter())
         .copied()
         .chain(progs::lsm_fs_rules())
+        .chain(progs::denial_exits())
         .find(|p| p.name == name)
 }
 

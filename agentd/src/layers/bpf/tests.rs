@@ -548,7 +548,7 @@ fn a_pinned_runtime_survives_its_process_and_is_adopted() {
     let root = bpffs.join("agentd");
     let options = LoadOptions {
         pin_root: Some(root.clone()),
-        ring_bytes: 0,
+        ..LoadOptions::default()
     };
     let state = {
         let mut runtime = BpfRuntime::load_with(&options).unwrap();
