@@ -68,19 +68,26 @@ pub struct Probe {
 
 impl Probe {
     pub fn detect() -> Self {
+        let started = std::time::Instant::now();
         let cgroups = probe_cgroups();
         let landlock_abi = landlock::abi_version().unwrap_or(0);
         let probe = Self {
             kernel: kernel_release(),
-            bpf_lsm: Feature::from_result(probe_bpf_lsm()),
-            fexit: Feature::from_result(
-                bpf::probe_fexit().map(|section| format!("{section} loads and attaches")),
-            ),
-            tp_btf: Feature::from_result(
-                bpf::probe_tp_btf().map(|()| "sched_process_exec/exit attach".to_owned()),
-            ),
-            cgroup_bpf: Feature::from_result(probe_cgroup_bpf(cgroups.layout.as_ref())),
-            cgroup_unix: Feature::from_result(probe_cgroup_unix(cgroups.layout.as_ref())),
+            bpf_lsm: timed("bpf_lsm", || Feature::from_result(probe_bpf_lsm())),
+            fexit: timed("fexit", || {
+                Feature::from_result(bpf::probe_fexit().map(|section| format!("{section} loads")))
+            }),
+            tp_btf: timed("tp_btf", || {
+                Feature::from_result(
+                    bpf::probe_tp_btf().map(|()| "sched_process_exec/exit attach".to_owned()),
+                )
+            }),
+            cgroup_bpf: timed("cgroup_bpf", || {
+                Feature::from_result(probe_cgroup_bpf(cgroups.layout.as_ref()))
+            }),
+            cgroup_unix: timed("cgroup_unix", || {
+                Feature::from_result(probe_cgroup_unix(cgroups.layout.as_ref()))
+            }),
             landlock: Feature::from_result(match landlock::abi_version() {
                 Ok(abi) => Ok(format!("ABI {abi}")),
                 Err(e) => Err(e.to_string()),
@@ -92,17 +99,28 @@ impl Probe {
                 "SECCOMP_RET_USER_NOTIF",
             )),
             sock_destroy: Feature::from_result(crate::budgets::sockets::probe_destroy()),
-            private_proc: Feature::from_result(
-                crate::layers::procfs::PrivateProc::create()
-                    .map(|_| "fsopen(proc) with hidepid=invisible, fsmount".to_owned())
-                    .map_err(|e| e.to_string()),
-            ),
+            private_proc: timed("private_proc", || {
+                Feature::from_result(
+                    crate::layers::procfs::PrivateProc::create()
+                        .map(|_| "fsopen(proc) with hidepid=invisible, fsmount".to_owned())
+                        .map_err(|e| e.to_string()),
+                )
+            }),
             cgroups,
         };
         // What the probes loaded goes now: a run loads its own runtime.
         bpf::end_probes();
+        tracing::debug!("probes done in {:?}", started.elapsed());
         probe
     }
+}
+
+/// Runs the probe `f`, logging how long it took (`AGENTD_LOG=agentd=debug`).
+fn timed<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    tracing::debug!("probe {name}: {:?}", started.elapsed());
+    out
 }
 
 /// A probe where everything is available (detail "probe said so"), for Plan unit tests

@@ -410,8 +410,9 @@ impl BpfRuntime {
     /// [`progs::load_all`]). A daemon finds a program the kernel refuses at start-up,
     /// not at a run's launch; a standalone run verifies its programs in parallel.
     pub fn preload(&mut self, progs: &[progs::Prog], unix_cgroup: bool) -> Result<(), BpfError> {
+        let started = std::time::Instant::now();
         let (ebpf, btf, unix) = (&mut self.ebpf, self.btf, &mut self.unix);
-        std::thread::scope(|scope| {
+        let loaded = std::thread::scope(|scope| {
             let unix = unix_cgroup.then(|| scope.spawn(|| unix.load_cgroup_progs()));
             let loaded = progs::load_all(ebpf, btf, progs);
             let unix = match unix.map(|h| h.join()) {
@@ -420,7 +421,13 @@ impl BpfRuntime {
                 Some(Err(_)) => Err(BpfError::LoaderPanicked),
             };
             loaded.and(unix)
-        })
+        });
+        tracing::debug!(
+            "{} program(s) loaded in {:?}",
+            progs.len(),
+            started.elapsed()
+        );
+        loaded
     }
 
     /// The pin directory, when this runtime pins.
@@ -517,10 +524,16 @@ impl BpfRuntime {
         self.globals.set_linger(linger);
     }
 
-    /// Detaches the global programs whose linger has passed (`all_idle`: every one no
-    /// run holds). Returns their names.
+    /// Detaches the global programs whose linger has passed, on a thread of its own
+    /// (`all_idle`: every one no run holds, here and now). Returns their names.
     pub fn reap_idle_programs(&mut self, all_idle: bool) -> Vec<&'static str> {
         self.globals.reap(std::time::Instant::now(), all_idle)
+    }
+
+    /// Waits until what [`BpfRuntime::reap_idle_programs`] detaches on its thread is gone.
+    #[cfg(test)]
+    pub fn wait_detached(&mut self) {
+        self.globals.wait_detached();
     }
 
     /// What the runtime holds now, for `agentd status` and the tests: runs, global

@@ -338,6 +338,7 @@ impl BpfRuntime {
     /// tainted run whose sockets could not be aborted keeps its packets dropped for as
     /// long as its cgroup exists. Missing entries are fine; other failures are logged.
     pub fn release(&mut self, run: RunBpf, keep_taint: bool) {
+        let started = std::time::Instant::now();
         let RunBpf {
             slot,
             cgroup_id,
@@ -359,10 +360,9 @@ impl BpfRuntime {
         if let Err(e) = self.write_hooks() {
             tracing::warn!("releasing run slot {slot}: {e}");
         }
-        for name in globals {
-            self.globals.release(name);
-        }
+        self.globals.release(&globals);
         self.slots.free(slot);
+        tracing::debug!("run slot {slot} released in {:?}", started.elapsed());
     }
 
     /// Removes every map entry of run `slot` / `cgroup_id`.

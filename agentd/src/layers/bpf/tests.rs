@@ -522,6 +522,8 @@ fn idle_global_programs_linger_then_go() {
         "{:?}",
         runtime.status()
     );
+    // Detached on the reaper's thread.
+    runtime.wait_detached();
     assert!(links() < before, "the links are closed: {before} before");
     let run = runtime.register(a.id(), "a").unwrap();
     runtime.release(run, false);
