@@ -91,6 +91,27 @@ pub mod exits {
             "exit_renameat2", "__x64_sys_renameat2", nr::RENAMEAT2;
         }
     };
+    /// The syscall number of the exit named `prog` in [`DENIAL_EXITS`], for the eBPF
+    /// side (in a `const` block, so a name missing from the table fails the build).
+    pub const fn nr_of(prog: &str) -> u32 {
+        let mut i = 0;
+        while i < DENIAL_EXITS.len() {
+            let name = DENIAL_EXITS[i].prog.as_bytes();
+            let want = prog.as_bytes();
+            if name.len() == want.len() {
+                let mut j = 0;
+                while j < name.len() && name[j] == want[j] {
+                    j += 1;
+                }
+                if j == name.len() {
+                    return DENIAL_EXITS[i].nr;
+                }
+            }
+            i += 1;
+        }
+        panic!("not a program of DENIAL_EXITS");
+    }
+
     /// The exit of the seccomp filter's check: syscalls the filter refused.
     pub const PROG_SECCOMP_EXIT: &str = "exit_seccomp";
     pub const SECCOMP_FUNCTION: &str = "__secure_computing";
@@ -136,3 +157,15 @@ pub const HOOK_ALL: u32 = (1 << 9) - 1;
 pub const RUN_OBSERVE_FILES: u32 = 1 << 31;
 /// The run slot of a `RUN_CGROUPS` value.
 pub const RUN_SLOT_MASK: u32 = RUN_OBSERVE_FILES - 1;
+
+#[cfg(test)]
+mod tests {
+    use super::exits::{nr_of, DENIAL_EXITS};
+
+    #[test]
+    fn every_exit_is_found_by_its_name_with_its_number() {
+        for e in DENIAL_EXITS {
+            assert_eq!(nr_of(e.prog), e.nr, "{}", e.prog);
+        }
+    }
+}

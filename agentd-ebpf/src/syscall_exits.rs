@@ -12,7 +12,8 @@
 
 use agentd_common::{
     budget::PT_REGS_ORIG_AX_OFFSET,
-    denials::{nr, PT_REGS_AX, PT_REGS_DI},
+    denials::{PT_REGS_AX, PT_REGS_DI},
+    syscalls::exits,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
@@ -36,39 +37,40 @@ fn syscall_returned(ctx: &FExitContext, id: u32) -> i32 {
 }
 
 macro_rules! denial_exit {
-    ($($prog:ident = $nr:expr;)*) => {
+    ($($prog:ident)*) => {
         $(
             #[fexit]
             pub fn $prog(ctx: FExitContext) -> i32 {
-                syscall_returned(&ctx, $nr)
+                syscall_returned(&ctx, const { exits::nr_of(stringify!($prog)) })
             }
         )*
     };
 }
 
-// The names and order of `agentd_common::syscalls::exits::DENIAL_EXITS`.
+// The programs of `agentd_common::syscalls::exits::DENIAL_EXITS`, whose table gives each
+// its syscall number (and the loader its kernel function).
 denial_exit! {
-    exit_open = nr::OPEN;
-    exit_creat = nr::CREAT;
-    exit_truncate = nr::TRUNCATE;
-    exit_mkdir = nr::MKDIR;
-    exit_rmdir = nr::RMDIR;
-    exit_unlink = nr::UNLINK;
-    exit_execve = nr::EXECVE;
-    exit_openat = nr::OPENAT;
-    exit_mkdirat = nr::MKDIRAT;
-    exit_unlinkat = nr::UNLINKAT;
-    exit_execveat = nr::EXECVEAT;
-    exit_openat2 = nr::OPENAT2;
-    exit_socket = nr::SOCKET;
-    exit_kill = nr::KILL;
-    exit_tkill = nr::TKILL;
-    exit_tgkill = nr::TGKILL;
-    exit_rename = nr::RENAME;
-    exit_link = nr::LINK;
-    exit_renameat = nr::RENAMEAT;
-    exit_linkat = nr::LINKAT;
-    exit_renameat2 = nr::RENAMEAT2;
+    exit_open
+    exit_creat
+    exit_truncate
+    exit_mkdir
+    exit_rmdir
+    exit_unlink
+    exit_execve
+    exit_openat
+    exit_mkdirat
+    exit_unlinkat
+    exit_execveat
+    exit_openat2
+    exit_socket
+    exit_kill
+    exit_tkill
+    exit_tgkill
+    exit_rename
+    exit_link
+    exit_renameat
+    exit_linkat
+    exit_renameat2
 }
 
 /// `__secure_computing` returned: non-zero means the filter's action skips the syscall

@@ -9,21 +9,29 @@ use std::process::Stdio;
 
 use integration::{require_root, stdout, testprog, Sandbox};
 
-/// `tp_name` → count of the raw-tracepoint BPF links process `pid` holds, from
-/// `/proc/PID/fdinfo`.
+/// The `/proc/PID/fdinfo` text of each fd process `pid` holds whose fdinfo has every
+/// line of `lines` (an fd closed since the listing is simply gone).
+fn fdinfo_with(pid: u32, lines: &[&str]) -> Vec<String> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|info| lines.iter().all(|want| info.lines().any(|l| l == *want)))
+        .collect()
+}
+
+/// The value of the fdinfo field `key` (`key:\tvalue`).
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(":\t"))
+}
+
+/// `tp_name` → count of the raw-tracepoint BPF links process `pid` holds.
 fn raw_tracepoint_links(pid: u32) -> BTreeMap<String, usize> {
     let mut links = BTreeMap::new();
-    let dir = format!("/proc/{pid}/fdinfo");
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {dir}: {e}")) {
-        let Ok(entry) = entry else { continue };
-        // An fd closed since the listing is simply gone.
-        let Ok(info) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        if !info.lines().any(|l| l == "link_type:\traw_tracepoint") {
-            continue;
-        }
-        if let Some(tp) = info.lines().find_map(|l| l.strip_prefix("tp_name:\t")) {
+    for info in fdinfo_with(pid, &["link_type:\traw_tracepoint"]) {
+        if let Some(tp) = field(&info, "tp_name") {
             *links.entry(tp.to_owned()).or_insert(0) += 1;
         }
     }
@@ -100,29 +108,11 @@ const BPF_TRACE_FEXIT: &str = "25";
 
 /// The kernel functions (BTF ids) of the `fexit` links process `pid` holds.
 fn fexit_links(pid: u32) -> Vec<u64> {
-    let mut ids = Vec::new();
-    let dir = format!("/proc/{pid}/fdinfo");
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {dir}: {e}")) {
-        let Ok(entry) = entry else { continue };
-        let Ok(info) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        if !info.lines().any(|l| l == "link_type:\ttracing")
-            || !info
-                .lines()
-                .any(|l| l == format!("attach_type:\t{BPF_TRACE_FEXIT}"))
-        {
-            continue;
-        }
-        if let Some(id) = info
-            .lines()
-            .find_map(|l| l.strip_prefix("target_btf_id:\t"))
-            .and_then(|v| v.trim().parse().ok())
-        {
-            ids.push(id);
-        }
-    }
-    ids
+    let attach_type = format!("attach_type:\t{BPF_TRACE_FEXIT}");
+    fdinfo_with(pid, &["link_type:\ttracing", &attach_type])
+        .iter()
+        .filter_map(|info| field(info, "target_btf_id")?.trim().parse().ok())
+        .collect()
 }
 
 /// Where trampolines attach (the VM's distribution kernel), a run whose policy needs
