@@ -215,8 +215,12 @@ async fn run(
     mut write: OwnedWriteHalf,
 ) {
     let detach = req.detach;
+    let started = std::time::Instant::now();
     let (spec, state) = match build_spec(&daemon, &peer, req, fds) {
-        Ok(x) => x,
+        Ok(x) => {
+            tracing::debug!("run request: spec built in {:?}", started.elapsed());
+            x
+        }
         Err((code, layer, message)) => {
             let _ = send(
                 &mut write,

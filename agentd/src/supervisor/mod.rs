@@ -23,6 +23,7 @@ mod resources;
 mod router;
 mod spec;
 mod supervise;
+mod timing;
 mod unix;
 pub mod user;
 

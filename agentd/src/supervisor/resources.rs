@@ -32,6 +32,7 @@ use crate::run_guard::RunGuard;
 
 use super::records::RunAudit;
 use super::spec::RunSpec;
+use super::timing::PhaseTimer;
 use super::{setup_err, Host, SetupError};
 
 /// A run's resources, from set-up to teardown.
@@ -102,8 +103,9 @@ impl RunResources {
         &mut self,
         spec: &RunSpec,
         audit: &mut RunAudit,
+        timer: &mut PhaseTimer,
     ) -> Result<(), SetupError> {
-        self.register_and_enforce(spec, audit).await
+        self.register_and_enforce(spec, audit, timer).await
     }
 
     /// Sets up what an attached run needs on an existing cgroup (`agentd attach`):
@@ -127,7 +129,8 @@ impl RunResources {
         audit: &mut RunAudit,
     ) -> Result<Self, SetupError> {
         let mut res = Self::holding(host, spec, cgroups);
-        res.register_and_enforce(spec, audit).await?;
+        res.register_and_enforce(spec, audit, &mut PhaseTimer::start())
+            .await?;
         Ok(res)
     }
 
@@ -135,6 +138,7 @@ impl RunResources {
         &mut self,
         spec: &RunSpec,
         audit: &mut RunAudit,
+        timer: &mut PhaseTimer,
     ) -> Result<(), SetupError> {
         self.bpf = Some(
             self.host
@@ -142,8 +146,10 @@ impl RunResources {
                 .register(self.cgroup_id, &spec.id)
                 .map_err(|e| setup_err(name::BPF, e))?,
         );
+        timer.mark("slot");
         self.start_resolver(spec, audit).await?;
-        self.enforce(spec)?;
+        timer.mark("resolver");
+        self.enforce(spec, timer)?;
         Ok(())
     }
 
@@ -254,7 +260,7 @@ impl RunResources {
     }
 
     /// Network, inode, exec and unix rules, and the budget counters.
-    fn enforce(&mut self, spec: &RunSpec) -> Result<(), SetupError> {
+    fn enforce(&mut self, spec: &RunSpec, timer: &mut PhaseTimer) -> Result<(), SetupError> {
         let attached = self.is_attached();
         let (Some(run), Some(cgroups)) = (self.bpf.as_mut(), self.cgroups.as_ref()) else {
             return Err(setup_err(name::BPF, "the run has no eBPF slot"));
@@ -264,6 +270,7 @@ impl RunResources {
         if let Some(req) = &spec.plan.net {
             bpf.enforce_net(run, &dir, req)
                 .map_err(|e| setup_err(name::BPF, e))?;
+            timer.mark("net");
         }
         if let Some(path) = spec.plan.fs_rules {
             super::fsrules::enable(&mut bpf, run, path, &spec.policy, &dir)
@@ -273,7 +280,9 @@ impl RunResources {
             super::fsrules::enable_exec(&mut bpf, run, path, &spec.policy)
                 .map_err(|e| setup_err(path.layer(), e))?;
         }
+        timer.mark("fs+exec");
         super::unix::enable(&mut bpf, run, &spec.plan, &spec.policy, cgroups)?;
+        timer.mark("unix");
         if spec.policy.mode.records_only() && !attached {
             // Nothing refuses a file access here: its successful file syscalls are
             // reported, and those the fs rules would deny are recorded as would_deny.
@@ -298,6 +307,7 @@ impl RunResources {
             )
             .map_err(|e| setup_err(name::BPF, e))?;
         self.budgets.attach(counters);
+        timer.mark("budgets");
         Ok(())
     }
 

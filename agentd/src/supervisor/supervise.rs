@@ -24,6 +24,7 @@ use crate::net::dns::DnsDecision;
 use super::records::{errno_name, signal_name, wait_status, RunAudit, Say};
 use super::resources::RunResources;
 use super::spec::{Control, PreparedRun, RunHooks, RunSpec, StartedRun};
+use super::timing::PhaseTimer;
 use super::{
     setup_err, Host, SetupError, EXIT_EXEC_DENIED, EXIT_KILLED, EXIT_NOT_FOUND, EXIT_SETUP_FAILED,
 };
@@ -63,6 +64,7 @@ pub(super) async fn run(
     mut controls: mpsc::Receiver<Control>,
     mut hooks: Box<dyn RunHooks>,
 ) -> RunOutcome {
+    let mut timer = PhaseTimer::start();
     // The one place both the CLI's and the daemon's runs pass: `env` applies to each.
     spec.env = spec.policy.env.apply(&spec.env);
     let launch_cwd = spec
@@ -74,7 +76,9 @@ pub(super) async fn run(
         Ok(a) => a,
         Err(outcome) => return outcome,
     };
+    timer.mark("audit");
     record_start(&host, &spec, &mut audit);
+    timer.mark("run_start");
     if audit.failed {
         return RunOutcome {
             id: spec.id.clone(),
@@ -114,6 +118,7 @@ pub(super) async fn run(
         &mut audit,
         &mut controls,
         hooks.as_mut(),
+        timer,
     )
     .await
     {
@@ -312,6 +317,7 @@ async fn launch_and_wait(
     audit: &mut RunAudit,
     controls: &mut mpsc::Receiver<Control>,
     hooks: &mut dyn RunHooks,
+    mut timer: PhaseTimer,
 ) -> Result<RunOutcome, SetupError> {
     // The programs every run of this plan attaches, verified together (a no-op where
     // the daemon loaded everything at its start).
@@ -322,8 +328,11 @@ async fn launch_and_wait(
         bpf.preload(&progs, unix_cgroup)
             .map_err(|e| setup_err(name::BPF, e))?;
     }
+    timer.mark("preload");
     let mut res = RunResources::create(host, spec, audit)?;
-    let outcome = launch(spec, program, &mut res, audit, hooks).await?;
+    timer.mark("cgroups");
+    let outcome = launch(spec, program, &mut res, audit, hooks, &mut timer).await?;
+    tracing::debug!("launch of {}: {}", spec.id, timer.summary());
     let pid = match outcome {
         SpawnOutcome::Running(pid) => pid,
         SpawnOutcome::Failed { stage, errno } => {
@@ -469,8 +478,10 @@ async fn finish(
     let attached = matches!(waiter, Waiter::Attached { .. });
     let (ending, killed_by) =
         supervise(host, spec, waiter, &mut res, audit, controls, hooks).await?;
+    let mut timer = PhaseTimer::start();
     let mut budget_kill = None;
     let report = res.teardown(spec, audit, &mut budget_kill).await;
+    timer.mark("teardown");
     let killed_by = killed_by.or(budget_kill);
     // Processes whose exit record did not come (killed at teardown, lost) end here.
     audit.flush_repeats(None);
@@ -504,9 +515,12 @@ async fn finish(
             .then(|| "the command's exit was not seen: the kernel's ring buffer lost it".into()),
     };
     audit.record(name::AGENTD, None, end.into());
+    timer.mark("run_end");
     if !res.budgets.is_empty() {
         audit.say.raw(&res.budgets.table());
     }
+    timer.mark("say");
+    tracing::debug!("end of {}: {}", spec.id, timer.summary());
     if let Some(e) = report.cgroup_error {
         audit.say.line(&format!("cgroup: {e}"));
     }
@@ -631,6 +645,7 @@ async fn launch(
     res: &mut RunResources,
     audit: &mut RunAudit,
     hooks: &mut dyn RunHooks,
+    timer: &mut PhaseTimer,
 ) -> Result<SpawnOutcome, SetupError> {
     let cgroups = res.cgroups()?;
     let v2_leaf = cgroups.identity().path.clone();
@@ -640,7 +655,8 @@ async fn launch(
         .collect();
     // From here on, an error drops `child`: it exits 125 before exec and is reaped.
     let child = fork_child(spec, program, cgroups)?;
-    res.confine(spec, audit).await?;
+    timer.mark("fork");
+    res.confine(spec, audit, timer).await?;
     let prepared = PreparedRun {
         cgroup_paths,
         bpf: res
@@ -653,6 +669,7 @@ async fn launch(
         layer: name::AGENTD,
         source: e,
     })?;
+    timer.mark("state");
     if spec.tied_to_agentd {
         // From here on, agentd dying (even by SIGKILL) kills the whole run. (Before,
         // the child dies with agentd by PR_SET_PDEATHSIG, before it execs.)
@@ -667,7 +684,9 @@ async fn launch(
             layer: name::AGENTD,
             source: e,
         })?;
-    child.start().map_err(|e| setup_err(name::AGENTD, e))
+    let started = child.start().map_err(|e| setup_err(name::AGENTD, e));
+    timer.mark("start");
+    started
 }
 
 /// Forks the run's child (see [`launch::Paused`]). What it needs is built here, before
