@@ -65,12 +65,17 @@ pub mod names {
 pub const NET_MAX_ENTRIES: u32 = 64 * 1024;
 /// Most (port range, protocol) rules one trie entry can carry after merging.
 pub const NET_RULES_PER_ENTRY: usize = 32;
-/// Bytes of key data in the IPv4 tries: run slot (4) + address (4).
+/// Bytes of key data in the IPv4 tries: rule table (4) + address (4).
 pub const NET_KEY4_LEN: usize = 8;
-/// Bytes of key data in the IPv6 tries: run slot (4) + address (16).
+/// Bytes of key data in the IPv6 tries: rule table (4) + address (16).
 pub const NET_KEY6_LEN: usize = 20;
-/// Bits of the run slot at the start of every key.
+/// Bits of the rule table ([`NetRunEntry::table`]) at the start of every key.
 pub const NET_SLOT_BITS: u32 = 32;
+/// [`NetRunEntry::table`] at or above this: a rule table shared by every run whose
+/// policy has the same rules (and no resolver), kept by agentd by content. Below it, a
+/// table is one run's own, numbered by its slot (a run whose resolver adds host entries
+/// as names resolve has its own).
+pub const NET_TABLE_SHARED: u32 = 1 << 31;
 
 /// [`NetPortRule::protos`] bit: TCP.
 pub const NET_PROTO_TCP: u8 = 1 << 0;
@@ -153,6 +158,17 @@ pub struct NetPortRule {
     pub _pad: u8,
     /// Index of the policy rule (in `net.allow` or `net.bind`) this came from.
     pub rule: u16,
+}
+
+/// Value of `NET_RUNS` (key: run slot): how the run's socket operations are judged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetRunEntry {
+    /// `NET_FLAG_*`.
+    pub flags: u32,
+    /// The rule table its lookups key the tries with: its slot, or a shared table
+    /// ([`NET_TABLE_SHARED`] and above).
+    pub table: u32,
 }
 
 /// Value of the allow tries: every rule that applies to the entry's address range.
@@ -261,6 +277,11 @@ const _: () = {
     assert!(offset_of!(NetRuleSet, count) == 0);
     assert!(offset_of!(NetRuleSet, rules) == 8);
 
+    assert!(size_of::<NetRunEntry>() == 8);
+    assert!(offset_of!(NetRunEntry, flags) == 0);
+    assert!(offset_of!(NetRunEntry, table) == 4);
+    assert!(NET_TABLE_SHARED > crate::MAX_WATCHED_CGROUPS);
+
     assert!(size_of::<NetDnsTarget>() == 4);
     assert!(size_of::<NetDnsOrigin>() == 24);
     assert!(offset_of!(NetDnsOrigin, port) == 16);
@@ -289,6 +310,8 @@ mod user {
     unsafe impl aya::Pod for super::NetRuleSet {}
     // SAFETY: as above; integer fields and a byte array, no implicit padding.
     unsafe impl aya::Pod for super::NetEvent {}
+    // SAFETY: as above; two u32 fields.
+    unsafe impl aya::Pod for super::NetRunEntry {}
     // SAFETY: as above; two u16 fields, no implicit padding.
     unsafe impl aya::Pod for super::NetDnsTarget {}
     // SAFETY: as above; u32 fields only.
@@ -308,6 +331,14 @@ mod tests {
         assert_eq!(size_of::<NetEvent>(), 80);
         assert_eq!(offset_of!(NetEvent, addr), 64);
         assert_eq!(offset_of!(NetEvent, port), 56);
+        assert_eq!(size_of::<NetRunEntry>(), 8);
+        assert_eq!(offset_of!(NetRunEntry, table), 4);
+    }
+
+    #[test]
+    fn shared_tables_never_collide_with_a_run_slot() {
+        // (NET_TABLE_SHARED > MAX_WATCHED_CGROUPS is asserted at compile time above.)
+        assert_eq!(NET_TABLE_SHARED.to_be_bytes()[0] & 0x80, 0x80);
     }
 
     #[test]

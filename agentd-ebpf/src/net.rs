@@ -1,9 +1,11 @@
 //! Network enforcement per run: `cgroup/connect4`, `connect6`, `sendmsg4`, `sendmsg6`,
 //! `bind4`, `bind6` and `sock_create`, attached to each run's v2 cgroup.
 //!
-//! The run is found from the current task's cgroup (`RUN_CGROUPS`), its flags from
-//! `NET_RUNS`; a task whose cgroup or slot is not registered is denied (fail closed).
-//! Addresses are looked up in LPM tries keyed by run slot + address; the longest match
+//! The run is found from the current task's cgroup (`RUN_CGROUPS`), its flags and rule
+//! table from `NET_RUNS`; a task whose cgroup or slot is not registered is denied (fail
+//! closed). Addresses are looked up in LPM tries keyed by rule table + address (a table
+//! is the run's own, numbered by its slot, or one shared by the runs whose policies have
+//! the same rules, `NET_TABLE_SHARED` and above); the longest match
 //! carries every (port range, protocol) rule that applies (userspace merged them). An
 //! IPv4-mapped IPv6 destination is judged by the IPv4 tries. The protocol comes from the
 //! socket (`IPPROTO_TCP` / `IPPROTO_UDP`); anything else is denied.
@@ -25,7 +27,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use agentd_common::{
     net::{
-        NetDnsOrigin, NetDnsTarget, NetEvent, NetRuleSet, DNS_PORT, EVENT_KIND_NET,
+        NetDnsOrigin, NetDnsTarget, NetEvent, NetRuleSet, NetRunEntry, DNS_PORT, EVENT_KIND_NET,
         NET_DNS_ORIGIN_ENTRIES, NET_FLAG_AUDIT_ONLY, NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND,
         NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED, NET_FLAG_TAINT_CHECK, NET_KEY4_LEN,
         NET_KEY6_LEN, NET_MAX_ENTRIES, NET_OP_BIND, NET_OP_CONNECT, NET_OP_LISTEN, NET_OP_SENDMSG,
@@ -87,9 +89,9 @@ static NET_DNS_ORIGIN: LruHashMap<u64, NetDnsOrigin> =
 #[map]
 pub(crate) static NET_DNS: HashMap<u32, NetDnsTarget> =
     HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
-/// Run slot → `NET_FLAG_*`.
+/// Run slot → its `NET_FLAG_*` and the rule table its lookups use.
 #[map]
-static NET_RUNS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
+static NET_RUNS: HashMap<u32, NetRunEntry> = HashMap::with_max_entries(MAX_WATCHED_CGROUPS, 0);
 
 /// Which rule tries a lookup reads.
 const TABLE_ALLOW: u32 = 0;
@@ -383,8 +385,12 @@ fn decide(req: &Request, v4: bool) -> i32 {
     let Some((cgroup_id, slot)) = watched_cgroup() else {
         return deny(req, NET_REASON_NO_RUN, 0, 0, 0);
     };
-    // SAFETY: plain u32 copied out at once; see maps::watched_cgroup.
-    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
+    // SAFETY: plain value copied out at once; see maps::watched_cgroup.
+    let Some(NetRunEntry {
+        flags,
+        table: rules_of,
+    }) = (unsafe { NET_RUNS.get(slot) }).copied()
+    else {
         return deny(req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
     let bind = req.op == NET_OP_BIND;
@@ -397,7 +403,7 @@ fn decide(req: &Request, v4: bool) -> i32 {
     let tainted = !bind && flags & NET_FLAG_TAINT_CHECK != 0 && is_tainted(cgroup_id);
     if flags & filter == 0 {
         if tainted {
-            return after_taint(req, v4, cgroup_id, slot, flags);
+            return after_taint(req, v4, cgroup_id, slot, flags, rules_of);
         }
         return ALLOW;
     }
@@ -414,10 +420,10 @@ fn decide(req: &Request, v4: bool) -> i32 {
     // port). The kernel's implicit bind of a socket on its first connect/sendto (or
     // listen) does not run this hook.
     let table = if bind { TABLE_BIND } else { TABLE_ALLOW };
-    if let Some(rules) = lookup(req, slot, v4, table) {
+    if let Some(rules) = lookup(req, rules_of, v4, table) {
         if matches(rules, req.port, proto) {
             if tainted {
-                return after_taint(req, v4, cgroup_id, slot, flags);
+                return after_taint(req, v4, cgroup_id, slot, flags, rules_of);
             }
             return ALLOW;
         }
@@ -438,14 +444,21 @@ fn is_tainted(cgroup_id: u64) -> bool {
 
 /// A tainted run's outbound operation: allowed only by a `net.after_taint` rule.
 #[inline(always)]
-fn after_taint(req: &Request, v4: bool, cgroup_id: u64, slot: u32, flags: u32) -> i32 {
+fn after_taint(
+    req: &Request,
+    v4: bool,
+    cgroup_id: u64,
+    slot: u32,
+    flags: u32,
+    rules_of: u32,
+) -> i32 {
     let proto = match req.protocol {
         IPPROTO_TCP => NET_PROTO_TCP,
         IPPROTO_UDP => NET_PROTO_UDP,
         _ => 0,
     };
     if proto != 0 {
-        if let Some(rules) = lookup(req, slot, v4, TABLE_TAINT) {
+        if let Some(rules) = lookup(req, rules_of, v4, TABLE_TAINT) {
             if matches(rules, req.port, proto) {
                 return ALLOW;
             }
@@ -473,15 +486,21 @@ pub(crate) fn after_taint_allows(
         port,
         addr: *addr,
     };
-    match lookup(&req, slot, v4, TABLE_TAINT) {
+    // SAFETY: plain value copied out at once.
+    let Some(entry) = (unsafe { NET_RUNS.get(slot) }).copied() else {
+        return false;
+    };
+    match lookup(&req, entry.table, v4, TABLE_TAINT) {
         Some(rules) => matches(rules, port, proto),
         None => false,
     }
 }
 
 #[inline(always)]
-fn lookup(req: &Request, slot: u32, v4: bool, table: u32) -> Option<&'static NetRuleSet> {
-    let slot = slot.to_be_bytes();
+/// The entry of rule table `rules_of` ([`NetRunEntry::table`]) in trie `table` that
+/// holds `req`'s address.
+fn lookup(req: &Request, rules_of: u32, v4: bool, table: u32) -> Option<&'static NetRuleSet> {
+    let slot = rules_of.to_be_bytes();
     if v4 {
         let mut data = [0u8; NET_KEY4_LEN];
         data[..4].copy_from_slice(&slot);
@@ -556,8 +575,8 @@ fn on_sock_create(ctx: &SockContext) -> i32 {
     let Some((cgroup_id, slot)) = watched_cgroup() else {
         return deny(&req, NET_REASON_NO_RUN, 0, 0, 0);
     };
-    // SAFETY: plain u32 copied out at once.
-    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
+    // SAFETY: plain value copied out at once.
+    let Some(NetRunEntry { flags, .. }) = (unsafe { NET_RUNS.get(slot) }).copied() else {
         return deny(&req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
     if flags & NET_FLAG_RAW_ALLOWED != 0 {
@@ -589,8 +608,12 @@ pub(crate) fn on_listened(fd: u64) {
     let Some((cgroup_id, slot)) = watched_cgroup() else {
         return;
     };
-    // SAFETY: plain u32 copied out at once.
-    let Some(flags) = (unsafe { NET_RUNS.get(slot) }).copied() else {
+    // SAFETY: plain value copied out at once.
+    let Some(NetRunEntry {
+        flags,
+        table: rules_of,
+    }) = (unsafe { NET_RUNS.get(slot) }).copied()
+    else {
         return;
     };
     if flags & NET_FLAG_FILTER_BIND == 0 {
@@ -621,7 +644,7 @@ pub(crate) fn on_listened(fd: u64) {
         port: 0,
         addr: [0; 16],
     };
-    if let Some(rules) = lookup(&req, slot, family == AF_INET, TABLE_BIND) {
+    if let Some(rules) = lookup(&req, rules_of, family == AF_INET, TABLE_BIND) {
         if matches(rules, 0, NET_PROTO_TCP) {
             return;
         }

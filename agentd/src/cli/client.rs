@@ -454,7 +454,10 @@ pub fn status(json: bool) -> ExitCode {
                     s.pinned_objects,
                     s.pin_dir.as_deref().unwrap_or("-")
                 );
-                println!("  map entries      {}", s.map_entries);
+                println!(
+                    "  map entries      {} ({} idle shared net rule table(s))",
+                    s.map_entries, s.idle_net_tables
+                );
                 println!(
                     "  ring drops       {} ({} unrouted event(s))",
                     s.ring_dropped, s.unrouted_events

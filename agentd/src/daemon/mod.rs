@@ -147,6 +147,7 @@ impl Daemon {
             pin_dir: rt.pin_dir.map(|p| p.display().to_string()),
             pinned_objects: pinned,
             map_entries: entries,
+            idle_net_tables: rt.idle_net_tables,
             ring_dropped: dropped,
             unrouted_events: self.host.router.unrouted(),
             audit: self.host.audit_path.display().to_string(),

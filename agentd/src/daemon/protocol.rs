@@ -238,8 +238,12 @@ pub struct DaemonStatus {
     pub programs: Vec<(String, u32)>,
     pub pin_dir: Option<String>,
     pub pinned_objects: usize,
-    /// Map entries of all runs together (0 with no run).
+    /// Map entries of all runs together (0 with no run, once idle net rule tables have
+    /// lingered `programs_linger_ms`).
     pub map_entries: usize,
+    /// Shared net rule tables no run holds, lingering for a run with the same rules.
+    #[serde(default)]
+    pub idle_net_tables: usize,
     pub ring_dropped: u64,
     /// Events whose cgroup no run had subscribed (late events of ended runs).
     pub unrouted_events: u64,

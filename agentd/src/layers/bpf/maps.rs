@@ -74,7 +74,7 @@ pub struct Maps {
     pub net_bind6: Trie6,
     pub net_taint4: Trie4,
     pub net_taint6: Trie6,
-    pub net_runs: HashMap<MapData, u32, u32>,
+    pub net_runs: HashMap<MapData, u32, agentd_common::net::NetRunEntry>,
     pub net_dns: HashMap<MapData, u32, NetDnsTarget>,
     pub unix_prefixes: LpmTrie<MapData, [u8; UNIX_KEY_LEN], UnixRule>,
     pub unix_inodes: HashMap<MapData, FsRuleKey, UnixRule>,

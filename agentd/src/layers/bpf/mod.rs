@@ -22,6 +22,7 @@ mod fsrules;
 mod maps;
 mod net;
 mod net_dns;
+mod net_tables;
 pub mod pins;
 mod probe;
 mod probe_unix;
@@ -202,6 +203,9 @@ pub enum BpfError {
         /// Runs one runtime serves at once.
         max: u32,
     },
+    /// Every shared net rule table number is in use.
+    #[error("every shared net rule table number is in use")]
+    NoNetTable,
     /// A re-adopted run's slot is already in use.
     #[error("run slot {slot} is already in use")]
     SlotTaken {
@@ -285,6 +289,8 @@ pub struct BpfRuntime {
     slots: run::Slots,
     /// Global programs attached for runs.
     globals: progs::Globals,
+    /// Net rule tables shared by runs with the same rules.
+    net_tables: net_tables::NetTables,
     /// How the denial tracker and the `listen()` check see syscall returns.
     exits: progs::SyscallExits,
     /// Where programs, links and maps are pinned (the daemon); `None`: nothing is.
@@ -359,6 +365,7 @@ impl BpfRuntime {
             hooks: run::HookRefs::default(),
             slots: run::Slots::default(),
             globals: progs::Globals::default(),
+            net_tables: net_tables::NetTables::default(),
             exits: options.syscall_exits,
             pins,
             inherited_hooks,
@@ -370,8 +377,9 @@ impl BpfRuntime {
         Ok(runtime)
     }
 
-    /// After re-adoption: drops the hook bits, global links and run pin directories an
-    /// earlier daemon left that no run in `adopted` (run ids) holds. Returns the names of
+    /// After re-adoption: drops the hook bits, global links, shared net rule tables and
+    /// run pin directories an earlier daemon left that no run in `adopted` (run ids)
+    /// holds. Returns the names of
     /// the run pin directories removed.
     pub fn settle(&mut self, adopted: &[String]) -> Result<Vec<String>, BpfError> {
         self.inherited_hooks = 0;
@@ -395,6 +403,7 @@ impl BpfRuntime {
                 }
             }
         }
+        self.sweep_net_tables();
         let mut removed = Vec::new();
         for run in pins.runs() {
             if !adopted.contains(&run) {
@@ -522,12 +531,17 @@ impl BpfRuntime {
     /// (see [`progs::Globals`]); zero, the default, detaches it with its last run.
     pub fn set_programs_linger(&mut self, linger: std::time::Duration) {
         self.globals.set_linger(linger);
+        self.net_tables.set_linger(linger);
     }
 
     /// Detaches the global programs whose linger has passed, on a thread of its own
     /// (`all_idle`: every one no run holds, here and now). Returns their names.
+    /// The net rule tables no run has held for as long go too.
     pub fn reap_idle_programs(&mut self, all_idle: bool) -> Vec<&'static str> {
-        self.globals.reap(std::time::Instant::now(), all_idle)
+        let now = std::time::Instant::now();
+        let tables = self.net_tables.reap(now, all_idle);
+        self.remove_net_tables(tables);
+        self.globals.reap(now, all_idle)
     }
 
     /// Waits until what [`BpfRuntime::reap_idle_programs`] detaches on its thread is gone.
@@ -549,6 +563,7 @@ impl BpfRuntime {
                 .collect(),
             hook_bits: self.hooks.bits(),
             pin_dir: self.pin_dir().map(Path::to_path_buf),
+            idle_net_tables: self.net_tables.idle(),
         }
     }
 
@@ -562,8 +577,9 @@ impl BpfRuntime {
         self.pins.as_ref().map_or(0, pins::PinDir::count)
     }
 
-    /// Map entries of every run together, in every map runs write (0 once no run is
-    /// registered: what `agentd status` shows and the tests count).
+    /// Map entries of every run together, in every map runs write, lingering shared net
+    /// rule tables included (0 once no run is registered and the linger has passed:
+    /// what `agentd status` shows and the tests count).
     pub fn entries_total(&self) -> usize {
         self.maps.entries_total()
     }
@@ -588,6 +604,8 @@ pub struct RuntimeStatus {
     pub hook_bits: u32,
     /// The pin directory, if any.
     pub pin_dir: Option<PathBuf>,
+    /// Shared net rule tables no run holds, lingering for a run with the same rules.
+    pub idle_net_tables: usize,
 }
 
 /// An object loaded into the kernel (maps created, no program loaded yet).

@@ -11,12 +11,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use agentd_common::net::{
-    names as net_names, NetEvent, NetPortRule, NetRuleSet, NET_FLAG_AUDIT_ONLY,
+    names as net_names, NetEvent, NetPortRule, NetRuleSet, NetRunEntry, NET_FLAG_AUDIT_ONLY,
     NET_FLAG_DNS_REDIRECT, NET_FLAG_FILTER_BIND, NET_FLAG_FILTER_CONNECT, NET_FLAG_RAW_ALLOWED,
     NET_FLAG_TAINT_CHECK, NET_KEY4_LEN, NET_KEY6_LEN, NET_OP_BIND, NET_OP_CONNECT, NET_OP_LISTEN,
     NET_OP_SENDMSG, NET_OP_SOCKET, NET_PROTO_TCP, NET_PROTO_UDP, NET_REASON_NETLINK,
     NET_REASON_NO_RULE, NET_REASON_NO_RUN, NET_REASON_PROTO, NET_REASON_RAW, NET_REASON_TAINTED,
-    NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_VERDICT_KILL, NET_VERDICT_WOULD_DENY,
+    NET_RULES_PER_ENTRY, NET_SLOT_BITS, NET_TABLE_SHARED, NET_VERDICT_KILL, NET_VERDICT_WOULD_DENY,
 };
 use agentd_common::syscalls::HOOK_LISTEN;
 use agentd_common::EventHeader;
@@ -25,6 +25,7 @@ use core::mem::offset_of;
 
 use crate::audit::event::NetDenied;
 
+use super::run::NetKeys;
 use super::{map_error, progs, BpfError, BpfRuntime, RunBpf};
 
 /// ELF sections of the network programs, as used in messages.
@@ -41,7 +42,7 @@ pub mod section {
 }
 
 /// One allow rule as the kernel sees it: a CIDR, a port range and protocols.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AddrRule {
     /// Network address (bits beyond `prefix` are zero).
     pub addr: IpAddr,
@@ -254,55 +255,15 @@ impl BpfRuntime {
         request: &NetRequest,
     ) -> Result<(), BpfError> {
         let slot = run.slot();
-        if request.resolver {
-            // Its resolver adds host entries as names resolve: the release scans.
+        let table = if request.resolver {
+            // Its resolver adds host entries as names resolve: its own table, whose
+            // release scans.
             run.net_keys = None;
-        }
-        let tables = [
-            (request.connect.as_deref(), NetTable::Allow),
-            (request.bind.as_deref(), NetTable::Bind),
-            (
-                Some(request.after_taint.as_slice()).filter(|r| !r.is_empty()),
-                NetTable::AfterTaint,
-            ),
-        ];
-        for (rules, table) in tables {
-            let Some(rules) = rules else { continue };
-            let (map4, map6) = table.names();
-            let entries = compile(rules)?;
-            let mut v4 = Vec::new();
-            let mut v6 = Vec::new();
-            for e in entries {
-                match e.addr {
-                    IpAddr::V4(a) => v4.push((key4(slot, a, e.prefix), e.rules)),
-                    IpAddr::V6(a) => v6.push((key6(slot, a, e.prefix), e.rules)),
-                }
-            }
-            let (n4, n6) = (v4.len(), v6.len());
-            // Recorded before the insert: a batch that fails part way leaves the entries
-            // before the failing one, which the release must remove too.
-            if let Some(keys) = run.net_keys.as_mut() {
-                keys.0.push((
-                    table,
-                    v4.iter().map(|(k, _)| *k).collect(),
-                    v6.iter().map(|(k, _)| *k).collect(),
-                ));
-            }
-            super::maps::trie_insert_all(table.trie4(&mut self.maps), &v4).map_err(|error| {
-                map_error(
-                    format!("insert {n4} entries of slot {slot} into"),
-                    map4,
-                    error,
-                )
-            })?;
-            super::maps::trie_insert_all(table.trie6(&mut self.maps), &v6).map_err(|error| {
-                map_error(
-                    format!("insert {n6} entries of slot {slot} into"),
-                    map6,
-                    error,
-                )
-            })?;
-        }
+            self.write_rules(slot, request, &mut None)?;
+            slot
+        } else {
+            self.shared_table(run, request)?
+        };
         let cgroup = File::open(cgroup_dir).map_err(|error| BpfError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             error,
@@ -314,9 +275,10 @@ impl BpfRuntime {
             self.attach_to_run(run, p, cgroup_dir, &cgroup)?;
         }
         let flags = request.flags();
-        self.maps.net_runs.insert(slot, flags, 0).map_err(|error| {
+        let entry = NetRunEntry { flags, table };
+        self.maps.net_runs.insert(slot, entry, 0).map_err(|error| {
             map_error(
-                format!("insert run slot {slot} (flags {flags:#x}) into"),
+                format!("insert run slot {slot} (flags {flags:#x}, rule table {table:#x}) into"),
                 net_names::MAP_NET_RUNS,
                 error,
             )
@@ -327,6 +289,179 @@ impl BpfRuntime {
             self.enable_syscall_hooks(run, HOOK_LISTEN, "the listen() check of net.bind")?;
         }
         Ok(())
+    }
+
+    /// The shared table with `request`'s rules (see [`super::net_tables`]), written now
+    /// if no run holds it and none lingers; `run` holds it from here on, its release
+    /// lets go of it.
+    fn shared_table(&mut self, run: &mut RunBpf, request: &NetRequest) -> Result<u32, BpfError> {
+        if let Some(id) = self.net_tables.share(request) {
+            run.net_table = Some(id);
+            return Ok(id);
+        }
+        let id = self.net_tables.free_id().ok_or(BpfError::NoNetTable)?;
+        let mut keys = Some(NetKeys::default());
+        let mut written = self.write_rules(id, request, &mut keys);
+        if written.is_err() && self.net_tables.idle() > 0 {
+            // The tries may be full of lingering tables: they go, and the rules are
+            // written again.
+            self.clear_net_keys(id.to_be_bytes(), keys.take());
+            let idle = self.net_tables.reap(std::time::Instant::now(), true);
+            self.remove_net_tables(idle);
+            keys = Some(NetKeys::default());
+            written = self.write_rules(id, request, &mut keys);
+        }
+        if let Err(e) = written {
+            self.clear_net_keys(id.to_be_bytes(), keys);
+            return Err(e);
+        }
+        self.net_tables.add(id, request, keys.unwrap_or_default());
+        run.net_table = Some(id);
+        Ok(id)
+    }
+
+    /// Compiles `request`'s rules into the tries under rule table `table`. The keys
+    /// written go into `keys` when it is `Some`, those of a batch that failed part way
+    /// included (the caller removes them).
+    fn write_rules(
+        &mut self,
+        table: u32,
+        request: &NetRequest,
+        keys: &mut Option<NetKeys>,
+    ) -> Result<(), BpfError> {
+        let tables = [
+            (request.connect.as_deref(), NetTable::Allow),
+            (request.bind.as_deref(), NetTable::Bind),
+            (
+                Some(request.after_taint.as_slice()).filter(|r| !r.is_empty()),
+                NetTable::AfterTaint,
+            ),
+        ];
+        for (rules, which) in tables {
+            let Some(rules) = rules else { continue };
+            let (map4, map6) = which.names();
+            let entries = compile(rules)?;
+            let mut v4 = Vec::new();
+            let mut v6 = Vec::new();
+            for e in entries {
+                match e.addr {
+                    IpAddr::V4(a) => v4.push((key4(table, a, e.prefix), e.rules)),
+                    IpAddr::V6(a) => v6.push((key6(table, a, e.prefix), e.rules)),
+                }
+            }
+            let (n4, n6) = (v4.len(), v6.len());
+            // Recorded before the insert: a batch that fails part way leaves the entries
+            // before the failing one, which must be removed too.
+            if let Some(keys) = keys.as_mut() {
+                keys.0.push((
+                    which,
+                    v4.iter().map(|(k, _)| *k).collect(),
+                    v6.iter().map(|(k, _)| *k).collect(),
+                ));
+            }
+            super::maps::trie_insert_all(which.trie4(&mut self.maps), &v4).map_err(|error| {
+                map_error(
+                    format!("insert {n4} entries of rule table {table:#x} into"),
+                    map4,
+                    error,
+                )
+            })?;
+            super::maps::trie_insert_all(which.trie6(&mut self.maps), &v6).map_err(|error| {
+                map_error(
+                    format!("insert {n6} entries of rule table {table:#x} into"),
+                    map6,
+                    error,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of the shared tables no re-adopted run points at: what an
+    /// earlier daemon kept lingering.
+    pub(super) fn sweep_net_tables(&mut self) {
+        let (m, known) = (&self.maps, &self.net_tables);
+        let stale = |len: u32, data: &[u8]| {
+            let id = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+            len >= NET_SLOT_BITS && id >= NET_TABLE_SHARED && !known.knows(id)
+        };
+        let mut removed = 0;
+        let mut count = |what: &str, r: Result<usize, aya::maps::MapError>| match r {
+            Ok(n) => removed += n,
+            Err(e) => tracing::warn!("remove stale shared rule tables from {what}: {e}"),
+        };
+        for (trie, name) in [
+            (&m.net_allow4, net_names::MAP_NET_ALLOW4),
+            (&m.net_bind4, net_names::MAP_NET_BIND4),
+            (&m.net_taint4, net_names::MAP_NET_TAINT4),
+        ] {
+            count(
+                name,
+                super::maps::trie_remove_where(trie, |k| stale(k.prefix_len(), &k.data())),
+            );
+        }
+        for (trie, name) in [
+            (&m.net_allow6, net_names::MAP_NET_ALLOW6),
+            (&m.net_bind6, net_names::MAP_NET_BIND6),
+            (&m.net_taint6, net_names::MAP_NET_TAINT6),
+        ] {
+            count(
+                name,
+                super::maps::trie_remove_where(trie, |k| stale(k.prefix_len(), &k.data())),
+            );
+        }
+        if removed > 0 {
+            tracing::info!("removed {removed} entries of shared net rule tables no run holds");
+        }
+    }
+
+    /// Removes the shared tables `doomed` from the tries.
+    pub(super) fn remove_net_tables(&mut self, doomed: Vec<super::net_tables::Doomed>) {
+        for d in doomed {
+            self.clear_net_keys(d.id.to_be_bytes(), d.keys);
+        }
+    }
+
+    /// Removes the entries of the rule table whose key prefix is `prefix`: `keys` when
+    /// they are known, else every entry with that prefix (a scan of the tries).
+    pub(super) fn clear_net_keys(&mut self, prefix: [u8; 4], keys: Option<NetKeys>) {
+        let m = &mut self.maps;
+        let ok = |what: &str, r: Result<(), aya::maps::MapError>| match r {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => tracing::warn!(
+                "rule table {:#x}: remove from {what}: {e}",
+                u32::from_be_bytes(prefix)
+            ),
+        };
+        match keys {
+            // The keys it wrote, and only those: no scan of the other tables' entries
+            // (a scan of a trie walks it once per key it returns).
+            Some(NetKeys(tables)) => {
+                for (table, v4, v6) in tables {
+                    let (name4, name6) = table.names();
+                    ok(name4, super::maps::trie_remove_keys(table.trie4(m), &v4));
+                    ok(name6, super::maps::trie_remove_keys(table.trie6(m), &v6));
+                }
+            }
+            None => {
+                // Batched: a 1,000-rule allow list goes in a few calls, whatever the
+                // other tables hold.
+                let of_table = |len: u32, data: &[u8]| len >= NET_SLOT_BITS && data[..4] == prefix;
+                for table in [NetTable::Allow, NetTable::Bind, NetTable::AfterTaint] {
+                    let (name4, name6) = table.names();
+                    let r = super::maps::trie_remove_where(table.trie4(m), |k| {
+                        of_table(k.prefix_len(), &k.data())
+                    });
+                    ok(name4, r.map(|_| ()));
+                    let r = super::maps::trie_remove_where(table.trie6(m), |k| {
+                        of_table(k.prefix_len(), &k.data())
+                    });
+                    ok(name6, r.map(|_| ()));
+                }
+            }
+        }
     }
 }
 

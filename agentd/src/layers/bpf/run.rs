@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use agentd_common::{
     budget::SYSCALL_SLOTS,
     names,
-    net::NET_SLOT_BITS,
+    net::{NET_SLOT_BITS, NET_TABLE_SHARED},
     syscalls::{HOOK_COMPAT, HOOK_DENIALS, HOOK_FS_OBSERVE, RUN_OBSERVE_FILES},
     MAX_WATCHED_CGROUPS,
 };
@@ -114,6 +114,8 @@ pub struct RunBpf {
     /// those instead of scanning every run's entries. `None` when they are not all
     /// known: a re-adopted run, or one whose resolver adds host entries as it goes.
     pub(super) net_keys: Option<NetKeys>,
+    /// The shared net rule table it points at, if any (see `net_tables`).
+    pub(super) net_table: Option<u32>,
 }
 
 /// A run's keys in the net rule tries, by table.
@@ -208,6 +210,7 @@ impl BpfRuntime {
             links: Vec::new(),
             pin_dir,
             net_keys: Some(NetKeys::default()),
+            net_table: None,
         };
         if let Err(e) = self.start_watching(&mut run) {
             self.release(run, false);
@@ -273,7 +276,15 @@ impl BpfRuntime {
             links: Vec::new(),
             pin_dir: state.pin_dir.clone(),
             net_keys: None,
+            net_table: None,
         };
+        // Its net rules may be in a shared table, which it holds again.
+        if let Ok(entry) = self.maps.net_runs.get(&state.slot, 0) {
+            if entry.table >= NET_TABLE_SHARED {
+                self.net_tables.adopt(entry.table);
+                run.net_table = Some(entry.table);
+            }
+        }
         for name in &state.globals {
             let Some(p) = global_by_name(name) else {
                 self.release(run, true);
@@ -348,6 +359,7 @@ impl BpfRuntime {
             links,
             pin_dir,
             net_keys,
+            net_table,
         } = run;
         for link in links {
             link.release();
@@ -356,6 +368,10 @@ impl BpfRuntime {
             remove_pin_dir(dir);
         }
         self.clear_entries(slot, cgroup_id, syscall_slot, keep_taint, net_keys);
+        if let Some(id) = net_table {
+            let doomed = self.net_tables.release(id, std::time::Instant::now());
+            self.remove_net_tables(doomed);
+        }
         self.hooks.release(hooks);
         if let Err(e) = self.write_hooks() {
             tracing::warn!("releasing run slot {slot}: {e}");
@@ -398,9 +414,9 @@ impl BpfRuntime {
                 m.budget_syscall_cgroups.set(s, 0, 0),
             );
         }
+        self.clear_net_keys(slot.to_be_bytes(), net_keys);
+        let m = &mut self.maps;
         let prefix = slot.to_be_bytes();
-        // Batched: a run's 1,000-rule allow list goes in a few calls, whatever the
-        // other runs hold.
         macro_rules! clear_trie {
             ($map:expr, $what:expr) => {{
                 let r = super::maps::trie_remove_where(&$map, |k| {
@@ -408,25 +424,6 @@ impl BpfRuntime {
                 });
                 ok($what, r.map(|_| ()));
             }};
-        }
-        match net_keys {
-            // The keys it wrote, and only those: no scan of the other runs' entries (a
-            // scan of a trie walks it once per key it returns).
-            Some(NetKeys(tables)) => {
-                for (table, v4, v6) in tables {
-                    let (name4, name6) = table.names();
-                    ok(name4, super::maps::trie_remove_keys(table.trie4(m), &v4));
-                    ok(name6, super::maps::trie_remove_keys(table.trie6(m), &v6));
-                }
-            }
-            None => {
-                clear_trie!(m.net_allow4, "NET_ALLOW4");
-                clear_trie!(m.net_allow6, "NET_ALLOW6");
-                clear_trie!(m.net_bind4, "NET_BIND4");
-                clear_trie!(m.net_bind6, "NET_BIND6");
-                clear_trie!(m.net_taint4, "NET_TAINT4");
-                clear_trie!(m.net_taint6, "NET_TAINT6");
-            }
         }
         clear_trie!(m.unix_prefixes, "UNIX_PREFIXES");
         macro_rules! clear_by_slot {
@@ -447,6 +444,14 @@ impl BpfRuntime {
     pub fn entries_of(&self, slot: u32, cgroup_id: u64) -> usize {
         let m = &self.maps;
         let prefix = slot.to_be_bytes();
+        // The entries of the shared rule table it points at count as its own.
+        let shared = m
+            .net_runs
+            .get(&slot, 0)
+            .ok()
+            .map(|e| e.table)
+            .filter(|t| *t >= NET_TABLE_SHARED)
+            .map(u32::to_be_bytes);
         let by_cgroup = [
             m.run_cgroups.get(&cgroup_id, 0).is_ok(),
             m.budget_runs.get(&cgroup_id, 0).is_ok(),
@@ -463,7 +468,11 @@ impl BpfRuntime {
             ($map:expr) => {
                 $map.keys()
                     .filter_map(Result::ok)
-                    .filter(|k| k.prefix_len() >= NET_SLOT_BITS && k.data()[..4] == prefix)
+                    .filter(|k| {
+                        k.prefix_len() >= NET_SLOT_BITS
+                            && (k.data()[..4] == prefix
+                                || Some(&k.data()[..4]) == shared.as_ref().map(|s| &s[..]))
+                    })
                     .count()
             };
         }

@@ -337,6 +337,34 @@ fn sys_exit_runs(status: &RuntimeStatus) -> Option<u32> {
         .map(|(_, runs)| *runs)
 }
 
+/// 127.0.0.1:`port`/tcp.
+fn loopback_rule(port: u16) -> AddrRule {
+    AddrRule {
+        addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        prefix: 32,
+        ports: (port, port),
+        protos: crate::layers::bpf::proto_bits(true, false),
+        written: format!("127.0.0.1:{port}/tcp"),
+    }
+}
+
+/// Connect rules for `count` hosts 10.`net`.x.y, port 443/tcp: one trie entry each.
+fn many_hosts(net: u8, count: u16) -> NetRequest {
+    let rules = (0..count)
+        .map(|i| AddrRule {
+            addr: std::net::Ipv4Addr::new(10, net, (i / 250) as u8, (i % 250) as u8).into(),
+            prefix: 32,
+            ports: (443, 443),
+            protos: crate::layers::bpf::proto_bits(true, false),
+            written: format!("10.{net}.{}.{}:443/tcp", i / 250, i % 250),
+        })
+        .collect();
+    NetRequest {
+        connect: Some(rules),
+        ..NetRequest::default()
+    }
+}
+
 /// One runtime serves several runs: each gets its own slot, the global programs are
 /// attached once and stay while any run needs them, and releasing a run removes every
 /// entry it made (net tries included: by the keys it wrote, or by a scan when they are
@@ -356,33 +384,14 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
     let mut run_a = runtime.register(a.id(), "a").unwrap();
     let mut run_b = runtime.register(b.id(), "b").unwrap();
     assert_ne!(run_a.slot(), run_b.slot());
-    let rule = |port| AddrRule {
-        addr: "127.0.0.1".parse().unwrap(),
-        prefix: 32,
-        ports: (port, port),
-        protos: crate::layers::bpf::proto_bits(true, false),
-        written: format!("127.0.0.1:{port}/tcp"),
-    };
     let request = NetRequest {
-        connect: Some(vec![rule(9001), rule(9002)]),
+        connect: Some(vec![loopback_rule(9001), loopback_rule(9002)]),
         ..NetRequest::default()
     };
     runtime.enforce_net(&mut run_a, &a.path, &request).unwrap();
     // More entries than one batch of the clear's lookup (256) holds, so that releasing
     // a pages through b's entries and must leave every one of them.
-    let many: Vec<AddrRule> = (0..600u16)
-        .map(|i| AddrRule {
-            addr: std::net::Ipv4Addr::new(10, 9, (i / 250) as u8, (i % 250) as u8).into(),
-            prefix: 32,
-            ports: (443, 443),
-            protos: crate::layers::bpf::proto_bits(true, false),
-            written: format!("10.9.{}.{}:443/tcp", i / 250, i % 250),
-        })
-        .collect();
-    let request_b = NetRequest {
-        connect: Some(many),
-        ..NetRequest::default()
-    };
+    let request_b = many_hosts(9, 600);
     runtime
         .enforce_net(&mut run_b, &b.path, &request_b)
         .unwrap();
@@ -407,8 +416,8 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
         "b is untouched"
     );
     assert_eq!(runtime.status().runs, 1);
-    // a's release removed the keys it wrote; b's goes as a re-adopted run's (or one
-    // with a resolver), whose keys are not known: by a scan of the tries.
+    // a's release removed the table it held; b's own keys go as a re-adopted run's
+    // (or one with a resolver), which are not known: by a scan of the tries.
     assert!(run_b.net_keys.is_some());
     run_b.net_keys = None;
     runtime.release(run_b, false);
@@ -422,6 +431,71 @@ fn one_runtime_serves_many_runs_and_release_leaves_nothing() {
 /// work: its instruction count after verification (`verified_insns`), which is what
 /// every standalone launch waits for. It was 240k while the mprotect check's loop body
 /// was inlined; the global `agentd_mprotect_step` brought it to about 45k.
+/// Runs whose policies have the same net rules point at one shared rule table: the
+/// second run writes no trie entry, the table stays while either holds it, goes with
+/// the last one (no linger), or lingers for the next run of the same rules and then goes.
+#[test]
+fn runs_with_the_same_net_rules_share_one_table() {
+    if !privileged("runs_with_the_same_net_rules_share_one_table") {
+        return;
+    }
+    let cgroups: Vec<TestCgroup> = (0..4).map(|_| TestCgroup::create().unwrap()).collect();
+    let mut runtime = BpfRuntime::load().unwrap();
+    let base = runtime.entries_total();
+    let request = many_hosts(8, 300);
+    let mut a = runtime.register(cgroups[0].id(), "a").unwrap();
+    let mut b = runtime.register(cgroups[1].id(), "b").unwrap();
+    runtime
+        .enforce_net(&mut a, &cgroups[0].path, &request)
+        .unwrap();
+    let with_a = runtime.entries_total();
+    assert!(with_a >= base + 300, "{base} → {with_a}");
+    runtime
+        .enforce_net(&mut b, &cgroups[1].path, &request)
+        .unwrap();
+    assert_eq!(
+        runtime.entries_total(),
+        with_a + 1,
+        "b adds its NET_RUNS entry only"
+    );
+    assert_eq!(a.net_table, b.net_table);
+    let b_entries = runtime.entries_of(b.slot(), cgroups[1].id());
+    runtime.release(a, false);
+    assert_eq!(
+        runtime.entries_of(b.slot(), cgroups[1].id()),
+        b_entries,
+        "b keeps the table"
+    );
+    runtime.release(b, false);
+    assert_eq!(runtime.entries_total(), base, "no linger: it went with b");
+    assert_eq!(runtime.status().idle_net_tables, 0);
+
+    runtime.set_programs_linger(std::time::Duration::from_secs(60));
+    let mut c = runtime.register(cgroups[2].id(), "c").unwrap();
+    runtime
+        .enforce_net(&mut c, &cgroups[2].path, &request)
+        .unwrap();
+    let table = c.net_table;
+    runtime.release(c, false);
+    assert_eq!(runtime.status().idle_net_tables, 1);
+    assert!(runtime.entries_total() >= base + 300, "it lingers");
+    let mut d = runtime.register(cgroups[3].id(), "d").unwrap();
+    let lingering = runtime.entries_total();
+    runtime
+        .enforce_net(&mut d, &cgroups[3].path, &request)
+        .unwrap();
+    assert_eq!(
+        d.net_table, table,
+        "the next run of the same rules takes it"
+    );
+    assert_eq!(runtime.entries_total(), lingering + 1);
+    runtime.release(d, false);
+    runtime.reap_idle_programs(true);
+    runtime.wait_detached();
+    assert_eq!(runtime.status().idle_net_tables, 0);
+    assert_eq!(runtime.entries_total(), base);
+}
+
 #[test]
 fn the_sys_exit_program_verifies_within_its_budget() {
     if !privileged("the_sys_exit_program_verifies_within_its_budget") {
@@ -545,6 +619,11 @@ fn a_pinned_runtime_survives_its_process_and_is_adopted() {
         return;
     }
     let cgroup = TestCgroup::create().unwrap();
+    let other = TestCgroup::create().unwrap();
+    let request = |port| NetRequest {
+        connect: Some(vec![loopback_rule(port)]),
+        ..NetRequest::default()
+    };
     let scratch = tempfile::tempdir().unwrap();
     let bpffs = scratch.path().join("bpffs");
     let root = bpffs.join("agentd");
@@ -554,7 +633,18 @@ fn a_pinned_runtime_survives_its_process_and_is_adopted() {
     };
     let state = {
         let mut runtime = BpfRuntime::load_with(&options).unwrap();
-        let run = runtime.register(cgroup.id(), "pinned").unwrap();
+        runtime.set_programs_linger(std::time::Duration::from_secs(60));
+        let mut run = runtime.register(cgroup.id(), "pinned").unwrap();
+        runtime
+            .enforce_net(&mut run, &cgroup.path, &request(9001))
+            .unwrap();
+        // A run of other rules ended: its table lingers when the daemon goes.
+        let mut gone = runtime.register(other.id(), "gone").unwrap();
+        runtime
+            .enforce_net(&mut gone, &other.path, &request(9002))
+            .unwrap();
+        runtime.release(gone, false);
+        assert_eq!(runtime.status().idle_net_tables, 1);
         let state = run.state();
         assert!(state.pin_dir.is_some());
         runtime.keep_pinned();
@@ -572,6 +662,15 @@ fn a_pinned_runtime_survives_its_process_and_is_adopted() {
     assert!(runtime.entries_of(state.slot, cgroup.id()) >= 1);
     let run = runtime.adopt(&state).unwrap();
     assert!(runtime.adopt(&state).is_err(), "a slot is adopted once");
+    assert!(run.net_table.is_some(), "it holds its shared table again");
+    let held = runtime.entries_total();
+    runtime.settle(&["pinned".to_owned()]).unwrap();
+    assert_eq!(
+        runtime.entries_total(),
+        held - 1,
+        "the earlier daemon's lingering table is swept, the held one kept"
+    );
+    assert!(runtime.entries_of(state.slot, cgroup.id()) >= 3);
     runtime.release(run, false);
     assert!(
         !link.exists(),
