@@ -330,7 +330,11 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        // SIGKILL skips the daemon's own removal of its keeper cgroup (a later daemon's
+        // start would sweep it): this harness removes it.
+        let keeper = keeper_dir_of(self.pid());
         self.kill();
+        let _ = std::fs::remove_dir(keeper);
         if std::env::var_os("AGENTD_IT_KEEP").is_some() {
             eprintln!(
                 "AGENTD_IT_KEEP: daemon directory {}",
@@ -415,4 +419,23 @@ pub fn wait_output(mut child: Child, within: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The keeper cgroup of daemon `pid`: `agentd-keep-PID` in its own v2 cgroup.
+pub fn keeper_dir_of(pid: u32) -> std::path::PathBuf {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mount = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .and_then(|f| f.get(1).map(|m| (*m).to_owned()))
+        .unwrap_or_default();
+    std::path::Path::new(&mount)
+        .join(own.trim_start_matches('/'))
+        .join(format!("agentd-keep-{pid}"))
 }

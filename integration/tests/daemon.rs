@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration::daemon::{wait_output, Lines, TestDaemon};
+use integration::daemon::{keeper_dir_of, wait_output, Lines, TestDaemon};
 use integration::*;
 use serde_json::Value;
 
@@ -603,6 +603,26 @@ fn runs_of_one_policy_share_its_net_rules() {
         .filter(|r| r["event"] == "denied" && r["op"] == "connect")
         .count();
     assert_eq!(denied, 5, "every run's denial is audited");
+    // Between the runs the net programs stay on the daemon's empty keeper cgroup (the
+    // kernel's keys stay on); the daemon's stop removes it.
+    let status = d.status();
+    assert!(
+        status["kept_cgroup_programs"].as_u64() >= Some(7),
+        "{status:#?}"
+    );
+    let keeper = keeper_dir_of(d.pid());
+    assert!(keeper.is_dir(), "{}", keeper.display());
+    // SAFETY: kill(2) on the daemon this test started, by pid.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keeper.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !keeper.exists(),
+        "the stopped daemon left {}",
+        keeper.display()
+    );
 }
 
 /// Fifty runs at once, each with its own policy allowing its own loopback port: each

@@ -458,6 +458,7 @@ pub fn status(json: bool) -> ExitCode {
                     "  map entries      {} ({} idle shared net rule table(s))",
                     s.map_entries, s.idle_net_tables
                 );
+                println!("  kept cgroup progs {}", s.kept_cgroup_programs);
                 println!(
                     "  ring drops       {} ({} unrouted event(s))",
                     s.ring_dropped, s.unrouted_events

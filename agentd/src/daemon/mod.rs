@@ -148,6 +148,7 @@ impl Daemon {
             pinned_objects: pinned,
             map_entries: entries,
             idle_net_tables: rt.idle_net_tables,
+            kept_cgroup_programs: rt.kept_cgroup_programs,
             ring_dropped: dropped,
             unrouted_events: self.host.router.unrouted(),
             audit: self.host.audit_path.display().to_string(),
@@ -304,6 +305,12 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     }
     host.bpf()
         .set_programs_linger(Duration::from_millis(config.programs_linger_ms));
+    // Between back-to-back runs the kernel's cgroup-BPF keys stay on (see
+    // layers::bpf::keeper), while the programs linger.
+    match host.layout.own_v2_dir() {
+        Ok(dir) => host.bpf().keep_cgroup_keys(&dir),
+        Err(e) => tracing::warn!("no keeper cgroup: {e}"),
+    }
     // Every program is loaded: aya's parse of the kernel BTF is needed no more.
     crate::layers::bpf::release_kernel_btf();
     let object_id = crate::layers::bpf::pins::object_id(crate::layers::bpf::object());
@@ -627,7 +634,11 @@ fn stop(daemon: &Daemon, why: &str) -> Result<(), DaemonError> {
         },
     );
     // What no run holds goes now: nothing would detach it once the daemon is gone.
-    daemon.host.bpf().reap_idle_programs(true);
+    {
+        let mut bpf = daemon.host.bpf();
+        bpf.reap_idle_programs(true);
+        bpf.drop_keeper();
+    }
     if let Err(e) = daemon.host.finish_audit() {
         tracing::error!("audit: {e}");
     }

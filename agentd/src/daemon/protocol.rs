@@ -244,6 +244,10 @@ pub struct DaemonStatus {
     /// Shared net rule tables no run holds, lingering for a run with the same rules.
     #[serde(default)]
     pub idle_net_tables: usize,
+    /// Cgroup programs held on the daemon's empty keeper cgroup, which keeps the kernel's
+    /// cgroup-BPF keys on between runs; they go with the lingering global programs.
+    #[serde(default)]
+    pub kept_cgroup_programs: usize,
     pub ring_dropped: u64,
     /// Events whose cgroup no run had subscribed (late events of ended runs).
     pub unrouted_events: u64,

@@ -19,6 +19,7 @@ mod btf;
 mod budget;
 mod exec_integrity;
 mod fsrules;
+mod keeper;
 mod maps;
 mod net;
 mod net_dns;
@@ -291,6 +292,8 @@ pub struct BpfRuntime {
     globals: progs::Globals,
     /// Net rule tables shared by runs with the same rules.
     net_tables: net_tables::NetTables,
+    /// The daemon's empty cgroup that keeps the cgroup-BPF static keys on between runs.
+    keeper: Option<keeper::CgroupKeeper>,
     /// How the denial tracker and the `listen()` check see syscall returns.
     exits: progs::SyscallExits,
     /// Where programs, links and maps are pinned (the daemon); `None`: nothing is.
@@ -366,6 +369,7 @@ impl BpfRuntime {
             slots: run::Slots::default(),
             globals: progs::Globals::default(),
             net_tables: net_tables::NetTables::default(),
+            keeper: None,
             exits: options.syscall_exits,
             pins,
             inherited_hooks,
@@ -529,19 +533,72 @@ impl BpfRuntime {
 
     /// How long a global program no run holds stays attached before it is detached
     /// (see [`progs::Globals`]); zero, the default, detaches it with its last run.
+    /// Without a linger, nothing is kept on the keeper cgroup either.
     pub fn set_programs_linger(&mut self, linger: std::time::Duration) {
         self.globals.set_linger(linger);
         self.net_tables.set_linger(linger);
+        if linger.is_zero() {
+            if let Some(k) = self.keeper.as_mut() {
+                k.release_all();
+            }
+        }
     }
 
     /// Detaches the global programs whose linger has passed, on a thread of its own
     /// (`all_idle`: every one no run holds, here and now). Returns their names.
     /// The net rule tables no run has held for as long go too.
+    /// The cgroup programs kept on the keeper cgroup go with the last global program.
     pub fn reap_idle_programs(&mut self, all_idle: bool) -> Vec<&'static str> {
         let now = std::time::Instant::now();
         let tables = self.net_tables.reap(now, all_idle);
         self.remove_net_tables(tables);
-        self.globals.reap(now, all_idle)
+        let reaped = self.globals.reap(now, all_idle);
+        if self.slots.in_use() == 0 && self.globals.attached().is_empty() {
+            if let Some(k) = self.keeper.as_mut() {
+                let n = k.release_all();
+                if n > 0 {
+                    tracing::debug!("released {n} kept cgroup program(s)");
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Keeps the cgroup-BPF static keys on between runs with an empty cgroup of this
+    /// process's own in `parent` (see [`keeper`]), while the programs linger.
+    pub fn keep_cgroup_keys(&mut self, parent: &Path) {
+        self.keeper = Some(keeper::CgroupKeeper::new(keeper::keeper_dir(parent)));
+    }
+
+    /// Lets the keeper's links go and removes its cgroup (the daemon's stop: runs left
+    /// running keep their own links, and nothing would reap the keeper's).
+    pub fn drop_keeper(&mut self) {
+        self.keeper = None;
+    }
+
+    /// Also attaches `p` (a cgroup program just attached for a run) to the keeper
+    /// cgroup, once. A failure costs only speed: it is logged, and the run goes on.
+    pub(super) fn keep_attached(&mut self, p: &progs::Prog) {
+        if self.globals.linger().is_zero() {
+            return;
+        }
+        let Some(k) = self.keeper.as_mut() else {
+            return;
+        };
+        if k.holds(p.name) {
+            return;
+        }
+        let linked = k
+            .cgroup()
+            .map_err(|e| e.to_string())
+            .and_then(|(dir, file)| {
+                progs::attach_cgroup(&mut self.ebpf, self.btf, p, dir, file)
+                    .map_err(|e| e.to_string())
+            });
+        match linked {
+            Ok(link) => k.keep(p.name, link),
+            Err(e) => tracing::warn!("keeper cgroup: attach {}: {e}", p.name),
+        }
     }
 
     /// Waits until what [`BpfRuntime::reap_idle_programs`] detaches on its thread is gone.
@@ -564,6 +621,7 @@ impl BpfRuntime {
             hook_bits: self.hooks.bits(),
             pin_dir: self.pin_dir().map(Path::to_path_buf),
             idle_net_tables: self.net_tables.idle(),
+            kept_cgroup_programs: self.keeper.as_ref().map_or(0, keeper::CgroupKeeper::kept),
         }
     }
 
@@ -606,6 +664,8 @@ pub struct RuntimeStatus {
     pub pin_dir: Option<PathBuf>,
     /// Shared net rule tables no run holds, lingering for a run with the same rules.
     pub idle_net_tables: usize,
+    /// Cgroup programs the keeper cgroup holds (the daemon, between runs).
+    pub kept_cgroup_programs: usize,
 }
 
 /// An object loaded into the kernel (maps created, no program loaded yet).

@@ -612,6 +612,10 @@ struct Held {
 
 impl Globals {
     /// How long a program no run holds stays attached (zero: it goes with its last run).
+    pub fn linger(&self) -> std::time::Duration {
+        self.linger
+    }
+
     pub fn set_linger(&mut self, linger: std::time::Duration) {
         self.linger = linger;
     }

@@ -325,7 +325,9 @@ impl BpfRuntime {
         cgroup: &std::fs::File,
     ) -> Result<(), BpfError> {
         let link = progs::attach_cgroup(&mut self.ebpf, self.btf, p, dir, cgroup)?;
-        self.hold_link(run, link, p.name)
+        self.hold_link(run, link, p.name)?;
+        self.keep_attached(p);
+        Ok(())
     }
 
     /// Keeps `link` for `run`, pinned in its pin directory when this runtime pins.

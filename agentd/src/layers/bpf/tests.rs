@@ -496,6 +496,50 @@ fn runs_with_the_same_net_rules_share_one_table() {
     assert_eq!(runtime.entries_total(), base);
 }
 
+/// With a linger, the first run's cgroup programs are also attached to the keeper
+/// cgroup, which holds them past the run (the kernel's keys stay on), lets them go with
+/// the lingering global programs, and is removed with the runtime.
+#[test]
+fn the_keeper_cgroup_holds_the_cgroup_programs_between_runs() {
+    if !privileged("the_keeper_cgroup_holds_the_cgroup_programs_between_runs") {
+        return;
+    }
+    let parent = TestCgroup::create().unwrap();
+    let run_cgroup = TestCgroup::create().unwrap();
+    let mut runtime = BpfRuntime::load().unwrap();
+    runtime.set_programs_linger(std::time::Duration::from_secs(60));
+    runtime.keep_cgroup_keys(&parent.path);
+    let keeper = keeper::keeper_dir(&parent.path);
+    let mut run = runtime.register(run_cgroup.id(), "kept").unwrap();
+    let request = NetRequest {
+        connect: Some(vec![loopback_rule(9001)]),
+        ..NetRequest::default()
+    };
+    runtime
+        .enforce_net(&mut run, &run_cgroup.path, &request)
+        .unwrap();
+    let kept = runtime.status().kept_cgroup_programs;
+    assert_eq!(kept, progs::NET.len(), "every net program, once");
+    assert!(keeper.is_dir());
+    runtime.release(run, false);
+    assert_eq!(
+        runtime.status().kept_cgroup_programs,
+        kept,
+        "kept past the run"
+    );
+    let mut again = runtime.register(run_cgroup.id(), "again").unwrap();
+    runtime
+        .enforce_net(&mut again, &run_cgroup.path, &request)
+        .unwrap();
+    assert_eq!(runtime.status().kept_cgroup_programs, kept, "not twice");
+    runtime.release(again, false);
+    runtime.reap_idle_programs(true);
+    runtime.wait_detached();
+    assert_eq!(runtime.status().kept_cgroup_programs, 0);
+    drop(runtime);
+    assert!(!keeper.exists(), "the keeper cgroup goes with the runtime");
+}
+
 #[test]
 fn the_sys_exit_program_verifies_within_its_budget() {
     if !privileged("the_sys_exit_program_verifies_within_its_budget") {

@@ -556,6 +556,33 @@ fn load_sock_addr(
 }
 
 /// `BPF_LINK_CREATE` of `prog` on the cgroup directory `dir`.
+impl BpfRuntime {
+    /// [`BpfRuntime::keep_attached`] for the two raw-loaded unix programs.
+    fn keep_unix_attached(&mut self) {
+        if self.globals.linger().is_zero() {
+            return;
+        }
+        let Some(k) = self.keeper.as_mut() else {
+            return;
+        };
+        let Ok(progs) = self.unix.cgroup_progs() else {
+            return;
+        };
+        for (prog, (name, attach, section)) in progs.iter().zip(CGROUP_PROGS) {
+            if k.holds(name) {
+                continue;
+            }
+            let linked = k.cgroup().map_err(|e| e.to_string()).and_then(|(dir, _)| {
+                link_cgroup(prog, dir, attach, section).map_err(|e| e.to_string())
+            });
+            match linked {
+                Ok(link) => k.keep(name, HeldLink::Raw(link)),
+                Err(e) => tracing::warn!("keeper cgroup: attach {name}: {e}"),
+            }
+        }
+    }
+}
+
 fn link_cgroup(
     prog: &OwnedFd,
     dir: &Path,
@@ -663,6 +690,7 @@ impl BpfRuntime {
                     self.hold_link(run, HeldLink::Raw(link), name)
                         .map_err(|e| UnixError::Program(e.to_string()))?;
                 }
+                self.keep_unix_attached();
                 self.enable_syscall_hooks(
                     run,
                     HOOK_UNIX_CONNECT,
