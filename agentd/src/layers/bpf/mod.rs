@@ -729,13 +729,41 @@ pub fn release_kernel_btf() {
     drop(released);
 }
 
-/// Loaders for the whole process, one per flavour: `EbpfLoader::new()` parses the kernel
-/// BTF itself (and throws it away once `.btf()` is given), so building one per load
-/// would undo [`PREPARED_BTF`]; and a loader's settings (pin paths, map sizes) persist
-/// across loads, so each flavour keeps its own.
-static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
-static PINNED_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
-static PROBE_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+/// Loaders for the whole process: `EbpfLoader::new()` parses the kernel BTF itself
+/// (20 ms here, and thrown away once `.btf()` is given), so building one per load would
+/// undo [`PREPARED_BTF`]. A loader's settings persist across loads: the pinned flavour
+/// keeps its own (a pin path cannot be unset); the probes and the plain runtime share
+/// one, whose shrunk map sizes are set back before a runtime load ([`object_map_sizes`]).
+/// A standalone run, which probes and then loads its runtime, parses once, not twice.
+static LOADER: OnceLock<Mutex<Shared>> = OnceLock::new();
+static PINNED_LOADER: OnceLock<Mutex<Shared>> = OnceLock::new();
+
+/// A loader, and whether its [`PROBE_SHRUNK_MAPS`] are shrunk now.
+struct Shared {
+    loader: EbpfLoader<'static>,
+    shrunk: bool,
+}
+
+/// The object's own `max_entries` of each of [`PROBE_SHRUNK_MAPS`].
+fn object_map_sizes() -> Result<&'static [(&'static str, u32)], BpfError> {
+    static SIZES: OnceLock<Vec<(&'static str, u32)>> = OnceLock::new();
+    if let Some(s) = SIZES.get() {
+        return Ok(s);
+    }
+    let obj = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| BpfError::Object {
+        error: aya::EbpfError::ParseError(e),
+    })?;
+    let sizes = PROBE_SHRUNK_MAPS
+        .iter()
+        .map(|name| {
+            obj.maps
+                .get(*name)
+                .map(|m| (*name, m.max_entries()))
+                .ok_or(BpfError::MissingMap { name })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SIZES.get_or_init(|| sizes))
+}
 
 /// Maps a probe load shrinks to one entry: it never writes them, and the full sizes
 /// (preallocated hash maps among them) cost time for nothing.
@@ -762,7 +790,7 @@ const PROBE_SHRUNK_MAPS: [&str; 20] = [
     agentd_common::budget::names::MAP_BUDGET_RUNS,
 ];
 
-fn base_loader(prepared: &'static PreparedBtf) -> Mutex<EbpfLoader<'static>> {
+fn base_loader(prepared: &'static PreparedBtf) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     // No kernel BTF for the object load: aya uses it only for CO-RE relocations, and the
     // object has none (kernel offsets come in through `.rodata` globals). This also drops
@@ -780,7 +808,7 @@ fn base_loader(prepared: &'static PreparedBtf) -> Mutex<EbpfLoader<'static>> {
             &prepared.unix_global,
             true,
         );
-    Mutex::new(loader)
+    loader
 }
 
 /// Which copy of the object to load.
@@ -813,18 +841,30 @@ fn load_flavour(ring_bytes: u32, flavour: Flavour<'_>) -> Result<Loaded, BpfErro
     }
     let prepared = prepared_btf()?;
     let cell = match flavour {
-        Flavour::Runtime => &LOADER,
+        Flavour::Runtime | Flavour::Probe => &LOADER,
         Flavour::Pinned(_) => &PINNED_LOADER,
-        Flavour::Probe => &PROBE_LOADER,
     };
-    let loader = cell.get_or_init(|| base_loader(prepared));
+    let shared = cell.get_or_init(|| {
+        Mutex::new(Shared {
+            loader: base_loader(prepared),
+            shrunk: false,
+        })
+    });
     // A poisoned lock only means another thread panicked mid-load; the loader holds
     // settings, not state, so it stays usable.
-    let mut loader = loader
+    let mut shared = shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Shared { loader, shrunk } = &mut *shared;
     match flavour {
-        Flavour::Runtime => {}
+        Flavour::Runtime => {
+            if *shrunk {
+                for (name, size) in object_map_sizes()? {
+                    loader.map_max_entries(name, *size);
+                }
+                *shrunk = false;
+            }
+        }
         Flavour::Pinned(dir) => {
             for name in maps::ALL {
                 loader.map_pin_path(name, dir.map(name));
@@ -834,6 +874,7 @@ fn load_flavour(ring_bytes: u32, flavour: Flavour<'_>) -> Result<Loaded, BpfErro
             for name in PROBE_SHRUNK_MAPS {
                 loader.map_max_entries(name, 1);
             }
+            *shrunk = true;
         }
     }
     let ebpf = loader

@@ -540,6 +540,34 @@ fn the_keeper_cgroup_holds_the_cgroup_programs_between_runs() {
     assert!(!keeper.exists(), "the keeper cgroup goes with the runtime");
 }
 
+/// The probes and the runtime share one loader (one parse of the kernel BTF by aya):
+/// a runtime loaded after a probe has its maps at their full sizes again.
+#[test]
+fn a_runtime_loaded_after_the_probes_has_full_size_maps() {
+    if !privileged("a_runtime_loaded_after_the_probes_has_full_size_maps") {
+        return;
+    }
+    let sizes = object_map_sizes().unwrap();
+    assert_eq!(sizes.len(), PROBE_SHRUNK_MAPS.len());
+    assert!(sizes.iter().all(|(_, n)| *n > 1), "{sizes:?}");
+    probe::probe_tp_btf().unwrap();
+    let cgroups: Vec<TestCgroup> = (0..3).map(|_| TestCgroup::create().unwrap()).collect();
+    let mut runtime = BpfRuntime::load().unwrap();
+    let runs: Vec<RunBpf> = cgroups
+        .iter()
+        .enumerate()
+        .map(|(i, c)| runtime.register(c.id(), &format!("full{i}")).unwrap())
+        .collect();
+    assert_eq!(
+        runtime.status().runs,
+        3,
+        "RUN_CGROUPS holds more than one entry"
+    );
+    for r in runs {
+        runtime.release(r, false);
+    }
+}
+
 #[test]
 fn the_sys_exit_program_verifies_within_its_budget() {
     if !privileged("the_sys_exit_program_verifies_within_its_budget") {
