@@ -386,10 +386,11 @@ fn decide(req: &Request, v4: bool) -> i32 {
         return deny(req, NET_REASON_NO_RUN, 0, 0, 0);
     };
     // SAFETY: plain value copied out at once; see maps::watched_cgroup.
+    let entry = unsafe { NET_RUNS.get(slot) }.copied();
     let Some(NetRunEntry {
         flags,
         table: rules_of,
-    }) = (unsafe { NET_RUNS.get(slot) }).copied()
+    }) = entry
     else {
         return deny(req, NET_REASON_NO_RUN, cgroup_id, slot, 0);
     };
@@ -609,10 +610,11 @@ pub(crate) fn on_listened(fd: u64) {
         return;
     };
     // SAFETY: plain value copied out at once.
+    let entry = unsafe { NET_RUNS.get(slot) }.copied();
     let Some(NetRunEntry {
         flags,
         table: rules_of,
-    }) = (unsafe { NET_RUNS.get(slot) }).copied()
+    }) = entry
     else {
         return;
     };

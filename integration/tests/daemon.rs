@@ -551,6 +551,32 @@ fn loopback_listeners(count: usize) -> Vec<u16> {
     ports
 }
 
+/// `agentd run --user root --policy POLICY -- testprog connect-two OK DENIED` through
+/// `d`, its output piped.
+fn connect_two(
+    d: &TestDaemon,
+    policy: &std::path::Path,
+    ok: u16,
+    denied: u16,
+) -> std::process::Child {
+    d.client()
+        .arg("run")
+        .arg("--user")
+        .arg("root")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(testprog())
+        .arg("connect-two")
+        .arg(ok.to_string())
+        .arg(denied.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs of one policy share one table of its net rules in the kernel, which lingers for
 /// the next run of that policy; a policy with other rules gets a table of its own.
 /// Each run still reaches only what its policy allows.
@@ -561,24 +587,7 @@ fn runs_of_one_policy_share_its_net_rules() {
     let ports = loopback_listeners(2);
     let same = d.policy("same.yaml", &policy(&[ports[0]], None, ""));
     let other = d.policy("other.yaml", &policy(&[ports[1]], None, ""));
-    let run = |p: &std::path::Path, ok: u16, denied: u16| {
-        d.client()
-            .arg("run")
-            .arg("--user")
-            .arg("root")
-            .arg("--policy")
-            .arg(p)
-            .arg("--")
-            .arg(testprog())
-            .arg("connect-two")
-            .arg(ok.to_string())
-            .arg(denied.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let run = |p: &std::path::Path, ok: u16, denied: u16| connect_two(&d, p, ok, denied);
     let expect = |c: std::process::Child, ok: u16, denied: u16| {
         let o = wait_output(c, Duration::from_secs(60));
         assert_status(&o, 0);
@@ -638,23 +647,7 @@ fn fifty_runs_at_once_each_with_its_own_policy() {
     let children: Vec<_> = (0..RUNS)
         .map(|i| {
             let p = d.policy(&format!("p{i}.yaml"), &policy(&[ports[i]], None, ""));
-            let neighbour = ports[(i + 1) % RUNS];
-            d.client()
-                .arg("run")
-                .arg("--user")
-                .arg("root")
-                .arg("--policy")
-                .arg(&p)
-                .arg("--")
-                .arg(testprog())
-                .arg("connect-two")
-                .arg(ports[i].to_string())
-                .arg(neighbour.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{e}"))
+            connect_two(&d, &p, ports[i], ports[(i + 1) % RUNS])
         })
         .collect();
     for (i, c) in children.into_iter().enumerate() {

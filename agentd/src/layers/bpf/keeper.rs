@@ -46,13 +46,8 @@ impl CgroupKeeper {
         }
     }
 
-    /// Whether the program `name` is kept.
-    pub fn holds(&self, name: &str) -> bool {
-        self.links.contains_key(name)
-    }
-
     /// The keeper cgroup, made on first need.
-    pub fn cgroup(&mut self) -> std::io::Result<(&Path, &File)> {
+    fn cgroup(&mut self) -> std::io::Result<(&Path, &File)> {
         if self.cgroup.is_none() {
             match std::fs::create_dir(&self.dir) {
                 Ok(()) => {}
@@ -67,8 +62,27 @@ impl CgroupKeeper {
         }
     }
 
-    pub fn keep(&mut self, name: &'static str, link: HeldLink) {
-        self.links.insert(name, link);
+    /// Keeps the program `name` on the keeper cgroup unless it is kept: `attach` links
+    /// it to the cgroup (directory, open file). A failure costs only speed: it is
+    /// logged, and the run that needed the program goes on.
+    pub fn keep_with(
+        &mut self,
+        name: &'static str,
+        attach: impl FnOnce(&Path, &File) -> Result<HeldLink, String>,
+    ) {
+        if self.links.contains_key(name) {
+            return;
+        }
+        let linked = self
+            .cgroup()
+            .map_err(|e| e.to_string())
+            .and_then(|(dir, file)| attach(dir, file));
+        match linked {
+            Ok(link) => {
+                self.links.insert(name, link);
+            }
+            Err(e) => tracing::warn!("keeper cgroup: attach {name}: {e}"),
+        }
     }
 
     /// Lets every kept link go (the kernel's keys follow the runs' links again).

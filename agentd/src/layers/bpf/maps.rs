@@ -211,6 +211,16 @@ pub fn trie_insert_all<const N: usize, V: aya::Pod>(
     }
 }
 
+/// Whether a removal failed only because the entry was not there (no error for a
+/// release, which removes what may already be gone).
+pub fn is_gone(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 /// Removes `keys` from `trie` with one `BPF_MAP_DELETE_BATCH`. Where the kernel has no
 /// batch delete for tries, or a key is missing (the batch stops at it), the rest go one
 /// call per key, and a missing key is no error.
@@ -227,10 +237,8 @@ pub fn trie_remove_keys<const N: usize, V: aya::Pod>(
         Err(e) if super::sys::batch_unsupported(&e) || e.raw_os_error() == Some(libc::ENOENT) => {
             for k in keys {
                 match trie.remove(k) {
-                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                    Err(aya::maps::MapError::SyscallError(e))
-                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) => return Err(e),
+                    Err(e) if !is_gone(&e) => return Err(e),
+                    _ => {}
                 }
             }
             Ok(())

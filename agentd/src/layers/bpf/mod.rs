@@ -585,20 +585,10 @@ impl BpfRuntime {
         let Some(k) = self.keeper.as_mut() else {
             return;
         };
-        if k.holds(p.name) {
-            return;
-        }
-        let linked = k
-            .cgroup()
-            .map_err(|e| e.to_string())
-            .and_then(|(dir, file)| {
-                progs::attach_cgroup(&mut self.ebpf, self.btf, p, dir, file)
-                    .map_err(|e| e.to_string())
-            });
-        match linked {
-            Ok(link) => k.keep(p.name, link),
-            Err(e) => tracing::warn!("keeper cgroup: attach {}: {e}", p.name),
-        }
+        let (ebpf, btf) = (&mut self.ebpf, self.btf);
+        k.keep_with(p.name, |dir, file| {
+            progs::attach_cgroup(ebpf, btf, p, dir, file).map_err(|e| e.to_string())
+        });
     }
 
     /// Waits until what [`BpfRuntime::reap_idle_programs`] detaches on its thread is gone.

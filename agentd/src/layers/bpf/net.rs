@@ -380,36 +380,19 @@ impl BpfRuntime {
     /// Removes the entries of the shared tables no re-adopted run points at: what an
     /// earlier daemon kept lingering.
     pub(super) fn sweep_net_tables(&mut self) {
-        let (m, known) = (&self.maps, &self.net_tables);
-        let stale = |len: u32, data: &[u8]| {
-            let id = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-            len >= NET_SLOT_BITS && id >= NET_TABLE_SHARED && !known.knows(id)
-        };
+        let known = &self.net_tables;
         let mut removed = 0;
-        let mut count = |what: &str, r: Result<usize, aya::maps::MapError>| match r {
-            Ok(n) => removed += n,
-            Err(e) => tracing::warn!("remove stale shared rule tables from {what}: {e}"),
-        };
-        for (trie, name) in [
-            (&m.net_allow4, net_names::MAP_NET_ALLOW4),
-            (&m.net_bind4, net_names::MAP_NET_BIND4),
-            (&m.net_taint4, net_names::MAP_NET_TAINT4),
-        ] {
-            count(
-                name,
-                super::maps::trie_remove_where(trie, |k| stale(k.prefix_len(), &k.data())),
-            );
-        }
-        for (trie, name) in [
-            (&m.net_allow6, net_names::MAP_NET_ALLOW6),
-            (&m.net_bind6, net_names::MAP_NET_BIND6),
-            (&m.net_taint6, net_names::MAP_NET_TAINT6),
-        ] {
-            count(
-                name,
-                super::maps::trie_remove_where(trie, |k| stale(k.prefix_len(), &k.data())),
-            );
-        }
+        remove_rule_entries_where(
+            &self.maps,
+            |data| {
+                let id = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                id >= NET_TABLE_SHARED && !known.knows(id)
+            },
+            |what, r| match r {
+                Ok(n) => removed += n,
+                Err(e) => tracing::warn!("remove stale shared rule tables from {what}: {e}"),
+            },
+        );
         if removed > 0 {
             tracing::info!("removed {removed} entries of shared net rule tables no run holds");
         }
@@ -427,13 +410,11 @@ impl BpfRuntime {
     pub(super) fn clear_net_keys(&mut self, prefix: [u8; 4], keys: Option<NetKeys>) {
         let m = &mut self.maps;
         let ok = |what: &str, r: Result<(), aya::maps::MapError>| match r {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => tracing::warn!(
+            Err(e) if !super::maps::is_gone(&e) => tracing::warn!(
                 "rule table {:#x}: remove from {what}: {e}",
                 u32::from_be_bytes(prefix)
             ),
+            _ => {}
         };
         match keys {
             // The keys it wrote, and only those: no scan of the other tables' entries
@@ -448,20 +429,44 @@ impl BpfRuntime {
             None => {
                 // Batched: a 1,000-rule allow list goes in a few calls, whatever the
                 // other tables hold.
-                let of_table = |len: u32, data: &[u8]| len >= NET_SLOT_BITS && data[..4] == prefix;
-                for table in [NetTable::Allow, NetTable::Bind, NetTable::AfterTaint] {
-                    let (name4, name6) = table.names();
-                    let r = super::maps::trie_remove_where(table.trie4(m), |k| {
-                        of_table(k.prefix_len(), &k.data())
-                    });
-                    ok(name4, r.map(|_| ()));
-                    let r = super::maps::trie_remove_where(table.trie6(m), |k| {
-                        of_table(k.prefix_len(), &k.data())
-                    });
-                    ok(name6, r.map(|_| ()));
-                }
+                remove_rule_entries_where(
+                    m,
+                    |data| data[..4] == prefix,
+                    |what, r| ok(what, r.map(|_| ())),
+                );
             }
         }
+    }
+}
+
+/// Removes, from each of the six rule tries, every entry whose key data `doomed` holds
+/// (keys with a rule table, at least [`NET_SLOT_BITS`] long); `each` gets every trie's
+/// name and how many went.
+fn remove_rule_entries_where(
+    m: &super::maps::Maps,
+    doomed: impl Fn(&[u8]) -> bool,
+    mut each: impl FnMut(&'static str, Result<usize, aya::maps::MapError>),
+) {
+    let of = |len: u32, data: &[u8]| len >= NET_SLOT_BITS && doomed(data);
+    for (trie, name) in [
+        (&m.net_allow4, net_names::MAP_NET_ALLOW4),
+        (&m.net_bind4, net_names::MAP_NET_BIND4),
+        (&m.net_taint4, net_names::MAP_NET_TAINT4),
+    ] {
+        each(
+            name,
+            super::maps::trie_remove_where(trie, |k| of(k.prefix_len(), &k.data())),
+        );
+    }
+    for (trie, name) in [
+        (&m.net_allow6, net_names::MAP_NET_ALLOW6),
+        (&m.net_bind6, net_names::MAP_NET_BIND6),
+        (&m.net_taint6, net_names::MAP_NET_TAINT6),
+    ] {
+        each(
+            name,
+            super::maps::trie_remove_where(trie, |k| of(k.prefix_len(), &k.data())),
+        );
     }
 }
 

@@ -394,9 +394,10 @@ impl BpfRuntime {
     ) {
         let m = &mut self.maps;
         let ok = |what: &str, r: Result<(), MapError>| match r {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => tracing::warn!("run slot {slot}: remove from {what}: {e}"),
+            Err(e) if !super::maps::is_gone(&e) => {
+                tracing::warn!("run slot {slot}: remove from {what}: {e}");
+            }
+            _ => {}
         };
         ok("RUN_CGROUPS", m.run_cgroups.remove(&cgroup_id));
         ok("NET_RUNS", m.net_runs.remove(&slot));

@@ -555,7 +555,6 @@ fn load_sock_addr(
     }
 }
 
-/// `BPF_LINK_CREATE` of `prog` on the cgroup directory `dir`.
 impl BpfRuntime {
     /// [`BpfRuntime::keep_attached`] for the two raw-loaded unix programs.
     fn keep_unix_attached(&mut self) {
@@ -569,20 +568,16 @@ impl BpfRuntime {
             return;
         };
         for (prog, (name, attach, section)) in progs.iter().zip(CGROUP_PROGS) {
-            if k.holds(name) {
-                continue;
-            }
-            let linked = k.cgroup().map_err(|e| e.to_string()).and_then(|(dir, _)| {
-                link_cgroup(prog, dir, attach, section).map_err(|e| e.to_string())
+            k.keep_with(name, |dir, _| {
+                link_cgroup(prog, dir, attach, section)
+                    .map(HeldLink::Raw)
+                    .map_err(|e| e.to_string())
             });
-            match linked {
-                Ok(link) => k.keep(name, HeldLink::Raw(link)),
-                Err(e) => tracing::warn!("keeper cgroup: attach {name}: {e}"),
-            }
         }
     }
 }
 
+/// `BPF_LINK_CREATE` of `prog` on the cgroup directory `dir`.
 fn link_cgroup(
     prog: &OwnedFd,
     dir: &Path,
