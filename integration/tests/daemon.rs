@@ -405,6 +405,19 @@ fn a_killed_daemon_leaves_its_runs_confined_and_the_next_one_adopts_them() {
         (4 * 1024 * 1024).to_string(),
     ];
     let (client, lines, run) = start_probe(&d, &user, gid, &home, &p, &go, &probe, &done);
+    // The run's state file names its policy by hash; the text is in the policy store.
+    let state = std::fs::read_to_string(d.state_dir().join("runs").join(format!("{run}.json")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state: Value = serde_json::from_str(&state).unwrap_or_else(|e| panic!("{e}"));
+    assert!(state.get("policy_text").is_none(), "{state:#}");
+    let stored = d.state_dir().join("policies").join(format!(
+        "{}.yaml",
+        state["policy_hash"].as_str().unwrap_or_default()
+    ));
+    assert_eq!(
+        std::fs::read(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display())),
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{e}"))
+    );
 
     d.kill();
     std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
@@ -433,6 +446,8 @@ fn a_killed_daemon_leaves_its_runs_confined_and_the_next_one_adopts_them() {
     assert_eq!(adopted.len(), 1);
     std::fs::write(&done, "").unwrap_or_else(|e| panic!("{e}"));
     let o = wait_output(client, Duration::from_secs(60));
+    // The restarted daemon read the policy back, and its file went with the run.
+    assert!(!stored.exists(), "{} is left", stored.display());
     let recs = d.audit();
     let end = records(&recs, &run, "run_end");
     assert_eq!(end.len(), 1, "{:#?}", records(&recs, &run, "run_end"));
@@ -741,6 +756,10 @@ fn fifty_runs_at_once_each_with_its_own_policy() {
     .map(|rd| rd.count())
     .unwrap_or(usize::MAX);
     assert_eq!(runs_pins, 0);
+    let policies = std::fs::read_dir(d.state_dir().join("policies"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(policies, 0, "the runs' policy files are gone");
 }
 
 /// Garbage, a 100 MB request and a client that sends half a request and stalls each get

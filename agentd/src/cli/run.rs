@@ -118,7 +118,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, SetupError> {
     }
     let user = run_as(args.user.as_deref())?;
     let probe = Probe::detect();
-    let plan = Plan::build(&policy, &probe);
+    let plan = Plan::for_run(&policy, &probe);
     if let Some(r) = plan.refusals.first() {
         return Err(setup_err(r.layer, r.reason.clone()));
     }

@@ -81,9 +81,26 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
         workspace: run.workspace.clone(),
         home: run.home.clone(),
     };
+    let mut run = run;
+    if run.policy_text.is_empty() {
+        run.policy_text = daemon
+            .policies
+            .read(&run.policy_hash)
+            .map_err(|e| format!("its policy: {e}"))?;
+    }
     let policy = policy::parse_str(&run.policy_text, &run.policy_origin, &opts)
         .map_err(|e| format!("its policy no longer parses: {e}"))?;
-    let plan = Plan::build(&policy, &daemon.host.probe);
+    if policy.hash != run.policy_hash {
+        return Err(format!(
+            "its policy text has hash {}, its state file says {}",
+            policy.hash, run.policy_hash
+        ));
+    }
+    let policy_hold = daemon
+        .policies
+        .hold(&run.policy_hash, &run.policy_text)
+        .map_err(|e| format!("its policy: {e}"))?;
+    let plan = Plan::for_run(&policy, &daemon.host.probe);
     let dns_upstream = run
         .dns_upstream
         .iter()
@@ -158,6 +175,7 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
     );
     daemon.spawn_supervised(
         run.id.clone(),
+        policy_hold,
         supervisor::adopt(
             Arc::clone(&daemon.host),
             spec,

@@ -69,6 +69,7 @@ pub async fn attach(
             return;
         }
     };
+    // Explained to the caller (`render`), so with its coverage.
     let mut plan = Plan::build(&policy, &daemon.host.probe);
     let (marks, source) =
         plan::attach::best_effort(&policy.attach.best_effort, req.best_effort.as_deref());
@@ -145,6 +146,14 @@ pub async fn attach(
         // A running workload cannot be given a mount namespace.
         protect: Vec::new(),
     };
+    let policy_hold = match daemon.policies.hold(&state.policy_hash, &state.policy_text) {
+        Ok(hold) => hold,
+        Err(e) => {
+            let message = format!("cannot keep the run's policy: {e}");
+            let _ = send(&mut write, &refused(name::AGENTD, message)).await;
+            return;
+        }
+    };
     let (live, controls_rx) = LiveRun::new(
         &spec,
         0,
@@ -161,6 +170,7 @@ pub async fn attach(
     );
     daemon.spawn_supervised(
         id.clone(),
+        policy_hold,
         supervisor::attach(
             Arc::clone(&daemon.host),
             spec,

@@ -5,7 +5,7 @@
 //! socket: /run/agentd/agentd.sock   # the control socket (mode 0660, group `group`)
 //! token_socket: /run/agentd/agentd-token.sock  # mode 0666: requests with a token only
 //! group: agentd                     # members may start runs and act on their own
-//! state_dir: /run/agentd            # runs/<id>.json per live run, daemon.json
+//! state_dir: /run/agentd            # runs/<id>.json per live run, policies/, daemon.json
 //! audit: /var/log/agentd/audit.jsonl
 //! signing_key: /var/lib/agentd/audit.key
 //! unsigned_audit: false             # true: no signed checkpoints (logged)
@@ -247,6 +247,11 @@ impl Config {
     /// `state_dir/runs`: one file per live run.
     pub fn runs_dir(&self) -> PathBuf {
         self.state_dir.join("runs")
+    }
+
+    /// `state_dir/policies`: the policy texts of live runs (`daemon::policies`).
+    pub fn policies_dir(&self) -> PathBuf {
+        self.state_dir.join("policies")
     }
 }
 

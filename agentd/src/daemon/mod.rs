@@ -15,6 +15,7 @@ mod adopt;
 mod attach;
 pub mod config;
 mod metrics;
+mod policies;
 pub mod protocol;
 mod runs;
 mod session;
@@ -81,6 +82,8 @@ pub struct Daemon {
     adopted: std::sync::atomic::AtomicUsize,
     audit: Mutex<AuditHandle>,
     pub tokens: tokens::Tokens,
+    /// The policy texts of live runs, which their state files name by hash.
+    pub policies: Arc<policies::PolicyStore>,
     /// The daemon's config and signing key: read-only to every run (`layers::protect`).
     pub protected: Vec<crate::layers::protect::ProtectedFile>,
 }
@@ -107,8 +110,8 @@ impl Daemon {
     }
 
     /// Runs `fut` (a run's supervision) as a task; when it ends, the run's row says so
-    /// and its state file goes.
-    pub fn spawn_supervised<F>(self: &Arc<Self>, id: String, fut: F)
+    /// and its state file goes, then its hold on its policy file.
+    pub fn spawn_supervised<F>(self: &Arc<Self>, id: String, policy: policies::PolicyHold, fut: F)
     where
         F: Future<Output = RunOutcome> + Send + 'static,
     {
@@ -121,6 +124,8 @@ impl Daemon {
                     tracing::warn!(run = %id, "remove {}: {e}", path.display());
                 }
             }
+            // After the state file: a state file always finds its policy file.
+            drop(policy);
             tracing::info!(run = %id, code = outcome.code, "run ended");
             daemon.registry.finish(&id, runs::exited(&outcome));
             daemon.notify_status();
@@ -350,6 +355,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
         adopted: std::sync::atomic::AtomicUsize::new(0),
         audit: Mutex::new(audit),
         tokens,
+        policies: policies::PolicyStore::new(config.policies_dir()),
         protected,
     });
     // Re-adopt before anything is read from the ring, so what it kept reaches its runs.
@@ -357,6 +363,8 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), DaemonError> 
     daemon
         .adopted
         .store(report.adopted.len(), std::sync::atomic::Ordering::Relaxed);
+    // The adopted runs hold their policy files; the rest are of runs that are gone.
+    daemon.policies.sweep();
     let settled = daemon.host.bpf().settle(&report.adopted);
     match settled {
         Ok(removed) if !removed.is_empty() => {

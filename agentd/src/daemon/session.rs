@@ -15,6 +15,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use super::policies::PolicyHold;
 use super::protocol::{self, Op, Response, RunRequest};
 use super::runs::{DaemonHooks, LiveRun, Phase};
 use super::socket::{self, LineReader, Peer, ReadError};
@@ -216,7 +217,7 @@ async fn run(
 ) {
     let detach = req.detach;
     let started = std::time::Instant::now();
-    let (spec, state) = match build_spec(&daemon, &peer, req, fds) {
+    let (spec, state, policy) = match build_spec(&daemon, &peer, req, fds) {
         Ok(x) => {
             tracing::debug!("run request: spec built in {:?}", started.elapsed());
             x
@@ -244,6 +245,7 @@ async fn run(
     );
     daemon.spawn_supervised(
         id.clone(),
+        policy,
         supervisor::run(Arc::clone(&daemon.host), spec, controls_rx, Box::new(hooks)),
     );
     follow(
@@ -270,13 +272,16 @@ enum Following {
     Observer,
 }
 
+/// A run request made ready: the run's spec, its state file, its hold on its policy.
+type PreparedRequest = (RunSpec, RunState, PolicyHold);
+
 /// What a `run` request becomes, or why it cannot run: (exit code, layer, message).
 fn build_spec(
     daemon: &Daemon,
     peer: &Peer,
     req: RunRequest,
     fds: Vec<OwnedFd>,
-) -> Result<(RunSpec, RunState), (u8, Option<String>, String)> {
+) -> Result<PreparedRequest, (u8, Option<String>, String)> {
     let setup = |layer: &str, m: String| (EXIT_SETUP_FAILED, Some(layer.to_owned()), m);
     let stdio: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
         setup(
@@ -340,7 +345,7 @@ fn build_spec(
     };
     let policy =
         policy::parse_str(&text, &origin, &opts).map_err(|e| setup("policy", e.to_string()))?;
-    let plan = Plan::build(&policy, &daemon.host.probe);
+    let plan = Plan::for_run(&policy, &daemon.host.probe);
     if let Some(r) = plan.refusals.first() {
         return Err(setup(r.layer, r.reason.clone()));
     }
@@ -409,7 +414,11 @@ fn build_spec(
         start_fields,
         protect,
     };
-    Ok((spec, state))
+    let policy = daemon
+        .policies
+        .hold(&state.policy_hash, &state.policy_text)
+        .map_err(|e| setup(name::AGENTD, format!("cannot keep the run's policy: {e}")))?;
+    Ok((spec, state, policy))
 }
 
 /// Follows run `id` for this connection: `started`, then `exited`; `signal` lines are

@@ -2,6 +2,8 @@
 //!
 //! - `STATE_DIR/runs/<run>.json`, one per live run, written before the run's command
 //!   starts and refreshed about once a second (budgets so far);
+//! - `STATE_DIR/policies/<sha256>.yaml`, the policy text of live runs, which their state
+//!   files name by hash (`daemon::policies`);
 //! - `STATE_DIR/daemon.json`: the daemon's pid, a heartbeat (to tell how long it was
 //!   down), the ring-buffer drops already written to the chain, and its restarts.
 //!
@@ -37,6 +39,9 @@ pub struct RunState {
     /// The eBPF object the slot belongs to (its pin directory).
     pub object_id: String,
     pub policy_origin: String,
+    /// Kept in `policies/<policy_hash>.yaml`, not in the state file: read back from
+    /// there at re-adoption (a state file of an older daemon may still carry it).
+    #[serde(default, skip_serializing)]
     pub policy_text: String,
     pub policy_hash: String,
     pub workspace: PathBuf,
@@ -111,6 +116,10 @@ pub enum StateError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("policy hash `{hash}` is not a SHA-256 in hex")]
+    PolicyHash { hash: String },
+    #[error("{path}: the policy file no longer matches its hash", path = .path.display())]
+    PolicyChanged { path: PathBuf },
 }
 
 /// Milliseconds since the epoch, now.
@@ -130,6 +139,15 @@ pub fn now_unix_ms() -> u64 {
 /// every heartbeat second, where `/run` is on disk (measured with strace on this
 /// project's build machine).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_private(path, &text)
+}
+
+/// Writes `bytes` to `path` atomically (mode 0600), as [`write_json`] does.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let io = |source| StateError::Io {
         path: path.to_path_buf(),
         source,
@@ -137,11 +155,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let text = serde_json::to_vec_pretty(value).map_err(|source| StateError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let tmp = path.with_extension("json.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -149,7 +165,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(&text).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
@@ -192,6 +208,24 @@ pub fn list_runs(runs_dir: &Path) -> Vec<(PathBuf, Result<RunState, StateError>)
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The text is left out of a state file; one from an older daemon, which carries
+    /// it, still reads.
+    #[test]
+    fn a_run_state_names_its_policy_by_hash() {
+        let user = UserSpec::parse("root").unwrap();
+        let mut run = RunState::unstarted("r1", user, 1, "obj");
+        run.policy_text = "version: 1\nname: big\n".into();
+        run.policy_hash = "ab".repeat(32);
+        let mut json = serde_json::to_value(&run).unwrap();
+        assert!(json.get("policy_text").is_none(), "{json:#}");
+        assert_eq!(json["policy_hash"], run.policy_hash);
+        let back: RunState = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.policy_text, "");
+        json["policy_text"] = "version: 1\nname: old\n".into();
+        let old: RunState = serde_json::from_value(json).unwrap();
+        assert_eq!(old.policy_text, "version: 1\nname: old\n");
+    }
 
     #[test]
     fn state_files_round_trip_and_are_private() {

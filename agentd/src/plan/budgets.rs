@@ -81,7 +81,7 @@ impl Builder {
             } else {
                 how
             };
-            self.cover(rule, layer, how);
+            cover!(self, rule, layer, how);
         }
         programs
     }

@@ -109,13 +109,15 @@ impl Builder {
         };
         self.after_taint(policy, enforce, &mut request);
         if request.raw_allowed {
-            self.cover(
+            cover!(
+                self,
                 "net.raw: true",
                 name::BPF,
                 "cgroup/sock_create allows raw, packet and non-TCP/UDP inet sockets (the caps layer still drops CAP_NET_RAW, so the kernel refuses raw and packet sockets with EPERM in mode: enforce)",
             );
         } else {
-            self.cover(
+            cover!(
+                self,
                 "socket: raw, non-TCP/UDP inet (ICMP, SCTP, …)",
                 name::BPF,
                 format!(
@@ -129,31 +131,35 @@ impl Builder {
             );
         }
         if enforce {
-            self.cover(
+            cover!(
+                self,
                 "socket: netlink other than NETLINK_ROUTE, AF_PACKET",
                 name::SECCOMP,
                 "denied with EPERM (the cgroup sock_create hook only sees inet sockets), audited by the denial tracker (tp_btf sys_exit); NETLINK_ROUTE, what glibc needs, is allowed",
             );
         }
-        self.cover(
+        cover!(
+                self,
             "socket: AF_UNIX abstract",
             name::LANDLOCK,
             "scoped to the run (connect outside it fails with EPERM); pathname sockets: see `socket: AF_UNIX pathname`",
         );
         let bind_rest = format!("cgroup/bind4+bind6: every explicit bind() of a TCP or UDP socket that no net.bind rule allows, port 0 included, is {verdict}, audited (the kernel's implicit bind on a first connect/sendto is not a bind)");
-        self.cover(
+        cover!(
+                self,
             "listen() of a never-bound TCP socket",
             name::BPF,
             "NOT stopped: the kernel binds it to a port it picks on every address, and no cgroup or landlock hook runs for that implicit bind",
         );
         let Some(net) = &policy.net else {
-            self.cover(
+            cover!(
+                self,
                 "net (absent)",
                 name::BPF,
                 "connect and sendto are not restricted: the policy has no net section",
             );
             // Inbound sockets fail closed: no net.bind, no bind.
-            self.cover("net.bind (absent)", name::BPF, bind_rest);
+            cover!(self, "net.bind (absent)", name::BPF, bind_rest);
             self.layer(
                 name::BPF,
                 "on",
@@ -168,7 +174,8 @@ impl Builder {
         for rule in &net.allow {
             match addr_rule(rule) {
                 Some(r) => {
-                    self.cover(
+                    cover!(
+                        self,
                         format!("net.allow {} (line {})", rule.written, rule.span.line),
                         name::BPF,
                         format!(
@@ -184,7 +191,8 @@ impl Builder {
                     let NetHost::Domain(pattern) = &rule.host else {
                         continue;
                     };
-                    self.cover(
+                    cover!(
+                self,
                         format!("net.allow {} (line {})", rule.written, rule.span.line),
                         DNS,
                         format!(
@@ -207,19 +215,22 @@ impl Builder {
         request.resolver |= !request.domains.is_empty();
         if request.resolver {
             if policy.mode == Mode::Learn {
-                self.cover(
+                cover!(
+                self,
                     "net (DNS names, mode: learn)",
                     DNS,
                     "the run's resolver answers every name and records it with its answers (dns and would_deny records), so that `agentd policy suggest` grants destinations by name",
                 );
             }
-            self.cover(
+            cover!(
+                self,
                 "net (DNS, port 53 tcp+udp to any address)",
                 name::BPF,
                 "connect4/6 and sendmsg4/6 rewrite the destination to the run's resolver on loopback (the agent needs no configuration); recvmsg4/6 give the replies the original destination as their source (unconnected UDP clients that check it accept them)",
             );
             if request.taint_check {
-                self.cover(
+                cover!(
+                    self,
                     "fs.secret taint → DNS",
                     DNS,
                     if enforce {
@@ -230,7 +241,8 @@ impl Builder {
                 );
             }
         }
-        self.cover(
+        cover!(
+            self,
             "net.allow (everything else, loopback included)",
             name::BPF,
             format!("{HOOKS}: {verdict}, audited"),
@@ -238,7 +250,8 @@ impl Builder {
         let mut bind = Vec::new();
         for rule in &net.bind {
             if let Some(r) = addr_rule(rule) {
-                self.cover(
+                cover!(
+                    self,
                     format!("net.bind {} (line {})", rule.written, rule.span.line),
                     name::BPF,
                     format!(
@@ -251,7 +264,7 @@ impl Builder {
                 bind.push(r);
             }
         }
-        self.cover("net.bind (everything else)", name::BPF, bind_rest);
+        cover!(self, "net.bind (everything else)", name::BPF, bind_rest);
         self.layer(
             name::BPF,
             "on",
@@ -277,7 +290,8 @@ impl Builder {
         // its list would fail with EACCES and never reach the eBPF layer, so the denial
         // would carry the wrong errno and no audit record.
         if enforce {
-            self.cover(
+            cover!(
+                self,
                 "net (landlock TCP ports)",
                 name::LANDLOCK,
                 "not used: landlock is checked before the cgroup hooks, so its EACCES would pre-empt the eBPF layer's audited EPERM",
@@ -299,7 +313,8 @@ impl Builder {
             .unwrap_or_default();
         if !request.taint_check {
             if let Some(rule) = rules.first() {
-                self.cover(
+                cover!(
+                    self,
                     format!("net.after_taint {} (line {})", rule.written, rule.span.line),
                     name::BPF,
                     "unused: the policy has no fs.secret, so the run is never tainted",
@@ -333,7 +348,8 @@ impl Builder {
                 self.after_taint_name(rule, pattern, &allowed_names, request);
                 continue;
             };
-            self.cover(
+            cover!(
+                self,
                 format!("net.after_taint {} (line {})", rule.written, rule.span.line),
                 name::BPF,
                 format!(
@@ -348,7 +364,8 @@ impl Builder {
         if let Err(e) = compile(&request.after_taint) {
             self.refuse(name::BPF, format!("net.after_taint: {e}"));
         }
-        self.cover(
+        cover!(
+                self,
             "fs.secret taint → connect/sendmsg",
             name::BPF,
             format!(
@@ -392,7 +409,8 @@ impl Builder {
             );
             return;
         }
-        self.cover(
+        cover!(
+                self,
             format!("net.after_taint {} (line {})", rule.written, rule.span.line),
             DNS,
             format!(
@@ -421,7 +439,8 @@ impl Builder {
         enforce: bool,
     ) -> LandlockPorts {
         let Some(net) = &policy.net else {
-            self.cover(
+            cover!(
+                self,
                 "net (absent)",
                 name::LANDLOCK,
                 "network is not restricted: the policy has no net section",
@@ -452,7 +471,8 @@ impl Builder {
                 );
                 continue;
             }
-            self.cover(
+            cover!(
+                self,
                 format!("net.allow {}", rule.written),
                 name::LANDLOCK,
                 "TCP connect to these ports allowed",
@@ -465,7 +485,8 @@ impl Builder {
                 format!("net.raw and net.bind need the eBPF network layer and {why}"),
             );
         }
-        self.cover(
+        cover!(
+                self,
             "net (TCP bind)",
             name::LANDLOCK,
             "every TCP bind denied with EACCES, port 0 included (landlock allows a bind to port 0 only through a rule for port 0); UDP bind is not restricted without cgroup-BPF",
@@ -506,7 +527,7 @@ mod tests {
     }
 
     fn plan_net(net: &str, cgroup_bpf: bool) -> (Builder, LandlockPorts) {
-        let mut b = Builder::default();
+        let mut b = Builder::explaining();
         let ports = b.net(&policy(net), &probe(cgroup_bpf), true);
         (b, ports)
     }
@@ -520,7 +541,7 @@ mod tests {
         let policy = policy(&format!(
             "fs:\n  secret: [{{path: /nonexistent-secret, optional: true}}]\n{extra}"
         ));
-        let mut b = Builder::default();
+        let mut b = Builder::explaining();
         let ok = b.taint_egress(&policy, &p, true);
         (b, ok)
     }

@@ -52,7 +52,8 @@ impl Builder {
                     "off",
                     format!("{why} (net.unix_mediation: best_effort)"),
                 );
-                self.cover(
+                cover!(
+                self,
                     "socket: AF_UNIX pathname",
                     name::BPF,
                     "NOT mediated (net.unix_mediation: best_effort): the run can connect/send to any pathname socket its uid may write",
@@ -84,7 +85,8 @@ impl Builder {
         };
         for r in &policy.fs.write {
             if r.exists {
-                self.cover(
+                cover!(
+                    self,
                     format!(
                         "fs.write {} (line {}) → unix sockets",
                         r.written, r.span.line
@@ -104,14 +106,20 @@ impl Builder {
                 } else {
                     format!("optional and {} does not exist: a connect to exactly that path reaches the kernel, which fails it with ENOENT (no denial), or connects to the socket if its server has created it since", r.path.display())
                 };
-                self.cover(
+                cover!(
+                    self,
                     format!("net.unix {} (line {})", r.written, r.span.line),
                     layer,
                     how,
                 );
             }
         }
-        self.cover("socket: AF_UNIX pathname (everything else)", layer, outcome);
+        cover!(
+            self,
+            "socket: AF_UNIX pathname (everything else)",
+            layer,
+            outcome
+        );
         self.unix = Some(path);
     }
 }
@@ -139,7 +147,7 @@ mod tests {
     }
 
     fn plan(extra: &str, lsm: bool, cgroup_unix: bool) -> Builder {
-        let mut b = Builder::default();
+        let mut b = Builder::explaining();
         b.unix(&policy(extra), &probe(lsm, cgroup_unix), true);
         b
     }
