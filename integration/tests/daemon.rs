@@ -239,6 +239,65 @@ fn a_member_runs_as_itself_and_is_confined() {
     assert_chain_verifies(&d);
 }
 
+/// Root names whom a daemon run runs as: `--user USER:GROUP` gets that group, not the
+/// user's primary one, and sudo's `SUDO_UID`/`SUDO_GID` likewise; the daemon resolves
+/// them (the client sends the spec as given).
+#[test]
+fn root_names_the_user_and_group_of_a_daemon_run() {
+    let (_g, group) = group("runas");
+    let d = TestDaemon::start(&group);
+    let user = TestUser::create("runas", &[&group]);
+    let gid = gid_of(&group);
+    assert_ne!(
+        gid, user.gid,
+        "the test needs a group other than the primary one"
+    );
+    let p = d.policy("runas.yaml", &policy(&[9], None, ""));
+    let ids = |user_arg: Option<String>, sudo: Option<(u32, u32)>| {
+        let mut c = d.client();
+        c.env_remove("SUDO_UID").env_remove("SUDO_GID").arg("run");
+        if let Some(u) = user_arg {
+            c.arg("--user").arg(u);
+        }
+        if let Some((uid, gid)) = sudo {
+            c.env("SUDO_UID", uid.to_string())
+                .env("SUDO_GID", gid.to_string());
+        }
+        c.arg("--policy")
+            .arg(&p)
+            .arg("--")
+            .arg(testprog())
+            .arg("ids")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let expected = format!("uid {} gid {gid} groups ", user.uid);
+    for o in [
+        ids(Some(format!("{}:{group}", user.name)), None),
+        ids(Some(format!("{}:{gid}", user.uid)), None),
+        ids(None, Some((user.uid, gid))),
+    ] {
+        assert_status(&o, 0);
+        let out = stdout(&o);
+        assert!(
+            out.starts_with(&expected),
+            "{out:?}, expected {expected:?}…"
+        );
+        let groups = out.trim_end().rsplit(' ').next().unwrap_or_default();
+        assert!(groups.split(',').any(|g| g == gid.to_string()), "{out:?}");
+    }
+    let o = ids(Some("no-such-user-x".into()), None);
+    assert_status(&o, 125);
+    assert!(stderr(&o).contains("no-such-user-x"), "{}", stderr(&o));
+    let recs = d.audit();
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["event"] == "run_start").collect();
+    assert_eq!(starts.len(), 3);
+    for s in starts {
+        assert_eq!(s["uid"], user.uid);
+        assert_eq!(s["gid"], gid);
+    }
+}
+
 /// A user outside the group cannot reach the socket (mode 0660); one that reaches it
 /// anyway (here: CAP_DAC_OVERRIDE) is refused by the daemon, which audits the peer's
 /// uid and pid. User A neither sees nor stops user B's run.
@@ -739,8 +798,12 @@ fn fifty_runs_at_once_each_with_its_own_policy() {
         serde_json::json!([]),
         "no global program is left attached once the linger has passed"
     );
+    // The reaper detaches and unpins on a thread of its own, so the pins may go a
+    // moment after the status stops listing the programs.
     let mut settled = d.status();
-    while settled["map_entries"] != 0 && Instant::now() < deadline {
+    while (settled["map_entries"] != 0 || settled["pinned_objects"] != base["pinned_objects"])
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
         settled = d.status();
     }

@@ -267,14 +267,7 @@ fn client_request(args: &RunArgs) -> Result<crate::daemon::protocol::RunRequest,
     })?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let user = if unsafe { libc::geteuid() } == 0 {
-        match run_as(args.user.as_deref())? {
-            Some(u) => Some(
-                u.name
-                    .clone()
-                    .unwrap_or_else(|| format!("{}:{}", u.uid, u.gid)),
-            ),
-            None => None,
-        }
+        Some(daemon_run_as(args.user.as_deref())?)
     } else {
         if args.user.is_some() {
             return Err(setup_err(
@@ -333,14 +326,29 @@ fn run_as(user: Option<&str>) -> Result<Option<UserSpec>, SetupError> {
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
-        return Err(setup_err(
-            layer,
-            "refusing to run the agent as root: pass --user USER (or run agentd through \
-             sudo, which sets SUDO_UID); --user root runs it as root on purpose",
-        ));
+        return Err(setup_err(layer, ROOT_REFUSED));
     }
     Ok(None)
 }
+
+/// [`run_as`] for a request to the daemon, as the `--user` spec the daemon resolves:
+/// `--user` as given (the daemon reports a user it cannot find), else sudo's `UID:GID`.
+/// The client looks nothing up: the daemon does, for the name and groups it runs with.
+fn daemon_run_as(user: Option<&str>) -> Result<String, SetupError> {
+    let layer = crate::layers::name::USER;
+    if let Some(u) = user {
+        return Ok(u.to_owned());
+    }
+    match UserSpec::sudo_spec().map_err(|e| setup_err(layer, e))? {
+        Some(spec) => Ok(spec),
+        None => Err(setup_err(layer, ROOT_REFUSED)),
+    }
+}
+
+/// Why a root agentd with neither `--user` nor sudo's variables does not start the command.
+const ROOT_REFUSED: &str =
+    "refusing to run the agent as root: pass --user USER (or run agentd through \
+     sudo, which sets SUDO_UID); --user root runs it as root on purpose";
 
 fn execute(p: Prepared) -> ExitCode {
     let Prepared { spec, host_options } = p;

@@ -89,22 +89,22 @@ impl UserSpec {
 
     /// `SUDO_UID`/`SUDO_GID`, when sudo started agentd.
     pub fn from_sudo_env() -> Result<Option<Self>, UserError> {
-        let Ok(uid) = std::env::var("SUDO_UID") else {
+        let Some((uid, gid)) = sudo_ids()? else {
             return Ok(None);
         };
-        let parse = |var: &'static str, value: &str| {
-            value.parse::<u32>().map_err(|_| UserError::BadEnv {
-                var,
-                value: value.to_owned(),
-            })
-        };
-        let uid = parse("SUDO_UID", &uid)?;
         let entry = User::from_uid(Uid::from_raw(uid)).ok().flatten();
-        let gid = match std::env::var("SUDO_GID") {
-            Ok(g) => parse("SUDO_GID", &g)?,
-            Err(_) => entry.as_ref().map_or(uid, |e| e.gid.as_raw()),
-        };
+        let gid = gid.unwrap_or_else(|| entry.as_ref().map_or(uid, |e| e.gid.as_raw()));
         Self::with_groups(uid, gid, entry.map(|e| e.name)).map(Some)
+    }
+
+    /// What [`from_sudo_env`](Self::from_sudo_env) resolves, as a `--user` spec
+    /// ([`parse`](Self::parse) gives the same user): `UID:GID`, or `UID` without
+    /// `SUDO_GID`. For a daemon client, which lets the daemon look the user up.
+    pub fn sudo_spec() -> Result<Option<String>, UserError> {
+        Ok(sudo_ids()?.map(|(uid, gid)| match gid {
+            Some(gid) => format!("{uid}:{gid}"),
+            None => uid.to_string(),
+        }))
     }
 
     /// `uid`/`gid` with the supplementary groups the group database gives `name`.
@@ -213,6 +213,25 @@ fn errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
+}
+
+/// `SUDO_UID` and, if set, `SUDO_GID`, when sudo started agentd.
+fn sudo_ids() -> Result<Option<(u32, Option<u32>)>, UserError> {
+    let Ok(uid) = std::env::var("SUDO_UID") else {
+        return Ok(None);
+    };
+    let parse = |var: &'static str, value: &str| {
+        value.parse::<u32>().map_err(|_| UserError::BadEnv {
+            var,
+            value: value.to_owned(),
+        })
+    };
+    let uid = parse("SUDO_UID", &uid)?;
+    let gid = match std::env::var("SUDO_GID") {
+        Ok(g) => Some(parse("SUDO_GID", &g)?),
+        Err(_) => None,
+    };
+    Ok(Some((uid, gid)))
 }
 
 #[cfg(test)]
