@@ -323,9 +323,12 @@ fn exec_path(
                 .find_map(|r| fs::locate(r, 0, dev, ino))
         })
     };
+    // A name read from the run's /proc/PID/fd is the kernel's too: where the run's mount
+    // namespace is not agentd's (a private /proc), it is spelled from that namespace's
+    // top, which agentd's root may not be (a chroot, as in the test VM).
     kernel_path
         .clone()
-        .or_else(|| located().map(|p| p.display().to_string()))
+        .or_else(|| located().map(|p| seen_from_agentd(&p.display().to_string(), dev, ino)))
 }
 
 #[cfg(test)]
