@@ -42,7 +42,7 @@ pub async fn adopt_all(daemon: &Arc<Daemon>, config: &Config) -> Report {
                 report
                     .failed
                     .push((path.display().to_string(), e.to_string()));
-                let _ = std::fs::remove_file(&path);
+                state::remove_if_present(&path);
                 continue;
             }
         };
@@ -52,7 +52,7 @@ pub async fn adopt_all(daemon: &Arc<Daemon>, config: &Config) -> Report {
             Err(why) => {
                 tracing::error!(run = %id, "cannot re-adopt: {why}; stopping it");
                 stop_unadoptable(daemon, &run, &why);
-                let _ = std::fs::remove_file(&path);
+                state::remove_if_present(&path);
                 report.failed.push((id, why));
             }
         }
@@ -82,12 +82,17 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
         home: run.home.clone(),
     };
     let mut run = run;
-    if run.policy_text.is_empty() {
-        run.policy_text = daemon
+    // State files name their policy by hash; older ones carried its text.
+    let stored = if run.policy_text.is_empty() {
+        let (text, hold) = daemon
             .policies
-            .read(&run.policy_hash)
+            .adopt(&run.policy_hash)
             .map_err(|e| format!("its policy: {e}"))?;
-    }
+        run.policy_text = text;
+        Some(hold)
+    } else {
+        None
+    };
     let policy = policy::parse_str(&run.policy_text, &run.policy_origin, &opts)
         .map_err(|e| format!("its policy no longer parses: {e}"))?;
     if policy.hash != run.policy_hash {
@@ -96,10 +101,13 @@ fn adopt_one(daemon: &Arc<Daemon>, config: &Config, run: RunState) -> Result<(),
             policy.hash, run.policy_hash
         ));
     }
-    let policy_hold = daemon
-        .policies
-        .hold(&run.policy_hash, &run.policy_text)
-        .map_err(|e| format!("its policy: {e}"))?;
+    let policy_hold = match stored {
+        Some(hold) => hold,
+        None => daemon
+            .policies
+            .hold(&run.policy_hash, &run.policy_text)
+            .map_err(|e| format!("its policy: {e}"))?,
+    };
     let plan = Plan::for_run(&policy, &daemon.host.probe);
     let dns_upstream = run
         .dns_upstream

@@ -118,12 +118,7 @@ impl Daemon {
         let daemon = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = fut.await;
-            let path = state::run_path(&daemon.runs_dir(), &id);
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(run = %id, "remove {}: {e}", path.display());
-                }
-            }
+            state::remove_if_present(&state::run_path(&daemon.runs_dir(), &id));
             // After the state file: a state file always finds its policy file.
             drop(policy);
             tracing::info!(run = %id, code = outcome.code, "run ended");

@@ -5,7 +5,7 @@
 //! measured with perf). Runs of one policy share its file, which goes with the last.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::state::{self, StateError};
@@ -63,10 +63,12 @@ impl PolicyStore {
         })
     }
 
-    /// The text of the policy whose hash is `hash`, checked against it.
-    pub fn read(&self, hash: &str) -> Result<String, StateError> {
+    /// The text of the policy whose hash is `hash`, checked against it, and a hold on
+    /// its file for a re-adopted run. The file is already there: it is not rewritten.
+    pub fn adopt(self: &Arc<Self>, hash: &str) -> Result<(String, PolicyHold), StateError> {
         use sha2::Digest;
         let path = self.path(hash)?;
+        let mut holders = self.holders();
         let text = std::fs::read_to_string(&path).map_err(|source| StateError::Io {
             path: path.clone(),
             source,
@@ -74,7 +76,12 @@ impl PolicyStore {
         if hex::encode(sha2::Sha256::digest(text.as_bytes())) != hash {
             return Err(StateError::PolicyChanged { path });
         }
-        Ok(text)
+        *holders.entry(hash.to_owned()).or_insert(0) += 1;
+        let hold = PolicyHold {
+            store: Arc::clone(self),
+            hash: hash.to_owned(),
+        };
+        Ok((text, hold))
     }
 
     /// Removes every policy file no live run holds: those of runs that ended while no
@@ -90,7 +97,7 @@ impl PolicyStore {
                 .and_then(|s| s.to_str())
                 .is_some_and(|hash| holders.get(hash).is_some_and(|n| *n > 0));
             if !held {
-                remove(&path);
+                state::remove_if_present(&path);
             }
         }
     }
@@ -104,7 +111,7 @@ impl PolicyStore {
         if *count == 0 {
             holders.remove(hash);
             if let Ok(path) = self.path(hash) {
-                remove(&path);
+                state::remove_if_present(&path);
             }
         }
     }
@@ -113,14 +120,6 @@ impl PolicyStore {
 impl Drop for PolicyHold {
     fn drop(&mut self) {
         self.store.release(&self.hash);
-    }
-}
-
-fn remove(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("remove {}: {e}", path.display());
-        }
     }
 }
 
@@ -147,7 +146,6 @@ mod tests {
             .join("policies")
             .join(format!("{}.yaml", hash(a)));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), a);
-        assert_eq!(store.read(&hash(a)).unwrap(), a);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -155,7 +153,6 @@ mod tests {
         assert!(file.exists(), "a second run still holds it");
         drop(second);
         assert!(!file.exists(), "the last hold removes it");
-        assert_eq!(store.read(&hash(b)).unwrap(), b);
         drop(other);
         assert_eq!(
             std::fs::read_dir(dir.path().join("policies"))
@@ -173,11 +170,42 @@ mod tests {
         let _hold = store.hold(&hash(text), text).unwrap();
         let file = dir.path().join(format!("{}.yaml", hash(text)));
         std::fs::write(&file, "version: 1\nname: evil\n").unwrap();
-        let err = store.read(&hash(text)).unwrap_err().to_string();
+        let err = store
+            .adopt(&hash(text))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no longer matches"), "{err}");
-        let err = store.read("../../etc/passwd").unwrap_err().to_string();
+        let err = store
+            .adopt("../../etc/passwd")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a SHA-256"), "{err}");
         assert!(store.hold("x", text).is_err());
+    }
+
+    /// A restarted daemon's store starts with no holds: adoption reads the file the
+    /// old daemon wrote and holds it, without writing it again.
+    #[test]
+    fn an_adopted_run_holds_the_file_it_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "version: 1\nname: a\n";
+        let file = dir.path().join(format!("{}.yaml", hash(text)));
+        std::fs::write(&file, text).unwrap();
+        let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+        let store = PolicyStore::new(dir.path().to_path_buf());
+        let (got, first) = store.adopt(&hash(text)).unwrap();
+        assert_eq!(got, text);
+        let second = store.hold(&hash(text), text).unwrap();
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().modified().unwrap(),
+            before
+        );
+        drop(first);
+        assert!(file.exists(), "a new run of the same policy still holds it");
+        drop(second);
+        assert!(!file.exists());
     }
 
     #[test]

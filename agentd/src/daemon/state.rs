@@ -169,6 +169,16 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// Removes the file at `path`; one that is already gone is no error (a restarted daemon
+/// may have swept it), any other failure is logged: the caller is cleaning up.
+pub fn remove_if_present(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("remove {}: {e}", path.display());
+        }
+    }
+}
+
 /// Reads a JSON state file.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
     let text = std::fs::read(path).map_err(|source| StateError::Io {

@@ -383,7 +383,7 @@ impl BpfRuntime {
         let known = &self.net_tables;
         let mut removed = 0;
         remove_rule_entries_where(
-            &self.maps,
+            &mut self.maps,
             |data| {
                 let id = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
                 id >= NET_TABLE_SHARED && !known.knows(id)
@@ -443,30 +443,19 @@ impl BpfRuntime {
 /// (keys with a rule table, at least [`NET_SLOT_BITS`] long); `each` gets every trie's
 /// name and how many went.
 fn remove_rule_entries_where(
-    m: &super::maps::Maps,
+    m: &mut super::maps::Maps,
     doomed: impl Fn(&[u8]) -> bool,
     mut each: impl FnMut(&'static str, Result<usize, aya::maps::MapError>),
 ) {
     let of = |len: u32, data: &[u8]| len >= NET_SLOT_BITS && doomed(data);
-    for (trie, name) in [
-        (&m.net_allow4, net_names::MAP_NET_ALLOW4),
-        (&m.net_bind4, net_names::MAP_NET_BIND4),
-        (&m.net_taint4, net_names::MAP_NET_TAINT4),
-    ] {
-        each(
-            name,
-            super::maps::trie_remove_where(trie, |k| of(k.prefix_len(), &k.data())),
-        );
-    }
-    for (trie, name) in [
-        (&m.net_allow6, net_names::MAP_NET_ALLOW6),
-        (&m.net_bind6, net_names::MAP_NET_BIND6),
-        (&m.net_taint6, net_names::MAP_NET_TAINT6),
-    ] {
-        each(
-            name,
-            super::maps::trie_remove_where(trie, |k| of(k.prefix_len(), &k.data())),
-        );
+    for table in NetTable::ALL {
+        let (name4, name6) = table.names();
+        let trie4 =
+            super::maps::trie_remove_where(table.trie4(m), |k| of(k.prefix_len(), &k.data()));
+        each(name4, trie4);
+        let trie6 =
+            super::maps::trie_remove_where(table.trie6(m), |k| of(k.prefix_len(), &k.data()));
+        each(name6, trie6);
     }
 }
 
@@ -482,6 +471,8 @@ pub(super) enum NetTable {
 }
 
 impl NetTable {
+    const ALL: [NetTable; 3] = [NetTable::Allow, NetTable::Bind, NetTable::AfterTaint];
+
     pub(super) fn names(self) -> (&'static str, &'static str) {
         match self {
             NetTable::Allow => (net_names::MAP_NET_ALLOW4, net_names::MAP_NET_ALLOW6),
