@@ -41,6 +41,11 @@ pub fn script(root: &Path) -> String {
         b = rel.join("agentd-benchprog").display(),
     );
     let _ = writeln!(s, "for rep in $(seq 1 {REPS}); do");
+    // What bounds getpid inside a run: any seccomp filter at all, with no agentd.
+    let _ = writeln!(
+        s,
+        "  echo \"R getpid seccomp-only $rep $(\"$B\" getpid-seccomp {GETPID} | two)\""
+    );
     for (name, args) in [
         ("getpid", format!("getpid {GETPID}")),
         ("open", format!("open $W/input.txt {OPEN}")),
@@ -121,7 +126,7 @@ pub fn report(output: &str, kver: &str, out: &Path) -> Result<(), String> {
          booted with the BPF LSM ({lsms}). Bare and agentd in the same boot, {REPS} \
          interleaved repetitions, medians. TCG slows everything, so only the ratios mean \
          anything.\n\n\
-         | workload | bare | agentd | ratio | CPU ratio | samples |\n|---|---|---|---|---|---|\n"
+         | workload | bare | measured | ratio | CPU ratio | samples |\n|---|---|---|---|---|---|\n"
     );
     // (workload, the baseline's tool, the measured tool, title)
     let outside = "**outside any run**, while 1 run sleeps (vs none)";
@@ -131,6 +136,12 @@ pub fn report(output: &str, kver: &str, out: &Path) -> Result<(), String> {
             "bare",
             "agentd",
             format!("getpid ×{GETPID} inside a run"),
+        ),
+        (
+            "getpid",
+            "bare",
+            "seccomp-only",
+            format!("getpid ×{GETPID} under an allow-all seccomp filter alone (no agentd)"),
         ),
         (
             "open",
@@ -213,6 +224,7 @@ mod tests {
                     "R {w} bare {rep} 100 50\nR {w} agentd {rep} 150 100\n"
                 ));
             }
+            out.push_str(&format!("R getpid seccomp-only {rep} 120 60\n"));
             out.push_str(&format!("R outside-getpid none {rep} 100 100\n"));
             out.push_str(&format!("R outside-getpid 1-run {rep} 110 100\n"));
             out.push_str(&format!("R outside-open none {rep} 100 100\n"));
@@ -228,6 +240,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(md.contains("| 1.50 | 2.00 | 3 |"), "{md}");
         assert!(md.contains("| 1.10 | 1.00 | 3 |"), "{md}");
+        assert!(
+            md.contains("filter alone (no agentd) | 0.0 ms | 0.0 ms | 1.20 | 1.20 | 3 |"),
+            "{md}"
+        );
         assert!(
             md.contains("openat+close ×50000 **outside any run**"),
             "{md}"

@@ -703,6 +703,82 @@ mod tests {
         assert_eq!(code, Some(0), "{status:?}: {failed:?} not filtered");
     }
 
+    /// The kernel's seccomp action cache (`seccomp_is_const_allow`, kernel/seccomp.c):
+    /// at attach, the kernel runs the filter for each native syscall number with only
+    /// `nr` and `arch` known. Where that reaches `RET ALLOW` through instructions it can
+    /// emulate, the syscall skips the filter from then on. A mirror of that emulator;
+    /// `None` where the kernel gives up (a load of anything but nr and arch, or an
+    /// instruction outside its list), which means the filter runs on every call.
+    fn kernel_cache_allows(filter: &[libc::sock_filter], nr: u32) -> Option<bool> {
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        let mut reg = 0u32;
+        let mut pc = 0usize;
+        loop {
+            let insn = filter.get(pc)?;
+            let code = u32::from(insn.code);
+            let k = insn.k;
+            let (ld_abs, ret_k, ja, and_k) = (
+                libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+                libc::BPF_RET | libc::BPF_K,
+                libc::BPF_JMP | libc::BPF_JA,
+                libc::BPF_ALU | libc::BPF_AND | libc::BPF_K,
+            );
+            let jump = |op: u32| libc::BPF_JMP | op | libc::BPF_K;
+            if code == ld_abs {
+                reg = match k {
+                    0 => nr,
+                    4 => AUDIT_ARCH_X86_64,
+                    _ => return None,
+                };
+            } else if code == ret_k {
+                return Some(k == libc::SECCOMP_RET_ALLOW);
+            } else if code == ja {
+                pc += k as usize;
+            } else if code == and_k {
+                reg &= k;
+            } else {
+                let taken = match code {
+                    c if c == jump(libc::BPF_JEQ) => reg == k,
+                    c if c == jump(libc::BPF_JGE) => reg >= k,
+                    c if c == jump(libc::BPF_JGT) => reg > k,
+                    c if c == jump(libc::BPF_JSET) => reg & k != 0,
+                    _ => return None,
+                };
+                pc += usize::from(if taken { insn.jt } else { insn.jf });
+            }
+            pc += 1;
+        }
+    }
+
+    /// The filter costs a syscall the agent makes all the time (getpid, read, openat)
+    /// no filter run at all: every syscall the filter does not name is one the kernel's
+    /// action cache allows outright. A rule reading arguments, or an instruction the
+    /// kernel cannot emulate, on the common path would put every call through the
+    /// filter; this pins that it does not.
+    #[test]
+    fn every_syscall_the_filter_does_not_name_skips_it_through_the_kernels_cache() {
+        let filter = prepare().expect("prepare");
+        let named: std::collections::BTreeSet<i32> = DENIED_SYSCALLS
+            .iter()
+            .chain(&["clone", "clone3", "socket", "ioctl"])
+            .map(|n| resolve(n).expect("resolve").as_raw_syscall())
+            .collect();
+        // x86-64 syscall numbers run to about 470.
+        for nr in 0..512u32 {
+            let cached = kernel_cache_allows(&filter.filter, nr);
+            let name = syscall_name(nr);
+            if named.contains(&(nr as i32)) {
+                assert_ne!(cached, Some(true), "{name} ({nr}) must reach the filter");
+            } else {
+                assert_eq!(
+                    cached,
+                    Some(true),
+                    "{name} ({nr}) runs the filter on every call"
+                );
+            }
+        }
+    }
+
     /// The three child-side layers in the model's order, then a real exec.
     #[test]
     fn caps_landlock_seccomp_in_order_then_exec() {

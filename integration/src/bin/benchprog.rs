@@ -5,6 +5,9 @@
 //! errno and exits 1, so a sandbox that denies the workload cannot pass as fast.
 //!
 //! - `getpid N`: N getpid(2), made as raw syscalls (no libc caching);
+//! - `getpid-seccomp N`: the same loop under a one-instruction allow-all seccomp filter
+//!   (with no_new_privs), and nothing else: the cost any seccomp filter puts on every
+//!   syscall, whatever its rules (the kernel's syscall-entry work for a filtered task);
 //! - `open PATH N`: N openat(AT_FDCWD, PATH, O_RDONLY) + close;
 //! - `stat PATH N`: N stat(2) of PATH;
 //! - `connect ADDR PORT N`: N TCP connect + close to an IPv4 listener; the close is a
@@ -25,6 +28,7 @@ fn main() {
     let n = |i: usize| a(i).parse::<u64>().ok();
     let result = match (a(0), args.len()) {
         ("getpid", 2) => n(1).map(getpid),
+        ("getpid-seccomp", 2) => n(1).map(|n| allow_all_seccomp().and_then(|()| getpid(n))),
         ("open", 3) => n(2).map(|n| open(a(1), n)),
         ("stat", 3) => n(2).map(|n| stat(a(1), n)),
         ("connect", 4) => match (a(1).parse::<Ipv4Addr>(), a(2).parse::<u16>(), n(3)) {
@@ -43,7 +47,7 @@ fn main() {
         }
         None => {
             eprintln!(
-                "usage: agentd-benchprog getpid N | open PATH N | stat PATH N | \
+                "usage: agentd-benchprog getpid N | getpid-seccomp N | open PATH N | stat PATH N | \
                  connect ADDR PORT N | spawn PROG N | listen ADDR"
             );
             2
@@ -51,6 +55,31 @@ fn main() {
     };
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// Installs a seccomp filter that allows everything: `ret SECCOMP_RET_ALLOW`.
+fn allow_all_seccomp() -> Result<(), String> {
+    let mut allow = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: allow.as_mut_ptr(),
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `prog` points at one valid instruction that outlives the call; the kernel
+    // copies it.
+    let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) };
+    if rc != 0 {
+        return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Runs `body` `n` times and prints its wall-clock and CPU nanoseconds; `body` gets the
